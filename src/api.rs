@@ -1,0 +1,247 @@
+//! The control plane's loopback HTTP API: wire types and the client the CLI and proxies use.
+//!
+//! Every route but `/ready` requires `Authorization: Bearer <token>` (the environment's token).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::{header, Method, Request, StatusCode};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::env::Env;
+use crate::net;
+use crate::resources::{Kind, Resource, ResourceKey};
+use crate::snapshot::{Role, Version};
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ApplyRequest {
+    pub resources: Vec<Resource>,
+    /// Leave existing objects alone (what `up` uses for its built-in manifests).
+    #[serde(default)]
+    pub create_only: bool,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Created,
+    Configured,
+    Unchanged,
+    Deleted,
+    NotFound,
+}
+
+impl Action {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Action::Created => "created",
+            Action::Configured => "configured",
+            Action::Unchanged => "unchanged",
+            Action::Deleted => "deleted",
+            Action::NotFound => "not found",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ResourceResult {
+    pub key: ResourceKey,
+    pub action: Action,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChangeResponse {
+    pub results: Vec<ResourceResult>,
+    /// The config version that includes this change; `GET /v1/sync?counter=N` waits for it.
+    pub version: Version,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeleteRequest {
+    pub keys: Vec<ResourceKey>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Status {
+    pub control_plane: ControlPlaneStatus,
+    pub pods: Vec<PodStatus>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ControlPlaneStatus {
+    pub pid: u32,
+    pub address: Option<SocketAddr>,
+    pub version: Version,
+    pub started: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PodStatus {
+    pub namespace: String,
+    pub name: String,
+    pub workload: String,
+    pub labels: BTreeMap<String, String>,
+    pub service_account: String,
+    /// The proxy this pod runs (sidecar, gateway, or the plain forwarder).
+    pub role: Role,
+    /// The built-in app, if the pod runs one (`httpbin`); idle client pods run none.
+    pub app: Option<String>,
+    /// `Pending`, `Starting`, `Running`, `CrashLoopBackOff`, `Terminating`.
+    pub phase: String,
+    pub ready: bool,
+    pub restarts: u32,
+    pub message: Option<String>,
+    pub created: String,
+    /// Proxy listeners: `outbound`, `admin`, `inbound:<port>`, `gateway:<port>`.
+    pub proxy_addrs: BTreeMap<String, SocketAddr>,
+    /// App listeners by container port.
+    pub app_addrs: BTreeMap<String, SocketAddr>,
+    pub pids: Vec<u32>,
+    /// The config version the proxy last acknowledged.
+    pub acked: Option<Version>,
+}
+
+impl PodStatus {
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the control plane of environment {env:?} is not running; start it with `meshrig up`")]
+    NotRunning { env: String },
+    #[error("cannot reach the control plane at {address}: {reason}; `meshrig up` restarts it")]
+    Unreachable { address: SocketAddr, reason: String },
+    #[error("{message}")]
+    Status { status: u16, message: String },
+    #[error("unexpected answer from the control plane: {0}")]
+    Decode(String),
+    #[error(transparent)]
+    Env(#[from] crate::env::Error),
+}
+
+/// An error body from the API: `{"error": "..."}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    address: SocketAddr,
+    token: String,
+    http: net::HttpClient,
+}
+
+impl Client {
+    pub fn new(address: SocketAddr, token: String) -> Client {
+        Client { address, token, http: net::client() }
+    }
+
+    /// The client for a running environment, from its state directory.
+    pub fn for_env(env: &Env) -> Result<Client, Error> {
+        let info = env.control_plane()?.ok_or_else(|| Error::NotRunning { env: env.name.clone() })?;
+        Ok(Client::new(info.address, env.read_token()?))
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub async fn ready(&self) -> bool {
+        let req = Request::get(format!("http://{}/ready", self.address)).body(net::empty()).expect("valid request");
+        matches!(tokio::time::timeout(Duration::from_secs(2), self.http.request(req)).await, Ok(Ok(r)) if r.status().is_success())
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, Error> {
+        let bytes = serde_json::to_vec(body).map_err(|e| Error::Decode(e.to_string()))?;
+        self.call(Method::POST, path, Some(bytes)).await
+    }
+
+    async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<T, Error> {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{}", self.address, path))
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body.map(net::full).unwrap_or_else(net::empty))
+            .expect("valid request");
+        let resp = self
+            .http
+            .request(req)
+            .await
+            .map_err(|e| Error::Unreachable { address: self.address, reason: error_chain(&e) })?;
+        let status = resp.status();
+        let bytes = net::read_body(resp.into_body(), 64 << 20).await.map_err(Error::Decode)?;
+        if status != StatusCode::OK {
+            let message = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|b| b.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+            return Err(Error::Status { status: status.as_u16(), message });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    pub async fn apply(&self, req: &ApplyRequest) -> Result<ChangeResponse, Error> {
+        self.post("/v1/apply", req).await
+    }
+
+    pub async fn delete(&self, keys: Vec<ResourceKey>) -> Result<ChangeResponse, Error> {
+        self.post("/v1/delete", &DeleteRequest { keys }).await
+    }
+
+    pub async fn list(&self, kind: Kind, namespace: Option<&str>, name: Option<&str>) -> Result<Vec<Resource>, Error> {
+        let mut path = format!("/v1/resources?kind={}", kind.as_str());
+        if let Some(ns) = namespace {
+            path.push_str(&format!("&namespace={ns}"));
+        }
+        if let Some(n) = name {
+            path.push_str(&format!("&name={n}"));
+        }
+        self.get(&path).await
+    }
+
+    pub async fn status(&self) -> Result<Status, Error> {
+        self.get("/v1/status").await
+    }
+
+    /// Waits until every running proxy has applied config version `counter` (or newer).
+    pub async fn sync(&self, version: Version, timeout: Duration) -> Result<SyncResponse, Error> {
+        self.get(&format!(
+            "/v1/sync?epoch={}&counter={}&timeout_ms={}",
+            version.epoch,
+            version.counter,
+            timeout.as_millis()
+        ))
+        .await
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SyncResponse {
+    pub synced: bool,
+    /// Proxies that had not applied the version when the wait ended.
+    pub stale: Vec<String>,
+}
+
+/// An error and its causes on one line (hyper's errors hide the useful part in `source`).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,235 @@
+//! The command line: clap definitions and dispatch. Data goes to stdout, messages to stderr.
+//!
+//! Exit codes: 0 success; 1 a check or verification failed; 2 usage or runtime error.
+
+mod doctor;
+mod exec;
+mod lab;
+mod lifecycle;
+mod resource;
+pub mod term;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::env::Env;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "meshrig",
+    version,
+    about = "A service-mesh lab in one binary: Istio's YAML, checked labs, no cluster needed."
+)]
+pub struct Cli {
+    /// Environment name; each has its own state, ports and processes.
+    #[arg(long, global = true, env = "MESHRIG_ENV", default_value = "default")]
+    pub env: String,
+    /// State directory (default: $XDG_STATE_HOME/meshrig/ENV or ~/.local/state/meshrig/ENV).
+    #[arg(long, global = true, env = "MESHRIG_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    Table,
+    Yaml,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Bring up the mesh with the sample apps (running it again is harmless).
+    Up {
+        /// Localhost port of the ingress gateway's HTTP listener (0 picks a free one).
+        #[arg(long)]
+        http_port: Option<u16>,
+        /// Localhost port of the ingress gateway's HTTPS listener (0 picks a free one).
+        #[arg(long)]
+        https_port: Option<u16>,
+        /// How long to wait for every pod to be ready, in seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Stop every process of the environment; applied config is kept unless --purge.
+    Down {
+        /// Also delete the environment's state (applied resources, lab progress).
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Show the control plane and every pod with its health.
+    Status {
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Check what the local backend needs, with a fix for each problem.
+    Doctor {
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Apply resources from files, directories or - (stdin), all or nothing.
+    Apply {
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<String>,
+        /// Namespace for resources that do not set one.
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// Validate and report what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete resources named in files, or by kind and name.
+    Delete {
+        #[arg(short = 'f', long = "filename")]
+        files: Vec<String>,
+        /// KIND NAME... (when no -f is given).
+        args: Vec<String>,
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
+    /// List resources (and pods) like kubectl get.
+    Get {
+        /// gateway|virtualservice|destinationrule|service|deployment|namespace|serviceaccount|pods (short names work).
+        kind: String,
+        name: Option<String>,
+        #[arg(short, long)]
+        namespace: Option<String>,
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Run a command (usually curl) from inside a workload, through its sidecar.
+    Exec {
+        /// Deployment (`curl`, `deploy/curl`) or pod name.
+        workload: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Labs: list, start, check, verify.
+    #[command(subcommand)]
+    Lab(LabCommand),
+    /// (internal) Run the control plane.
+    #[command(hide = true)]
+    ControlPlane,
+    /// (internal) Run a proxy.
+    #[command(hide = true)]
+    Proxy {
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        namespace: String,
+        #[arg(long)]
+        pod: String,
+        #[arg(long = "inbound-port")]
+        inbound_ports: Vec<u16>,
+        /// PORT=ADDR: publish a gateway container port on a localhost address.
+        #[arg(long)]
+        publish: Vec<String>,
+    },
+    /// (internal) Run a built-in app.
+    #[command(hide = true)]
+    App {
+        name: String,
+        #[arg(long)]
+        container_port: u16,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LabCommand {
+    /// List the labs and your progress.
+    List,
+    /// Set up lab N and write its starting files into ./meshrig-labs/.
+    Start { lab: String },
+    /// Run lab N's checks (default: the current lab).
+    Check {
+        lab: Option<String>,
+        /// Seconds each check may retry before it counts as failed.
+        #[arg(long, default_value_t = 15)]
+        wait: u64,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Show the hints of lab N.
+    Hint { lab: Option<String> },
+    /// Show (or apply) the solution of lab N.
+    Solution {
+        lab: Option<String>,
+        #[arg(long)]
+        apply: bool,
+    },
+    /// Prove the course: every lab fails on its starting files and passes with its solution.
+    Verify {
+        /// Labs to verify (default: all).
+        labs: Vec<String>,
+        #[arg(long, default_value_t = 15)]
+        wait: u64,
+    },
+}
+
+pub fn env_of(cli: &Cli) -> anyhow::Result<Env> {
+    Ok(Env::resolve(&cli.env, cli.state_dir.clone())?)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}
+
+/// Runs a command to completion.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let env = env_of(&cli)?;
+    match cli.command {
+        Command::ControlPlane => {
+            runtime()?.block_on(crate::control_plane::run(env))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Proxy { role, namespace, pod, inbound_ports, publish } => {
+            let role = match role.as_str() {
+                "sidecar" => crate::snapshot::Role::Sidecar,
+                "gateway" => crate::snapshot::Role::Gateway,
+                "plain" => crate::snapshot::Role::Plain,
+                other => anyhow::bail!("unknown proxy role {other:?}"),
+            };
+            let mut published = std::collections::BTreeMap::new();
+            for p in publish {
+                let (port, addr) = p.split_once('=').ok_or_else(|| anyhow::anyhow!("--publish takes PORT=ADDR"))?;
+                published.insert(port.parse()?, addr.parse()?);
+            }
+            let config = crate::proxy::Config { role, env, namespace, pod, inbound_ports, publish: published };
+            // Two workers, as Istio sizes its proxies.
+            runtime()?.block_on(crate::proxy::run(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::App { name, container_port } => {
+            let app = crate::apps::App::from_name(&name).ok_or_else(|| anyhow::anyhow!("unknown app {name:?}"))?;
+            runtime()?.block_on(crate::apps::run(app, container_port))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Up { http_port, https_port, timeout } => {
+            runtime()?.block_on(lifecycle::up(&env, http_port, https_port, timeout))
+        }
+        Command::Down { purge } => lifecycle::down(&env, purge),
+        Command::Status { output } => runtime()?.block_on(lifecycle::status(&env, output)),
+        Command::Doctor { output } => doctor::run(&env, output),
+        Command::Apply { files, namespace, dry_run } => {
+            runtime()?.block_on(resource::apply(&env, &files, namespace.as_deref(), dry_run))
+        }
+        Command::Delete { files, args, namespace } => {
+            runtime()?.block_on(resource::delete(&env, &files, &args, namespace.as_deref()))
+        }
+        Command::Get { kind, name, namespace, all_namespaces, output } => {
+            let ns = if all_namespaces { None } else { Some(namespace.unwrap_or_else(|| "default".into())) };
+            runtime()?.block_on(resource::get(&env, &kind, name.as_deref(), ns.as_deref(), output))
+        }
+        Command::Exec { workload, namespace, command } => {
+            runtime()?.block_on(exec::run(&env, &workload, namespace.as_deref().unwrap_or("default"), &command))
+        }
+        Command::Lab(cmd) => runtime()?.block_on(lab::run(&env, cmd)),
+    }
+}

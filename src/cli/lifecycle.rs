@@ -1,0 +1,265 @@
+//! `up`, `down`, `status`: the environment's lifecycle.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::api::{self, ApplyRequest, Status};
+use crate::cli::term::{self, Step};
+use crate::cli::Output;
+use crate::env::{Env, Settings};
+use crate::{ready, reaper, resources};
+
+/// The manifests `up` applies on first start: the ingress gateway and the sample apps.
+pub const MANIFESTS: [(&str, &str); 3] = [
+    ("manifests/istio-system.yaml", include_str!("../../manifests/istio-system.yaml")),
+    ("manifests/httpbin.yaml", include_str!("../../manifests/httpbin.yaml")),
+    ("manifests/curl.yaml", include_str!("../../manifests/curl.yaml")),
+];
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?.local_addr()?.port())
+}
+
+fn port_free(port: u16) -> bool {
+    TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).is_ok()
+}
+
+/// Returns a client for the running control plane, starting one if needed.
+pub async fn ensure_control_plane(env: &Env) -> anyhow::Result<(api::Client, bool)> {
+    if let Ok(client) = api::Client::for_env(env) {
+        if client.ready().await {
+            return Ok((client, false));
+        }
+    }
+    let exe = std::env::current_exe().context("cannot find the meshrig binary")?;
+    let log_path = env.logs_dir().join("control-plane.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("open {}", log_path.display()))?;
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg("--state-dir").arg(&env.dir).arg("control-plane");
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log));
+    // Its own process group: the control plane and everything it starts outlive this command
+    // and do not get the terminal's Ctrl-C.
+    cmd.process_group(0);
+    let mut child = cmd.spawn().context("start the control plane")?;
+    let stdout = child.stdout.take().expect("piped");
+    let line = tokio::time::timeout(Duration::from_secs(20), BufReader::new(stdout).lines().next_line()).await;
+    let addrs = match line {
+        Ok(Ok(Some(l))) => ready::parse(&l),
+        _ => None,
+    };
+    let Some(addrs) = addrs else {
+        bail!("the control plane did not start; see {}", log_path.display());
+    };
+    let client = api::Client::new(addrs["api"], env.read_token()?);
+    Ok((client, true))
+}
+
+pub async fn up(env: &Env, http_port: Option<u16>, https_port: Option<u16>, timeout: u64) -> anyhow::Result<ExitCode> {
+    env.ensure_dirs()?;
+    eprintln!("meshrig up: environment {:?} ({})", env.name, env.dir.display());
+    let running = api::Client::for_env(env).ok();
+    let running = match running {
+        Some(c) if c.ready().await => Some(c),
+        _ => None,
+    };
+    let first_up = !env.exists();
+    let mut settings = env.settings()?.unwrap_or_default();
+    if running.is_none() {
+        if let Some(p) = http_port {
+            settings.http_port = p;
+        }
+        if let Some(p) = https_port {
+            settings.https_port = p;
+        }
+        if settings.http_port == 0 {
+            settings.http_port = free_port()?;
+        }
+        if settings.https_port == 0 {
+            settings.https_port = free_port()?;
+        }
+        for (what, port, flag) in
+            [("HTTP", settings.http_port, "--http-port"), ("HTTPS", settings.https_port, "--https-port")]
+        {
+            if !port_free(port) {
+                bail!("port {port} for the gateway's {what} listener is in use on 127.0.0.1; free it or choose another with `meshrig up {flag} PORT` (0 picks a free one)");
+            }
+        }
+        env.save_settings(&settings)?;
+    } else if http_port.is_some_and(|p| p != settings.http_port) || https_port.is_some_and(|p| p != settings.https_port)
+    {
+        eprintln!(
+            "{} the environment is running with HTTP port {} and HTTPS port {}; `meshrig down` first to change them",
+            term::warn_mark(),
+            settings.http_port,
+            settings.https_port
+        );
+    }
+
+    let step = Step::start("control plane");
+    let (client, started) = match ensure_control_plane(env).await {
+        Ok(c) => c,
+        Err(e) => {
+            step.failed("control plane");
+            return Err(e);
+        }
+    };
+    step.done(&format!("control plane {} ({})", if started { "started" } else { "running" }, client.address()));
+
+    let step = Step::start("ingress gateway and sample apps");
+    let mut resources = Vec::new();
+    for (file, text) in MANIFESTS {
+        for doc in resources::parse::parse_documents(file, text)? {
+            resources.push(doc.resource);
+        }
+    }
+    let applied = client.apply(&ApplyRequest { resources, create_only: !first_up, dry_run: false }).await?;
+    let created = applied.results.iter().filter(|r| r.action == api::Action::Created).count();
+    step.done(&format!("ingress gateway and sample apps ({created} created)"));
+
+    let step = Step::start("waiting for pods");
+    let deadline = Instant::now() + Duration::from_secs(timeout);
+    let status = loop {
+        let status = client.status().await?;
+        if !status.pods.is_empty() && status.pods.iter().all(|p| p.ready) {
+            break status;
+        }
+        if Instant::now() > deadline {
+            step.failed("pods not ready");
+            print_pods(&status);
+            bail!(
+                "pods were not ready after {timeout}s; `meshrig status` shows them and {} has their logs",
+                env.logs_dir().display()
+            );
+        }
+        // Readiness poll of the control plane's view (every pod reports through it).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    step.done(&format!("{} pods ready", status.pods.len()));
+    eprintln!();
+    eprintln!("meshrig is up.");
+    eprintln!("  ingress gateway: http://127.0.0.1:{} (Gateway servers on port 80 or 8080)", settings.http_port);
+    eprintln!("  try:  meshrig apply -f ../shared/istio-samples/httpbin/httpbin-gateway.yaml");
+    eprintln!("        curl -s http://127.0.0.1:{}/headers", settings.http_port);
+    eprintln!("  or start the first lab:  meshrig lab start 1");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_pods(status: &Status) {
+    let rows: Vec<Vec<String>> = status
+        .pods
+        .iter()
+        .map(|p| {
+            vec![
+                p.namespace.clone(),
+                p.name.clone(),
+                if p.ready { "1/1".into() } else { "0/1".into() },
+                p.phase.clone(),
+                p.restarts.to_string(),
+                p.role.as_str().to_string(),
+                p.message.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    eprint!("{}", term::table(&["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "PROXY", "MESSAGE"], &rows));
+}
+
+pub fn down(env: &Env, purge: bool) -> anyhow::Result<ExitCode> {
+    let mut pids = reaper::environment_pids(&env.dir);
+    if let Ok(Some(info)) = env.control_plane() {
+        pids.push(info.pid);
+    }
+    if let Ok(Some(p)) = crate::env::read_json::<crate::control_plane::state::Processes>(&env.processes_file()) {
+        pids.push(p.control_plane);
+        pids.extend(p.pids);
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    // Only processes that really are this environment's (pids in records may have been reused).
+    let ours: Vec<u32> = pids.into_iter().filter(|p| reaper::belongs(*p, &env.dir)).collect();
+    let stopped = reaper::stop(&ours, Duration::from_secs(3));
+    let _ = std::fs::remove_file(env.control_plane_file());
+    let _ = std::fs::remove_file(env.processes_file());
+    eprintln!("{} stopped {} process(es) of environment {:?}", term::pass_mark(), stopped.len(), env.name);
+    if purge {
+        if env.dir.exists() {
+            std::fs::remove_dir_all(&env.dir).with_context(|| format!("remove {}", env.dir.display()))?;
+        }
+        eprintln!("{} removed {}", term::pass_mark(), env.dir.display());
+    } else if env.dir.exists() {
+        eprintln!(
+            "  applied resources are kept in {}; `meshrig up` restores them, `meshrig down --purge` deletes them",
+            env.dir.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn status(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
+    let client = api::Client::for_env(env)?;
+    let status = match client.status().await {
+        Ok(s) => s,
+        Err(e) => {
+            if output == Output::Json {
+                println!("{}", serde_json::json!({"environment": env.name, "running": false, "error": e.to_string()}));
+            } else {
+                eprintln!("{} {e}", term::fail_mark());
+            }
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let settings = env.settings()?.unwrap_or_else(Settings::default);
+    match output {
+        Output::Json | Output::Yaml => {
+            let v = serde_json::json!({"environment": env.name, "running": true, "state_dir": env.dir, "gateway": {"http": format!("127.0.0.1:{}", settings.http_port), "https": format!("127.0.0.1:{}", settings.https_port)}, "control_plane": status.control_plane, "pods": status.pods});
+            if output == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", serde_yaml::to_string(&v)?);
+            }
+        }
+        Output::Table => {
+            println!(
+                "control plane   {}   pid {}   config version {}",
+                status.control_plane.address.map(|a| a.to_string()).unwrap_or_default(),
+                status.control_plane.pid,
+                status.control_plane.version
+            );
+            println!("ingress gateway http://127.0.0.1:{}", settings.http_port);
+            println!();
+            let rows: Vec<Vec<String>> = status
+                .pods
+                .iter()
+                .map(|p| {
+                    let synced = match p.acked {
+                        Some(a) if a.reached(status.control_plane.version) => "SYNCED",
+                        Some(_) => "STALE",
+                        None => "-",
+                    };
+                    vec![
+                        p.namespace.clone(),
+                        p.name.clone(),
+                        if p.ready { "1/1".into() } else { "0/1".into() },
+                        p.phase.clone(),
+                        p.restarts.to_string(),
+                        p.role.as_str().into(),
+                        synced.into(),
+                        crate::env::age(&p.created),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                term::table(&["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "PROXY", "CONFIG", "AGE"], &rows)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

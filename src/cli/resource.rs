@@ -1,0 +1,267 @@
+//! `apply`, `delete`, `get`: resources, kubectl-like.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context};
+
+use crate::api::{self, ApplyRequest};
+use crate::cli::{term, Output};
+use crate::env::Env;
+use crate::resources::parse::{parse_documents, Document};
+use crate::resources::{Kind, Resource, ResourceKey};
+
+/// Reads FILE, DIR (its .yaml/.yml/.json files, sorted) or `-`, and parses every document.
+/// Any error stops everything: nothing is sent.
+pub fn load(paths: &[String]) -> anyhow::Result<Vec<Document>> {
+    let mut docs = Vec::new();
+    for p in paths {
+        if p == "-" {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text).context("read stdin")?;
+            docs.extend(parse_documents("<stdin>", &text)?);
+            continue;
+        }
+        let path = Path::new(p);
+        let mut files = Vec::new();
+        if path.is_dir() {
+            for e in std::fs::read_dir(path).with_context(|| format!("read directory {p}"))? {
+                let f = e?.path();
+                if matches!(f.extension().and_then(|x| x.to_str()), Some("yaml" | "yml" | "json")) {
+                    files.push(f);
+                }
+            }
+            files.sort();
+        } else {
+            files.push(path.to_path_buf());
+        }
+        for f in files {
+            let text = std::fs::read_to_string(&f).map_err(|e| anyhow!("{}: {e}", f.display()))?;
+            docs.extend(parse_documents(&f.display().to_string(), &text)?);
+        }
+    }
+    Ok(docs)
+}
+
+fn describe(key: &ResourceKey) -> String {
+    format!("{}/{}", key.kind.as_str().to_lowercase(), key.name)
+}
+
+pub async fn apply(env: &Env, files: &[String], namespace: Option<&str>, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let docs = load(files)?;
+    if docs.is_empty() {
+        bail!("no resources found in {}", files.join(", "));
+    }
+    let resources: Vec<Resource> = docs
+        .into_iter()
+        .map(|d| {
+            let mut r = d.resource;
+            if let Some(ns) = namespace {
+                r.set_default_namespace(ns);
+            }
+            r
+        })
+        .collect();
+    let client = api::Client::for_env(env)?;
+    let resp = client.apply(&ApplyRequest { resources, create_only: false, dry_run }).await?;
+    for r in &resp.results {
+        for w in &r.warnings {
+            eprintln!("Warning: {} {}: {w}", r.key.kind.as_str(), r.key.name);
+        }
+        let suffix = if dry_run { " (dry run)" } else { "" };
+        println!("{} {}{suffix}", describe(&r.key), r.action.as_str());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn delete(env: &Env, files: &[String], args: &[String], namespace: Option<&str>) -> anyhow::Result<ExitCode> {
+    let ns = namespace.unwrap_or("default");
+    let keys: Vec<ResourceKey> = if !files.is_empty() {
+        load(files)?
+            .into_iter()
+            .map(|d| {
+                let mut r = d.resource;
+                r.set_default_namespace(ns);
+                r.key()
+            })
+            .collect()
+    } else {
+        let (kind, names) = args.split_first().ok_or_else(|| anyhow!("give -f FILE, or KIND NAME"))?;
+        let kind = Kind::from_user(kind).ok_or_else(|| anyhow!("unknown kind {kind:?}"))?;
+        if names.is_empty() {
+            bail!("give the name of the {} to delete", kind.as_str());
+        }
+        names
+            .iter()
+            .map(|n| ResourceKey {
+                kind,
+                namespace: if kind.namespaced() { ns.to_string() } else { String::new() },
+                name: n.clone(),
+            })
+            .collect()
+    };
+    let client = api::Client::for_env(env)?;
+    let resp = client.delete(keys).await?;
+    let mut missing = false;
+    for r in &resp.results {
+        match r.action {
+            api::Action::NotFound => {
+                missing = true;
+                eprintln!("Error: {} {:?} not found", r.key.kind.as_str(), r.key.name);
+            }
+            a => println!("{} {}", describe(&r.key), a.as_str()),
+        }
+    }
+    Ok(if missing { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+pub async fn get(
+    env: &Env,
+    kind: &str,
+    name: Option<&str>,
+    namespace: Option<&str>,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    let client = api::Client::for_env(env)?;
+    if matches!(kind.to_ascii_lowercase().as_str(), "pod" | "pods" | "po") {
+        return get_pods(&client, name, namespace, output).await;
+    }
+    let k = Kind::from_user(kind).ok_or_else(|| {
+        anyhow!(
+            "unknown kind {kind:?}; known: pods, {}",
+            Kind::ALL.iter().map(|k| k.plural()).collect::<Vec<_>>().join(", ")
+        )
+    })?;
+    let items = client.list(k, namespace, name).await?;
+    if items.is_empty() {
+        if let Some(n) = name {
+            eprintln!("Error: {} {n:?} not found", k.as_str());
+            return Ok(ExitCode::from(1));
+        }
+        eprintln!("No resources found{}.", namespace.map(|n| format!(" in {n} namespace")).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let values: Vec<serde_json::Value> = items.iter().map(Resource::to_value).collect();
+    let one_or_list = || {
+        if name.is_some() && values.len() == 1 {
+            values[0].clone()
+        } else {
+            serde_json::json!({"apiVersion": "v1", "kind": "List", "items": values})
+        }
+    };
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&one_or_list())?),
+        Output::Yaml => print!("{}", serde_yaml::to_string(&one_or_list())?),
+        Output::Table => {
+            let all_ns = namespace.is_none() && k.namespaced();
+            let mut headers = vec![];
+            if all_ns {
+                headers.push("NAMESPACE");
+            }
+            headers.push("NAME");
+            let extra: &[&str] = match k {
+                Kind::VirtualService => &["GATEWAYS", "HOSTS"],
+                Kind::Gateway | Kind::DestinationRule => &["HOSTS"],
+                Kind::Service => &["PORTS"],
+                Kind::Deployment => &["REPLICAS", "IMAGES"],
+                _ => &[],
+            };
+            headers.extend(extra);
+            headers.push("AGE");
+            let rows: Vec<Vec<String>> = items
+                .iter()
+                .map(|r| {
+                    let mut row = vec![];
+                    if all_ns {
+                        row.push(r.meta().namespace.clone().unwrap_or_default());
+                    }
+                    row.push(r.meta().name.clone());
+                    match r {
+                        Resource::VirtualService(vs) => {
+                            row.push(format!("[{}]", vs.spec.gateways.join(",")));
+                            row.push(format!("[{}]", vs.spec.hosts.join(",")));
+                        }
+                        Resource::Gateway(g) => {
+                            let hosts: Vec<String> = g.spec.servers.iter().flat_map(|s| s.hosts.clone()).collect();
+                            row.push(format!("[{}]", hosts.join(",")));
+                        }
+                        Resource::DestinationRule(d) => row.push(d.spec.host.clone()),
+                        Resource::Service(s) => {
+                            let ports: Vec<String> = s.spec.ports.iter().map(|p| format!("{}/TCP", p.port)).collect();
+                            row.push(ports.join(","));
+                        }
+                        Resource::Deployment(d) => {
+                            row.push(d.replicas().to_string());
+                            let images: Vec<String> = d
+                                .spec
+                                .template
+                                .spec
+                                .containers
+                                .iter()
+                                .map(|c| c.image.clone().unwrap_or_default())
+                                .collect();
+                            row.push(images.join(","));
+                        }
+                        _ => {}
+                    }
+                    row.push(r.meta().creation_timestamp.as_deref().map(crate::env::age).unwrap_or_default());
+                    row
+                })
+                .collect();
+            print!("{}", term::table(&headers, &rows));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn get_pods(
+    client: &api::Client,
+    name: Option<&str>,
+    namespace: Option<&str>,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    let status = client.status().await?;
+    let pods: Vec<&api::PodStatus> = status
+        .pods
+        .iter()
+        .filter(|p| namespace.is_none_or(|n| p.namespace == n))
+        .filter(|p| name.is_none_or(|n| p.name == n || p.workload == n))
+        .collect();
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&pods)?),
+        Output::Yaml => print!("{}", serde_yaml::to_string(&pods)?),
+        Output::Table => {
+            if pods.is_empty() {
+                eprintln!("No pods found.");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let rows: Vec<Vec<String>> = pods
+                .iter()
+                .map(|p| {
+                    let containers = if p.app.is_some() { 2 } else { 1 };
+                    let ready = if p.ready { containers } else { 0 };
+                    let mut row = vec![];
+                    if namespace.is_none() {
+                        row.push(p.namespace.clone());
+                    }
+                    row.extend([
+                        p.name.clone(),
+                        format!("{ready}/{containers}"),
+                        p.phase.clone(),
+                        p.restarts.to_string(),
+                        crate::env::age(&p.created),
+                    ]);
+                    row
+                })
+                .collect();
+            let mut headers = vec![];
+            if namespace.is_none() {
+                headers.push("NAMESPACE");
+            }
+            headers.extend(["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
+            print!("{}", term::table(&headers, &rows));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

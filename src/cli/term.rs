@@ -1,0 +1,87 @@
+//! Terminal output: check marks, progress lines, colour only on a terminal without NO_COLOR.
+
+use std::io::{IsTerminal, Write};
+
+pub fn color() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+fn paint(code: &str, s: &str) -> String {
+    if color() {
+        format!("\x1b[{code}m{s}\x1b[0m")
+    } else {
+        s.to_string()
+    }
+}
+
+pub fn pass_mark() -> String {
+    paint("32", "√")
+}
+pub fn fail_mark() -> String {
+    paint("31", "×")
+}
+pub fn warn_mark() -> String {
+    paint("33", "‼")
+}
+
+/// One step of a multi-step command: `… doing` while it runs on a terminal, then `✔ done`.
+/// Without a terminal only the final line is printed.
+pub struct Step {
+    tty: bool,
+}
+
+impl Step {
+    pub fn start(what: &str) -> Step {
+        let tty = std::io::stderr().is_terminal();
+        if tty {
+            eprint!("  … {what}");
+            let _ = std::io::stderr().flush();
+        }
+        Step { tty }
+    }
+
+    pub fn done(self, what: &str) {
+        self.finish(&paint("32", "✔"), what);
+    }
+
+    pub fn failed(self, what: &str) {
+        self.finish(&paint("31", "✘"), what);
+    }
+
+    fn finish(&self, mark: &str, what: &str) {
+        if self.tty {
+            eprint!("\r\x1b[K");
+        }
+        eprintln!("{mark} {what}");
+    }
+}
+
+/// Left-aligned columns, like kubectl's tables.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}   ", w = widths[i]));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = line(headers.iter().map(|h| h.to_string()).collect());
+    out.push('\n');
+    for r in rows {
+        out.push_str(&line(r.clone()));
+        out.push('\n');
+    }
+    out
+}

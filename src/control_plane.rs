@@ -1,0 +1,65 @@
+//! The control plane: one process per environment. It owns the store, runs the workloads
+//! (local backend) and serves every proxy its snapshot.
+//!
+//! # Layout
+//! - `store`: applied resources, persisted, all-or-nothing.
+//! - `state`: store + pods + the version counter, shared by everything below.
+//! - `runner`: Deployments → pods → processes (sidecar injection, image mapping).
+//! - `server`: the HTTP API (`api` has the wire types).
+
+pub mod runner;
+pub mod server;
+pub mod state;
+pub mod store;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::env::{self, ControlPlaneInfo, Env};
+use crate::{net, ready, reaper};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Env(#[from] env::Error),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error("bind the API listener: {0}")]
+    Bind(std::io::Error),
+}
+
+pub async fn run(env: Env) -> Result<(), Error> {
+    env.ensure_dirs()?;
+    // Processes a previous control plane of this environment left behind (after a crash) are
+    // stopped; their pods are started again from the store.
+    let stale: Vec<u32> = reaper::environment_pids(&env.dir).into_iter().filter(|p| *p != std::process::id()).collect();
+    let stale: Vec<u32> = stale.into_iter().filter(|p| !is_control_plane(*p)).collect();
+    if !stale.is_empty() {
+        net::tracing_log(&format!("stopping {} process(es) left by an earlier run", stale.len()));
+        reaper::stop(&stale, Duration::from_secs(2));
+    }
+    let store = store::Store::load(env.store_file())?;
+    let state = Arc::new(state::State::new(env.clone(), store));
+    let token = env.token()?;
+    let listener = net::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.map_err(Error::Bind)?;
+    let address = listener.local_addr().map_err(Error::Bind)?;
+    env::write_json(&env.control_plane_file(), &ControlPlaneInfo { address, pid: std::process::id() })?;
+    state.save_processes();
+    let (acks, _) = tokio::sync::watch::channel(0);
+    let server = Arc::new(server::Server { state: state.clone(), token, started: env::rfc3339_now(), address, acks });
+    tokio::spawn(runner::run(state));
+    let mut addrs = ready::Addrs::new();
+    addrs.insert("api".into(), address);
+    ready::announce(&addrs);
+    net::tracing_log(&format!("control plane listening on {address}"));
+    net::serve(listener, move |req, _| server::handle(server.clone(), req)).await;
+    Ok(())
+}
+
+/// True for a control-plane process (its argv names the `control-plane` subcommand).
+fn is_control_plane(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|raw| raw.split(|b| *b == 0).any(|a| a == b"control-plane"))
+        .unwrap_or(false)
+}

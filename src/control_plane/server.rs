@@ -1,0 +1,274 @@
+//! The control plane's HTTP API (see `api` for the wire types): apply, delete, list, status,
+//! the proxies' snapshot watch and the sync wait.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{header, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::api::{
+    Action, ApplyRequest, ChangeResponse, ControlPlaneStatus, DeleteRequest, ErrorBody, Status, SyncResponse,
+};
+use crate::control_plane::runner;
+use crate::control_plane::state::State;
+use crate::net::{self, Body};
+use crate::resources::{self, Kind, Resource};
+use crate::snapshot::Version;
+use crate::translate::{self, World};
+
+pub struct Server {
+    pub state: Arc<State>,
+    pub token: String,
+    pub started: String,
+    pub address: std::net::SocketAddr,
+    /// Bumped whenever a proxy acknowledges a snapshot (does not change any config).
+    pub acks: tokio::sync::watch::Sender<u64>,
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
+    net::json(status, &ErrorBody { error: msg.into() })
+}
+
+fn query(req: &Request<Incoming>) -> HashMap<String, String> {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|s| !s.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+pub async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Response<Body> {
+    if req.uri().path() == "/ready" {
+        return net::text(StatusCode::OK, "ready\n");
+    }
+    let authorized = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| constant_time_eq(t.as_bytes(), server.token.as_bytes()));
+    if !authorized {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong token: the token is in the environment's state dir");
+    }
+    let q = query(&req);
+    match (req.method().clone(), req.uri().path()) {
+        (Method::POST, "/v1/apply") => match read_json::<ApplyRequest>(req).await {
+            Ok(body) => apply(&server, body),
+            Err(e) => e,
+        },
+        (Method::POST, "/v1/delete") => match read_json::<DeleteRequest>(req).await {
+            Ok(body) => delete(&server, body),
+            Err(e) => e,
+        },
+        (Method::GET, "/v1/resources") => list(&server, &q),
+        (Method::GET, "/v1/status") => status(&server),
+        (Method::GET, "/v1/snapshot") => snapshot(&server, &q).await,
+        (Method::GET, "/v1/sync") => sync(&server, &q).await,
+        _ => error(StatusCode::NOT_FOUND, format!("no API route {} {}", req.method(), req.uri().path())),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Response<Body>> {
+    let bytes = net::read_body(req.into_body(), 64 << 20).await.map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
+}
+
+/// Validates the whole batch, then applies all of it or none.
+fn apply(server: &Server, body: ApplyRequest) -> Response<Body> {
+    let state = &server.state;
+    let settings = state.env.settings().ok().flatten().unwrap_or_default();
+    let mut inner = state.lock();
+    let mut errors = Vec::new();
+    let mut batch = Vec::new();
+    let mut new_namespaces: HashMap<String, std::collections::BTreeMap<String, String>> = HashMap::new();
+    for mut r in body.resources {
+        r.set_default_namespace("default");
+        let key = r.key();
+        let mut warnings = match resources::validate::validate(&r) {
+            Ok(w) => w,
+            Err(es) => {
+                errors.extend(es.into_iter().map(|e| format!("{key}: {e}")));
+                continue;
+            }
+        };
+        warnings.extend(resources::validate::unenforced(&r));
+        if let Resource::Namespace(n) = &r {
+            new_namespaces.insert(n.metadata.name.clone(), n.metadata.labels.clone());
+        }
+        if key.kind.namespaced()
+            && !inner.store.namespace_exists(&key.namespace)
+            && !new_namespaces.contains_key(&key.namespace)
+        {
+            errors.push(format!(
+                "{key}: namespace {:?} not found; create it first (kind: Namespace) or set metadata.namespace",
+                key.namespace
+            ));
+            continue;
+        }
+        if let Resource::Deployment(d) = &r {
+            let ns_labels = new_namespaces.get(&key.namespace).cloned().unwrap_or_else(|| {
+                inner
+                    .store
+                    .get(&resources::ResourceKey {
+                        kind: Kind::Namespace,
+                        namespace: String::new(),
+                        name: key.namespace.clone(),
+                    })
+                    .map(|n| n.meta().labels.clone())
+                    .unwrap_or_default()
+            });
+            if let Err(e) = runner::plan(d, &ns_labels, &settings) {
+                errors.push(format!("{key}: {e}"));
+                continue;
+            }
+        }
+        batch.push((r, warnings));
+    }
+    if !errors.is_empty() {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, format!("nothing was applied:\n{}", errors.join("\n")));
+    }
+    if body.dry_run {
+        let results = batch
+            .iter()
+            .map(|(r, w)| crate::api::ResourceResult {
+                key: r.key(),
+                action: inner.store.plan(r, body.create_only),
+                warnings: w.clone(),
+            })
+            .collect();
+        return net::json(StatusCode::OK, &ChangeResponse { results, version: state.version() });
+    }
+    match inner.store.apply(batch, body.create_only) {
+        Ok(results) => {
+            let changed = results.iter().any(|r| r.action != Action::Unchanged);
+            let version =
+                if changed { state.bump(&mut inner) } else { Version { epoch: state.epoch, counter: inner.counter } };
+            net::json(StatusCode::OK, &ChangeResponse { results, version })
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("nothing was applied: {e}")),
+    }
+}
+
+fn delete(server: &Server, body: DeleteRequest) -> Response<Body> {
+    let state = &server.state;
+    let mut inner = state.lock();
+    match inner.store.delete(&body.keys) {
+        Ok(results) => {
+            let version = if results.iter().any(|r| r.action == Action::Deleted) {
+                state.bump(&mut inner)
+            } else {
+                Version { epoch: state.epoch, counter: inner.counter }
+            };
+            net::json(StatusCode::OK, &ChangeResponse { results, version })
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("nothing was deleted: {e}")),
+    }
+}
+
+fn list(server: &Server, q: &HashMap<String, String>) -> Response<Body> {
+    let Some(kind) = q.get("kind").and_then(|k| Kind::from_user(k)) else {
+        return error(StatusCode::BAD_REQUEST, "kind is required");
+    };
+    let inner = server.state.lock();
+    let items: Vec<&Resource> = inner
+        .store
+        .objects()
+        .iter()
+        .filter(|(k, _)| k.kind == kind)
+        .filter(|(k, _)| q.get("namespace").is_none_or(|ns| !kind.namespaced() || &k.namespace == ns))
+        .filter(|(k, _)| q.get("name").is_none_or(|n| &k.name == n))
+        .map(|(_, r)| r)
+        .collect();
+    net::json(StatusCode::OK, &items)
+}
+
+fn status(server: &Server) -> Response<Body> {
+    let inner = server.state.lock();
+    let status = Status {
+        control_plane: ControlPlaneStatus {
+            pid: std::process::id(),
+            address: Some(server.address),
+            version: Version { epoch: server.state.epoch, counter: inner.counter },
+            started: server.started.clone(),
+        },
+        pods: inner.pods.values().map(|p| p.status()).collect(),
+    };
+    net::json(StatusCode::OK, &status)
+}
+
+/// The proxies' long poll: answers at once when the proxy's version is not the current one,
+/// else when the config changes, else after 30 s with the same snapshot (a keep-alive).
+async fn snapshot(server: &Server, q: &HashMap<String, String>) -> Response<Body> {
+    let key = format!(
+        "{}/{}",
+        q.get("namespace").map(String::as_str).unwrap_or(""),
+        q.get("pod").map(String::as_str).unwrap_or("")
+    );
+    let acked = Version {
+        epoch: q.get("epoch").and_then(|v| v.parse().ok()).unwrap_or(0),
+        counter: q.get("counter").and_then(|v| v.parse().ok()).unwrap_or(0),
+    };
+    let state = &server.state;
+    {
+        let mut inner = state.lock();
+        let Some(pod) = inner.pods.get_mut(&key) else {
+            return error(StatusCode::NOT_FOUND, format!("pod {key} is not known to this control plane"));
+        };
+        if acked.epoch == state.epoch {
+            pod.acked = Some(acked);
+            server.acks.send_modify(|n| *n += 1);
+        }
+    }
+    let mut rx = state.changes.subscribe();
+    if acked.epoch == state.epoch {
+        let _ = tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|c| *c != acked.counter)).await;
+    }
+    let inner = state.lock();
+    let Some(me) = inner.pods.get(&key) else {
+        return error(StatusCode::NOT_FOUND, format!("pod {key} is not known to this control plane"));
+    };
+    let world = World { resources: inner.store.objects(), pods: &inner.pods };
+    let snap = translate::snapshot(&world, me, Version { epoch: state.epoch, counter: inner.counter });
+    net::json(StatusCode::OK, &snap)
+}
+
+/// Waits until every running proxy acknowledged the given version (or a later one).
+async fn sync(server: &Server, q: &HashMap<String, String>) -> Response<Body> {
+    let state = &server.state;
+    let target = Version {
+        epoch: q.get("epoch").and_then(|v| v.parse().ok()).unwrap_or(state.epoch),
+        counter: q.get("counter").and_then(|v| v.parse().ok()).unwrap_or(0),
+    };
+    let timeout = Duration::from_millis(q.get("timeout_ms").and_then(|v| v.parse().ok()).unwrap_or(10_000));
+    let stale = || -> Vec<String> {
+        let inner = state.lock();
+        inner
+            .pods
+            .values()
+            .filter(|p| p.running && !p.acked.is_some_and(|a| a.reached(target)))
+            .map(|p| p.key())
+            .collect()
+    };
+    let mut acks = server.acks.subscribe();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let left = stale();
+        if left.is_empty() {
+            return net::json(StatusCode::OK, &SyncResponse { synced: true, stale: vec![] });
+        }
+        if tokio::time::timeout_at(deadline, acks.changed()).await.is_err() {
+            return net::json(StatusCode::OK, &SyncResponse { synced: false, stale: left });
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! One environment's state directory: where its resources, token, logs and pids live.
+//!
+//! Layout of `$XDG_STATE_HOME/meshrig/ENV/` (default `~/.local/state/meshrig/default/`):
+//! `settings.json` (ports chosen at first `up`), `token` (0600, the API token),
+//! `control-plane.json` (address and pid of the running control plane), `store.json`
+//! (applied resources), `processes.json` (pids the runner started), `logs/`, `labs/`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug)]
+pub struct Env {
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+/// Settings fixed when the environment is first brought up.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Settings {
+    /// Localhost port of the ingress gateway's HTTP listener (Gateway servers on 80 or 8080).
+    pub http_port: u16,
+    /// Localhost port of the ingress gateway's HTTPS listener (Gateway servers on 443 or 8443).
+    pub https_port: u16,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { http_port: 8080, https_port: 8443 }
+    }
+}
+
+/// Where the running control plane listens.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ControlPlaneInfo {
+    pub address: std::net::SocketAddr,
+    pub pid: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot find a home directory: set HOME, XDG_STATE_HOME or MESHRIG_STATE_DIR")]
+    NoHome,
+    #[error("environment name {0:?} is not valid: use letters, digits and '-'")]
+    BadName(String),
+    #[error("{op} {path}: {source}")]
+    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("{path} is not valid JSON: {source}; remove it or run `meshrig down --purge`")]
+    Corrupt { path: PathBuf, source: serde_json::Error },
+}
+
+impl Env {
+    /// `state_dir` (flag or MESHRIG_STATE_DIR) wins; otherwise `$XDG_STATE_HOME/meshrig/NAME`
+    /// or `~/.local/state/meshrig/NAME`.
+    pub fn resolve(name: &str, state_dir: Option<PathBuf>) -> Result<Env, Error> {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(Error::BadName(name.to_string()));
+        }
+        let dir = match state_dir {
+            Some(d) => absolute(d),
+            None => {
+                let base = match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+                    Some(x) => PathBuf::from(x),
+                    None => PathBuf::from(std::env::var_os("HOME").ok_or(Error::NoHome)?).join(".local/state"),
+                };
+                base.join("meshrig").join(name)
+            }
+        };
+        Ok(Env { name: name.to_string(), dir })
+    }
+
+    pub fn ensure_dirs(&self) -> Result<(), Error> {
+        for d in [self.dir.clone(), self.logs_dir(), self.dir.join("labs")] {
+            std::fs::create_dir_all(&d).map_err(|source| Error::Io { op: "create", path: d.clone(), source })?;
+            set_mode(&d, 0o700);
+        }
+        Ok(())
+    }
+
+    pub fn logs_dir(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+    pub fn store_file(&self) -> PathBuf {
+        self.dir.join("store.json")
+    }
+    pub fn token_file(&self) -> PathBuf {
+        self.dir.join("token")
+    }
+    pub fn control_plane_file(&self) -> PathBuf {
+        self.dir.join("control-plane.json")
+    }
+    pub fn settings_file(&self) -> PathBuf {
+        self.dir.join("settings.json")
+    }
+    pub fn processes_file(&self) -> PathBuf {
+        self.dir.join("processes.json")
+    }
+    pub fn labs_file(&self) -> PathBuf {
+        self.dir.join("labs").join("progress.json")
+    }
+
+    pub fn exists(&self) -> bool {
+        self.settings_file().exists()
+    }
+
+    /// Reads the token, creating a random one (mode 0600) on first use.
+    pub fn token(&self) -> Result<String, Error> {
+        let path = self.token_file();
+        match std::fs::read_to_string(&path) {
+            Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
+            _ => {
+                let token =
+                    random_hex(32).map_err(|source| Error::Io { op: "read", path: "/dev/urandom".into(), source })?;
+                write_atomic(&path, token.as_bytes(), 0o600)?;
+                Ok(token)
+            }
+        }
+    }
+
+    pub fn read_token(&self) -> Result<String, Error> {
+        let path = self.token_file();
+        std::fs::read_to_string(&path).map(|t| t.trim().to_string()).map_err(|source| Error::Io {
+            op: "read",
+            path,
+            source,
+        })
+    }
+
+    pub fn settings(&self) -> Result<Option<Settings>, Error> {
+        read_json(&self.settings_file())
+    }
+
+    pub fn save_settings(&self, s: &Settings) -> Result<(), Error> {
+        write_json(&self.settings_file(), s)
+    }
+
+    pub fn control_plane(&self) -> Result<Option<ControlPlaneInfo>, Error> {
+        read_json(&self.control_plane_file())
+    }
+}
+
+fn absolute(p: PathBuf) -> PathBuf {
+    if p.is_absolute() {
+        p
+    } else {
+        std::env::current_dir().map(|d| d.join(&p)).unwrap_or(p)
+    }
+}
+
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, Error> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).map(Some).map_err(|source| Error::Corrupt { path: path.into(), source })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(Error::Io { op: "read", path: path.into(), source }),
+    }
+}
+
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
+    let bytes = serde_json::to_vec_pretty(value).expect("state types serialize");
+    write_atomic(path, &bytes, 0o600)
+}
+
+/// Write-then-rename with fsync, so a crash leaves either the old or the new file.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let io = |op, source| Error::Io { op, path: path.into(), source };
+    let mut f = std::fs::File::create(&tmp).map_err(|e| io("create", e))?;
+    set_mode(&tmp, mode);
+    f.write_all(bytes).map_err(|e| io("write", e))?;
+    f.sync_all().map_err(|e| io("sync", e))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| io("rename", e))?;
+    Ok(())
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+    }
+}
+
+/// `n` random bytes from the OS, hex encoded.
+pub fn random_hex(n: usize) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut buf = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Seconds since the epoch with milliseconds, for log lines.
+pub fn timestamp() -> String {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{}.{:03}", d.as_secs(), d.subsec_millis())
+}
+
+/// Now as RFC 3339 UTC (Kubernetes' creationTimestamp format), without a date library.
+pub fn rfc3339_now() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+    rfc3339(secs)
+}
+
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Parses what `rfc3339` writes back into seconds since the epoch.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+/// Kubernetes-style age: `5s`, `3m`, `2h`, `4d`.
+pub fn age(created: &str) -> String {
+    let Some(then) = parse_rfc3339(created) else { return "<unknown>".into() };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+    let s = (now - then).max(0);
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trips() {
+        for secs in [0, 951_782_400, 1_700_000_000, 4_102_444_800] {
+            assert_eq!(parse_rfc3339(&rfc3339(secs)), Some(secs));
+        }
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn state_dir_flag_wins_and_names_are_checked() {
+        let e = Env::resolve("lab", Some("/tmp/x".into())).unwrap();
+        assert_eq!(e.dir, PathBuf::from("/tmp/x"));
+        assert!(Env::resolve("../x", None).is_err());
+    }
+}

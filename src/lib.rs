@@ -1,0 +1,29 @@
+//! meshrig: a service-mesh lab in one binary — Istio's YAML, a Rust control plane and proxy,
+//! sample apps, and labs whose checks say what they saw.
+//!
+//! # Layout
+//! - `cli`: the commands users type (`up`, `apply`, `lab check`, ...).
+//! - `resources`: strict Kubernetes and Istio API types, YAML parsing with file/line errors, validation.
+//! - `control_plane`: store, runner (Deployments → processes), API server.
+//! - `translate`: resources + pods → one proxy's snapshot (pure).
+//! - `snapshot`: the config data a proxy receives.
+//! - `proxy`: sidecar, gateway and plain forwarder.
+//! - `apps`: built-in sample apps (httpbin) and the image → app mapping.
+//! - `labs`: the lab format, checks and the verifier.
+//! - `api`: the control plane's wire types and client.
+//! - `env`: an environment's state directory.
+//! - `net`: loopback HTTP plumbing; `ready`: the readiness line; `reaper`: stopping processes.
+
+pub mod api;
+pub mod apps;
+pub mod cli;
+pub mod control_plane;
+pub mod env;
+pub mod labs;
+pub mod net;
+pub mod proxy;
+pub mod ready;
+pub mod reaper;
+pub mod resources;
+pub mod snapshot;
+pub mod translate;

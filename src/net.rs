@@ -1,0 +1,102 @@
+//! Loopback HTTP plumbing shared by every process: body types, serving a listener, a client.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+/// The body type every handler returns and every client sends.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never: Infallible| match never {}).boxed()
+}
+
+pub fn empty() -> Body {
+    Empty::<Bytes>::new().map_err(|never: Infallible| match never {}).boxed()
+}
+
+/// A local reply with a plain-text body (what Envoy sends for 404/503/504 and friends).
+pub fn text(status: StatusCode, body: &str) -> Response<Body> {
+    let mut resp = Response::new(if body.is_empty() { empty() } else { full(body.to_string()) });
+    *resp.status_mut() = status;
+    if !body.is_empty() {
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
+    resp
+}
+
+pub fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let bytes = serde_json::to_vec_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
+    let mut resp = Response::new(full(bytes));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// Serves HTTP/1.1 with keep-alive on `listener` until the task is dropped. Each connection
+/// runs on its own task; `handler` gets the request and the peer address.
+pub async fn serve<F, Fut>(listener: TcpListener, handler: F)
+where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing_log(&format!("accept failed: {e}"));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let handler = handler.clone();
+                async move { Ok::<_, Infallible>(handler(req, peer).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Binds a loopback listener; `addr` may use port 0.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+pub type HttpClient = Client<HttpConnector, Body>;
+
+/// A pooled HTTP/1.1 client for plain `http://` URIs.
+pub fn client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(10)));
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector)
+}
+
+/// Collects a response body, up to `limit` bytes.
+pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, String> {
+    let collected = http_body_util::Limited::new(body, limit).collect().await.map_err(|e| e.to_string())?;
+    Ok(collected.to_bytes())
+}
+
+/// Log lines go to stderr (the process's log file); stdout is reserved for the readiness line.
+pub fn tracing_log(msg: &str) {
+    eprintln!("{} {msg}", crate::env::timestamp());
+}

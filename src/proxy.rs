@@ -1,0 +1,156 @@
+//! The proxy: one process per pod, a sidecar, an ingress gateway, or the plain forwarder.
+//!
+//! It binds its listeners first (all on loopback; every port ephemeral except the gateway's
+//! published ones), announces them on stdout, then follows the control plane's snapshots.
+//!
+//! # Layout
+//! - `route`: virtual host and route selection (pure).
+//! - `runtime`: a snapshot compiled for the request path.
+//! - `forward`: the request path and Envoy-style local replies.
+//! - `watch`: the long poll on the control plane.
+//! - `admin`: `/ready`, `/stats/prometheus`, `/config_dump`.
+//! - `stats`: Istio's request metrics.
+
+pub mod admin;
+pub mod forward;
+pub mod route;
+pub mod runtime;
+pub mod stats;
+pub mod watch;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::watch as channel;
+use tokio::task::JoinHandle;
+
+use crate::env::Env;
+use crate::net::{self, tracing_log};
+use crate::ready;
+use crate::snapshot::Role;
+use forward::Direction;
+use runtime::Runtime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("bind {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// How a proxy process is started (by the runner).
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub role: Role,
+    pub env: Env,
+    pub namespace: String,
+    pub pod: String,
+    /// Sidecar: the container ports to put an inbound listener in front of.
+    pub inbound_ports: Vec<u16>,
+    /// Gateway: container port → the localhost address it is published on (8080 → 127.0.0.1:8080).
+    pub publish: BTreeMap<u16, SocketAddr>,
+}
+
+/// State every listener of the proxy shares.
+pub struct Shared {
+    pub runtime: channel::Sender<Arc<Runtime>>,
+    pub stats: stats::Stats,
+    pub client: net::HttpClient,
+    configured: AtomicBool,
+}
+
+impl Shared {
+    pub fn has_config(&self) -> bool {
+        self.configured.load(Ordering::Acquire)
+    }
+    fn mark_configured(&self) {
+        self.configured.store(true, Ordering::Release);
+    }
+}
+
+fn loopback0() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
+    net::bind(addr).await.map_err(|source| Error::Bind { addr, source })
+}
+
+fn serve(shared: &Arc<Shared>, listener: tokio::net::TcpListener, direction: Direction) -> JoinHandle<()> {
+    let shared = shared.clone();
+    tokio::spawn(net::serve(listener, move |req, peer| forward::handle(shared.clone(), direction, req, peer)))
+}
+
+pub async fn run(config: Config) -> Result<(), Error> {
+    let (tx, _rx) = channel::channel(Arc::new(Runtime::empty()));
+    let shared = Arc::new(Shared {
+        runtime: tx,
+        stats: stats::Stats::new(),
+        client: net::client(),
+        configured: AtomicBool::new(false),
+    });
+    let mut addrs = ready::Addrs::new();
+    let mut tasks = Vec::new();
+
+    let admin = bind(loopback0()).await?;
+    addrs.insert("admin".into(), admin.local_addr().expect("bound"));
+    let s = shared.clone();
+    tasks.push(tokio::spawn(net::serve(admin, move |req, _| admin::handle(s.clone(), req))));
+
+    if config.role != Role::Gateway {
+        let outbound = bind(loopback0()).await?;
+        addrs.insert("outbound".into(), outbound.local_addr().expect("bound"));
+        tasks.push(serve(&shared, outbound, Direction::Outbound));
+    }
+    if config.role == Role::Sidecar {
+        for port in &config.inbound_ports {
+            let l = bind(loopback0()).await?;
+            addrs.insert(format!("inbound:{port}"), l.local_addr().expect("bound"));
+            tasks.push(serve(&shared, l, Direction::Inbound { port: *port }));
+        }
+    }
+    ready::announce(&addrs);
+
+    tokio::spawn(watch::run(shared.clone(), config.env.clone(), config.namespace.clone(), config.pod.clone()));
+    if config.role == Role::Gateway {
+        gateway_listeners(shared, config.publish).await;
+    } else {
+        std::future::pending::<()>().await;
+    }
+    Ok(())
+}
+
+/// Binds and unbinds the gateway's listeners as Gateway servers come and go: like Envoy, a
+/// port without a Gateway server refuses connections.
+async fn gateway_listeners(shared: Arc<Shared>, publish: BTreeMap<u16, SocketAddr>) {
+    let mut rx = shared.runtime.subscribe();
+    let mut bound: HashMap<u16, JoinHandle<()>> = HashMap::new();
+    loop {
+        let wanted: Vec<u16> = rx.borrow_and_update().snapshot.listeners.iter().map(|l| l.port).collect();
+        bound.retain(|port, task| {
+            let keep = wanted.contains(port);
+            if !keep {
+                task.abort();
+                tracing_log(&format!("gateway: closed listener for port {port}"));
+            }
+            keep
+        });
+        for port in wanted {
+            if bound.contains_key(&port) {
+                continue;
+            }
+            let addr = publish.get(&port).copied().unwrap_or_else(loopback0);
+            match bind(addr).await {
+                Ok(l) => {
+                    tracing_log(&format!("gateway: listening for port {port} on {}", l.local_addr().expect("bound")));
+                    bound.insert(port, serve(&shared, l, Direction::Gateway { port }));
+                }
+                Err(e) => tracing_log(&format!("gateway: {e}; is another program using it? (`meshrig doctor`)")),
+            }
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! The proxy's watch on the control plane: a long poll that returns a full snapshot whenever
+//! this proxy's config changes. The version sent back in the next poll is the acknowledgement.
+//! When the control plane is gone the proxy keeps serving its last snapshot and retries.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api;
+use crate::env::Env;
+use crate::net::tracing_log;
+use crate::proxy::runtime::Runtime;
+use crate::proxy::Shared;
+use crate::snapshot::{Snapshot, Version};
+
+pub async fn run(shared: Arc<Shared>, env: Env, namespace: String, pod: String) {
+    let mut acked = Version::default();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let result = match api::Client::for_env(&env) {
+            Ok(client) => {
+                let path = format!(
+                    "/v1/snapshot?namespace={namespace}&pod={pod}&epoch={}&counter={}",
+                    acked.epoch, acked.counter
+                );
+                match tokio::time::timeout(Duration::from_secs(90), client.get::<Snapshot>(&path)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(api::Error::Decode("the watch timed out".into())),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(snapshot) => {
+                backoff = Duration::from_millis(100);
+                if snapshot.version != acked || !shared.has_config() {
+                    acked = snapshot.version;
+                    shared.runtime.send_replace(Arc::new(Runtime::new(snapshot)));
+                    shared.mark_configured();
+                }
+            }
+            Err(e) => {
+                tracing_log(&format!("watch: {e}; retrying in {backoff:?}"));
+                // A real backoff between reconnects, not a wait for readiness.
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

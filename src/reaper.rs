@@ -1,0 +1,65 @@
+//! Finding and stopping the processes an environment started, even after a crash.
+//!
+//! Every process meshrig starts for an environment carries `--state-dir <dir>` in its command
+//! line; on Linux `/proc` finds them all whatever happened to the records. Elsewhere the pids
+//! recorded in `processes.json` and `control-plane.json` are used.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// Does `pid` run with `--state-dir <dir>`?
+pub fn belongs(pid: u32, dir: &Path) -> bool {
+    let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
+    let want = dir.as_os_str().as_encoded_bytes();
+    args.windows(2).any(|w| w[0] == b"--state-dir" && w[1] == want)
+}
+
+/// Every live process of the environment at `dir` (Linux), besides this one.
+pub fn environment_pids(dir: &Path) -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return vec![] };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me && belongs(*pid, dir))
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    kill(Pid::from_raw(pid as i32), None).is_ok() && !is_zombie(pid)
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// SIGTERM, then SIGKILL for what is still alive after `grace`; returns the pids it signalled.
+pub fn stop(pids: &[u32], grace: Duration) -> Vec<u32> {
+    let mut signalled = Vec::new();
+    for &pid in pids {
+        if kill(Pid::from_raw(pid as i32), Signal::SIGTERM).is_ok() {
+            signalled.push(pid);
+        }
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline && signalled.iter().any(|p| alive(*p)) {
+        // Polling for exit: there is no portable way to wait on processes that are not our children.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for &pid in &signalled {
+        if alive(pid) {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && signalled.iter().any(|p| alive(*p)) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signalled
+}

@@ -1,0 +1,610 @@
+//! Multi-document YAML → typed `Resource`s, with errors located at the absolute
+//! file:line:column, the dotted field path, and a hint saying what to do.
+//!
+//! Documents are split on `---` lines here (not by serde_yaml) so every document's
+//! first line is known; serde_yaml's document-relative marks are then offset by it.
+//! serde_yaml 0.9 errors display as `<path>: <serde message> at line L column C`
+//! (path omitted at the root); for a type's own errors (unknown/missing field) the
+//! mark is the start of the enclosing mapping, so unknown keys are re-located by
+//! scanning for the key.
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+
+use crate::resources::{supported_kinds, Kind, Resource};
+
+/// One parsed object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    pub resource: Resource,
+    /// 1-based number of the (non-empty) document in the file.
+    pub index: usize,
+    /// 1-based line of the document's first content line.
+    pub line: usize,
+    /// Non-fatal notes, e.g. server-populated fields that are ignored.
+    pub warnings: Vec<String>,
+}
+
+/// A located, actionable parse error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    pub file: String,
+    /// 1-based document number (0 when the file as a whole is unreadable).
+    pub document: usize,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    /// Dotted path such as `spec.http[0].route[0].destination`.
+    pub field: Option<String>,
+    pub message: String,
+    /// A sentence saying what to do.
+    pub hint: String,
+    /// `Kind name` of the object when known, e.g. `VirtualService httpbin`.
+    pub object: Option<String>,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(col) = self.column {
+                write!(f, ":{col}")?;
+            }
+        }
+        write!(f, ": document {}", self.document)?;
+        if let Some(obj) = &self.object {
+            write!(f, " ({obj})")?;
+        }
+        f.write_str(": ")?;
+        if let Some(field) = &self.field {
+            write!(f, "{field}: ")?;
+        }
+        f.write_str(&self.message)?;
+        if !self.hint.is_empty() {
+            write!(f, "\n  hint: {}", self.hint)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Istio and Kubernetes kinds users commonly apply that meshrig does not model (yet).
+const KNOWN_UNSUPPORTED: &[&str] = &[
+    "ServiceEntry",
+    "Sidecar",
+    "EnvoyFilter",
+    "WorkloadEntry",
+    "WorkloadGroup",
+    "ProxyConfig",
+    "PeerAuthentication",
+    "AuthorizationPolicy",
+    "RequestAuthentication",
+    "Telemetry",
+    "WasmPlugin",
+    "Pod",
+    "ConfigMap",
+    "Secret",
+    "StatefulSet",
+    "DaemonSet",
+    "ReplicaSet",
+    "Job",
+    "CronJob",
+    "Ingress",
+    "HTTPRoute",
+    "GRPCRoute",
+    "TCPRoute",
+    "TLSRoute",
+    "ReferenceGrant",
+    "HorizontalPodAutoscaler",
+    "PodDisruptionBudget",
+    "Role",
+    "RoleBinding",
+    "ClusterRole",
+    "ClusterRoleBinding",
+];
+
+/// A raw document: its text and the 1-based file line its text starts on.
+struct Chunk {
+    text: String,
+    first_line: usize,
+}
+
+fn is_separator(line: &str) -> bool {
+    let line = line.trim_end_matches('\r');
+    if line == "..." {
+        return true;
+    }
+    match line.strip_prefix("---") {
+        Some(rest) => rest.is_empty() || rest.starts_with([' ', '\t', '#']),
+        None => false,
+    }
+}
+
+fn is_blank_or_comment(line: &str) -> bool {
+    let t = line.trim();
+    t.is_empty() || t.starts_with('#')
+}
+
+fn split_documents(text: &str) -> Vec<Chunk> {
+    let mut chunks = Vec::new();
+    let mut cur: Vec<&str> = Vec::new();
+    let mut first_line = 1;
+    for (i, line) in text.lines().enumerate() {
+        if is_separator(line) {
+            chunks.push(Chunk { text: cur.join("\n"), first_line });
+            cur.clear();
+            first_line = i + 2;
+        } else {
+            cur.push(line);
+        }
+    }
+    chunks.push(Chunk { text: cur.join("\n"), first_line });
+    chunks.into_iter().filter(|c| !c.text.lines().all(is_blank_or_comment)).collect()
+}
+
+/// Parse every document of a (possibly multi-document) YAML file.
+///
+/// Empty and comment-only documents are skipped; a `kind: List` document is expanded
+/// into its `items` (all sharing that document's number and line). Stops at the first
+/// error.
+pub fn parse_documents(file: &str, text: &str) -> Result<Vec<Document>, ParseError> {
+    let mut out = Vec::new();
+    for (i, chunk) in split_documents(text).into_iter().enumerate() {
+        let ctx = Ctx { file, index: i + 1, chunk: &chunk };
+        ctx.parse_into(&mut out)?;
+    }
+    Ok(out)
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    index: usize,
+    chunk: &'a Chunk,
+}
+
+impl Ctx<'_> {
+    /// Line of the first content line (skipping leading blanks/comments).
+    fn start_line(&self) -> usize {
+        let skip = self.chunk.text.lines().take_while(|l| is_blank_or_comment(l)).count();
+        self.chunk.first_line + skip
+    }
+
+    fn error(&self, message: String, hint: String) -> ParseError {
+        ParseError {
+            file: self.file.to_string(),
+            document: self.index,
+            line: Some(self.start_line()),
+            column: None,
+            field: None,
+            message,
+            hint,
+            object: None,
+        }
+    }
+
+    /// Absolute position of a top-level key such as `kind:`.
+    fn top_key(&self, key: &str) -> Option<(usize, usize)> {
+        let pat = format!("{key}:");
+        self.chunk.text.lines().position(|l| l.starts_with(&pat)).map(|i| (self.chunk.first_line + i, 1))
+    }
+
+    /// Absolute position of `key:` at or after relative (1-based) line `from`.
+    fn find_key_from(&self, key: &str, from: usize) -> Option<(usize, usize)> {
+        for (i, line) in self.chunk.text.lines().enumerate().skip(from.saturating_sub(1)) {
+            let mut rest = line.trim_start();
+            while let Some(r) = rest.strip_prefix("- ") {
+                rest = r.trim_start();
+            }
+            let starts = [format!("{key}:"), format!("\"{key}\":"), format!("'{key}':")];
+            if starts.iter().any(|s| rest.starts_with(s.as_str())) {
+                let col = line.len() - rest.len() + 1;
+                return Some((self.chunk.first_line + i, col));
+            }
+        }
+        None
+    }
+
+    fn parse_into(&self, out: &mut Vec<Document>) -> Result<(), ParseError> {
+        let value: serde_yaml::Value = serde_yaml::from_str(&self.chunk.text).map_err(|e| self.yaml_error(&e, None))?;
+        let map = match &value {
+            serde_yaml::Value::Null => return Ok(()),
+            serde_yaml::Value::Mapping(m) => m,
+            _ => {
+                return Err(self.error(
+                    "expected a mapping with apiVersion, kind, metadata and spec".into(),
+                    "each YAML document must be one Kubernetes object; check for a stray list item or scalar".into(),
+                ))
+            }
+        };
+        let kind_str = match map.get("kind") {
+            Some(serde_yaml::Value::String(s)) => s.clone(),
+            Some(_) => {
+                let mut e = self
+                    .error("`kind` must be a string".into(), format!("set `kind:` to one of: {}", supported_kinds()));
+                e.field = Some("kind".into());
+                self.locate_top(&mut e, "kind");
+                return Err(e);
+            }
+            None => {
+                let mut e = self.error(
+                    format!("missing `kind`; supported kinds: {}", supported_kinds()),
+                    format!("add a top-level `kind:` line with one of: {}", supported_kinds()),
+                );
+                e.field = Some("kind".into());
+                return Err(e);
+            }
+        };
+        let name = map.get("metadata").and_then(|m| m.get("name")).and_then(|n| n.as_str()).unwrap_or("").to_string();
+
+        if kind_str == "List" {
+            return self.parse_list(map, out);
+        }
+
+        let object = if name.is_empty() { kind_str.clone() } else { format!("{kind_str} {name}") };
+        let Some(kind) = Kind::from_kind(&kind_str) else {
+            let mut e = self.error(
+                format!("unsupported kind `{kind_str}`; supported kinds: {}", supported_kinds()),
+                unsupported_kind_hint(&kind_str),
+            );
+            e.field = Some("kind".into());
+            e.object = Some(object);
+            self.locate_top(&mut e, "kind");
+            return Err(e);
+        };
+
+        let api_version = map.get("apiVersion").and_then(|a| a.as_str());
+        let accepted = kind.api_versions();
+        match api_version {
+            None => {
+                let mut e = self.error(
+                    format!("missing `apiVersion`; {kind_str} accepts {}", accepted.join(", ")),
+                    format!("add `apiVersion: {}`", accepted[0]),
+                );
+                e.field = Some("apiVersion".into());
+                e.object = Some(object);
+                return Err(e);
+            }
+            Some(v) if !accepted.contains(&v) => {
+                let mut hint =
+                    format!("change it to `apiVersion: {}` (also accepted: {})", accepted[0], accepted.join(", "));
+                if kind == Kind::Gateway && v.starts_with("gateway.networking.k8s.io") {
+                    hint = format!(
+                        "this is a Kubernetes Gateway API Gateway, which meshrig does not support; \
+                         write an Istio Gateway with `apiVersion: {}` instead",
+                        accepted[0]
+                    );
+                }
+                let mut e = self.error(
+                    format!("unsupported apiVersion `{v}` for {kind_str}; supported: {}", accepted.join(", ")),
+                    hint,
+                );
+                e.field = Some("apiVersion".into());
+                e.object = Some(object);
+                self.locate_top(&mut e, "apiVersion");
+                return Err(e);
+            }
+            Some(_) => {}
+        }
+
+        let mut resource = self.typed(kind).map_err(|e| {
+            let mut pe = self.yaml_error(&e, Some(kind));
+            pe.object = Some(object.clone());
+            pe
+        })?;
+        if resource.meta().name.is_empty() {
+            let mut e = self.error(
+                "metadata.name is required".into(),
+                if resource.meta().generate_name.is_some() {
+                    "`generateName` is not supported by apply; set `metadata.name`".into()
+                } else {
+                    "add `name: <dns-1123 name>` under `metadata:`".into()
+                },
+            );
+            e.field = Some("metadata.name".into());
+            e.object = Some(object);
+            self.locate_top(&mut e, "metadata");
+            return Err(e);
+        }
+        if resource.meta().namespace.as_deref() == Some("") {
+            resource.meta_mut().namespace = None;
+        }
+        let warnings = server_field_warnings(&resource);
+        out.push(Document { resource, index: self.index, line: self.start_line(), warnings });
+        Ok(())
+    }
+
+    fn locate_top(&self, e: &mut ParseError, key: &str) {
+        if let Some((line, col)) = self.top_key(key) {
+            e.line = Some(line);
+            e.column = Some(col);
+        }
+    }
+
+    fn typed(&self, kind: Kind) -> Result<Resource, serde_yaml::Error> {
+        fn de<T: DeserializeOwned>(s: &str) -> Result<T, serde_yaml::Error> {
+            serde_yaml::from_str(s)
+        }
+        let s = self.chunk.text.as_str();
+        Ok(match kind {
+            Kind::Namespace => Resource::Namespace(de(s)?),
+            Kind::ServiceAccount => Resource::ServiceAccount(de(s)?),
+            Kind::Service => Resource::Service(de(s)?),
+            Kind::Deployment => Resource::Deployment(de(s)?),
+            Kind::Gateway => Resource::Gateway(de(s)?),
+            Kind::VirtualService => Resource::VirtualService(de(s)?),
+            Kind::DestinationRule => Resource::DestinationRule(de(s)?),
+        })
+    }
+
+    /// `kind: List` (what `kubectl get -o yaml` prints for several objects).
+    fn parse_list(&self, map: &serde_yaml::Mapping, out: &mut Vec<Document>) -> Result<(), ParseError> {
+        let items = match map.get("items") {
+            Some(serde_yaml::Value::Sequence(items)) => items,
+            None | Some(serde_yaml::Value::Null) => return Ok(()),
+            Some(_) => {
+                let mut e = self.error(
+                    "`items` of a List must be a sequence".into(),
+                    "write `items:` followed by `- ` entries, one per object".into(),
+                );
+                e.field = Some("items".into());
+                return Err(e);
+            }
+        };
+        for (i, item) in items.iter().enumerate() {
+            let json: serde_json::Value = serde_yaml::from_value(item.clone()).map_err(|e| {
+                let mut pe = self.error(e.to_string(), "each list item must be a plain Kubernetes object".into());
+                pe.field = Some(format!("items[{i}]"));
+                pe
+            })?;
+            let object = item_object(&json);
+            let mut resource = Resource::from_value(json).map_err(|msg| {
+                let mut pe = self.error(
+                    msg.clone(),
+                    hint_for_message(&msg, Kind::from_kind(object.split(' ').next().unwrap_or(""))),
+                );
+                pe.field = Some(format!("items[{i}]"));
+                pe.object = Some(object.clone());
+                pe
+            })?;
+            if resource.meta().name.is_empty() {
+                let mut pe = self
+                    .error("metadata.name is required".into(), "add `name: <dns-1123 name>` under `metadata:`".into());
+                pe.field = Some(format!("items[{i}].metadata.name"));
+                return Err(pe);
+            }
+            if resource.meta().namespace.as_deref() == Some("") {
+                resource.meta_mut().namespace = None;
+            }
+            let warnings = server_field_warnings(&resource);
+            out.push(Document { resource, index: self.index, line: self.start_line(), warnings });
+        }
+        Ok(())
+    }
+
+    /// Convert a serde_yaml error from this chunk into an absolute, located `ParseError`.
+    fn yaml_error(&self, e: &serde_yaml::Error, kind: Option<Kind>) -> ParseError {
+        let (path, message) = split_yaml_message(&e.to_string());
+        let mut line = None;
+        let mut column = None;
+        if let Some(loc) = e.location() {
+            line = Some(self.chunk.first_line + loc.line() - 1);
+            column = Some(loc.column());
+            // Unknown fields are reported at the start of the enclosing mapping; point at the key.
+            if let Some(key) = unknown_field_name(&message) {
+                if let Some((l, c)) = self.find_key_from(&key, loc.line()) {
+                    line = Some(l);
+                    column = Some(c);
+                }
+            }
+        }
+        let hint = hint_for_message(&message, kind);
+        ParseError {
+            file: self.file.to_string(),
+            document: self.index,
+            line: line.or(Some(self.start_line())),
+            column,
+            field: path,
+            message,
+            hint,
+            object: None,
+        }
+    }
+}
+
+fn item_object(v: &serde_json::Value) -> String {
+    let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or("object");
+    match v.pointer("/metadata/name").and_then(|n| n.as_str()) {
+        Some(name) => format!("{kind} {name}"),
+        None => kind.to_string(),
+    }
+}
+
+fn server_field_warnings(r: &Resource) -> Vec<String> {
+    let m = r.meta();
+    let mut present = Vec::new();
+    if m.uid.is_some() {
+        present.push("metadata.uid");
+    }
+    if m.resource_version.is_some() {
+        present.push("metadata.resourceVersion");
+    }
+    if m.generation.is_some() {
+        present.push("metadata.generation");
+    }
+    if m.creation_timestamp.is_some() {
+        present.push("metadata.creationTimestamp");
+    }
+    if m.managed_fields.is_some() {
+        present.push("metadata.managedFields");
+    }
+    let status = match r {
+        Resource::Namespace(x) => x.status.is_some(),
+        Resource::ServiceAccount(_) => false,
+        Resource::Service(x) => x.status.is_some(),
+        Resource::Deployment(x) => x.status.is_some(),
+        Resource::Gateway(x) => x.status.is_some(),
+        Resource::VirtualService(x) => x.status.is_some(),
+        Resource::DestinationRule(x) => x.status.is_some(),
+    };
+    if status {
+        present.push("status");
+    }
+    if present.is_empty() {
+        Vec::new()
+    } else {
+        vec![format!(
+            "{} {} set by the server and ignored by meshrig",
+            present.join(", "),
+            if present.len() == 1 { "is" } else { "are" }
+        )]
+    }
+}
+
+/// Messages serde and serde_yaml produce; used to find where the path prefix ends.
+const MESSAGE_STARTS: &[&str] = &[
+    "unknown field",
+    "missing field",
+    "invalid type",
+    "invalid value",
+    "invalid length",
+    "unknown variant",
+    "duplicate field",
+    "duplicate entry",
+    "data did not match",
+    "recursion limit",
+    "repetition limit",
+    "unknown anchor",
+    "failed to parse",
+    "EOF while parsing",
+];
+
+/// Split serde_yaml's `path: message at line L column C` into (path, message).
+fn split_yaml_message(full: &str) -> (Option<String>, String) {
+    let re = regex::Regex::new(r" at (line \d+ column \d+|position \d+)").expect("static regex");
+    let msg = re.replace_all(full, "").into_owned();
+    let mut best: Option<usize> = None;
+    for start in MESSAGE_STARTS {
+        for (i, _) in msg.match_indices(start) {
+            if (i == 0 || msg[..i].ends_with(": ")) && best.is_none_or(|b| i < b) {
+                best = Some(i);
+                break;
+            }
+        }
+    }
+    match best {
+        Some(0) | None => (None, msg),
+        Some(i) => (Some(msg[..i - 2].to_string()), msg[i..].to_string()),
+    }
+}
+
+/// The backticked names in a serde message, in order.
+fn backticked(msg: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = msg;
+    while let Some(a) = rest.find('`') {
+        let after = &rest[a + 1..];
+        let Some(b) = after.find('`') else { break };
+        out.push(after[..b].to_string());
+        rest = &after[b + 1..];
+    }
+    out
+}
+
+fn unknown_field_name(msg: &str) -> Option<String> {
+    msg.strip_prefix("unknown field ").and_then(|_| backticked(msg).into_iter().next())
+}
+
+/// Levenshtein distance (ASCII-case-insensitive).
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.to_ascii_lowercase().chars().collect();
+    let b: Vec<char> = b.to_ascii_lowercase().chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The closest candidate within edit distance 2, if any.
+pub(crate) fn closest<'a>(word: &str, candidates: &'a [String]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.as_str())
+}
+
+fn hint_for_message(msg: &str, kind: Option<Kind>) -> String {
+    if msg.starts_with("unknown field") {
+        let names = backticked(msg);
+        let Some((bad, expected)) = names.split_first() else {
+            return "remove the field or check its spelling".into();
+        };
+        if expected.is_empty() {
+            return format!("remove `{bad}`: this object takes no fields");
+        }
+        if let Some(best) = closest(bad, expected) {
+            return format!(
+                "did you mean `{best}`? Rename `{bad}` to `{best}` (field names are case-sensitive camelCase)"
+            );
+        }
+        let doc = match kind {
+            Some(Kind::Gateway) => " (see istio.io/latest/docs/reference/config/networking/gateway/)",
+            Some(Kind::VirtualService) => " (see istio.io/latest/docs/reference/config/networking/virtual-service/)",
+            Some(Kind::DestinationRule) => " (see istio.io/latest/docs/reference/config/networking/destination-rule/)",
+            _ => "",
+        };
+        return format!(
+            "remove `{bad}` or move it to the right level (check the indentation); fields allowed here: {}{doc}",
+            expected.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+        );
+    }
+    if msg.starts_with("missing field") {
+        let field = backticked(msg).into_iter().next().unwrap_or_default();
+        return format!("add the required field `{field}` at this level");
+    }
+    if msg.starts_with("invalid type") {
+        return "the value has the wrong type here; check the indentation (a nested block vs a \
+                single value) and quote strings such as \"10s\" or \"*\""
+            .into();
+    }
+    if msg.starts_with("invalid value") {
+        return "the value is out of range for this field (ports are 1-65535, counts are non-negative)".into();
+    }
+    if msg.starts_with("data did not match") {
+        return "use a number (e.g. 8080) or a port name string".into();
+    }
+    if msg.starts_with("duplicate") {
+        return "a key appears twice in the same mapping; remove or merge one of them".into();
+    }
+    if msg.starts_with("unsupported apiVersion") || msg.starts_with("unsupported kind") {
+        return "use one of the supported kinds and apiVersions listed".into();
+    }
+    "fix the YAML near this line: indent with spaces (not tabs), keep `key: value` pairs of one \
+     mapping aligned, and quote values containing `: ` or starting with `*`"
+        .into()
+}
+
+fn unsupported_kind_hint(kind: &str) -> String {
+    if let Some(k) = Kind::ALL.into_iter().find(|k| k.as_str().eq_ignore_ascii_case(kind)) {
+        return format!("kinds are case-sensitive: write `kind: {}`", k.as_str());
+    }
+    if KNOWN_UNSUPPORTED.contains(&kind) {
+        return format!(
+            "meshrig does not support {kind} yet; remove this document from the file (or apply it to a real cluster)"
+        );
+    }
+    let names: Vec<String> = Kind::ALL.iter().map(|k| k.as_str().to_string()).collect();
+    if let Some(best) = closest(kind, &names) {
+        return format!("did you mean `kind: {best}`?");
+    }
+    format!("set `kind:` to one of: {}", supported_kinds())
+}

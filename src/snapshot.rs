@@ -1,0 +1,209 @@
+//! The config snapshot the control plane sends to one proxy: plain data, JSON on the wire.
+//!
+//! A snapshot is complete (never a delta): the proxy swaps it in atomically. Everything the
+//! proxy needs per request is decided here, at config time, by `translate`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Which snapshot a proxy holds. `epoch` is random per control-plane start, so a proxy that
+/// reconnects to a restarted control plane never mistakes an old counter for a current one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Version {
+    pub epoch: u64,
+    pub counter: u64,
+}
+
+impl Version {
+    /// True when `self` (what a proxy acknowledged) is at least `target`, in the same epoch.
+    pub fn reached(&self, target: Version) -> bool {
+        self.epoch == target.epoch && self.counter >= target.counter
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:x}.{}", self.epoch & 0xffff, self.counter)
+    }
+}
+
+/// What kind of proxy a pod runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Injected sidecar: inbound in front of the app, outbound for the app's traffic.
+    #[default]
+    Sidecar,
+    /// Ingress gateway: listeners from the Gateway resources that select it.
+    Gateway,
+    /// No sidecar: the local stand-in for kube-proxy (names and round-robin, no mesh features).
+    Plain,
+}
+
+impl Role {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Sidecar => "sidecar",
+            Role::Gateway => "gateway",
+            Role::Plain => "plain",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProxyIdentity {
+    pub namespace: String,
+    pub pod: String,
+    /// The Deployment that owns the pod.
+    pub workload: String,
+    pub labels: BTreeMap<String, String>,
+    pub service_account: String,
+    pub role: Role,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub version: Version,
+    pub proxy: ProxyIdentity,
+    /// Sidecar: one inbound listener per container port, forwarding to the app.
+    pub inbound: Vec<InboundPort>,
+    /// Sidecar and plain: outbound routes, one route config per destination port.
+    pub outbound: Vec<RouteConfig>,
+    /// Gateway: one listener per container port with Gateway servers on it.
+    pub listeners: Vec<GatewayListener>,
+    /// Every cluster a route may name, by name (`outbound|8000||httpbin.default.svc.cluster.local`).
+    pub clusters: BTreeMap<String, Cluster>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InboundPort {
+    /// The container port a Service's targetPort names.
+    pub port: u16,
+    /// Where the app listens; `None` until the app has started.
+    pub app: Option<SocketAddr>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RouteConfig {
+    pub port: u16,
+    pub virtual_hosts: Vec<VirtualHost>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GatewayListener {
+    /// Container port of the gateway workload (8080 for Gateway servers on port 80 or 8080).
+    pub port: u16,
+    pub protocol: String,
+    pub virtual_hosts: Vec<VirtualHost>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VirtualHost {
+    pub name: String,
+    /// Envoy-style domains: exact, `*.suffix`, `prefix.*` or `*`; ports are ignored when matching.
+    pub domains: Vec<String>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Route {
+    /// `<namespace>/<virtualservice>` and the rule, or `default` for the service's default route.
+    pub name: String,
+    #[serde(rename = "match")]
+    pub matcher: RouteMatch,
+    pub action: RouteAction,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RouteMatch {
+    pub path: PathMatch,
+    #[serde(default)]
+    pub ignore_case: bool,
+    /// All must hold. Pseudo-headers `:method`, `:authority` and `:scheme` are matched too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderMatch>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query: Vec<QueryMatch>,
+}
+
+impl RouteMatch {
+    pub fn any() -> RouteMatch {
+        RouteMatch { path: PathMatch::Prefix("/".into()), ignore_case: false, headers: vec![], query: vec![] }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PathMatch {
+    Prefix(String),
+    Exact(String),
+    Regex(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeaderMatch {
+    /// Lower-case header name.
+    pub name: String,
+    pub value: ValueMatch,
+    /// `withoutHeaders`: the route matches only if this does not.
+    #[serde(default)]
+    pub invert: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueryMatch {
+    pub name: String,
+    pub value: ValueMatch,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueMatch {
+    Exact(String),
+    Prefix(String),
+    Regex(String),
+    Present,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteAction {
+    /// Pick one cluster by relative weight.
+    Clusters(Vec<WeightedCluster>),
+    /// Answer locally.
+    Direct { status: u16, body: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WeightedCluster {
+    pub cluster: String,
+    pub weight: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Cluster {
+    pub name: String,
+    /// The service's FQDN (for metrics and headers).
+    pub service: String,
+    pub port: u16,
+    pub endpoints: Vec<Endpoint>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub address: SocketAddr,
+    pub namespace: String,
+    pub pod: String,
+    /// The Deployment that owns the pod, and the pod's labels (for metric labels).
+    pub workload: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub service_account: String,
+}
+
+/// `outbound|<port>|<subset>|<fqdn>`, Envoy's cluster name as Istio writes it.
+pub fn cluster_name(port: u16, subset: &str, fqdn: &str) -> String {
+    format!("outbound|{port}|{subset}|{fqdn}")
+}

@@ -1,0 +1,504 @@
+//! Translation: a pure function from (resources, pods, one proxy) to that proxy's snapshot.
+//!
+//! Istio's rules live here: how short hosts expand, which VirtualService applies to a sidecar
+//! or a gateway, how Gateway servers become listeners and virtual hosts, how DestinationRule
+//! subsets become clusters. No IO; tested with YAML fixtures.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::control_plane::state::Pod;
+use crate::resources::core::{Service, ServicePort};
+use crate::resources::meta::IntOrString;
+use crate::resources::networking::{
+    DestinationRule, Gateway, HttpMatchRequest, HttpRoute, StringMatch, VirtualService,
+};
+use crate::resources::{Resource, ResourceKey};
+use crate::snapshot::{
+    cluster_name, Cluster, Endpoint, GatewayListener, HeaderMatch, InboundPort, PathMatch, QueryMatch, Role, Route,
+    RouteAction, RouteConfig, RouteMatch, Snapshot, ValueMatch, Version, VirtualHost, WeightedCluster,
+};
+
+pub const DOMAIN: &str = "svc.cluster.local";
+pub const ROOT_NAMESPACE: &str = "istio-system";
+
+/// Everything translation reads.
+pub struct World<'a> {
+    pub resources: &'a BTreeMap<ResourceKey, Resource>,
+    pub pods: &'a BTreeMap<String, Pod>,
+}
+
+impl<'a> World<'a> {
+    fn services(&self) -> impl Iterator<Item = &'a Service> {
+        self.resources.values().filter_map(|r| if let Resource::Service(s) = r { Some(s) } else { None })
+    }
+    fn virtual_services(&self) -> Vec<&'a VirtualService> {
+        let mut v: Vec<&VirtualService> = self
+            .resources
+            .values()
+            .filter_map(|r| if let Resource::VirtualService(s) = r { Some(s) } else { None })
+            .collect();
+        // Istio orders by creation time, then name; the first one wins where they conflict.
+        v.sort_by(|a, b| {
+            (a.metadata.creation_timestamp.as_deref(), ns(&a.metadata.namespace), &a.metadata.name).cmp(&(
+                b.metadata.creation_timestamp.as_deref(),
+                ns(&b.metadata.namespace),
+                &b.metadata.name,
+            ))
+        });
+        v
+    }
+    fn destination_rules(&self) -> impl Iterator<Item = &'a DestinationRule> {
+        self.resources.values().filter_map(|r| if let Resource::DestinationRule(s) = r { Some(s) } else { None })
+    }
+    fn gateways(&self) -> impl Iterator<Item = &'a Gateway> {
+        self.resources.values().filter_map(|r| if let Resource::Gateway(s) = r { Some(s) } else { None })
+    }
+}
+
+fn ns(n: &Option<String>) -> &str {
+    n.as_deref().unwrap_or("default")
+}
+
+/// Istio's short-name rule: a host without dots is in the namespace of the resource naming it.
+pub fn fqdn(host: &str, namespace: &str) -> String {
+    if host.contains('.') || host == "*" || host.starts_with('*') {
+        host.to_string()
+    } else {
+        format!("{host}.{namespace}.{DOMAIN}")
+    }
+}
+
+fn service_fqdn(s: &Service) -> String {
+    format!("{}.{}.{DOMAIN}", s.metadata.name, ns(&s.metadata.namespace))
+}
+
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// The container port a Service port sends to in `pod`.
+fn target_port(sp: &ServicePort, pod: &Pod) -> Option<u16> {
+    match &sp.target_port {
+        None => Some(sp.port),
+        Some(IntOrString::Int(n)) => u16::try_from(*n).ok(),
+        Some(IntOrString::String(name)) => pod.port_names.get(name).copied().or_else(|| name.parse().ok()),
+    }
+}
+
+/// Ready endpoints of a service port whose pods carry `extra` labels too (a subset).
+fn endpoints(world: &World<'_>, svc: &Service, sp: &ServicePort, extra: &BTreeMap<String, String>) -> Vec<Endpoint> {
+    if svc.spec.selector.is_empty() {
+        return vec![];
+    }
+    let svc_ns = ns(&svc.metadata.namespace);
+    world
+        .pods
+        .values()
+        .filter(|p| p.identity.namespace == svc_ns && p.running)
+        .filter(|p| selects(&svc.spec.selector, &p.identity.labels) && selects(extra, &p.identity.labels))
+        .filter_map(|p| {
+            let address = p.endpoint(target_port(sp, p)?)?;
+            Some(Endpoint {
+                address,
+                namespace: p.identity.namespace.clone(),
+                pod: p.identity.pod.clone(),
+                workload: p.identity.workload.clone(),
+                labels: p.identity.labels.clone(),
+                service_account: p.identity.service_account.clone(),
+            })
+        })
+        .collect()
+}
+
+/// DestinationRules for `host` as a client in `client_ns` sees them: client namespace, then
+/// the service's namespace, then the root namespace. Subsets merge, first definition wins.
+fn subsets_for(
+    world: &World<'_>,
+    host_fqdn: &str,
+    svc_ns: &str,
+    client_ns: &str,
+) -> Vec<(String, BTreeMap<String, String>)> {
+    let mut out: Vec<(String, BTreeMap<String, String>)> = Vec::new();
+    let order = [client_ns, svc_ns, ROOT_NAMESPACE];
+    let mut seen_ns = BTreeSet::new();
+    for want in order {
+        if !seen_ns.insert(want) {
+            continue;
+        }
+        for dr in world.destination_rules() {
+            let dr_ns = ns(&dr.metadata.namespace);
+            if dr_ns != want || fqdn(&dr.spec.host, dr_ns) != host_fqdn {
+                continue;
+            }
+            for s in &dr.spec.subsets {
+                if !out.iter().any(|(n, _)| n == &s.name) {
+                    out.push((s.name.clone(), s.labels.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn clusters(world: &World<'_>, client_ns: &str) -> BTreeMap<String, Cluster> {
+    let mut out = BTreeMap::new();
+    for svc in world.services() {
+        let host = service_fqdn(svc);
+        let svc_ns = ns(&svc.metadata.namespace);
+        let subsets = subsets_for(world, &host, svc_ns, client_ns);
+        for sp in &svc.spec.ports {
+            let mut add = |subset: &str, labels: &BTreeMap<String, String>| {
+                let name = cluster_name(sp.port, subset, &host);
+                let eps = endpoints(world, svc, sp, labels);
+                out.insert(name.clone(), Cluster { name, service: host.clone(), port: sp.port, endpoints: eps });
+            };
+            add("", &BTreeMap::new());
+            for (subset, labels) in &subsets {
+                add(subset, labels);
+            }
+        }
+    }
+    out
+}
+
+/// Where a route is being built: which proxy, which port, which gateway.
+struct Scope<'a> {
+    /// `ns/name` of the gateway, or `mesh` for sidecars.
+    gateway: &'a str,
+    client_ns: &'a str,
+    client_labels: &'a BTreeMap<String, String>,
+    /// The listener or service port; `match.port` is compared with it.
+    port: u16,
+}
+
+fn value_match(m: &StringMatch) -> Option<ValueMatch> {
+    if let Some(e) = &m.exact {
+        Some(ValueMatch::Exact(e.clone()))
+    } else if let Some(p) = &m.prefix {
+        Some(ValueMatch::Prefix(p.clone()))
+    } else if let Some(r) = &m.regex {
+        // `regex: "*"` is Istio's special case for presence.
+        Some(if r == "*" { ValueMatch::Present } else { ValueMatch::Regex(r.clone()) })
+    } else {
+        Some(ValueMatch::Present)
+    }
+}
+
+/// One HTTPMatchRequest → a route match, or None when it does not apply here (config-time filters).
+fn route_match(m: &HttpMatchRequest, scope: &Scope<'_>, vs_ns: &str) -> Option<RouteMatch> {
+    if m.port.is_some_and(|p| p != u32::from(scope.port)) {
+        return None;
+    }
+    if !m.gateways.is_empty() && !m.gateways.iter().any(|g| gateway_ref(g, vs_ns) == scope.gateway) {
+        return None;
+    }
+    if !selects(&m.source_labels, scope.client_labels) {
+        return None;
+    }
+    if m.source_namespace.as_deref().is_some_and(|s| s != scope.client_ns) {
+        return None;
+    }
+    let path = match &m.uri {
+        None => PathMatch::Prefix("/".into()),
+        Some(u) => match (&u.exact, &u.prefix, &u.regex) {
+            (Some(e), _, _) => PathMatch::Exact(e.clone()),
+            (_, Some(p), _) => PathMatch::Prefix(if p.is_empty() { "/".into() } else { p.clone() }),
+            (_, _, Some(r)) => PathMatch::Regex(r.clone()),
+            _ => PathMatch::Prefix("/".into()),
+        },
+    };
+    let mut headers = Vec::new();
+    for (pseudo, sm) in [(":method", &m.method), (":authority", &m.authority), (":scheme", &m.scheme)] {
+        if let Some(v) = sm.as_ref().and_then(value_match) {
+            headers.push(HeaderMatch { name: pseudo.into(), value: v, invert: false });
+        }
+    }
+    for (invert, map) in [(false, &m.headers), (true, &m.without_headers)] {
+        for (name, sm) in map {
+            if matches!(name.as_str(), "uri" | "scheme" | "method" | "authority") {
+                continue;
+            }
+            if let Some(v) = value_match(sm) {
+                headers.push(HeaderMatch { name: name.to_ascii_lowercase(), value: v, invert });
+            }
+        }
+    }
+    let query = m
+        .query_params
+        .iter()
+        .filter_map(|(k, sm)| Some(QueryMatch { name: k.clone(), value: value_match(sm)? }))
+        .collect();
+    Some(RouteMatch { path, ignore_case: m.ignore_uri_case, headers, query })
+}
+
+fn is_catch_all(m: &RouteMatch) -> bool {
+    m.path == PathMatch::Prefix("/".into()) && m.headers.is_empty() && m.query.is_empty()
+}
+
+/// `name` → `vs_ns/name`; `ns/name` as is; `mesh` as is.
+pub fn gateway_ref(g: &str, vs_ns: &str) -> String {
+    if g == "mesh" || g.contains('/') {
+        g.to_string()
+    } else {
+        format!("{vs_ns}/{g}")
+    }
+}
+
+fn action(world: &World<'_>, rule: &HttpRoute, vs_ns: &str, scope: &Scope<'_>) -> Option<RouteAction> {
+    if let Some(dr) = &rule.direct_response {
+        let body = dr.body.as_ref().and_then(|b| b.string.clone()).unwrap_or_default();
+        return Some(RouteAction::Direct { status: dr.status as u16, body });
+    }
+    if rule.route.is_empty() {
+        return None;
+    }
+    let multi = rule.route.len() > 1;
+    let mut out = Vec::new();
+    for d in &rule.route {
+        let weight = if multi { d.weight.unwrap_or(0).max(0) as u32 } else { 100 };
+        if weight == 0 {
+            continue;
+        }
+        let host = fqdn(&d.destination.host, vs_ns);
+        let port =
+            d.destination.port.as_ref().and_then(|p| p.number).and_then(|n| u16::try_from(n).ok()).unwrap_or_else(
+                || {
+                    world
+                        .services()
+                        .find(|s| service_fqdn(s) == host)
+                        .and_then(|s| single_port(s, scope.port))
+                        .unwrap_or(scope.port)
+                },
+            );
+        let subset = d.destination.subset.clone().unwrap_or_default();
+        out.push(WeightedCluster { cluster: cluster_name(port, &subset, &host), weight });
+    }
+    Some(RouteAction::Clusters(out))
+}
+
+/// The service's port when it has one; with several, the one equal to the listener port.
+fn single_port(s: &Service, fallback: u16) -> Option<u16> {
+    match s.spec.ports.as_slice() {
+        [one] => Some(one.port),
+        many => many.iter().find(|p| p.port == fallback).map(|p| p.port),
+    }
+}
+
+/// A VirtualService's http rules as routes, in order; a catch-all ends the list (Istio drops
+/// every rule after it).
+fn routes(world: &World<'_>, vs: &VirtualService, scope: &Scope<'_>) -> Vec<Route> {
+    let vs_ns = ns(&vs.metadata.namespace);
+    let mut out = Vec::new();
+    for (i, rule) in vs.spec.http.iter().enumerate() {
+        let Some(action) = action(world, rule, vs_ns, scope) else { continue };
+        let name = format!("{vs_ns}/{}", rule.name.clone().unwrap_or_else(|| format!("{}#{i}", vs.metadata.name)));
+        if rule.r#match.is_empty() {
+            out.push(Route { name, matcher: RouteMatch::any(), action });
+            return out;
+        }
+        for m in &rule.r#match {
+            let Some(matcher) = route_match(m, scope, vs_ns) else { continue };
+            let stop = is_catch_all(&matcher);
+            out.push(Route { name: name.clone(), matcher, action: action.clone() });
+            if stop {
+                return out;
+            }
+        }
+    }
+    out
+}
+
+fn vs_gateways(vs: &VirtualService) -> Vec<String> {
+    let vs_ns = ns(&vs.metadata.namespace);
+    if vs.spec.gateways.is_empty() {
+        vec!["mesh".into()]
+    } else {
+        vs.spec.gateways.iter().map(|g| gateway_ref(g, vs_ns)).collect()
+    }
+}
+
+/// Does `wild` (`*` or `*.suffix`) cover `name`? Istio's host.Name semantics.
+fn covers(wild: &str, name: &str) -> bool {
+    if wild == "*" {
+        return true;
+    }
+    match wild.strip_prefix('*') {
+        Some(suffix) => name.len() > suffix.len() && name.ends_with(suffix),
+        None => false,
+    }
+}
+
+/// The more specific of two intersecting hosts, or None.
+pub fn host_intersection(a: &str, b: &str) -> Option<String> {
+    if a == b {
+        Some(a.to_string())
+    } else if covers(a, b) {
+        Some(b.to_string())
+    } else if covers(b, a) {
+        Some(a.to_string())
+    } else {
+        None
+    }
+}
+
+/// Virtual host domains for a Kubernetes service as a client in `client_ns` writes them.
+fn service_domains(svc: &Service, client_ns: &str) -> Vec<String> {
+    let name = &svc.metadata.name;
+    let svc_ns = ns(&svc.metadata.namespace);
+    let mut d = Vec::new();
+    if svc_ns == client_ns {
+        d.push(name.clone());
+    }
+    d.push(format!("{name}.{svc_ns}"));
+    d.push(format!("{name}.{svc_ns}.svc"));
+    d.push(format!("{name}.{svc_ns}.{DOMAIN}"));
+    d
+}
+
+fn outbound(world: &World<'_>, me: &Pod) -> Vec<RouteConfig> {
+    let client_ns = &me.identity.namespace;
+    let vss = world.virtual_services();
+    let mut by_port: BTreeMap<u16, Vec<VirtualHost>> = BTreeMap::new();
+    for svc in world.services() {
+        let host = service_fqdn(svc);
+        // The first mesh-bound VirtualService for this host wins; sidecars do not merge them.
+        let vs = if me.identity.role == Role::Sidecar {
+            vss.iter().find(|vs| {
+                let vs_ns = ns(&vs.metadata.namespace);
+                vs_gateways(vs).iter().any(|g| g == "mesh") && vs.spec.hosts.iter().any(|h| fqdn(h, vs_ns) == host)
+            })
+        } else {
+            None
+        };
+        for sp in &svc.spec.ports {
+            let scope = Scope { gateway: "mesh", client_ns, client_labels: &me.identity.labels, port: sp.port };
+            let routes = match vs {
+                Some(vs) => routes(world, vs, &scope),
+                None => vec![Route {
+                    name: "default".into(),
+                    matcher: RouteMatch::any(),
+                    action: RouteAction::Clusters(vec![WeightedCluster {
+                        cluster: cluster_name(sp.port, "", &host),
+                        weight: 100,
+                    }]),
+                }],
+            };
+            by_port.entry(sp.port).or_default().push(VirtualHost {
+                name: format!("{host}:{}", sp.port),
+                domains: service_domains(svc, client_ns),
+                routes,
+            });
+        }
+    }
+    by_port.into_iter().map(|(port, virtual_hosts)| RouteConfig { port, virtual_hosts }).collect()
+}
+
+/// The container port a Gateway server port binds on this gateway workload: the Service
+/// port's targetPort when the number is a port of a Service selecting the workload.
+fn gateway_container_port(world: &World<'_>, me: &Pod, number: u32) -> Option<u16> {
+    for svc in world.services() {
+        if ns(&svc.metadata.namespace) != me.identity.namespace || svc.spec.selector.is_empty() {
+            continue;
+        }
+        if !selects(&svc.spec.selector, &me.identity.labels) {
+            continue;
+        }
+        if let Some(sp) = svc.spec.ports.iter().find(|p| u32::from(p.port) == number) {
+            return target_port(sp, me);
+        }
+    }
+    u16::try_from(number).ok()
+}
+
+fn listeners(world: &World<'_>, me: &Pod) -> Vec<GatewayListener> {
+    let vss = world.virtual_services();
+    // container port → (protocol, domain → vhost)
+    let mut ports: BTreeMap<u16, (String, BTreeMap<String, VirtualHost>)> = BTreeMap::new();
+    for gw in world.gateways() {
+        if !selects(&gw.spec.selector, &me.identity.labels) {
+            continue;
+        }
+        let gw_ns = ns(&gw.metadata.namespace);
+        let gw_key = format!("{gw_ns}/{}", gw.metadata.name);
+        for server in &gw.spec.servers {
+            let protocol = server.port.protocol.to_ascii_uppercase();
+            if !matches!(protocol.as_str(), "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB") {
+                continue; // HTTPS/TLS/TCP servers are not served yet (apply warns).
+            }
+            let Some(cport) = gateway_container_port(world, me, server.port.number) else { continue };
+            let entry = ports.entry(cport).or_insert_with(|| (protocol.clone(), BTreeMap::new()));
+            for vs in &vss {
+                let vs_ns = ns(&vs.metadata.namespace);
+                if !vs_gateways(vs).contains(&gw_key) {
+                    continue;
+                }
+                let scope = Scope {
+                    gateway: &gw_key,
+                    client_ns: &me.identity.namespace,
+                    client_labels: &me.identity.labels,
+                    port: cport,
+                };
+                for server_host in &server.hosts {
+                    let (host_ns, dns) = server_host.split_once('/').unwrap_or(("*", server_host));
+                    let ns_ok = match host_ns {
+                        "*" => true,
+                        "." => vs_ns == gw_ns,
+                        other => other == vs_ns,
+                    };
+                    if !ns_ok {
+                        continue;
+                    }
+                    for vs_host in &vs.spec.hosts {
+                        let Some(domain) = host_intersection(dns, vs_host) else { continue };
+                        let vh = entry.1.entry(domain.clone()).or_insert_with(|| VirtualHost {
+                            name: format!("{domain}:{}", server.port.number),
+                            domains: vec![domain.clone()],
+                            routes: vec![],
+                        });
+                        let more = routes(world, vs, &scope);
+                        for r in more {
+                            if !vh.routes.contains(&r) {
+                                vh.routes.push(r);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    ports
+        .into_iter()
+        .map(|(port, (protocol, vhosts))| GatewayListener {
+            port,
+            protocol,
+            virtual_hosts: vhosts.into_values().collect(),
+        })
+        .collect()
+}
+
+/// The snapshot for the proxy of pod `me`.
+pub fn snapshot(world: &World<'_>, me: &Pod, version: Version) -> Snapshot {
+    let mut snap = Snapshot {
+        version,
+        proxy: me.identity.clone(),
+        clusters: clusters(world, &me.identity.namespace),
+        ..Default::default()
+    };
+    match me.identity.role {
+        Role::Gateway => snap.listeners = listeners(world, me),
+        Role::Sidecar | Role::Plain => snap.outbound = outbound(world, me),
+    }
+    if me.identity.role == Role::Sidecar {
+        let mut ports: Vec<u16> =
+            me.proxy_addrs.keys().filter_map(|k| k.strip_prefix("inbound:")).filter_map(|p| p.parse().ok()).collect();
+        ports.sort_unstable();
+        snap.inbound = ports
+            .into_iter()
+            .map(|port| InboundPort { port, app: me.app_addrs.get(&port.to_string()).copied() })
+            .collect();
+    }
+    snap
+}
+
+#[cfg(test)]
+mod tests;
