@@ -123,7 +123,28 @@ async fn wait_ready(client: &api::Client, timeout: Duration) -> anyhow::Result<(
             }
         }
         if Instant::now() > deadline {
-            bail!("pods or proxies were not ready after {}s; see `meshrig status`", timeout.as_secs());
+            let waiting: Vec<String> = status
+                .pods
+                .iter()
+                .filter(|p| !p.ready)
+                .map(|p| {
+                    format!(
+                        "{} ({}{})",
+                        p.key(),
+                        p.phase,
+                        p.message.as_ref().map(|m| format!(": {m}")).unwrap_or_default()
+                    )
+                })
+                .collect();
+            bail!(
+                "not ready after {}s: {}; see `meshrig status`",
+                timeout.as_secs(),
+                if waiting.is_empty() {
+                    "proxies had not applied the latest config".into()
+                } else {
+                    waiting.join(", ")
+                }
+            );
         }
         // Readiness poll of the control plane's view of the pods.
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -322,7 +322,7 @@ async fn kill_all(procs: &mut Procs) {
 async fn start(state: &State, key: &str, plan: &PodPlan) -> Result<Procs, String> {
     let mut procs: Procs = Vec::new();
     let pod_name = key.split_once('/').map(|(_, n)| n).unwrap_or(key).to_string();
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find the meshrig binary: {e}"))?;
+    let exe = meshrig_exe()?;
     let log = |container: &str| state.env.logs_dir().join(format!("{}.{pod_name}.{container}.log", plan.namespace));
 
     let mut proxy = Command::new(&exe);
@@ -366,6 +366,17 @@ async fn start(state: &State, key: &str, plan: &PodPlan) -> Result<Procs, String
         }
     }
     Ok(procs)
+}
+
+/// The binary to start children from. When meshrig was rebuilt or upgraded while running,
+/// Linux reports the old inode as `<path> (deleted)`; the path itself holds the new binary.
+fn meshrig_exe() -> Result<std::path::PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the meshrig binary: {e}"))?;
+    let s = exe.to_string_lossy();
+    Ok(match s.strip_suffix(" (deleted)") {
+        Some(path) => path.into(),
+        None => exe,
+    })
 }
 
 /// Spawns a child with stderr to its log file, and waits (bounded) for its readiness line.
