@@ -5,7 +5,7 @@
 mod doctor;
 mod exec;
 mod lab;
-mod lifecycle;
+pub mod lifecycle;
 mod resource;
 pub mod term;
 
@@ -80,6 +80,9 @@ pub enum Command {
         /// Validate and report what would change, change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Wait until every pod is ready and every proxy runs the new config.
+        #[arg(long)]
+        wait: bool,
     },
     /// Delete resources named in files, or by kind and name.
     Delete {
@@ -217,8 +220,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Down { purge } => lifecycle::down(&env, purge),
         Command::Status { output } => runtime()?.block_on(lifecycle::status(&env, output)),
         Command::Doctor { output } => doctor::run(&env, output),
-        Command::Apply { files, namespace, dry_run } => {
-            runtime()?.block_on(resource::apply(&env, &files, namespace.as_deref(), dry_run))
+        Command::Apply { files, namespace, dry_run, wait } => {
+            runtime()?.block_on(resource::apply(&env, &files, namespace.as_deref(), dry_run, wait))
         }
         Command::Delete { files, args, namespace } => {
             runtime()?.block_on(resource::delete(&env, &files, &args, namespace.as_deref()))

@@ -58,6 +58,9 @@ pub struct Shared {
     pub stats: stats::Stats,
     pub client: net::HttpClient,
     configured: AtomicBool,
+    /// Gateway: the snapshot version whose listeners are bound. The watch acknowledges a
+    /// snapshot only once this reaches it, so "synced" means "serving".
+    pub listeners_bound: channel::Sender<crate::snapshot::Version>,
 }
 
 impl Shared {
@@ -89,6 +92,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         stats: stats::Stats::new(),
         client: net::client(),
         configured: AtomicBool::new(false),
+        listeners_bound: channel::channel(crate::snapshot::Version::default()).0,
     });
     let mut addrs = ready::Addrs::new();
     let mut tasks = Vec::new();
@@ -127,7 +131,10 @@ async fn gateway_listeners(shared: Arc<Shared>, publish: BTreeMap<u16, SocketAdd
     let mut rx = shared.runtime.subscribe();
     let mut bound: HashMap<u16, JoinHandle<()>> = HashMap::new();
     loop {
-        let wanted: Vec<u16> = rx.borrow_and_update().snapshot.listeners.iter().map(|l| l.port).collect();
+        let (version, wanted): (_, Vec<u16>) = {
+            let runtime = rx.borrow_and_update();
+            (runtime.snapshot.version, runtime.snapshot.listeners.iter().map(|l| l.port).collect())
+        };
         bound.retain(|port, task| {
             let keep = wanted.contains(port);
             if !keep {
@@ -149,6 +156,7 @@ async fn gateway_listeners(shared: Arc<Shared>, publish: BTreeMap<u16, SocketAdd
                 Err(e) => tracing_log(&format!("gateway: {e}; is another program using it? (`meshrig doctor`)")),
             }
         }
+        shared.listeners_bound.send_replace(version);
         if rx.changed().await.is_err() {
             return;
         }

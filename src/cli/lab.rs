@@ -3,12 +3,12 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 
 use crate::api::{self, ApplyRequest};
-use crate::cli::{term, LabCommand, Output};
+use crate::cli::{lifecycle, term, LabCommand, Output};
 use crate::env::Env;
 use crate::labs::check::{self, Outcome, Target};
 use crate::labs::{self, Lab, Progress};
@@ -106,49 +106,8 @@ async fn setup(client: &api::Client, lab: &Lab) -> anyhow::Result<()> {
     if !resources.is_empty() {
         client.apply(&ApplyRequest { resources, create_only: false, dry_run: false }).await?;
     }
-    wait_ready(client, Duration::from_secs(60)).await?;
+    lifecycle::wait_ready(client, Duration::from_secs(60)).await?;
     Ok(())
-}
-
-/// Waits until every pod is ready and every proxy runs the current config.
-async fn wait_ready(client: &api::Client, timeout: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let status = client.status().await?;
-        if status.pods.iter().all(|p| p.ready) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let sync = client.sync(status.control_plane.version, left).await?;
-            if sync.synced {
-                return Ok(());
-            }
-        }
-        if Instant::now() > deadline {
-            let waiting: Vec<String> = status
-                .pods
-                .iter()
-                .filter(|p| !p.ready)
-                .map(|p| {
-                    format!(
-                        "{} ({}{})",
-                        p.key(),
-                        p.phase,
-                        p.message.as_ref().map(|m| format!(": {m}")).unwrap_or_default()
-                    )
-                })
-                .collect();
-            bail!(
-                "not ready after {}s: {}; see `meshrig status`",
-                timeout.as_secs(),
-                if waiting.is_empty() {
-                    "proxies had not applied the latest config".into()
-                } else {
-                    waiting.join(", ")
-                }
-            );
-        }
-        // Readiness poll of the control plane's view of the pods.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn apply_files(client: &api::Client, lab: &Lab, files: &[String]) -> anyhow::Result<()> {

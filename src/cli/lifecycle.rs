@@ -85,10 +85,13 @@ pub async fn up(env: &Env, http_port: Option<u16>, https_port: Option<u16>, time
         if settings.https_port == 0 {
             settings.https_port = free_port()?;
         }
+        // After a control-plane crash our own gateway may still hold the ports; the new control
+        // plane replaces it, so only someone else's listener is a conflict.
+        let ours_running = !reaper::environment_pids(&env.dir).is_empty();
         for (what, port, flag) in
             [("HTTP", settings.http_port, "--http-port"), ("HTTPS", settings.https_port, "--https-port")]
         {
-            if !port_free(port) {
+            if !ours_running && !port_free(port) {
                 bail!("port {port} for the gateway's {what} listener is in use on 127.0.0.1; free it or choose another with `meshrig up {flag} PORT` (0 picks a free one)");
             }
         }
@@ -172,22 +175,34 @@ fn print_pods(status: &Status) {
 }
 
 pub fn down(env: &Env, purge: bool) -> anyhow::Result<ExitCode> {
-    let mut pids = reaper::environment_pids(&env.dir);
+    // The control plane first, so that nothing restarts a pod while the rest is stopped.
+    let mut control_planes = Vec::new();
     if let Ok(Some(info)) = env.control_plane() {
-        pids.push(info.pid);
+        control_planes.push(info.pid);
     }
     if let Ok(Some(p)) = crate::env::read_json::<crate::control_plane::state::Processes>(&env.processes_file()) {
-        pids.push(p.control_plane);
-        pids.extend(p.pids);
+        control_planes.push(p.control_plane);
     }
-    pids.sort_unstable();
-    pids.dedup();
-    // Only processes that really are this environment's (pids in records may have been reused).
-    let ours: Vec<u32> = pids.into_iter().filter(|p| reaper::belongs(*p, &env.dir)).collect();
-    let stopped = reaper::stop(&ours, Duration::from_secs(3));
+    control_planes.retain(|p| reaper::belongs(*p, &env.dir));
+    control_planes.dedup();
+    let mut stopped = reaper::stop(&control_planes, Duration::from_secs(3)).len();
+    // Then everything else of this environment, until a sweep finds nothing (pids recorded in
+    // files are only trusted when the process really is this environment's).
+    for _ in 0..5 {
+        let mut pids = reaper::environment_pids(&env.dir);
+        if let Ok(Some(p)) = crate::env::read_json::<crate::control_plane::state::Processes>(&env.processes_file()) {
+            pids.extend(p.pids.into_iter().filter(|p| reaper::belongs(*p, &env.dir)));
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        if pids.is_empty() {
+            break;
+        }
+        stopped += reaper::stop(&pids, Duration::from_secs(3)).len();
+    }
     let _ = std::fs::remove_file(env.control_plane_file());
     let _ = std::fs::remove_file(env.processes_file());
-    eprintln!("{} stopped {} process(es) of environment {:?}", term::pass_mark(), stopped.len(), env.name);
+    eprintln!("{} stopped {stopped} process(es) of environment {:?}", term::pass_mark(), env.name);
     if purge {
         if env.dir.exists() {
             std::fs::remove_dir_all(&env.dir).with_context(|| format!("remove {}", env.dir.display()))?;
@@ -262,4 +277,45 @@ pub async fn status(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Waits until every pod is ready and every proxy runs the current config.
+pub async fn wait_ready(client: &api::Client, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = client.status().await?;
+        if status.pods.iter().all(|p| p.ready) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let sync = client.sync(status.control_plane.version, left).await?;
+            if sync.synced {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            let waiting: Vec<String> = status
+                .pods
+                .iter()
+                .filter(|p| !p.ready)
+                .map(|p| {
+                    format!(
+                        "{} ({}{})",
+                        p.key(),
+                        p.phase,
+                        p.message.as_ref().map(|m| format!(": {m}")).unwrap_or_default()
+                    )
+                })
+                .collect();
+            bail!(
+                "not ready after {}s: {}; see `meshrig status`",
+                timeout.as_secs(),
+                if waiting.is_empty() {
+                    "proxies had not applied the latest config".into()
+                } else {
+                    waiting.join(", ")
+                }
+            );
+        }
+        // Readiness poll of the control plane's view of the pods.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

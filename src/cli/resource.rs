@@ -48,7 +48,13 @@ fn describe(key: &ResourceKey) -> String {
     format!("{}/{}", key.kind.as_str().to_lowercase(), key.name)
 }
 
-pub async fn apply(env: &Env, files: &[String], namespace: Option<&str>, dry_run: bool) -> anyhow::Result<ExitCode> {
+pub async fn apply(
+    env: &Env,
+    files: &[String],
+    namespace: Option<&str>,
+    dry_run: bool,
+    wait: bool,
+) -> anyhow::Result<ExitCode> {
     let docs = load(files)?;
     if docs.is_empty() {
         bail!("no resources found in {}", files.join(", "));
@@ -71,6 +77,9 @@ pub async fn apply(env: &Env, files: &[String], namespace: Option<&str>, dry_run
         }
         let suffix = if dry_run { " (dry run)" } else { "" };
         println!("{} {}{suffix}", describe(&r.key), r.action.as_str());
+    }
+    if wait && !dry_run {
+        crate::cli::lifecycle::wait_ready(&client, std::time::Duration::from_secs(60)).await?;
     }
     Ok(ExitCode::SUCCESS)
 }

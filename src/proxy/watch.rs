@@ -10,7 +10,7 @@ use crate::env::Env;
 use crate::net::tracing_log;
 use crate::proxy::runtime::Runtime;
 use crate::proxy::Shared;
-use crate::snapshot::{Snapshot, Version};
+use crate::snapshot::{Role, Snapshot, Version};
 
 pub async fn run(shared: Arc<Shared>, env: Env, namespace: String, pod: String) {
     let mut acked = Version::default();
@@ -34,8 +34,14 @@ pub async fn run(shared: Arc<Shared>, env: Env, namespace: String, pod: String) 
                 backoff = Duration::from_millis(100);
                 if snapshot.version != acked || !shared.has_config() {
                     acked = snapshot.version;
+                    let gateway = snapshot.proxy.role == Role::Gateway;
                     shared.runtime.send_replace(Arc::new(Runtime::new(snapshot)));
                     shared.mark_configured();
+                    if gateway {
+                        // Acknowledge (by polling again) only once the listeners are bound.
+                        let mut bound = shared.listeners_bound.subscribe();
+                        let _ = tokio::time::timeout(Duration::from_secs(5), bound.wait_for(|v| *v == acked)).await;
+                    }
                 }
             }
             Err(e) => {

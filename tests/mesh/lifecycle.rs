@@ -1,0 +1,40 @@
+//! up, status, down, and what survives a crash.
+
+use crate::support::{get, text, Mesh};
+
+#[test]
+fn up_twice_is_harmless_and_status_reports_every_pod() {
+    let mesh = Mesh::up();
+    let again = mesh.ok(&["up"]);
+    assert!(again.contains("control plane running"), "{again}");
+    let status = mesh.status();
+    let pods = status["pods"].as_array().unwrap();
+    let names: Vec<&str> = pods.iter().map(|p| p["workload"].as_str().unwrap()).collect();
+    for w in ["istio-ingressgateway", "httpbin", "curl"] {
+        assert!(names.contains(&w), "{w} missing from {names:?}");
+    }
+    assert!(pods.iter().all(|p| p["ready"] == true), "{status}");
+    let doctor = mesh.run(&["doctor"]);
+    assert!(text(&doctor).contains("state directory"), "{}", text(&doctor));
+}
+
+#[test]
+fn a_control_plane_crash_loses_no_applied_config() {
+    let mesh = Mesh::up();
+    let solution =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("labs/01-ingress-gateway/solution/gateway.yaml");
+    mesh.ok(&["apply", "--wait", "-f", solution.to_str().unwrap()]);
+    let gateway = mesh.gateway();
+    let cp = mesh.status()["control_plane"]["pid"].as_u64().unwrap();
+    let killed = std::process::Command::new("kill").args(["-9", &cp.to_string()]).status().unwrap();
+    assert!(killed.success());
+    // The proxies keep serving their last config while the control plane is gone.
+    assert_eq!(get(gateway, "httpbin.example.com", "/status/200").unwrap().status, 200);
+    // `up` restarts it from the persisted store; routing still works afterwards.
+    let up = mesh.ok(&["up"]);
+    assert!(up.contains("control plane started"), "{up}");
+    let vs = mesh.ok(&["get", "virtualservice", "httpbin", "-o", "yaml"]);
+    assert!(vs.contains("prefix: /status"), "{vs}");
+    assert_eq!(get(mesh.gateway(), "httpbin.example.com", "/delay/0").unwrap().status, 200);
+    assert_eq!(get(mesh.gateway(), "httpbin.example.com", "/headers").unwrap().status, 404);
+}

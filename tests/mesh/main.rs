@@ -1,0 +1,8 @@
+//! Integration tests: drive the real `meshrig` binary against real processes on loopback.
+//! Each test runs its own environment (a temp state dir, ephemeral gateway ports) and stops
+//! it on drop, so tests run in parallel and leave nothing behind.
+
+mod labs;
+mod lifecycle;
+mod samples;
+mod support;

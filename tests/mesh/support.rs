@@ -1,0 +1,156 @@
+//! An environment under test, and a tiny HTTP/1.1 client that needs nothing from the crate.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+pub struct Mesh {
+    pub state: tempfile::TempDir,
+    pub work: tempfile::TempDir,
+    pub up_output: String,
+}
+
+/// Where Istio's samples are (tests that need them say so when they are missing).
+pub fn samples_dir() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/istio-samples");
+    dir.is_dir().then_some(dir)
+}
+
+pub fn sample(rel: &str) -> PathBuf {
+    samples_dir()
+        .unwrap_or_else(|| panic!("../shared/istio-samples is missing: the Istio samples are needed for this test"))
+        .join(rel)
+}
+
+impl Mesh {
+    /// `meshrig up` in a fresh environment; panics with the output when it fails.
+    pub fn up() -> Mesh {
+        let mut mesh =
+            Mesh { state: tempfile::tempdir().unwrap(), work: tempfile::tempdir().unwrap(), up_output: String::new() };
+        let out = mesh.run(&["up", "--http-port", "0", "--https-port", "0"]);
+        assert!(out.status.success(), "meshrig up failed:\n{}", text(&out));
+        mesh.up_output = text(&out);
+        mesh
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_meshrig"));
+        c.args(args).env("MESHRIG_STATE_DIR", self.state.path()).env("NO_COLOR", "1").current_dir(self.work.path());
+        c.env_remove("MESHRIG_ENV");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run meshrig")
+    }
+
+    /// Runs and asserts success; returns stdout + stderr.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "meshrig {} failed:\n{}", args.join(" "), text(&out));
+        text(&out)
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let out = self.run(&["status", "-o", "json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("status -o json: {e}\n{}", text(&out)))
+    }
+
+    pub fn gateway(&self) -> SocketAddr {
+        self.status()["gateway"]["http"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// Every address any process of the environment listens on.
+    pub fn listening_addrs(&self) -> Vec<SocketAddr> {
+        let s = self.status();
+        let mut out = vec![s["control_plane"]["address"].as_str().unwrap().parse().unwrap(), self.gateway()];
+        for p in s["pods"].as_array().unwrap() {
+            for key in ["proxy_addrs", "app_addrs"] {
+                for a in p[key].as_object().unwrap().values() {
+                    out.push(a.as_str().unwrap().parse().unwrap());
+                }
+            }
+        }
+        out
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        let s = self.status();
+        let mut pids = vec![s["control_plane"]["pid"].as_u64().unwrap() as u32];
+        for p in s["pods"].as_array().unwrap() {
+            pids.extend(p["pids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32));
+        }
+        pids
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        let _ = self.run(&["down"]);
+    }
+}
+
+pub fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 GET with `Connection: close`; Err when there is no HTTP answer.
+pub fn get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<Reply> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: meshrig-test\r\n\r\n")?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) =
+        text.split_once("\r\n\r\n").ok_or_else(|| std::io::Error::other(format!("no HTTP answer: {text:?}")))?;
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect::<Vec<_>>();
+    Ok(Reply { status, headers, body: body.to_string() })
+}
+
+/// Nothing accepts connections on `addr` any more.
+pub fn closed(addr: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err()
+}
+
+/// Is `pid` a live process (not a zombie)?
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Processes whose command line carries this environment's `--state-dir`.
+pub fn env_processes(state: &Path) -> Vec<String> {
+    let want = state.as_os_str().as_encoded_bytes().to_vec();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
+        if alive(pid) && args.windows(2).any(|w| w[0] == b"--state-dir" && w[1] == want.as_slice()) {
+            out.push(format!("{pid}: {}", String::from_utf8_lossy(&raw).replace('\0', " ")));
+        }
+    }
+    out
+}
