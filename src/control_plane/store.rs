@@ -137,3 +137,64 @@ impl Store {
         self.objects.contains_key(&ResourceKey { kind: Kind::Namespace, namespace: String::new(), name: ns.into() })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::parse::parse_documents;
+
+    fn vs(prefix: &str) -> Resource {
+        let yaml = format!(
+            "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: httpbin, namespace: default}}
+spec:
+  hosts: [httpbin]
+  http: [{{match: [{{uri: {{prefix: {prefix}}}}}], route: [{{destination: {{host: httpbin}}}}]}}]
+"
+        );
+        parse_documents("t.yaml", &yaml).unwrap().remove(0).resource
+    }
+
+    #[test]
+    fn answers_created_configured_unchanged_and_survives_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.json");
+        let mut store = Store::load(path.clone()).unwrap();
+        assert!(store.namespace_exists("default"));
+        let actions = |r: Vec<ResourceResult>| r.into_iter().map(|r| r.action).collect::<Vec<_>>();
+        assert_eq!(actions(store.apply(vec![(vs("/a"), vec![])], false).unwrap()), vec![Action::Created]);
+        assert_eq!(actions(store.apply(vec![(vs("/a"), vec![])], false).unwrap()), vec![Action::Unchanged]);
+        assert_eq!(actions(store.apply(vec![(vs("/b"), vec![])], true).unwrap()), vec![Action::Unchanged], "create-only");
+        assert_eq!(actions(store.apply(vec![(vs("/b"), vec![])], false).unwrap()), vec![Action::Configured]);
+        let key = vs("/b").key();
+        let created = store.get(&key).unwrap().meta().creation_timestamp.clone();
+        assert_eq!(store.get(&key).unwrap().meta().generation, Some(2));
+
+        let reloaded = Store::load(path).unwrap();
+        let r = reloaded.get(&key).expect("the applied resource is on disk");
+        assert!(r.same_content(&vs("/b")));
+        assert_eq!(r.meta().creation_timestamp, created);
+    }
+
+    #[test]
+    fn deleting_a_namespace_deletes_what_is_in_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::load(dir.path().join("store.json")).unwrap();
+        store.apply(vec![(vs("/a"), vec![])], false).unwrap();
+        let ns = ResourceKey { kind: Kind::Namespace, namespace: String::new(), name: "default".into() };
+        let results = store.delete(&[ns, vs("/a").key()]).unwrap();
+        assert_eq!(results[0].action, Action::Deleted);
+        assert_eq!(results[1].action, Action::NotFound, "already gone with its namespace");
+        assert!(store.get(&vs("/a").key()).is_none());
+    }
+
+    #[test]
+    fn a_failed_write_changes_nothing_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        // A path whose parent does not exist: the write fails.
+        let mut store = Store::load(dir.path().join("missing/store.json")).unwrap();
+        assert!(store.apply(vec![(vs("/a"), vec![])], false).is_err());
+        assert!(store.get(&vs("/a").key()).is_none());
+    }
+}

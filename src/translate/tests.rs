@@ -1,1 +1,286 @@
+//! Translation tested with YAML fixtures: resources as users write them, pods as the runner
+//! registers them, and the snapshot a proxy would get.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use super::*;
+use crate::resources::parse::parse_documents;
+use crate::snapshot::ProxyIdentity;
+
+const HTTPBIN: &str = "
+apiVersion: v1
+kind: Service
+metadata: {name: httpbin, namespace: default}
+spec:
+  selector: {app: httpbin}
+  ports: [{name: http, port: 8000, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: istio-ingressgateway, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  ports: [{name: http2, port: 80, targetPort: 8080}, {name: https, port: 443, targetPort: 8443}]
+";
+
+fn resources(yaml: &str) -> BTreeMap<ResourceKey, Resource> {
+    let mut out = BTreeMap::new();
+    for (i, d) in parse_documents("fixture.yaml", yaml).expect("fixture parses").into_iter().enumerate() {
+        let mut r = d.resource;
+        r.set_default_namespace("default");
+        // Creation order decides which VirtualService wins; keep the fixture's order.
+        r.meta_mut().creation_timestamp = Some(format!("2026-01-01T00:00:{i:02}Z"));
+        out.insert(r.key(), r);
+    }
+    out
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn pod(ns: &str, name: &str, labels: &[(&str, &str)], role: Role) -> Pod {
+    Pod {
+        identity: ProxyIdentity {
+            namespace: ns.into(),
+            pod: name.into(),
+            workload: name.split('-').next().unwrap_or(name).into(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            service_account: "default".into(),
+            role,
+        },
+        app: None,
+        port_names: BTreeMap::new(),
+        template_hash: "h".into(),
+        phase: "Running".into(),
+        running: true,
+        running_since: Version::default(),
+        restarts: 0,
+        message: None,
+        created: String::new(),
+        proxy_addrs: BTreeMap::new(),
+        app_addrs: BTreeMap::new(),
+        pids: vec![],
+        acked: None,
+    }
+}
+
+/// A sidecar-injected httpbin pod whose inbound listener for 8080 is at `port`.
+fn httpbin(name: &str, version: &str, port: u16) -> Pod {
+    let mut p = pod("default", name, &[("app", "httpbin"), ("version", version)], Role::Sidecar);
+    p.proxy_addrs.insert("inbound:8080".into(), addr(port));
+    p.app_addrs.insert("8080".into(), addr(port + 1));
+    p
+}
+
+fn pods(list: Vec<Pod>) -> BTreeMap<String, Pod> {
+    list.into_iter().map(|p| (p.key(), p)).collect()
+}
+
+fn gateway_pod() -> Pod {
+    pod("istio-system", "istio-ingressgateway-x", &[("istio", "ingressgateway")], Role::Gateway)
+}
+
+fn clusters_of(action: &RouteAction) -> Vec<(String, u32)> {
+    match action {
+        RouteAction::Clusters(c) => c.iter().map(|w| (w.cluster.clone(), w.weight)).collect(),
+        RouteAction::Direct { .. } => vec![],
+    }
+}
+
+#[test]
+fn gateway_port_80_listens_on_the_target_port_and_routes_to_the_sidecar_inbound() {
+    let yaml = format!(
+        "{HTTPBIN}---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: httpbin-gateway}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: ['*']}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: httpbin}}
+spec:
+  hosts: ['*']
+  gateways: [httpbin-gateway]
+  http: [{{route: [{{destination: {{host: httpbin, port: {{number: 8000}}}}}}]}}]
+"
+    );
+    let res = resources(&yaml);
+    let gw = gateway_pod();
+    let all = pods(vec![gw.clone(), httpbin("httpbin-a", "v1", 4000)]);
+    let snap = snapshot(&World { resources: &res, pods: &all }, &gw, Version::default());
+    assert_eq!(snap.listeners.len(), 1);
+    let l = &snap.listeners[0];
+    assert_eq!(l.port, 8080, "Gateway port 80 is the ingress Service's port 80 → targetPort 8080");
+    assert_eq!(l.virtual_hosts[0].domains, vec!["*"]);
+    let route = &l.virtual_hosts[0].routes[0];
+    assert_eq!(clusters_of(&route.action), vec![("outbound|8000||httpbin.default.svc.cluster.local".into(), 100)]);
+    let cluster = &snap.clusters["outbound|8000||httpbin.default.svc.cluster.local"];
+    assert_eq!(cluster.endpoints.len(), 1);
+    assert_eq!(cluster.endpoints[0].address, addr(4000), "traffic enters the pod through its sidecar");
+}
+
+#[test]
+fn a_virtual_service_without_gateways_is_not_served_by_the_gateway() {
+    let yaml = format!(
+        "{HTTPBIN}---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: [httpbin.example.com]}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: httpbin}}
+spec:
+  hosts: [httpbin.example.com]
+  http: [{{route: [{{destination: {{host: httpbin}}}}]}}]
+"
+    );
+    let res = resources(&yaml);
+    let gw = gateway_pod();
+    let all = pods(vec![gw.clone()]);
+    let snap = snapshot(&World { resources: &res, pods: &all }, &gw, Version::default());
+    assert_eq!(snap.listeners.len(), 1, "the Gateway still opens the port");
+    assert!(snap.listeners[0].virtual_hosts.is_empty(), "but nothing routes: every request is 404");
+}
+
+#[test]
+fn gateway_virtual_host_is_the_more_specific_host_and_server_namespaces_filter() {
+    assert_eq!(host_intersection("*", "httpbin.example.com").as_deref(), Some("httpbin.example.com"));
+    assert_eq!(host_intersection("httpbin.example.com", "*").as_deref(), Some("httpbin.example.com"));
+    assert_eq!(host_intersection("*.example.com", "a.example.com").as_deref(), Some("a.example.com"));
+    assert_eq!(host_intersection("*.example.com", "example.com"), None);
+    assert_eq!(host_intersection("a.com", "b.com"), None);
+
+    let yaml = format!(
+        "{HTTPBIN}---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: ['other/*', 'default/*.example.com']}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: vs}}
+spec:
+  hosts: ['*']
+  gateways: [istio-system/gw]
+  http: [{{route: [{{destination: {{host: httpbin}}}}]}}]
+"
+    );
+    let res = resources(&yaml);
+    let gw = gateway_pod();
+    let all = pods(vec![gw.clone()]);
+    let snap = snapshot(&World { resources: &res, pods: &all }, &gw, Version::default());
+    let domains: Vec<&str> = snap.listeners[0].virtual_hosts.iter().flat_map(|v| v.domains.iter().map(String::as_str)).collect();
+    assert_eq!(domains, vec!["*.example.com"], "only the server host open to the VS's namespace binds");
+}
+
+#[test]
+fn sidecar_routes_subsets_by_weight_and_expands_short_hosts_in_the_vs_namespace() {
+    let yaml = format!(
+        "{HTTPBIN}---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: httpbin}}
+spec:
+  host: httpbin
+  subsets: [{{name: v1, labels: {{version: v1}}}}, {{name: v2, labels: {{version: v2}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: httpbin}}
+spec:
+  hosts: [httpbin]
+  http:
+  - match: [{{headers: {{end-user: {{exact: jason}}}}}}]
+    route: [{{destination: {{host: httpbin, subset: v2}}}}]
+  - route:
+    - {{destination: {{host: httpbin, subset: v1}}, weight: 75}}
+    - {{destination: {{host: httpbin, subset: v2}}, weight: 25}}
+    - {{destination: {{host: httpbin, subset: v2}}, weight: 0}}
+  - route: [{{destination: {{host: never}}}}]
+"
+    );
+    let res = resources(&yaml);
+    let me = pod("default", "curl-a", &[("app", "curl")], Role::Sidecar);
+    let all = pods(vec![me.clone(), httpbin("httpbin-a", "v1", 4000), httpbin("httpbin-b", "v2", 5000)]);
+    let snap = snapshot(&World { resources: &res, pods: &all }, &me, Version::default());
+    let rc = snap.outbound.iter().find(|r| r.port == 8000).expect("route config for port 8000");
+    let vh = &rc.virtual_hosts[0];
+    assert_eq!(vh.domains, vec!["httpbin", "httpbin.default", "httpbin.default.svc", "httpbin.default.svc.cluster.local"]);
+    assert_eq!(vh.routes.len(), 2, "the rule after the catch-all is dropped, as Istio does");
+    assert_eq!(vh.routes[0].matcher.headers[0].name, "end-user");
+    assert_eq!(
+        clusters_of(&vh.routes[1].action),
+        vec![
+            ("outbound|8000|v1|httpbin.default.svc.cluster.local".into(), 75),
+            ("outbound|8000|v2|httpbin.default.svc.cluster.local".into(), 25)
+        ],
+        "weight 0 entries are dropped"
+    );
+    let v2 = &snap.clusters["outbound|8000|v2|httpbin.default.svc.cluster.local"];
+    assert_eq!(v2.endpoints.iter().map(|e| e.pod.as_str()).collect::<Vec<_>>(), vec!["httpbin-b"]);
+    assert_eq!(snap.clusters["outbound|8000||httpbin.default.svc.cluster.local"].endpoints.len(), 2);
+}
+
+#[test]
+fn other_namespaces_see_no_short_name_and_plain_forwarders_ignore_virtual_services() {
+    let yaml = format!(
+        "{HTTPBIN}---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: httpbin}}
+spec:
+  hosts: [httpbin]
+  http: [{{route: [{{destination: {{host: httpbin, subset: v9}}}}]}}]
+"
+    );
+    let res = resources(&yaml);
+    let other = pod("legacy", "client-a", &[], Role::Plain);
+    let all = pods(vec![other.clone(), httpbin("httpbin-a", "v1", 4000)]);
+    let snap = snapshot(&World { resources: &res, pods: &all }, &other, Version::default());
+    let vh = &snap.outbound.iter().find(|r| r.port == 8000).unwrap().virtual_hosts[0];
+    assert!(!vh.domains.contains(&"httpbin".to_string()));
+    assert!(vh.domains.contains(&"httpbin.default".to_string()));
+    assert_eq!(vh.routes[0].name, "default", "no mesh features without a sidecar");
+}
+
+#[test]
+fn match_port_and_source_labels_are_config_time_filters() {
+    let yaml = format!(
+        "{HTTPBIN}---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: httpbin}}
+spec:
+  hosts: [httpbin]
+  http:
+  - match: [{{port: 9999}}]
+    route: [{{destination: {{host: httpbin}}}}]
+  - match: [{{sourceLabels: {{app: curl}}, uri: {{prefix: /only-curl}}}}]
+    route: [{{destination: {{host: httpbin}}}}]
+  - route: [{{destination: {{host: httpbin}}}}]
+"
+    );
+    let res = resources(&yaml);
+    let curl = pod("default", "curl-a", &[("app", "curl")], Role::Sidecar);
+    let other = pod("default", "other-a", &[("app", "other")], Role::Sidecar);
+    let all = pods(vec![curl.clone(), other.clone()]);
+    let routes_for = |p: &Pod| {
+        let snap = snapshot(&World { resources: &res, pods: &all }, p, Version::default());
+        let vh = &snap.outbound.iter().find(|r| r.port == 8000).unwrap().virtual_hosts[0];
+        vh.routes.iter().map(|r| r.matcher.path.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(routes_for(&curl), vec![PathMatch::Prefix("/only-curl".into()), PathMatch::Prefix("/".into())]);
+    assert_eq!(routes_for(&other), vec![PathMatch::Prefix("/".into())]);
+}
