@@ -165,7 +165,11 @@ spec:
         let actions = |r: Vec<ResourceResult>| r.into_iter().map(|r| r.action).collect::<Vec<_>>();
         assert_eq!(actions(store.apply(vec![(vs("/a"), vec![])], false).unwrap()), vec![Action::Created]);
         assert_eq!(actions(store.apply(vec![(vs("/a"), vec![])], false).unwrap()), vec![Action::Unchanged]);
-        assert_eq!(actions(store.apply(vec![(vs("/b"), vec![])], true).unwrap()), vec![Action::Unchanged], "create-only");
+        assert_eq!(
+            actions(store.apply(vec![(vs("/b"), vec![])], true).unwrap()),
+            vec![Action::Unchanged],
+            "create-only"
+        );
         assert_eq!(actions(store.apply(vec![(vs("/b"), vec![])], false).unwrap()), vec![Action::Configured]);
         let key = vs("/b").key();
         let created = store.get(&key).unwrap().meta().creation_timestamp.clone();

@@ -181,7 +181,8 @@ spec:
     let gw = gateway_pod();
     let all = pods(vec![gw.clone()]);
     let snap = snapshot(&World { resources: &res, pods: &all }, &gw, Version::default());
-    let domains: Vec<&str> = snap.listeners[0].virtual_hosts.iter().flat_map(|v| v.domains.iter().map(String::as_str)).collect();
+    let domains: Vec<&str> =
+        snap.listeners[0].virtual_hosts.iter().flat_map(|v| v.domains.iter().map(String::as_str)).collect();
     assert_eq!(domains, vec!["*.example.com"], "only the server host open to the VS's namespace binds");
 }
 
@@ -217,7 +218,10 @@ spec:
     let snap = snapshot(&World { resources: &res, pods: &all }, &me, Version::default());
     let rc = snap.outbound.iter().find(|r| r.port == 8000).expect("route config for port 8000");
     let vh = &rc.virtual_hosts[0];
-    assert_eq!(vh.domains, vec!["httpbin", "httpbin.default", "httpbin.default.svc", "httpbin.default.svc.cluster.local"]);
+    assert_eq!(
+        vh.domains,
+        vec!["httpbin", "httpbin.default", "httpbin.default.svc", "httpbin.default.svc.cluster.local"]
+    );
     assert_eq!(vh.routes.len(), 2, "the rule after the catch-all is dropped, as Istio does");
     assert_eq!(vh.routes[0].matcher.headers[0].name, "end-user");
     assert_eq!(
