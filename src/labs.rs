@@ -38,6 +38,8 @@ pub struct Spec {
     pub start: Vec<String>,
     /// Solution files, relative to the lab directory.
     pub solution: Vec<String>,
+    /// What the learner does, in order (the README explains each step at length).
+    pub steps: Vec<Step>,
     pub checks: Vec<check::Check>,
     /// Progressive hints, first the gentlest.
     #[serde(default)]
@@ -56,6 +58,13 @@ pub struct Setup {
     /// Kinds deleted from the lab's namespace first, so other labs' leftovers cannot interfere.
     #[serde(default)]
     pub clean: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub title: String,
+    pub text: String,
 }
 
 fn default_namespace() -> String {
@@ -152,6 +161,7 @@ mod tests {
         assert_eq!(labs[0].number, "01");
         for lab in &labs {
             assert!(!lab.spec.checks.is_empty(), "{} has no checks", lab.dir);
+            assert!(!lab.spec.steps.is_empty(), "{} has no steps", lab.dir);
             assert!(!lab.readme().is_empty(), "{} has no README.md", lab.dir);
         }
         assert_eq!(super::find("1").unwrap().dir, "01-ingress-gateway");

@@ -144,6 +144,10 @@ async fn start(env: &Env, lab: &Lab) -> anyhow::Result<ExitCode> {
     println!("lab {} — {}", lab.number, lab.spec.title);
     println!("{}", lab.spec.summary);
     println!();
+    for (i, step) in lab.spec.steps.iter().enumerate() {
+        println!("{}. {}: {}", i + 1, step.title, step.text);
+    }
+    println!();
     println!("Your files are in {}:", dir.display());
     for f in lab.spec.start.iter().chain([&"README.md".to_string()]) {
         println!("  {}", dir.join(f).display());

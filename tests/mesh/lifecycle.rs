@@ -14,6 +14,12 @@ fn up_twice_is_harmless_and_status_reports_every_pod() {
         assert!(names.contains(&w), "{w} missing from {names:?}");
     }
     assert!(pods.iter().all(|p| p["ready"] == true), "{status}");
+    // The control plane's API answers only with the environment's token.
+    let api: std::net::SocketAddr = status["control_plane"]["address"].as_str().unwrap().parse().unwrap();
+    let denied = get(api, "localhost", "/v1/status").unwrap();
+    assert_eq!(denied.status, 401, "{}", denied.body);
+    let mode = std::fs::metadata(mesh.state.path().join("token")).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600);
     let doctor = mesh.run(&["doctor"]);
     assert!(text(&doctor).contains("state directory"), "{}", text(&doctor));
 }
