@@ -136,7 +136,7 @@ pub async fn up(env: &Env, http_port: Option<u16>, https_port: Option<u16>, time
         }
         if Instant::now() > deadline {
             step.failed("pods not ready");
-            print_pods(&status);
+            eprint!("{}", pods_table(&status));
             bail!(
                 "pods were not ready after {timeout}s; `meshrig status` shows them and {} has their logs",
                 env.logs_dir().display()
@@ -149,29 +149,36 @@ pub async fn up(env: &Env, http_port: Option<u16>, https_port: Option<u16>, time
     eprintln!();
     eprintln!("meshrig is up.");
     eprintln!("  ingress gateway: http://127.0.0.1:{} (Gateway servers on port 80 or 8080)", settings.http_port);
-    eprintln!("  try:  meshrig apply -f ../shared/istio-samples/httpbin/httpbin-gateway.yaml");
-    eprintln!("        curl -s http://127.0.0.1:{}/headers", settings.http_port);
+    eprintln!("  try:  meshrig exec curl -- curl -s http://httpbin:8000/headers");
     eprintln!("  or start the first lab:  meshrig lab start 1");
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_pods(status: &Status) {
+/// The pods as a table: one function for `status` and for `up` when pods are not ready.
+fn pods_table(status: &Status) -> String {
     let rows: Vec<Vec<String>> = status
         .pods
         .iter()
         .map(|p| {
+            let synced = match p.acked {
+                Some(a) if a.reached(status.control_plane.version) => "SYNCED",
+                Some(_) => "STALE",
+                None => "-",
+            };
             vec![
                 p.namespace.clone(),
                 p.name.clone(),
                 if p.ready { "1/1".into() } else { "0/1".into() },
                 p.phase.clone(),
                 p.restarts.to_string(),
-                p.role.as_str().to_string(),
+                p.role.as_str().into(),
+                synced.into(),
+                crate::env::age(&p.created),
                 p.message.clone().unwrap_or_default(),
             ]
         })
         .collect();
-    eprint!("{}", term::table(&["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "PROXY", "MESSAGE"], &rows));
+    term::table(&["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "PROXY", "CONFIG", "AGE", "MESSAGE"], &rows)
 }
 
 pub fn down(env: &Env, purge: bool) -> anyhow::Result<ExitCode> {
@@ -249,31 +256,7 @@ pub async fn status(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
             );
             println!("ingress gateway http://127.0.0.1:{}", settings.http_port);
             println!();
-            let rows: Vec<Vec<String>> = status
-                .pods
-                .iter()
-                .map(|p| {
-                    let synced = match p.acked {
-                        Some(a) if a.reached(status.control_plane.version) => "SYNCED",
-                        Some(_) => "STALE",
-                        None => "-",
-                    };
-                    vec![
-                        p.namespace.clone(),
-                        p.name.clone(),
-                        if p.ready { "1/1".into() } else { "0/1".into() },
-                        p.phase.clone(),
-                        p.restarts.to_string(),
-                        p.role.as_str().into(),
-                        synced.into(),
-                        crate::env::age(&p.created),
-                    ]
-                })
-                .collect();
-            print!(
-                "{}",
-                term::table(&["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "PROXY", "CONFIG", "AGE"], &rows)
-            );
+            print!("{}", pods_table(&status));
         }
     }
     Ok(ExitCode::SUCCESS)
