@@ -46,10 +46,14 @@ const CONNECT_FAILURE: Local = Local {
 pub async fn handle(
     shared: Arc<Shared>,
     direction: Direction,
-    req: Request<Incoming>,
-    _peer: SocketAddr,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
 ) -> Response<Body> {
     let started = Instant::now();
+    if let Direction::Gateway { .. } = direction {
+        // Istio's gateways use the remote address: the client's IP is appended to X-Forwarded-For.
+        append_forwarded_for(req.headers_mut(), peer);
+    }
     let runtime = shared.runtime.borrow().clone();
     let server_header = if runtime.snapshot.proxy.role == Role::Gateway { "istio-envoy" } else { "envoy" };
     let (mut resp, record) = match direction {
@@ -183,6 +187,17 @@ fn destination_port(uri: &Uri, authority: &str) -> u16 {
     authority.get(host.len() + 1..).and_then(|p| p.parse().ok()).unwrap_or(80)
 }
 
+fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
+    let ip = peer.ip().to_string();
+    let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.is_empty() => format!("{existing},{ip}"),
+        _ => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert("x-forwarded-for", v);
+    }
+}
+
 /// Headers that belong to one hop and are not forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 7] =
     ["connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer", "upgrade"];
@@ -265,6 +280,16 @@ mod tests {
         assert_eq!(destination_port(&"http://httpbin:8000/get".parse().unwrap(), "httpbin:8000"), 8000);
         assert_eq!(destination_port(&"/get".parse().unwrap(), "httpbin:8000"), 8000);
         assert_eq!(destination_port(&"/get".parse().unwrap(), "httpbin"), 80);
+    }
+
+    #[test]
+    fn the_gateway_appends_the_client_to_x_forwarded_for() {
+        let peer: SocketAddr = "127.0.0.9:5000".parse().unwrap();
+        let mut h = HeaderMap::new();
+        append_forwarded_for(&mut h, peer);
+        assert_eq!(h["x-forwarded-for"], "127.0.0.9");
+        append_forwarded_for(&mut h, "10.0.0.1:1".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], "127.0.0.9,10.0.0.1");
     }
 
     #[test]

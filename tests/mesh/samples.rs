@@ -45,6 +45,27 @@ fn istio_httpbin_curl_and_gateway_samples_work() {
     assert!(reply.contains("418") && reply.contains("I'm a teapot!"), "{reply}");
     assert!(reply.to_ascii_lowercase().contains("server: envoy"), "a sidecar answers with server: envoy:\n{reply}");
 
+    // The gateway reports each request in Istio's metric, with Istio's label names.
+    let status = mesh.status();
+    let gw_pod = status["pods"].as_array().unwrap().iter().find(|p| p["workload"] == "istio-ingressgateway").unwrap();
+    let admin: std::net::SocketAddr = gw_pod["proxy_addrs"]["admin"].as_str().unwrap().parse().unwrap();
+    let metrics = get(admin, "localhost", "/stats/prometheus").unwrap().body;
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("istio_requests_total{") && l.contains("response_code=\"503\""))
+        .unwrap_or_else(|| panic!("no istio_requests_total for the 503:\n{metrics}"));
+    for label in [
+        "reporter=\"source\"",
+        "source_workload=\"istio-ingressgateway\"",
+        "destination_workload=\"httpbin\"",
+        "destination_service=\"httpbin.default.svc.cluster.local\"",
+        "destination_app=\"httpbin\"",
+        "destination_version=\"v1\"",
+        "response_flags=\"-\"",
+    ] {
+        assert!(line.contains(label), "{label} missing in {line}");
+    }
+
     // A name the mesh does not know is not silently routed somewhere else.
     let out = mesh.run(&[
         "exec",
@@ -126,4 +147,102 @@ spec:
     assert!(!out.status.success());
     assert!(text(&out).contains("nothing was applied"), "{}", text(&out));
     assert!(!mesh.ok(&["get", "ns"]).contains("extra"));
+}
+
+#[test]
+fn a_workload_without_sidecar_reaches_services_through_the_plain_forwarder() {
+    let mesh = Mesh::up();
+    let legacy = mesh.work.path().join("legacy.yaml");
+    std::fs::write(&legacy, "apiVersion: v1\nkind: Namespace\nmetadata: {name: legacy}\n").unwrap();
+    mesh.ok(&["apply", "-f", legacy.to_str().unwrap()]);
+    let sleep = sample("sleep/sleep.yaml").display().to_string();
+    mesh.ok(&["apply", "--wait", "-n", "legacy", "-f", &sleep]);
+    let status = mesh.status();
+    let pod = status["pods"].as_array().unwrap().iter().find(|p| p["namespace"] == "legacy").unwrap();
+    assert_eq!(pod["role"], "plain", "no injection label on the namespace: no sidecar");
+    let out = mesh.run(&[
+        "exec",
+        "sleep",
+        "-n",
+        "legacy",
+        "--",
+        "curl",
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "http://httpbin.default:8000/ip",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{}", text(&out));
+    // The short name is only for clients in the same namespace, as in Kubernetes.
+    let out = mesh.run(&[
+        "exec",
+        "sleep",
+        "-n",
+        "legacy",
+        "--",
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "http://httpbin:8000/ip",
+    ]);
+    assert_ne!(String::from_utf8_lossy(&out.stdout), "200", "{}", text(&out));
+}
+
+#[test]
+fn undefined_and_empty_subsets_answer_503_like_envoy_and_unenforced_fields_warn() {
+    let mesh = Mesh::up();
+    let rules = mesh.work.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: httpbin}
+spec:
+  host: httpbin
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: httpbin}
+spec:
+  hosts: [httpbin]
+  http:
+  - match: [{uri: {prefix: /status/201}}]
+    route: [{destination: {host: httpbin, subset: v1}}]
+    timeout: 3s
+  - match: [{uri: {prefix: /none}}]
+    route: [{destination: {host: httpbin, subset: v2}}]
+  - match: [{uri: {prefix: /undefined}}]
+    route: [{destination: {host: httpbin, subset: v9}}]
+  - route: [{destination: {host: httpbin}}]
+",
+    )
+    .unwrap();
+    let applied = mesh.ok(&["apply", "--wait", "-f", rules.to_str().unwrap()]);
+    assert!(applied.contains("spec.http[0].timeout is accepted but not enforced yet"), "{applied}");
+    let code = |path: &str| {
+        let out = mesh.run(&[
+            "exec",
+            "curl",
+            "--",
+            "curl",
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            &format!("http://httpbin:8000{path}"),
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(code("/status/201").ends_with("\n201"));
+    let none = code("/none");
+    assert!(none.starts_with("no healthy upstream") && none.ends_with("\n503"), "subset without pods: {none:?}");
+    assert!(code("/undefined").ends_with("\n503"), "subset no DestinationRule defines");
+    assert!(code("/headers").ends_with("\n200"));
 }
