@@ -246,3 +246,83 @@ spec:
     assert!(code("/undefined").ends_with("\n503"), "subset no DestinationRule defines");
     assert!(code("/headers").ends_with("\n200"));
 }
+
+#[test]
+fn weights_split_traffic_between_subsets_and_replicas_all_serve() {
+    let mesh = Mesh::up();
+    let v2 = mesh.work.path().join("v2.yaml");
+    std::fs::write(
+        &v2,
+        "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: httpbin-v2}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: httpbin, version: v2}}
+  template:
+    metadata: {labels: {app: httpbin, version: v2}}
+    spec:
+      containers: [{name: httpbin, image: mccutchen/go-httpbin:v2.15.0}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: httpbin}
+spec:
+  host: httpbin.default.svc.cluster.local
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: httpbin}
+spec:
+  hosts: [httpbin]
+  http:
+  - route:
+    - {destination: {host: httpbin, subset: v1}, weight: 4}
+    - {destination: {host: httpbin, subset: v2}, weight: 1}
+",
+    )
+    .unwrap();
+    mesh.ok(&["apply", "--wait", "-f", v2.to_str().unwrap()]);
+    let status = mesh.status();
+    let pods = status["pods"].as_array().unwrap();
+    assert_eq!(pods.iter().filter(|p| p["workload"] == "httpbin-v2" && p["ready"] == true).count(), 2, "replicas: 2");
+
+    // 200 requests from the curl workload, one curl over a kept-alive connection.
+    let urls: Vec<String> = (0..200).map(|i| format!("http://httpbin:8000/get?i={i}")).collect();
+    let mut args = vec!["exec", "curl", "--", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}\n"];
+    args.extend(urls.iter().map(String::as_str));
+    let out = mesh.run(&args);
+    let codes = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(codes.lines().filter(|c| *c == "200").count(), 200, "{}", text(&out));
+
+    // What the client sidecar reports, per destination version (weights 4:1 → 160/40 expected;
+    // the bounds are over 5 standard deviations wide, so this does not flake).
+    let curl = pods.iter().find(|p| p["workload"] == "curl").unwrap();
+    let admin: std::net::SocketAddr = curl["proxy_addrs"]["admin"].as_str().unwrap().parse().unwrap();
+    let metrics = get(admin, "localhost", "/stats/prometheus").unwrap().body;
+    let count = |version: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("istio_requests_total{") && l.contains(&format!("destination_version=\"{version}\""))
+            })
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    };
+    let (v1, v2) = (count("v1"), count("v2"));
+    assert_eq!(v1 + v2, 200.0, "{metrics}");
+    assert!((130.0..=190.0).contains(&v1), "v1 got {v1} of 200, expected about 160 (4:1)");
+
+    // Both v2 replicas served some of v2's share (round-robin over endpoints).
+    let v2_pods: Vec<&serde_json::Value> = pods.iter().filter(|p| p["workload"] == "httpbin-v2").collect();
+    for p in v2_pods {
+        let admin: std::net::SocketAddr = p["proxy_addrs"]["admin"].as_str().unwrap().parse().unwrap();
+        let m = get(admin, "localhost", "/stats/prometheus").unwrap().body;
+        assert!(
+            m.lines().any(|l| l.starts_with("istio_requests_total{") && l.contains("reporter=\"destination\"")),
+            "{} served nothing",
+            p["name"]
+        );
+    }
+}
