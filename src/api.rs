@@ -70,6 +70,9 @@ pub struct DeleteRequest {
 pub struct Status {
     pub control_plane: ControlPlaneStatus,
     pub pods: Vec<PodStatus>,
+    /// Every pod ready and every proxy running the current config.
+    #[serde(default)]
+    pub settled: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -215,23 +218,16 @@ impl Client {
         self.get("/v1/status").await
     }
 
-    /// Waits until every running proxy has applied config version `counter` (or newer).
-    pub async fn sync(&self, version: Version, timeout: Duration) -> Result<SyncResponse, Error> {
-        self.get(&format!(
-            "/v1/sync?epoch={}&counter={}&timeout_ms={}",
-            version.epoch,
-            version.counter,
-            timeout.as_millis()
-        ))
-        .await
+    /// Waits until the environment is settled at `version` (the runner has started the pods it
+    /// asks for, every pod is ready, every proxy runs the current config) or `timeout` passes;
+    /// the answer's `settled` says which.
+    pub async fn wait_settled(&self, version: Option<Version>, timeout: Duration) -> Result<Status, Error> {
+        let mut path = format!("/v1/status?wait_ready_ms={}", timeout.as_millis());
+        if let Some(v) = version {
+            path.push_str(&format!("&counter={}", v.counter));
+        }
+        self.get(&path).await
     }
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SyncResponse {
-    pub synced: bool,
-    /// Proxies that had not applied the version when the wait ended.
-    pub stale: Vec<String>,
 }
 
 /// An error and its causes on one line (hyper's errors hide the useful part in `source`).

@@ -46,8 +46,7 @@ pub async fn run(env: Env) -> Result<(), Error> {
     let address = listener.local_addr().map_err(Error::Bind)?;
     env::write_json(&env.control_plane_file(), &ControlPlaneInfo { address, pid: std::process::id() })?;
     state.save_processes();
-    let (acks, _) = tokio::sync::watch::channel(0);
-    let server = Arc::new(server::Server { state: state.clone(), token, started: env::rfc3339_now(), address, acks });
+    let server = Arc::new(server::Server { state: state.clone(), token, started: env::rfc3339_now(), address });
     tokio::spawn(runner::run(state));
     let mut addrs = ready::Addrs::new();
     addrs.insert("api".into(), address);

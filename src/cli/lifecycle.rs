@@ -2,7 +2,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::process::{ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -128,23 +128,15 @@ pub async fn up(env: &Env, http_port: Option<u16>, https_port: Option<u16>, time
     step.done(&format!("ingress gateway and sample apps ({created} created)"));
 
     let step = Step::start("waiting for pods");
-    let deadline = Instant::now() + Duration::from_secs(timeout);
-    let status = loop {
-        let status = client.status().await?;
-        if !status.pods.is_empty() && status.pods.iter().all(|p| p.ready) {
-            break status;
-        }
-        if Instant::now() > deadline {
-            step.failed("pods not ready");
-            eprint!("{}", pods_table(&status));
-            bail!(
-                "pods were not ready after {timeout}s; `meshrig status` shows them and {} has their logs",
-                env.logs_dir().display()
-            );
-        }
-        // Readiness poll of the control plane's view (every pod reports through it).
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = client.wait_settled(Some(applied.version), Duration::from_secs(timeout)).await?;
+    if !status.settled {
+        step.failed("pods not ready");
+        eprint!("{}", pods_table(&status));
+        bail!(
+            "pods were not ready after {timeout}s; `meshrig status` shows them and {} has their logs",
+            env.logs_dir().display()
+        );
+    }
     step.done(&format!("{} pods ready", status.pods.len()));
     eprintln!();
     eprintln!("meshrig is up.");
@@ -262,43 +254,28 @@ pub async fn status(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Waits until every pod is ready and every proxy runs the current config.
-pub async fn wait_ready(client: &api::Client, timeout: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let status = client.status().await?;
-        if status.pods.iter().all(|p| p.ready) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let sync = client.sync(status.control_plane.version, left).await?;
-            if sync.synced {
-                return Ok(());
-            }
-        }
-        if Instant::now() > deadline {
-            let waiting: Vec<String> = status
-                .pods
-                .iter()
-                .filter(|p| !p.ready)
-                .map(|p| {
-                    format!(
-                        "{} ({}{})",
-                        p.key(),
-                        p.phase,
-                        p.message.as_ref().map(|m| format!(": {m}")).unwrap_or_default()
-                    )
-                })
-                .collect();
-            bail!(
-                "not ready after {}s: {}; see `meshrig status`",
-                timeout.as_secs(),
-                if waiting.is_empty() {
-                    "proxies had not applied the latest config".into()
-                } else {
-                    waiting.join(", ")
-                }
-            );
-        }
-        // Readiness poll of the control plane's view of the pods.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// Waits until the environment is settled at `version` (every pod the store asks for is ready
+/// and every proxy runs the current config); the error names the pods still waiting.
+pub async fn wait_ready(
+    client: &api::Client,
+    version: Option<crate::snapshot::Version>,
+    timeout: Duration,
+) -> anyhow::Result<Status> {
+    let status = client.wait_settled(version, timeout).await?;
+    if status.settled {
+        return Ok(status);
     }
+    let waiting: Vec<String> = status
+        .pods
+        .iter()
+        .filter(|p| !p.ready)
+        .map(|p| {
+            format!("{} ({}{})", p.key(), p.phase, p.message.as_ref().map(|m| format!(": {m}")).unwrap_or_default())
+        })
+        .collect();
+    bail!(
+        "not ready after {}s: {}; `meshrig status` shows every pod",
+        timeout.as_secs(),
+        if waiting.is_empty() { "proxies had not applied the latest config".into() } else { waiting.join(", ") }
+    )
 }

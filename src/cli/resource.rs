@@ -79,7 +79,7 @@ pub async fn apply(
         println!("{} {}{suffix}", describe(&r.key), r.action.as_str());
     }
     if wait && !dry_run {
-        crate::cli::lifecycle::wait_ready(&client, std::time::Duration::from_secs(60)).await?;
+        crate::cli::lifecycle::wait_ready(&client, Some(resp.version), std::time::Duration::from_secs(60)).await?;
     }
     Ok(ExitCode::SUCCESS)
 }

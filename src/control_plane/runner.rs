@@ -140,7 +140,9 @@ pub async fn run(state: Arc<State>) {
     let mut handles: HashMap<String, Handle> = HashMap::new();
     let mut rx = state.changes.subscribe();
     loop {
+        let seen = *rx.borrow_and_update();
         reconcile(&state, &mut handles);
+        state.reconciled.send_replace(seen);
         if rx.changed().await.is_err() {
             return;
         }

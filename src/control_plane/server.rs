@@ -8,9 +8,7 @@ use std::time::Duration;
 use http::{header, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::api::{
-    Action, ApplyRequest, ChangeResponse, ControlPlaneStatus, DeleteRequest, ErrorBody, Status, SyncResponse,
-};
+use crate::api::{Action, ApplyRequest, ChangeResponse, ControlPlaneStatus, DeleteRequest, ErrorBody, Status};
 use crate::control_plane::runner;
 use crate::control_plane::state::State;
 use crate::net::{self, Body};
@@ -23,8 +21,6 @@ pub struct Server {
     pub token: String,
     pub started: String,
     pub address: std::net::SocketAddr,
-    /// Bumped whenever a proxy acknowledges a snapshot (does not change any config).
-    pub acks: tokio::sync::watch::Sender<u64>,
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
@@ -68,9 +64,8 @@ pub async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Response<Bod
             Err(e) => e,
         },
         (Method::GET, "/v1/resources") => list(&server, &q),
-        (Method::GET, "/v1/status") => status(&server),
+        (Method::GET, "/v1/status") => status(&server, &q).await,
         (Method::GET, "/v1/snapshot") => snapshot(&server, &q).await,
-        (Method::GET, "/v1/sync") => sync(&server, &q).await,
         _ => error(StatusCode::NOT_FOUND, format!("no API route {} {}", req.method(), req.uri().path())),
     }
 }
@@ -193,16 +188,39 @@ fn list(server: &Server, q: &HashMap<String, String>) -> Response<Body> {
     net::json(StatusCode::OK, &items)
 }
 
-fn status(server: &Server) -> Response<Body> {
-    let inner = server.state.lock();
+/// The status; with `wait_ready_ms`, answers once the environment is settled at `counter`
+/// (see `State::settled`) or when the time is up, whichever comes first.
+async fn status(server: &Server, q: &HashMap<String, String>) -> Response<Body> {
+    let state = &server.state;
+    if let Some(ms) = q.get("wait_ready_ms").and_then(|v| v.parse::<u64>().ok()) {
+        let target = q.get("counter").and_then(|v| v.parse().ok()).unwrap_or_else(|| *state.changes.borrow());
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
+        let (mut changes, mut acks, mut reconciled) =
+            (state.changes.subscribe(), state.acks.subscribe(), state.reconciled.subscribe());
+        while !state.settled(target) {
+            let changed = async {
+                tokio::select! {
+                    _ = changes.changed() => {}
+                    _ = acks.changed() => {}
+                    _ = reconciled.changed() => {}
+                }
+            };
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                break;
+            }
+        }
+    }
+    let settled = state.settled(*state.changes.borrow());
+    let inner = state.lock();
     let status = Status {
         control_plane: ControlPlaneStatus {
             pid: std::process::id(),
             address: Some(server.address),
-            version: Version { epoch: server.state.epoch, counter: inner.counter },
+            version: Version { epoch: state.epoch, counter: inner.counter },
             started: server.started.clone(),
         },
         pods: inner.pods.values().map(|p| p.status()).collect(),
+        settled,
     };
     net::json(StatusCode::OK, &status)
 }
@@ -227,7 +245,7 @@ async fn snapshot(server: &Server, q: &HashMap<String, String>) -> Response<Body
         };
         if acked.epoch == state.epoch {
             pod.acked = Some(acked);
-            server.acks.send_modify(|n| *n += 1);
+            state.acks.send_modify(|n| *n += 1);
         }
     }
     let mut rx = state.changes.subscribe();
@@ -241,34 +259,4 @@ async fn snapshot(server: &Server, q: &HashMap<String, String>) -> Response<Body
     let world = World { resources: inner.store.objects(), pods: &inner.pods };
     let snap = translate::snapshot(&world, me, Version { epoch: state.epoch, counter: inner.counter });
     net::json(StatusCode::OK, &snap)
-}
-
-/// Waits until every running proxy acknowledged the given version (or a later one).
-async fn sync(server: &Server, q: &HashMap<String, String>) -> Response<Body> {
-    let state = &server.state;
-    let target = Version {
-        epoch: q.get("epoch").and_then(|v| v.parse().ok()).unwrap_or(state.epoch),
-        counter: q.get("counter").and_then(|v| v.parse().ok()).unwrap_or(0),
-    };
-    let timeout = Duration::from_millis(q.get("timeout_ms").and_then(|v| v.parse().ok()).unwrap_or(10_000));
-    let stale = || -> Vec<String> {
-        let inner = state.lock();
-        inner
-            .pods
-            .values()
-            .filter(|p| p.running && !p.acked.is_some_and(|a| a.reached(target)))
-            .map(|p| p.key())
-            .collect()
-    };
-    let mut acks = server.acks.subscribe();
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let left = stale();
-        if left.is_empty() {
-            return net::json(StatusCode::OK, &SyncResponse { synced: true, stale: vec![] });
-        }
-        if tokio::time::timeout_at(deadline, acks.changed()).await.is_err() {
-            return net::json(StatusCode::OK, &SyncResponse { synced: false, stale: left });
-        }
-    }
 }

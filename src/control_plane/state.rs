@@ -82,6 +82,10 @@ pub struct State {
     pub inner: Mutex<Inner>,
     /// The current version counter; every change to the store or the pods bumps it.
     pub changes: watch::Sender<u64>,
+    /// The counter the runner last reconciled: pods for every Deployment up to it exist.
+    pub reconciled: watch::Sender<u64>,
+    /// Bumped whenever a proxy acknowledges a snapshot (no config changes with it).
+    pub acks: watch::Sender<u64>,
 }
 
 impl State {
@@ -92,8 +96,14 @@ impl State {
                 break e;
             }
         };
-        let (changes, _) = watch::channel(1);
-        State { env, epoch, inner: Mutex::new(Inner { store, pods: BTreeMap::new(), counter: 1 }), changes }
+        State {
+            env,
+            epoch,
+            inner: Mutex::new(Inner { store, pods: BTreeMap::new(), counter: 1 }),
+            changes: watch::channel(1).0,
+            reconciled: watch::channel(0).0,
+            acks: watch::channel(0).0,
+        }
     }
 
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -109,6 +119,15 @@ impl State {
         inner.counter += 1;
         self.changes.send_replace(inner.counter);
         Version { epoch: self.epoch, counter: inner.counter }
+    }
+
+    /// Settled at `target`: the runner has reconciled it, every pod is ready, and every running
+    /// proxy has acknowledged the current config.
+    pub fn settled(&self, target: u64) -> bool {
+        let inner = self.lock();
+        let current = Version { epoch: self.epoch, counter: inner.counter };
+        *self.reconciled.borrow() >= target
+            && inner.pods.values().all(|p| p.ready() && p.acked.is_some_and(|a| a.reached(current)))
     }
 
     /// Mutates one pod (if it still exists) and bumps the version.
