@@ -192,12 +192,13 @@ fn list(server: &Server, q: &HashMap<String, String>) -> Response<Body> {
 /// (see `State::settled`) or when the time is up, whichever comes first.
 async fn status(server: &Server, q: &HashMap<String, String>) -> Response<Body> {
     let state = &server.state;
+    let target = q.get("counter").and_then(|v| v.parse().ok()).unwrap_or_else(|| *state.changes.borrow());
+    let mut settled = state.settled(target);
     if let Some(ms) = q.get("wait_ready_ms").and_then(|v| v.parse::<u64>().ok()) {
-        let target = q.get("counter").and_then(|v| v.parse().ok()).unwrap_or_else(|| *state.changes.borrow());
         let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
         let (mut changes, mut acks, mut reconciled) =
             (state.changes.subscribe(), state.acks.subscribe(), state.reconciled.subscribe());
-        while !state.settled(target) {
+        while !settled {
             let changed = async {
                 tokio::select! {
                     _ = changes.changed() => {}
@@ -208,9 +209,9 @@ async fn status(server: &Server, q: &HashMap<String, String>) -> Response<Body> 
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 break;
             }
+            settled = state.settled(target);
         }
     }
-    let settled = state.settled(*state.changes.borrow());
     let inner = state.lock();
     let status = Status {
         control_plane: ControlPlaneStatus {
