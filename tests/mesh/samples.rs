@@ -1,6 +1,6 @@
 //! Istio's own sample manifests, unmodified, behave as Istio's docs say.
 
-use crate::support::{get, sample, text, Mesh};
+use crate::support::{get, requests_total, sample, text, Mesh};
 
 #[test]
 fn istio_httpbin_curl_and_gateway_samples_work() {
@@ -26,19 +26,7 @@ fn istio_httpbin_curl_and_gateway_samples_work() {
 
     // From inside the curl workload, by every name form, on port 8000.
     for host in ["httpbin", "httpbin.default", "httpbin.default.svc.cluster.local"] {
-        let out = mesh.run(&[
-            "exec",
-            "curl",
-            "--",
-            "curl",
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            &format!("http://{host}:8000/get"),
-        ]);
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{host}: {}", text(&out));
+        assert_eq!(mesh.http_code("curl", "default", &format!("http://{host}:8000/get")), "200", "{host}");
     }
     let out = mesh.run(&["exec", "deploy/curl", "--", "curl", "-sS", "-D", "-", "http://httpbin:8000/status/418"]);
     let reply = String::from_utf8_lossy(&out.stdout);
@@ -46,14 +34,11 @@ fn istio_httpbin_curl_and_gateway_samples_work() {
     assert!(reply.to_ascii_lowercase().contains("server: envoy"), "a sidecar answers with server: envoy:\n{reply}");
 
     // The gateway reports each request in Istio's metric, with Istio's label names.
-    let status = mesh.status();
-    let gw_pod = status["pods"].as_array().unwrap().iter().find(|p| p["workload"] == "istio-ingressgateway").unwrap();
-    let admin: std::net::SocketAddr = gw_pod["proxy_addrs"]["admin"].as_str().unwrap().parse().unwrap();
-    let metrics = get(admin, "localhost", "/stats/prometheus").unwrap().body;
-    let line = metrics
-        .lines()
-        .find(|l| l.starts_with("istio_requests_total{") && l.contains("response_code=\"503\""))
-        .unwrap_or_else(|| panic!("no istio_requests_total for the 503:\n{metrics}"));
+    let series = requests_total(mesh.admin("istio-ingressgateway"));
+    let (line, _) = series
+        .iter()
+        .find(|(labels, _)| labels.contains("response_code=\"503\""))
+        .unwrap_or_else(|| panic!("no istio_requests_total for the 503: {series:?}"));
     for label in [
         "reporter=\"source\"",
         "source_workload=\"istio-ingressgateway\"",
@@ -67,26 +52,14 @@ fn istio_httpbin_curl_and_gateway_samples_work() {
     }
 
     // A name the mesh does not know is not silently routed somewhere else.
-    let out = mesh.run(&[
-        "exec",
-        "curl",
-        "--",
-        "curl",
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "http://nosuchservice:8000/",
-    ]);
-    assert_ne!(String::from_utf8_lossy(&out.stdout), "200");
+    assert_ne!(mesh.http_code("curl", "default", "http://nosuchservice:8000/"), "200");
 }
 
 #[test]
 fn a_misspelt_field_is_refused_with_its_line_and_nothing_is_applied() {
     let mesh = Mesh::up();
     let bad = mesh.work.path().join("bad.yaml");
-    // Document 1 is fine; document 2 misspells `host` on line 17. Neither may be stored.
+    // Document 1 is fine; document 2 misspells `host` on line 21. Neither may be stored.
     std::fs::write(
         &bad,
         "apiVersion: networking.istio.io/v1
@@ -160,37 +133,9 @@ fn a_workload_without_sidecar_reaches_services_through_the_plain_forwarder() {
     let status = mesh.status();
     let pod = status["pods"].as_array().unwrap().iter().find(|p| p["namespace"] == "legacy").unwrap();
     assert_eq!(pod["role"], "plain", "no injection label on the namespace: no sidecar");
-    let out = mesh.run(&[
-        "exec",
-        "sleep",
-        "-n",
-        "legacy",
-        "--",
-        "curl",
-        "-sS",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "http://httpbin.default:8000/ip",
-    ]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{}", text(&out));
+    assert_eq!(mesh.http_code("sleep", "legacy", "http://httpbin.default:8000/ip"), "200");
     // The short name is only for clients in the same namespace, as in Kubernetes.
-    let out = mesh.run(&[
-        "exec",
-        "sleep",
-        "-n",
-        "legacy",
-        "--",
-        "curl",
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "http://httpbin:8000/ip",
-    ]);
-    assert_ne!(String::from_utf8_lossy(&out.stdout), "200", "{}", text(&out));
+    assert_ne!(mesh.http_code("sleep", "legacy", "http://httpbin:8000/ip"), "200");
 }
 
 #[test]
@@ -298,29 +243,20 @@ spec:
 
     // What the client sidecar reports, per destination version (weights 4:1 → 160/40 expected;
     // the bounds are over 5 standard deviations wide, so this does not flake).
-    let curl = pods.iter().find(|p| p["workload"] == "curl").unwrap();
-    let admin: std::net::SocketAddr = curl["proxy_addrs"]["admin"].as_str().unwrap().parse().unwrap();
-    let metrics = get(admin, "localhost", "/stats/prometheus").unwrap().body;
+    let series = requests_total(mesh.admin("curl"));
     let count = |version: &str| -> f64 {
-        metrics
-            .lines()
-            .filter(|l| {
-                l.starts_with("istio_requests_total{") && l.contains(&format!("destination_version=\"{version}\""))
-            })
-            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-            .sum()
+        series.iter().filter(|(l, _)| l.contains(&format!("destination_version=\"{version}\""))).map(|(_, v)| v).sum()
     };
     let (v1, v2) = (count("v1"), count("v2"));
-    assert_eq!(v1 + v2, 200.0, "{metrics}");
+    assert_eq!(v1 + v2, 200.0, "{series:?}");
     assert!((130.0..=190.0).contains(&v1), "v1 got {v1} of 200, expected about 160 (4:1)");
 
     // Both v2 replicas served some of v2's share (round-robin over endpoints).
     let v2_pods: Vec<&serde_json::Value> = pods.iter().filter(|p| p["workload"] == "httpbin-v2").collect();
     for p in v2_pods {
         let admin: std::net::SocketAddr = p["proxy_addrs"]["admin"].as_str().unwrap().parse().unwrap();
-        let m = get(admin, "localhost", "/stats/prometheus").unwrap().body;
         assert!(
-            m.lines().any(|l| l.starts_with("istio_requests_total{") && l.contains("reporter=\"destination\"")),
+            requests_total(admin).iter().any(|(l, _)| l.contains("reporter=\"destination\"")),
             "{} served nothing",
             p["name"]
         );

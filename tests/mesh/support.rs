@@ -76,6 +76,33 @@ impl Mesh {
         out
     }
 
+    /// `meshrig exec WORKLOAD -n NS -- curl URL`: the HTTP code curl printed (`000` for no answer).
+    pub fn http_code(&self, workload: &str, namespace: &str, url: &str) -> String {
+        let out = self.run(&[
+            "exec",
+            workload,
+            "-n",
+            namespace,
+            "--",
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            url,
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The admin address of the (first) pod of `workload`.
+    pub fn admin(&self, workload: &str) -> SocketAddr {
+        let status = self.status();
+        let pod =
+            status["pods"].as_array().unwrap().iter().find(|p| p["workload"] == workload).expect("workload has a pod");
+        pod["proxy_addrs"]["admin"].as_str().unwrap().parse().unwrap()
+    }
+
     pub fn pids(&self) -> Vec<u32> {
         let s = self.status();
         let mut pids = vec![s["control_plane"]["pid"].as_u64().unwrap() as u32];
@@ -153,4 +180,14 @@ pub fn env_processes(state: &Path) -> Vec<String> {
         }
     }
     out
+}
+
+/// The `istio_requests_total` series a proxy's admin listener reports, as (labels, value).
+pub fn requests_total(admin: SocketAddr) -> Vec<(String, f64)> {
+    let body = get(admin, "localhost", "/stats/prometheus").unwrap().body;
+    body.lines()
+        .filter_map(|l| l.strip_prefix("istio_requests_total{"))
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(labels, v)| (labels.to_string(), v.parse().unwrap()))
+        .collect()
 }
