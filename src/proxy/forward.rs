@@ -14,7 +14,7 @@ use crate::proxy::route::{self, RequestView};
 use crate::proxy::runtime::Runtime;
 use crate::proxy::stats::{Peer, RequestRecord};
 use crate::proxy::Shared;
-use crate::snapshot::{Endpoint, Role, RouteAction};
+use crate::snapshot::{Role, RouteAction};
 
 /// Which listener a request came in on.
 #[derive(Clone, Copy, Debug)]
@@ -61,15 +61,14 @@ pub async fn handle(
         Direction::Outbound | Direction::Gateway { .. } => routed(&shared, &runtime, direction, req).await,
     };
     let millis = started.elapsed().as_secs_f64() * 1000.0;
-    let me = Peer::of(&runtime.snapshot.proxy);
     let (reporter, source, destination) = match direction {
-        Direction::Inbound { .. } => ("destination", Peer::unknown(), me),
-        _ => ("source", me, record.destination),
+        Direction::Inbound { .. } => ("destination", &runtime.unknown, &runtime.me),
+        _ => ("source", &runtime.me, record.destination.as_ref().unwrap_or(&runtime.unknown)),
     };
     shared.stats.record(&RequestRecord {
         reporter,
-        source: &source,
-        destination: &destination,
+        source,
+        destination,
         service: &record.service,
         code: resp.status().as_u16(),
         flags: record.flags,
@@ -81,13 +80,14 @@ pub async fn handle(
 
 /// What the metrics need to know about how a request was routed.
 struct Record {
-    destination: Peer,
+    /// None when the destination is not a known workload.
+    destination: Option<Arc<Peer>>,
     service: String,
     flags: &'static str,
 }
 
 fn local(l: &Local, service: String) -> (Response<Body>, Record) {
-    (net::text(l.status, l.body), Record { destination: Peer::unknown(), service, flags: l.flags })
+    (net::text(l.status, l.body), Record { destination: None, service, flags: l.flags })
 }
 
 async fn routed(
@@ -127,10 +127,7 @@ async fn routed(
     let clusters = match &route.action {
         RouteAction::Direct { status, body } => {
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
-            return (
-                net::text(status, body),
-                Record { destination: Peer::unknown(), service: vhost.name.clone(), flags: "" },
-            );
+            return (net::text(status, body), Record { destination: None, service: vhost.name.clone(), flags: "" });
         }
         RouteAction::Clusters(c) => c,
     };
@@ -139,8 +136,8 @@ async fn routed(
     let Some(cluster) = cluster_name.and_then(|n| runtime.clusters.get(n)) else {
         return local(&NO_CLUSTER, vhost.name.clone());
     };
-    let Some(endpoint) = cluster.pick() else { return local(&NO_HEALTHY, cluster.service.clone()) };
-    let destination = endpoint_peer(endpoint);
+    let Some((endpoint, peer)) = cluster.pick() else { return local(&NO_HEALTHY, cluster.service.clone()) };
+    let destination = Some(peer.clone());
     let service = cluster.service.clone();
     match forward(shared, endpoint.address, req, true).await {
         Ok(resp) => (resp, Record { destination, service, flags: "" }),
@@ -156,7 +153,7 @@ async fn inbound(shared: &Shared, runtime: &Runtime, port: u16, req: Request<Inc
     let service = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
     let Some(Some(app)) = runtime.inbound.get(&port) else { return local(&CONNECT_FAILURE, service) };
     match forward(shared, *app, req, false).await {
-        Ok(resp) => (resp, Record { destination: Peer::unknown(), service, flags: "" }),
+        Ok(resp) => (resp, Record { destination: None, service, flags: "" }),
         Err(()) => local(&CONNECT_FAILURE, service),
     }
 }
@@ -169,13 +166,9 @@ async fn passthrough(shared: &Shared, authority: &str, req: Request<Incoming>) -
         None => return local(&CONNECT_FAILURE, "PassthroughCluster".into()),
     };
     match forward(shared, addr, req, true).await {
-        Ok(resp) => (resp, Record { destination: Peer::unknown(), service: "PassthroughCluster".into(), flags: "" }),
+        Ok(resp) => (resp, Record { destination: None, service: "PassthroughCluster".into(), flags: "" }),
         Err(()) => local(&CONNECT_FAILURE, "PassthroughCluster".into()),
     }
-}
-
-fn endpoint_peer(e: &Endpoint) -> Peer {
-    Peer { workload: e.workload.clone(), namespace: e.namespace.clone(), labels: e.labels.clone() }
 }
 
 /// The port a request is for: from an absolute URI or the Host header; 80 when absent.

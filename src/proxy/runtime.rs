@@ -5,7 +5,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use std::sync::Arc;
+
 use crate::proxy::route::Table;
+use crate::proxy::stats::Peer;
 use crate::snapshot::{Endpoint, Snapshot};
 
 pub struct Runtime {
@@ -17,17 +20,22 @@ pub struct Runtime {
     /// Sidecar inbound: container port → app address.
     pub inbound: HashMap<u16, Option<SocketAddr>>,
     pub clusters: HashMap<String, ClusterState>,
+    /// This proxy as metrics describe it (built once per snapshot, not per request).
+    pub me: Arc<Peer>,
+    /// A peer metrics cannot identify.
+    pub unknown: Arc<Peer>,
 }
 
 pub struct ClusterState {
     pub service: String,
-    pub endpoints: Vec<Endpoint>,
+    /// Endpoints with their metric description, built once per snapshot.
+    pub endpoints: Vec<(Endpoint, Arc<Peer>)>,
     next: AtomicUsize,
 }
 
 impl ClusterState {
     /// Round-robin over the endpoints.
-    pub fn pick(&self) -> Option<&Endpoint> {
+    pub fn pick(&self) -> Option<&(Endpoint, Arc<Peer>)> {
         if self.endpoints.is_empty() {
             return None;
         }
@@ -51,13 +59,14 @@ impl Runtime {
                     name.clone(),
                     ClusterState {
                         service: c.service.clone(),
-                        endpoints: c.endpoints.clone(),
+                        endpoints: c.endpoints.iter().map(|e| (e.clone(), Arc::new(Peer::of_endpoint(e)))).collect(),
                         next: AtomicUsize::new(start),
                     },
                 )
             })
             .collect();
-        Runtime { snapshot, outbound, listeners, inbound, clusters }
+        let me = Arc::new(Peer::of(&snapshot.proxy));
+        Runtime { snapshot, outbound, listeners, inbound, clusters, me, unknown: Arc::new(Peer::unknown()) }
     }
 
     /// Before the first snapshot: nothing routes.

@@ -9,7 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::snapshot::ProxyIdentity;
+use crate::snapshot::{Endpoint, ProxyIdentity};
 
 /// Envoy's default histogram buckets, in milliseconds.
 const BUCKETS_MS: [f64; 19] = [
@@ -57,6 +57,10 @@ pub struct Peer {
 impl Peer {
     pub fn unknown() -> Peer {
         Peer { workload: "unknown".into(), namespace: "unknown".into(), labels: BTreeMap::new() }
+    }
+
+    pub fn of_endpoint(e: &Endpoint) -> Peer {
+        Peer { workload: e.workload.clone(), namespace: e.namespace.clone(), labels: e.labels.clone() }
     }
 
     pub fn of(identity: &ProxyIdentity) -> Peer {
