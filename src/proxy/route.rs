@@ -125,10 +125,6 @@ impl Table {
         }
         best.map(|(_, _, i)| &self.vhosts[i])
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.vhosts.is_empty()
-    }
 }
 
 impl VirtualHost {
