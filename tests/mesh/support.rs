@@ -191,3 +191,38 @@ pub fn requests_total(admin: SocketAddr) -> Vec<(String, f64)> {
         .map(|(labels, v)| (labels.to_string(), v.parse().unwrap()))
         .collect()
 }
+
+/// The pid listening on 127.0.0.1:`port`, from /proc/net/tcp and the processes' socket fds.
+pub fn listener_pid(port: u16) -> Option<u32> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let inode = table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let local_port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
+        (local_port == port && f.get(3) == Some(&"0A")).then(|| f.get(9).map(|s| s.to_string()))?
+    })?;
+    let target = format!("socket:[{inode}]");
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+        if fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == target)) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// Does a process of the environment at `state` listen on `addr`? (Ports are ephemeral and
+/// tests run in parallel, so a port may be another environment's a moment after ours closed.)
+pub fn ours_listening(addr: SocketAddr, state: &Path) -> bool {
+    if closed(addr) {
+        return false;
+    }
+    let want = state.as_os_str().as_encoded_bytes();
+    listener_pid(addr.port()).is_none_or(|pid| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|raw| {
+                raw.split(|b| *b == 0).collect::<Vec<_>>().windows(2).any(|w| w[0] == b"--state-dir" && w[1] == want)
+            })
+            .unwrap_or(true)
+    })
+}
