@@ -28,6 +28,29 @@ fn port_free(port: u16) -> bool {
     TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).is_ok()
 }
 
+/// The gateway port to use: `preferred` when free; when the user did not choose it (`fallback`),
+/// the next free one of the following 19, else any free port; otherwise an error saying what to do.
+fn choose_port(
+    preferred: u16,
+    fallback: bool,
+    what: &str,
+    flag: &str,
+    free: impl Fn(u16) -> bool,
+) -> anyhow::Result<u16> {
+    if free(preferred) {
+        return Ok(preferred);
+    }
+    if !fallback {
+        bail!("port {preferred} for the gateway's {what} listener is in use on 127.0.0.1; free it or choose another with `meshrig up {flag} PORT` (0 picks a free one)");
+    }
+    let chosen = match (1..20).filter_map(|i| preferred.checked_add(i)).find(|p| free(*p)) {
+        Some(p) => p,
+        None => free_port()?,
+    };
+    eprintln!("{} port {preferred} for the gateway's {what} listener is in use; using {chosen} (`meshrig up {flag} PORT` chooses)", term::warn_mark());
+    Ok(chosen)
+}
+
 /// Returns a client for the running control plane, starting one if needed.
 pub async fn ensure_control_plane(env: &Env) -> anyhow::Result<(api::Client, bool)> {
     if let Ok(client) = api::Client::for_env(env) {
@@ -88,12 +111,12 @@ pub async fn up(env: &Env, http_port: Option<u16>, https_port: Option<u16>, time
         // After a control-plane crash our own gateway may still hold the ports; the new control
         // plane replaces it, so only someone else's listener is a conflict.
         let ours_running = !reaper::environment_pids(&env.dir).is_empty();
-        for (what, port, flag) in
-            [("HTTP", settings.http_port, "--http-port"), ("HTTPS", settings.https_port, "--https-port")]
-        {
-            if !ours_running && !port_free(port) {
-                bail!("port {port} for the gateway's {what} listener is in use on 127.0.0.1; free it or choose another with `meshrig up {flag} PORT` (0 picks a free one)");
-            }
+        if !ours_running {
+            let free = |p: u16| port_free(p);
+            let fallback = first_up && http_port.is_none();
+            settings.http_port = choose_port(settings.http_port, fallback, "HTTP", "--http-port", free)?;
+            let fallback = first_up && https_port.is_none();
+            settings.https_port = choose_port(settings.https_port, fallback, "HTTPS", "--https-port", free)?;
         }
         env.save_settings(&settings)?;
     } else if http_port.is_some_and(|p| p != settings.http_port) || https_port.is_some_and(|p| p != settings.https_port)
@@ -278,4 +301,18 @@ pub async fn wait_ready(
         timeout.as_secs(),
         if waiting.is_empty() { "proxies had not applied the latest config".into() } else { waiting.join(", ") }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::choose_port;
+
+    #[test]
+    fn a_busy_default_port_falls_back_but_a_chosen_one_is_an_error() {
+        let busy = |p: u16| p != 8080 && p != 8081;
+        assert_eq!(choose_port(8080, true, "HTTP", "--http-port", busy).unwrap(), 8082);
+        assert_eq!(choose_port(9000, false, "HTTP", "--http-port", busy).unwrap(), 9000);
+        let err = choose_port(8080, false, "HTTP", "--http-port", busy).unwrap_err().to_string();
+        assert!(err.contains("port 8080") && err.contains("--http-port"), "{err}");
+    }
 }
