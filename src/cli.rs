@@ -154,7 +154,7 @@ pub enum LabCommand {
     Check {
         lab: Option<String>,
         /// Seconds each check may retry before it counts as failed.
-        #[arg(long, default_value_t = 15)]
+        #[arg(long, default_value_t = 5)]
         wait: u64,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
@@ -171,7 +171,7 @@ pub enum LabCommand {
     Verify {
         /// Labs to verify (default: all).
         labs: Vec<String>,
-        #[arg(long, default_value_t = 15)]
+        #[arg(long, default_value_t = 5)]
         wait: u64,
     },
 }
