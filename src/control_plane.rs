@@ -33,14 +33,14 @@ pub async fn run(env: Env) -> Result<(), Error> {
     env.ensure_dirs()?;
     // Processes a previous control plane of this environment left behind (after a crash) are
     // stopped; their pods are started again from the store.
-    let stale: Vec<u32> = reaper::environment_pids(&env.dir).into_iter().filter(|p| *p != std::process::id()).collect();
-    let stale: Vec<u32> = stale.into_iter().filter(|p| !is_control_plane(*p)).collect();
+    let stale: Vec<u32> = reaper::environment_pids(&env.dir).into_iter().filter(|p| !is_control_plane(*p)).collect();
     if !stale.is_empty() {
         net::tracing_log(&format!("stopping {} process(es) left by an earlier run", stale.len()));
         reaper::stop(&stale, Duration::from_secs(2));
     }
     let store = store::Store::load(env.store_file())?;
-    let state = Arc::new(state::State::new(env.clone(), store));
+    let settings = env.settings()?.unwrap_or_default();
+    let state = Arc::new(state::State::new(env.clone(), settings, store));
     let token = env.token()?;
     let listener = net::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.map_err(Error::Bind)?;
     let address = listener.local_addr().map_err(Error::Bind)?;

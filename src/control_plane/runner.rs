@@ -150,7 +150,7 @@ pub async fn run(state: Arc<State>) {
 }
 
 fn reconcile(state: &Arc<State>, handles: &mut HashMap<String, Handle>) {
-    let settings = state.env.settings().ok().flatten().unwrap_or_default();
+    let settings = &state.settings;
     let mut inner = state.lock();
     // Desired: (namespace, deployment, hash) → (plan, replicas).
     let mut desired: BTreeMap<(String, String), (PodPlan, u32)> = BTreeMap::new();
@@ -162,7 +162,7 @@ fn reconcile(state: &Arc<State>, handles: &mut HashMap<String, Handle>) {
                 Some(n) => n.meta().labels.clone(),
                 None => continue,
             };
-        match plan(d, &ns_labels, &settings) {
+        match plan(d, &ns_labels, settings) {
             Ok(p) => {
                 desired.insert((ns, d.metadata.name.clone()), (p, d.replicas()));
             }

@@ -82,7 +82,7 @@ async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Re
 /// Validates the whole batch, then applies all of it or none.
 fn apply(server: &Server, body: ApplyRequest) -> Response<Body> {
     let state = &server.state;
-    let settings = state.env.settings().ok().flatten().unwrap_or_default();
+    let settings = &state.settings;
     let mut inner = state.lock();
     let mut errors = Vec::new();
     let mut batch = Vec::new();
@@ -123,7 +123,7 @@ fn apply(server: &Server, body: ApplyRequest) -> Response<Body> {
                     .map(|n| n.meta().labels.clone())
                     .unwrap_or_default()
             });
-            if let Err(e) = runner::plan(d, &ns_labels, &settings) {
+            if let Err(e) = runner::plan(d, &ns_labels, settings) {
                 errors.push(format!("{key}: {e}"));
                 continue;
             }

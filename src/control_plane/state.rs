@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use crate::api::PodStatus;
 use crate::control_plane::store::Store;
-use crate::env::Env;
+use crate::env::{Env, Settings};
 use crate::snapshot::{ProxyIdentity, Version};
 
 /// A pod as the runner and the translator see it.
@@ -78,6 +78,9 @@ pub struct Inner {
 
 pub struct State {
     pub env: Env,
+    /// The environment's settings, fixed while the control plane runs (`up` changes them only
+    /// when it is not running).
+    pub settings: Settings,
     pub epoch: u64,
     pub inner: Mutex<Inner>,
     /// The current version counter; every change to the store or the pods bumps it.
@@ -89,7 +92,7 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(env: Env, store: Store) -> State {
+    pub fn new(env: Env, settings: Settings, store: Store) -> State {
         let epoch = loop {
             let e = fastrand::u64(1..);
             if e != 0 {
@@ -98,6 +101,7 @@ impl State {
         };
         State {
             env,
+            settings,
             epoch,
             inner: Mutex::new(Inner { store, pods: BTreeMap::new(), counter: 1 }),
             changes: watch::channel(1).0,
@@ -134,12 +138,18 @@ impl State {
     pub fn update_pod(&self, key: &str, f: impl FnOnce(&mut Pod, Version)) {
         let mut inner = self.lock();
         let next = Version { epoch: self.epoch, counter: inner.counter + 1 };
+        let mut pids_changed = false;
         if let Some(pod) = inner.pods.get_mut(key) {
+            let before = pod.pids.clone();
             f(pod, next);
+            pids_changed = pod.pids != before;
             self.bump(&mut inner);
         }
         drop(inner);
-        self.save_processes();
+        // Only a change of pids is worth a write (and an fsync) of processes.json.
+        if pids_changed {
+            self.save_processes();
+        }
     }
 
     /// Records every pid we started, so `down` can stop them even if we crash.
