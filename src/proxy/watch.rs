@@ -15,19 +15,25 @@ use crate::snapshot::{Role, Snapshot, Version};
 pub async fn run(shared: Arc<Shared>, env: Env, namespace: String, pod: String) {
     let mut acked = Version::default();
     let mut backoff = Duration::from_millis(100);
+    // Where the control plane is (and its token) is read from the state dir, and read again
+    // only after a failure: a restarted control plane listens on a new address.
+    let mut client: Option<api::Client> = None;
     loop {
-        let result = match api::Client::for_env(&env) {
-            Ok(client) => {
+        if client.is_none() {
+            client = api::Client::for_env(&env).ok();
+        }
+        let result = match &client {
+            Some(c) => {
                 let path = format!(
                     "/v1/snapshot?namespace={namespace}&pod={pod}&epoch={}&counter={}",
                     acked.epoch, acked.counter
                 );
-                match tokio::time::timeout(Duration::from_secs(90), client.get::<Snapshot>(&path)).await {
+                match tokio::time::timeout(Duration::from_secs(90), c.get::<Snapshot>(&path)).await {
                     Ok(r) => r,
                     Err(_) => Err(api::Error::Decode("the watch timed out".into())),
                 }
             }
-            Err(e) => Err(e),
+            None => Err(api::Error::NotRunning { env: env.name.clone() }),
         };
         match result {
             Ok(snapshot) => {
@@ -45,6 +51,7 @@ pub async fn run(shared: Arc<Shared>, env: Env, namespace: String, pod: String) 
                 }
             }
             Err(e) => {
+                client = None;
                 tracing_log(&format!("watch: {e}; retrying in {backoff:?}"));
                 // A real backoff between reconnects, not a wait for readiness.
                 tokio::time::sleep(backoff).await;
