@@ -35,7 +35,7 @@ pub async fn run(env: Env) -> Result<(), Error> {
     // stopped; their pods are started again from the store.
     let stale: Vec<u32> = reaper::environment_pids(&env.dir).into_iter().filter(|p| !is_control_plane(*p)).collect();
     if !stale.is_empty() {
-        net::tracing_log(&format!("stopping {} process(es) left by an earlier run", stale.len()));
+        net::log(&format!("stopping {} process(es) left by an earlier run", stale.len()));
         reaper::stop(&stale, Duration::from_secs(2));
     }
     let store = store::Store::load(env.store_file())?;
@@ -51,7 +51,7 @@ pub async fn run(env: Env) -> Result<(), Error> {
     let mut addrs = ready::Addrs::new();
     addrs.insert("api".into(), address);
     ready::announce(&addrs);
-    net::tracing_log(&format!("control plane listening on {address}"));
+    net::log(&format!("control plane listening on {address}"));
     net::serve(listener, move |req, _| server::handle(server.clone(), req)).await;
     Ok(())
 }

@@ -55,7 +55,7 @@ where
             Ok(conn) => conn,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
-                tracing_log(&format!("accept failed: {e}"));
+                log(&format!("accept failed: {e}"));
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -97,6 +97,6 @@ pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, String> {
 }
 
 /// Log lines go to stderr (the process's log file); stdout is reserved for the readiness line.
-pub fn tracing_log(msg: &str) {
+pub fn log(msg: &str) {
     eprintln!("{} {msg}", crate::env::timestamp());
 }

@@ -27,7 +27,7 @@ use tokio::sync::watch as channel;
 use tokio::task::JoinHandle;
 
 use crate::env::Env;
-use crate::net::{self, tracing_log};
+use crate::net::{self, log};
 use crate::ready;
 use crate::snapshot::Role;
 use forward::Direction;
@@ -139,7 +139,7 @@ async fn gateway_listeners(shared: Arc<Shared>, publish: BTreeMap<u16, SocketAdd
             let keep = wanted.contains(port);
             if !keep {
                 task.abort();
-                tracing_log(&format!("gateway: closed listener for port {port}"));
+                log(&format!("gateway: closed listener for port {port}"));
             }
             keep
         });
@@ -150,10 +150,10 @@ async fn gateway_listeners(shared: Arc<Shared>, publish: BTreeMap<u16, SocketAdd
             let addr = publish.get(&port).copied().unwrap_or_else(loopback0);
             match bind(addr).await {
                 Ok(l) => {
-                    tracing_log(&format!("gateway: listening for port {port} on {}", l.local_addr().expect("bound")));
+                    log(&format!("gateway: listening for port {port} on {}", l.local_addr().expect("bound")));
                     bound.insert(port, serve(&shared, l, Direction::Gateway { port }));
                 }
-                Err(e) => tracing_log(&format!("gateway: {e}; is another program using it? (`meshrig doctor`)")),
+                Err(e) => log(&format!("gateway: {e}; is another program using it? (`meshrig doctor`)")),
             }
         }
         shared.listeners_bound.send_replace(version);

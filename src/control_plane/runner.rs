@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use crate::apps::{self, Workload};
 use crate::control_plane::state::{Pod, State};
 use crate::env::{self, Settings};
-use crate::net::tracing_log;
+use crate::net::log;
 use crate::ready;
 use crate::resources::core::Deployment;
 use crate::resources::{Kind, Resource, ResourceKey};
@@ -166,7 +166,7 @@ fn reconcile(state: &Arc<State>, handles: &mut HashMap<String, Handle>) {
             Ok(p) => {
                 desired.insert((ns, d.metadata.name.clone()), (p, d.replicas()));
             }
-            Err(e) => tracing_log(&format!("deployment {ns}/{}: {e}", d.metadata.name)),
+            Err(e) => log(&format!("deployment {ns}/{}: {e}", d.metadata.name)),
         }
     }
     let mut changed = false;
@@ -265,7 +265,7 @@ async fn supervise(state: Arc<State>, key: String, plan: PodPlan, mut stop: ones
         };
         restarts += 1;
         let backoff = Duration::from_millis(500u64.saturating_mul(1 << restarts.min(6))).min(Duration::from_secs(30));
-        tracing_log(&format!("pod {key}: {message}; restarting in {backoff:?}"));
+        log(&format!("pod {key}: {message}; restarting in {backoff:?}"));
         state.update_pod(&key, |p, _| {
             p.phase = "CrashLoopBackOff".into();
             p.running = false;

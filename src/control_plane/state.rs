@@ -159,7 +159,7 @@ impl State {
         drop(inner);
         let record = Processes { control_plane: std::process::id(), pids };
         if let Err(e) = crate::env::write_json(&self.env.processes_file(), &record) {
-            crate::net::tracing_log(&format!("cannot record pids: {e}"));
+            crate::net::log(&format!("cannot record pids: {e}"));
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::api;
 use crate::env::Env;
-use crate::net::tracing_log;
+use crate::net::log;
 use crate::proxy::runtime::Runtime;
 use crate::proxy::Shared;
 use crate::snapshot::{Role, Snapshot, Version};
@@ -52,7 +52,7 @@ pub async fn run(shared: Arc<Shared>, env: Env, namespace: String, pod: String) 
             }
             Err(e) => {
                 client = None;
-                tracing_log(&format!("watch: {e}; retrying in {backoff:?}"));
+                log(&format!("watch: {e}; retrying in {backoff:?}"));
                 // A real backoff between reconnects, not a wait for readiness.
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
