@@ -3,6 +3,7 @@
 //! Pure functions over a [`RequestView`], so the rules Istio users rely on (first match wins,
 //! Envoy's domain precedence, ports ignored in Host) are unit-tested without sockets.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use http::HeaderMap;
@@ -130,7 +131,9 @@ impl Table {
 impl VirtualHost {
     /// The first route whose match holds (Istio: first match wins).
     pub fn route(&self, req: &RequestView<'_>) -> Option<&Route> {
-        self.routes.iter().find(|r| r.matches(req))
+        // Lower-cased once per request, and only when an `ignoreUriCase` route needs it.
+        let lower = self.routes.iter().any(|r| r.ignore_case).then(|| req.path.to_lowercase());
+        self.routes.iter().find(|r| r.matches(req, lower.as_deref().unwrap_or(req.path)))
     }
 }
 
@@ -153,11 +156,12 @@ fn compile_route(r: &snapshot::Route) -> Result<Route, regex::Error> {
 }
 
 impl Route {
-    pub fn matches(&self, req: &RequestView<'_>) -> bool {
+    /// `lower_path` is the request path lower-cased (used by `ignoreUriCase` routes).
+    fn matches(&self, req: &RequestView<'_>, lower_path: &str) -> bool {
         let path_ok = match &self.path {
-            Path::Prefix(p) if self.ignore_case => req.path.to_lowercase().starts_with(p.as_str()),
+            Path::Prefix(p) if self.ignore_case => lower_path.starts_with(p.as_str()),
             Path::Prefix(p) => req.path.starts_with(p.as_str()),
-            Path::Exact(p) if self.ignore_case => req.path.to_lowercase() == *p,
+            Path::Exact(p) if self.ignore_case => lower_path == p,
             Path::Exact(p) => req.path == p,
             Path::Regex(re) => re.is_match(req.path),
         };
@@ -172,7 +176,7 @@ impl Route {
                 // withoutHeaders treats a missing header as the empty string.
                 (v, None) if *invert => v.matches(""),
                 (_, None) => false,
-                (v, Some(a)) => v.matches(&a),
+                (v, Some(a)) => v.matches(a.as_ref()),
             };
             if hit == *invert {
                 return false;
@@ -181,7 +185,7 @@ impl Route {
         for (name, value) in &self.query {
             match query_param(req.query, name) {
                 Some(actual) => {
-                    if !value.matches(&actual) {
+                    if !value.matches(actual) {
                         return false;
                     }
                 }
@@ -203,28 +207,37 @@ impl Value {
     }
 }
 
-fn header_value(req: &RequestView<'_>, name: &str) -> Option<String> {
+/// A header's value as Envoy matches it: several values are joined with `,`; borrowed unless
+/// they have to be joined.
+fn header_value<'a>(req: &RequestView<'a>, name: &str) -> Option<Cow<'a, str>> {
     match name {
-        ":method" => Some(req.method.to_string()),
-        ":authority" | "host" => Some(req.authority.to_string()),
-        ":scheme" => Some(req.scheme.to_string()),
-        ":path" => Some(req.path.to_string()),
+        ":method" => Some(Cow::Borrowed(req.method)),
+        ":authority" | "host" => Some(Cow::Borrowed(req.authority)),
+        ":scheme" => Some(Cow::Borrowed(req.scheme)),
+        ":path" => Some(Cow::Borrowed(req.path)),
         _ => {
-            let values: Vec<&str> = req.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
-            if values.is_empty() {
-                None
-            } else {
-                Some(values.join(","))
+            let mut values = req.headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
+            let first = values.next()?;
+            match values.next() {
+                None => Some(Cow::Borrowed(first)),
+                Some(second) => {
+                    let mut joined = format!("{first},{second}");
+                    for v in values {
+                        joined.push(',');
+                        joined.push_str(v);
+                    }
+                    Some(Cow::Owned(joined))
+                }
             }
         }
     }
 }
 
 /// The first value of query parameter `name` (`?key` alone counts as the empty string).
-fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
     query?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then(|| v.to_string())
+        (k == name).then_some(v)
     })
 }
 
