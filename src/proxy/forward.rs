@@ -106,12 +106,11 @@ async fn routed(
         Direction::Gateway { port } => runtime.listeners.get(&port),
         _ => runtime.outbound.get(&destination_port(req.uri(), &authority)),
     };
-    let path = req.uri().path().to_string();
     let view = RequestView {
         method: req.method().as_str(),
         authority: &authority,
         scheme: req.uri().scheme_str().unwrap_or("http"),
-        path: &path,
+        path: req.uri().path(),
         query: req.uri().query(),
         headers: req.headers(),
     };
