@@ -58,7 +58,5 @@ pub async fn run(env: Env) -> Result<(), Error> {
 
 /// True for a control-plane process (its argv names the `control-plane` subcommand).
 fn is_control_plane(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|raw| raw.split(|b| *b == 0).any(|a| a == b"control-plane"))
-        .unwrap_or(false)
+    reaper::args(pid).iter().any(|a| a == b"control-plane")
 }

@@ -12,10 +12,15 @@ use nix::unistd::Pid;
 
 /// Does `pid` run with `--state-dir <dir>`?
 pub fn belongs(pid: u32, dir: &Path) -> bool {
-    let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
-    let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
     let want = dir.as_os_str().as_encoded_bytes();
-    args.windows(2).any(|w| w[0] == b"--state-dir" && w[1] == want)
+    args(pid).windows(2).any(|w| w[0] == b"--state-dir" && w[1] == want)
+}
+
+/// The command line of `pid` (empty when it cannot be read).
+pub fn args(pid: u32) -> Vec<Vec<u8>> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|raw| raw.split(|b| *b == 0).map(<[u8]>::to_vec).collect())
+        .unwrap_or_default()
 }
 
 /// Every live process of the environment at `dir` (Linux), besides this one.

@@ -1,6 +1,5 @@
 //! `doctor`: what the local backend needs, each result with a fix.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::process::ExitCode;
 
 use serde::Serialize;
@@ -45,7 +44,7 @@ pub fn run(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
         ("gateway HTTP port", settings.http_port, "--http-port"),
         ("gateway HTTPS port", settings.https_port, "--https-port"),
     ] {
-        let free = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).is_ok();
+        let free = crate::cli::lifecycle::port_free(port);
         let ok = free || running;
         findings.push(Finding {
             check: format!("{what} {port}"),

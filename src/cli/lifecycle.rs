@@ -24,7 +24,8 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?.local_addr()?.port())
 }
 
-fn port_free(port: u16) -> bool {
+/// Can a listener bind 127.0.0.1:`port` right now?
+pub fn port_free(port: u16) -> bool {
     TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).is_ok()
 }
 

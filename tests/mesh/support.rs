@@ -167,15 +167,20 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
+/// Does `pid` run with `--state-dir <state>`? (Read independently of the crate's own reaper.)
+fn runs_in(pid: u32, state: &Path) -> bool {
+    let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
+    args.windows(2).any(|w| w[0] == b"--state-dir" && w[1] == state.as_os_str().as_encoded_bytes())
+}
+
 /// Processes whose command line carries this environment's `--state-dir`.
 pub fn env_processes(state: &Path) -> Vec<String> {
-    let want = state.as_os_str().as_encoded_bytes().to_vec();
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
-        let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
-        if alive(pid) && args.windows(2).any(|w| w[0] == b"--state-dir" && w[1] == want.as_slice()) {
+        if alive(pid) && runs_in(pid, state) {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             out.push(format!("{pid}: {}", String::from_utf8_lossy(&raw).replace('\0', " ")));
         }
     }
@@ -217,12 +222,6 @@ pub fn ours_listening(addr: SocketAddr, state: &Path) -> bool {
     if closed(addr) {
         return false;
     }
-    let want = state.as_os_str().as_encoded_bytes();
-    listener_pid(addr.port()).is_none_or(|pid| {
-        std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|raw| {
-                raw.split(|b| *b == 0).collect::<Vec<_>>().windows(2).any(|w| w[0] == b"--state-dir" && w[1] == want)
-            })
-            .unwrap_or(true)
-    })
+    // A listener we cannot attribute counts as ours: the check errs on the side of failing.
+    listener_pid(addr.port()).is_none_or(|pid| runs_in(pid, state))
 }
