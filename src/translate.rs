@@ -94,7 +94,7 @@ fn endpoints(world: &World<'_>, svc: &Service, sp: &ServicePort, extra: &BTreeMa
     world
         .pods
         .values()
-        .filter(|p| p.identity.namespace == svc_ns && p.running)
+        .filter(|p| p.identity.namespace == svc_ns && p.running())
         .filter(|p| selects(&svc.spec.selector, &p.identity.labels) && selects(extra, &p.identity.labels))
         .filter_map(|p| {
             let address = p.endpoint(target_port(sp, p)?)?;

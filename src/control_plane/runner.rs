@@ -210,7 +210,6 @@ fn reconcile(state: &Arc<State>, handles: &mut HashMap<String, Handle>) {
                 port_names: p.port_names.clone(),
                 template_hash: p.hash.clone(),
                 phase: "Pending".into(),
-                running: false,
                 running_since: Version::default(),
                 restarts: 0,
                 message: None,
@@ -247,7 +246,6 @@ async fn supervise(state: Arc<State>, key: String, plan: PodPlan, mut stop: ones
                 let pids: Vec<u32> = procs.iter().filter_map(|(_, c)| c.id()).collect();
                 state.update_pod(&key, |p, v| {
                     p.phase = "Running".into();
-                    p.running = true;
                     p.running_since = v;
                     p.pids = pids;
                     p.message = None;
@@ -268,7 +266,6 @@ async fn supervise(state: Arc<State>, key: String, plan: PodPlan, mut stop: ones
         log(&format!("pod {key}: {message}; restarting in {backoff:?}"));
         state.update_pod(&key, |p, _| {
             p.phase = "CrashLoopBackOff".into();
-            p.running = false;
             p.restarts = restarts;
             p.message = Some(message.clone());
             p.pids.clear();

@@ -21,7 +21,6 @@ pub struct Pod {
     pub port_names: BTreeMap<String, u16>,
     pub template_hash: String,
     pub phase: String,
-    pub running: bool,
     /// The version at which the pod's listeners were registered; ready once its proxy acked it.
     pub running_since: Version,
     pub restarts: u32,
@@ -38,8 +37,13 @@ impl Pod {
         format!("{}/{}", self.identity.namespace, self.identity.pod)
     }
 
+    /// Its processes have started and announced their listeners.
+    pub fn running(&self) -> bool {
+        self.phase == "Running"
+    }
+
     pub fn ready(&self) -> bool {
-        self.running && self.acked.is_some_and(|a| a.reached(self.running_since))
+        self.running() && self.acked.is_some_and(|a| a.reached(self.running_since))
     }
 
     /// Where traffic for container `port` goes: the sidecar's inbound listener when the pod

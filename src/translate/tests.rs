@@ -54,7 +54,6 @@ fn pod(ns: &str, name: &str, labels: &[(&str, &str)], role: Role) -> Pod {
         port_names: BTreeMap::new(),
         template_hash: "h".into(),
         phase: "Running".into(),
-        running: true,
         running_since: Version::default(),
         restarts: 0,
         message: None,
