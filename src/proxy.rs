@@ -4,24 +4,36 @@
 //! published ones), announces them on stdout, then follows the control plane's snapshots.
 //!
 //! # Layout
+//! - `connection`: accept, then a record of the connection every request reads.
+//! - `forward`: the request path in phases, for each listener kind.
+//! - `decide`: route, destination cluster, hash key and fault decision (pure).
 //! - `route`: virtual host and route selection (pure).
+//! - `router`: fault, route timeout, retries, per-try timeout.
+//! - `upstream`: connection pools per endpoint and typed upstream errors.
+//! - `clusters`: cluster and endpoint state that survives snapshots; load balancing.
+//! - `outcome`: response flags, the local-reply table, one outcome per request.
 //! - `runtime`: a snapshot compiled for the request path.
-//! - `forward`: the request path and Envoy-style local replies.
 //! - `watch`: the long poll on the control plane.
 //! - `admin`: `/ready`, `/stats/prometheus`, `/config_dump`.
 //! - `stats`: Istio's request metrics.
 
 pub mod admin;
+pub mod clusters;
+pub mod connection;
+pub mod decide;
 pub mod forward;
+pub mod outcome;
 pub mod route;
+pub mod router;
 pub mod runtime;
 pub mod stats;
+pub mod upstream;
 pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::watch as channel;
 use tokio::task::JoinHandle;
@@ -55,8 +67,11 @@ pub struct Config {
 /// State every listener of the proxy shares.
 pub struct Shared {
     pub runtime: channel::Sender<Arc<Runtime>>,
-    pub stats: stats::Stats,
-    pub client: net::HttpClient,
+    pub stats: Arc<stats::Stats>,
+    /// Per-endpoint state (pools, active requests) that outlives snapshots.
+    pub endpoints: clusters::Endpoints,
+    /// The addresses this proxy listens on (a request addressed to one of them is a loop).
+    own: OnceLock<Vec<SocketAddr>>,
     configured: AtomicBool,
     /// Gateway: the snapshot version whose listeners are bound. The watch acknowledges a
     /// snapshot only once this reaches it, so "synced" means "serving".
@@ -70,6 +85,17 @@ impl Shared {
     fn mark_configured(&self) {
         self.configured.store(true, Ordering::Release);
     }
+    pub fn is_own_address(&self, addr: SocketAddr) -> bool {
+        self.own.get().is_some_and(|own| own.contains(&addr))
+    }
+    /// Swaps in a new snapshot, reconciled with the running one.
+    pub fn install(&self, snapshot: crate::snapshot::Snapshot) {
+        let previous = self.runtime.borrow().clone();
+        self.runtime.send_replace(Arc::new(Runtime::new(snapshot, Some(&previous), &self.endpoints)));
+        drop(previous);
+        self.endpoints.sweep();
+        self.mark_configured();
+    }
 }
 
 fn loopback0() -> SocketAddr {
@@ -82,15 +108,16 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
 
 fn serve(shared: &Arc<Shared>, listener: tokio::net::TcpListener, direction: Direction) -> JoinHandle<()> {
     let shared = shared.clone();
-    tokio::spawn(net::serve(listener, move |req, peer| forward::handle(shared.clone(), direction, req, peer)))
+    tokio::spawn(connection::serve(listener, move |req, conn| forward::handle(shared.clone(), direction, req, conn)))
 }
 
 pub async fn run(config: Config) -> Result<(), Error> {
     let (tx, _rx) = channel::channel(Arc::new(Runtime::empty()));
     let shared = Arc::new(Shared {
         runtime: tx,
-        stats: stats::Stats::new(),
-        client: net::client(),
+        stats: Arc::new(stats::Stats::new()),
+        endpoints: clusters::Endpoints::default(),
+        own: OnceLock::new(),
         configured: AtomicBool::new(false),
         listeners_bound: channel::channel(crate::snapshot::Version::default()).0,
     });
@@ -114,6 +141,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
             tasks.push(serve(&shared, l, Direction::Inbound { port: *port }));
         }
     }
+    let _ = shared.own.set(addrs.values().copied().collect());
     ready::announce(&addrs);
 
     tokio::spawn(watch::run(shared.clone(), config.env.clone(), config.namespace.clone(), config.pod.clone()));

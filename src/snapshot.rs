@@ -81,6 +81,9 @@ pub struct Snapshot {
 pub struct InboundPort {
     /// The container port a Service's targetPort names.
     pub port: u16,
+    /// The FQDN of the first Service that sends to this port (metrics' `destination_service`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
     /// Where the app listens; `None` until the app has started.
     pub app: Option<SocketAddr>,
 }
@@ -114,6 +117,77 @@ pub struct Route {
     #[serde(rename = "match")]
     pub matcher: RouteMatch,
     pub action: RouteAction,
+    /// Timeout, retries and fault injection (ignored by `Direct` actions).
+    #[serde(default)]
+    pub policy: RoutePolicy,
+}
+
+/// What the router does around the upstream call: fault, then timeout ⊃ retries ⊃ per-try timeout.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoutePolicy {
+    /// The whole request, retries included; `None` is Istio's default (no timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<Fault>,
+}
+
+/// Envoy's retry policy as Istio writes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Retries after the first try (0: none).
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_try_timeout_ms: Option<u64>,
+    /// Envoy's `retry_on` conditions (`connect-failure`, `5xx`, `gateway-error`, ...).
+    #[serde(default)]
+    pub retry_on: Vec<String>,
+    /// Numeric codes of `retryOn` (Envoy's `retriable_status_codes`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retriable_codes: Vec<u16>,
+    /// Base interval of the jittered exponential back-off between tries.
+    #[serde(default = "default_backoff_ms")]
+    pub backoff_ms: u64,
+}
+
+fn default_backoff_ms() -> u64 {
+    25
+}
+
+impl Default for RetryPolicy {
+    /// No retries (what a snapshot without a policy means; the translator writes Istio's default).
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 0,
+            per_try_timeout_ms: None,
+            retry_on: vec![],
+            retriable_codes: vec![],
+            backoff_ms: default_backoff_ms(),
+        }
+    }
+}
+
+/// Fault injection; a percentage is kept in parts per million, as Envoy does.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Fault {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<FaultDelay>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort: Option<FaultAbort>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FaultDelay {
+    pub delay_ms: u64,
+    pub per_million: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FaultAbort {
+    pub status: u16,
+    pub per_million: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -189,6 +263,34 @@ pub struct Cluster {
     pub service: String,
     pub port: u16,
     pub endpoints: Vec<Endpoint>,
+    /// From DestinationRule `loadBalancer` (top level, port level, subset merged); Istio's
+    /// default is `LEAST_REQUEST`.
+    #[serde(default)]
+    pub lb: LbPolicy,
+}
+
+/// How an endpoint is picked for each request.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LbPolicy {
+    /// Power of two choices by active requests (Istio's default).
+    #[default]
+    LeastRequest,
+    RoundRobin,
+    Random,
+    /// The address the client asked for (no balancing).
+    Passthrough,
+    /// Soft affinity on a request attribute (ring of endpoints hashed by address).
+    ConsistentHash(HashOn),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashOn {
+    Header(String),
+    Cookie(String),
+    Query(String),
+    SourceIp,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -10,13 +10,15 @@ use crate::control_plane::state::Pod;
 use crate::resources::core::{Service, ServicePort};
 use crate::resources::meta::IntOrString;
 use crate::resources::networking::{
-    DestinationRule, Gateway, HttpMatchRequest, HttpRoute, StringMatch, VirtualService,
+    DestinationRule, Gateway, HttpMatchRequest, HttpRoute, StringMatch, TrafficPolicy, VirtualService,
 };
 use crate::resources::{Resource, ResourceKey};
 use crate::snapshot::{
     cluster_name, Cluster, Endpoint, GatewayListener, HeaderMatch, InboundPort, PathMatch, QueryMatch, Role, Route,
-    RouteAction, RouteConfig, RouteMatch, Snapshot, ValueMatch, Version, VirtualHost, WeightedCluster,
+    RouteAction, RouteConfig, RouteMatch, RoutePolicy, Snapshot, ValueMatch, Version, VirtualHost, WeightedCluster,
 };
+
+pub mod policy;
 
 pub const DOMAIN: &str = "svc.cluster.local";
 pub const ROOT_NAMESPACE: &str = "istio-system";
@@ -110,15 +112,20 @@ fn endpoints(world: &World<'_>, svc: &Service, sp: &ServicePort, extra: &BTreeMa
         .collect()
 }
 
+/// A subset as a client sees it: name, labels, and its own traffic policy.
+type SubsetView<'a> = (String, BTreeMap<String, String>, Option<&'a TrafficPolicy>);
+
 /// DestinationRules for `host` as a client in `client_ns` sees them: client namespace, then
-/// the service's namespace, then the root namespace. Subsets merge, first definition wins.
-fn subsets_for(
-    world: &World<'_>,
+/// the service's namespace, then the root namespace. Subsets merge, first definition wins; the
+/// first top-level `trafficPolicy` wins.
+fn destination_rules_for<'a>(
+    world: &World<'a>,
     host_fqdn: &str,
     svc_ns: &str,
     client_ns: &str,
-) -> Vec<(String, BTreeMap<String, String>)> {
-    let mut out: Vec<(String, BTreeMap<String, String>)> = Vec::new();
+) -> (Option<&'a TrafficPolicy>, Vec<SubsetView<'a>>) {
+    let mut top: Option<&TrafficPolicy> = None;
+    let mut out: Vec<SubsetView<'a>> = Vec::new();
     let order = [client_ns, svc_ns, ROOT_NAMESPACE];
     let mut seen_ns = BTreeSet::new();
     for want in order {
@@ -130,14 +137,17 @@ fn subsets_for(
             if dr_ns != want || fqdn(&dr.spec.host, dr_ns) != host_fqdn {
                 continue;
             }
+            if top.is_none() {
+                top = dr.spec.traffic_policy.as_ref();
+            }
             for s in &dr.spec.subsets {
-                if !out.iter().any(|(n, _)| n == &s.name) {
-                    out.push((s.name.clone(), s.labels.clone()));
+                if !out.iter().any(|(n, _, _)| n == &s.name) {
+                    out.push((s.name.clone(), s.labels.clone(), s.traffic_policy.as_ref()));
                 }
             }
         }
     }
-    out
+    (top, out)
 }
 
 fn clusters(world: &World<'_>, client_ns: &str) -> BTreeMap<String, Cluster> {
@@ -145,16 +155,17 @@ fn clusters(world: &World<'_>, client_ns: &str) -> BTreeMap<String, Cluster> {
     for svc in world.services() {
         let host = service_fqdn(svc);
         let svc_ns = ns(&svc.metadata.namespace);
-        let subsets = subsets_for(world, &host, svc_ns, client_ns);
+        let (top, subsets) = destination_rules_for(world, &host, svc_ns, client_ns);
         for sp in &svc.spec.ports {
-            let mut add = |subset: &str, labels: &BTreeMap<String, String>| {
+            let mut add = |subset: &str, labels: &BTreeMap<String, String>, sub_policy: Option<&TrafficPolicy>| {
                 let name = cluster_name(sp.port, subset, &host);
-                let eps = endpoints(world, svc, sp, labels);
-                out.insert(name.clone(), Cluster { name, service: host.clone(), port: sp.port, endpoints: eps });
+                let endpoints = endpoints(world, svc, sp, labels);
+                let lb = policy::load_balancer(top, sub_policy, sp.port);
+                out.insert(name.clone(), Cluster { name, service: host.clone(), port: sp.port, endpoints, lb });
             };
-            add("", &BTreeMap::new());
-            for (subset, labels) in &subsets {
-                add(subset, labels);
+            add("", &BTreeMap::new(), None);
+            for (subset, labels, sub_policy) in &subsets {
+                add(subset, labels, *sub_policy);
             }
         }
     }
@@ -293,13 +304,13 @@ fn routes(world: &World<'_>, vs: &VirtualService, scope: &Scope<'_>) -> Vec<Rout
         let Some(action) = action(world, rule, vs_ns, scope) else { continue };
         let name = format!("{vs_ns}/{}", rule.name.clone().unwrap_or_else(|| format!("{}#{i}", vs.metadata.name)));
         if rule.r#match.is_empty() {
-            out.push(Route { name, matcher: RouteMatch::any(), action });
+            out.push(Route { name, matcher: RouteMatch::any(), action, policy: policy::route(rule) });
             return out;
         }
         for m in &rule.r#match {
             let Some(matcher) = route_match(m, scope, vs_ns) else { continue };
             let stop = is_catch_all(&matcher);
-            out.push(Route { name: name.clone(), matcher, action: action.clone() });
+            out.push(Route { name: name.clone(), matcher, action: action.clone(), policy: policy::route(rule) });
             if stop {
                 return out;
             }
@@ -381,6 +392,8 @@ fn outbound(world: &World<'_>, me: &Pod) -> Vec<RouteConfig> {
                         cluster: cluster_name(sp.port, "", &host),
                         weight: 100,
                     }]),
+                    // Istio's default retry policy applies to the default route too.
+                    policy: RoutePolicy { retry: policy::default_retry(), ..RoutePolicy::default() },
                 }],
             };
             by_port.entry(sp.port).or_default().push(VirtualHost {
@@ -476,6 +489,17 @@ fn listeners(world: &World<'_>, me: &Pod) -> Vec<GatewayListener> {
         .collect()
 }
 
+/// The first Service (by namespace and name) that selects `me` and sends to container `port`:
+/// what Istio reports as `destination_service` on the inbound side.
+fn inbound_service(world: &World<'_>, me: &Pod, port: u16) -> Option<String> {
+    world
+        .services()
+        .filter(|s| ns(&s.metadata.namespace) == me.identity.namespace && !s.spec.selector.is_empty())
+        .filter(|s| selects(&s.spec.selector, &me.identity.labels))
+        .find(|s| s.spec.ports.iter().any(|sp| target_port(sp, me) == Some(port)))
+        .map(service_fqdn)
+}
+
 /// The snapshot for the proxy of pod `me`.
 pub fn snapshot(world: &World<'_>, me: &Pod, version: Version) -> Snapshot {
     let mut snap = Snapshot {
@@ -494,7 +518,11 @@ pub fn snapshot(world: &World<'_>, me: &Pod, version: Version) -> Snapshot {
         ports.sort_unstable();
         snap.inbound = ports
             .into_iter()
-            .map(|port| InboundPort { port, app: me.app_addrs.get(&port.to_string()).copied() })
+            .map(|port| InboundPort {
+                port,
+                app: me.app_addrs.get(&port.to_string()).copied(),
+                service: inbound_service(world, me, port),
+            })
             .collect();
     }
     snap

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use http::HeaderMap;
 use regex::Regex;
 
-use crate::snapshot::{self, PathMatch, RouteAction, ValueMatch};
+use crate::snapshot::{self, PathMatch, RouteAction, RoutePolicy, ValueMatch};
 
 /// What route matching looks at in a request.
 pub struct RequestView<'a> {
@@ -44,6 +44,7 @@ pub struct Route {
     headers: Vec<(String, Value, bool)>,
     query: Vec<(String, Value)>,
     pub action: RouteAction,
+    pub policy: RoutePolicy,
 }
 
 #[derive(Debug)]
@@ -76,8 +77,8 @@ fn compile_value(v: &ValueMatch) -> Result<Value, regex::Error> {
 }
 
 impl Table {
-    /// Compiles virtual hosts; a route whose regex does not compile is dropped (the control
-    /// plane validated it, so this only guards against a mismatched regex dialect).
+    /// Compiles virtual hosts; a route whose regex does not compile is dropped and logged (the
+    /// control plane validated it, so this only guards against a mismatched regex dialect).
     pub fn new(vhosts: &[snapshot::VirtualHost]) -> Table {
         let mut out = Vec::with_capacity(vhosts.len());
         let mut exact = HashMap::new();
@@ -88,7 +89,17 @@ impl Table {
                     exact.entry(d.clone()).or_insert(i);
                 }
             }
-            let routes = vh.routes.iter().filter_map(|r| compile_route(r).ok()).collect();
+            let routes = vh
+                .routes
+                .iter()
+                .filter_map(|r| {
+                    compile_route(r)
+                        .map_err(|e| {
+                            crate::net::log(&format!("route {}: dropped, its regex does not compile: {e}", r.name))
+                        })
+                        .ok()
+                })
+                .collect();
             out.push(VirtualHost { name: vh.name.clone(), domains, routes });
         }
         Table { vhosts: out, exact }
@@ -152,7 +163,15 @@ fn compile_route(r: &snapshot::Route) -> Result<Route, regex::Error> {
     for q in &m.query {
         query.push((q.name.clone(), compile_value(&q.value)?));
     }
-    Ok(Route { name: r.name.clone(), path, ignore_case: m.ignore_case, headers, query, action: r.action.clone() })
+    Ok(Route {
+        name: r.name.clone(),
+        path,
+        ignore_case: m.ignore_case,
+        headers,
+        query,
+        action: r.action.clone(),
+        policy: r.policy.clone(),
+    })
 }
 
 impl Route {
@@ -234,7 +253,7 @@ fn header_value<'a>(req: &RequestView<'a>, name: &str) -> Option<Cow<'a, str>> {
 }
 
 /// The first value of query parameter `name` (`?key` alone counts as the empty string).
-fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+pub fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
     query?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (k == name).then_some(v)
@@ -281,6 +300,7 @@ mod tests {
             name: name.into(),
             matcher: RouteMatch { path, ignore_case: false, headers: vec![], query: vec![] },
             action: RouteAction::Direct { status: 200, body: name.into() },
+            policy: Default::default(),
         }
     }
 

@@ -1,15 +1,15 @@
-//! A snapshot compiled for the request path: route tables per port, clusters with their
-//! balancers. Built once when a snapshot arrives; requests only read it.
+//! A snapshot compiled for the request path: route tables per port, inbound ports, and the
+//! clusters reconciled with the previous runtime (`clusters::reconcile`), so per-endpoint state
+//! survives the swap. Built once when a snapshot arrives; requests only read it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use std::sync::Arc;
 
+use crate::proxy::clusters::{self, Cluster, Endpoints};
 use crate::proxy::route::Table;
 use crate::proxy::stats::Peer;
-use crate::snapshot::{Endpoint, Snapshot};
+use crate::snapshot::{self, Snapshot};
 
 pub struct Runtime {
     pub snapshot: Snapshot,
@@ -17,60 +17,40 @@ pub struct Runtime {
     pub outbound: HashMap<u16, Table>,
     /// Gateway: route table per listener (container) port.
     pub listeners: HashMap<u16, Table>,
-    /// Sidecar inbound: container port → app address.
-    pub inbound: HashMap<u16, Option<SocketAddr>>,
-    pub clusters: HashMap<String, ClusterState>,
+    /// Sidecar inbound: container port → the app behind it.
+    pub inbound: HashMap<u16, Inbound>,
+    /// By name, with the definition they were built from (to tell what changed).
+    pub clusters: HashMap<String, (snapshot::Cluster, Arc<Cluster>)>,
     /// This proxy as metrics describe it (built once per snapshot, not per request).
     pub me: Arc<Peer>,
     /// A peer metrics cannot identify.
     pub unknown: Arc<Peer>,
 }
 
-pub struct ClusterState {
-    pub service: String,
-    /// Endpoints with their metric description, built once per snapshot.
-    pub endpoints: Vec<(Endpoint, Arc<Peer>)>,
-    next: AtomicUsize,
-}
-
-impl ClusterState {
-    /// Round-robin over the endpoints.
-    pub fn pick(&self) -> Option<&(Endpoint, Arc<Peer>)> {
-        if self.endpoints.is_empty() {
-            return None;
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
-        self.endpoints.get(i)
-    }
+pub struct Inbound {
+    /// Where the app listens; `None` until it has started.
+    pub app: Option<SocketAddr>,
+    /// The service FQDN metrics report (`destination_service`), or `unknown`.
+    pub service: Arc<str>,
 }
 
 impl Runtime {
-    pub fn new(snapshot: Snapshot) -> Runtime {
+    pub fn new(snapshot: Snapshot, previous: Option<&Runtime>, endpoints: &Endpoints) -> Runtime {
         let outbound = snapshot.outbound.iter().map(|rc| (rc.port, Table::new(&rc.virtual_hosts))).collect();
         let listeners = snapshot.listeners.iter().map(|l| (l.port, Table::new(&l.virtual_hosts))).collect();
-        let inbound = snapshot.inbound.iter().map(|p| (p.port, p.app)).collect();
-        let clusters = snapshot
-            .clusters
+        let inbound = snapshot
+            .inbound
             .iter()
-            .map(|(name, c)| {
-                // Start each cluster at a random endpoint so proxies do not move in lockstep.
-                let start = if c.endpoints.is_empty() { 0 } else { fastrand::usize(..c.endpoints.len()) };
-                (
-                    name.clone(),
-                    ClusterState {
-                        service: c.service.clone(),
-                        endpoints: c.endpoints.iter().map(|e| (e.clone(), Arc::new(Peer::of_endpoint(e)))).collect(),
-                        next: AtomicUsize::new(start),
-                    },
-                )
-            })
+            .map(|p| (p.port, Inbound { app: p.app, service: p.service.as_deref().unwrap_or("unknown").into() }))
             .collect();
+        let empty = HashMap::new();
+        let clusters = clusters::reconcile(&snapshot.clusters, previous.map_or(&empty, |p| &p.clusters), endpoints);
         let me = Arc::new(Peer::of(&snapshot.proxy));
         Runtime { snapshot, outbound, listeners, inbound, clusters, me, unknown: Arc::new(Peer::unknown()) }
     }
 
     /// Before the first snapshot: nothing routes.
     pub fn empty() -> Runtime {
-        Runtime::new(Snapshot::default())
+        Runtime::new(Snapshot::default(), None, &Endpoints::default())
     }
 }

@@ -103,7 +103,7 @@ pub struct RequestRecord<'a> {
     /// FQDN of the destination service, or the Host header when unknown.
     pub service: &'a str,
     pub code: u16,
-    pub flags: &'a str,
+    pub flags: crate::proxy::outcome::Flags,
     pub millis: f64,
 }
 
@@ -164,7 +164,7 @@ impl Stats {
             request_protocol: "http".into(),
             response_code: r.code.to_string(),
             grpc_response_status: String::new(),
-            response_flags: if r.flags.is_empty() { "-".into() } else { r.flags.into() },
+            response_flags: r.flags.to_string(),
             connection_security_policy: if r.reporter == "destination" { "none".into() } else { "unknown".into() },
         };
         self.requests.get_or_create(&labels).inc();

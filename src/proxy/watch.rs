@@ -8,7 +8,6 @@ use std::time::Duration;
 use crate::api;
 use crate::env::Env;
 use crate::net::log;
-use crate::proxy::runtime::Runtime;
 use crate::proxy::Shared;
 use crate::snapshot::{Role, Snapshot, Version};
 
@@ -41,8 +40,7 @@ pub async fn run(shared: Arc<Shared>, env: Env, namespace: String, pod: String) 
                 if snapshot.version != acked || !shared.has_config() {
                     acked = snapshot.version;
                     let gateway = snapshot.proxy.role == Role::Gateway;
-                    shared.runtime.send_replace(Arc::new(Runtime::new(snapshot)));
-                    shared.mark_configured();
+                    shared.install(snapshot);
                     if gateway {
                         // Acknowledge (by polling again) only once the listeners are bound.
                         let mut bound = shared.listeners_bound.subscribe();

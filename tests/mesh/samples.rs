@@ -161,7 +161,7 @@ spec:
   http:
   - match: [{uri: {prefix: /status/201}}]
     route: [{destination: {host: httpbin, subset: v1}}]
-    timeout: 3s
+    corsPolicy: {allowOrigins: [{exact: 'https://example.com'}]}
   - match: [{uri: {prefix: /none}}]
     route: [{destination: {host: httpbin, subset: v2}}]
   - match: [{uri: {prefix: /undefined}}]
@@ -171,7 +171,7 @@ spec:
     )
     .unwrap();
     let applied = mesh.ok(&["apply", "--wait", "-f", rules.to_str().unwrap()]);
-    assert!(applied.contains("spec.http[0].timeout is accepted but not enforced yet"), "{applied}");
+    assert!(applied.contains("spec.http[0].corsPolicy is accepted but not enforced yet"), "{applied}");
     let code = |path: &str| {
         let out = mesh.run(&[
             "exec",

@@ -1,18 +1,34 @@
 //! Fields meshrig parses but does not enforce yet, so `apply` can warn about each one.
 
 use super::*;
+use crate::resources::networking::LoadBalancerSettings;
 
 fn not_enforced(path: impl AsRef<str>) -> String {
     format!("{} is accepted but not enforced yet by meshrig", path.as_ref())
 }
 
+/// `simple` and `consistentHash` are enforced; locality and warm-up are not.
+fn load_balancer_paths(path: &str, lb: &LoadBalancerSettings, out: &mut Vec<String>) {
+    let fields = [
+        ("localityLbSetting", lb.locality_lb_setting.is_some()),
+        ("warmupDurationSecs", lb.warmup_duration_secs.is_some()),
+        ("warmup", lb.warmup.is_some()),
+    ];
+    for (name, present) in fields {
+        if present {
+            out.push(not_enforced(format!("{path}.loadBalancer.{name}")));
+        }
+    }
+}
+
 fn policy_paths(path: &str, tp: &TrafficPolicy, out: &mut Vec<String>) {
+    if let Some(lb) = &tp.load_balancer {
+        load_balancer_paths(path, lb, out);
+    }
     let blocks = [
-        ("loadBalancer", tp.load_balancer.is_some()),
         ("connectionPool", tp.connection_pool.is_some()),
         ("outlierDetection", tp.outlier_detection.is_some()),
         ("tls", tp.tls.is_some()),
-        ("portLevelSettings", !tp.port_level_settings.is_empty()),
         ("tunnel", tp.tunnel.is_some()),
         ("proxyProtocol", tp.proxy_protocol.is_some()),
         ("retryBudget", tp.retry_budget.is_some()),
@@ -20,6 +36,22 @@ fn policy_paths(path: &str, tp: &TrafficPolicy, out: &mut Vec<String>) {
     for (name, present) in blocks {
         if present {
             out.push(not_enforced(format!("{path}.{name}")));
+        }
+    }
+    for (i, p) in tp.port_level_settings.iter().enumerate() {
+        let path = format!("{path}.portLevelSettings[{i}]");
+        if let Some(lb) = &p.load_balancer {
+            load_balancer_paths(&path, lb, out);
+        }
+        let blocks = [
+            ("connectionPool", p.connection_pool.is_some()),
+            ("outlierDetection", p.outlier_detection.is_some()),
+            ("tls", p.tls.is_some()),
+        ];
+        for (name, present) in blocks {
+            if present {
+                out.push(not_enforced(format!("{path}.{name}")));
+            }
         }
     }
 }
@@ -57,12 +89,20 @@ pub fn unenforced(r: &Resource) -> Vec<String> {
                 let path = format!("spec.http[{i}]");
                 let fields = [
                     ("redirect", h.redirect.is_some()),
-                    ("directResponse", h.direct_response.is_some()),
                     ("delegate", h.delegate.is_some()),
                     ("rewrite", h.rewrite.is_some()),
-                    ("timeout", h.timeout.is_some()),
-                    ("retries", h.retries.is_some()),
-                    ("fault", h.fault.is_some()),
+                    (
+                        "retries.retryRemoteLocalities",
+                        h.retries.as_ref().is_some_and(|r| r.retry_remote_localities.is_some()),
+                    ),
+                    (
+                        "retries.retryIgnorePreviousHosts",
+                        h.retries.as_ref().is_some_and(|r| r.retry_ignore_previous_hosts == Some(false)),
+                    ),
+                    (
+                        "fault.abort.grpcStatus",
+                        h.fault.as_ref().and_then(|f| f.abort.as_ref()).is_some_and(|a| a.grpc_status.is_some()),
+                    ),
                     ("mirror", h.mirror.is_some()),
                     ("mirrors", !h.mirrors.is_empty()),
                     ("mirrorPercentage", h.mirror_percentage.is_some()),

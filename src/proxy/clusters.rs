@@ -1,0 +1,280 @@
+//! Clusters and endpoints that outlive a snapshot, and load balancing over them.
+//!
+//! A new snapshot is reconciled, not rebuilt: a cluster whose definition did not change keeps
+//! its state object, and every endpoint keeps its state (connection pool, active requests, and
+//! later outlier ejections) for as long as any cluster names its address. So a pod restarting
+//! elsewhere in the mesh resets nothing here.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::proxy::stats::Peer;
+use crate::proxy::upstream::Pool;
+use crate::snapshot::{self, Endpoint, LbPolicy};
+
+/// Per-endpoint state shared by every cluster that names the address.
+#[derive(Default)]
+pub struct EndpointState {
+    pub pool: Arc<Pool>,
+    /// Requests in flight (for `LEAST_REQUEST`).
+    active: AtomicUsize,
+}
+
+impl EndpointState {
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request in flight until the guard is dropped.
+    pub fn start(self: &Arc<Self>) -> ActiveGuard {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(self.clone())
+    }
+}
+
+pub struct ActiveGuard(Arc<EndpointState>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The proxy's endpoint states by address; entries no cluster names are dropped on reconcile.
+#[derive(Default)]
+pub struct Endpoints {
+    by_addr: Mutex<HashMap<SocketAddr, Arc<EndpointState>>>,
+}
+
+impl Endpoints {
+    pub fn get(&self, addr: SocketAddr) -> Arc<EndpointState> {
+        self.by_addr.lock().unwrap_or_else(|p| p.into_inner()).entry(addr).or_default().clone()
+    }
+
+    /// Forgets endpoints that only this map still holds.
+    pub fn sweep(&self) {
+        self.by_addr.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, s| Arc::strong_count(s) > 1);
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_addr.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub struct Host {
+    pub endpoint: Endpoint,
+    /// This endpoint as metrics describe it (built once per reconcile, not per request).
+    pub peer: Arc<Peer>,
+    pub state: Arc<EndpointState>,
+}
+
+pub struct Cluster {
+    pub name: String,
+    /// The service FQDN, shared with every outcome that names it.
+    pub service: Arc<str>,
+    pub lb: LbPolicy,
+    pub hosts: Vec<Host>,
+    next: AtomicUsize,
+}
+
+impl Cluster {
+    pub fn new(c: &snapshot::Cluster, endpoints: &Endpoints) -> Cluster {
+        let hosts: Vec<Host> = c
+            .endpoints
+            .iter()
+            .map(|e| Host {
+                endpoint: e.clone(),
+                peer: Arc::new(Peer::of_endpoint(e)),
+                state: endpoints.get(e.address),
+            })
+            .collect();
+        // Start round-robin at a random endpoint so proxies do not move in lockstep.
+        let start = if hosts.is_empty() { 0 } else { fastrand::usize(..hosts.len()) };
+        Cluster {
+            name: c.name.clone(),
+            service: c.service.as_str().into(),
+            lb: c.lb.clone(),
+            hosts,
+            next: AtomicUsize::new(start),
+        }
+    }
+
+    /// Picks an endpoint. `hash` is the request's consistent-hash key, when the policy has one
+    /// and the request carries it; `avoid` lists endpoints already tried (Envoy's previous-hosts
+    /// retry predicate), honoured while another endpoint is left.
+    pub fn pick(&self, hash: Option<u64>, avoid: &[SocketAddr], rng: &mut fastrand::Rng) -> Option<&Host> {
+        let n = self.hosts.len();
+        if n == 0 {
+            return None;
+        }
+        if let (LbPolicy::ConsistentHash(_), Some(key)) = (&self.lb, hash) {
+            // Rendezvous hashing: stable under endpoint changes, like Envoy's ring (soft affinity).
+            return self.hosts.iter().max_by_key(|h| mix(key, h.endpoint.address));
+        }
+        let fresh = |h: &&Host| !avoid.contains(&h.endpoint.address);
+        let candidates: Vec<&Host> = if avoid.is_empty() {
+            self.hosts.iter().collect()
+        } else {
+            let left: Vec<&Host> = self.hosts.iter().filter(fresh).collect();
+            if left.is_empty() {
+                self.hosts.iter().collect()
+            } else {
+                left
+            }
+        };
+        let n = candidates.len();
+        let pick = match &self.lb {
+            LbPolicy::RoundRobin => candidates[self.next.fetch_add(1, Ordering::Relaxed) % n],
+            // Passthrough keeps the address the client chose; locally a name resolves to every
+            // endpoint, so the choice is kube-proxy's: random. A hash policy without a key: random.
+            LbPolicy::Random | LbPolicy::Passthrough | LbPolicy::ConsistentHash(_) => candidates[rng.usize(..n)],
+            LbPolicy::LeastRequest => {
+                if n == 1 {
+                    candidates[0]
+                } else {
+                    // Power of two choices (Envoy's default `choice_count: 2`).
+                    let a = rng.usize(..n);
+                    let mut b = rng.usize(..n - 1);
+                    if b >= a {
+                        b += 1;
+                    }
+                    let (ha, hb) = (candidates[a], candidates[b]);
+                    if hb.state.active() < ha.state.active() {
+                        hb
+                    } else {
+                        ha
+                    }
+                }
+            }
+        };
+        Some(pick)
+    }
+}
+
+fn mix(key: u64, addr: SocketAddr) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    addr.hash(&mut h);
+    h.finish()
+}
+
+/// Reconciles the clusters of a new snapshot with the previous ones: unchanged clusters are
+/// kept as they are, changed ones are rebuilt over the same endpoint states.
+pub fn reconcile(
+    wanted: &std::collections::BTreeMap<String, snapshot::Cluster>,
+    previous: &HashMap<String, (snapshot::Cluster, Arc<Cluster>)>,
+    endpoints: &Endpoints,
+) -> HashMap<String, (snapshot::Cluster, Arc<Cluster>)> {
+    let out = wanted
+        .iter()
+        .map(|(name, c)| {
+            let state = match previous.get(name) {
+                Some((old, state)) if old == c => state.clone(),
+                _ => Arc::new(Cluster::new(c, endpoints)),
+            };
+            (name.clone(), (c.clone(), state))
+        })
+        .collect();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(port: u16) -> Endpoint {
+        Endpoint {
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
+            namespace: "default".into(),
+            pod: format!("p{port}"),
+            workload: "w".into(),
+            labels: Default::default(),
+            service_account: "default".into(),
+        }
+    }
+
+    fn cluster(lb: LbPolicy, ports: &[u16]) -> snapshot::Cluster {
+        snapshot::Cluster {
+            name: "outbound|80||s.default.svc.cluster.local".into(),
+            service: "s.default.svc.cluster.local".into(),
+            port: 80,
+            endpoints: ports.iter().map(|&p| endpoint(p)).collect(),
+            lb,
+        }
+    }
+
+    #[test]
+    fn least_request_prefers_the_idle_endpoint() {
+        let eps = Endpoints::default();
+        let c = Cluster::new(&cluster(LbPolicy::LeastRequest, &[1, 2]), &eps);
+        let _busy = c.hosts[0].state.start();
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..50 {
+            assert_eq!(c.pick(None, &[], &mut rng).unwrap().endpoint.address.port(), 2);
+        }
+    }
+
+    #[test]
+    fn round_robin_cycles_and_retries_avoid_the_previous_host() {
+        let eps = Endpoints::default();
+        let c = Cluster::new(&cluster(LbPolicy::RoundRobin, &[1, 2, 3]), &eps);
+        let mut rng = fastrand::Rng::with_seed(1);
+        let picks: Vec<u16> = (0..6).map(|_| c.pick(None, &[], &mut rng).unwrap().endpoint.address.port()).collect();
+        assert_eq!(picks[0..3].iter().collect::<std::collections::BTreeSet<_>>().len(), 3, "{picks:?}");
+        assert_eq!(picks[0..3], picks[3..6]);
+        let tried = [SocketAddr::from(([127, 0, 0, 1], 1))];
+        for _ in 0..10 {
+            assert_ne!(c.pick(None, &tried, &mut rng).unwrap().endpoint.address.port(), 1);
+        }
+        // With nothing else left, a tried endpoint is picked again.
+        let one = Cluster::new(&cluster(LbPolicy::RoundRobin, &[1]), &eps);
+        assert_eq!(one.pick(None, &tried, &mut rng).unwrap().endpoint.address.port(), 1);
+    }
+
+    #[test]
+    fn consistent_hash_is_sticky_and_moves_few_keys_when_an_endpoint_goes() {
+        let eps = Endpoints::default();
+        let lb = LbPolicy::ConsistentHash(snapshot::HashOn::Header("x-user".into()));
+        let three = Cluster::new(&cluster(lb.clone(), &[1, 2, 3]), &eps);
+        let two = Cluster::new(&cluster(lb, &[1, 2]), &eps);
+        let mut rng = fastrand::Rng::with_seed(3);
+        let mut moved = 0;
+        for key in 0..300u64 {
+            let a = three.pick(Some(key), &[], &mut rng).unwrap().endpoint.address;
+            assert_eq!(three.pick(Some(key), &[], &mut rng).unwrap().endpoint.address, a);
+            let b = two.pick(Some(key), &[], &mut rng).unwrap().endpoint.address;
+            if a.port() != 3 && a != b {
+                moved += 1;
+            }
+        }
+        assert_eq!(moved, 0, "keys on surviving endpoints stay where they were");
+    }
+
+    #[test]
+    fn reconcile_keeps_unchanged_clusters_and_endpoint_state() {
+        let eps = Endpoints::default();
+        let mut wanted = std::collections::BTreeMap::new();
+        wanted.insert("a".to_string(), cluster(LbPolicy::LeastRequest, &[1, 2]));
+        wanted.insert("b".to_string(), cluster(LbPolicy::RoundRobin, &[2]));
+        let first = reconcile(&wanted, &HashMap::new(), &eps);
+        let guard = first["a"].1.hosts[1].state.start();
+        // Cluster b changes (a pod restarted elsewhere); a does not.
+        wanted.insert("b".to_string(), cluster(LbPolicy::RoundRobin, &[2, 3]));
+        let second = reconcile(&wanted, &first, &eps);
+        assert!(Arc::ptr_eq(&first["a"].1, &second["a"].1));
+        assert!(!Arc::ptr_eq(&first["b"].1, &second["b"].1));
+        // Endpoint 2 is the same state object in both clusters and kept its in-flight count.
+        assert_eq!(second["b"].1.hosts[0].state.active(), 1);
+        drop(guard);
+        drop(first);
+        eps.sweep();
+        assert_eq!(eps.len(), 3);
+    }
+}

@@ -1,0 +1,91 @@
+//! The connection step: every proxy listener accepts, records who is talking to whom, then
+//! serves HTTP/1.1 on the connection. Requests read the record and never re-derive it; TLS
+//! termination, peer identity, PERMISSIVE detection and STRICT resets plug in here.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::net::{log, Body};
+
+/// What is known about a downstream connection, for every request on it.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    /// Where the client connected before a redirect (`SO_ORIGINAL_DST`); `None` when the
+    /// connection was not redirected (the local backend sends traffic to the proxy directly).
+    pub original_dst: Option<SocketAddr>,
+    /// The client's SPIFFE identity from its TLS certificate (mTLS, not yet).
+    pub peer_identity: Option<String>,
+    /// TLS server name and negotiated protocol (not yet).
+    pub sni: Option<String>,
+    pub alpn: Option<String>,
+}
+
+impl Connection {
+    fn accepted(stream: &TcpStream, peer: SocketAddr) -> Connection {
+        let local = stream.local_addr().unwrap_or(peer);
+        let original_dst = original_dst(stream).filter(|d| *d != local);
+        Connection { peer, local, original_dst, peer_identity: None, sni: None, alpn: None }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn original_dst(stream: &TcpStream) -> Option<SocketAddr> {
+    use nix::sys::socket::{getsockopt, sockopt::OriginalDst, SockaddrIn};
+    let raw = getsockopt(stream, OriginalDst).ok()?;
+    Some(SocketAddr::V4(SockaddrIn::from(raw).into()))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn original_dst(_: &TcpStream) -> Option<SocketAddr> {
+    None
+}
+
+/// The proxy closes the connection without answering (Envoy's black hole, a STRICT reset).
+#[derive(Debug, thiserror::Error)]
+#[error("connection closed without a response: {0}")]
+pub struct Reset(pub &'static str);
+
+/// Accepts on `listener` until the task is dropped; each connection runs on its own task and
+/// `handler` gets every request with the connection's record. A handler's `Err(Reset)` closes
+/// the connection without a response.
+pub async fn serve<F, Fut>(listener: TcpListener, handler: F)
+where
+    F: Fn(Request<Incoming>, Arc<Connection>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<Body>, Reset>> + Send + 'static,
+{
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                log(&format!("accept failed: {e}"));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = Arc::new(Connection::accepted(&stream, peer));
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let handler = handler.clone();
+                let conn = conn.clone();
+                async move { handler(req, conn).await }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,244 @@
+//! One outcome per request: Envoy's response flags, the one table from "why the proxy answered
+//! itself" to the status and body a client sees, and a response body that completes the outcome
+//! when the body ends (or is dropped), for metrics now and access logs and traces later.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Frame, SizeHint};
+
+use crate::net::{self, Body};
+use crate::proxy::clusters::ActiveGuard;
+use crate::proxy::stats::{Peer, RequestRecord, Stats};
+use crate::proxy::upstream;
+
+/// Envoy's response flags that meshrig sets, printed in Envoy's order (`UT,URX`...).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flags(u16);
+
+impl Flags {
+    pub const NO_HEALTHY_UPSTREAM: Flags = Flags(1 << 0); // UH
+    pub const UPSTREAM_TIMEOUT: Flags = Flags(1 << 1); // UT
+    pub const UPSTREAM_CONNECT_FAILURE: Flags = Flags(1 << 2); // UF
+    pub const UPSTREAM_TERMINATION: Flags = Flags(1 << 3); // UC
+    pub const NO_ROUTE: Flags = Flags(1 << 4); // NR
+    pub const DELAY_INJECTED: Flags = Flags(1 << 5); // DI
+    pub const FAULT_INJECTED: Flags = Flags(1 << 6); // FI
+    pub const RETRY_LIMIT_EXCEEDED: Flags = Flags(1 << 7); // URX
+    pub const UPSTREAM_PROTOCOL_ERROR: Flags = Flags(1 << 8); // UPE
+    pub const NO_CLUSTER: Flags = Flags(1 << 9); // NC
+
+    const NAMES: [(Flags, &'static str); 10] = [
+        (Flags::NO_HEALTHY_UPSTREAM, "UH"),
+        (Flags::UPSTREAM_TIMEOUT, "UT"),
+        (Flags::UPSTREAM_CONNECT_FAILURE, "UF"),
+        (Flags::UPSTREAM_TERMINATION, "UC"),
+        (Flags::NO_ROUTE, "NR"),
+        (Flags::DELAY_INJECTED, "DI"),
+        (Flags::FAULT_INJECTED, "FI"),
+        (Flags::RETRY_LIMIT_EXCEEDED, "URX"),
+        (Flags::UPSTREAM_PROTOCOL_ERROR, "UPE"),
+        (Flags::NO_CLUSTER, "NC"),
+    ];
+
+    pub fn set(&mut self, f: Flags) {
+        self.0 |= f.0;
+    }
+
+    pub fn contains(&self, f: Flags) -> bool {
+        self.0 & f.0 == f.0
+    }
+}
+
+impl std::fmt::Display for Flags {
+    /// `-` when none is set, as in Istio's `response_flags` label.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0 == 0 {
+            return f.write_str("-");
+        }
+        let mut first = true;
+        for (flag, name) in Flags::NAMES {
+            if self.contains(flag) {
+                if !first {
+                    f.write_str(",")?;
+                }
+                f.write_str(name)?;
+                first = false;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why the proxy answers a request itself. `reply` is the one table of what the client sees.
+#[derive(Debug)]
+pub enum Reply {
+    NoRoute,
+    NoCluster,
+    NoHealthyUpstream,
+    Upstream(upstream::Error),
+    Timeout,
+    FaultAbort(u16),
+}
+
+const RESET_BEFORE_HEADERS: &str = "upstream connect error or disconnect/reset before headers. reset reason: ";
+
+impl Reply {
+    /// Status, body and response flag, as Envoy answers.
+    pub fn parts(&self) -> (StatusCode, String, Flags) {
+        let unavailable = StatusCode::SERVICE_UNAVAILABLE;
+        match self {
+            Reply::NoRoute => (StatusCode::NOT_FOUND, String::new(), Flags::NO_ROUTE),
+            Reply::NoCluster => (unavailable, String::new(), Flags::NO_CLUSTER),
+            Reply::NoHealthyUpstream => (unavailable, "no healthy upstream".into(), Flags::NO_HEALTHY_UPSTREAM),
+            Reply::Upstream(e) => {
+                let (reason, flag) = match e {
+                    upstream::Error::ConnectFailure { .. } | upstream::Error::ConnectTimeout { .. } => {
+                        ("connection failure", Flags::UPSTREAM_CONNECT_FAILURE)
+                    }
+                    upstream::Error::ResetBeforeHeaders { .. } => {
+                        ("connection termination", Flags::UPSTREAM_TERMINATION)
+                    }
+                    upstream::Error::Protocol { .. } => ("protocol error", Flags::UPSTREAM_PROTOCOL_ERROR),
+                };
+                (unavailable, format!("{RESET_BEFORE_HEADERS}{reason}"), flag)
+            }
+            Reply::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream request timeout".into(), Flags::UPSTREAM_TIMEOUT),
+            Reply::FaultAbort(code) => (
+                StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                "fault filter abort".into(),
+                Flags::FAULT_INJECTED,
+            ),
+        }
+    }
+
+    pub fn response(&self) -> (Response<Body>, Flags) {
+        let (status, body, flags) = self.parts();
+        (net::text(status, &body), flags)
+    }
+}
+
+/// What metrics (and later access logs and traces) learn about one request.
+pub struct Outcome {
+    pub stats: Arc<Stats>,
+    pub reporter: &'static str,
+    pub source: Arc<Peer>,
+    pub destination: Arc<Peer>,
+    /// FQDN of the destination service, or the Host header when unknown.
+    pub service: Arc<str>,
+    pub code: u16,
+    pub flags: Flags,
+    pub started: Instant,
+    /// Keeps the upstream endpoint counted as busy (least-request) until the response ends.
+    pub active: Option<ActiveGuard>,
+}
+
+impl Outcome {
+    fn complete(&self) {
+        self.stats.record(&RequestRecord {
+            reporter: self.reporter,
+            source: &self.source,
+            destination: &self.destination,
+            service: &self.service,
+            code: self.code,
+            flags: self.flags,
+            millis: self.started.elapsed().as_secs_f64() * 1000.0,
+        });
+    }
+}
+
+/// Wraps the response body so the outcome is recorded exactly once, when the body ends or is
+/// dropped (a client that hangs up still counts).
+pub fn finish(resp: Response<Body>, outcome: Outcome) -> Response<Body> {
+    let (parts, body) = resp.into_parts();
+    let done = body.is_end_stream();
+    let mut recorded = Recorded { inner: body, outcome: Some(outcome) };
+    if done {
+        recorded.complete();
+    }
+    Response::from_parts(parts, recorded.boxed())
+}
+
+struct Recorded {
+    inner: Body,
+    outcome: Option<Outcome>,
+}
+
+impl Recorded {
+    fn complete(&mut self) {
+        if let Some(o) = self.outcome.take() {
+            o.complete();
+        }
+    }
+}
+
+impl Drop for Recorded {
+    fn drop(&mut self) {
+        self.complete();
+    }
+}
+
+impl hyper::body::Body for Recorded {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) || self.inner.is_end_stream() {
+            self.complete();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Sets a header from a string, skipping values that are not valid header text.
+pub fn set_header(headers: &mut http::HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_print_in_envoys_order() {
+        let mut f = Flags::default();
+        assert_eq!(f.to_string(), "-");
+        f.set(Flags::RETRY_LIMIT_EXCEEDED);
+        f.set(Flags::UPSTREAM_CONNECT_FAILURE);
+        assert_eq!(f.to_string(), "UF,URX");
+    }
+
+    #[test]
+    fn the_reply_table_matches_envoys_local_replies() {
+        let (s, b, f) = Reply::NoRoute.parts();
+        assert_eq!((s.as_u16(), b.as_str(), f.to_string().as_str()), (404, "", "NR"));
+        let (s, b, f) = Reply::NoHealthyUpstream.parts();
+        assert_eq!((s.as_u16(), b.as_str(), f.to_string().as_str()), (503, "no healthy upstream", "UH"));
+        let (s, b, f) = Reply::Timeout.parts();
+        assert_eq!((s.as_u16(), b.as_str(), f.to_string().as_str()), (504, "upstream request timeout", "UT"));
+        let (s, b, f) = Reply::FaultAbort(418).parts();
+        assert_eq!((s.as_u16(), b.as_str(), f.to_string().as_str()), (418, "fault filter abort", "FI"));
+        let addr = "127.0.0.1:1".parse().unwrap();
+        let e = upstream::Error::ConnectFailure { addr, source: std::io::ErrorKind::ConnectionRefused.into() };
+        let (s, b, f) = Reply::Upstream(e).parts();
+        assert_eq!(s.as_u16(), 503);
+        assert_eq!(b, "upstream connect error or disconnect/reset before headers. reset reason: connection failure");
+        assert_eq!(f.to_string(), "UF");
+    }
+}

@@ -1,0 +1,259 @@
+//! The upstream step: one HTTP/1.1 connection pool per endpoint, and a typed error for every way
+//! an upstream call can fail, so the router can retry and the reply table can answer as Envoy.
+//!
+//! A connection goes back to its pool only when the response body has been read to the end;
+//! a body dropped half-way closes the connection (HTTP/1.1 cannot reuse it). Idle connections
+//! per endpoint are bounded, so a burst leaves nothing behind but that bound.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::net::Body;
+
+/// Istio's default `connectTimeout` (MeshConfig).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle connections kept per endpoint; more are closed when they come back.
+const MAX_IDLE: usize = 64;
+
+/// How an upstream call failed. Each maps to one of Envoy's local replies (`outcome::Reply`).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("connect to {addr}: {source}")]
+    ConnectFailure { addr: SocketAddr, source: std::io::Error },
+    #[error("connect to {addr}: timed out after {CONNECT_TIMEOUT:?}")]
+    ConnectTimeout { addr: SocketAddr },
+    /// The connection closed or reset before response headers arrived.
+    #[error("{addr} closed the connection before the response headers: {source}")]
+    ResetBeforeHeaders { addr: SocketAddr, source: hyper::Error },
+    /// The upstream answered with something that is not HTTP/1.1.
+    #[error("{addr} answered with a protocol error: {source}")]
+    Protocol { addr: SocketAddr, source: hyper::Error },
+}
+
+impl Error {
+    /// True when no byte of the request reached the upstream (Envoy's `connect-failure`).
+    pub fn is_connect_failure(&self) -> bool {
+        matches!(self, Error::ConnectFailure { .. } | Error::ConnectTimeout { .. })
+    }
+}
+
+/// The idle connections to one endpoint.
+#[derive(Default)]
+pub struct Pool {
+    idle: Mutex<Vec<SendRequest<Body>>>,
+}
+
+impl Pool {
+    fn take_idle(&self) -> Option<SendRequest<Body>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    fn put_back(&self, sender: SendRequest<Body>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(sender);
+        }
+    }
+
+    /// Idle connections right now (for tests and the admin page).
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Sends `req` to `addr` on an idle connection, or a new one. A request that an idle
+    /// connection could not take (closed meanwhile) moves on to another without being sent twice.
+    pub async fn send(self: &Arc<Self>, addr: SocketAddr, mut req: Request<Body>) -> Result<Response<Body>, Error> {
+        loop {
+            let Some(mut sender) = self.take_idle() else { break };
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(self.pooled(resp, sender)),
+                Err(mut e) => match e.take_message() {
+                    // Not sent: the connection was gone before the request was written.
+                    Some(back) => req = back,
+                    None => return Err(classify(addr, e.into_error())),
+                },
+            }
+        }
+        let mut sender = connect(addr).await?;
+        match sender.send_request(req).await {
+            Ok(resp) => Ok(self.pooled(resp, sender)),
+            Err(e) => Err(classify(addr, e)),
+        }
+    }
+
+    fn pooled(self: &Arc<Self>, resp: Response<Incoming>, sender: SendRequest<Body>) -> Response<Body> {
+        let (parts, body) = resp.into_parts();
+        let done = body.is_end_stream();
+        let mut body = PooledBody { inner: body, conn: Some((sender, self.clone())) };
+        if done {
+            body.release();
+        }
+        Response::from_parts(parts, body.boxed())
+    }
+}
+
+fn classify(addr: SocketAddr, e: hyper::Error) -> Error {
+    if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
+        Error::Protocol { addr, source: e }
+    } else {
+        Error::ResetBeforeHeaders { addr, source: e }
+    }
+}
+
+async fn connect(addr: SocketAddr) -> Result<SendRequest<Body>, Error> {
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(source)) => return Err(Error::ConnectFailure { addr, source }),
+        Err(_) => return Err(Error::ConnectTimeout { addr }),
+    };
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|source| Error::ResetBeforeHeaders { addr, source })?;
+    tokio::spawn(async move {
+        // Ends when the upstream closes or the last sender is dropped.
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// A response body that returns its connection to the pool once read to the end.
+struct PooledBody {
+    inner: Incoming,
+    conn: Option<(SendRequest<Body>, Arc<Pool>)>,
+}
+
+impl PooledBody {
+    fn release(&mut self) {
+        if let Some((sender, pool)) = self.conn.take() {
+            pool.put_back(sender);
+        }
+    }
+}
+
+impl hyper::body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.release(),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
+            Poll::Ready(Some(Err(_))) => self.conn = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net;
+    use http::StatusCode;
+
+    async fn upstream() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = connections.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|_req| async {
+                        Ok::<_, std::convert::Infallible>(net::text(StatusCode::OK, "hello"))
+                    });
+                    let _ =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                });
+            }
+        });
+        (addr, connections)
+    }
+
+    fn get(addr: SocketAddr) -> Request<Body> {
+        Request::get(format!("http://{addr}/")).header("host", "x").body(net::empty()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_reused_once_its_body_is_read() {
+        let (addr, conns) = upstream().await;
+        let pool = Arc::new(Pool::default());
+        for _ in 0..5 {
+            let resp = pool.send(addr, get(addr)).await.unwrap();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], b"hello");
+        }
+        assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(pool.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_half_way_does_not_return_its_connection() {
+        let (addr, conns) = upstream().await;
+        let pool = Arc::new(Pool::default());
+        let resp = pool.send(addr, get(addr)).await.unwrap();
+        drop(resp);
+        assert_eq!(pool.idle_count(), 0);
+        let resp = pool.send(addr, get(addr)).await.unwrap();
+        resp.into_body().collect().await.unwrap();
+        assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_a_connect_failure() {
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let pool = Arc::new(Pool::default());
+        let err = pool.send(addr, get(addr)).await.unwrap_err();
+        assert!(err.is_connect_failure(), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_upstream_that_closes_without_answering_resets_before_headers() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
+                drop(s);
+            }
+        });
+        let pool = Arc::new(Pool::default());
+        let err = pool.send(addr, get(addr)).await.unwrap_err();
+        assert!(matches!(err, Error::ResetBeforeHeaders { .. }), "{err}");
+    }
+}
