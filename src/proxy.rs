@@ -9,6 +9,7 @@
 //! - `decide`: route, destination cluster, hash key and fault decision (pure).
 //! - `route`: virtual host and route selection (pure).
 //! - `router`: fault, route timeout, retries, per-try timeout.
+//! - `edits`: header operations, rewrites, redirects, CORS, mirror hosts (pure).
 //! - `upstream`: connection pools per endpoint and typed upstream errors.
 //! - `clusters`: cluster and endpoint state that survives snapshots; load balancing.
 //! - `outcome`: response flags, the local-reply table, one outcome per request.
@@ -21,6 +22,7 @@ pub mod admin;
 pub mod clusters;
 pub mod connection;
 pub mod decide;
+pub mod edits;
 pub mod forward;
 pub mod outcome;
 pub mod route;

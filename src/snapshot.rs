@@ -132,6 +132,105 @@ pub struct RoutePolicy {
     pub retry: RetryPolicy,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault: Option<Fault>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<Rewrite>,
+    /// Route-level header edits (destination-level ones are on the weighted cluster).
+    #[serde(default, skip_serializing_if = "Headers::is_empty")]
+    pub headers: Headers,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<Mirror>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<Cors>,
+}
+
+/// VirtualService `headers`: edits of the request sent upstream and of the response.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Headers {
+    #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
+    pub request: HeaderOps,
+    #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
+    pub response: HeaderOps,
+}
+
+impl Headers {
+    pub fn is_empty(&self) -> bool {
+        self.request.is_empty() && self.response.is_empty()
+    }
+}
+
+/// Lower-case names. `set` overwrites, `add` appends, `remove` deletes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HeaderOps {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+impl HeaderOps {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// VirtualService `rewrite`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rewrite {
+    /// Replaces the matched prefix (the whole path for exact and regex matches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// `uriRegexRewrite`: every match of the regex in the path is replaced (`\1` groups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri_regex: Option<(String, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
+}
+
+/// VirtualService `redirect`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Redirect {
+    /// Replaces the whole path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// `derivePort: FROM_REQUEST_PORT`: keep the request's port when the authority changes.
+    #[serde(default)]
+    pub keep_request_port: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    pub code: u16,
+}
+
+/// A shadow copy of each request to `cluster`, fire and forget.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Mirror {
+    pub cluster: String,
+    pub per_million: u32,
+}
+
+/// VirtualService `corsPolicy`, as Envoy's CORS filter applies it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cors {
+    pub allow_origins: Vec<ValueMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_methods: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_headers: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expose_headers: Option<String>,
+    /// Seconds, as Envoy writes `access-control-max-age`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<String>,
+    #[serde(default)]
+    pub allow_credentials: bool,
+    /// `unmatchedPreflights: FORWARD` (the default): a preflight from another origin goes upstream.
+    #[serde(default)]
+    pub forward_unmatched_preflights: bool,
 }
 
 /// Envoy's retry policy as Istio writes it.
@@ -247,13 +346,20 @@ pub enum RouteAction {
     /// Pick one cluster by relative weight.
     Clusters(Vec<WeightedCluster>),
     /// Answer locally.
-    Direct { status: u16, body: String },
+    Direct {
+        status: u16,
+        body: String,
+    },
+    Redirect(Redirect),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WeightedCluster {
     pub cluster: String,
     pub weight: u32,
+    /// Destination-level header edits, applied after the route's.
+    #[serde(default, skip_serializing_if = "Headers::is_empty")]
+    pub headers: Headers,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

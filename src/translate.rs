@@ -10,12 +10,13 @@ use crate::control_plane::state::Pod;
 use crate::resources::core::{Service, ServicePort};
 use crate::resources::meta::IntOrString;
 use crate::resources::networking::{
-    DestinationRule, Gateway, HttpMatchRequest, HttpRoute, StringMatch, TrafficPolicy, VirtualService,
+    Destination, DestinationRule, Gateway, HttpMatchRequest, HttpRoute, StringMatch, TrafficPolicy, VirtualService,
 };
 use crate::resources::{Resource, ResourceKey};
 use crate::snapshot::{
-    cluster_name, Cluster, Endpoint, GatewayListener, HeaderMatch, InboundPort, PathMatch, QueryMatch, Role, Route,
-    RouteAction, RouteConfig, RouteMatch, RoutePolicy, Snapshot, ValueMatch, Version, VirtualHost, WeightedCluster,
+    cluster_name, Cluster, Endpoint, GatewayListener, HeaderMatch, InboundPort, Mirror, PathMatch, QueryMatch, Role,
+    Route, RouteAction, RouteConfig, RouteMatch, RoutePolicy, Snapshot, ValueMatch, Version, VirtualHost,
+    WeightedCluster,
 };
 
 pub mod policy;
@@ -257,8 +258,15 @@ pub fn gateway_ref(g: &str, vs_ns: &str) -> String {
 
 fn action(world: &World<'_>, rule: &HttpRoute, vs_ns: &str, scope: &Scope<'_>) -> Option<RouteAction> {
     if let Some(dr) = &rule.direct_response {
-        let body = dr.body.as_ref().and_then(|b| b.string.clone()).unwrap_or_default();
+        let body = dr
+            .body
+            .as_ref()
+            .and_then(|b| b.string.clone().or_else(|| b.bytes.as_deref().and_then(base64)))
+            .unwrap_or_default();
         return Some(RouteAction::Direct { status: dr.status as u16, body });
+    }
+    if let Some(r) = &rule.redirect {
+        return Some(RouteAction::Redirect(policy::redirect(r)));
     }
     if rule.route.is_empty() {
         return None;
@@ -270,21 +278,63 @@ fn action(world: &World<'_>, rule: &HttpRoute, vs_ns: &str, scope: &Scope<'_>) -
         if weight == 0 {
             continue;
         }
-        let host = fqdn(&d.destination.host, vs_ns);
-        let port =
-            d.destination.port.as_ref().and_then(|p| p.number).and_then(|n| u16::try_from(n).ok()).unwrap_or_else(
-                || {
-                    world
-                        .services()
-                        .find(|s| service_fqdn(s) == host)
-                        .and_then(|s| single_port(s, scope.port))
-                        .unwrap_or(scope.port)
-                },
-            );
-        let subset = d.destination.subset.clone().unwrap_or_default();
-        out.push(WeightedCluster { cluster: cluster_name(port, &subset, &host), weight });
+        let cluster = destination_cluster(world, &d.destination, vs_ns, scope);
+        out.push(WeightedCluster { cluster, weight, headers: policy::headers(d.headers.as_ref()) });
     }
     Some(RouteAction::Clusters(out))
+}
+
+/// The cluster a Destination names: its host in the rule's namespace, the port it gives (or the
+/// service's only port, or the listener's), and its subset.
+fn destination_cluster(world: &World<'_>, d: &Destination, vs_ns: &str, scope: &Scope<'_>) -> String {
+    let host = fqdn(&d.host, vs_ns);
+    let port = d.port.as_ref().and_then(|p| p.number).and_then(|n| u16::try_from(n).ok()).unwrap_or_else(|| {
+        world
+            .services()
+            .find(|s| service_fqdn(s) == host)
+            .and_then(|s| single_port(s, scope.port))
+            .unwrap_or(scope.port)
+    });
+    cluster_name(port, d.subset.as_deref().unwrap_or_default(), &host)
+}
+
+/// The rule's policy with its mirrors resolved to clusters (`mirror` + `mirrorPercentage`, or
+/// `mirrors` each with its own percentage).
+fn route_policy(world: &World<'_>, rule: &HttpRoute, vs_ns: &str, scope: &Scope<'_>) -> RoutePolicy {
+    let mut p = policy::route(rule);
+    if let Some(m) = &rule.mirror {
+        let per_million = policy::mirror_per_million(&rule.mirror_percentage, rule.mirror_percent);
+        p.mirrors.push(Mirror { cluster: destination_cluster(world, m, vs_ns, scope), per_million });
+    }
+    for m in &rule.mirrors {
+        let per_million = policy::mirror_per_million(&m.percentage, None);
+        p.mirrors.push(Mirror { cluster: destination_cluster(world, &m.destination, vs_ns, scope), per_million });
+    }
+    p
+}
+
+/// Standard base64 (with or without padding), as `directResponse.body.bytes` carries it.
+fn base64(s: &str) -> Option<String> {
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in s.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        };
+        bits = (bits << 6) | u32::from(v);
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+        }
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// The service's port when it has one; with several, the one equal to the listener port.
@@ -304,13 +354,19 @@ fn routes(world: &World<'_>, vs: &VirtualService, scope: &Scope<'_>) -> Vec<Rout
         let Some(action) = action(world, rule, vs_ns, scope) else { continue };
         let name = format!("{vs_ns}/{}", rule.name.clone().unwrap_or_else(|| format!("{}#{i}", vs.metadata.name)));
         if rule.r#match.is_empty() {
-            out.push(Route { name, matcher: RouteMatch::any(), action, policy: policy::route(rule) });
+            out.push(Route {
+                name,
+                matcher: RouteMatch::any(),
+                action,
+                policy: route_policy(world, rule, vs_ns, scope),
+            });
             return out;
         }
         for m in &rule.r#match {
             let Some(matcher) = route_match(m, scope, vs_ns) else { continue };
             let stop = is_catch_all(&matcher);
-            out.push(Route { name: name.clone(), matcher, action: action.clone(), policy: policy::route(rule) });
+            let policy = route_policy(world, rule, vs_ns, scope);
+            out.push(Route { name: name.clone(), matcher, action: action.clone(), policy });
             if stop {
                 return out;
             }
@@ -391,6 +447,7 @@ fn outbound(world: &World<'_>, me: &Pod) -> Vec<RouteConfig> {
                     action: RouteAction::Clusters(vec![WeightedCluster {
                         cluster: cluster_name(sp.port, "", &host),
                         weight: 100,
+                        headers: Default::default(),
                     }]),
                     // Istio's default retry policy applies to the default route too.
                     policy: RoutePolicy { retry: policy::default_retry(), ..RoutePolicy::default() },

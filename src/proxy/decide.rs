@@ -10,10 +10,11 @@ use std::time::Duration;
 use http::StatusCode;
 
 use crate::proxy::clusters::Cluster;
+use crate::proxy::edits;
 use crate::proxy::outcome::Reply;
 use crate::proxy::route::{self, RequestView};
 use crate::proxy::runtime::Runtime;
-use crate::snapshot::{Fault, HashOn, LbPolicy, RouteAction};
+use crate::snapshot::{Fault, HashOn, LbPolicy, RouteAction, WeightedCluster};
 
 /// A routed listener: the sidecar's outbound (by destination port) or a gateway port.
 #[derive(Clone, Copy, Debug)]
@@ -23,6 +24,17 @@ pub enum Listener {
 }
 
 pub enum Decision<'a> {
+    /// `redirect`: the status and where to.
+    Redirect {
+        status: StatusCode,
+        location: String,
+        service: Arc<str>,
+    },
+    /// A CORS preflight from an allowed origin, answered by the proxy.
+    Preflight {
+        headers: Vec<(&'static str, String)>,
+        service: Arc<str>,
+    },
     /// The proxy answers itself (no route, no cluster).
     Reply {
         reply: Reply,
@@ -41,7 +53,13 @@ pub enum Decision<'a> {
 
 pub struct Forward<'a> {
     pub route: &'a route::Route,
+    /// The destination drawn by weight (its header edits apply after the route's).
+    pub weighted: &'a WeightedCluster,
     pub cluster: &'a Arc<Cluster>,
+    /// Mirror clusters drawn for this request (each by its own percentage).
+    pub mirrors: Vec<&'a Arc<Cluster>>,
+    /// The request's `Origin`, when the route's CORS policy allows it.
+    pub cors_origin: Option<String>,
     /// The request's consistent-hash key, when the cluster hashes and the request has the key.
     pub hash: Option<u64>,
     pub fault: FaultDecision,
@@ -83,23 +101,61 @@ pub fn decide<'a>(
     let Some(route) = vhost.route(view) else {
         return Decision::Reply { reply: Reply::NoRoute, service: vhost.name.as_str().into() };
     };
+    let service = || -> Arc<str> { vhost.name.as_str().into() };
+    let origin = view.headers.get("origin").and_then(|o| o.to_str().ok());
+    let cors_origin = origin.filter(|o| route.cors_allows(o));
+    if let (Some(cors), true) = (&route.policy.cors, edits::is_preflight(view.method, view.headers)) {
+        match cors_origin {
+            Some(o) => return Decision::Preflight { headers: edits::preflight_headers(cors, o), service: service() },
+            None if !cors.forward_unmatched_preflights => {
+                return Decision::Preflight { headers: vec![], service: service() };
+            }
+            None => {}
+        }
+    }
     let clusters = match &route.action {
         RouteAction::Direct { status, body } => {
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
-            return Decision::Direct { status, body, service: vhost.name.as_str().into() };
+            return Decision::Direct { status, body, service: service() };
+        }
+        RouteAction::Redirect(r) => {
+            let path_and_query = match view.query {
+                Some(q) => format!("{}?{q}", view.path),
+                None => view.path.to_string(),
+            };
+            let location = edits::redirect_location(r, view.scheme, view.authority, &path_and_query);
+            let status = StatusCode::from_u16(r.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+            return Decision::Redirect { status, location, service: service() };
         }
         RouteAction::Clusters(c) => c,
     };
     let total = route::total_weight(clusters);
-    let name = route::pick_weighted(clusters, if total == 0 { 0 } else { rng.u64(..total) });
-    let Some((_, cluster)) = name.and_then(|n| rt.clusters.get(n)) else {
-        return Decision::Reply { reply: Reply::NoCluster, service: vhost.name.as_str().into() };
+    let Some(weighted) = route::pick_weighted(clusters, if total == 0 { 0 } else { rng.u64(..total) }) else {
+        return Decision::Reply { reply: Reply::NoCluster, service: service() };
+    };
+    let Some((_, cluster)) = rt.clusters.get(&weighted.cluster) else {
+        return Decision::Reply { reply: Reply::NoCluster, service: service() };
     };
     let hash = match &cluster.lb {
         LbPolicy::ConsistentHash(on) => hash_key(on, view, peer),
         _ => None,
     };
-    Decision::Forward(Forward { route, cluster, hash, fault: fault(route.policy.fault.as_ref(), rng) })
+    let mirrors = route
+        .policy
+        .mirrors
+        .iter()
+        .filter(|m| m.per_million > 0 && rng.u32(..1_000_000) < m.per_million)
+        .filter_map(|m| rt.clusters.get(&m.cluster).map(|(_, c)| c))
+        .collect();
+    Decision::Forward(Forward {
+        route,
+        weighted,
+        cluster,
+        mirrors,
+        cors_origin: cors_origin.map(str::to_string),
+        hash,
+        fault: fault(route.policy.fault.as_ref(), rng),
+    })
 }
 
 /// The consistent-hash key of a request, or None when it lacks the attribute (Envoy then

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use crate::net::{self, Body};
 use crate::proxy::connection::{Connection, Reset};
 use crate::proxy::decide::{self, Decision, Listener};
+use crate::proxy::edits;
 use crate::proxy::outcome::{self, set_header, Outcome, Reply};
 use crate::proxy::route::{self, RequestView};
 use crate::proxy::router::{self, Routed, Upstream};
@@ -100,21 +101,75 @@ async fn routed(
     Ok(match decision {
         Decision::Reply { reply, service } => (Routed::reply(reply), service),
         Decision::Direct { status, body, service } => (Routed::plain(net::text(status, body)), service),
+        Decision::Redirect { status, location, service } => {
+            let mut resp = net::text(status, "");
+            set_header(resp.headers_mut(), "location", &location);
+            (Routed::plain(resp), service)
+        }
+        Decision::Preflight { headers, service } => {
+            let mut resp = net::text(http::StatusCode::OK, "");
+            for (name, value) in headers {
+                set_header(resp.headers_mut(), name, &value);
+            }
+            (Routed::plain(resp), service)
+        }
         Decision::Passthrough => passthrough(shared, &authority, req).await?,
         Decision::Forward(fwd) => {
             let service = fwd.cluster.service.clone();
             let timeout = requested_timeout(req.headers()).or(fwd.route.policy.timeout_ms.map(Duration::from_millis));
-            let mut up = Upstream::new(req, fwd.route.policy.retry.attempts > 0).await;
+            let policy = &fwd.route.policy;
+            let mut up = Upstream::new(req, policy.retry.attempts > 0 || !fwd.mirrors.is_empty()).await;
             edge_headers(&mut up.headers);
+            edit_request(&fwd, &mut up);
+            for mirror in &fwd.mirrors {
+                shadow(mirror, &up, &mut rng);
+            }
             let upstream_started = Instant::now();
             let mut routed = router::route(&fwd, up, timeout, &mut rng).await;
             if routed.from_upstream() {
                 let ms = upstream_started.elapsed().as_millis().to_string();
-                set_header(routed.response.headers_mut(), "x-envoy-upstream-service-time", &ms);
+                let headers = routed.response.headers_mut();
+                set_header(headers, "x-envoy-upstream-service-time", &ms);
+                edits::apply(headers, &policy.headers.response);
+                edits::apply(headers, &fwd.weighted.headers.response);
+            }
+            if let (Some(cors), Some(origin)) = (&policy.cors, &fwd.cors_origin) {
+                for (name, value) in edits::response_headers(cors, origin) {
+                    set_header(routed.response.headers_mut(), name, &value);
+                }
             }
             (routed, service)
         }
     })
+}
+
+/// The route's rewrites and header edits, then the destination's header edits.
+fn edit_request(fwd: &decide::Forward<'_>, up: &mut Upstream) {
+    let policy = &fwd.route.policy;
+    if let Some(rw) = &policy.rewrite {
+        up.path_and_query = edits::rewrite_path(fwd.route, &up.path_and_query, rw);
+        if let Some(a) = &rw.authority {
+            set_header(&mut up.headers, "host", a);
+        }
+    }
+    edits::apply(&mut up.headers, &policy.headers.request);
+    edits::apply(&mut up.headers, &fwd.weighted.headers.request);
+}
+
+/// Sends a copy of the request to a mirror cluster, fire and forget: the Host gets `-shadow`
+/// and the answer is read and dropped.
+fn shadow(cluster: &Arc<crate::proxy::clusters::Cluster>, up: &Upstream, rng: &mut fastrand::Rng) {
+    let Some(mut req) = up.copy() else { return };
+    let Some(host) = cluster.pick(None, &[], rng) else { return };
+    let host_header = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+    let shadow_host = edits::shadow_host(host_header);
+    set_header(req.headers_mut(), "host", &shadow_host);
+    let (state, addr) = (host.state.clone(), host.endpoint.address);
+    tokio::spawn(async move {
+        if let Ok(resp) = state.pool.send(addr, req).await {
+            let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+        }
+    });
 }
 
 /// `x-envoy-upstream-rq-timeout-ms` overrides the route timeout for one request (Envoy reads

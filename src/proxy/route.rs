@@ -45,6 +45,9 @@ pub struct Route {
     query: Vec<(String, Value)>,
     pub action: RouteAction,
     pub policy: RoutePolicy,
+    /// `uriRegexRewrite`, compiled, with its substitution in the regex crate's syntax.
+    regex_rewrite: Option<(Regex, String)>,
+    cors_origins: Vec<Value>,
 }
 
 #[derive(Debug)]
@@ -163,6 +166,14 @@ fn compile_route(r: &snapshot::Route) -> Result<Route, regex::Error> {
     for q in &m.query {
         query.push((q.name.clone(), compile_value(&q.value)?));
     }
+    let regex_rewrite = match r.policy.rewrite.as_ref().and_then(|rw| rw.uri_regex.as_ref()) {
+        Some((re, with)) => Some((Regex::new(re)?, substitution(with))),
+        None => None,
+    };
+    let mut cors_origins = Vec::new();
+    for o in r.policy.cors.iter().flat_map(|c| &c.allow_origins) {
+        cors_origins.push(compile_value(o)?);
+    }
     Ok(Route {
         name: r.name.clone(),
         path,
@@ -171,10 +182,46 @@ fn compile_route(r: &snapshot::Route) -> Result<Route, regex::Error> {
         query,
         action: r.action.clone(),
         policy: r.policy.clone(),
+        regex_rewrite,
+        cors_origins,
     })
 }
 
+/// RE2's `\1` group references as the regex crate writes them (`${1}`).
+fn substitution(with: &str) -> String {
+    let mut out = String::with_capacity(with.len());
+    let mut chars = with.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek()) {
+            ('\\', Some(d)) if d.is_ascii_digit() => {
+                out.push_str(&format!("${{{d}}}"));
+                chars.next();
+            }
+            ('$', _) => out.push_str("$$"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 impl Route {
+    /// The length of the matched prefix, for a prefix match (what a `uri` rewrite replaces).
+    pub fn prefix_len(&self) -> Option<usize> {
+        match &self.path {
+            Path::Prefix(p) => Some(p.len()),
+            _ => None,
+        }
+    }
+
+    pub fn regex_rewrite(&self) -> Option<(&Regex, &String)> {
+        self.regex_rewrite.as_ref().map(|(re, with)| (re, with))
+    }
+
+    /// Does the route's CORS policy allow `origin`?
+    pub fn cors_allows(&self, origin: &str) -> bool {
+        self.cors_origins.iter().any(|v| v.matches(origin))
+    }
+
     /// `lower_path` is the request path lower-cased (used by `ignoreUriCase` routes).
     fn matches(&self, req: &RequestView<'_>, lower_path: &str) -> bool {
         let path_ok = match &self.path {
@@ -275,15 +322,15 @@ pub fn strip_port(authority: &str) -> &str {
 }
 
 /// Picks a cluster by relative weight; `roll` is a uniform number in `0..total`.
-pub fn pick_weighted(clusters: &[snapshot::WeightedCluster], roll: u64) -> Option<&str> {
+pub fn pick_weighted(clusters: &[snapshot::WeightedCluster], roll: u64) -> Option<&snapshot::WeightedCluster> {
     let mut left = roll;
     for c in clusters {
         if left < u64::from(c.weight) {
-            return Some(&c.cluster);
+            return Some(c);
         }
         left -= u64::from(c.weight);
     }
-    clusters.last().map(|c| c.cluster.as_str())
+    clusters.last()
 }
 
 pub fn total_weight(clusters: &[snapshot::WeightedCluster]) -> u64 {
@@ -414,13 +461,14 @@ mod tests {
     #[test]
     fn weights_are_relative() {
         let cs = vec![
-            WeightedCluster { cluster: "a".into(), weight: 1 },
-            WeightedCluster { cluster: "b".into(), weight: 3 },
+            WeightedCluster { cluster: "a".into(), weight: 1, headers: Default::default() },
+            WeightedCluster { cluster: "b".into(), weight: 3, headers: Default::default() },
         ];
+        let pick = |roll| pick_weighted(&cs, roll).map(|c| c.cluster.as_str());
         assert_eq!(total_weight(&cs), 4);
-        assert_eq!(pick_weighted(&cs, 0), Some("a"));
-        assert_eq!(pick_weighted(&cs, 1), Some("b"));
-        assert_eq!(pick_weighted(&cs, 3), Some("b"));
+        assert_eq!(pick(0), Some("a"));
+        assert_eq!(pick(1), Some("b"));
+        assert_eq!(pick(3), Some("b"));
     }
 
     #[test]

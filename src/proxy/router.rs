@@ -75,8 +75,8 @@ enum ReqBody {
 
 impl Upstream {
     /// Prepares a downstream request for the upstream: hop-by-hop headers removed, the Host
-    /// kept, and the body buffered when the request may be retried.
-    pub async fn new(req: Request<Incoming>, may_retry: bool) -> Upstream {
+    /// kept, and the body buffered when it may be sent again (retries, mirrors).
+    pub async fn new(req: Request<Incoming>, keep_body: bool) -> Upstream {
         let (parts, body) = req.into_parts();
         let mut headers = parts.headers;
         strip_hop_by_hop(&mut headers);
@@ -89,7 +89,7 @@ impl Upstream {
         let small = body.size_hint().upper().is_some_and(|n| n <= REPLAY_LIMIT);
         let body = if body.is_end_stream() {
             ReqBody::Replayable(Bytes::new())
-        } else if may_retry && small {
+        } else if keep_body && small {
             match body.collect().await {
                 Ok(c) => ReqBody::Replayable(c.to_bytes()),
                 // The client went away mid-body: nothing to send; the try fails as a reset would.
@@ -103,6 +103,16 @@ impl Upstream {
 
     fn replayable(&self) -> bool {
         matches!(self.body, ReqBody::Replayable(_))
+    }
+
+    /// A copy of the request for a mirror, when its body was kept (a streamed body is not mirrored).
+    pub fn copy(&self) -> Option<Request<Body>> {
+        let ReqBody::Replayable(b) = &self.body else { return None };
+        let mut req = Request::new(if b.is_empty() { net::empty() } else { net::full(b.clone()) });
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.path_and_query.parse().ok()?;
+        *req.headers_mut() = self.headers.clone();
+        Some(req)
     }
 
     /// The request for one try.

@@ -465,7 +465,6 @@ mod tests {
             vec![
                 "spec.exportTo is accepted but not enforced yet by meshrig",
                 "spec.http[0].match[0].statPrefix is accepted but not enforced yet by meshrig",
-                "spec.http[0].route[0].headers is accepted but not enforced yet by meshrig",
             ]
         );
         let d = one("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\nspec:\n  selector:\n    matchExpressions:\n    - {key: app, operator: In, values: [web]}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - {name: web, image: nginx, imagePullPolicy: Always}\n");

@@ -3,10 +3,14 @@
 //! port level → subset. Pure; the inputs were validated at apply time.
 
 use crate::resources::networking::{
-    HttpFaultInjection, HttpRetry, HttpRoute, LoadBalancerSettings, Percent, TrafficPolicy,
+    self, CorsPolicy, HeaderOperations, HttpFaultInjection, HttpRedirect, HttpRetry, HttpRoute, LoadBalancerSettings,
+    Percent, StringMatch, TrafficPolicy,
 };
 use crate::resources::validate::parse_duration;
-use crate::snapshot::{Fault, FaultAbort, FaultDelay, HashOn, LbPolicy, RetryPolicy, RoutePolicy};
+use crate::snapshot::{
+    Cors, Fault, FaultAbort, FaultDelay, HashOn, HeaderOps, Headers, LbPolicy, Redirect, RetryPolicy, Rewrite,
+    RoutePolicy, ValueMatch,
+};
 
 /// Istio's retry conditions when `retries` sets `attempts` but no `retryOn`, and of its default
 /// policy (503 is not retried since Istio 1.24).
@@ -71,12 +75,106 @@ pub fn fault(f: &HttpFaultInjection) -> Option<Fault> {
     (delay.is_some() || abort.is_some()).then_some(Fault { delay, abort })
 }
 
+/// Everything but mirrors (which name clusters; the translator adds them).
 pub fn route(rule: &HttpRoute) -> RoutePolicy {
+    let headers = headers(rule.headers.as_ref());
     RoutePolicy {
         // `0s` disables the timeout, as in Envoy.
         timeout_ms: millis(&rule.timeout).filter(|&ms| ms > 0),
         retry: retry(rule.retries.as_ref()),
         fault: rule.fault.as_ref().and_then(fault),
+        rewrite: rewrite(rule),
+        headers,
+        mirrors: vec![],
+        cors: rule.cors_policy.as_ref().map(cors),
+    }
+}
+
+fn ops(o: Option<&HeaderOperations>) -> HeaderOps {
+    let Some(o) = o else { return HeaderOps::default() };
+    // Pseudo-headers and Host are not edited as headers (an authority edit is a rewrite).
+    let keep = |k: &String| !k.starts_with(':') && !k.eq_ignore_ascii_case("host");
+    let pairs = |m: &std::collections::BTreeMap<String, String>| {
+        m.iter().filter(|(k, _)| keep(k)).map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect()
+    };
+    HeaderOps {
+        set: pairs(&o.set),
+        add: pairs(&o.add),
+        remove: o.remove.iter().filter(|k| keep(k)).map(|k| k.to_ascii_lowercase()).collect(),
+    }
+}
+
+pub fn headers(h: Option<&networking::Headers>) -> Headers {
+    Headers { request: ops(h.and_then(|h| h.request.as_ref())), response: ops(h.and_then(|h| h.response.as_ref())) }
+}
+
+/// `rewrite`, plus Istio's rule that a request `set`/`add` of `:authority` or `host` is an
+/// authority rewrite (`set` wins over `add`, the rewrite field over both).
+fn rewrite(rule: &HttpRoute) -> Option<Rewrite> {
+    let req = rule.headers.as_ref().and_then(|h| h.request.as_ref());
+    let authority_op = req.and_then(|r| {
+        let find = |m: &std::collections::BTreeMap<String, String>| {
+            m.iter().find(|(k, _)| *k == ":authority" || k.eq_ignore_ascii_case("host")).map(|(_, v)| v.clone())
+        };
+        find(&r.set).or_else(|| find(&r.add))
+    });
+    let r = rule.rewrite.as_ref();
+    let out = Rewrite {
+        uri: r.and_then(|r| r.uri.clone()),
+        uri_regex: r.and_then(|r| r.uri_regex_rewrite.as_ref()).map(|x| (x.r#match.clone(), x.rewrite.clone())),
+        authority: r.and_then(|r| r.authority.clone()).or(authority_op),
+    };
+    (out != Rewrite::default()).then_some(out)
+}
+
+pub fn redirect(r: &HttpRedirect) -> Redirect {
+    Redirect {
+        uri: r.uri.clone(),
+        authority: r.authority.clone(),
+        port: r.port.and_then(|p| u16::try_from(p).ok()),
+        keep_request_port: r.derive_port.as_deref() == Some("FROM_REQUEST_PORT"),
+        scheme: r.scheme.clone(),
+        code: r.redirect_code.and_then(|c| u16::try_from(c).ok()).unwrap_or(301),
+    }
+}
+
+fn string_match(m: &StringMatch) -> Option<ValueMatch> {
+    if let Some(e) = &m.exact {
+        Some(ValueMatch::Exact(e.clone()))
+    } else if let Some(p) = &m.prefix {
+        Some(ValueMatch::Prefix(p.clone()))
+    } else {
+        m.regex.as_ref().map(|r| ValueMatch::Regex(r.clone()))
+    }
+}
+
+pub fn cors(c: &CorsPolicy) -> Cors {
+    let mut allow_origins: Vec<ValueMatch> = c.allow_origins.iter().filter_map(string_match).collect();
+    // Deprecated `allowOrigin`: exact strings, `*` for any.
+    allow_origins.extend(c.allow_origin.iter().map(|o| {
+        if o == "*" {
+            ValueMatch::Present
+        } else {
+            ValueMatch::Exact(o.clone())
+        }
+    }));
+    let join = |v: &Vec<String>| (!v.is_empty()).then(|| v.join(","));
+    Cors {
+        allow_origins,
+        allow_methods: join(&c.allow_methods),
+        allow_headers: join(&c.allow_headers),
+        expose_headers: join(&c.expose_headers),
+        max_age: c.max_age.as_deref().and_then(|d| parse_duration(d).ok()).map(|d| d.as_secs().to_string()),
+        allow_credentials: c.allow_credentials.unwrap_or(false),
+        forward_unmatched_preflights: c.unmatched_preflights.as_deref() != Some("IGNORE"),
+    }
+}
+
+/// `mirrorPercentage` / deprecated `mirrorPercent` / a mirror's own `percentage`: absent is 100%.
+pub fn mirror_per_million(p: &Option<Percent>, deprecated: Option<u32>) -> u32 {
+    match (p, deprecated) {
+        (None, None) => 1_000_000,
+        (p, d) => per_million(p, d.map(|d| d.min(100) as i32)),
     }
 }
 
@@ -171,6 +269,29 @@ mod tests {
         })
         .unwrap();
         assert_eq!(half.abort.unwrap().per_million, 5_000);
+    }
+
+    #[test]
+    fn authority_header_edits_are_a_rewrite_and_pseudo_headers_are_not_edited() {
+        let yaml = "headers:\n  request:\n    set: {':authority': a.example, X-Env: prod}\n    remove: [Host, X-Drop]\n  response:\n    add: {x-served-by: meshrig}\nrewrite: {uri: /v2}\n";
+        let rule: HttpRoute = serde_yaml::from_str(yaml).unwrap();
+        let p = route(&rule);
+        assert_eq!(
+            p.rewrite,
+            Some(Rewrite { uri: Some("/v2".into()), uri_regex: None, authority: Some("a.example".into()) })
+        );
+        assert_eq!(p.headers.request.set, [("x-env".to_string(), "prod".to_string())]);
+        assert_eq!(p.headers.request.remove, ["x-drop"]);
+        assert_eq!(p.headers.response.add, [("x-served-by".to_string(), "meshrig".to_string())]);
+    }
+
+    #[test]
+    fn redirect_and_mirror_defaults() {
+        let r = redirect(&HttpRedirect { uri: Some("/new".into()), ..Default::default() });
+        assert_eq!(r.code, 301);
+        assert_eq!(mirror_per_million(&None, None), 1_000_000);
+        assert_eq!(mirror_per_million(&Some(Percent { value: 0.0 }), None), 0);
+        assert_eq!(mirror_per_million(&None, Some(50)), 500_000);
     }
 
     #[test]

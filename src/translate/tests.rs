@@ -84,7 +84,7 @@ fn gateway_pod() -> Pod {
 fn clusters_of(action: &RouteAction) -> Vec<(String, u32)> {
     match action {
         RouteAction::Clusters(c) => c.iter().map(|w| (w.cluster.clone(), w.weight)).collect(),
-        RouteAction::Direct { .. } => vec![],
+        RouteAction::Direct { .. } | RouteAction::Redirect(_) => vec![],
     }
 }
 
@@ -286,4 +286,39 @@ spec:
     };
     assert_eq!(routes_for(&curl), vec![PathMatch::Prefix("/only-curl".into()), PathMatch::Prefix("/".into())]);
     assert_eq!(routes_for(&other), vec![PathMatch::Prefix("/".into())]);
+}
+
+#[test]
+fn direct_response_bytes_are_base64_and_mirrors_and_redirects_translate() {
+    let yaml = format!(
+        "{HTTPBIN}---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: httpbin, namespace: default}}
+spec:
+  hosts: [httpbin]
+  http:
+  - match: [{{uri: {{exact: /bytes}}}}]
+    directResponse: {{status: 200, body: {{bytes: aGVsbG8gd29ybGQ=}}}}
+  - match: [{{uri: {{prefix: /old}}}}]
+    redirect: {{uri: /new, redirectCode: 302}}
+  - route: [{{destination: {{host: httpbin}}}}]
+    mirror: {{host: httpbin, subset: v2}}
+    mirrorPercentage: {{value: 50}}
+"
+    );
+    let res = resources(&yaml);
+    let me = pod("default", "curl-a", &[("app", "curl")], Role::Sidecar);
+    let all = pods(vec![me.clone(), httpbin("httpbin-a", "v1", 4000)]);
+    let snap = snapshot(&World { resources: &res, pods: &all }, &me, Version::default());
+    let routes = &snap.outbound.iter().find(|r| r.port == 8000).unwrap().virtual_hosts[0].routes;
+    assert_eq!(routes[0].action, RouteAction::Direct { status: 200, body: "hello world".into() });
+    match &routes[1].action {
+        RouteAction::Redirect(r) => assert_eq!((r.uri.as_deref(), r.code), (Some("/new"), 302)),
+        other => panic!("expected a redirect, got {other:?}"),
+    }
+    let m = &routes[2].policy.mirrors;
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].cluster, "outbound|8000|v2|httpbin.default.svc.cluster.local");
+    assert_eq!(m[0].per_million, 500_000);
 }

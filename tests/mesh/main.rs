@@ -6,3 +6,4 @@ mod labs;
 mod lifecycle;
 mod samples;
 mod support;
+mod traffic;

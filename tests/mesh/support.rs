@@ -137,9 +137,24 @@ impl Reply {
 
 /// One HTTP/1.1 GET with `Connection: close`; Err when there is no HTTP answer.
 pub fn get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<Reply> {
+    request(addr, "GET", host, path, &[])
+}
+
+/// One HTTP/1.1 request without a body, with extra headers; Err when there is no HTTP answer.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Reply> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: meshrig-test\r\n\r\n")?;
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\nUser-Agent: meshrig-test\r\n\r\n"
+    )?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).into_owned();

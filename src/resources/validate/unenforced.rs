@@ -88,9 +88,7 @@ pub fn unenforced(r: &Resource) -> Vec<String> {
             for (i, h) in spec.http.iter().enumerate() {
                 let path = format!("spec.http[{i}]");
                 let fields = [
-                    ("redirect", h.redirect.is_some()),
                     ("delegate", h.delegate.is_some()),
-                    ("rewrite", h.rewrite.is_some()),
                     (
                         "retries.retryRemoteLocalities",
                         h.retries.as_ref().is_some_and(|r| r.retry_remote_localities.is_some()),
@@ -103,12 +101,6 @@ pub fn unenforced(r: &Resource) -> Vec<String> {
                         "fault.abort.grpcStatus",
                         h.fault.as_ref().and_then(|f| f.abort.as_ref()).is_some_and(|a| a.grpc_status.is_some()),
                     ),
-                    ("mirror", h.mirror.is_some()),
-                    ("mirrors", !h.mirrors.is_empty()),
-                    ("mirrorPercentage", h.mirror_percentage.is_some()),
-                    ("mirrorPercent", h.mirror_percent.is_some()),
-                    ("corsPolicy", h.cors_policy.is_some()),
-                    ("headers", h.headers.is_some()),
                 ];
                 for (name, present) in fields {
                     if present {
@@ -118,11 +110,6 @@ pub fn unenforced(r: &Resource) -> Vec<String> {
                 for (j, m) in h.r#match.iter().enumerate() {
                     if m.stat_prefix.is_some() {
                         out.push(not_enforced(format!("{path}.match[{j}].statPrefix")));
-                    }
-                }
-                for (k, d) in h.route.iter().enumerate() {
-                    if d.headers.is_some() {
-                        out.push(not_enforced(format!("{path}.route[{k}].headers")));
                     }
                 }
             }
