@@ -6,6 +6,7 @@ mod doctor;
 mod exec;
 mod lab;
 pub mod lifecycle;
+mod proxy_config;
 mod resource;
 pub mod term;
 
@@ -117,6 +118,24 @@ pub enum Command {
     /// Labs: list, start, check, verify.
     #[command(subcommand)]
     Lab(LabCommand),
+    /// Whether each proxy runs the config the control plane holds (SYNCED / STALE), as istioctl.
+    ProxyStatus {
+        /// One pod (`POD`, `POD.NAMESPACE` or a Deployment name); default: every proxy.
+        pod: Option<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// What one proxy was sent: routes, clusters, listeners or endpoints, as istioctl.
+    ProxyConfig {
+        #[arg(value_enum)]
+        section: proxy_config::Section,
+        /// `POD`, `POD.NAMESPACE` or a Deployment name.
+        pod: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// (internal) Run the control plane.
     #[command(hide = true)]
     ControlPlane,
@@ -234,5 +253,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(exec::run(&env, &workload, namespace.as_deref().unwrap_or("default"), &command))
         }
         Command::Lab(cmd) => runtime()?.block_on(lab::run(&env, cmd)),
+        Command::ProxyStatus { pod, output } => runtime()?.block_on(proxy_config::status(&env, pod.as_deref(), output)),
+        Command::ProxyConfig { section, pod, namespace, output } => {
+            runtime()?.block_on(proxy_config::config(&env, section, &pod, namespace.as_deref(), output))
+        }
     }
 }

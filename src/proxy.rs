@@ -173,6 +173,7 @@ async fn gateway_listeners(shared: Arc<Shared>, publish: BTreeMap<u16, SocketAdd
             }
             keep
         });
+        let mut all_bound = true;
         for port in wanted {
             if bound.contains_key(&port) {
                 continue;
@@ -183,10 +184,17 @@ async fn gateway_listeners(shared: Arc<Shared>, publish: BTreeMap<u16, SocketAdd
                     log(&format!("gateway: listening for port {port} on {}", l.local_addr().expect("bound")));
                     bound.insert(port, serve(&shared, l, Direction::Gateway { port }));
                 }
-                Err(e) => log(&format!("gateway: {e}; is another program using it? (`meshrig doctor`)")),
+                Err(e) => {
+                    all_bound = false;
+                    log(&format!("gateway: {e}; is another program using it? (`meshrig doctor`)"));
+                }
             }
         }
-        shared.listeners_bound.send_replace(version);
+        // Only a snapshot whose listeners all serve counts as applied; the watch retries the
+        // others (it receives the snapshot again, and this loop binds again).
+        if all_bound {
+            shared.listeners_bound.send_replace(version);
+        }
         if rx.changed().await.is_err() {
             return;
         }

@@ -216,6 +216,7 @@ fn reconcile(state: &Arc<State>, handles: &mut HashMap<String, Handle>) {
                 created: env::rfc3339_now(),
                 proxy_addrs: BTreeMap::new(),
                 app_addrs: BTreeMap::new(),
+                published: p.publish.clone(),
                 pids: vec![],
                 acked: None,
             };

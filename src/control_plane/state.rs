@@ -28,6 +28,8 @@ pub struct Pod {
     pub created: String,
     pub proxy_addrs: BTreeMap<String, SocketAddr>,
     pub app_addrs: BTreeMap<String, SocketAddr>,
+    /// Gateway: container port → the localhost address its listener is published on.
+    pub published: BTreeMap<u16, SocketAddr>,
     pub pids: Vec<u32>,
     pub acked: Option<Version>,
 }
@@ -47,9 +49,14 @@ impl Pod {
     }
 
     /// Where traffic for container `port` goes: the sidecar's inbound listener when the pod
-    /// has one, otherwise the app itself.
+    /// has one, otherwise the app itself; for a gateway, the listener published for the port
+    /// (so the mesh reaches `istio-ingressgateway` as Istio's sidecars do).
     pub fn endpoint(&self, port: u16) -> Option<SocketAddr> {
-        self.proxy_addrs.get(&format!("inbound:{port}")).or_else(|| self.app_addrs.get(&port.to_string())).copied()
+        self.proxy_addrs
+            .get(&format!("inbound:{port}"))
+            .or_else(|| self.app_addrs.get(&port.to_string()))
+            .or_else(|| self.published.get(&port))
+            .copied()
     }
 
     pub fn status(&self) -> PodStatus {

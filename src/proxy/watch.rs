@@ -11,6 +11,9 @@ use crate::net::log;
 use crate::proxy::Shared;
 use crate::snapshot::{Role, Snapshot, Version};
 
+/// How long a gateway waits for its listeners before it polls again without acknowledging.
+const BIND_WAIT: Duration = Duration::from_secs(2);
+
 pub async fn run(shared: Arc<Shared>, env: Env, namespace: String, pod: String) {
     let mut acked = Version::default();
     let mut backoff = Duration::from_millis(100);
@@ -38,13 +41,19 @@ pub async fn run(shared: Arc<Shared>, env: Env, namespace: String, pod: String) 
             Ok(snapshot) => {
                 backoff = Duration::from_millis(100);
                 if snapshot.version != acked || !shared.has_config() {
-                    acked = snapshot.version;
+                    let version = snapshot.version;
                     let gateway = snapshot.proxy.role == Role::Gateway;
                     shared.install(snapshot);
-                    if gateway {
-                        // Acknowledge (by polling again) only once the listeners are bound.
+                    let serving = !gateway || {
+                        // A gateway acknowledges (by polling again with the version) only once
+                        // its listeners are bound; otherwise it polls with the old version, gets
+                        // the snapshot again and binds again.
                         let mut bound = shared.listeners_bound.subscribe();
-                        let _ = tokio::time::timeout(Duration::from_secs(5), bound.wait_for(|v| *v == acked)).await;
+                        let waited = tokio::time::timeout(BIND_WAIT, bound.wait_for(|v| *v == version)).await;
+                        waited.is_ok()
+                    };
+                    if serving {
+                        acked = version;
                     }
                 }
             }

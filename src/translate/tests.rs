@@ -60,6 +60,7 @@ fn pod(ns: &str, name: &str, labels: &[(&str, &str)], role: Role) -> Pod {
         created: String::new(),
         proxy_addrs: BTreeMap::new(),
         app_addrs: BTreeMap::new(),
+        published: BTreeMap::new(),
         pids: vec![],
         acked: None,
     }

@@ -44,3 +44,41 @@ fn a_control_plane_crash_loses_no_applied_config() {
     assert_eq!(get(mesh.gateway(), "httpbin.example.com", "/delay/0").unwrap().status, 200);
     assert_eq!(get(mesh.gateway(), "httpbin.example.com", "/headers").unwrap().status, 404);
 }
+
+#[test]
+fn a_gateway_that_cannot_bind_its_port_is_not_synced_and_binds_once_the_port_is_free() {
+    let mesh = Mesh::up();
+    let gw = mesh.gateway();
+    // No Gateway server yet, so the port is free; another program takes it.
+    let blocker = std::net::TcpListener::bind(gw).expect("the gateway port is free until a Gateway asks for it");
+    let rules = mesh.work.path().join("gw.yaml");
+    std::fs::write(
+        &rules,
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: gw}
+spec:
+  hosts: ['*']
+  gateways: [gw]
+  http: [{route: [{destination: {host: httpbin}}]}]
+",
+    )
+    .unwrap();
+    mesh.ok(&["apply", "-f", rules.to_str().unwrap()]);
+    // Twice, over more than any fixed grace period: the gateway never claims the config it
+    // cannot serve, however long it is left.
+    for seconds in ["3", "4"] {
+        let out = mesh.run(&["up", "--timeout", seconds]);
+        assert!(!out.status.success(), "a gateway that cannot listen must not count as synced:\n{}", text(&out));
+    }
+    drop(blocker);
+    mesh.ok(&["up", "--timeout", "30"]);
+    assert_eq!(get(gw, "any.example", "/status/200").unwrap().status, 200);
+}

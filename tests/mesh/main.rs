@@ -4,6 +4,7 @@
 
 mod labs;
 mod lifecycle;
+mod proxy_config;
 mod samples;
 mod support;
 mod traffic;

@@ -106,6 +106,23 @@ fn timeouts_retries_and_faults_answer_as_envoy_does() {
     assert_eq!(r.status, 200);
     assert!(t.elapsed() >= Duration::from_millis(300), "took {:?}", t.elapsed());
     assert_eq!(count(gateway_admin, &["response_code=\"200\"", "response_flags=\"DI\""]), 1.0);
+
+    // From inside the mesh, the ingress gateway's Service reaches the gateway, as in Istio.
+    let out = mesh.run(&[
+        "exec",
+        "curl",
+        "--",
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-H",
+        "Host: traffic.example.com",
+        "http://istio-ingressgateway.istio-system/headers",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{}", crate::support::text(&out));
 }
 
 #[test]
