@@ -227,8 +227,22 @@ def main():
     p.add_argument("--envoy-configs", default=os.path.join(ROOT, "..", "shared", "bench", "envoy"))
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     p.add_argument("--meshrig", default=MESHRIG, help="the meshrig binary (default: target/release/meshrig)")
+    p.add_argument("--proxies", default="50,500", help="control plane: proxy counts, comma-separated (default 50,500)")
+    p.add_argument("--pushes", type=int, default=5, help="control plane: pushes per proxy count (default 5)")
+    p.add_argument(
+        "--part",
+        choices=["data-plane", "control-plane", "all"],
+        default="data-plane",
+        help="data-plane (default), control-plane (N real proxies, slow), or all",
+    )
     args = p.parse_args()
     Mesh.binary = os.path.abspath(args.meshrig)
+    args.proxies = [int(n) for n in args.proxies.split(",")]
+    if args.part != "data-plane":
+        print(f"machine: {machine()}")
+        control_plane(args)
+        if args.part == "control-plane":
+            return
     args.rates = [int(r) for r in args.rates.split(",")]
     if not os.path.isfile(os.path.join(args.envoy_configs, "envoy-http-proxy.yaml")):
         sys.exit(f"bench: no envoy-http-proxy.yaml in {args.envoy_configs} (--envoy-configs DIR)")
@@ -308,15 +322,7 @@ def report(positions, results, idle, loaded, args):
         f"Envoy {envoy_version()} --concurrency 2, meshrig proxies 2 workers"
     )
     print("memory per proxy in the path, gateway first; CPU is all proxies of the path together\n")
-    if args.markdown:
-        print("| " + " | ".join(head) + " |")
-        print("|" + "---|" * len(head))
-        for row in rows:
-            print("| " + " | ".join(row) + " |")
-    else:
-        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-        for row in [head, *rows]:
-            print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    print_table(head, rows, args.markdown)
     ratios(results, idle, loaded, args)
 
 
@@ -334,6 +340,113 @@ def ratios(results, idle, loaded, args):
     anon_m = statistics.mean(x["RssAnon"] for x in loaded["meshrig 2 hops"])
     anon_e = statistics.mean(x["RssAnon"] for x in loaded["envoy 2 hops"])
     print(f"RssAnon after load per proxy: meshrig {anon_m:.1f} MB, Envoy {anon_e:.1f} MB, ratio {anon_m / anon_e:.2f}")
+
+
+CLIENTS = """apiVersion: v1
+kind: Namespace
+metadata:
+  name: fleet
+  labels: {{istio-injection: enabled}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: client, namespace: fleet}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: client}}}}
+  template:
+    metadata: {{labels: {{app: client}}}}
+    spec:
+      containers: [{{name: curl, image: curlimages/curl, command: [sleep, infinity]}}]
+"""
+
+ROUTE = """apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: httpbin-push, namespace: default}}
+spec:
+  hosts: [httpbin]
+  http:
+  - match: [{{headers: {{x-push: {{exact: "{n}"}}}}}}]
+    route: [{{destination: {{host: httpbin}}}}]
+  - route: [{{destination: {{host: httpbin}}}}]
+"""
+
+
+def control_plane(args):
+    """Time from `apply` until every one of N real proxies has acknowledged the change."""
+    rows = []
+    for n in args.proxies:
+        work = tempfile.mkdtemp(prefix="meshrig-bench-cp-")
+        env = dict(os.environ, MESHRIG_STATE_DIR=os.path.join(work, "meshrig"), NO_COLOR="1")
+
+        def run(*a, timeout=600):
+            out = subprocess.run([Mesh.binary, *a], env=env, capture_output=True, text=True, timeout=timeout)
+            if out.returncode != 0:
+                sys.exit(f"bench: meshrig {' '.join(a)} failed:\n{out.stdout}{out.stderr}")
+            return out.stdout
+
+        try:
+            run("up", "--http-port", "0", "--https-port", "0")
+            clients = os.path.join(work, "clients.yaml")
+            with open(clients, "w") as f:
+                f.write(CLIENTS.format(replicas=n))
+            print(f"control plane: starting {n} proxies", file=sys.stderr, flush=True)
+            started = time.monotonic()
+            run("apply", "-f", clients)
+            run("up", "--timeout", "900")
+            start_s = time.monotonic() - started
+            status = json.loads(run("status", "-o", "json"))
+            cp = status["control_plane"]["pid"]
+            proxies = len(status["pods"])
+            idle = proc_mem_mb(cp)
+            times = []
+            for i in range(args.pushes):
+                route = os.path.join(work, "route.yaml")
+                with open(route, "w") as f:
+                    f.write(ROUTE.format(n=i))
+                cpu0 = proc_cpu_seconds(cp)
+                t = time.monotonic()
+                run("apply", "-f", route, "--wait")
+                times.append(time.monotonic() - t)
+                cpu = proc_cpu_seconds(cp) - cpu0
+            loaded = proc_mem_mb(cp)
+            rows.append(
+                [
+                    str(proxies),
+                    f"{start_s:.1f}",
+                    f"{statistics.median(times) * 1000:.0f}",
+                    f"{max(times) * 1000:.0f}",
+                    f"{cpu:.2f}",
+                    f"{idle['VmRSS']:.1f} ({idle['RssAnon']:.1f})",
+                    f"{loaded['VmHWM']:.1f}",
+                ]
+            )
+        finally:
+            subprocess.run([Mesh.binary, "down"], env=env, capture_output=True)
+            shutil.rmtree(work, ignore_errors=True)
+    head = [
+        "proxies",
+        "all ready after start (s)",
+        "apply → all acked, median (ms)",
+        "max (ms)",
+        "CP CPU s, last push",
+        "CP VmRSS (RssAnon) MB",
+        "CP VmHWM MB",
+    ]
+    print(f"\ncontrol plane: {args.pushes} pushes of a VirtualService every proxy sees; `meshrig apply --wait` wall time\n")
+    print_table(head, rows, args.markdown)
+
+
+def print_table(head, rows, markdown):
+    if markdown:
+        print("| " + " | ".join(head) + " |")
+        print("|" + "---|" * len(head))
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+    else:
+        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+        for row in [head, *rows]:
+            print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
 
 
 def envoy_version():
