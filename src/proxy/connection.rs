@@ -5,7 +5,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -13,7 +12,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::net::{log, Body};
+use crate::net::{self, Body};
 
 /// What is known about a downstream connection, for every request on it.
 #[derive(Clone, Debug)]
@@ -64,16 +63,7 @@ where
     Fut: Future<Output = Result<Response<Body>, Reset>> + Send + 'static,
 {
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                log(&format!("accept failed: {e}"));
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+        let (stream, peer) = net::accept(&listener).await;
         let conn = Arc::new(Connection::accepted(&stream, peer));
         let handler = handler.clone();
         tokio::spawn(async move {
