@@ -118,43 +118,43 @@ impl Cluster {
             // Rendezvous hashing: stable under endpoint changes, like Envoy's ring (soft affinity).
             return self.hosts.iter().max_by_key(|h| mix(key, h.endpoint.address));
         }
-        let fresh = |h: &&Host| !avoid.contains(&h.endpoint.address);
-        let candidates: Vec<&Host> = if avoid.is_empty() {
-            self.hosts.iter().collect()
+        // The first try picks among all endpoints without allocating; only a retry that must
+        // avoid endpoints already tried builds the list of those left.
+        let left: Vec<&Host> = if avoid.is_empty() {
+            Vec::new()
         } else {
-            let left: Vec<&Host> = self.hosts.iter().filter(fresh).collect();
-            if left.is_empty() {
-                self.hosts.iter().collect()
-            } else {
-                left
-            }
+            self.hosts.iter().filter(|h| !avoid.contains(&h.endpoint.address)).collect()
         };
-        let n = candidates.len();
-        let pick = match &self.lb {
-            LbPolicy::RoundRobin => candidates[self.next.fetch_add(1, Ordering::Relaxed) % n],
+        if left.is_empty() {
+            Some(self.choose(self.hosts.len(), |i| &self.hosts[i], rng))
+        } else {
+            Some(self.choose(left.len(), |i| left[i], rng))
+        }
+    }
+
+    /// The policy's choice among `n > 0` candidates, `at(i)` being the i-th.
+    fn choose<'a>(&self, n: usize, at: impl Fn(usize) -> &'a Host, rng: &mut fastrand::Rng) -> &'a Host {
+        match &self.lb {
+            LbPolicy::RoundRobin => at(self.next.fetch_add(1, Ordering::Relaxed) % n),
             // Passthrough keeps the address the client chose; locally a name resolves to every
             // endpoint, so the choice is kube-proxy's: random. A hash policy without a key: random.
-            LbPolicy::Random | LbPolicy::Passthrough | LbPolicy::ConsistentHash(_) => candidates[rng.usize(..n)],
+            LbPolicy::Random | LbPolicy::Passthrough | LbPolicy::ConsistentHash(_) => at(rng.usize(..n)),
+            LbPolicy::LeastRequest if n == 1 => at(0),
             LbPolicy::LeastRequest => {
-                if n == 1 {
-                    candidates[0]
+                // Power of two choices (Envoy's default `choice_count: 2`).
+                let a = rng.usize(..n);
+                let mut b = rng.usize(..n - 1);
+                if b >= a {
+                    b += 1;
+                }
+                let (ha, hb) = (at(a), at(b));
+                if hb.state.active() < ha.state.active() {
+                    hb
                 } else {
-                    // Power of two choices (Envoy's default `choice_count: 2`).
-                    let a = rng.usize(..n);
-                    let mut b = rng.usize(..n - 1);
-                    if b >= a {
-                        b += 1;
-                    }
-                    let (ha, hb) = (candidates[a], candidates[b]);
-                    if hb.state.active() < ha.state.active() {
-                        hb
-                    } else {
-                        ha
-                    }
+                    ha
                 }
             }
-        };
-        Some(pick)
+        }
     }
 }
 

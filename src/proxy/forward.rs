@@ -2,6 +2,7 @@
 //! retries; or one straight try for inbound and passthrough), answer locally from one table
 //! (`outcome::Reply`), and one outcome per request, completed when the response body ends.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -263,7 +264,7 @@ pub fn request_id() -> String {
         if matches!(i, 4 | 6 | 8 | 10) {
             s.push('-');
         }
-        s.push_str(&format!("{x:02x}"));
+        let _ = write!(s, "{x:02x}");
     }
     s
 }
