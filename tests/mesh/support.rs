@@ -78,20 +78,16 @@ impl Mesh {
 
     /// `meshrig exec WORKLOAD -n NS -- curl URL`: the HTTP code curl printed (`000` for no answer).
     pub fn http_code(&self, workload: &str, namespace: &str, url: &str) -> String {
-        let out = self.run(&[
-            "exec",
-            workload,
-            "-n",
-            namespace,
-            "--",
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            url,
-        ]);
+        self.http_code_with(workload, namespace, url, &[])
+    }
+
+    /// As `http_code`, with extra curl arguments (`-H`, ...) before the URL.
+    pub fn http_code_with(&self, workload: &str, namespace: &str, url: &str, extra: &[&str]) -> String {
+        let mut args =
+            vec!["exec", workload, "-n", namespace, "--", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}"];
+        args.extend_from_slice(extra);
+        args.push(url);
+        let out = self.run(&args);
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
