@@ -342,33 +342,44 @@ def ratios(results, idle, loaded, args):
     print(f"RssAnon after load per proxy: meshrig {anon_m:.1f} MB, Envoy {anon_e:.1f} MB, ratio {anon_m / anon_e:.2f}")
 
 
-CLIENTS = """apiVersion: v1
+# The fleet is the worst case for push: N httpbin pods behind one Service, so every proxy's
+# snapshot carries all N endpoints (O(N) per proxy, O(N^2) per push), and the pushed route is
+# for that Service, so every proxy really has new content to take.
+FLEET = """apiVersion: v1
 kind: Namespace
 metadata:
   name: fleet
   labels: {{istio-injection: enabled}}
 ---
+apiVersion: v1
+kind: Service
+metadata: {{name: fleet, namespace: fleet}}
+spec:
+  selector: {{app: fleet}}
+  ports: [{{name: http, port: 8000, targetPort: 8080}}]
+---
 apiVersion: apps/v1
 kind: Deployment
-metadata: {{name: client, namespace: fleet}}
+metadata: {{name: fleet, namespace: fleet}}
 spec:
   replicas: {replicas}
-  selector: {{matchLabels: {{app: client}}}}
+  selector: {{matchLabels: {{app: fleet}}}}
   template:
-    metadata: {{labels: {{app: client}}}}
+    metadata: {{labels: {{app: fleet}}}}
     spec:
-      containers: [{{name: curl, image: curlimages/curl, command: [sleep, infinity]}}]
+      containers:
+      - {{name: httpbin, image: docker.io/mccutchen/go-httpbin:v2.15.0, ports: [{{containerPort: 8080}}]}}
 """
 
 ROUTE = """apiVersion: networking.istio.io/v1
 kind: VirtualService
-metadata: {{name: httpbin-push, namespace: default}}
+metadata: {{name: fleet-push, namespace: fleet}}
 spec:
-  hosts: [httpbin]
+  hosts: [fleet]
   http:
   - match: [{{headers: {{x-push: {{exact: "{n}"}}}}}}]
-    route: [{{destination: {{host: httpbin}}}}]
-  - route: [{{destination: {{host: httpbin}}}}]
+    route: [{{destination: {{host: fleet}}}}]
+  - route: [{{destination: {{host: fleet}}}}]
 """
 
 
@@ -387,12 +398,12 @@ def control_plane(args):
 
         try:
             run("up", "--http-port", "0", "--https-port", "0")
-            clients = os.path.join(work, "clients.yaml")
-            with open(clients, "w") as f:
-                f.write(CLIENTS.format(replicas=n))
+            fleet = os.path.join(work, "fleet.yaml")
+            with open(fleet, "w") as f:
+                f.write(FLEET.format(replicas=n))
             print(f"control plane: starting {n} proxies", file=sys.stderr, flush=True)
             started = time.monotonic()
-            run("apply", "-f", clients)
+            run("apply", "-f", fleet)
             run("up", "--timeout", "900")
             start_s = time.monotonic() - started
             status = json.loads(run("status", "-o", "json"))

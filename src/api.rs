@@ -11,8 +11,9 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::env::Env;
 use crate::net;
+use crate::ready::Addrs;
 use crate::resources::{Kind, Resource, ResourceKey};
-use crate::snapshot::{Role, Version};
+use crate::snapshot::{Role, Snapshot, Version};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ApplyRequest {
@@ -94,19 +95,52 @@ pub struct PodStatus {
     pub role: Role,
     /// The built-in app, if the pod runs one (`httpbin`); idle client pods run none.
     pub app: Option<String>,
-    /// `Pending`, `Starting`, `Running`, `CrashLoopBackOff`, `Terminating`.
-    pub phase: String,
+    pub phase: Phase,
     pub ready: bool,
     pub restarts: u32,
     pub message: Option<String>,
     pub created: String,
-    /// Proxy listeners: `outbound`, `admin`, `inbound:<port>`, `gateway:<port>`.
-    pub proxy_addrs: BTreeMap<String, SocketAddr>,
+    /// Proxy listeners: `outbound`, `admin`, `inbound:<port>`.
+    pub proxy_addrs: Addrs,
     /// App listeners by container port.
-    pub app_addrs: BTreeMap<String, SocketAddr>,
+    pub app_addrs: BTreeMap<u16, SocketAddr>,
     pub pids: Vec<u32>,
     /// The config version the proxy last acknowledged.
     pub acked: Option<Version>,
+}
+
+/// Where a pod is in its life, as `status` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// Planned; its processes are not started yet.
+    Pending,
+    /// Its processes are starting and have not all announced their listeners.
+    Starting,
+    /// Every process runs and announced its listeners.
+    Running,
+    /// A process exited; the pod restarts after a back-off.
+    CrashLoopBackOff,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::Pending => "Pending",
+            Phase::Starting => "Starting",
+            Phase::Running => "Running",
+            Phase::CrashLoopBackOff => "CrashLoopBackOff",
+        })
+    }
+}
+
+/// The answer to a proxy's watch.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Push {
+    /// Config the proxy does not have yet.
+    Snapshot(std::sync::Arc<Snapshot>),
+    /// The proxy's config is current at this version; nothing to install.
+    Unchanged(Version),
 }
 
 impl PodStatus {

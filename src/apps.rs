@@ -91,7 +91,7 @@ fn image_repository(image: &str) -> String {
 pub async fn run(app: App, container_port: u16) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
     let mut addrs = ready::Addrs::new();
-    addrs.insert(container_port.to_string(), listener.local_addr()?);
+    addrs.insert(ready::Listener::App(container_port), listener.local_addr()?);
     ready::announce(&addrs);
     let router = match app {
         App::Httpbin => httpbin::router(),

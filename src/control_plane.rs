@@ -49,7 +49,7 @@ pub async fn run(env: Env) -> Result<(), Error> {
     let server = Arc::new(server::Server { state: state.clone(), token, started: env::rfc3339_now(), address });
     tokio::spawn(runner::run(state));
     let mut addrs = ready::Addrs::new();
-    addrs.insert("api".into(), address);
+    addrs.insert(ready::Listener::Api, address);
     ready::announce(&addrs);
     net::log(&format!("control plane listening on {address}"));
     net::serve(listener, move |req, _| server::handle(server.clone(), req)).await;

@@ -5,7 +5,8 @@
 //! - `cli`: the commands users type (`up`, `apply`, `lab check`, ...).
 //! - `resources`: strict Kubernetes and Istio API types, YAML parsing with file/line errors, validation.
 //! - `control_plane`: store, runner (Deployments → processes), API server.
-//! - `translate`: resources + pods → one proxy's snapshot (pure).
+//! - `registry`: the workloads translation reads (identity, labels, addresses).
+//! - `translate`: resources + workloads → one proxy's snapshot (pure).
 //! - `snapshot`: the config data a proxy receives.
 //! - `proxy`: sidecar, gateway and plain forwarder.
 //! - `apps`: built-in sample apps (httpbin) and the image → app mapping.
@@ -24,6 +25,7 @@ pub mod net;
 pub mod proxy;
 pub mod ready;
 pub mod reaper;
+pub mod registry;
 pub mod resources;
 pub mod snapshot;
 pub mod translate;

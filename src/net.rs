@@ -35,7 +35,17 @@ pub fn text(status: StatusCode, body: &str) -> Response<Body> {
     resp
 }
 
+/// A JSON reply, compact (the API is read by programs; the CLI formats for people).
 pub fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let bytes = serde_json::to_vec(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
+    let mut resp = Response::new(full(bytes));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// A JSON reply indented for people (`/config_dump`, as Envoy's admin does).
+pub fn json_pretty<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     let bytes = serde_json::to_vec_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
     let mut resp = Response::new(full(bytes));
     *resp.status_mut() = status;

@@ -42,7 +42,7 @@ use tokio::task::JoinHandle;
 
 use crate::env::Env;
 use crate::net::{self, log};
-use crate::ready;
+use crate::ready::{self, Listener};
 use crate::snapshot::Role;
 use forward::Direction;
 use runtime::Runtime;
@@ -127,19 +127,19 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let mut tasks = Vec::new();
 
     let admin = bind(loopback0()).await?;
-    addrs.insert("admin".into(), admin.local_addr().expect("bound"));
+    addrs.insert(Listener::Admin, admin.local_addr().expect("bound"));
     let s = shared.clone();
     tasks.push(tokio::spawn(net::serve(admin, move |req, _| admin::handle(s.clone(), req))));
 
     if config.role != Role::Gateway {
         let outbound = bind(loopback0()).await?;
-        addrs.insert("outbound".into(), outbound.local_addr().expect("bound"));
+        addrs.insert(Listener::Outbound, outbound.local_addr().expect("bound"));
         tasks.push(serve(&shared, outbound, Direction::Outbound));
     }
     if config.role == Role::Sidecar {
         for port in &config.inbound_ports {
             let l = bind(loopback0()).await?;
-            addrs.insert(format!("inbound:{port}"), l.local_addr().expect("bound"));
+            addrs.insert(Listener::Inbound(*port), l.local_addr().expect("bound"));
             tasks.push(serve(&shared, l, Direction::Inbound { port: *port }));
         }
     }

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -75,6 +76,18 @@ pub struct Snapshot {
     pub listeners: Vec<GatewayListener>,
     /// Every cluster a route may name, by name (`outbound|8000||httpbin.default.svc.cluster.local`).
     pub clusters: BTreeMap<String, Cluster>,
+}
+
+impl Snapshot {
+    /// Equal in everything but the version: the proxy would install the same config.
+    pub fn same_content(&self, other: &Snapshot) -> bool {
+        let Snapshot { version: _, proxy, inbound, outbound, listeners, clusters } = self;
+        *proxy == other.proxy
+            && *inbound == other.inbound
+            && *outbound == other.outbound
+            && *listeners == other.listeners
+            && *clusters == other.clusters
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -368,7 +381,9 @@ pub struct Cluster {
     /// The service's FQDN (for metrics and headers).
     pub service: String,
     pub port: u16,
-    pub endpoints: Vec<Endpoint>,
+    /// Shared between the snapshots of every proxy that sees the same list (the control plane
+    /// builds each list once per version).
+    pub endpoints: Arc<Vec<Endpoint>>,
     /// From DestinationRule `loadBalancer` (top level, port level, subset merged); Istio's
     /// default is `LEAST_REQUEST`.
     #[serde(default)]
@@ -399,7 +414,7 @@ pub enum HashOn {
     SourceIp,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
     pub address: SocketAddr,
     pub namespace: String,

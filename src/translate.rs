@@ -1,18 +1,19 @@
-//! Translation: a pure function from (resources, pods, one proxy) to that proxy's snapshot.
+//! Translation: a pure function from (resources, workloads, one proxy) to that proxy's snapshot.
 //!
 //! Istio's rules live here: how short hosts expand, which VirtualService applies to a sidecar
 //! or a gateway, how Gateway servers become listeners and virtual hosts, how DestinationRule
 //! subsets become clusters. No IO; tested with YAML fixtures.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
-use crate::control_plane::state::Pod;
 use crate::resources::core::{Service, ServicePort};
 use crate::resources::meta::IntOrString;
 use crate::resources::networking::{
     Destination, DestinationRule, Gateway, HttpMatchRequest, HttpRoute, StringMatch, TrafficPolicy, VirtualService,
 };
-use crate::resources::{Resource, ResourceKey};
+use crate::registry::Workload;
+use crate::resources::{Kind, Resource};
 use crate::snapshot::{
     cluster_name, Cluster, Endpoint, GatewayListener, HeaderMatch, InboundPort, Mirror, PathMatch, QueryMatch, Role,
     Route, RouteAction, RouteConfig, RouteMatch, RoutePolicy, Snapshot, ValueMatch, Version, VirtualHost,
@@ -24,37 +25,135 @@ pub mod policy;
 pub const DOMAIN: &str = "svc.cluster.local";
 pub const ROOT_NAMESPACE: &str = "istio-system";
 
-/// Everything translation reads.
-pub struct World<'a> {
-    pub resources: &'a BTreeMap<ResourceKey, Resource>,
-    pub pods: &'a BTreeMap<String, Pod>,
+/// The kinds translation reads; the control plane copies only these into a [`World`].
+pub fn reads(kind: Kind) -> bool {
+    matches!(kind, Kind::Service | Kind::VirtualService | Kind::DestinationRule | Kind::Gateway)
 }
 
-impl<'a> World<'a> {
-    fn services(&self) -> impl Iterator<Item = &'a Service> {
-        self.resources.values().filter_map(|r| if let Resource::Service(s) = r { Some(s) } else { None })
-    }
-    fn virtual_services(&self) -> Vec<&'a VirtualService> {
-        let mut v: Vec<&VirtualService> = self
-            .resources
-            .values()
-            .filter_map(|r| if let Resource::VirtualService(s) = r { Some(s) } else { None })
-            .collect();
+/// Everything translation reads, at one version: immutable and indexed, built once and shared
+/// by every proxy's translation (so a change costs one build plus one lookup-driven pass per
+/// proxy, not a scan of everything per proxy).
+#[derive(Default)]
+pub struct World {
+    /// In key order (namespace, name).
+    services: Vec<Service>,
+    /// Service FQDN → index in `services`.
+    by_fqdn: HashMap<String, usize>,
+    /// In Istio's order: creation time, then namespace and name.
+    virtual_services: Vec<VirtualService>,
+    /// Host FQDN → the rules for it, in key order.
+    destination_rules: HashMap<String, Vec<DestinationRule>>,
+    gateways: Vec<Gateway>,
+    /// By `namespace/pod`.
+    workloads: BTreeMap<String, Workload>,
+    /// (service index, service port) → its endpoints (all subsets), computed once and shared
+    /// by every proxy's snapshot.
+    endpoints: HashMap<(usize, u16), Arc<Vec<Endpoint>>>,
+    /// The same for each DestinationRule subset of the service (by the subset's labels).
+    subset_endpoints: HashMap<(usize, u16, Labels), Arc<Vec<Endpoint>>>,
+}
+
+type Labels = BTreeMap<String, String>;
+
+impl World {
+    pub fn new(resources: impl IntoIterator<Item = Resource>, workloads: impl IntoIterator<Item = Workload>) -> World {
+        let mut w = World::default();
+        let mut sorted: Vec<Resource> = resources.into_iter().collect();
+        sorted.sort_by_key(|r| r.key());
+        for r in sorted {
+            match r {
+                Resource::Service(s) => w.services.push(s),
+                Resource::VirtualService(v) => w.virtual_services.push(v),
+                Resource::DestinationRule(d) => {
+                    let dr_ns = ns(&d.metadata.namespace);
+                    w.destination_rules.entry(fqdn(&d.spec.host, dr_ns)).or_default().push(d);
+                }
+                Resource::Gateway(g) => w.gateways.push(g),
+                _ => {}
+            }
+        }
         // Istio orders by creation time, then name; the first one wins where they conflict.
-        v.sort_by(|a, b| {
+        w.virtual_services.sort_by(|a, b| {
             (a.metadata.creation_timestamp.as_deref(), ns(&a.metadata.namespace), &a.metadata.name).cmp(&(
                 b.metadata.creation_timestamp.as_deref(),
                 ns(&b.metadata.namespace),
                 &b.metadata.name,
             ))
         });
-        v
+        w.workloads = workloads.into_iter().map(|wl| (wl.key(), wl)).collect();
+        let mut by_ns: HashMap<&str, Vec<&Workload>> = HashMap::new();
+        for wl in w.workloads.values().filter(|wl| wl.serving) {
+            by_ns.entry(wl.identity.namespace.as_str()).or_default().push(wl);
+        }
+        for (i, svc) in w.services.iter().enumerate() {
+            w.by_fqdn.insert(service_fqdn(svc), i);
+            if svc.spec.selector.is_empty() {
+                continue;
+            }
+            let members: Vec<&Workload> = by_ns
+                .get(ns(&svc.metadata.namespace))
+                .into_iter()
+                .flatten()
+                .filter(|wl| selects(&svc.spec.selector, &wl.identity.labels))
+                .copied()
+                .collect();
+            let host = service_fqdn(svc);
+            let subsets: BTreeSet<&Labels> = w
+                .destination_rules
+                .get(&host)
+                .into_iter()
+                .flatten()
+                .flat_map(|dr| dr.spec.subsets.iter().map(|s| &s.labels))
+                .filter(|l| !l.is_empty())
+                .collect();
+            for sp in &svc.spec.ports {
+                let list: Vec<Endpoint> = members
+                    .iter()
+                    .filter_map(|wl| {
+                        let address = wl.endpoint(target_port(sp, wl)?)?;
+                        Some(Endpoint {
+                            address,
+                            namespace: wl.identity.namespace.clone(),
+                            pod: wl.identity.pod.clone(),
+                            workload: wl.identity.workload.clone(),
+                            labels: wl.identity.labels.clone(),
+                            service_account: wl.identity.service_account.clone(),
+                        })
+                    })
+                    .collect();
+                for labels in &subsets {
+                    let subset = list.iter().filter(|e| selects(labels, &e.labels)).cloned().collect();
+                    w.subset_endpoints.insert((i, sp.port, (*labels).clone()), Arc::new(subset));
+                }
+                w.endpoints.insert((i, sp.port), Arc::new(list));
+            }
+        }
+        w
     }
-    fn destination_rules(&self) -> impl Iterator<Item = &'a DestinationRule> {
-        self.resources.values().filter_map(|r| if let Resource::DestinationRule(s) = r { Some(s) } else { None })
+
+    /// The workload `namespace/pod`, as this world knows it.
+    pub fn workload(&self, key: &str) -> Option<&Workload> {
+        self.workloads.get(key)
     }
-    fn gateways(&self) -> impl Iterator<Item = &'a Gateway> {
-        self.resources.values().filter_map(|r| if let Resource::Gateway(s) = r { Some(s) } else { None })
+
+    fn services(&self) -> impl Iterator<Item = &Service> {
+        self.services.iter()
+    }
+
+    fn service(&self, fqdn: &str) -> Option<&Service> {
+        self.by_fqdn.get(fqdn).map(|i| &self.services[*i])
+    }
+
+    fn virtual_services(&self) -> &[VirtualService] {
+        &self.virtual_services
+    }
+
+    fn destination_rules(&self, host_fqdn: &str) -> &[DestinationRule] {
+        self.destination_rules.get(host_fqdn).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    fn gateways(&self) -> impl Iterator<Item = &Gateway> {
+        self.gateways.iter()
     }
 }
 
@@ -80,7 +179,7 @@ fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String
 }
 
 /// The container port a Service port sends to in `pod`.
-fn target_port(sp: &ServicePort, pod: &Pod) -> Option<u16> {
+fn target_port(sp: &ServicePort, pod: &Workload) -> Option<u16> {
     match &sp.target_port {
         None => Some(sp.port),
         Some(IntOrString::Int(n)) => u16::try_from(*n).ok(),
@@ -88,29 +187,18 @@ fn target_port(sp: &ServicePort, pod: &Pod) -> Option<u16> {
     }
 }
 
-/// Ready endpoints of a service port whose pods carry `extra` labels too (a subset).
-fn endpoints(world: &World<'_>, svc: &Service, sp: &ServicePort, extra: &BTreeMap<String, String>) -> Vec<Endpoint> {
-    if svc.spec.selector.is_empty() {
-        return vec![];
+/// Endpoints of a service port whose pods carry `extra` labels too (a subset): the list the
+/// world built, shared.
+fn endpoints(world: &World, svc: usize, port: u16, extra: &Labels) -> Arc<Vec<Endpoint>> {
+    let all = world.endpoints.get(&(svc, port));
+    if extra.is_empty() {
+        return all.cloned().unwrap_or_default();
     }
-    let svc_ns = ns(&svc.metadata.namespace);
-    world
-        .pods
-        .values()
-        .filter(|p| p.identity.namespace == svc_ns && p.running())
-        .filter(|p| selects(&svc.spec.selector, &p.identity.labels) && selects(extra, &p.identity.labels))
-        .filter_map(|p| {
-            let address = p.endpoint(target_port(sp, p)?)?;
-            Some(Endpoint {
-                address,
-                namespace: p.identity.namespace.clone(),
-                pod: p.identity.pod.clone(),
-                workload: p.identity.workload.clone(),
-                labels: p.identity.labels.clone(),
-                service_account: p.identity.service_account.clone(),
-            })
-        })
-        .collect()
+    if let Some(list) = world.subset_endpoints.get(&(svc, port, extra.clone())) {
+        return list.clone();
+    }
+    let all = all.map(|a| a.as_slice()).unwrap_or_default();
+    Arc::new(all.iter().filter(|e| selects(extra, &e.labels)).cloned().collect())
 }
 
 /// A subset as a client sees it: name, labels, and its own traffic policy.
@@ -120,7 +208,7 @@ type SubsetView<'a> = (String, BTreeMap<String, String>, Option<&'a TrafficPolic
 /// the service's namespace, then the root namespace. Subsets merge, first definition wins; the
 /// first top-level `trafficPolicy` wins.
 fn destination_rules_for<'a>(
-    world: &World<'a>,
+    world: &'a World,
     host_fqdn: &str,
     svc_ns: &str,
     client_ns: &str,
@@ -133,9 +221,8 @@ fn destination_rules_for<'a>(
         if !seen_ns.insert(want) {
             continue;
         }
-        for dr in world.destination_rules() {
-            let dr_ns = ns(&dr.metadata.namespace);
-            if dr_ns != want || fqdn(&dr.spec.host, dr_ns) != host_fqdn {
+        for dr in world.destination_rules(host_fqdn) {
+            if ns(&dr.metadata.namespace) != want {
                 continue;
             }
             if top.is_none() {
@@ -151,16 +238,16 @@ fn destination_rules_for<'a>(
     (top, out)
 }
 
-fn clusters(world: &World<'_>, client_ns: &str) -> BTreeMap<String, Cluster> {
+fn clusters(world: &World, client_ns: &str) -> BTreeMap<String, Cluster> {
     let mut out = BTreeMap::new();
-    for svc in world.services() {
+    for (i, svc) in world.services().enumerate() {
         let host = service_fqdn(svc);
         let svc_ns = ns(&svc.metadata.namespace);
         let (top, subsets) = destination_rules_for(world, &host, svc_ns, client_ns);
         for sp in &svc.spec.ports {
             let mut add = |subset: &str, labels: &BTreeMap<String, String>, sub_policy: Option<&TrafficPolicy>| {
                 let name = cluster_name(sp.port, subset, &host);
-                let endpoints = endpoints(world, svc, sp, labels);
+                let endpoints = endpoints(world, i, sp.port, labels);
                 let lb = policy::load_balancer(top, sub_policy, sp.port);
                 out.insert(name.clone(), Cluster { name, service: host.clone(), port: sp.port, endpoints, lb });
             };
@@ -256,7 +343,7 @@ pub fn gateway_ref(g: &str, vs_ns: &str) -> String {
     }
 }
 
-fn action(world: &World<'_>, rule: &HttpRoute, vs_ns: &str, scope: &Scope<'_>) -> Option<RouteAction> {
+fn action(world: &World, rule: &HttpRoute, vs_ns: &str, scope: &Scope<'_>) -> Option<RouteAction> {
     if let Some(dr) = &rule.direct_response {
         let body = dr
             .body
@@ -286,12 +373,11 @@ fn action(world: &World<'_>, rule: &HttpRoute, vs_ns: &str, scope: &Scope<'_>) -
 
 /// The cluster a Destination names: its host in the rule's namespace, the port it gives (or the
 /// service's only port, or the listener's), and its subset.
-fn destination_cluster(world: &World<'_>, d: &Destination, vs_ns: &str, scope: &Scope<'_>) -> String {
+fn destination_cluster(world: &World, d: &Destination, vs_ns: &str, scope: &Scope<'_>) -> String {
     let host = fqdn(&d.host, vs_ns);
     let port = d.port.as_ref().and_then(|p| p.number).and_then(|n| u16::try_from(n).ok()).unwrap_or_else(|| {
         world
-            .services()
-            .find(|s| service_fqdn(s) == host)
+            .service(&host)
             .and_then(|s| single_port(s, scope.port))
             .unwrap_or(scope.port)
     });
@@ -300,7 +386,7 @@ fn destination_cluster(world: &World<'_>, d: &Destination, vs_ns: &str, scope: &
 
 /// The rule's policy with its mirrors resolved to clusters (`mirror` + `mirrorPercentage`, or
 /// `mirrors` each with its own percentage).
-fn route_policy(world: &World<'_>, rule: &HttpRoute, vs_ns: &str, scope: &Scope<'_>) -> RoutePolicy {
+fn route_policy(world: &World, rule: &HttpRoute, vs_ns: &str, scope: &Scope<'_>) -> RoutePolicy {
     let mut p = policy::route(rule);
     if let Some(m) = &rule.mirror {
         let per_million = policy::mirror_per_million(&rule.mirror_percentage, rule.mirror_percent);
@@ -347,7 +433,7 @@ fn single_port(s: &Service, fallback: u16) -> Option<u16> {
 
 /// A VirtualService's http rules as routes, in order; a catch-all ends the list (Istio drops
 /// every rule after it).
-fn routes(world: &World<'_>, vs: &VirtualService, scope: &Scope<'_>) -> Vec<Route> {
+fn routes(world: &World, vs: &VirtualService, scope: &Scope<'_>) -> Vec<Route> {
     let vs_ns = ns(&vs.metadata.namespace);
     let mut out = Vec::new();
     for (i, rule) in vs.spec.http.iter().enumerate() {
@@ -422,7 +508,7 @@ fn service_domains(svc: &Service, client_ns: &str) -> Vec<String> {
     d
 }
 
-fn outbound(world: &World<'_>, me: &Pod) -> Vec<RouteConfig> {
+fn outbound(world: &World, me: &Workload) -> Vec<RouteConfig> {
     let client_ns = &me.identity.namespace;
     let vss = world.virtual_services();
     let mut by_port: BTreeMap<u16, Vec<VirtualHost>> = BTreeMap::new();
@@ -465,7 +551,7 @@ fn outbound(world: &World<'_>, me: &Pod) -> Vec<RouteConfig> {
 
 /// The container port a Gateway server port binds on this gateway workload: the Service
 /// port's targetPort when the number is a port of a Service selecting the workload.
-fn gateway_container_port(world: &World<'_>, me: &Pod, number: u32) -> Option<u16> {
+fn gateway_container_port(world: &World, me: &Workload, number: u32) -> Option<u16> {
     for svc in world.services() {
         if ns(&svc.metadata.namespace) != me.identity.namespace || svc.spec.selector.is_empty() {
             continue;
@@ -480,7 +566,7 @@ fn gateway_container_port(world: &World<'_>, me: &Pod, number: u32) -> Option<u1
     u16::try_from(number).ok()
 }
 
-fn listeners(world: &World<'_>, me: &Pod) -> Vec<GatewayListener> {
+fn listeners(world: &World, me: &Workload) -> Vec<GatewayListener> {
     let vss = world.virtual_services();
     // container port → (protocol, domain → vhost)
     let mut ports: BTreeMap<u16, (String, BTreeMap<String, VirtualHost>)> = BTreeMap::new();
@@ -497,7 +583,7 @@ fn listeners(world: &World<'_>, me: &Pod) -> Vec<GatewayListener> {
             }
             let Some(cport) = gateway_container_port(world, me, server.port.number) else { continue };
             let entry = ports.entry(cport).or_insert_with(|| (protocol.clone(), BTreeMap::new()));
-            for vs in &vss {
+            for vs in vss {
                 let vs_ns = ns(&vs.metadata.namespace);
                 if !vs_gateways(vs).contains(&gw_key) {
                     continue;
@@ -548,7 +634,7 @@ fn listeners(world: &World<'_>, me: &Pod) -> Vec<GatewayListener> {
 
 /// The first Service (by namespace and name) that selects `me` and sends to container `port`:
 /// what Istio reports as `destination_service` on the inbound side.
-fn inbound_service(world: &World<'_>, me: &Pod, port: u16) -> Option<String> {
+fn inbound_service(world: &World, me: &Workload, port: u16) -> Option<String> {
     world
         .services()
         .filter(|s| ns(&s.metadata.namespace) == me.identity.namespace && !s.spec.selector.is_empty())
@@ -558,7 +644,7 @@ fn inbound_service(world: &World<'_>, me: &Pod, port: u16) -> Option<String> {
 }
 
 /// The snapshot for the proxy of pod `me`.
-pub fn snapshot(world: &World<'_>, me: &Pod, version: Version) -> Snapshot {
+pub fn snapshot(world: &World, me: &Workload, version: Version) -> Snapshot {
     let mut snap = Snapshot {
         version,
         proxy: me.identity.clone(),
@@ -570,14 +656,11 @@ pub fn snapshot(world: &World<'_>, me: &Pod, version: Version) -> Snapshot {
         Role::Sidecar | Role::Plain => snap.outbound = outbound(world, me),
     }
     if me.identity.role == Role::Sidecar {
-        let mut ports: Vec<u16> =
-            me.proxy_addrs.keys().filter_map(|k| k.strip_prefix("inbound:")).filter_map(|p| p.parse().ok()).collect();
-        ports.sort_unstable();
-        snap.inbound = ports
-            .into_iter()
+        snap.inbound = me
+            .inbound_ports()
             .map(|port| InboundPort {
                 port,
-                app: me.app_addrs.get(&port.to_string()).copied(),
+                app: me.app.get(&port).copied(),
                 service: inbound_service(world, me, port),
             })
             .collect();

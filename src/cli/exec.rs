@@ -7,6 +7,7 @@ use anyhow::{anyhow, bail};
 
 use crate::api;
 use crate::env::Env;
+use crate::ready::Listener;
 
 pub async fn run(env: &Env, workload: &str, namespace: &str, command: &[String]) -> anyhow::Result<ExitCode> {
     let client = api::Client::for_env(env)?;
@@ -29,7 +30,7 @@ pub async fn run(env: &Env, workload: &str, namespace: &str, command: &[String])
     if !pod.ready {
         bail!("pod {}/{} is not ready ({}); see `meshrig status`", pod.namespace, pod.name, pod.phase);
     }
-    let proxy = pod.proxy_addrs.get("outbound").ok_or_else(|| anyhow!("pod {} has no outbound listener", pod.name))?;
+    let proxy = pod.proxy_addrs.get(&Listener::Outbound).ok_or_else(|| anyhow!("pod {} has no outbound listener", pod.name))?;
     let url = format!("http://{proxy}");
     let (program, args) = command
         .split_first()

@@ -82,7 +82,7 @@ pub async fn ensure_control_plane(env: &Env) -> anyhow::Result<(api::Client, boo
     let Some(addrs) = addrs else {
         bail!("the control plane did not start; see {}", log_path.display());
     };
-    let client = api::Client::new(addrs["api"], env.read_token()?);
+    let client = api::Client::new(addrs[&ready::Listener::Api], env.read_token()?);
     Ok((client, true))
 }
 
@@ -185,7 +185,7 @@ fn pods_table(status: &Status) -> String {
                 p.namespace.clone(),
                 p.name.clone(),
                 if p.ready { "1/1".into() } else { "0/1".into() },
-                p.phase.clone(),
+                p.phase.to_string(),
                 p.restarts.to_string(),
                 p.role.as_str().into(),
                 synced.into(),

@@ -10,6 +10,7 @@ use anyhow::{anyhow, bail, Context};
 use crate::api::{self, PodStatus};
 use crate::cli::term::table;
 use crate::cli::Output;
+use crate::ready::Listener;
 use crate::env::Env;
 use crate::net;
 use crate::snapshot::{PathMatch, RouteAction, RouteMatch, Snapshot, Version};
@@ -106,7 +107,7 @@ pub async fn config(
     let client = api::Client::for_env(env)?;
     let status = client.status().await?;
     let pod = find(&status.pods, pod, namespace)?;
-    let admin = pod.proxy_addrs.get("admin").ok_or_else(|| anyhow!("pod {} has no proxy admin listener", pod.key()))?;
+    let admin = pod.proxy_addrs.get(&Listener::Admin).ok_or_else(|| anyhow!("pod {} has no proxy admin listener", pod.key()))?;
     let snapshot = config_dump(*admin).await.with_context(|| format!("reading {}'s config from {admin}", pod.key()))?;
     if output == Output::Json {
         let value = match section {
@@ -220,7 +221,7 @@ pub fn render(section: Section, s: &Snapshot, pod: &PodStatus) -> String {
         Section::Endpoints => {
             let mut rows = Vec::new();
             for c in s.clusters.values() {
-                for e in &c.endpoints {
+                for e in c.endpoints.iter() {
                     rows.push(vec![e.address.to_string(), "HEALTHY".into(), "OK".into(), c.name.clone()]);
                 }
             }
@@ -229,13 +230,13 @@ pub fn render(section: Section, s: &Snapshot, pod: &PodStatus) -> String {
         Section::Listeners => {
             let mut rows = Vec::new();
             for (name, addr) in &pod.proxy_addrs {
-                let (dir, dest) = match name.split_once(':') {
-                    Some(("inbound", port)) => ("inbound", format!("app port {port}")),
-                    _ if name == "outbound" => ("outbound", "routes by destination port".into()),
-                    _ if name == "admin" => ("admin", "/ready /stats/prometheus /config_dump".into()),
-                    _ => (name.as_str(), String::new()),
+                let (dir, dest) = match name {
+                    Listener::Inbound(port) => ("inbound".to_string(), format!("app port {port}")),
+                    Listener::Outbound => ("outbound".into(), "routes by destination port".into()),
+                    Listener::Admin => ("admin".into(), "/ready /stats/prometheus /config_dump".into()),
+                    other => (other.to_string(), String::new()),
                 };
-                rows.push(vec![addr.ip().to_string(), addr.port().to_string(), dir.to_string(), dest]);
+                rows.push(vec![addr.ip().to_string(), addr.port().to_string(), dir, dest]);
             }
             for l in &s.listeners {
                 rows.push(vec![

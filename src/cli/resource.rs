@@ -257,7 +257,7 @@ async fn get_pods(
                     row.extend([
                         p.name.clone(),
                         format!("{ready}/{containers}"),
-                        p.phase.clone(),
+                        p.phase.to_string(),
                         p.restarts.to_string(),
                         crate::env::age(&p.created),
                     ]);

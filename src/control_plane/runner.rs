@@ -16,12 +16,14 @@ use tokio::sync::oneshot;
 
 use crate::apps::{self, Workload};
 use crate::control_plane::state::{Pod, State};
-use crate::env::{self, Settings};
+use crate::env::Settings;
 use crate::net::log;
-use crate::ready;
+use crate::api::Phase;
+use crate::ready::{self, Listener};
+use crate::registry;
 use crate::resources::core::Deployment;
 use crate::resources::{Kind, Resource, ResourceKey};
-use crate::snapshot::{ProxyIdentity, Role, Version};
+use crate::snapshot::{ProxyIdentity, Role};
 
 /// Everything needed to start one pod, decided from its Deployment and namespace.
 #[derive(Clone, Debug, PartialEq)]
@@ -175,7 +177,7 @@ fn reconcile(state: &Arc<State>, handles: &mut HashMap<String, Handle>) {
     let keys: Vec<String> = inner.pods.keys().cloned().collect();
     for key in keys {
         let pod = &inner.pods[&key];
-        let id = (pod.identity.namespace.clone(), pod.identity.workload.clone());
+        let id = (pod.workload.identity.namespace.clone(), pod.workload.identity.workload.clone());
         let keep = match desired.get(&id) {
             Some((p, replicas)) if p.hash == pod.template_hash => {
                 let n = kept.entry(id).or_default();
@@ -197,29 +199,17 @@ fn reconcile(state: &Arc<State>, handles: &mut HashMap<String, Handle>) {
         let have = kept.get(id).copied().unwrap_or(0);
         for _ in have..*replicas {
             let name = format!("{}-{}-{}", p.deployment, p.hash, random_suffix());
-            let pod = Pod {
-                identity: ProxyIdentity {
-                    namespace: p.namespace.clone(),
-                    pod: name.clone(),
-                    workload: p.deployment.clone(),
-                    labels: p.labels.clone(),
-                    service_account: p.service_account.clone(),
-                    role: p.role,
-                },
-                app: p.app.map(|(a, _)| a.name().to_string()),
-                port_names: p.port_names.clone(),
-                template_hash: p.hash.clone(),
-                phase: "Pending".into(),
-                running_since: Version::default(),
-                restarts: 0,
-                message: None,
-                created: env::rfc3339_now(),
-                proxy_addrs: BTreeMap::new(),
-                app_addrs: BTreeMap::new(),
-                published: p.publish.clone(),
-                pids: vec![],
-                acked: None,
-            };
+            let mut workload = registry::Workload::new(ProxyIdentity {
+                namespace: p.namespace.clone(),
+                pod: name.clone(),
+                workload: p.deployment.clone(),
+                labels: p.labels.clone(),
+                service_account: p.service_account.clone(),
+                role: p.role,
+            });
+            workload.port_names = p.port_names.clone();
+            workload.published = p.publish.clone();
+            let pod = Pod::new(workload, p.app.map(|(a, _)| a.name().to_string()), p.hash.clone());
             let key = pod.key();
             inner.pods.insert(key.clone(), pod);
             let (stop, stop_rx) = oneshot::channel();
@@ -237,7 +227,7 @@ fn reconcile(state: &Arc<State>, handles: &mut HashMap<String, Handle>) {
 async fn supervise(state: Arc<State>, key: String, plan: PodPlan, mut stop: oneshot::Receiver<()>) {
     let mut restarts = 0u32;
     loop {
-        state.update_pod(&key, |p, _| p.phase = "Starting".into());
+        state.update_pod(&key, |p, _| p.set_phase(Phase::Starting));
         let started = tokio::select! {
             r = start(&state, &key, &plan) => r,
             _ = &mut stop => return,
@@ -246,7 +236,7 @@ async fn supervise(state: Arc<State>, key: String, plan: PodPlan, mut stop: ones
             Ok(mut procs) => {
                 let pids: Vec<u32> = procs.iter().filter_map(|(_, c)| c.id()).collect();
                 state.update_pod(&key, |p, v| {
-                    p.phase = "Running".into();
+                    p.set_phase(Phase::Running);
                     p.running_since = v;
                     p.pids = pids;
                     p.message = None;
@@ -266,7 +256,7 @@ async fn supervise(state: Arc<State>, key: String, plan: PodPlan, mut stop: ones
         let backoff = Duration::from_millis(500u64.saturating_mul(1 << restarts.min(6))).min(Duration::from_secs(30));
         log(&format!("pod {key}: {message}; restarting in {backoff:?}"));
         state.update_pod(&key, |p, _| {
-            p.phase = "CrashLoopBackOff".into();
+            p.set_phase(Phase::CrashLoopBackOff);
             p.restarts = restarts;
             p.message = Some(message.clone());
             p.pids.clear();
@@ -343,10 +333,10 @@ async fn start(state: &State, key: &str, plan: &PodPlan) -> Result<Procs, String
     }
     let (child, addrs) = spawn(proxy, &log("istio-proxy")).await.map_err(|e| format!("proxy: {e}"))?;
     procs.push(("istio-proxy", child));
-    state.update_pod(key, |p, _| p.proxy_addrs = addrs.clone());
+    state.update_pod(key, |p, _| p.workload.proxy = addrs.clone());
 
     if let Some((app, port)) = plan.app {
-        let outbound = addrs.get("outbound").map(|a| format!("http://{a}")).unwrap_or_default();
+        let outbound = addrs.get(&Listener::Outbound).map(|a| format!("http://{a}")).unwrap_or_default();
         let mut cmd = Command::new(&exe);
         cmd.arg("--state-dir").arg(&state.env.dir).args(["app", app.name(), "--container-port", &port.to_string()]);
         for (k, v) in &plan.env {
@@ -357,7 +347,11 @@ async fn start(state: &State, key: &str, plan: &PodPlan) -> Result<Procs, String
         match spawn(cmd, &log(app.name())).await {
             Ok((child, app_addrs)) => {
                 procs.push(("app", child));
-                state.update_pod(key, |p, _| p.app_addrs = app_addrs);
+                let app_addrs = app_addrs
+                    .into_iter()
+                    .filter_map(|(l, a)| if let Listener::App(p) = l { Some((p, a)) } else { None })
+                    .collect();
+                state.update_pod(key, |p, _| p.workload.app = app_addrs);
             }
             Err(e) => {
                 kill_all(&mut procs).await;

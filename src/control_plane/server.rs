@@ -8,13 +8,13 @@ use std::time::Duration;
 use http::{header, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::api::{Action, ApplyRequest, ChangeResponse, ControlPlaneStatus, DeleteRequest, ErrorBody, Status};
+use crate::api::{Action, ApplyRequest, ChangeResponse, ControlPlaneStatus, DeleteRequest, ErrorBody, Push, Status};
 use crate::control_plane::runner;
 use crate::control_plane::state::State;
 use crate::net::{self, Body};
 use crate::resources::{self, Kind, Resource};
 use crate::snapshot::Version;
-use crate::translate::{self, World};
+use crate::translate;
 
 pub struct Server {
     pub state: Arc<State>,
@@ -196,13 +196,13 @@ async fn status(server: &Server, q: &HashMap<String, String>) -> Response<Body> 
     let mut settled = state.settled(target);
     if let Some(ms) = q.get("wait_ready_ms").and_then(|v| v.parse::<u64>().ok()) {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
-        let (mut changes, mut acks, mut reconciled) =
-            (state.changes.subscribe(), state.acks.subscribe(), state.reconciled.subscribe());
+        let (mut changes, mut progress, mut reconciled) =
+            (state.changes.subscribe(), state.progress.subscribe(), state.reconciled.subscribe());
         while !settled {
             let changed = async {
                 tokio::select! {
                     _ = changes.changed() => {}
-                    _ = acks.changed() => {}
+                    _ = progress.changed() => {}
                     _ = reconciled.changed() => {}
                 }
             };
@@ -227,7 +227,10 @@ async fn status(server: &Server, q: &HashMap<String, String>) -> Response<Body> 
 }
 
 /// The proxies' long poll: answers at once when the proxy's version is not the current one,
-/// else when the config changes, else after 30 s with the same snapshot (a keep-alive).
+/// else when the config changes, else after 30 s (a keep-alive). The answer is the snapshot,
+/// or `unchanged` when its content is what the proxy acknowledged (then nothing is resent).
+///
+/// Translation runs outside the state lock, on the shared view of the current version.
 async fn snapshot(server: &Server, q: &HashMap<String, String>) -> Response<Body> {
     let key = format!(
         "{}/{}",
@@ -239,25 +242,39 @@ async fn snapshot(server: &Server, q: &HashMap<String, String>) -> Response<Body
         counter: q.get("counter").and_then(|v| v.parse().ok()).unwrap_or(0),
     };
     let state = &server.state;
-    {
+    let held = {
         let mut inner = state.lock();
         let Some(pod) = inner.pods.get_mut(&key) else {
             return error(StatusCode::NOT_FOUND, format!("pod {key} is not known to this control plane"));
         };
         if acked.epoch == state.epoch {
             pod.acked = Some(acked);
-            state.acks.send_modify(|n| *n += 1);
+            state.progress.send_modify(|n| *n += 1);
         }
-    }
+        // What the proxy holds: the last snapshot sent to it, if this poll acknowledges it.
+        pod.pushed.clone().filter(|p| p.version == acked)
+    };
     let mut rx = state.changes.subscribe();
     if acked.epoch == state.epoch {
         let _ = tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|c| *c != acked.counter)).await;
     }
-    let inner = state.lock();
-    let Some(me) = inner.pods.get(&key) else {
+    let view = state.view();
+    if held.is_some() && view.version == acked {
+        return net::json(StatusCode::OK, &Push::Unchanged(acked));
+    }
+    let Some(me) = view.world.workload(&key) else {
         return error(StatusCode::NOT_FOUND, format!("pod {key} is not known to this control plane"));
     };
-    let world = World { resources: inner.store.objects(), pods: &inner.pods };
-    let snap = translate::snapshot(&world, me, Version { epoch: state.epoch, counter: inner.counter });
-    net::json(StatusCode::OK, &snap)
+    let snap = Arc::new(translate::snapshot(&view.world, me, view.version));
+    let unchanged = held.as_ref().is_some_and(|h| h.same_content(&snap));
+    // Held under its new version either way (equal content when unchanged); it shares the
+    // current world's endpoint lists, so older worlds are freed.
+    if let Some(pod) = state.lock().pods.get_mut(&key) {
+        pod.pushed = Some(snap.clone());
+    }
+    if unchanged {
+        net::json(StatusCode::OK, &Push::Unchanged(view.version))
+    } else {
+        net::json(StatusCode::OK, &Push::Snapshot(snap))
+    }
 }

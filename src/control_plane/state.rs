@@ -2,79 +2,89 @@
 //! counter every change bumps (proxies long-poll on it).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use crate::api::PodStatus;
+use crate::api::{Phase, PodStatus};
 use crate::control_plane::store::Store;
 use crate::env::{Env, Settings};
-use crate::snapshot::{ProxyIdentity, Version};
+use crate::registry::Workload;
+use crate::resources::Resource;
+use crate::snapshot::{Snapshot, Version};
+use crate::translate::{self, World};
 
-/// A pod as the runner and the translator see it.
+/// A pod as the local runner keeps it: the workload the mesh sees, and how it runs.
 #[derive(Clone, Debug)]
 pub struct Pod {
-    pub identity: ProxyIdentity,
+    pub workload: Workload,
     pub app: Option<String>,
-    /// Container port numbers by name (for named targetPorts).
-    pub port_names: BTreeMap<String, u16>,
     pub template_hash: String,
-    pub phase: String,
+    phase: Phase,
     /// The version at which the pod's listeners were registered; ready once its proxy acked it.
     pub running_since: Version,
     pub restarts: u32,
     pub message: Option<String>,
     pub created: String,
-    pub proxy_addrs: BTreeMap<String, SocketAddr>,
-    pub app_addrs: BTreeMap<String, SocketAddr>,
-    /// Gateway: container port → the localhost address its listener is published on.
-    pub published: BTreeMap<u16, SocketAddr>,
     pub pids: Vec<u32>,
     pub acked: Option<Version>,
+    /// The last snapshot sent to its proxy: a poll acknowledging that version tells what the
+    /// proxy holds, so an unchanged snapshot is not sent again.
+    pub pushed: Option<Arc<Snapshot>>,
 }
 
 impl Pod {
-    pub fn key(&self) -> String {
-        format!("{}/{}", self.identity.namespace, self.identity.pod)
+    pub fn new(workload: Workload, app: Option<String>, template_hash: String) -> Pod {
+        Pod {
+            workload,
+            app,
+            template_hash,
+            phase: Phase::Pending,
+            running_since: Version::default(),
+            restarts: 0,
+            message: None,
+            created: crate::env::rfc3339_now(),
+            pids: vec![],
+            acked: None,
+            pushed: None,
+        }
     }
 
-    /// Its processes have started and announced their listeners.
-    pub fn running(&self) -> bool {
-        self.phase == "Running"
+    pub fn key(&self) -> String {
+        self.workload.key()
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Sets the phase; the workload serves (can be an endpoint) exactly while Running.
+    pub fn set_phase(&mut self, phase: Phase) {
+        self.phase = phase;
+        self.workload.serving = phase == Phase::Running;
     }
 
     pub fn ready(&self) -> bool {
-        self.running() && self.acked.is_some_and(|a| a.reached(self.running_since))
-    }
-
-    /// Where traffic for container `port` goes: the sidecar's inbound listener when the pod
-    /// has one, otherwise the app itself; for a gateway, the listener published for the port
-    /// (so the mesh reaches `istio-ingressgateway` as Istio's sidecars do).
-    pub fn endpoint(&self, port: u16) -> Option<SocketAddr> {
-        self.proxy_addrs
-            .get(&format!("inbound:{port}"))
-            .or_else(|| self.app_addrs.get(&port.to_string()))
-            .or_else(|| self.published.get(&port))
-            .copied()
+        self.phase == Phase::Running && self.acked.is_some_and(|a| a.reached(self.running_since))
     }
 
     pub fn status(&self) -> PodStatus {
+        let id = &self.workload.identity;
         PodStatus {
-            namespace: self.identity.namespace.clone(),
-            name: self.identity.pod.clone(),
-            workload: self.identity.workload.clone(),
-            labels: self.identity.labels.clone(),
-            service_account: self.identity.service_account.clone(),
-            role: self.identity.role,
+            namespace: id.namespace.clone(),
+            name: id.pod.clone(),
+            workload: id.workload.clone(),
+            labels: id.labels.clone(),
+            service_account: id.service_account.clone(),
+            role: id.role,
             app: self.app.clone(),
-            phase: self.phase.clone(),
+            phase: self.phase,
             ready: self.ready(),
             restarts: self.restarts,
             message: self.message.clone(),
             created: self.created.clone(),
-            proxy_addrs: self.proxy_addrs.clone(),
-            app_addrs: self.app_addrs.clone(),
+            proxy_addrs: self.workload.proxy.clone(),
+            app_addrs: self.workload.app.clone(),
             pids: self.pids.clone(),
             acked: self.acked,
         }
@@ -94,12 +104,22 @@ pub struct State {
     pub settings: Settings,
     pub epoch: u64,
     pub inner: Mutex<Inner>,
-    /// The current version counter; every change to the store or the pods bumps it.
+    /// The config version proxies see: bumped by every change to the store or to a workload
+    /// (what translation reads), and by nothing else.
     pub changes: watch::Sender<u64>,
     /// The counter the runner last reconciled: pods for every Deployment up to it exist.
     pub reconciled: watch::Sender<u64>,
-    /// Bumped whenever a proxy acknowledges a snapshot (no config changes with it).
-    pub acks: watch::Sender<u64>,
+    /// Bumped by what `status --wait` watches besides config changes: a proxy's
+    /// acknowledgement, or a pod change no proxy sees (phase, restarts, pids).
+    pub progress: watch::Sender<u64>,
+    /// The world at one version, built once and shared by every proxy's translation.
+    view: Mutex<Option<Arc<View>>>,
+}
+
+/// An immutable, indexed world at one version.
+pub struct View {
+    pub version: Version,
+    pub world: World,
 }
 
 impl State {
@@ -117,7 +137,8 @@ impl State {
             inner: Mutex::new(Inner { store, pods: BTreeMap::new(), counter: 1 }),
             changes: watch::channel(1).0,
             reconciled: watch::channel(0).0,
-            acks: watch::channel(0).0,
+            progress: watch::channel(0).0,
+            view: Mutex::new(None),
         }
     }
 
@@ -145,16 +166,46 @@ impl State {
             && inner.pods.values().all(|p| p.ready() && p.acked.is_some_and(|a| a.reached(current)))
     }
 
-    /// Mutates one pod (if it still exists) and bumps the version.
+    /// The world at the current version: built by the first caller after a change (cloning
+    /// what translation reads under the lock, indexing it outside), then shared.
+    pub fn view(&self) -> Arc<View> {
+        let mut cache = self.view.lock().unwrap_or_else(|p| p.into_inner());
+        let current = *self.changes.borrow();
+        if let Some(v) = cache.as_ref().filter(|v| v.version.counter == current) {
+            return v.clone();
+        }
+        let inner = self.lock();
+        let version = Version { epoch: self.epoch, counter: inner.counter };
+        let resources: Vec<Resource> =
+            inner.store.objects().values().filter(|r| translate::reads(r.kind())).cloned().collect();
+        let workloads: Vec<Workload> = inner.pods.values().map(|p| p.workload.clone()).collect();
+        drop(inner);
+        let view = Arc::new(View { version, world: World::new(resources, workloads) });
+        *cache = Some(view.clone());
+        view
+    }
+
+    /// Mutates one pod (if it still exists). The version moves only when the change is one
+    /// proxies see (its workload record); anything else only wakes status waiters.
     pub fn update_pod(&self, key: &str, f: impl FnOnce(&mut Pod, Version)) {
         let mut inner = self.lock();
+        let current = Version { epoch: self.epoch, counter: inner.counter };
         let next = Version { epoch: self.epoch, counter: inner.counter + 1 };
         let mut pids_changed = false;
+        let mut visible = false;
         if let Some(pod) = inner.pods.get_mut(key) {
-            let before = pod.pids.clone();
+            let (pids, workload) = (pod.pids.clone(), pod.workload.clone());
             f(pod, next);
-            pids_changed = pod.pids != before;
+            pids_changed = pod.pids != pids;
+            visible = pod.workload != workload;
+            if !visible && pod.running_since == next {
+                pod.running_since = current;
+            }
+        }
+        if visible {
             self.bump(&mut inner);
+        } else {
+            self.progress.send_modify(|n| *n += 1);
         }
         drop(inner);
         // Only a change of pids is worth a write (and an fsync) of processes.json.

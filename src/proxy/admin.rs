@@ -25,7 +25,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
         }
         "/config_dump" => {
             let runtime = shared.runtime.borrow().clone();
-            net::json(StatusCode::OK, &runtime.snapshot)
+            net::json_pretty(StatusCode::OK, &runtime.snapshot)
         }
         _ => net::text(StatusCode::NOT_FOUND, "admin endpoints: /ready /stats/prometheus /config_dump\n"),
     }

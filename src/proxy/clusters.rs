@@ -205,7 +205,7 @@ mod tests {
             name: "outbound|80||s.default.svc.cluster.local".into(),
             service: "s.default.svc.cluster.local".into(),
             port: 80,
-            endpoints: ports.iter().map(|&p| endpoint(p)).collect(),
+            endpoints: Arc::new(ports.iter().map(|&p| endpoint(p)).collect()),
             lb,
         }
     }

@@ -1,15 +1,16 @@
 //! The proxy's watch on the control plane: a long poll that returns a full snapshot whenever
-//! this proxy's config changes. The version sent back in the next poll is the acknowledgement.
+//! this proxy's config changes, or `unchanged` with a new version when a change elsewhere left
+//! this proxy's config as it was. The version sent back in the next poll is the acknowledgement.
 //! When the control plane is gone the proxy keeps serving its last snapshot and retries.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api;
+use crate::api::{self, Push};
 use crate::env::Env;
 use crate::net::log;
 use crate::proxy::Shared;
-use crate::snapshot::{Role, Snapshot, Version};
+use crate::snapshot::{Role, Version};
 
 /// How long a gateway waits for its listeners before it polls again without acknowledging.
 const BIND_WAIT: Duration = Duration::from_secs(2);
@@ -30,7 +31,7 @@ pub async fn run(shared: Arc<Shared>, env: Env, namespace: String, pod: String) 
                     "/v1/snapshot?namespace={namespace}&pod={pod}&epoch={}&counter={}",
                     acked.epoch, acked.counter
                 );
-                match tokio::time::timeout(Duration::from_secs(90), c.get::<Snapshot>(&path)).await {
+                match tokio::time::timeout(Duration::from_secs(90), c.get::<Push>(&path)).await {
                     Ok(r) => r,
                     Err(_) => Err(api::Error::Decode("the watch timed out".into())),
                 }
@@ -38,8 +39,14 @@ pub async fn run(shared: Arc<Shared>, env: Env, namespace: String, pod: String) 
             None => Err(api::Error::NotRunning { env: env.name.clone() }),
         };
         match result {
-            Ok(snapshot) => {
+            Ok(Push::Unchanged(version)) => {
+                // The control plane found our config current at `version`: acknowledge it.
                 backoff = Duration::from_millis(100);
+                acked = version;
+            }
+            Ok(Push::Snapshot(snapshot)) => {
+                backoff = Duration::from_millis(100);
+                let snapshot = Arc::unwrap_or_clone(snapshot);
                 if snapshot.version != acked || !shared.has_config() {
                     let version = snapshot.version;
                     let gateway = snapshot.proxy.role == Role::Gateway;

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 
 use super::*;
 use crate::resources::parse::parse_documents;
+use crate::ready::Listener;
+use crate::resources::ResourceKey;
 use crate::snapshot::ProxyIdentity;
 
 const HTTPBIN: &str = "
@@ -40,45 +42,33 @@ fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-fn pod(ns: &str, name: &str, labels: &[(&str, &str)], role: Role) -> Pod {
-    Pod {
-        identity: ProxyIdentity {
-            namespace: ns.into(),
-            pod: name.into(),
-            workload: name.split('-').next().unwrap_or(name).into(),
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            service_account: "default".into(),
-            role,
-        },
-        app: None,
-        port_names: BTreeMap::new(),
-        template_hash: "h".into(),
-        phase: "Running".into(),
-        running_since: Version::default(),
-        restarts: 0,
-        message: None,
-        created: String::new(),
-        proxy_addrs: BTreeMap::new(),
-        app_addrs: BTreeMap::new(),
-        published: BTreeMap::new(),
-        pids: vec![],
-        acked: None,
-    }
+fn pod(ns: &str, name: &str, labels: &[(&str, &str)], role: Role) -> Workload {
+    let mut w = Workload::new(ProxyIdentity {
+        namespace: ns.into(),
+        pod: name.into(),
+        workload: name.split('-').next().unwrap_or(name).into(),
+        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        service_account: "default".into(),
+        role,
+    });
+    w.serving = true;
+    w
 }
 
 /// A sidecar-injected httpbin pod whose inbound listener for 8080 is at `port`.
-fn httpbin(name: &str, version: &str, port: u16) -> Pod {
+fn httpbin(name: &str, version: &str, port: u16) -> Workload {
     let mut p = pod("default", name, &[("app", "httpbin"), ("version", version)], Role::Sidecar);
-    p.proxy_addrs.insert("inbound:8080".into(), addr(port));
-    p.app_addrs.insert("8080".into(), addr(port + 1));
+    p.proxy.insert(Listener::Inbound(8080), addr(port));
+    p.app.insert(8080, addr(port + 1));
     p
 }
 
-fn pods(list: Vec<Pod>) -> BTreeMap<String, Pod> {
-    list.into_iter().map(|p| (p.key(), p)).collect()
+/// The world of a fixture's resources and these workloads.
+fn world(res: &BTreeMap<ResourceKey, Resource>, pods: &[Workload]) -> World {
+    World::new(res.values().cloned(), pods.iter().cloned())
 }
 
-fn gateway_pod() -> Pod {
+fn gateway_pod() -> Workload {
     pod("istio-system", "istio-ingressgateway-x", &[("istio", "ingressgateway")], Role::Gateway)
 }
 
@@ -111,8 +101,8 @@ spec:
     );
     let res = resources(&yaml);
     let gw = gateway_pod();
-    let all = pods(vec![gw.clone(), httpbin("httpbin-a", "v1", 4000)]);
-    let snap = snapshot(&World { resources: &res, pods: &all }, &gw, Version::default());
+    let all = world(&res, &[gw.clone(), httpbin("httpbin-a", "v1", 4000)]);
+    let snap = snapshot(&all, &gw, Version::default());
     assert_eq!(snap.listeners.len(), 1);
     let l = &snap.listeners[0];
     assert_eq!(l.port, 8080, "Gateway port 80 is the ingress Service's port 80 → targetPort 8080");
@@ -145,8 +135,8 @@ spec:
     );
     let res = resources(&yaml);
     let gw = gateway_pod();
-    let all = pods(vec![gw.clone()]);
-    let snap = snapshot(&World { resources: &res, pods: &all }, &gw, Version::default());
+    let all = world(&res, &[gw.clone()]);
+    let snap = snapshot(&all, &gw, Version::default());
     assert_eq!(snap.listeners.len(), 1, "the Gateway still opens the port");
     assert!(snap.listeners[0].virtual_hosts.is_empty(), "but nothing routes: every request is 404");
 }
@@ -179,8 +169,8 @@ spec:
     );
     let res = resources(&yaml);
     let gw = gateway_pod();
-    let all = pods(vec![gw.clone()]);
-    let snap = snapshot(&World { resources: &res, pods: &all }, &gw, Version::default());
+    let all = world(&res, &[gw.clone()]);
+    let snap = snapshot(&all, &gw, Version::default());
     let domains: Vec<&str> =
         snap.listeners[0].virtual_hosts.iter().flat_map(|v| v.domains.iter().map(String::as_str)).collect();
     assert_eq!(domains, vec!["*.example.com"], "only the server host open to the VS's namespace binds");
@@ -214,8 +204,8 @@ spec:
     );
     let res = resources(&yaml);
     let me = pod("default", "curl-a", &[("app", "curl")], Role::Sidecar);
-    let all = pods(vec![me.clone(), httpbin("httpbin-a", "v1", 4000), httpbin("httpbin-b", "v2", 5000)]);
-    let snap = snapshot(&World { resources: &res, pods: &all }, &me, Version::default());
+    let all = world(&res, &[me.clone(), httpbin("httpbin-a", "v1", 4000), httpbin("httpbin-b", "v2", 5000)]);
+    let snap = snapshot(&all, &me, Version::default());
     let rc = snap.outbound.iter().find(|r| r.port == 8000).expect("route config for port 8000");
     let vh = &rc.virtual_hosts[0];
     assert_eq!(
@@ -251,8 +241,8 @@ spec:
     );
     let res = resources(&yaml);
     let other = pod("legacy", "client-a", &[], Role::Plain);
-    let all = pods(vec![other.clone(), httpbin("httpbin-a", "v1", 4000)]);
-    let snap = snapshot(&World { resources: &res, pods: &all }, &other, Version::default());
+    let all = world(&res, &[other.clone(), httpbin("httpbin-a", "v1", 4000)]);
+    let snap = snapshot(&all, &other, Version::default());
     let vh = &snap.outbound.iter().find(|r| r.port == 8000).unwrap().virtual_hosts[0];
     assert!(!vh.domains.contains(&"httpbin".to_string()));
     assert!(vh.domains.contains(&"httpbin.default".to_string()));
@@ -279,9 +269,9 @@ spec:
     let res = resources(&yaml);
     let curl = pod("default", "curl-a", &[("app", "curl")], Role::Sidecar);
     let other = pod("default", "other-a", &[("app", "other")], Role::Sidecar);
-    let all = pods(vec![curl.clone(), other.clone()]);
-    let routes_for = |p: &Pod| {
-        let snap = snapshot(&World { resources: &res, pods: &all }, p, Version::default());
+    let all = world(&res, &[curl.clone(), other.clone()]);
+    let routes_for = |p: &Workload| {
+        let snap = snapshot(&all, p, Version::default());
         let vh = &snap.outbound.iter().find(|r| r.port == 8000).unwrap().virtual_hosts[0];
         vh.routes.iter().map(|r| r.matcher.path.clone()).collect::<Vec<_>>()
     };
@@ -310,8 +300,8 @@ spec:
     );
     let res = resources(&yaml);
     let me = pod("default", "curl-a", &[("app", "curl")], Role::Sidecar);
-    let all = pods(vec![me.clone(), httpbin("httpbin-a", "v1", 4000)]);
-    let snap = snapshot(&World { resources: &res, pods: &all }, &me, Version::default());
+    let all = world(&res, &[me.clone(), httpbin("httpbin-a", "v1", 4000)]);
+    let snap = snapshot(&all, &me, Version::default());
     let routes = &snap.outbound.iter().find(|r| r.port == 8000).unwrap().virtual_hosts[0].routes;
     assert_eq!(routes[0].action, RouteAction::Direct { status: 200, body: "hello world".into() });
     match &routes[1].action {
