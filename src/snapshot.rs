@@ -53,7 +53,7 @@ impl Role {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Hash, Serialize, Deserialize)]
 pub struct ProxyIdentity {
     pub namespace: String,
     pub pod: String,
@@ -64,7 +64,7 @@ pub struct ProxyIdentity {
     pub role: Role,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Hash, Serialize, Deserialize)]
 pub struct Snapshot {
     pub version: Version,
     pub proxy: ProxyIdentity,
@@ -79,18 +79,18 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Equal in everything but the version: the proxy would install the same config.
-    pub fn same_content(&self, other: &Snapshot) -> bool {
+    /// A hash of everything but the version: two snapshots with the same content hash give
+    /// the proxy the same config. (The control plane keeps this, not the snapshot, per proxy.)
+    pub fn content_hash(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
         let Snapshot { version: _, proxy, inbound, outbound, listeners, clusters } = self;
-        *proxy == other.proxy
-            && *inbound == other.inbound
-            && *outbound == other.outbound
-            && *listeners == other.listeners
-            && *clusters == other.clusters
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (proxy, inbound, outbound, listeners, clusters).hash(&mut h);
+        h.finish()
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Hash, Serialize, Deserialize)]
 pub struct InboundPort {
     /// The container port a Service's targetPort names.
     pub port: u16,
@@ -101,13 +101,13 @@ pub struct InboundPort {
     pub app: Option<SocketAddr>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Hash, Serialize, Deserialize)]
 pub struct RouteConfig {
     pub port: u16,
     pub virtual_hosts: Vec<VirtualHost>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Hash, Serialize, Deserialize)]
 pub struct GatewayListener {
     /// Container port of the gateway workload (8080 for Gateway servers on port 80 or 8080).
     pub port: u16,
@@ -115,7 +115,7 @@ pub struct GatewayListener {
     pub virtual_hosts: Vec<VirtualHost>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Hash, Serialize, Deserialize)]
 pub struct VirtualHost {
     pub name: String,
     /// Envoy-style domains: exact, `*.suffix`, `prefix.*` or `*`; ports are ignored when matching.
@@ -123,7 +123,7 @@ pub struct VirtualHost {
     pub routes: Vec<Route>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Hash, Serialize, Deserialize)]
 pub struct Route {
     /// `<namespace>/<virtualservice>` and the rule, or `default` for the service's default route.
     pub name: String,
@@ -136,7 +136,7 @@ pub struct Route {
 }
 
 /// What the router does around the upstream call: fault, then timeout ⊃ retries ⊃ per-try timeout.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Hash, Serialize, Deserialize)]
 pub struct RoutePolicy {
     /// The whole request, retries included; `None` is Istio's default (no timeout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -157,7 +157,7 @@ pub struct RoutePolicy {
 }
 
 /// VirtualService `headers`: edits of the request sent upstream and of the response.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Hash, Serialize, Deserialize)]
 pub struct Headers {
     #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
     pub request: HeaderOps,
@@ -172,7 +172,7 @@ impl Headers {
 }
 
 /// Lower-case names. `set` overwrites, `add` appends, `remove` deletes.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Hash, Serialize, Deserialize)]
 pub struct HeaderOps {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub set: Vec<(String, String)>,
@@ -189,7 +189,7 @@ impl HeaderOps {
 }
 
 /// VirtualService `rewrite`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Hash, Serialize, Deserialize)]
 pub struct Rewrite {
     /// Replaces the matched prefix (the whole path for exact and regex matches).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -202,7 +202,7 @@ pub struct Rewrite {
 }
 
 /// VirtualService `redirect`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Hash, Serialize, Deserialize)]
 pub struct Redirect {
     /// Replaces the whole path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -220,14 +220,14 @@ pub struct Redirect {
 }
 
 /// A shadow copy of each request to `cluster`, fire and forget.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Hash, Serialize, Deserialize)]
 pub struct Mirror {
     pub cluster: String,
     pub per_million: u32,
 }
 
 /// VirtualService `corsPolicy`, as Envoy's CORS filter applies it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Hash, Serialize, Deserialize)]
 pub struct Cors {
     pub allow_origins: Vec<ValueMatch>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -247,7 +247,7 @@ pub struct Cors {
 }
 
 /// Envoy's retry policy as Istio writes it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Hash, Serialize, Deserialize)]
 pub struct RetryPolicy {
     /// Retries after the first try (0: none).
     pub attempts: u32,
@@ -282,7 +282,7 @@ impl Default for RetryPolicy {
 }
 
 /// Fault injection; a percentage is kept in parts per million, as Envoy does.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Hash, Serialize, Deserialize)]
 pub struct Fault {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay: Option<FaultDelay>,
@@ -290,19 +290,19 @@ pub struct Fault {
     pub abort: Option<FaultAbort>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Hash, Serialize, Deserialize)]
 pub struct FaultDelay {
     pub delay_ms: u64,
     pub per_million: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Hash, Serialize, Deserialize)]
 pub struct FaultAbort {
     pub status: u16,
     pub per_million: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Hash, Serialize, Deserialize)]
 pub struct RouteMatch {
     pub path: PathMatch,
     #[serde(default)]
@@ -320,7 +320,7 @@ impl RouteMatch {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PathMatch {
     Prefix(String),
@@ -328,7 +328,7 @@ pub enum PathMatch {
     Regex(String),
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Hash, Serialize, Deserialize)]
 pub struct HeaderMatch {
     /// Lower-case header name.
     pub name: String,
@@ -338,13 +338,13 @@ pub struct HeaderMatch {
     pub invert: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Hash, Serialize, Deserialize)]
 pub struct QueryMatch {
     pub name: String,
     pub value: ValueMatch,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ValueMatch {
     Exact(String),
@@ -353,7 +353,7 @@ pub enum ValueMatch {
     Present,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RouteAction {
     /// Pick one cluster by relative weight.
@@ -366,7 +366,7 @@ pub enum RouteAction {
     Redirect(Redirect),
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Hash, Serialize, Deserialize)]
 pub struct WeightedCluster {
     pub cluster: String,
     pub weight: u32,
@@ -375,7 +375,7 @@ pub struct WeightedCluster {
     pub headers: Headers,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Hash, Serialize, Deserialize)]
 pub struct Cluster {
     pub name: String,
     /// The service's FQDN (for metrics and headers).
@@ -391,7 +391,7 @@ pub struct Cluster {
 }
 
 /// How an endpoint is picked for each request.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LbPolicy {
     /// Power of two choices by active requests (Istio's default).
@@ -405,7 +405,7 @@ pub enum LbPolicy {
     ConsistentHash(HashOn),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HashOn {
     Header(String),
@@ -414,7 +414,7 @@ pub enum HashOn {
     SourceIp,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Endpoint {
     pub address: SocketAddr,
     pub namespace: String,

@@ -7,12 +7,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use crate::registry::Workload;
 use crate::resources::core::{Service, ServicePort};
 use crate::resources::meta::IntOrString;
 use crate::resources::networking::{
     Destination, DestinationRule, Gateway, HttpMatchRequest, HttpRoute, StringMatch, TrafficPolicy, VirtualService,
 };
-use crate::registry::Workload;
 use crate::resources::{Kind, Resource};
 use crate::snapshot::{
     cluster_name, Cluster, Endpoint, GatewayListener, HeaderMatch, InboundPort, Mirror, PathMatch, QueryMatch, Role,
@@ -375,12 +375,12 @@ fn action(world: &World, rule: &HttpRoute, vs_ns: &str, scope: &Scope<'_>) -> Op
 /// service's only port, or the listener's), and its subset.
 fn destination_cluster(world: &World, d: &Destination, vs_ns: &str, scope: &Scope<'_>) -> String {
     let host = fqdn(&d.host, vs_ns);
-    let port = d.port.as_ref().and_then(|p| p.number).and_then(|n| u16::try_from(n).ok()).unwrap_or_else(|| {
-        world
-            .service(&host)
-            .and_then(|s| single_port(s, scope.port))
-            .unwrap_or(scope.port)
-    });
+    let port = d
+        .port
+        .as_ref()
+        .and_then(|p| p.number)
+        .and_then(|n| u16::try_from(n).ok())
+        .unwrap_or_else(|| world.service(&host).and_then(|s| single_port(s, scope.port)).unwrap_or(scope.port));
     cluster_name(port, d.subset.as_deref().unwrap_or_default(), &host)
 }
 

@@ -30,7 +30,8 @@ pub async fn run(env: &Env, workload: &str, namespace: &str, command: &[String])
     if !pod.ready {
         bail!("pod {}/{} is not ready ({}); see `meshrig status`", pod.namespace, pod.name, pod.phase);
     }
-    let proxy = pod.proxy_addrs.get(&Listener::Outbound).ok_or_else(|| anyhow!("pod {} has no outbound listener", pod.name))?;
+    let proxy =
+        pod.proxy_addrs.get(&Listener::Outbound).ok_or_else(|| anyhow!("pod {} has no outbound listener", pod.name))?;
     let url = format!("http://{proxy}");
     let (program, args) = command
         .split_first()

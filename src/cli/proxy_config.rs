@@ -10,9 +10,9 @@ use anyhow::{anyhow, bail, Context};
 use crate::api::{self, PodStatus};
 use crate::cli::term::table;
 use crate::cli::Output;
-use crate::ready::Listener;
 use crate::env::Env;
 use crate::net;
+use crate::ready::Listener;
 use crate::snapshot::{PathMatch, RouteAction, RouteMatch, Snapshot, Version};
 
 /// SYNCED when the proxy acknowledged the control plane's current version, STALE when it holds
@@ -107,7 +107,10 @@ pub async fn config(
     let client = api::Client::for_env(env)?;
     let status = client.status().await?;
     let pod = find(&status.pods, pod, namespace)?;
-    let admin = pod.proxy_addrs.get(&Listener::Admin).ok_or_else(|| anyhow!("pod {} has no proxy admin listener", pod.key()))?;
+    let admin = pod
+        .proxy_addrs
+        .get(&Listener::Admin)
+        .ok_or_else(|| anyhow!("pod {} has no proxy admin listener", pod.key()))?;
     let snapshot = config_dump(*admin).await.with_context(|| format!("reading {}'s config from {admin}", pod.key()))?;
     if output == Output::Json {
         let value = match section {

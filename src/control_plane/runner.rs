@@ -14,11 +14,11 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
+use crate::api::Phase;
 use crate::apps::{self, Workload};
 use crate::control_plane::state::{Pod, State};
 use crate::env::Settings;
 use crate::net::log;
-use crate::api::Phase;
 use crate::ready::{self, Listener};
 use crate::registry;
 use crate::resources::core::Deployment;

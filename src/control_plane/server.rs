@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 
 use crate::api::{Action, ApplyRequest, ChangeResponse, ControlPlaneStatus, DeleteRequest, ErrorBody, Push, Status};
 use crate::control_plane::runner;
-use crate::control_plane::state::State;
+use crate::control_plane::state::{Pushed, State};
 use crate::net::{self, Body};
 use crate::resources::{self, Kind, Resource};
 use crate::snapshot::Version;
@@ -251,8 +251,8 @@ async fn snapshot(server: &Server, q: &HashMap<String, String>) -> Response<Body
             pod.acked = Some(acked);
             state.progress.send_modify(|n| *n += 1);
         }
-        // What the proxy holds: the last snapshot sent to it, if this poll acknowledges it.
-        pod.pushed.clone().filter(|p| p.version == acked)
+        // What the proxy holds, if this poll acknowledges a version we know the content of.
+        pod.pushed.and_then(|p| p.held_at(acked))
     };
     let mut rx = state.changes.subscribe();
     if acked.epoch == state.epoch {
@@ -266,11 +266,10 @@ async fn snapshot(server: &Server, q: &HashMap<String, String>) -> Response<Body
         return error(StatusCode::NOT_FOUND, format!("pod {key} is not known to this control plane"));
     };
     let snap = Arc::new(translate::snapshot(&view.world, me, view.version));
-    let unchanged = held.as_ref().is_some_and(|h| h.same_content(&snap));
-    // Held under its new version either way (equal content when unchanged); it shares the
-    // current world's endpoint lists, so older worlds are freed.
+    let hash = snap.content_hash();
+    let unchanged = held == Some(hash);
     if let Some(pod) = state.lock().pods.get_mut(&key) {
-        pod.pushed = Some(snap.clone());
+        pod.pushed = Some(Pushed::next(pod.pushed, view.version, hash));
     }
     if unchanged {
         net::json(StatusCode::OK, &Push::Unchanged(view.version))

@@ -11,7 +11,7 @@ use crate::control_plane::store::Store;
 use crate::env::{Env, Settings};
 use crate::registry::Workload;
 use crate::resources::Resource;
-use crate::snapshot::{Snapshot, Version};
+use crate::snapshot::Version;
 use crate::translate::{self, World};
 
 /// A pod as the local runner keeps it: the workload the mesh sees, and how it runs.
@@ -28,9 +28,35 @@ pub struct Pod {
     pub created: String,
     pub pids: Vec<u32>,
     pub acked: Option<Version>,
-    /// The last snapshot sent to its proxy: a poll acknowledging that version tells what the
-    /// proxy holds, so an unchanged snapshot is not sent again.
-    pub pushed: Option<Arc<Snapshot>>,
+    /// What its proxy was last given: a poll that acknowledges a version in that range tells
+    /// what the proxy holds, so unchanged content is not resent.
+    pub pushed: Option<Pushed>,
+}
+
+/// A snapshot content (by hash) and the versions it was current for, `from..=to`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Pushed {
+    pub from: Version,
+    pub to: Version,
+    pub hash: u64,
+}
+
+impl Pushed {
+    /// The content a proxy that acknowledged `acked` holds, if known.
+    pub fn held_at(&self, acked: Version) -> Option<u64> {
+        (acked.epoch == self.to.epoch && self.from.counter <= acked.counter && acked.counter <= self.to.counter)
+            .then_some(self.hash)
+    }
+
+    /// After translating `hash` at `version`: the range grows while the content stays the same.
+    pub fn next(previous: Option<Pushed>, version: Version, hash: u64) -> Pushed {
+        match previous {
+            Some(p) if p.hash == hash && p.to.epoch == version.epoch && p.to.counter <= version.counter => {
+                Pushed { to: version, ..p }
+            }
+            _ => Pushed { from: version, to: version, hash },
+        }
+    }
 }
 
 impl Pod {
@@ -231,4 +257,26 @@ impl State {
 pub struct Processes {
     pub control_plane: u32,
     pub pids: Vec<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pushed;
+    use crate::snapshot::Version;
+
+    fn v(counter: u64) -> Version {
+        Version { epoch: 7, counter }
+    }
+
+    #[test]
+    fn the_content_a_proxy_holds_is_known_across_versions_that_did_not_change_it() {
+        let p = Pushed::next(None, v(3), 0xaa);
+        let p = Pushed::next(Some(p), v(5), 0xaa);
+        assert_eq!((p.held_at(v(3)), p.held_at(v(4)), p.held_at(v(5))), (Some(0xaa), Some(0xaa), Some(0xaa)));
+        assert_eq!(p.held_at(v(2)), None, "older than anything sent");
+        assert_eq!(p.held_at(v(6)), None, "newer than anything sent");
+        assert_eq!(p.held_at(Version { epoch: 8, counter: 4 }), None, "another control plane's version");
+        let changed = Pushed::next(Some(p), v(6), 0xbb);
+        assert_eq!((changed.held_at(v(5)), changed.held_at(v(6))), (None, Some(0xbb)));
+    }
 }

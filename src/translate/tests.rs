@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use super::*;
-use crate::resources::parse::parse_documents;
 use crate::ready::Listener;
+use crate::resources::parse::parse_documents;
 use crate::resources::ResourceKey;
 use crate::snapshot::ProxyIdentity;
 
@@ -135,7 +135,7 @@ spec:
     );
     let res = resources(&yaml);
     let gw = gateway_pod();
-    let all = world(&res, &[gw.clone()]);
+    let all = world(&res, std::slice::from_ref(&gw));
     let snap = snapshot(&all, &gw, Version::default());
     assert_eq!(snap.listeners.len(), 1, "the Gateway still opens the port");
     assert!(snap.listeners[0].virtual_hosts.is_empty(), "but nothing routes: every request is 404");
@@ -169,7 +169,7 @@ spec:
     );
     let res = resources(&yaml);
     let gw = gateway_pod();
-    let all = world(&res, &[gw.clone()]);
+    let all = world(&res, std::slice::from_ref(&gw));
     let snap = snapshot(&all, &gw, Version::default());
     let domains: Vec<&str> =
         snap.listeners[0].virtual_hosts.iter().flat_map(|v| v.domains.iter().map(String::as_str)).collect();

@@ -5,6 +5,7 @@
 mod labs;
 mod lifecycle;
 mod proxy_config;
+mod push;
 mod samples;
 mod support;
 mod traffic;

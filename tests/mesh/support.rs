@@ -236,3 +236,34 @@ pub fn ours_listening(addr: SocketAddr, state: &Path) -> bool {
     // A listener we cannot attribute counts as ours: the check errs on the side of failing.
     listener_pid(addr.port()).is_none_or(|pid| runs_in(pid, state))
 }
+
+impl Mesh {
+    /// The control plane's API address and token, as a proxy gets them.
+    pub fn api(&self) -> (SocketAddr, String) {
+        let address = self.status()["control_plane"]["address"].as_str().unwrap().parse().unwrap();
+        let token = find_file(self.state.path(), "token").expect("the environment has a token");
+        (address, std::fs::read_to_string(token).unwrap().trim().to_string())
+    }
+
+    /// The name of the (first) pod of `workload`.
+    pub fn pod(&self, workload: &str) -> String {
+        let status = self.status();
+        let pod =
+            status["pods"].as_array().unwrap().iter().find(|p| p["workload"] == workload).expect("workload has a pod");
+        pod["name"].as_str().unwrap().to_string()
+    }
+}
+
+fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            if let Some(found) = find_file(&path, name) {
+                return Some(found);
+            }
+        } else if e.file_name() == name {
+            return Some(path);
+        }
+    }
+    None
+}
