@@ -176,6 +176,13 @@ pub struct Client {
     http: net::HttpClient,
 }
 
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token stays out of logs and panics.
+        f.debug_struct("Client").field("address", &self.address).finish_non_exhaustive()
+    }
+}
+
 impl Client {
     pub fn new(address: SocketAddr, token: String) -> Client {
         Client { address, token, http: net::client() }

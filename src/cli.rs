@@ -150,6 +150,9 @@ pub enum Command {
         pod: String,
         #[arg(long = "inbound-port")]
         inbound_ports: Vec<u16>,
+        /// The control plane's API address (its token comes in MESHRIG_PROXY_TOKEN).
+        #[arg(long)]
+        control_plane: std::net::SocketAddr,
         /// PORT=ADDR: publish a gateway container port on a localhost address.
         #[arg(long)]
         publish: Vec<String>,
@@ -211,7 +214,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(crate::control_plane::run(env))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Proxy { role, namespace, pod, inbound_ports, publish } => {
+        Command::Proxy { role, namespace, pod, inbound_ports, control_plane, publish } => {
             let role = match role.as_str() {
                 "sidecar" => crate::snapshot::Role::Sidecar,
                 "gateway" => crate::snapshot::Role::Gateway,
@@ -223,7 +226,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let (port, addr) = p.split_once('=').ok_or_else(|| anyhow::anyhow!("--publish takes PORT=ADDR"))?;
                 published.insert(port.parse()?, addr.parse()?);
             }
-            let config = crate::proxy::Config { role, env, namespace, pod, inbound_ports, publish: published };
+            let token = std::env::var(crate::proxy::TOKEN_ENV).map_err(|_| {
+                anyhow::anyhow!(
+                    "{} is not set: proxies are started by the control plane (`meshrig up`), which sets it",
+                    crate::proxy::TOKEN_ENV
+                )
+            })?;
+            let control_plane = crate::api::Client::new(control_plane, token);
+            let config =
+                crate::proxy::Config { role, control_plane, namespace, pod, inbound_ports, publish: published };
             // Two workers, as Istio sizes its proxies.
             runtime()?.block_on(crate::proxy::run(config))?;
             Ok(ExitCode::SUCCESS)

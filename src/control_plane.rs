@@ -40,10 +40,11 @@ pub async fn run(env: Env) -> Result<(), Error> {
     }
     let store = store::Store::load(env.store_file())?;
     let settings = env.settings()?.unwrap_or_default();
-    let state = Arc::new(state::State::new(env.clone(), settings, store));
     let token = env.token()?;
     let listener = net::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.map_err(Error::Bind)?;
     let address = listener.local_addr().map_err(Error::Bind)?;
+    let api = state::Api { address, token: token.clone() };
+    let state = Arc::new(state::State::new(env.clone(), settings, store, api));
     env::write_json(&env.control_plane_file(), &ControlPlaneInfo { address, pid: std::process::id() })?;
     state.save_processes();
     let server = Arc::new(server::Server { state: state.clone(), token, started: env::rfc3339_now(), address });

@@ -40,7 +40,6 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::watch as channel;
 use tokio::task::JoinHandle;
 
-use crate::env::Env;
 use crate::net::{self, log};
 use crate::ready::{self, Listener};
 use crate::snapshot::Role;
@@ -53,11 +52,15 @@ pub enum Error {
     Bind { addr: SocketAddr, source: std::io::Error },
 }
 
+/// The environment variable that carries the control plane's token to a proxy.
+pub const TOKEN_ENV: &str = "MESHRIG_PROXY_TOKEN";
+
 /// How a proxy process is started (by the runner).
 #[derive(Clone, Debug)]
 pub struct Config {
     pub role: Role,
-    pub env: Env,
+    /// The control plane to follow (address and token given at start, never read from disk).
+    pub control_plane: crate::api::Client,
     pub namespace: String,
     pub pod: String,
     /// Sidecar: the container ports to put an inbound listener in front of.
@@ -146,7 +149,12 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let _ = shared.own.set(addrs.values().copied().collect());
     ready::announce(&addrs);
 
-    tokio::spawn(watch::run(shared.clone(), config.env.clone(), config.namespace.clone(), config.pod.clone()));
+    tokio::spawn(watch::run(
+        shared.clone(),
+        config.control_plane.clone(),
+        config.namespace.clone(),
+        config.pod.clone(),
+    ));
     if config.role == Role::Gateway {
         gateway_listeners(shared, config.publish).await;
     } else {

@@ -324,7 +324,10 @@ async fn start(state: &State, key: &str, plan: &PodPlan) -> Result<Procs, String
         &plan.namespace,
         "--pod",
         &pod_name,
+        "--control-plane",
+        &state.api.address.to_string(),
     ]);
+    proxy.env(crate::proxy::TOKEN_ENV, &state.api.token);
     for p in &plan.inbound_ports {
         proxy.args(["--inbound-port", &p.to_string()]);
     }

@@ -2,6 +2,7 @@
 //! counter every change bumps (proxies long-poll on it).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -128,6 +129,8 @@ pub struct State {
     /// The environment's settings, fixed while the control plane runs (`up` changes them only
     /// when it is not running).
     pub settings: Settings,
+    /// Where proxies reach this control plane; the runner passes it to each proxy it starts.
+    pub api: Api,
     pub epoch: u64,
     pub inner: Mutex<Inner>,
     /// The config version proxies see: bumped by every change to the store or to a workload
@@ -142,6 +145,14 @@ pub struct State {
     view: Mutex<Option<Arc<View>>>,
 }
 
+/// The API's address and token, as a proxy is started with them (`--control-plane` and the
+/// `MESHRIG_PROXY_TOKEN` environment variable; the token never appears in a command line).
+#[derive(Clone, Debug)]
+pub struct Api {
+    pub address: SocketAddr,
+    pub token: String,
+}
+
 /// An immutable, indexed world at one version.
 pub struct View {
     pub version: Version,
@@ -149,7 +160,7 @@ pub struct View {
 }
 
 impl State {
-    pub fn new(env: Env, settings: Settings, store: Store) -> State {
+    pub fn new(env: Env, settings: Settings, store: Store, api: Api) -> State {
         let epoch = loop {
             let e = fastrand::u64(1..);
             if e != 0 {
@@ -159,6 +170,7 @@ impl State {
         State {
             env,
             settings,
+            api,
             epoch,
             inner: Mutex::new(Inner { store, pods: BTreeMap::new(), counter: 1 }),
             changes: watch::channel(1).0,

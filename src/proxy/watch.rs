@@ -1,13 +1,13 @@
 //! The proxy's watch on the control plane: a long poll that returns a full snapshot whenever
 //! this proxy's config changes, or `unchanged` with a new version when a change elsewhere left
 //! this proxy's config as it was. The version sent back in the next poll is the acknowledgement.
-//! When the control plane is gone the proxy keeps serving its last snapshot and retries.
+//! When the control plane is gone the proxy keeps serving its last snapshot and retries. The
+//! control plane's address and token are given at start: a proxy never reads the state dir.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::{self, Push};
-use crate::env::Env;
 use crate::net::log;
 use crate::proxy::Shared;
 use crate::snapshot::{Role, Version};
@@ -15,28 +15,15 @@ use crate::snapshot::{Role, Version};
 /// How long a gateway waits for its listeners before it polls again without acknowledging.
 const BIND_WAIT: Duration = Duration::from_secs(2);
 
-pub async fn run(shared: Arc<Shared>, env: Env, namespace: String, pod: String) {
+pub async fn run(shared: Arc<Shared>, client: api::Client, namespace: String, pod: String) {
     let mut acked = Version::default();
     let mut backoff = Duration::from_millis(100);
-    // Where the control plane is (and its token) is read from the state dir, and read again
-    // only after a failure: a restarted control plane listens on a new address.
-    let mut client: Option<api::Client> = None;
     loop {
-        if client.is_none() {
-            client = api::Client::for_env(&env).ok();
-        }
-        let result = match &client {
-            Some(c) => {
-                let path = format!(
-                    "/v1/snapshot?namespace={namespace}&pod={pod}&epoch={}&counter={}",
-                    acked.epoch, acked.counter
-                );
-                match tokio::time::timeout(Duration::from_secs(90), c.get::<Push>(&path)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(api::Error::Decode("the watch timed out".into())),
-                }
-            }
-            None => Err(api::Error::NotRunning { env: env.name.clone() }),
+        let path =
+            format!("/v1/snapshot?namespace={namespace}&pod={pod}&epoch={}&counter={}", acked.epoch, acked.counter);
+        let result = match tokio::time::timeout(Duration::from_secs(90), client.get::<Push>(&path)).await {
+            Ok(r) => r,
+            Err(_) => Err(api::Error::Decode("the watch timed out".into())),
         };
         match result {
             Ok(Push::Unchanged(version)) => {
@@ -65,7 +52,6 @@ pub async fn run(shared: Arc<Shared>, env: Env, namespace: String, pod: String) 
                 }
             }
             Err(e) => {
-                client = None;
                 log(&format!("watch: {e}; retrying in {backoff:?}"));
                 // A real backoff between reconnects, not a wait for readiness.
                 tokio::time::sleep(backoff).await;
