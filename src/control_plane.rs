@@ -3,10 +3,12 @@
 //!
 //! # Layout
 //! - `store`: applied resources, persisted, all-or-nothing.
-//! - `state`: store + pods + the version counter, shared by everything below.
+//! - `backend`: what runs workloads, as the API sees it (admission); `Local` today.
+//! - `state`: store + pods + the version counter + the world view, shared by everything below.
 //! - `runner`: Deployments → pods → processes (sidecar injection, image mapping).
 //! - `server`: the HTTP API (`api` has the wire types).
 
+pub mod backend;
 pub mod runner;
 pub mod server;
 pub mod state;
@@ -44,7 +46,8 @@ pub async fn run(env: Env) -> Result<(), Error> {
     let listener = net::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.map_err(Error::Bind)?;
     let address = listener.local_addr().map_err(Error::Bind)?;
     let api = state::Api { address, token: token.clone() };
-    let state = Arc::new(state::State::new(env.clone(), settings, store, api));
+    let backend = Box::new(backend::Local { settings: settings.clone() });
+    let state = Arc::new(state::State::new(env.clone(), settings, store, api, backend));
     env::write_json(&env.control_plane_file(), &ControlPlaneInfo { address, pid: std::process::id() })?;
     state.save_processes();
     let server = Arc::new(server::Server { state: state.clone(), token, started: env::rfc3339_now(), address });

@@ -9,7 +9,6 @@ use http::{header, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::api::{Action, ApplyRequest, ChangeResponse, ControlPlaneStatus, DeleteRequest, ErrorBody, Push, Status};
-use crate::control_plane::runner;
 use crate::control_plane::state::{Pushed, State};
 use crate::net::{self, Body};
 use crate::resources::{self, Kind, Resource};
@@ -82,7 +81,6 @@ async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Re
 /// Validates the whole batch, then applies all of it or none.
 fn apply(server: &Server, body: ApplyRequest) -> Response<Body> {
     let state = &server.state;
-    let settings = &state.settings;
     let mut inner = state.lock();
     let mut errors = Vec::new();
     let mut batch = Vec::new();
@@ -123,7 +121,7 @@ fn apply(server: &Server, body: ApplyRequest) -> Response<Body> {
                     .map(|n| n.meta().labels.clone())
                     .unwrap_or_default()
             });
-            if let Err(e) = runner::plan(d, &ns_labels, settings) {
+            if let Err(e) = state.backend.admit(d, &ns_labels) {
                 errors.push(format!("{key}: {e}"));
                 continue;
             }

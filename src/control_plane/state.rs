@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 use crate::api::{Phase, PodStatus};
+use crate::control_plane::backend::Backend;
 use crate::control_plane::store::Store;
 use crate::env::{Env, Settings};
 use crate::registry::Workload;
@@ -131,6 +132,8 @@ pub struct State {
     pub settings: Settings,
     /// Where proxies reach this control plane; the runner passes it to each proxy it starts.
     pub api: Api,
+    /// What runs the workloads; `apply` asks it to admit Deployments.
+    pub backend: Box<dyn Backend>,
     pub epoch: u64,
     pub inner: Mutex<Inner>,
     /// The config version proxies see: bumped by every change to the store or to a workload
@@ -160,7 +163,7 @@ pub struct View {
 }
 
 impl State {
-    pub fn new(env: Env, settings: Settings, store: Store, api: Api) -> State {
+    pub fn new(env: Env, settings: Settings, store: Store, api: Api, backend: Box<dyn Backend>) -> State {
         let epoch = loop {
             let e = fastrand::u64(1..);
             if e != 0 {
@@ -171,6 +174,7 @@ impl State {
             env,
             settings,
             api,
+            backend,
             epoch,
             inner: Mutex::new(Inner { store, pods: BTreeMap::new(), counter: 1 }),
             changes: watch::channel(1).0,

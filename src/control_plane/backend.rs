@@ -1,0 +1,27 @@
+//! The seam between the control plane's API and what runs workloads. The API asks the backend
+//! whether it can run a Deployment (admission) before anything is stored; the local backend
+//! answers from its image table and injection rules (`runner::plan`). A kind backend would
+//! admit any image and leave running it to Kubernetes.
+
+use std::collections::BTreeMap;
+
+use crate::control_plane::runner;
+use crate::env::Settings;
+use crate::resources::core::Deployment;
+
+pub trait Backend: Send + Sync {
+    /// Ok when this backend can run `deployment` in a namespace with `namespace_labels`; the
+    /// error is what `apply` reports (field path first).
+    fn admit(&self, deployment: &Deployment, namespace_labels: &BTreeMap<String, String>) -> Result<(), String>;
+}
+
+/// Processes on loopback: only the images meshrig has built-in apps for.
+pub struct Local {
+    pub settings: Settings,
+}
+
+impl Backend for Local {
+    fn admit(&self, deployment: &Deployment, namespace_labels: &BTreeMap<String, String>) -> Result<(), String> {
+        runner::plan(deployment, namespace_labels, &self.settings).map(|_| ())
+    }
+}
