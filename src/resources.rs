@@ -23,16 +23,90 @@ pub use self::networking::{DestinationRule, Gateway, VirtualService};
 pub use self::parse::{parse_documents, Document, ParseError};
 pub use self::validate::{unenforced, validate};
 
-/// The kinds meshrig stores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Kind {
-    Namespace,
-    ServiceAccount,
-    Service,
-    Deployment,
-    Gateway,
-    VirtualService,
-    DestinationRule,
+/// Every kind meshrig stores, in apply order (namespaces first, routing last): its Rust type,
+/// plural, kubectl short name, accepted apiVersions (the first preferred) and scope. This table
+/// is the one place a new kind is declared; `kinds!` derives `Kind`, `Resource` and the
+/// dispatch between them from it.
+macro_rules! kinds {
+    ($($kind:ident($ty:ty) { plural: $plural:literal, short: $short:literal, versions: $versions:expr, namespaced: $ns:literal },)*) => {
+        /// The kinds meshrig stores.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub enum Kind {
+            $($kind,)*
+        }
+
+        /// One object of any supported kind.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Resource {
+            $($kind($ty),)*
+        }
+
+        impl Kind {
+            /// Every kind, in apply order.
+            pub const ALL: &[Kind] = &[$(Kind::$kind,)*];
+
+            /// The Kubernetes `kind`, e.g. `VirtualService`.
+            pub fn as_str(&self) -> &'static str {
+                match self {
+                    $(Kind::$kind => stringify!($kind),)*
+                }
+            }
+
+            /// The lowercase plural resource name, e.g. `virtualservices`.
+            pub fn plural(&self) -> &'static str {
+                match self {
+                    $(Kind::$kind => $plural,)*
+                }
+            }
+
+            /// kubectl short name, e.g. `vs`.
+            pub fn short_name(&self) -> &'static str {
+                match self {
+                    $(Kind::$kind => $short,)*
+                }
+            }
+
+            /// False only for cluster-scoped kinds (Namespace).
+            pub fn namespaced(&self) -> bool {
+                match self {
+                    $(Kind::$kind => $ns,)*
+                }
+            }
+
+            /// Accepted `apiVersion`s; the first is the preferred one.
+            pub fn api_versions(&self) -> &'static [&'static str] {
+                match self {
+                    $(Kind::$kind => $versions,)*
+                }
+            }
+        }
+
+        /// Runs `$e` with `$r` bound to the object inside any `Resource`.
+        macro_rules! each {
+            ($self_:expr, $r:ident => $e:expr) => {
+                match $self_ {
+                    $(Resource::$kind($r) => $e,)*
+                }
+            };
+        }
+
+        impl Resource {
+            pub fn kind(&self) -> Kind {
+                match self {
+                    $(Resource::$kind(_) => Kind::$kind,)*
+                }
+            }
+
+            /// Strict conversion of JSON already known to be of `kind` (apiVersion checked).
+            fn convert(kind: Kind, v: serde_json::Value) -> Result<Resource, String> {
+                Ok(match kind {
+                    $(Kind::$kind => Resource::$kind(
+                        serde_json::from_value(v).map_err(|e| format!("{}: {e}", stringify!($kind)))?,
+                    ),)*
+                })
+            }
+        }
+    };
 }
 
 const CORE_V1: &[&str] = &["v1"];
@@ -40,71 +114,21 @@ const APPS_V1: &[&str] = &["apps/v1"];
 const ISTIO_NETWORKING: &[&str] =
     &["networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"];
 
+kinds! {
+    Namespace(core::Namespace) { plural: "namespaces", short: "ns", versions: CORE_V1, namespaced: false },
+    ServiceAccount(core::ServiceAccount) { plural: "serviceaccounts", short: "sa", versions: CORE_V1, namespaced: true },
+    Service(core::Service) { plural: "services", short: "svc", versions: CORE_V1, namespaced: true },
+    Deployment(core::Deployment) { plural: "deployments", short: "deploy", versions: APPS_V1, namespaced: true },
+    Gateway(networking::Gateway) { plural: "gateways", short: "gw", versions: ISTIO_NETWORKING, namespaced: true },
+    VirtualService(networking::VirtualService) {
+        plural: "virtualservices", short: "vs", versions: ISTIO_NETWORKING, namespaced: true
+    },
+    DestinationRule(networking::DestinationRule) {
+        plural: "destinationrules", short: "dr", versions: ISTIO_NETWORKING, namespaced: true
+    },
+}
+
 impl Kind {
-    /// Every kind, in apply order (namespaces first, routing last).
-    pub const ALL: [Kind; 7] = [
-        Kind::Namespace,
-        Kind::ServiceAccount,
-        Kind::Service,
-        Kind::Deployment,
-        Kind::Gateway,
-        Kind::VirtualService,
-        Kind::DestinationRule,
-    ];
-
-    /// The Kubernetes `kind`, e.g. `VirtualService`.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Kind::Namespace => "Namespace",
-            Kind::ServiceAccount => "ServiceAccount",
-            Kind::Service => "Service",
-            Kind::Deployment => "Deployment",
-            Kind::Gateway => "Gateway",
-            Kind::VirtualService => "VirtualService",
-            Kind::DestinationRule => "DestinationRule",
-        }
-    }
-
-    /// The lowercase plural resource name, e.g. `virtualservices`.
-    pub fn plural(&self) -> &'static str {
-        match self {
-            Kind::Namespace => "namespaces",
-            Kind::ServiceAccount => "serviceaccounts",
-            Kind::Service => "services",
-            Kind::Deployment => "deployments",
-            Kind::Gateway => "gateways",
-            Kind::VirtualService => "virtualservices",
-            Kind::DestinationRule => "destinationrules",
-        }
-    }
-
-    /// kubectl short name, e.g. `vs`.
-    pub fn short_name(&self) -> &'static str {
-        match self {
-            Kind::Namespace => "ns",
-            Kind::ServiceAccount => "sa",
-            Kind::Service => "svc",
-            Kind::Deployment => "deploy",
-            Kind::Gateway => "gw",
-            Kind::VirtualService => "vs",
-            Kind::DestinationRule => "dr",
-        }
-    }
-
-    /// False only for cluster-scoped kinds (Namespace).
-    pub fn namespaced(&self) -> bool {
-        !matches!(self, Kind::Namespace)
-    }
-
-    /// Accepted `apiVersion`s; the first is the preferred one.
-    pub fn api_versions(&self) -> &'static [&'static str] {
-        match self {
-            Kind::Namespace | Kind::ServiceAccount | Kind::Service => CORE_V1,
-            Kind::Deployment => APPS_V1,
-            Kind::Gateway | Kind::VirtualService | Kind::DestinationRule => ISTIO_NETWORKING,
-        }
-    }
-
     /// kubectl-style resource names, case-insensitive: kind, plural, singular,
     /// short name, and `<plural>.<group>` (e.g. `virtualservices.networking.istio.io`).
     pub fn from_user(s: &str) -> Option<Kind> {
@@ -113,7 +137,7 @@ impl Kind {
             Some((n, g)) => (n.to_string(), Some(g.to_string())),
             None => (s, None),
         };
-        let kind = Kind::ALL.into_iter().find(|k| {
+        let kind = Kind::ALL.iter().copied().find(|k| {
             let kind = k.as_str().to_ascii_lowercase();
             name == kind || name == k.plural() || name == k.short_name()
         })?;
@@ -131,7 +155,7 @@ impl Kind {
 
     /// Parse the exact Kubernetes `kind` string (case-sensitive, as the API server does).
     pub fn from_kind(s: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+        Kind::ALL.iter().copied().find(|k| k.as_str() == s)
     }
 }
 
@@ -166,45 +190,7 @@ impl fmt::Display for ResourceKey {
     }
 }
 
-/// One object of any supported kind.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Resource {
-    Namespace(core::Namespace),
-    ServiceAccount(core::ServiceAccount),
-    Service(core::Service),
-    Deployment(core::Deployment),
-    Gateway(networking::Gateway),
-    VirtualService(networking::VirtualService),
-    DestinationRule(networking::DestinationRule),
-}
-
-macro_rules! each {
-    ($self:expr, $r:ident => $e:expr) => {
-        match $self {
-            Resource::Namespace($r) => $e,
-            Resource::ServiceAccount($r) => $e,
-            Resource::Service($r) => $e,
-            Resource::Deployment($r) => $e,
-            Resource::Gateway($r) => $e,
-            Resource::VirtualService($r) => $e,
-            Resource::DestinationRule($r) => $e,
-        }
-    };
-}
-
 impl Resource {
-    pub fn kind(&self) -> Kind {
-        match self {
-            Resource::Namespace(_) => Kind::Namespace,
-            Resource::ServiceAccount(_) => Kind::ServiceAccount,
-            Resource::Service(_) => Kind::Service,
-            Resource::Deployment(_) => Kind::Deployment,
-            Resource::Gateway(_) => Kind::Gateway,
-            Resource::VirtualService(_) => Kind::VirtualService,
-            Resource::DestinationRule(_) => Kind::DestinationRule,
-        }
-    }
-
     pub fn meta(&self) -> &ObjectMeta {
         each!(self, r => &r.metadata)
     }
@@ -269,18 +255,7 @@ impl Resource {
                 kind.api_versions().join(", ")
             ));
         }
-        fn conv<T: serde::de::DeserializeOwned>(v: serde_json::Value, kind: &str) -> Result<T, String> {
-            serde_json::from_value(v).map_err(|e| format!("{kind}: {e}"))
-        }
-        Ok(match kind {
-            Kind::Namespace => Resource::Namespace(conv(v, kind_str)?),
-            Kind::ServiceAccount => Resource::ServiceAccount(conv(v, kind_str)?),
-            Kind::Service => Resource::Service(conv(v, kind_str)?),
-            Kind::Deployment => Resource::Deployment(conv(v, kind_str)?),
-            Kind::Gateway => Resource::Gateway(conv(v, kind_str)?),
-            Kind::VirtualService => Resource::VirtualService(conv(v, kind_str)?),
-            Kind::DestinationRule => Resource::DestinationRule(conv(v, kind_str)?),
-        })
+        Resource::convert(kind, v)
     }
 
     /// Same kind, labels, annotations and content (spec and other user fields); ignores
@@ -329,7 +304,7 @@ mod tests {
 
     #[test]
     fn kind_names() {
-        for k in Kind::ALL {
+        for &k in Kind::ALL {
             assert_eq!(Kind::from_user(k.as_str()), Some(k));
             assert_eq!(Kind::from_user(&k.as_str().to_uppercase()), Some(k));
             assert_eq!(Kind::from_user(k.plural()), Some(k));

@@ -599,7 +599,7 @@ fn hint_for_message(msg: &str, kind: Option<Kind>) -> String {
 }
 
 fn unsupported_kind_hint(kind: &str) -> String {
-    if let Some(k) = Kind::ALL.into_iter().find(|k| k.as_str().eq_ignore_ascii_case(kind)) {
+    if let Some(k) = Kind::ALL.iter().copied().find(|k| k.as_str().eq_ignore_ascii_case(kind)) {
         return format!("kinds are case-sensitive: write `kind: {}`", k.as_str());
     }
     if KNOWN_UNSUPPORTED.contains(&kind) {
