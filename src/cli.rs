@@ -2,6 +2,7 @@
 //!
 //! Exit codes: 0 success; 1 a check or verification failed; 2 usage or runtime error.
 
+pub mod backend;
 mod doctor;
 mod exec;
 mod lab;

@@ -10,7 +10,7 @@ use crate::env::Env;
 use crate::ready::Listener;
 
 pub async fn run(env: &Env, workload: &str, namespace: &str, command: &[String]) -> anyhow::Result<ExitCode> {
-    let client = api::Client::for_env(env)?;
+    let client = crate::cli::backend::Backend::local(env).client()?;
     let status = client.status().await?;
     let name = workload
         .strip_prefix("deploy/")

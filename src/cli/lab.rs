@@ -33,7 +33,7 @@ pub async fn run(env: &Env, cmd: LabCommand) -> anyhow::Result<ExitCode> {
         LabCommand::Solution { lab, apply } => {
             let lab = current(env, lab)?;
             if apply {
-                let client = api::Client::for_env(env)?;
+                let client = crate::cli::backend::Backend::local(env).client()?;
                 apply_files(&client, &lab, &lab.spec.solution).await?;
                 eprintln!("{} applied the solution of lab {}", term::pass_mark(), lab.number);
             } else {
@@ -122,7 +122,7 @@ async fn apply_files(client: &api::Client, lab: &Lab, files: &[String]) -> anyho
 }
 
 async fn start(env: &Env, lab: &Lab) -> anyhow::Result<ExitCode> {
-    let client = api::Client::for_env(env)?;
+    let client = crate::cli::backend::Backend::local(env).client()?;
     setup(&client, lab).await?;
     let dir = workspace(lab);
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
@@ -165,7 +165,7 @@ fn target(env: &Env) -> anyhow::Result<Target> {
 
 /// Runs every check of a lab (after waiting for the proxies to run the current config).
 async fn run_checks(env: &Env, lab: &Lab, wait: Duration) -> anyhow::Result<Vec<Outcome>> {
-    let client = api::Client::for_env(env)?;
+    let client = crate::cli::backend::Backend::local(env).client()?;
     // Checks judge the config in force: wait (bounded) until every proxy runs it. If that does
     // not happen, the checks still run and say what they see.
     client.wait_settled(None, Duration::from_secs(10)).await?;
@@ -223,7 +223,7 @@ async fn check_cmd(env: &Env, lab: &Lab, wait: Duration, output: Output) -> anyh
 
 /// Every lab must fail on its starting files and pass with its solution.
 async fn verify(env: &Env, ids: &[String], wait: Duration) -> anyhow::Result<ExitCode> {
-    let client = api::Client::for_env(env)?;
+    let client = crate::cli::backend::Backend::local(env).client()?;
     let labs =
         if ids.is_empty() { labs::all()? } else { ids.iter().map(|i| labs::find(i)).collect::<Result<_, _>>()? };
     let mut verified = 0;

@@ -1,17 +1,17 @@
 //! `up`, `down`, `status`: the environment's lifecycle.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::api::{self, ApplyRequest, Status};
+use crate::cli::backend::Backend;
 use crate::cli::term::{self, Step};
 use crate::cli::Output;
 use crate::env::{Env, Settings};
-use crate::{ready, reaper, resources};
+use crate::{reaper, resources};
 
 /// The manifests `up` applies on first start: the ingress gateway and the sample apps.
 pub const MANIFESTS: [(&str, &str); 3] = [
@@ -52,44 +52,10 @@ fn choose_port(
     Ok(chosen)
 }
 
-/// Returns a client for the running control plane, starting one if needed.
-pub async fn ensure_control_plane(env: &Env) -> anyhow::Result<(api::Client, bool)> {
-    if let Ok(client) = api::Client::for_env(env) {
-        if client.ready().await {
-            return Ok((client, false));
-        }
-    }
-    let exe = std::env::current_exe().context("cannot find the meshrig binary")?;
-    let log_path = env.logs_dir().join("control-plane.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("open {}", log_path.display()))?;
-    let mut cmd = tokio::process::Command::new(exe);
-    cmd.arg("--state-dir").arg(&env.dir).arg("control-plane");
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log));
-    // Its own process group: the control plane and everything it starts outlive this command
-    // and do not get the terminal's Ctrl-C.
-    cmd.process_group(0);
-    let mut child = cmd.spawn().context("start the control plane")?;
-    let stdout = child.stdout.take().expect("piped");
-    let line = tokio::time::timeout(Duration::from_secs(20), BufReader::new(stdout).lines().next_line()).await;
-    let addrs = match line {
-        Ok(Ok(Some(l))) => ready::parse(&l),
-        _ => None,
-    };
-    let Some(addrs) = addrs else {
-        bail!("the control plane did not start; see {}", log_path.display());
-    };
-    let client = api::Client::new(addrs[&ready::Listener::Api], env.read_token()?);
-    Ok((client, true))
-}
-
 pub async fn up(env: &Env, http_port: Option<u16>, https_port: Option<u16>, timeout: u64) -> anyhow::Result<ExitCode> {
     env.ensure_dirs()?;
     eprintln!("meshrig up: environment {:?} ({})", env.name, env.dir.display());
-    let running = api::Client::for_env(env).ok();
+    let running = Backend::local(env).client().ok();
     let running = match running {
         Some(c) if c.ready().await => Some(c),
         _ => None,
@@ -131,7 +97,7 @@ pub async fn up(env: &Env, http_port: Option<u16>, https_port: Option<u16>, time
     }
 
     let step = Step::start("control plane");
-    let (client, started) = match ensure_control_plane(env).await {
+    let (client, started) = match Backend::local(env).ensure_running().await {
         Ok(c) => c,
         Err(e) => {
             step.failed("control plane");
@@ -198,33 +164,7 @@ fn pods_table(status: &Status) -> String {
 }
 
 pub fn down(env: &Env, purge: bool) -> anyhow::Result<ExitCode> {
-    // The control plane first, so that nothing restarts a pod while the rest is stopped.
-    let mut control_planes = Vec::new();
-    if let Ok(Some(info)) = env.control_plane() {
-        control_planes.push(info.pid);
-    }
-    if let Ok(Some(p)) = crate::env::read_json::<crate::control_plane::state::Processes>(&env.processes_file()) {
-        control_planes.push(p.control_plane);
-    }
-    control_planes.retain(|p| reaper::belongs(*p, &env.dir));
-    control_planes.dedup();
-    let mut stopped = reaper::stop(&control_planes, Duration::from_secs(3)).len();
-    // Then everything else of this environment, until a sweep finds nothing (pids recorded in
-    // files are only trusted when the process really is this environment's).
-    for _ in 0..5 {
-        let mut pids = reaper::environment_pids(&env.dir);
-        if let Ok(Some(p)) = crate::env::read_json::<crate::control_plane::state::Processes>(&env.processes_file()) {
-            pids.extend(p.pids.into_iter().filter(|p| reaper::belongs(*p, &env.dir)));
-        }
-        pids.sort_unstable();
-        pids.dedup();
-        if pids.is_empty() {
-            break;
-        }
-        stopped += reaper::stop(&pids, Duration::from_secs(3)).len();
-    }
-    let _ = std::fs::remove_file(env.control_plane_file());
-    let _ = std::fs::remove_file(env.processes_file());
+    let stopped = Backend::local(env).stop();
     eprintln!("{} stopped {stopped} process(es) of environment {:?}", term::pass_mark(), env.name);
     if purge {
         if env.dir.exists() {
@@ -241,7 +181,7 @@ pub fn down(env: &Env, purge: bool) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn status(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
-    let client = api::Client::for_env(env)?;
+    let client = Backend::local(env).client()?;
     let status = match client.status().await {
         Ok(s) => s,
         Err(e) => {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context};
 
-use crate::api::{self, PodStatus};
+use crate::api::PodStatus;
 use crate::cli::term::table;
 use crate::cli::Output;
 use crate::env::Env;
@@ -26,7 +26,7 @@ fn sync_state(acked: Option<Version>, current: Version) -> &'static str {
 }
 
 pub async fn status(env: &Env, pod: Option<&str>, output: Output) -> anyhow::Result<ExitCode> {
-    let client = api::Client::for_env(env)?;
+    let client = crate::cli::backend::Backend::local(env).client()?;
     let status = client.status().await?;
     let current = status.control_plane.version;
     let pods: Vec<&PodStatus> = match pod {
@@ -104,7 +104,7 @@ pub async fn config(
     namespace: Option<&str>,
     output: Output,
 ) -> anyhow::Result<ExitCode> {
-    let client = api::Client::for_env(env)?;
+    let client = crate::cli::backend::Backend::local(env).client()?;
     let status = client.status().await?;
     let pod = find(&status.pods, pod, namespace)?;
     let admin = pod

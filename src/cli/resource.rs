@@ -69,7 +69,7 @@ pub async fn apply(
             r
         })
         .collect();
-    let client = api::Client::for_env(env)?;
+    let client = crate::cli::backend::Backend::local(env).client()?;
     let resp = client.apply(&ApplyRequest { resources, create_only: false, dry_run }).await?;
     for r in &resp.results {
         for w in &r.warnings {
@@ -110,7 +110,7 @@ pub async fn delete(env: &Env, files: &[String], args: &[String], namespace: Opt
             })
             .collect()
     };
-    let client = api::Client::for_env(env)?;
+    let client = crate::cli::backend::Backend::local(env).client()?;
     let resp = client.delete(keys).await?;
     let mut missing = false;
     for r in &resp.results {
@@ -132,7 +132,7 @@ pub async fn get(
     namespace: Option<&str>,
     output: Output,
 ) -> anyhow::Result<ExitCode> {
-    let client = api::Client::for_env(env)?;
+    let client = crate::cli::backend::Backend::local(env).client()?;
     if matches!(kind.to_ascii_lowercase().as_str(), "pod" | "pods" | "po") {
         return get_pods(&client, name, namespace, output).await;
     }

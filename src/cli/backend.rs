@@ -1,0 +1,100 @@
+//! The seam between the commands and where the mesh runs: find the control plane, start it,
+//! stop everything. `Local` (processes on loopback, found through the environment's state dir
+//! and /proc) is the only backend today; a kind backend is another variant with the same
+//! operations, and the commands above do not change.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::api;
+use crate::env::Env;
+use crate::{ready, reaper};
+
+pub enum Backend<'a> {
+    /// Processes on this machine's loopback.
+    Local(&'a Env),
+}
+
+impl<'a> Backend<'a> {
+    pub fn local(env: &'a Env) -> Backend<'a> {
+        Backend::Local(env)
+    }
+
+    /// The running control plane's client (NotRunning when the environment is down).
+    pub fn client(&self) -> Result<api::Client, api::Error> {
+        let Backend::Local(env) = self;
+        api::Client::for_env(env)
+    }
+
+    /// The running control plane's client, starting one when none runs; and whether it was started.
+    pub async fn ensure_running(&self) -> anyhow::Result<(api::Client, bool)> {
+        let Backend::Local(env) = self;
+        if let Ok(client) = self.client() {
+            if client.ready().await {
+                return Ok((client, false));
+            }
+        }
+        let exe = std::env::current_exe().context("cannot find the meshrig binary")?;
+        let log_path = env.logs_dir().join("control-plane.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("open {}", log_path.display()))?;
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.arg("--state-dir").arg(&env.dir).arg("control-plane");
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log));
+        // Its own process group: the control plane and everything it starts outlive this command
+        // and do not get the terminal's Ctrl-C.
+        cmd.process_group(0);
+        let mut child = cmd.spawn().context("start the control plane")?;
+        let stdout = child.stdout.take().expect("piped");
+        let line = tokio::time::timeout(Duration::from_secs(20), BufReader::new(stdout).lines().next_line()).await;
+        let addrs = match line {
+            Ok(Ok(Some(l))) => ready::parse(&l),
+            _ => None,
+        };
+        let Some(addrs) = addrs else {
+            bail!("the control plane did not start; see {}", log_path.display());
+        };
+        let client = api::Client::new(addrs[&ready::Listener::Api], env.read_token()?);
+        Ok((client, true))
+    }
+
+    /// Stops every process of the environment (the control plane first, so nothing restarts a
+    /// pod meanwhile); how many were stopped.
+    pub fn stop(&self) -> usize {
+        let Backend::Local(env) = self;
+        let mut control_planes = Vec::new();
+        if let Ok(Some(info)) = env.control_plane() {
+            control_planes.push(info.pid);
+        }
+        if let Ok(Some(p)) = crate::env::read_json::<crate::control_plane::state::Processes>(&env.processes_file()) {
+            control_planes.push(p.control_plane);
+        }
+        control_planes.retain(|p| reaper::belongs(*p, &env.dir));
+        control_planes.dedup();
+        let mut stopped = reaper::stop(&control_planes, Duration::from_secs(3)).len();
+        // Then everything else of this environment, until a sweep finds nothing (pids recorded in
+        // files are only trusted when the process really is this environment's).
+        for _ in 0..5 {
+            let mut pids = reaper::environment_pids(&env.dir);
+            if let Ok(Some(p)) = crate::env::read_json::<crate::control_plane::state::Processes>(&env.processes_file())
+            {
+                pids.extend(p.pids.into_iter().filter(|p| reaper::belongs(*p, &env.dir)));
+            }
+            pids.sort_unstable();
+            pids.dedup();
+            if pids.is_empty() {
+                break;
+            }
+            stopped += reaper::stop(&pids, Duration::from_secs(3)).len();
+        }
+        let _ = std::fs::remove_file(env.control_plane_file());
+        let _ = std::fs::remove_file(env.processes_file());
+        stopped
+    }
+}
