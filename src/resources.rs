@@ -3,12 +3,14 @@
 //!
 //! # Layout
 //! - `meta`: `ObjectMeta`, `LabelSelector`, `IntOrString`.
-//! - `core`: Namespace, ServiceAccount, Service, Deployment.
+//! - `core`: Namespace, ServiceAccount, ConfigMap, Service, Deployment.
+//! - `mesh_config`: Istio's mesh config as the `istio` ConfigMap carries it.
 //! - `networking`: Gateway, VirtualService, DestinationRule (complete istio/api fields).
 //! - `parse`: multi-document YAML → `Document`s, errors with absolute file:line:column.
 //! - `validate`: Istio's semantic rules, and the list of fields meshrig does not enforce yet.
 
 pub mod core;
+pub mod mesh_config;
 pub mod meta;
 pub mod networking;
 pub mod parse;
@@ -97,6 +99,13 @@ macro_rules! kinds {
                 }
             }
 
+            /// Strict conversion of one YAML document already known to be of `kind`.
+            pub(crate) fn from_yaml(kind: Kind, s: &str) -> Result<Resource, serde_yaml::Error> {
+                Ok(match kind {
+                    $(Kind::$kind => Resource::$kind(serde_yaml::from_str(s)?),)*
+                })
+            }
+
             /// Strict conversion of JSON already known to be of `kind` (apiVersion checked).
             fn convert(kind: Kind, v: serde_json::Value) -> Result<Resource, String> {
                 Ok(match kind {
@@ -117,6 +126,7 @@ const ISTIO_NETWORKING: &[&str] =
 kinds! {
     Namespace(core::Namespace) { plural: "namespaces", short: "ns", versions: CORE_V1, namespaced: false },
     ServiceAccount(core::ServiceAccount) { plural: "serviceaccounts", short: "sa", versions: CORE_V1, namespaced: true },
+    ConfigMap(core::ConfigMap) { plural: "configmaps", short: "cm", versions: CORE_V1, namespaced: true },
     Service(core::Service) { plural: "services", short: "svc", versions: CORE_V1, namespaced: true },
     Deployment(core::Deployment) { plural: "deployments", short: "deploy", versions: APPS_V1, namespaced: true },
     Gateway(networking::Gateway) { plural: "gateways", short: "gw", versions: ISTIO_NETWORKING, namespaced: true },

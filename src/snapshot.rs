@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::resources::mesh_config::OutboundMode;
+
 /// Which snapshot a proxy holds. `epoch` is random per control-plane start, so a proxy that
 /// reconnects to a restarted control plane never mistakes an old counter for a current one.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -76,6 +78,9 @@ pub struct Snapshot {
     pub listeners: Vec<GatewayListener>,
     /// Every cluster a route may name, by name (`outbound|8000||httpbin.default.svc.cluster.local`).
     pub clusters: BTreeMap<String, Cluster>,
+    /// Sidecar: where a host the mesh does not know goes (`meshConfig.outboundTrafficPolicy`).
+    #[serde(default)]
+    pub outbound_policy: OutboundMode,
 }
 
 impl Snapshot {
@@ -83,9 +88,9 @@ impl Snapshot {
     /// the proxy the same config. (The control plane keeps this, not the snapshot, per proxy.)
     pub fn content_hash(&self) -> u64 {
         use std::hash::{Hash, Hasher};
-        let Snapshot { version: _, proxy, inbound, outbound, listeners, clusters } = self;
+        let Snapshot { version: _, proxy, inbound, outbound, listeners, clusters, outbound_policy } = self;
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        (proxy, inbound, outbound, listeners, clusters).hash(&mut h);
+        (proxy, inbound, outbound, listeners, clusters, outbound_policy).hash(&mut h);
         h.finish()
     }
 }

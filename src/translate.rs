@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::registry::Workload;
 use crate::resources::core::{Service, ServicePort};
+use crate::resources::mesh_config::{self, MeshConfig};
 use crate::resources::meta::IntOrString;
 use crate::resources::networking::{
     Destination, DestinationRule, Gateway, HttpMatchRequest, HttpRoute, StringMatch, TrafficPolicy, VirtualService,
@@ -27,7 +28,7 @@ pub const ROOT_NAMESPACE: &str = "istio-system";
 
 /// The kinds translation reads; the control plane copies only these into a [`World`].
 pub fn reads(kind: Kind) -> bool {
-    matches!(kind, Kind::Service | Kind::VirtualService | Kind::DestinationRule | Kind::Gateway)
+    matches!(kind, Kind::Service | Kind::VirtualService | Kind::DestinationRule | Kind::Gateway | Kind::ConfigMap)
 }
 
 /// Everything translation reads, at one version: immutable and indexed, built once and shared
@@ -44,6 +45,8 @@ pub struct World {
     /// Host FQDN → the rules for it, in key order.
     destination_rules: HashMap<String, Vec<DestinationRule>>,
     gateways: Vec<Gateway>,
+    /// Istio's mesh config (ConfigMap `istio` in `istio-system`).
+    mesh: MeshConfig,
     /// By `namespace/pod`.
     workloads: BTreeMap<String, Workload>,
     /// (service index, service port) → its endpoints (all subsets), computed once and shared
@@ -69,6 +72,9 @@ impl World {
                     w.destination_rules.entry(fqdn(&d.spec.host, dr_ns)).or_default().push(d);
                 }
                 Resource::Gateway(g) => w.gateways.push(g),
+                Resource::ConfigMap(cm) if mesh_config::is_mesh_config(&cm) => {
+                    w.mesh = mesh_config::from_config_map(&cm)
+                }
                 _ => {}
             }
         }
@@ -654,6 +660,10 @@ pub fn snapshot(world: &World, me: &Workload, version: Version) -> Snapshot {
     match me.identity.role {
         Role::Gateway => snap.listeners = listeners(world, me),
         Role::Sidecar | Role::Plain => snap.outbound = outbound(world, me),
+    }
+    // A pod without a sidecar is outside the mesh: nothing restricts where it connects.
+    if me.identity.role == Role::Sidecar {
+        snap.outbound_policy = world.mesh.outbound;
     }
     if me.identity.role == Role::Sidecar {
         snap.inbound = me

@@ -14,7 +14,7 @@ use crate::proxy::edits;
 use crate::proxy::outcome::Reply;
 use crate::proxy::route::{self, RequestView};
 use crate::proxy::runtime::Runtime;
-use crate::snapshot::{Fault, HashOn, LbPolicy, RouteAction, WeightedCluster};
+use crate::snapshot::{Fault, HashOn, LbPolicy, OutboundMode, RouteAction, WeightedCluster};
 
 /// A routed listener: the sidecar's outbound (by destination port) or a gateway port.
 #[derive(Clone, Copy, Debug)]
@@ -47,7 +47,8 @@ pub enum Decision<'a> {
         service: Arc<str>,
     },
     Forward(Forward<'a>),
-    /// A host the mesh does not know, from a sidecar: Istio's `ALLOW_ANY` passes it through.
+    /// A host the mesh does not know, from a sidecar: Istio's `ALLOW_ANY` passes it through
+    /// (under `REGISTRY_ONLY` the decision is a direct 502 instead).
     Passthrough,
 }
 
@@ -94,6 +95,10 @@ pub fn decide<'a>(
     };
     let Some(vhost) = table.and_then(|t| t.virtual_host(view.authority)) else {
         return match listener {
+            // Istio's catch-all virtual host: `allow_any` passes through, `block_all` answers 502.
+            Listener::Outbound { .. } if rt.snapshot.outbound_policy == OutboundMode::RegistryOnly => {
+                Decision::Direct { status: StatusCode::BAD_GATEWAY, body: "", service: "BlackHoleCluster".into() }
+            }
             Listener::Outbound { .. } => Decision::Passthrough,
             Listener::Gateway { .. } => Decision::Reply { reply: Reply::NoRoute, service: view.authority.into() },
         };
@@ -241,9 +246,18 @@ mod tests {
             }
             _ => panic!("expected a forward"),
         }
-        // A sidecar passes unknown hosts through.
+        // A sidecar passes unknown hosts through, unless the mesh allows only registry hosts.
         let out = Listener::Outbound { port: 80 };
         assert!(matches!(decide(&rt, out, &view("example.org", "/", &h), ip, &mut rng), Decision::Passthrough));
+        let mut strict = rt.snapshot.clone();
+        strict.outbound_policy = OutboundMode::RegistryOnly;
+        let rt = Runtime::new(strict, None, &crate::proxy::clusters::Endpoints::default());
+        match decide(&rt, out, &view("example.org", "/", &h), ip, &mut rng) {
+            Decision::Direct { status, body, service } => {
+                assert_eq!((status.as_u16(), body, &*service), (502, "", "BlackHoleCluster"));
+            }
+            _ => panic!("REGISTRY_ONLY answers an unknown host with a direct 502"),
+        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Kubernetes core kinds meshrig runs: Namespace, ServiceAccount, Service and Deployment.
+//! Kubernetes core kinds meshrig runs: Namespace, ServiceAccount, ConfigMap, Service and Deployment.
 //!
 //! Strict like the Istio kinds (unknown fields are errors), but every field the
 //! Kubernetes API defines for these objects is accepted; scheduling and runtime
@@ -22,6 +22,22 @@ pub struct Namespace {
     pub spec: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Value>,
+}
+
+/// `v1/ConfigMap`. meshrig reads one: `istio` in `istio-system`, whose `mesh` key is Istio's
+/// mesh config (`resources::mesh_config`); others are stored like any object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfigMap {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub data: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary_data: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub immutable: Option<bool>,
 }
 
 /// `v1/ServiceAccount`: the workload identity (`spiffe://cluster.local/ns/<ns>/sa/<name>`).

@@ -15,8 +15,6 @@
 
 use std::fmt;
 
-use serde::de::DeserializeOwned;
-
 use crate::resources::{supported_kinds, Kind, Resource};
 
 /// One parsed object.
@@ -328,19 +326,7 @@ impl Ctx<'_> {
     }
 
     fn typed(&self, kind: Kind) -> Result<Resource, serde_yaml::Error> {
-        fn de<T: DeserializeOwned>(s: &str) -> Result<T, serde_yaml::Error> {
-            serde_yaml::from_str(s)
-        }
-        let s = self.chunk.text.as_str();
-        Ok(match kind {
-            Kind::Namespace => Resource::Namespace(de(s)?),
-            Kind::ServiceAccount => Resource::ServiceAccount(de(s)?),
-            Kind::Service => Resource::Service(de(s)?),
-            Kind::Deployment => Resource::Deployment(de(s)?),
-            Kind::Gateway => Resource::Gateway(de(s)?),
-            Kind::VirtualService => Resource::VirtualService(de(s)?),
-            Kind::DestinationRule => Resource::DestinationRule(de(s)?),
-        })
+        Resource::from_yaml(kind, &self.chunk.text)
     }
 
     /// `kind: List` (what `kubectl get -o yaml` prints for several objects).
@@ -446,7 +432,7 @@ fn server_field_warnings(r: &Resource) -> Vec<String> {
     }
     let status = match r {
         Resource::Namespace(x) => x.status.is_some(),
-        Resource::ServiceAccount(_) => false,
+        Resource::ServiceAccount(_) | Resource::ConfigMap(_) => false,
         Resource::Service(x) => x.status.is_some(),
         Resource::Deployment(x) => x.status.is_some(),
         Resource::Gateway(x) => x.status.is_some(),

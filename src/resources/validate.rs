@@ -63,6 +63,7 @@ pub fn validate(r: &Resource) -> Result<Vec<String>, Vec<String>> {
     validate_meta(r.meta(), kind.namespaced(), matches!(r, Resource::Service(_) | Resource::Namespace(_)), &mut rep);
     match r {
         Resource::Namespace(_) | Resource::ServiceAccount(_) => {}
+        Resource::ConfigMap(cm) => validate_config_map(cm, &mut rep),
         Resource::Service(s) => validate_service(s, &mut rep),
         Resource::Deployment(d) => validate_deployment(d, &mut rep),
         Resource::Gateway(g) => validate_gateway(g, &mut rep),
@@ -73,6 +74,26 @@ pub fn validate(r: &Resource) -> Result<Vec<String>, Vec<String>> {
         Ok(rep.warnings)
     } else {
         Err(rep.errors)
+    }
+}
+
+/// The `istio` ConfigMap in `istio-system` carries the mesh config: it must parse.
+fn validate_config_map(cm: &crate::resources::core::ConfigMap, rep: &mut Report) {
+    use crate::resources::mesh_config;
+    if !mesh_config::is_mesh_config(cm) {
+        return;
+    }
+    match cm.data.get(mesh_config::KEY).map(|m| mesh_config::parse(m)) {
+        None => {}
+        Some(Err(e)) => rep.err(format!("data.{}", mesh_config::KEY), e),
+        Some(Ok((_, unapplied))) => {
+            for field in unapplied {
+                rep.warn(
+                    format!("data.{}.{field}", mesh_config::KEY),
+                    "meshrig does not apply this mesh config field yet",
+                );
+            }
+        }
     }
 }
 
