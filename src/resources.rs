@@ -5,7 +5,7 @@
 //! - `meta`: `ObjectMeta`, `LabelSelector`, `IntOrString`.
 //! - `core`: Namespace, ServiceAccount, ConfigMap, Service, Deployment.
 //! - `mesh_config`: Istio's mesh config as the `istio` ConfigMap carries it.
-//! - `networking`: Gateway, VirtualService, DestinationRule (complete istio/api fields).
+//! - `networking`: Gateway, VirtualService, DestinationRule, ServiceEntry (complete istio/api fields).
 //! - `parse`: multi-document YAML → `Document`s, errors with absolute file:line:column.
 //! - `validate`: Istio's semantic rules, and the list of fields meshrig does not enforce yet.
 
@@ -135,6 +135,9 @@ kinds! {
     },
     DestinationRule(networking::DestinationRule) {
         plural: "destinationrules", short: "dr", versions: ISTIO_NETWORKING, namespaced: true
+    },
+    ServiceEntry(networking::ServiceEntry) {
+        plural: "serviceentries", short: "se", versions: ISTIO_NETWORKING, namespaced: true
     },
 }
 

@@ -393,6 +393,37 @@ pub struct Cluster {
     /// default is `LEAST_REQUEST`.
     #[serde(default)]
     pub lb: LbPolicy,
+    /// Where the endpoints come from.
+    #[serde(default)]
+    pub discovery: Discovery,
+}
+
+/// How a cluster's endpoints are found (Envoy's cluster types).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Discovery {
+    /// The registry's endpoints (Kubernetes Services; Envoy's EDS).
+    #[default]
+    Eds,
+    /// A ServiceEntry's endpoint addresses as written (`resolution: STATIC`).
+    Static,
+    /// `host:port` names the proxy resolves when it connects (`resolution: DNS`,
+    /// `DNS_ROUND_ROBIN`: the entry's endpoint addresses, or the host itself).
+    Dns(Vec<String>),
+    /// The address the client asked for (`resolution: NONE`; Envoy's ORIGINAL_DST).
+    OriginalDst,
+}
+
+impl Discovery {
+    /// Envoy's name for the cluster type (`proxy-config clusters`).
+    pub fn envoy_type(&self) -> &'static str {
+        match self {
+            Discovery::Eds => "EDS",
+            Discovery::Static => "STATIC",
+            Discovery::Dns(_) => "STRICT_DNS",
+            Discovery::OriginalDst => "ORIGINAL_DST",
+        }
+    }
 }
 
 /// How an endpoint is picked for each request.

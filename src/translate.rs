@@ -5,6 +5,7 @@
 //! subsets become clusters. No IO; tested with YAML fixtures.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::registry::Workload;
@@ -12,13 +13,14 @@ use crate::resources::core::{Service, ServicePort};
 use crate::resources::mesh_config::{self, MeshConfig};
 use crate::resources::meta::IntOrString;
 use crate::resources::networking::{
-    Destination, DestinationRule, Gateway, HttpMatchRequest, HttpRoute, StringMatch, TrafficPolicy, VirtualService,
+    Destination, DestinationRule, Gateway, HttpMatchRequest, HttpRoute, ServiceEntry, StringMatch, TrafficPolicy,
+    VirtualService, WorkloadEntry,
 };
 use crate::resources::{Kind, Resource};
 use crate::snapshot::{
-    cluster_name, Cluster, Endpoint, GatewayListener, HeaderMatch, InboundPort, Mirror, PathMatch, QueryMatch, Role,
-    Route, RouteAction, RouteConfig, RouteMatch, RoutePolicy, Snapshot, ValueMatch, Version, VirtualHost,
-    WeightedCluster,
+    cluster_name, Cluster, Discovery, Endpoint, GatewayListener, HeaderMatch, InboundPort, Mirror, PathMatch,
+    QueryMatch, Role, Route, RouteAction, RouteConfig, RouteMatch, RoutePolicy, Snapshot, ValueMatch, Version,
+    VirtualHost, WeightedCluster,
 };
 
 pub mod policy;
@@ -28,7 +30,15 @@ pub const ROOT_NAMESPACE: &str = "istio-system";
 
 /// The kinds translation reads; the control plane copies only these into a [`World`].
 pub fn reads(kind: Kind) -> bool {
-    matches!(kind, Kind::Service | Kind::VirtualService | Kind::DestinationRule | Kind::Gateway | Kind::ConfigMap)
+    matches!(
+        kind,
+        Kind::Service
+            | Kind::VirtualService
+            | Kind::DestinationRule
+            | Kind::Gateway
+            | Kind::ConfigMap
+            | Kind::ServiceEntry
+    )
 }
 
 /// Everything translation reads, at one version: immutable and indexed, built once and shared
@@ -45,6 +55,8 @@ pub struct World {
     /// Host FQDN → the rules for it, in key order.
     destination_rules: HashMap<String, Vec<DestinationRule>>,
     gateways: Vec<Gateway>,
+    /// In key order.
+    service_entries: Vec<ServiceEntry>,
     /// Istio's mesh config (ConfigMap `istio` in `istio-system`).
     mesh: MeshConfig,
     /// By `namespace/pod`.
@@ -72,6 +84,7 @@ impl World {
                     w.destination_rules.entry(fqdn(&d.spec.host, dr_ns)).or_default().push(d);
                 }
                 Resource::Gateway(g) => w.gateways.push(g),
+                Resource::ServiceEntry(se) => w.service_entries.push(se),
                 Resource::ConfigMap(cm) if mesh_config::is_mesh_config(&cm) => {
                     w.mesh = mesh_config::from_config_map(&cm)
                 }
@@ -160,6 +173,64 @@ impl World {
 
     fn gateways(&self) -> impl Iterator<Item = &Gateway> {
         self.gateways.iter()
+    }
+
+    fn service_entries(&self) -> impl Iterator<Item = &ServiceEntry> {
+        self.service_entries.iter()
+    }
+}
+
+/// Is a port HTTP? By its protocol, or without one by its name's prefix (Istio's
+/// `ConvertProtocol`); a port with neither is sniffed by Istio, and HTTP is what it finds here.
+pub fn is_http(protocol: Option<&str>, name: &str) -> bool {
+    let p = protocol.unwrap_or_else(|| name.split('-').next().unwrap_or_default()).to_ascii_lowercase();
+    !matches!(p.as_str(), "https" | "tls" | "tcp" | "mongo" | "mysql" | "redis" | "udp")
+}
+
+/// A ServiceEntry's HTTP ports: (port, the port endpoints listen on, its name).
+fn service_entry_ports(se: &ServiceEntry) -> impl Iterator<Item = (u16, u16, &str)> {
+    se.spec.ports.iter().filter(|p| is_http(p.protocol.as_deref(), &p.name)).filter_map(|p| {
+        let port = u16::try_from(p.number).ok()?;
+        let target = p.target_port.and_then(|t| u16::try_from(t).ok()).unwrap_or(port);
+        Some((port, target, p.name.as_str()))
+    })
+}
+
+/// How a ServiceEntry host's port (a subset: its endpoints with `labels`) is reached.
+fn service_entry_endpoints(
+    se: &ServiceEntry,
+    host: &str,
+    (target, name): (u16, &str),
+    labels: &Labels,
+) -> (Discovery, Vec<Endpoint>) {
+    let members = se.spec.endpoints.iter().filter(|e| selects(labels, &e.labels));
+    let port_of = |e: &WorkloadEntry| e.ports.get(name).and_then(|p| u16::try_from(*p).ok()).unwrap_or(target);
+    match se.spec.resolution() {
+        "STATIC" => {
+            let list = members
+                .filter_map(|e| {
+                    let ip: std::net::IpAddr = e.address.as_deref()?.parse().ok()?;
+                    Some(Endpoint {
+                        address: SocketAddr::new(ip, port_of(e)),
+                        // Outside the registry's workloads: metrics say `unknown`, as Istio's do.
+                        namespace: "unknown".into(),
+                        pod: String::new(),
+                        workload: "unknown".into(),
+                        labels: e.labels.clone(),
+                        service_account: e.service_account.clone().unwrap_or_default(),
+                    })
+                })
+                .collect();
+            (Discovery::Static, list)
+        }
+        "NONE" => (Discovery::OriginalDst, vec![]),
+        _ if se.spec.endpoints.is_empty() && !host.starts_with('*') => {
+            (Discovery::Dns(vec![format!("{host}:{target}")]), vec![])
+        }
+        _ => {
+            let names = members.filter_map(|e| Some(format!("{}:{}", e.address.as_deref()?, port_of(e)))).collect();
+            (Discovery::Dns(names), vec![])
+        }
     }
 }
 
@@ -255,11 +326,40 @@ fn clusters(world: &World, client_ns: &str) -> BTreeMap<String, Cluster> {
                 let name = cluster_name(sp.port, subset, &host);
                 let endpoints = endpoints(world, i, sp.port, labels);
                 let lb = policy::load_balancer(top, sub_policy, sp.port);
-                out.insert(name.clone(), Cluster { name, service: host.clone(), port: sp.port, endpoints, lb });
+                out.insert(
+                    name.clone(),
+                    Cluster { name, service: host.clone(), port: sp.port, endpoints, lb, discovery: Discovery::Eds },
+                );
             };
             add("", &BTreeMap::new(), None);
             for (subset, labels, sub_policy) in &subsets {
                 add(subset, labels, *sub_policy);
+            }
+        }
+    }
+    for se in world.service_entries() {
+        let se_ns = ns(&se.metadata.namespace);
+        for host in &se.spec.hosts {
+            let (top, subsets) = destination_rules_for(world, host, se_ns, client_ns);
+            for (port, target, port_name) in service_entry_ports(se) {
+                let mut add = |subset: &str, labels: &Labels, sub_policy: Option<&TrafficPolicy>| {
+                    let name = cluster_name(port, subset, host);
+                    let (discovery, endpoints) = service_entry_endpoints(se, host, (target, port_name), labels);
+                    let lb = policy::load_balancer(top, sub_policy, port);
+                    let endpoints = Arc::new(endpoints);
+                    out.entry(name.clone()).or_insert(Cluster {
+                        name,
+                        service: host.clone(),
+                        port,
+                        endpoints,
+                        lb,
+                        discovery,
+                    });
+                };
+                add("", &BTreeMap::new(), None);
+                for (subset, labels, sub_policy) in &subsets {
+                    add(subset, labels, *sub_policy);
+                }
             }
         }
     }
@@ -518,8 +618,8 @@ fn outbound(world: &World, me: &Workload) -> Vec<RouteConfig> {
     let client_ns = &me.identity.namespace;
     let vss = world.virtual_services();
     let mut by_port: BTreeMap<u16, Vec<VirtualHost>> = BTreeMap::new();
-    for svc in world.services() {
-        let host = service_fqdn(svc);
+    // One virtual host per registry host and port: Kubernetes Services, then ServiceEntries.
+    let mut add = |host: &str, ports: &[u16], domains: Vec<String>| {
         // The first mesh-bound VirtualService for this host wins; sidecars do not merge them.
         let vs = if me.identity.role == Role::Sidecar {
             vss.iter().find(|vs| {
@@ -529,15 +629,15 @@ fn outbound(world: &World, me: &Workload) -> Vec<RouteConfig> {
         } else {
             None
         };
-        for sp in &svc.spec.ports {
-            let scope = Scope { gateway: "mesh", client_ns, client_labels: &me.identity.labels, port: sp.port };
+        for &port in ports {
+            let scope = Scope { gateway: "mesh", client_ns, client_labels: &me.identity.labels, port };
             let routes = match vs {
                 Some(vs) => routes(world, vs, &scope),
                 None => vec![Route {
                     name: "default".into(),
                     matcher: RouteMatch::any(),
                     action: RouteAction::Clusters(vec![WeightedCluster {
-                        cluster: cluster_name(sp.port, "", &host),
+                        cluster: cluster_name(port, "", host),
                         weight: 100,
                         headers: Default::default(),
                     }]),
@@ -545,11 +645,24 @@ fn outbound(world: &World, me: &Workload) -> Vec<RouteConfig> {
                     policy: RoutePolicy { retry: policy::default_retry(), ..RoutePolicy::default() },
                 }],
             };
-            by_port.entry(sp.port).or_default().push(VirtualHost {
-                name: format!("{host}:{}", sp.port),
-                domains: service_domains(svc, client_ns),
+            by_port.entry(port).or_default().push(VirtualHost {
+                name: format!("{host}:{port}"),
+                domains: domains.clone(),
                 routes,
             });
+        }
+    };
+    for svc in world.services() {
+        let ports: Vec<u16> = svc.spec.ports.iter().map(|p| p.port).collect();
+        add(&service_fqdn(svc), &ports, service_domains(svc, client_ns));
+    }
+    // A pod without a sidecar is outside the mesh: ServiceEntries are mesh config.
+    if me.identity.role == Role::Sidecar {
+        for se in world.service_entries() {
+            let ports: Vec<u16> = service_entry_ports(se).map(|(p, _, _)| p).collect();
+            for host in &se.spec.hosts {
+                add(host, &ports, vec![host.clone()]);
+            }
         }
     }
     by_port.into_iter().map(|(port, virtual_hosts)| RouteConfig { port, virtual_hosts }).collect()

@@ -213,7 +213,7 @@ pub fn render(section: Section, s: &Snapshot, pod: &PodStatus) -> String {
                         port,
                         if subset.is_empty() { "-".into() } else { subset },
                         dir,
-                        "EDS".into(),
+                        c.discovery.envoy_type().into(),
                         c.endpoints.len().to_string(),
                         lb,
                     ]

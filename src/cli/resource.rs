@@ -174,6 +174,8 @@ pub async fn get(
                 Kind::Gateway | Kind::DestinationRule => &["HOSTS"],
                 Kind::Service => &["PORTS"],
                 Kind::Deployment => &["REPLICAS", "IMAGES"],
+                Kind::ServiceEntry => &["HOSTS", "LOCATION", "RESOLUTION"],
+                Kind::ConfigMap => &["DATA"],
                 _ => &[],
             };
             headers.extend(extra);
@@ -196,6 +198,12 @@ pub async fn get(
                             row.push(format!("[{}]", hosts.join(",")));
                         }
                         Resource::DestinationRule(d) => row.push(d.spec.host.clone()),
+                        Resource::ServiceEntry(se) => {
+                            row.push(format!("[{}]", se.spec.hosts.join(",")));
+                            row.push(se.spec.location.clone().unwrap_or_default());
+                            row.push(se.spec.resolution().to_string());
+                        }
+                        Resource::ConfigMap(cm) => row.push(cm.data.len().to_string()),
                         Resource::Service(s) => {
                             let ports: Vec<String> = s.spec.ports.iter().map(|p| format!("{}/TCP", p.port)).collect();
                             row.push(ports.join(","));

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::proxy::stats::Peer;
 use crate::proxy::upstream::Pool;
-use crate::snapshot::{self, Endpoint, LbPolicy};
+use crate::snapshot::{self, Discovery, Endpoint, LbPolicy};
 
 /// Per-endpoint state shared by every cluster that names the address.
 #[derive(Default)]
@@ -80,6 +80,8 @@ pub struct Cluster {
     /// The service FQDN, shared with every outcome that names it.
     pub service: Arc<str>,
     pub lb: LbPolicy,
+    /// DNS and ORIGINAL_DST clusters have no hosts until a request resolves them (`resolved`).
+    pub discovery: Discovery,
     pub hosts: Vec<Host>,
     next: AtomicUsize,
 }
@@ -101,8 +103,43 @@ impl Cluster {
             name: c.name.clone(),
             service: c.service.as_str().into(),
             lb: c.lb.clone(),
+            discovery: c.discovery.clone(),
             hosts,
             next: AtomicUsize::new(start),
+        }
+    }
+
+    /// Resolved when a request needs it: DNS names, or the address the client asked for.
+    pub fn resolves(&self) -> bool {
+        matches!(self.discovery, Discovery::Dns(_) | Discovery::OriginalDst)
+    }
+
+    /// This cluster over addresses resolved for one request (endpoint state is still shared
+    /// by address, so pools and counts carry over between requests).
+    pub fn resolved(&self, addrs: &[SocketAddr], endpoints: &Endpoints) -> Cluster {
+        let unknown = Arc::new(Peer::unknown());
+        let hosts = addrs
+            .iter()
+            .map(|&address| Host {
+                endpoint: Endpoint {
+                    address,
+                    namespace: "unknown".into(),
+                    pod: String::new(),
+                    workload: "unknown".into(),
+                    labels: Default::default(),
+                    service_account: String::new(),
+                },
+                peer: unknown.clone(),
+                state: endpoints.get(address),
+            })
+            .collect();
+        Cluster {
+            name: self.name.clone(),
+            service: self.service.clone(),
+            lb: self.lb.clone(),
+            discovery: Discovery::Static,
+            hosts,
+            next: AtomicUsize::new(0),
         }
     }
 
@@ -207,6 +244,7 @@ mod tests {
             port: 80,
             endpoints: Arc::new(ports.iter().map(|&p| endpoint(p)).collect()),
             lb,
+            discovery: Default::default(),
         }
     }
 

@@ -19,7 +19,7 @@ use crate::proxy::route::{self, RequestView};
 use crate::proxy::router::{self, Routed, Upstream};
 use crate::proxy::runtime::Runtime;
 use crate::proxy::Shared;
-use crate::snapshot::Role;
+use crate::snapshot::{Discovery, Role};
 
 /// Which listener a request came in on.
 #[derive(Clone, Copy, Debug)]
@@ -117,6 +117,19 @@ async fn routed(
         Decision::Passthrough => passthrough(shared, &authority, req).await?,
         Decision::Forward(fwd) => {
             let service = fwd.cluster.service.clone();
+            // DNS and ORIGINAL_DST clusters (ServiceEntries) get their endpoints now.
+            let resolved;
+            let fwd = if fwd.cluster.resolves() {
+                let port = destination_port(req.uri(), &authority);
+                let addrs = resolve(fwd.cluster, &authority, port).await;
+                if addrs.iter().any(|a| shared.is_own_address(*a)) {
+                    return Err(Reset("the request is addressed to this proxy's own listener"));
+                }
+                resolved = Arc::new(fwd.cluster.resolved(&addrs, &shared.endpoints));
+                decide::Forward { cluster: &resolved, ..fwd }
+            } else {
+                fwd
+            };
             let timeout = requested_timeout(req.headers()).or(fwd.route.policy.timeout_ms.map(Duration::from_millis));
             let policy = &fwd.route.policy;
             let mut up = Upstream::new(req, policy.retry.attempts > 0 || !fwd.mirrors.is_empty()).await;
@@ -205,6 +218,31 @@ async fn inbound(runtime: &Runtime, shared: &Shared, port: u16, req: Request<Inc
         Err(e) => Routed::reply(Reply::Upstream(e)),
     };
     (routed, service)
+}
+
+/// The addresses of a DNS cluster's names, or (ORIGINAL_DST) of the host the client asked for;
+/// empty when nothing resolves (the router then answers `no healthy upstream`, as Envoy does).
+async fn resolve(cluster: &crate::proxy::clusters::Cluster, authority: &str, port: u16) -> Vec<SocketAddr> {
+    let names: Vec<String> = match &cluster.discovery {
+        Discovery::Dns(names) => names.clone(),
+        Discovery::OriginalDst => {
+            let host = route::strip_port(authority).trim_start_matches('[').trim_end_matches(']');
+            vec![format!("{host}:{port}")]
+        }
+        Discovery::Eds | Discovery::Static => vec![],
+    };
+    let mut out = Vec::new();
+    for name in names {
+        if let Ok(addrs) = tokio::net::lookup_host(name.as_str()).await {
+            out.extend(addrs);
+        }
+    }
+    if matches!(cluster.discovery, Discovery::OriginalDst) {
+        // One original destination, as the client's own lookup would give it (IPv4 first).
+        out.sort_by_key(|a| !a.is_ipv4());
+        out.truncate(1);
+    }
+    out
 }
 
 /// Istio's `ALLOW_ANY`: a host the mesh does not know goes where it points. A request that

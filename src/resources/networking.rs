@@ -1,4 +1,5 @@
-//! Istio networking kinds: Gateway, VirtualService and DestinationRule, field for field
+//! Istio networking kinds: Gateway, VirtualService, DestinationRule and ServiceEntry
+//! (`networking/service_entry.rs`), field for field
 //! as in istio/api `networking/v1alpha3/*.proto` (served identically as v1beta1 and v1).
 //!
 //! Every struct is strict (`deny_unknown_fields`) so a misspelt field is an error, not
@@ -10,6 +11,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::resources::meta::ObjectMeta;
+
+pub mod service_entry;
+pub use service_entry::{ServiceEntry, ServiceEntryPort, ServiceEntrySpec, WorkloadEntry};
 
 fn is_false(b: &bool) -> bool {
     !*b

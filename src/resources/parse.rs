@@ -75,7 +75,6 @@ impl std::error::Error for ParseError {}
 
 /// Istio and Kubernetes kinds users commonly apply that meshrig does not model (yet).
 const KNOWN_UNSUPPORTED: &[&str] = &[
-    "ServiceEntry",
     "Sidecar",
     "EnvoyFilter",
     "WorkloadEntry",
@@ -87,7 +86,6 @@ const KNOWN_UNSUPPORTED: &[&str] = &[
     "Telemetry",
     "WasmPlugin",
     "Pod",
-    "ConfigMap",
     "Secret",
     "StatefulSet",
     "DaemonSet",
@@ -438,6 +436,7 @@ fn server_field_warnings(r: &Resource) -> Vec<String> {
         Resource::Gateway(x) => x.status.is_some(),
         Resource::VirtualService(x) => x.status.is_some(),
         Resource::DestinationRule(x) => x.status.is_some(),
+        Resource::ServiceEntry(x) => x.status.is_some(),
     };
     if status {
         present.push("status");
@@ -642,9 +641,6 @@ pub(crate) mod tests {
         out
     }
 
-    /// The one upstream sample with a kind meshrig does not model.
-    const SERVICE_ENTRY_SAMPLE: &str = "egress-rule-google-apis.yaml";
-
     #[test]
     fn every_sample_parses_validates_and_round_trips() {
         let files = sample_files();
@@ -655,18 +651,6 @@ pub(crate) mod tests {
         for path in &files {
             let text = std::fs::read_to_string(path).unwrap();
             let name = path.display().to_string();
-            let text = if path.ends_with(SERVICE_ENTRY_SAMPLE) {
-                // Document 1 is a ServiceEntry: reported as unsupported, with a hint.
-                let err = parse_documents(&name, &text).unwrap_err();
-                assert_eq!(err.document, 1);
-                assert_eq!(err.line, Some(2));
-                assert!(err.message.contains("unsupported kind `ServiceEntry`"), "{err}");
-                assert!(err.hint.contains("does not support ServiceEntry"), "{err}");
-                // The rest of the file (a VirtualService and a DestinationRule) must load.
-                text.split_once("\n---\n").unwrap().1.to_string()
-            } else {
-                text
-            };
             let docs = parse_documents(&name, &text).unwrap_or_else(|e| panic!("{e}"));
             assert!(!docs.is_empty(), "{name}: no documents");
             for d in &docs {

@@ -69,6 +69,7 @@ pub fn validate(r: &Resource) -> Result<Vec<String>, Vec<String>> {
         Resource::Gateway(g) => validate_gateway(g, &mut rep),
         Resource::VirtualService(vs) => validate_virtual_service(vs, &mut rep),
         Resource::DestinationRule(dr) => validate_destination_rule(dr, &mut rep),
+        Resource::ServiceEntry(se) => validate_service_entry(se, &mut rep),
     }
     if rep.errors.is_empty() {
         Ok(rep.warnings)
@@ -263,12 +264,14 @@ fn check_export_to(path: &str, export_to: &[String], rep: &mut Report) {
 
 mod destination_rule;
 mod gateway;
+mod service_entry;
 mod unenforced;
 mod virtual_service;
 mod workloads;
 
 use destination_rule::*;
 use gateway::*;
+use service_entry::*;
 pub use unenforced::unenforced;
 use virtual_service::*;
 use workloads::*;

@@ -8,7 +8,7 @@ use super::*;
 use crate::ready::Listener;
 use crate::resources::parse::parse_documents;
 use crate::resources::ResourceKey;
-use crate::snapshot::ProxyIdentity;
+use crate::snapshot::{Discovery, ProxyIdentity};
 
 const HTTPBIN: &str = "
 apiVersion: v1
@@ -312,4 +312,81 @@ spec:
     assert_eq!(m.len(), 1);
     assert_eq!(m[0].cluster, "outbound|8000|v2|httpbin.default.svc.cluster.local");
     assert_eq!(m[0].per_million, 500_000);
+}
+
+#[test]
+fn service_entries_become_virtual_hosts_and_clusters_by_resolution() {
+    let yaml = "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: static, namespace: default}
+spec:
+  hosts: [api.example.com]
+  ports: [{number: 80, name: http, protocol: HTTP}, {number: 443, name: https, protocol: HTTPS}]
+  resolution: STATIC
+  endpoints:
+  - {address: 10.0.0.1, labels: {version: v1}}
+  - {address: 10.0.0.2, ports: {http: 8080}, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: dns, namespace: default}
+spec:
+  hosts: [httpbin.org]
+  ports: [{number: 80, name: http}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: dns-endpoints, namespace: default}
+spec:
+  hosts: [mirror.example.com]
+  ports: [{number: 80, name: http-web, targetPort: 8000}]
+  resolution: DNS_ROUND_ROBIN
+  endpoints: [{address: a.example.net}, {address: b.example.net, ports: {http-web: 9000}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: none, namespace: default}
+spec:
+  hosts: ['*.wild.example.com']
+  ports: [{number: 80, name: http}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: static, namespace: default}
+spec:
+  host: api.example.com
+  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+  subsets: [{name: v2, labels: {version: v2}}]
+";
+    let res = resources(yaml);
+    let me = pod("default", "curl-a", &[("app", "curl")], Role::Sidecar);
+    let all = world(&res, std::slice::from_ref(&me));
+    let snap = snapshot(&all, &me, Version::default());
+    let c = &snap.clusters["outbound|80||api.example.com"];
+    assert_eq!(c.discovery, Discovery::Static);
+    let addrs: Vec<String> = c.endpoints.iter().map(|e| e.address.to_string()).collect();
+    assert_eq!(addrs, ["10.0.0.1:80", "10.0.0.2:8080"], "an endpoint's named port wins over the entry's");
+    assert_eq!(c.lb, crate::snapshot::LbPolicy::RoundRobin, "DestinationRules apply to entry hosts");
+    let v2 = &snap.clusters["outbound|80|v2|api.example.com"];
+    assert_eq!(v2.endpoints.iter().map(|e| e.address.to_string()).collect::<Vec<_>>(), ["10.0.0.2:8080"]);
+    assert!(!snap.clusters.contains_key("outbound|443||api.example.com"), "HTTPS ports are not served yet");
+    assert_eq!(snap.clusters["outbound|80||httpbin.org"].discovery, Discovery::Dns(vec!["httpbin.org:80".into()]));
+    assert_eq!(
+        snap.clusters["outbound|80||mirror.example.com"].discovery,
+        Discovery::Dns(vec!["a.example.net:8000".into(), "b.example.net:9000".into()])
+    );
+    assert_eq!(snap.clusters["outbound|80||*.wild.example.com"].discovery, Discovery::OriginalDst);
+    let port80 = snap.outbound.iter().find(|r| r.port == 80).unwrap();
+    let mut domains: Vec<&str> =
+        port80.virtual_hosts.iter().flat_map(|v| v.domains.iter().map(String::as_str)).collect();
+    domains.sort_unstable();
+    assert_eq!(domains, ["*.wild.example.com", "api.example.com", "httpbin.org", "mirror.example.com"]);
+
+    // A pod without a sidecar is outside the mesh: no entries, and no outbound restriction.
+    let plain = pod("default", "plain-a", &[("app", "plain")], Role::Plain);
+    let all = world(&res, std::slice::from_ref(&plain));
+    let snap = snapshot(&all, &plain, Version::default());
+    assert!(snap.outbound.iter().all(|r| r.virtual_hosts.is_empty()));
 }

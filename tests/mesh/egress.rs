@@ -81,3 +81,63 @@ fn registry_only_answers_unknown_hosts_502_and_allow_any_passes_them_through() {
     assert!(text.contains("outboundTrafficPolicy.mode") && text.contains("REGISTRY_ONLY"), "{text}");
     assert_eq!(mesh.http_code("curl", "default", &external), "200");
 }
+
+#[test]
+fn a_service_entry_adds_a_host_that_routes_like_a_service_under_registry_only() {
+    let mesh = Mesh::up();
+    let external = external_server();
+    mesh_config(&mesh, "REGISTRY_ONLY");
+    let rules = mesh.work.path().join("entries.yaml");
+    std::fs::write(
+        &rules,
+        format!(
+            "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: external-static}}
+spec:
+  hosts: [external.example.com]
+  ports: [{{number: 80, name: http, protocol: HTTP, targetPort: {port}}}]
+  resolution: STATIC
+  location: MESH_EXTERNAL
+  endpoints: [{{address: 127.0.0.1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: external-none}}
+spec:
+  hosts: [localhost]
+  ports: [{{number: {port}, name: http, protocol: HTTP}}]
+  resolution: NONE
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: external}}
+spec:
+  hosts: [external.example.com]
+  http:
+  - match: [{{uri: {{prefix: /blocked}}}}]
+    fault: {{abort: {{httpStatus: 418, percentage: {{value: 100}}}}}}
+    route: [{{destination: {{host: external.example.com}}}}]
+  - route: [{{destination: {{host: external.example.com}}}}]
+",
+            port = external.port()
+        ),
+    )
+    .unwrap();
+    let out = mesh.ok(&["apply", "-f", rules.to_str().unwrap(), "--wait"]);
+    assert!(!out.contains("not enforced"), "every field used here is enforced:\n{out}");
+    assert_eq!(mesh.http_code("curl", "default", "http://external.example.com/"), "200", "STATIC endpoints");
+    assert_eq!(
+        mesh.http_code("curl", "default", "http://external.example.com/blocked"),
+        "418",
+        "a VirtualService applies"
+    );
+    let none = format!("http://localhost:{}/", external.port());
+    assert_eq!(mesh.http_code("curl", "default", &none), "200", "resolution NONE goes where the client asked");
+    // The same address under a name the registry does not have is still black-holed.
+    let raw = format!("http://127.0.0.1:{}/", external.port());
+    assert_eq!(mesh.http_code("curl", "default", &raw), "502");
+    let clusters = mesh.ok(&["proxy-config", "clusters", "curl"]);
+    let row = clusters.lines().find(|l| l.starts_with("external.example.com")).unwrap_or_else(|| panic!("{clusters}"));
+    assert!(row.contains("STATIC") && row.contains("OUTBOUND"), "{row}");
+}

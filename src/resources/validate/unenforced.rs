@@ -137,6 +137,40 @@ pub fn unenforced(r: &Resource) -> Vec<String> {
                 out.push(not_enforced("spec.workloadSelector"));
             }
         }
+        Resource::ServiceEntry(se) => {
+            let spec = &se.spec;
+            for (field, present) in [
+                ("spec.addresses", !spec.addresses.is_empty()),
+                ("spec.workloadSelector", spec.workload_selector.is_some()),
+                ("spec.exportTo", !spec.export_to.is_empty()),
+                ("spec.subjectAltNames", !spec.subject_alt_names.is_empty()),
+            ] {
+                if present {
+                    out.push(not_enforced(field));
+                }
+            }
+            for (i, p) in spec.ports.iter().enumerate() {
+                if !crate::translate::is_http(p.protocol.as_deref(), &p.name) {
+                    out.push(format!(
+                        "spec.ports[{i}]: port {} ({}) is not HTTP; meshrig routes only HTTP ports of a \
+                         ServiceEntry yet, so this port is not served",
+                        p.number,
+                        p.protocol.as_deref().unwrap_or(&p.name)
+                    ));
+                }
+            }
+            for (i, e) in spec.endpoints.iter().enumerate() {
+                for (field, present) in [
+                    ("weight", e.weight.is_some()),
+                    ("locality", e.locality.is_some()),
+                    ("network", e.network.is_some()),
+                ] {
+                    if present {
+                        out.push(not_enforced(format!("spec.endpoints[{i}].{field}")));
+                    }
+                }
+            }
+        }
     }
     out
 }
