@@ -23,6 +23,7 @@ use crate::snapshot::{
     VirtualHost, WeightedCluster,
 };
 
+mod delegate;
 pub mod policy;
 
 pub const DOMAIN: &str = "svc.cluster.local";
@@ -91,6 +92,10 @@ impl World {
                 _ => {}
             }
         }
+        // Delegating rules are replaced by their delegates' rules, merged (`delegate.rs`).
+        let expanded: Vec<VirtualService> =
+            w.virtual_services.iter().map(|vs| delegate::expand(vs, &w.virtual_services)).collect();
+        w.virtual_services = expanded;
         // Istio orders by creation time, then name; the first one wins where they conflict.
         w.virtual_services.sort_by(|a, b| {
             (a.metadata.creation_timestamp.as_deref(), ns(&a.metadata.namespace), &a.metadata.name).cmp(&(

@@ -241,3 +241,49 @@ fn redirects_rewrites_header_edits_cors_and_mirrors_land_where_istios_would() {
     }
     assert_eq!(count(shadow_admin, &inbound), 1.0, "{:?}", requests_total(shadow_admin));
 }
+
+#[test]
+fn a_delegating_rule_routes_by_its_delegates_rules_inside_the_root_match() {
+    let mesh = Mesh::up();
+    let rules = mesh.work.path().join("delegate.yaml");
+    std::fs::write(
+        &rules,
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: delegating}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [delegate.example.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: root}
+spec:
+  hosts: [delegate.example.com]
+  gateways: [delegating]
+  http:
+  - match: [{uri: {prefix: /status}}]
+    delegate: {name: status-routes}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: status-routes}
+spec:
+  http:
+  - match: [{uri: {prefix: /status/2}}]
+    route: [{destination: {host: httpbin}}]
+  - match: [{uri: {prefix: /headers}}]
+    route: [{destination: {host: httpbin}}]
+  - directResponse: {status: 403, body: {string: not for you}}
+",
+    )
+    .unwrap();
+    let out = mesh.ok(&["apply", "-f", rules.to_str().unwrap(), "--wait"]);
+    assert!(!out.contains("delegate is accepted but not enforced"), "{out}");
+    let gw = mesh.gateway();
+    let at = |path: &str| get(gw, "delegate.example.com", path).unwrap();
+    assert_eq!(at("/status/201").status, 201, "a delegate rule inside the root's /status");
+    let denied = at("/status/500");
+    assert_eq!((denied.status, denied.body.as_str()), (403, "not for you"), "the delegate's catch-all, under /status");
+    assert_eq!(at("/headers").status, 404, "a delegate rule outside the root match is dropped");
+}

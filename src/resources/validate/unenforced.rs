@@ -88,7 +88,6 @@ pub fn unenforced(r: &Resource) -> Vec<String> {
             for (i, h) in spec.http.iter().enumerate() {
                 let path = format!("spec.http[{i}]");
                 let fields = [
-                    ("delegate", h.delegate.is_some()),
                     (
                         "retries.retryRemoteLocalities",
                         h.retries.as_ref().is_some_and(|r| r.retry_remote_localities.is_some()),
