@@ -88,7 +88,7 @@ class Mesh:
 
     def __init__(self, workdir):
         self.env = dict(os.environ, MESHRIG_STATE_DIR=os.path.join(workdir, "meshrig"), NO_COLOR="1")
-        self.run("up", "--http-port", "0", "--https-port", "0")
+        self.run("up", "--http-port", "0", "--https-port", "0", "--tcp-port", "0")
         self.run("apply", "-f", os.path.join(HERE, "mesh.yaml"), "--wait")
         status = json.loads(self.run("status", "-o", "json"))
         self.gateway = status["gateway"]["http"]
@@ -397,7 +397,7 @@ def control_plane(args):
             return out.stdout
 
         try:
-            run("up", "--http-port", "0", "--https-port", "0")
+            run("up", "--http-port", "0", "--https-port", "0", "--tcp-port", "0")
             fleet = os.path.join(work, "fleet.yaml")
             with open(fleet, "w") as f:
                 f.write(FLEET.format(replicas=n))

@@ -52,6 +52,9 @@ pub enum Command {
         /// Localhost port of the ingress gateway's HTTPS listener (0 picks a free one).
         #[arg(long)]
         https_port: Option<u16>,
+        /// Localhost port of the ingress gateway's TCP listener, Gateway port 31400 (0 picks a free one).
+        #[arg(long)]
+        tcp_port: Option<u16>,
         /// How long to wait for every pod to be ready, in seconds.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
@@ -245,8 +248,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(crate::apps::run(app, container_port))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up { http_port, https_port, timeout } => {
-            runtime()?.block_on(lifecycle::up(&env, http_port, https_port, timeout))
+        Command::Up { http_port, https_port, tcp_port, timeout } => {
+            let ports = lifecycle::GatewayPorts { http: http_port, https: https_port, tcp: tcp_port };
+            runtime()?.block_on(lifecycle::up(&env, ports, timeout))
         }
         Command::Down { purge } => lifecycle::down(&env, purge),
         Command::Status { output } => runtime()?.block_on(lifecycle::status(&env, output)),

@@ -23,11 +23,18 @@ pub struct Settings {
     pub http_port: u16,
     /// Localhost port of the ingress gateway's HTTPS listener (Gateway servers on 443 or 8443).
     pub https_port: u16,
+    /// Localhost port of the ingress gateway's TCP listener (Gateway servers on 31400).
+    #[serde(default = "default_tcp_port")]
+    pub tcp_port: u16,
+}
+
+fn default_tcp_port() -> u16 {
+    31400
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { http_port: 8080, https_port: 8443 }
+        Settings { http_port: 8080, https_port: 8443, tcp_port: default_tcp_port() }
     }
 }
 

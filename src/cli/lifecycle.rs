@@ -52,7 +52,15 @@ fn choose_port(
     Ok(chosen)
 }
 
-pub async fn up(env: &Env, http_port: Option<u16>, https_port: Option<u16>, timeout: u64) -> anyhow::Result<ExitCode> {
+/// The localhost ports `up` was asked to publish the gateway on (None: keep or default).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GatewayPorts {
+    pub http: Option<u16>,
+    pub https: Option<u16>,
+    pub tcp: Option<u16>,
+}
+
+pub async fn up(env: &Env, ports: GatewayPorts, timeout: u64) -> anyhow::Result<ExitCode> {
     env.ensure_dirs()?;
     eprintln!("meshrig up: environment {:?} ({})", env.name, env.dir.display());
     let running = Backend::local(env).client().ok();
@@ -62,37 +70,39 @@ pub async fn up(env: &Env, http_port: Option<u16>, https_port: Option<u16>, time
     };
     let first_up = !env.exists();
     let mut settings = env.settings()?.unwrap_or_default();
-    if running.is_none() {
-        if let Some(p) = http_port {
-            settings.http_port = p;
+    // After a control-plane crash our own gateway may still hold the ports; the new control
+    // plane replaces it, so only someone else's listener is a conflict.
+    let ours_running = running.is_some() || !reaper::environment_pids(&env.dir).is_empty();
+    let mut changed_while_running = false;
+    for (current, asked, what, flag) in [
+        (&mut settings.http_port, ports.http, "HTTP", "--http-port"),
+        (&mut settings.https_port, ports.https, "HTTPS", "--https-port"),
+        (&mut settings.tcp_port, ports.tcp, "TCP", "--tcp-port"),
+    ] {
+        if running.is_some() {
+            changed_while_running |= asked.is_some_and(|p| p != *current);
+            continue;
         }
-        if let Some(p) = https_port {
-            settings.https_port = p;
+        if let Some(p) = asked {
+            *current = p;
         }
-        if settings.http_port == 0 {
-            settings.http_port = free_port()?;
+        if *current == 0 {
+            *current = free_port()?;
         }
-        if settings.https_port == 0 {
-            settings.https_port = free_port()?;
-        }
-        // After a control-plane crash our own gateway may still hold the ports; the new control
-        // plane replaces it, so only someone else's listener is a conflict.
-        let ours_running = !reaper::environment_pids(&env.dir).is_empty();
         if !ours_running {
-            let free = |p: u16| port_free(p);
-            let fallback = first_up && http_port.is_none();
-            settings.http_port = choose_port(settings.http_port, fallback, "HTTP", "--http-port", free)?;
-            let fallback = first_up && https_port.is_none();
-            settings.https_port = choose_port(settings.https_port, fallback, "HTTPS", "--https-port", free)?;
+            let fallback = first_up && asked.is_none();
+            *current = choose_port(*current, fallback, what, flag, port_free)?;
         }
+    }
+    if running.is_none() {
         env.save_settings(&settings)?;
-    } else if http_port.is_some_and(|p| p != settings.http_port) || https_port.is_some_and(|p| p != settings.https_port)
-    {
+    } else if changed_while_running {
         eprintln!(
-            "{} the environment is running with HTTP port {} and HTTPS port {}; `meshrig down` first to change them",
+            "{} the environment is running with HTTP port {}, HTTPS port {} and TCP port {}; `meshrig down` first to change them",
             term::warn_mark(),
             settings.http_port,
-            settings.https_port
+            settings.https_port,
+            settings.tcp_port
         );
     }
 
@@ -131,6 +141,7 @@ pub async fn up(env: &Env, http_port: Option<u16>, https_port: Option<u16>, time
     eprintln!();
     eprintln!("meshrig is up.");
     eprintln!("  ingress gateway: http://127.0.0.1:{} (Gateway servers on port 80 or 8080)", settings.http_port);
+    eprintln!("                   tcp 127.0.0.1:{} (Gateway TCP servers on port 31400)", settings.tcp_port);
     eprintln!("  try:  meshrig exec curl -- curl -s http://httpbin:8000/headers");
     eprintln!("  or start the first lab:  meshrig lab start 1");
     Ok(ExitCode::SUCCESS)
@@ -196,7 +207,7 @@ pub async fn status(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
     let settings = env.settings()?.unwrap_or_else(Settings::default);
     match output {
         Output::Json | Output::Yaml => {
-            let v = serde_json::json!({"environment": env.name, "running": true, "state_dir": env.dir, "gateway": {"http": format!("127.0.0.1:{}", settings.http_port), "https": format!("127.0.0.1:{}", settings.https_port)}, "control_plane": status.control_plane, "pods": status.pods});
+            let v = serde_json::json!({"environment": env.name, "running": true, "state_dir": env.dir, "gateway": {"http": format!("127.0.0.1:{}", settings.http_port), "https": format!("127.0.0.1:{}", settings.https_port), "tcp": format!("127.0.0.1:{}", settings.tcp_port)}, "control_plane": status.control_plane, "pods": status.pods});
             if output == Output::Json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {

@@ -102,6 +102,7 @@ pub fn plan(d: &Deployment, ns_labels: &BTreeMap<String, String>, settings: &Set
     if role == Role::Gateway && labels.get("istio").map(String::as_str) == Some("ingressgateway") {
         publish.insert(8080, SocketAddr::from((Ipv4Addr::LOCALHOST, settings.http_port)));
         publish.insert(8443, SocketAddr::from((Ipv4Addr::LOCALHOST, settings.https_port)));
+        publish.insert(31400, SocketAddr::from((Ipv4Addr::LOCALHOST, settings.tcp_port)));
     }
     let hash = fnv_hex(&format!("{}|{:?}|{}", serde_json::to_string(t).unwrap_or_default(), role, namespace));
     Ok(PodPlan {

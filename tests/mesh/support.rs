@@ -29,7 +29,7 @@ impl Mesh {
     pub fn up() -> Mesh {
         let mut mesh =
             Mesh { state: tempfile::tempdir().unwrap(), work: tempfile::tempdir().unwrap(), up_output: String::new() };
-        let out = mesh.run(&["up", "--http-port", "0", "--https-port", "0"]);
+        let out = mesh.run(&["up", "--http-port", "0", "--https-port", "0", "--tcp-port", "0"]);
         assert!(out.status.success(), "meshrig up failed:\n{}", text(&out));
         mesh.up_output = text(&out);
         mesh
