@@ -4,6 +4,7 @@
 //! known image maps to a built-in app (or to the idle client, or to the gateway proxy).
 
 pub mod httpbin;
+pub mod tcp_echo;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -24,25 +25,30 @@ pub enum Workload {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum App {
     Httpbin,
+    /// Istio's `tcp-echo-server`: its container `args` give the ports and the prefix.
+    TcpEcho,
 }
 
 impl App {
     pub fn name(&self) -> &'static str {
         match self {
             App::Httpbin => "httpbin",
+            App::TcpEcho => "tcp-echo",
         }
     }
 
     pub fn from_name(s: &str) -> Option<App> {
         match s {
             "httpbin" => Some(App::Httpbin),
+            "tcp-echo" => Some(App::TcpEcho),
             _ => None,
         }
     }
 }
 
 /// Images the local backend knows, for error messages.
-pub const KNOWN_IMAGES: &str = "mccutchen/go-httpbin (httpbin), kennethreitz/httpbin, curlimages/curl (idle client), \
+pub const KNOWN_IMAGES: &str = "mccutchen/go-httpbin (httpbin), kennethreitz/httpbin, istio/tcp-echo-server, \
+curlimages/curl (idle client), \
 governmentpaas/curl-ssl, and `auto` with the annotation inject.istio.io/templates: gateway (ingress gateway)";
 
 /// Images that are known but not built in yet, with the reason.
@@ -61,6 +67,7 @@ pub fn resolve(image: &str, annotations: &BTreeMap<String, String>) -> Result<Wo
     match repo.as_str() {
         "mccutchen/go-httpbin" => Ok(Workload::App { app: App::Httpbin, port: 8080 }),
         "kennethreitz/httpbin" => Ok(Workload::App { app: App::Httpbin, port: 80 }),
+        "istio/tcp-echo-server" => Ok(Workload::App { app: App::TcpEcho, port: 9000 }),
         "curlimages/curl" | "governmentpaas/curl-ssl" | "curl" | "busybox" => Ok(Workload::Client),
         _ => {
             if let Some((_, what)) = PLANNED.iter().find(|(p, _)| repo.contains(p)) {
@@ -87,15 +94,17 @@ fn image_repository(image: &str) -> String {
     repo.strip_prefix("library/").map(str::to_string).unwrap_or(repo)
 }
 
-/// Runs a built-in app on loopback; announces `{"<container port>": addr}` once bound.
-pub async fn run(app: App, container_port: u16) -> std::io::Result<()> {
+/// Runs a built-in app on loopback; announces `{"<container port>": addr}` once bound. `args`
+/// are the container's (tcp-echo reads its ports and prefix from them).
+pub async fn run(app: App, container_port: u16, args: &[String]) -> std::io::Result<()> {
+    if app == App::TcpEcho {
+        return tcp_echo::run(args).await;
+    }
     let listener = tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
     let mut addrs = ready::Addrs::new();
     addrs.insert(ready::Listener::App(container_port), listener.local_addr()?);
     ready::announce(&addrs);
-    let router = match app {
-        App::Httpbin => httpbin::router(),
-    };
+    let router = httpbin::router();
     axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await
 }
 

@@ -167,6 +167,9 @@ pub enum Command {
         name: String,
         #[arg(long)]
         container_port: u16,
+        /// The container's `args`.
+        #[arg(last = true)]
+        args: Vec<String>,
     },
 }
 
@@ -243,9 +246,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(crate::proxy::run(config))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::App { name, container_port } => {
+        Command::App { name, container_port, args } => {
             let app = crate::apps::App::from_name(&name).ok_or_else(|| anyhow::anyhow!("unknown app {name:?}"))?;
-            runtime()?.block_on(crate::apps::run(app, container_port))?;
+            runtime()?.block_on(crate::apps::run(app, container_port, &args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Up { http_port, https_port, tcp_port, timeout } => {

@@ -9,6 +9,7 @@
 //! - `decide`: route, destination cluster, hash key and fault decision (pure).
 //! - `route`: virtual host and route selection (pure).
 //! - `router`: fault, route timeout, retries, per-try timeout.
+//! - `tcp`: connections relayed as bytes (gateway TCP routes, TCP inbound ports).
 //! - `edits`: header operations, rewrites, redirects, CORS, mirror hosts (pure).
 //! - `upstream`: connection pools per endpoint and typed upstream errors.
 //! - `clusters`: cluster and endpoint state that survives snapshots; load balancing.
@@ -29,6 +30,7 @@ pub mod route;
 pub mod router;
 pub mod runtime;
 pub mod stats;
+pub mod tcp;
 pub mod upstream;
 pub mod watch;
 
@@ -113,7 +115,12 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
 
 fn serve(shared: &Arc<Shared>, listener: tokio::net::TcpListener, direction: Direction) -> JoinHandle<()> {
     let shared = shared.clone();
-    tokio::spawn(connection::serve(listener, move |req, conn| forward::handle(shared.clone(), direction, req, conn)))
+    let relay_shared = shared.clone();
+    tokio::spawn(connection::serve(
+        listener,
+        move || tcp::relay(&relay_shared, direction),
+        move |req, conn| forward::handle(shared.clone(), direction, req, conn),
+    ))
 }
 
 pub async fn run(config: Config) -> Result<(), Error> {

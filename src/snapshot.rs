@@ -104,6 +104,9 @@ pub struct InboundPort {
     pub service: Option<String>,
     /// Where the app listens; `None` until the app has started.
     pub app: Option<SocketAddr>,
+    /// The Service port is TCP (by name or `appProtocol`): connections are relayed as bytes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tcp: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Hash, Serialize, Deserialize)]
@@ -118,6 +121,17 @@ pub struct GatewayListener {
     pub port: u16,
     pub protocol: String,
     pub virtual_hosts: Vec<VirtualHost>,
+    /// `TCP` listeners: the VirtualServices' `tcp` rules that apply here, in order (the first
+    /// one takes every connection, as Envoy's tcp_proxy does).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tcp_routes: Vec<TcpRoute>,
+}
+
+/// A `tcp` rule: the weighted destinations of each connection.
+#[derive(Clone, Debug, PartialEq, Hash, Serialize, Deserialize)]
+pub struct TcpRoute {
+    pub name: String,
+    pub clusters: Vec<WeightedCluster>,
 }
 
 #[derive(Clone, Debug, PartialEq, Hash, Serialize, Deserialize)]

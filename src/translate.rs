@@ -13,14 +13,14 @@ use crate::resources::core::{Service, ServicePort};
 use crate::resources::mesh_config::{self, MeshConfig};
 use crate::resources::meta::IntOrString;
 use crate::resources::networking::{
-    Destination, DestinationRule, Gateway, HttpMatchRequest, HttpRoute, ServiceEntry, StringMatch, TrafficPolicy,
-    VirtualService, WorkloadEntry,
+    Destination, DestinationRule, Gateway, HttpMatchRequest, HttpRoute, Server, ServiceEntry, StringMatch,
+    TrafficPolicy, VirtualService, WorkloadEntry,
 };
 use crate::resources::{Kind, Resource};
 use crate::snapshot::{
     cluster_name, Cluster, Discovery, Endpoint, GatewayListener, HeaderMatch, InboundPort, Mirror, PathMatch,
-    QueryMatch, Role, Route, RouteAction, RouteConfig, RouteMatch, RoutePolicy, Snapshot, ValueMatch, Version,
-    VirtualHost, WeightedCluster,
+    QueryMatch, Role, Route, RouteAction, RouteConfig, RouteMatch, RoutePolicy, Snapshot, TcpRoute, ValueMatch,
+    Version, VirtualHost, WeightedCluster,
 };
 
 mod delegate;
@@ -694,6 +694,8 @@ fn listeners(world: &World, me: &Workload) -> Vec<GatewayListener> {
     let vss = world.virtual_services();
     // container port → (protocol, domain → vhost)
     let mut ports: BTreeMap<u16, (String, BTreeMap<String, VirtualHost>)> = BTreeMap::new();
+    // container port → tcp rules
+    let mut tcp: BTreeMap<u16, Vec<TcpRoute>> = BTreeMap::new();
     for gw in world.gateways() {
         if !selects(&gw.spec.selector, &me.identity.labels) {
             continue;
@@ -702,10 +704,19 @@ fn listeners(world: &World, me: &Workload) -> Vec<GatewayListener> {
         let gw_key = format!("{gw_ns}/{}", gw.metadata.name);
         for server in &gw.spec.servers {
             let protocol = server.port.protocol.to_ascii_uppercase();
-            if !matches!(protocol.as_str(), "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB") {
-                continue; // HTTPS/TLS/TCP servers are not served yet (apply warns).
-            }
             let Some(cport) = gateway_container_port(world, me, server.port.number) else { continue };
+            if protocol == "TCP" {
+                let routes = tcp.entry(cport).or_default();
+                for r in tcp_routes(world, me, &gw_key, gw_ns, server) {
+                    if !routes.contains(&r) {
+                        routes.push(r);
+                    }
+                }
+                continue;
+            }
+            if !matches!(protocol.as_str(), "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB") {
+                continue; // HTTPS/TLS servers are not served yet (apply warns).
+            }
             let entry = ports.entry(cport).or_insert_with(|| (protocol.clone(), BTreeMap::new()));
             for vs in vss {
                 let vs_ns = ns(&vs.metadata.namespace);
@@ -746,14 +757,80 @@ fn listeners(world: &World, me: &Workload) -> Vec<GatewayListener> {
             }
         }
     }
-    ports
+    let mut out: Vec<GatewayListener> = ports
         .into_iter()
         .map(|(port, (protocol, vhosts))| GatewayListener {
             port,
             protocol,
             virtual_hosts: vhosts.into_values().collect(),
+            tcp_routes: vec![],
         })
-        .collect()
+        .collect();
+    for (port, tcp_routes) in tcp {
+        // A port already serving HTTP keeps HTTP (Istio rejects the conflict; apply warns).
+        if !out.iter().any(|l| l.port == port) {
+            out.push(GatewayListener { port, protocol: "TCP".into(), virtual_hosts: vec![], tcp_routes });
+        }
+    }
+    out.sort_by_key(|l| l.port);
+    out
+}
+
+/// The `tcp` rules of the VirtualServices bound to gateway `gw_key` whose hosts the server
+/// accepts, and whose match (port, gateways, source labels and namespace) holds here.
+fn tcp_routes(world: &World, me: &Workload, gw_key: &str, gw_ns: &str, server: &Server) -> Vec<TcpRoute> {
+    let mut out = Vec::new();
+    for vs in world.virtual_services() {
+        let vs_ns = ns(&vs.metadata.namespace);
+        if !vs_gateways(vs).iter().any(|g| g == gw_key) {
+            continue;
+        }
+        let accepted = server.hosts.iter().any(|server_host| {
+            let (host_ns, dns) = server_host.split_once('/').unwrap_or(("*", server_host));
+            let ns_ok = match host_ns {
+                "*" => true,
+                "." => vs_ns == gw_ns,
+                other => other == vs_ns,
+            };
+            ns_ok && vs.spec.hosts.iter().any(|h| host_intersection(dns, h).is_some())
+        });
+        if !accepted {
+            continue;
+        }
+        for (i, rule) in vs.spec.tcp.iter().enumerate() {
+            let applies = rule.r#match.is_empty()
+                || rule.r#match.iter().any(|m| {
+                    m.port.is_none_or(|p| p == server.port.number)
+                        && (m.gateways.is_empty() || m.gateways.iter().any(|g| gateway_ref(g, vs_ns) == gw_key))
+                        && selects(&m.source_labels, &me.identity.labels)
+                        && m.source_namespace.as_ref().is_none_or(|n| *n == me.identity.namespace)
+                });
+            if !applies {
+                continue;
+            }
+            let scope = Scope {
+                gateway: gw_key,
+                client_ns: &me.identity.namespace,
+                client_labels: &me.identity.labels,
+                port: u16::try_from(server.port.number).unwrap_or_default(),
+            };
+            let clusters = rule
+                .route
+                .iter()
+                .map(|d| WeightedCluster {
+                    cluster: destination_cluster(world, &d.destination, vs_ns, &scope),
+                    weight: match (d.weight, rule.route.len()) {
+                        (Some(w), _) => u32::try_from(w).unwrap_or(0),
+                        (None, 1) => 100,
+                        (None, _) => 0,
+                    },
+                    headers: Default::default(),
+                })
+                .collect();
+            out.push(TcpRoute { name: format!("{vs_ns}/{}#tcp{i}", vs.metadata.name), clusters });
+        }
+    }
+    out
 }
 
 /// The first Service (by namespace and name) that selects `me` and sends to container `port`:
@@ -765,6 +842,22 @@ fn inbound_service(world: &World, me: &Workload, port: u16) -> Option<String> {
         .filter(|s| selects(&s.spec.selector, &me.identity.labels))
         .find(|s| s.spec.ports.iter().any(|sp| target_port(sp, me) == Some(port)))
         .map(service_fqdn)
+}
+
+/// Is container `port` of `me` a TCP port of a Service that selects it (by the Service port's
+/// `appProtocol`, or its name's prefix, as Istio decides)?
+fn inbound_is_tcp(world: &World, me: &Workload, port: u16) -> bool {
+    world
+        .services()
+        .filter(|s| ns(&s.metadata.namespace) == me.identity.namespace && !s.spec.selector.is_empty())
+        .filter(|s| selects(&s.spec.selector, &me.identity.labels))
+        .flat_map(|s| s.spec.ports.iter())
+        .find(|sp| target_port(sp, me) == Some(port))
+        .is_some_and(|sp| {
+            let name = sp.name.as_deref().unwrap_or_default();
+            let protocol = sp.app_protocol.as_deref().unwrap_or_else(|| name.split('-').next().unwrap_or_default());
+            protocol.eq_ignore_ascii_case("tcp")
+        })
 }
 
 /// The snapshot for the proxy of pod `me`.
@@ -789,6 +882,7 @@ pub fn snapshot(world: &World, me: &Workload, version: Version) -> Snapshot {
             .map(|port| InboundPort {
                 port,
                 app: me.app.get(&port).copied(),
+                tcp: inbound_is_tcp(world, me, port),
                 service: inbound_service(world, me, port),
             })
             .collect();

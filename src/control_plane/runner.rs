@@ -32,6 +32,8 @@ pub struct PodPlan {
     pub deployment: String,
     pub role: Role,
     pub app: Option<(apps::App, u16)>,
+    /// The app container's `args`.
+    pub app_args: Vec<String>,
     pub inbound_ports: Vec<u16>,
     pub port_names: BTreeMap<String, u16>,
     pub env: Vec<(String, String)>,
@@ -72,6 +74,7 @@ pub fn plan(d: &Deployment, ns_labels: &BTreeMap<String, String>, settings: &Set
     let mut inbound: BTreeSet<u16> = BTreeSet::new();
     let mut port_names = BTreeMap::new();
     let mut env = Vec::new();
+    let mut app_args = Vec::new();
     for (i, c) in t.spec.containers.iter().enumerate() {
         let workload = apps::resolve(c.image.as_deref().unwrap_or(""), &annotations)
             .map_err(|e| format!("spec.template.spec.containers[{i}].image: {e}"))?;
@@ -92,6 +95,11 @@ pub fn plan(d: &Deployment, ns_labels: &BTreeMap<String, String>, settings: &Set
                 }
                 inbound.insert(port);
                 app = Some((a, port));
+                app_args = c.args.clone();
+                if a == apps::App::TcpEcho {
+                    apps::tcp_echo::parse_args(&app_args)
+                        .map_err(|e| format!("spec.template.spec.containers[{i}].{e}"))?;
+                }
                 for e in &c.env {
                     env.push((e.name.clone(), e.value.clone().unwrap_or_default()));
                 }
@@ -113,6 +121,7 @@ pub fn plan(d: &Deployment, ns_labels: &BTreeMap<String, String>, settings: &Set
         inbound_ports: inbound.into_iter().collect(),
         port_names,
         env,
+        app_args,
         labels,
         service_account: t.spec.service_account_name.clone().unwrap_or_else(|| "default".into()),
         publish,
@@ -343,6 +352,9 @@ async fn start(state: &State, key: &str, plan: &PodPlan) -> Result<Procs, String
         let outbound = addrs.get(&Listener::Outbound).map(|a| format!("http://{a}")).unwrap_or_default();
         let mut cmd = Command::new(&exe);
         cmd.arg("--state-dir").arg(&state.env.dir).args(["app", app.name(), "--container-port", &port.to_string()]);
+        if !plan.app_args.is_empty() {
+            cmd.arg("--").args(&plan.app_args);
+        }
         for (k, v) in &plan.env {
             cmd.env(k, v);
         }

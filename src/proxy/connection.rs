@@ -1,9 +1,10 @@
 //! The connection step: every proxy listener accepts, records who is talking to whom, then
-//! serves HTTP/1.1 on the connection. Requests read the record and never re-derive it; TLS
+//! relays the connection as bytes (a TCP route, `tcp.rs`) or serves HTTP/1.1 on it. Requests read the record and never re-derive it; TLS
 //! termination, peer identity, PERMISSIVE detection and STRICT resets plug in here.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use http::{Request, Response};
@@ -54,17 +55,26 @@ fn original_dst(_: &TcpStream) -> Option<SocketAddr> {
 #[error("connection closed without a response: {0}")]
 pub struct Reset(pub &'static str);
 
-/// Accepts on `listener` until the task is dropped; each connection runs on its own task and
-/// `handler` gets every request with the connection's record. A handler's `Err(Reset)` closes
-/// the connection without a response.
-pub async fn serve<F, Fut>(listener: TcpListener, handler: F)
+/// A connection taken as bytes rather than HTTP (a TCP route): runs until the relay ends.
+pub type Relay = Box<dyn FnOnce(TcpStream, Arc<Connection>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// Accepts on `listener` until the task is dropped; each connection runs on its own task.
+/// `relay` decides first whether the connection is relayed as TCP; otherwise `handler` gets
+/// every HTTP request with the connection's record. A handler's `Err(Reset)` closes the
+/// connection without a response.
+pub async fn serve<F, Fut, R>(listener: TcpListener, relay: R, handler: F)
 where
     F: Fn(Request<Incoming>, Arc<Connection>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Response<Body>, Reset>> + Send + 'static,
+    R: Fn() -> Option<Relay>,
 {
     loop {
         let (stream, peer) = net::accept(&listener).await;
         let conn = Arc::new(Connection::accepted(&stream, peer));
+        if let Some(relay) = relay() {
+            tokio::spawn(relay(stream, conn));
+            continue;
+        }
         let handler = handler.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {

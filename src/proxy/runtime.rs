@@ -19,6 +19,8 @@ pub struct Runtime {
     pub listeners: HashMap<u16, Table>,
     /// Sidecar inbound: container port → the app behind it.
     pub inbound: HashMap<u16, Inbound>,
+    /// Gateway TCP listeners: container port → its `tcp` rules, in order.
+    pub tcp: HashMap<u16, Vec<snapshot::TcpRoute>>,
     /// By name, with the definition they were built from (to tell what changed).
     pub clusters: HashMap<String, (snapshot::Cluster, Arc<Cluster>)>,
     /// This proxy as metrics describe it (built once per snapshot, not per request).
@@ -32,6 +34,8 @@ pub struct Inbound {
     pub app: Option<SocketAddr>,
     /// The service FQDN metrics report (`destination_service`), or `unknown`.
     pub service: Arc<str>,
+    /// Relay connections as bytes (a TCP Service port), not HTTP.
+    pub tcp: bool,
 }
 
 impl Runtime {
@@ -41,12 +45,17 @@ impl Runtime {
         let inbound = snapshot
             .inbound
             .iter()
-            .map(|p| (p.port, Inbound { app: p.app, service: p.service.as_deref().unwrap_or("unknown").into() }))
+            .map(|p| {
+                let service = p.service.as_deref().unwrap_or("unknown").into();
+                (p.port, Inbound { app: p.app, service, tcp: p.tcp })
+            })
             .collect();
+        let tcp =
+            snapshot.listeners.iter().filter(|l| l.protocol == "TCP").map(|l| (l.port, l.tcp_routes.clone())).collect();
         let empty = HashMap::new();
         let clusters = clusters::reconcile(&snapshot.clusters, previous.map_or(&empty, |p| &p.clusters), endpoints);
         let me = Arc::new(Peer::of(&snapshot.proxy));
-        Runtime { snapshot, outbound, listeners, inbound, clusters, me, unknown: Arc::new(Peer::unknown()) }
+        Runtime { snapshot, outbound, listeners, inbound, tcp, clusters, me, unknown: Arc::new(Peer::unknown()) }
     }
 
     /// Before the first snapshot: nothing routes.

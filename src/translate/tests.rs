@@ -390,3 +390,64 @@ spec:
     let snap = snapshot(&all, &plain, Version::default());
     assert!(snap.outbound.iter().all(|r| r.virtual_hosts.is_empty()));
 }
+
+#[test]
+fn gateway_tcp_servers_take_the_tcp_rules_that_match_their_port_and_tcp_service_ports_relay_inbound() {
+    let yaml = "
+apiVersion: v1
+kind: Service
+metadata: {name: istio-ingressgateway, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  ports: [{name: tcp, port: 31400, targetPort: 31400}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: tcp-echo, namespace: default}
+spec:
+  selector: {app: tcp-echo}
+  ports: [{name: tcp, port: 9000}, {name: web, port: 8080, appProtocol: http}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: tcp-gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 31400, name: tcp, protocol: TCP}, hosts: ['*']}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tcp-echo, namespace: default}
+spec:
+  hosts: ['*']
+  gateways: [tcp-gw]
+  tcp:
+  - match: [{port: 9999}]
+    route: [{destination: {host: nowhere}}]
+  - match: [{port: 31400}]
+    route:
+    - {destination: {host: tcp-echo, port: {number: 9000}, subset: v1}, weight: 80}
+    - {destination: {host: tcp-echo, port: {number: 9000}, subset: v2}, weight: 20}
+";
+    let res = resources(yaml);
+    let gw = gateway_pod();
+    let mut echo = pod("default", "tcp-echo-a", &[("app", "tcp-echo")], Role::Sidecar);
+    echo.proxy.insert(Listener::Inbound(9000), addr(4000));
+    echo.proxy.insert(Listener::Inbound(8080), addr(4001));
+    let all = world(&res, &[gw.clone(), echo.clone()]);
+    let snap = snapshot(&all, &gw, Version::default());
+    let l = snap.listeners.iter().find(|l| l.port == 31400).expect("a TCP listener");
+    assert_eq!(l.protocol, "TCP");
+    assert_eq!(l.tcp_routes.len(), 1, "the rule for another port does not apply");
+    let split: Vec<(String, u32)> = l.tcp_routes[0].clusters.iter().map(|c| (c.cluster.clone(), c.weight)).collect();
+    assert_eq!(
+        split,
+        [
+            ("outbound|9000|v1|tcp-echo.default.svc.cluster.local".to_string(), 80),
+            ("outbound|9000|v2|tcp-echo.default.svc.cluster.local".to_string(), 20)
+        ]
+    );
+    let snap = snapshot(&all, &echo, Version::default());
+    let tcp: Vec<(u16, bool)> = snap.inbound.iter().map(|p| (p.port, p.tcp)).collect();
+    assert_eq!(tcp, [(8080, false), (9000, true)], "by port name, and appProtocol wins");
+}

@@ -9,4 +9,5 @@ mod proxy_config;
 mod push;
 mod samples;
 mod support;
+mod tcp;
 mod traffic;

@@ -115,8 +115,20 @@ pub fn unenforced(r: &Resource) -> Vec<String> {
             if !spec.tls.is_empty() {
                 out.push(not_enforced("spec.tls"));
             }
-            if !spec.tcp.is_empty() {
-                out.push(not_enforced("spec.tcp"));
+            let mesh_bound = spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == "mesh");
+            if !spec.tcp.is_empty() && mesh_bound {
+                out.push(
+                    "spec.tcp: tcp routes are served on gateways; bound to the mesh (sidecars) they are not \
+                     enforced yet by meshrig"
+                        .into(),
+                );
+            }
+            for (i, rule) in spec.tcp.iter().enumerate() {
+                for (j, m) in rule.r#match.iter().enumerate() {
+                    if !m.destination_subnets.is_empty() || m.source_subnet.is_some() {
+                        out.push(not_enforced(format!("spec.tcp[{i}].match[{j}] subnets")));
+                    }
+                }
             }
         }
         Resource::DestinationRule(dr) => {

@@ -1,0 +1,110 @@
+//! TCP routes: Istio's TCP traffic shifting task through the gateway's TCP listener (port
+//! 31400), the tcp-echo sample behind sidecars, connections split by weight.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use crate::support::Mesh;
+
+const ECHO: &str = "apiVersion: v1
+kind: Service
+metadata: {name: tcp-echo, labels: {app: tcp-echo}}
+spec:
+  ports: [{name: tcp, port: 9000}, {name: tcp-other, port: 9001}]
+  selector: {app: tcp-echo}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: tcp-echo-v1}
+spec:
+  selector: {matchLabels: {app: tcp-echo, version: v1}}
+  template:
+    metadata: {labels: {app: tcp-echo, version: v1}}
+    spec:
+      containers:
+      - name: tcp-echo
+        image: docker.io/istio/tcp-echo-server:1.3
+        args: ['9000,9001,9002', one]
+        ports: [{containerPort: 9000}, {containerPort: 9001}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: tcp-echo-v2}
+spec:
+  selector: {matchLabels: {app: tcp-echo, version: v2}}
+  template:
+    metadata: {labels: {app: tcp-echo, version: v2}}
+    spec:
+      containers:
+      - name: tcp-echo
+        image: docker.io/istio/tcp-echo-server:1.3
+        args: ['9000,9001,9002', two]
+        ports: [{containerPort: 9000}, {containerPort: 9001}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: tcp-echo-gateway}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 31400, name: tcp, protocol: TCP}, hosts: ['*']}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: tcp-echo-destination}
+spec:
+  host: tcp-echo
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+";
+
+fn routes(v1: u32) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: tcp-echo}}
+spec:
+  hosts: ['*']
+  gateways: [tcp-echo-gateway]
+  tcp:
+  - match: [{{port: 31400}}]
+    route:
+    - {{destination: {{host: tcp-echo, port: {{number: 9000}}, subset: v1}}, weight: {v1}}}
+    - {{destination: {{host: tcp-echo, port: {{number: 9000}}, subset: v2}}, weight: {}}}
+",
+        100 - v1
+    )
+}
+
+/// One connection: a line out, the echoed line back.
+fn echo(addr: SocketAddr, line: &str) -> String {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("the gateway accepts");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(format!("{line}\n").as_bytes()).unwrap();
+    let mut back = String::new();
+    BufReader::new(s).read_line(&mut back).unwrap();
+    back
+}
+
+fn apply(mesh: &Mesh, name: &str, yaml: &str) -> String {
+    let file = mesh.work.path().join(name);
+    std::fs::write(&file, yaml).unwrap();
+    mesh.ok(&["apply", "-f", file.to_str().unwrap(), "--wait"])
+}
+
+#[test]
+fn tcp_routes_through_the_gateway_split_connections_by_weight() {
+    let mesh = Mesh::up();
+    apply(&mesh, "echo.yaml", ECHO);
+    let out = apply(&mesh, "routes.yaml", &routes(100));
+    assert!(!out.contains("spec.tcp"), "gateway tcp routes are enforced:\n{out}");
+    let gateway: SocketAddr = mesh.status()["gateway"]["tcp"].as_str().unwrap().parse().unwrap();
+    for _ in 0..10 {
+        assert_eq!(echo(gateway, "hello"), "one hello\n", "all connections to v1");
+    }
+
+    apply(&mesh, "routes.yaml", &routes(80));
+    let n = 50;
+    let v1 = (0..n).filter(|_| echo(gateway, "world") == "one world\n").count();
+    // 80% of 50 is 40 (sd 2.8): 4 sd either way, and v2 seen at least once.
+    assert!((29..n).contains(&v1), "{v1} of {n} connections went to v1 with weights 80/20");
+}
