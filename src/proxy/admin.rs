@@ -1,4 +1,5 @@
-//! The admin listener: `/ready`, `/stats/prometheus`, `/config_dump` (Envoy's admin, in small).
+//! The admin listener: `/ready`, `/stats/prometheus`, `/config_dump`, `/clusters` (Envoy's
+//! admin, in small).
 
 use std::sync::Arc;
 
@@ -27,6 +28,30 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
             let runtime = shared.runtime.borrow().clone();
             net::json_pretty(StatusCode::OK, &runtime.snapshot)
         }
-        _ => net::text(StatusCode::NOT_FOUND, "admin endpoints: /ready /stats/prometheus /config_dump\n"),
+        "/clusters" => net::text(StatusCode::OK, &clusters(&shared.runtime.borrow())),
+        _ => net::text(StatusCode::NOT_FOUND, "admin endpoints: /ready /stats/prometheus /config_dump /clusters\n"),
     }
+}
+
+/// Envoy's `/clusters` text: one `cluster::host::stat::value` line per endpoint statistic. The
+/// counts are the endpoint's, shared by every cluster that names its address (subsets).
+fn clusters(runtime: &crate::proxy::runtime::Runtime) -> String {
+    let mut names: Vec<&String> = runtime.clusters.keys().collect();
+    names.sort();
+    let mut out = String::new();
+    for name in names {
+        let (_, cluster) = &runtime.clusters[name];
+        for host in &cluster.hosts {
+            let (pool, addr) = (&host.state.pool, host.endpoint.address);
+            for (stat, value) in [
+                ("cx_total", pool.connections_total()),
+                ("rq_active", host.state.active() as u64),
+                ("rq_total", pool.requests_total()),
+            ] {
+                out.push_str(&format!("{name}::{addr}::{stat}::{value}\n"));
+            }
+            out.push_str(&format!("{name}::{addr}::health_flags::healthy\n"));
+        }
+    }
+    out
 }

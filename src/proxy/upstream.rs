@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -48,10 +49,13 @@ impl Error {
     }
 }
 
-/// The idle connections to one endpoint.
+/// The idle connections to one endpoint, and its counters (Envoy's per-host `cx_total`,
+/// `rq_total`, shown by the admin's `/clusters`).
 #[derive(Default)]
 pub struct Pool {
     idle: Mutex<Vec<SendRequest<Body>>>,
+    connections: AtomicU64,
+    requests: AtomicU64,
 }
 
 impl Pool {
@@ -74,9 +78,20 @@ impl Pool {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    /// Connections opened to this endpoint since the proxy started.
+    pub fn connections_total(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Requests sent to this endpoint since the proxy started.
+    pub fn requests_total(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
     /// Sends `req` to `addr` on an idle connection, or a new one. A request that an idle
     /// connection could not take (closed meanwhile) moves on to another without being sent twice.
     pub async fn send(self: &Arc<Self>, addr: SocketAddr, mut req: Request<Body>) -> Result<Response<Body>, Error> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
         loop {
             let Some(mut sender) = self.take_idle() else { break };
             if sender.ready().await.is_err() {
@@ -92,6 +107,7 @@ impl Pool {
             }
         }
         let mut sender = connect(addr).await?;
+        self.connections.fetch_add(1, Ordering::Relaxed);
         match sender.send_request(req).await {
             Ok(resp) => Ok(self.pooled(resp, sender)),
             Err(e) => Err(classify(addr, e)),

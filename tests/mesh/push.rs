@@ -141,3 +141,87 @@ spec:
     assert!(statuses.len() >= 20, "the load ran through the applies: {} requests", statuses.len());
     assert!(failed.is_empty(), "{} of {} requests failed: {failed:?}", failed.len(), statuses.len());
 }
+
+/// `cx_total` and `rq_total` of the endpoints of `cluster` on the admin's `/clusters` page.
+fn host_counts(admin: std::net::SocketAddr, cluster: &str) -> (u64, u64) {
+    let page = get(admin, "localhost", "/clusters").unwrap().body;
+    let stat = |name: &str| -> u64 {
+        page.lines()
+            .filter(|l| l.starts_with(&format!("{cluster}::")) && l.contains(&format!("::{name}::")))
+            .filter_map(|l| l.rsplit("::").next()?.parse::<u64>().ok())
+            .sum()
+    };
+    (stat("cx_total"), stat("rq_total"))
+}
+
+#[test]
+fn a_pod_replaced_elsewhere_leaves_the_gateways_connections_to_httpbin_alone() {
+    let mesh = Mesh::up();
+    let rules = mesh.work.path().join("rules.yaml");
+    let write = |restarted: &str| {
+        std::fs::write(
+            &rules,
+            format!(
+                "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: state}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: [state.example.com]}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: state}}
+spec:
+  hosts: [state.example.com]
+  gateways: [state]
+  http: [{{route: [{{destination: {{host: httpbin}}}}]}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: other}}
+spec:
+  selector: {{app: other}}
+  ports: [{{name: http, port: 8000, targetPort: 8080}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: other}}
+spec:
+  selector: {{matchLabels: {{app: other}}}}
+  template:
+    metadata: {{labels: {{app: other}}, annotations: {{restarted: '{restarted}'}}}}
+    spec:
+      containers: [{{name: httpbin, image: docker.io/mccutchen/go-httpbin:v2.15.0, ports: [{{containerPort: 8080}}]}}]
+"
+            ),
+        )
+        .unwrap();
+        mesh.ok(&["apply", "-f", rules.to_str().unwrap(), "--wait"]);
+    };
+    write("1");
+    let gw = mesh.gateway();
+    let send = |n: usize| {
+        for _ in 0..n {
+            assert_eq!(get(gw, "state.example.com", "/status/200").unwrap().status, 200);
+        }
+    };
+    send(5);
+    let admin = mesh.admin("istio-ingressgateway");
+    let cluster = "outbound|8000||httpbin.default.svc.cluster.local";
+    let before = host_counts(admin, cluster);
+    assert!(before.1 >= 5, "the gateway counts its requests to httpbin: {before:?}");
+
+    // A rollout replaces the other pod: every proxy gets new endpoints for `other`.
+    let old_pod = mesh.pod("other");
+    write("2");
+    let new_pod = mesh.pod("other");
+    assert_ne!(old_pod, new_pod);
+    let dump = get(admin, "localhost", "/config_dump").unwrap().body;
+    assert!(dump.contains(&new_pod), "the gateway runs the snapshot with the new pod");
+
+    send(5);
+    let after = host_counts(admin, cluster);
+    assert_eq!(after.0, before.0, "the connection pool to httpbin survived the new snapshot");
+    assert_eq!(after.1, before.1 + 5);
+}
