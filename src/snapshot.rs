@@ -81,6 +81,17 @@ pub struct Snapshot {
     /// Sidecar: where a host the mesh does not know goes (`meshConfig.outboundTrafficPolicy`).
     #[serde(default)]
     pub outbound_policy: OutboundMode,
+    /// Sidecar: the Services' TCP ports, reached with HTTP CONNECT through the outbound listener.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbound_tcp: Vec<TcpHost>,
+}
+
+/// A TCP service port as a sidecar reaches it: its domains and `tcp` rules.
+#[derive(Clone, Debug, PartialEq, Hash, Serialize, Deserialize)]
+pub struct TcpHost {
+    pub port: u16,
+    pub domains: Vec<String>,
+    pub routes: Vec<TcpRoute>,
 }
 
 impl Snapshot {
@@ -88,9 +99,10 @@ impl Snapshot {
     /// the proxy the same config. (The control plane keeps this, not the snapshot, per proxy.)
     pub fn content_hash(&self) -> u64 {
         use std::hash::{Hash, Hasher};
-        let Snapshot { version: _, proxy, inbound, outbound, listeners, clusters, outbound_policy } = self;
+        let Snapshot { version: _, proxy, inbound, outbound, listeners, clusters, outbound_policy, outbound_tcp } =
+            self;
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        (proxy, inbound, outbound, listeners, clusters, outbound_policy).hash(&mut h);
+        (proxy, inbound, outbound, listeners, clusters, outbound_policy, outbound_tcp).hash(&mut h);
         h.finish()
     }
 }

@@ -19,8 +19,8 @@ use crate::resources::networking::{
 use crate::resources::{Kind, Resource};
 use crate::snapshot::{
     cluster_name, Cluster, Discovery, Endpoint, GatewayListener, HeaderMatch, InboundPort, Mirror, PathMatch,
-    QueryMatch, Role, Route, RouteAction, RouteConfig, RouteMatch, RoutePolicy, Snapshot, TcpRoute, ValueMatch,
-    Version, VirtualHost, WeightedCluster,
+    QueryMatch, Role, Route, RouteAction, RouteConfig, RouteMatch, RoutePolicy, Snapshot, TcpHost, TcpRoute,
+    ValueMatch, Version, VirtualHost, WeightedCluster,
 };
 
 mod delegate;
@@ -797,38 +797,7 @@ fn tcp_routes(world: &World, me: &Workload, gw_key: &str, gw_ns: &str, server: &
         if !accepted {
             continue;
         }
-        for (i, rule) in vs.spec.tcp.iter().enumerate() {
-            let applies = rule.r#match.is_empty()
-                || rule.r#match.iter().any(|m| {
-                    m.port.is_none_or(|p| p == server.port.number)
-                        && (m.gateways.is_empty() || m.gateways.iter().any(|g| gateway_ref(g, vs_ns) == gw_key))
-                        && selects(&m.source_labels, &me.identity.labels)
-                        && m.source_namespace.as_ref().is_none_or(|n| *n == me.identity.namespace)
-                });
-            if !applies {
-                continue;
-            }
-            let scope = Scope {
-                gateway: gw_key,
-                client_ns: &me.identity.namespace,
-                client_labels: &me.identity.labels,
-                port: u16::try_from(server.port.number).unwrap_or_default(),
-            };
-            let clusters = rule
-                .route
-                .iter()
-                .map(|d| WeightedCluster {
-                    cluster: destination_cluster(world, &d.destination, vs_ns, &scope),
-                    weight: match (d.weight, rule.route.len()) {
-                        (Some(w), _) => u32::try_from(w).unwrap_or(0),
-                        (None, 1) => 100,
-                        (None, _) => 0,
-                    },
-                    headers: Default::default(),
-                })
-                .collect();
-            out.push(TcpRoute { name: format!("{vs_ns}/{}#tcp{i}", vs.metadata.name), clusters });
-        }
+        out.extend(tcp_rules(world, vs, gw_key, server.port.number, me));
     }
     out
 }
@@ -844,6 +813,81 @@ fn inbound_service(world: &World, me: &Workload, port: u16) -> Option<String> {
         .map(service_fqdn)
 }
 
+/// The `tcp` rules of `vs` that apply to a connection on `port` through `gateway` (`mesh` for
+/// sidecars) from `me`: port, gateways, source labels and namespace, decided at config time.
+fn tcp_rules(world: &World, vs: &VirtualService, gateway: &str, port: u32, me: &Workload) -> Vec<TcpRoute> {
+    let vs_ns = ns(&vs.metadata.namespace);
+    let mut out = Vec::new();
+    for (i, rule) in vs.spec.tcp.iter().enumerate() {
+        let applies = rule.r#match.is_empty()
+            || rule.r#match.iter().any(|m| {
+                m.port.is_none_or(|p| p == port)
+                    && (m.gateways.is_empty() || m.gateways.iter().any(|g| gateway_ref(g, vs_ns) == gateway))
+                    && selects(&m.source_labels, &me.identity.labels)
+                    && m.source_namespace.as_ref().is_none_or(|n| *n == me.identity.namespace)
+            });
+        if !applies {
+            continue;
+        }
+        let scope = Scope {
+            gateway,
+            client_ns: &me.identity.namespace,
+            client_labels: &me.identity.labels,
+            port: u16::try_from(port).unwrap_or_default(),
+        };
+        let clusters = rule
+            .route
+            .iter()
+            .map(|d| WeightedCluster {
+                cluster: destination_cluster(world, &d.destination, vs_ns, &scope),
+                weight: match (d.weight, rule.route.len()) {
+                    (Some(w), _) => u32::try_from(w).unwrap_or(0),
+                    (None, 1) => 100,
+                    (None, _) => 0,
+                },
+                headers: Default::default(),
+            })
+            .collect();
+        out.push(TcpRoute { name: format!("{vs_ns}/{}#tcp{i}", vs.metadata.name), clusters });
+    }
+    out
+}
+
+/// Is a Service port TCP (by `appProtocol`, or its name's prefix, as Istio decides)?
+fn is_tcp_port(sp: &ServicePort) -> bool {
+    let name = sp.name.as_deref().unwrap_or_default();
+    let protocol = sp.app_protocol.as_deref().unwrap_or_else(|| name.split('-').next().unwrap_or_default());
+    protocol.eq_ignore_ascii_case("tcp")
+}
+
+/// Sidecar: the Services' TCP ports, reached with HTTP CONNECT through the outbound listener;
+/// each takes the first mesh-bound VirtualService's `tcp` rules for its host, or goes to the
+/// service as a whole.
+fn outbound_tcp(world: &World, me: &Workload) -> Vec<TcpHost> {
+    let mut out = Vec::new();
+    for svc in world.services() {
+        let host = service_fqdn(svc);
+        let vs = world.virtual_services().iter().find(|vs| {
+            let vs_ns = ns(&vs.metadata.namespace);
+            !vs.spec.tcp.is_empty()
+                && vs_gateways(vs).iter().any(|g| g == "mesh")
+                && vs.spec.hosts.iter().any(|h| fqdn(h, vs_ns) == host)
+        });
+        for sp in svc.spec.ports.iter().filter(|sp| is_tcp_port(sp)) {
+            let mut routes = vs.map(|vs| tcp_rules(world, vs, "mesh", u32::from(sp.port), me)).unwrap_or_default();
+            if routes.is_empty() {
+                let cluster = cluster_name(sp.port, "", &host);
+                routes.push(TcpRoute {
+                    name: "default".into(),
+                    clusters: vec![WeightedCluster { cluster, weight: 100, headers: Default::default() }],
+                });
+            }
+            out.push(TcpHost { port: sp.port, domains: service_domains(svc, &me.identity.namespace), routes });
+        }
+    }
+    out
+}
+
 /// Is container `port` of `me` a TCP port of a Service that selects it (by the Service port's
 /// `appProtocol`, or its name's prefix, as Istio decides)?
 fn inbound_is_tcp(world: &World, me: &Workload, port: u16) -> bool {
@@ -853,11 +897,7 @@ fn inbound_is_tcp(world: &World, me: &Workload, port: u16) -> bool {
         .filter(|s| selects(&s.spec.selector, &me.identity.labels))
         .flat_map(|s| s.spec.ports.iter())
         .find(|sp| target_port(sp, me) == Some(port))
-        .is_some_and(|sp| {
-            let name = sp.name.as_deref().unwrap_or_default();
-            let protocol = sp.app_protocol.as_deref().unwrap_or_else(|| name.split('-').next().unwrap_or_default());
-            protocol.eq_ignore_ascii_case("tcp")
-        })
+        .is_some_and(is_tcp_port)
 }
 
 /// The snapshot for the proxy of pod `me`.
@@ -875,6 +915,7 @@ pub fn snapshot(world: &World, me: &Workload, version: Version) -> Snapshot {
     // A pod without a sidecar is outside the mesh: nothing restricts where it connects.
     if me.identity.role == Role::Sidecar {
         snap.outbound_policy = world.mesh.outbound;
+        snap.outbound_tcp = outbound_tcp(world, me);
     }
     if me.identity.role == Role::Sidecar {
         snap.inbound = me

@@ -49,6 +49,9 @@ pub async fn handle(
         Direction::Inbound { .. } => ("destination", runtime.unknown.clone()),
         _ => ("source", runtime.me.clone()),
     };
+    if matches!(direction, Direction::Outbound) && req.method() == http::Method::CONNECT {
+        return crate::proxy::tcp::connect(&shared, &runtime, req).await;
+    }
     let (mut routed, service) = match direction {
         Direction::Inbound { port } => inbound(&runtime, &shared, port, req).await,
         Direction::Outbound | Direction::Gateway { .. } => routed(&runtime, &shared, direction, req, &conn).await?,

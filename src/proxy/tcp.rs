@@ -1,20 +1,26 @@
 //! Connections relayed as bytes: a gateway's TCP listener (VirtualService `tcp` rules pick a
 //! weighted cluster and an endpoint per connection, as Envoy's tcp_proxy does) and a sidecar's
 //! inbound listener for a TCP Service port (straight to the app). Decided when the connection
-//! is accepted; everything else on a listener is HTTP.
+//! is accepted; everything else on a listener is HTTP. A sidecar's outbound listener opens TCP
+//! tunnels with HTTP CONNECT (`connect`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::net::log;
-use crate::proxy::connection::{Connection, Relay};
+use crate::net::{self, log, Body};
+use crate::proxy::clusters::Host;
+use crate::proxy::connection::{Connection, Relay, Reset};
 use crate::proxy::forward::Direction;
 use crate::proxy::route;
 use crate::proxy::runtime::Runtime;
 use crate::proxy::Shared;
+use crate::snapshot::{OutboundMode, TcpRoute};
 
 /// Envoy's default connect timeout (Istio's `connectTimeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,35 +52,83 @@ pub fn relay(shared: &Arc<Shared>, direction: Direction) -> Option<Relay> {
 /// The first `tcp` rule of the listener picks a weighted cluster, the cluster an endpoint.
 /// With nothing to send to, the connection is closed (Envoy's tcp_proxy does the same).
 async fn gateway(shared: Arc<Shared>, runtime: Arc<Runtime>, port: u16, stream: TcpStream, _conn: Arc<Connection>) {
-    let Some(rule) = runtime.tcp.get(&port).and_then(|rules| rules.first()) else { return };
-    let mut rng = fastrand::Rng::new();
-    let total = route::total_weight(&rule.clusters);
-    let Some(weighted) = route::pick_weighted(&rule.clusters, if total == 0 { 0 } else { rng.u64(..total) }) else {
-        return;
-    };
-    let Some((_, cluster)) = runtime.clusters.get(&weighted.cluster) else {
-        log(&format!("tcp {port}: {} names no cluster; closing", weighted.cluster));
-        return;
-    };
-    let Some(host) = cluster.pick(None, &[], &mut rng) else {
-        log(&format!("tcp {port}: no healthy upstream in {}; closing", cluster.name));
-        return;
+    let Some(rules) = runtime.tcp.get(&port) else { return };
+    let Some(host) = pick(&runtime, rules, &mut fastrand::Rng::new()) else {
+        return log(&format!("tcp {port}: no cluster or healthy endpoint; closing"));
     };
     if shared.is_own_address(host.endpoint.address) {
         return;
     }
     let _active = host.state.start();
-    splice(stream, host.endpoint.address).await;
+    if let Ok(mut upstream) = open(host.endpoint.address).await {
+        let mut downstream = stream;
+        let _ = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
+    }
+}
+
+/// The endpoint for a connection: the first rule's weighted cluster, then the cluster's choice.
+fn pick<'a>(runtime: &'a Runtime, rules: &[TcpRoute], rng: &mut fastrand::Rng) -> Option<&'a Host> {
+    let rule = rules.first()?;
+    let total = route::total_weight(&rule.clusters);
+    let weighted = route::pick_weighted(&rule.clusters, if total == 0 { 0 } else { rng.u64(..total) })?;
+    let (_, cluster) = runtime.clusters.get(&weighted.cluster)?;
+    cluster.pick(None, &[], rng)
+}
+
+/// HTTP CONNECT on a sidecar's outbound listener: how a local app opens a TCP connection
+/// through the mesh (`curl -p telnet://tcp-echo:9000`, `nc -X connect`). A Service's TCP port
+/// goes by the mesh's `tcp` rules; another host passes through under `ALLOW_ANY` and gets 502
+/// under `REGISTRY_ONLY`. The tunnel opens (200) once the upstream connection is up.
+pub async fn connect(shared: &Shared, runtime: &Runtime, req: Request<Incoming>) -> Result<Response<Body>, Reset> {
+    let Some(authority) = req.uri().authority().cloned() else {
+        return Ok(net::text(StatusCode::BAD_REQUEST, "CONNECT needs host:port\n"));
+    };
+    let (host, port) =
+        (authority.host().trim_end_matches('.').to_ascii_lowercase(), authority.port_u16().unwrap_or(443));
+    let known = runtime.snapshot.outbound_tcp.iter().find(|t| t.port == port && t.domains.contains(&host));
+    let (addr, active) = match known {
+        Some(t) => match pick(runtime, &t.routes, &mut fastrand::Rng::new()) {
+            Some(h) => (h.endpoint.address, Some(h.state.start())),
+            None => return Ok(net::text(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream")),
+        },
+        None if runtime.snapshot.outbound_policy == OutboundMode::RegistryOnly => {
+            return Ok(net::text(StatusCode::BAD_GATEWAY, ""));
+        }
+        None => match tokio::net::lookup_host((host.as_str(), port)).await.ok().and_then(|mut a| a.next()) {
+            Some(a) => (a, None),
+            None => return Ok(net::text(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream")),
+        },
+    };
+    if shared.is_own_address(addr) {
+        return Err(Reset("the tunnel is addressed to this proxy's own listener"));
+    }
+    let Ok(mut upstream) = open(addr).await else {
+        let body = "upstream connect error or disconnect/reset before headers. reset reason: connection failure";
+        return Ok(net::text(StatusCode::SERVICE_UNAVAILABLE, body));
+    };
+    tokio::spawn(async move {
+        let _active = active;
+        if let Ok(upgraded) = hyper::upgrade::on(req).await {
+            let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(upgraded), &mut upstream).await;
+        }
+    });
+    Ok(net::text(StatusCode::OK, ""))
+}
+
+/// A TCP connection to `to`, within Envoy's connect timeout.
+async fn open(to: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+    .inspect_err(|e| log(&format!("tcp: connect {to}: {e}")))?;
+    let _ = s.set_nodelay(true);
+    Ok(s)
 }
 
 /// Connects to `to` and copies bytes both ways until either side closes.
 async fn splice(mut downstream: TcpStream, to: SocketAddr) {
-    let upstream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to)).await;
-    let mut upstream = match upstream {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return log(&format!("tcp: connect {to}: {e}; closing")),
-        Err(_) => return log(&format!("tcp: connect {to}: timed out; closing")),
-    };
-    let _ = upstream.set_nodelay(true);
-    let _ = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
+    if let Ok(mut upstream) = open(to).await {
+        let _ = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
+    }
 }

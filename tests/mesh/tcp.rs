@@ -108,3 +108,58 @@ fn tcp_routes_through_the_gateway_split_connections_by_weight() {
     // 80% of 50 is 40 (sd 2.8): 4 sd either way, and v2 seen at least once.
     assert!((29..n).contains(&v1), "{v1} of {n} connections went to v1 with weights 80/20");
 }
+
+/// One tunnel through a sidecar's outbound listener, as a local app opens it: CONNECT, then a
+/// line out and the echoed line back.
+fn tunnel(outbound: SocketAddr, target: &str, line: &str) -> String {
+    let mut s = TcpStream::connect_timeout(&outbound, Duration::from_secs(5)).expect("the sidecar accepts");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(s);
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    if !status.starts_with("HTTP/1.1 200") {
+        return status;
+    }
+    loop {
+        let mut header = String::new();
+        reader.read_line(&mut header).unwrap();
+        if header == "\r\n" || header.is_empty() {
+            break;
+        }
+    }
+    reader.get_mut().write_all(format!("{line}\n").as_bytes()).unwrap();
+    let mut back = String::new();
+    reader.read_line(&mut back).unwrap();
+    back
+}
+
+#[test]
+fn a_sidecar_tunnels_tcp_by_the_meshs_tcp_rules() {
+    let mesh = Mesh::up();
+    apply(&mesh, "echo.yaml", ECHO);
+    let status = mesh.status();
+    let curl = status["pods"].as_array().unwrap().iter().find(|p| p["workload"] == "curl").unwrap();
+    let outbound: SocketAddr = curl["proxy_addrs"]["outbound"].as_str().unwrap().parse().unwrap();
+    // Without rules, the service's endpoints share the connections.
+    let seen: std::collections::BTreeSet<String> = (0..30).map(|_| tunnel(outbound, "tcp-echo:9000", "hi")).collect();
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["one hi\n", "two hi\n"]);
+
+    apply(
+        &mesh,
+        "mesh.yaml",
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tcp-echo-mesh}
+spec:
+  hosts: [tcp-echo]
+  tcp:
+  - match: [{port: 9000}]
+    route: [{destination: {host: tcp-echo, port: {number: 9000}, subset: v2}}]
+",
+    );
+    for _ in 0..10 {
+        assert_eq!(tunnel(outbound, "tcp-echo.default.svc.cluster.local:9000", "hi"), "two hi\n");
+    }
+    assert!(tunnel(outbound, "tcp-echo:9001", "hi").ends_with("hi\n"), "another TCP port, default route");
+}

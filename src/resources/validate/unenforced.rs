@@ -115,14 +115,6 @@ pub fn unenforced(r: &Resource) -> Vec<String> {
             if !spec.tls.is_empty() {
                 out.push(not_enforced("spec.tls"));
             }
-            let mesh_bound = spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == "mesh");
-            if !spec.tcp.is_empty() && mesh_bound {
-                out.push(
-                    "spec.tcp: tcp routes are served on gateways; bound to the mesh (sidecars) they are not \
-                     enforced yet by meshrig"
-                        .into(),
-                );
-            }
             for (i, rule) in spec.tcp.iter().enumerate() {
                 for (j, m) in rule.r#match.iter().enumerate() {
                     if !m.destination_subnets.is_empty() || m.source_subnet.is_some() {
