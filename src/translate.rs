@@ -185,16 +185,9 @@ impl World {
     }
 }
 
-/// Is a port HTTP? By its protocol, or without one by its name's prefix (Istio's
-/// `ConvertProtocol`); a port with neither is sniffed by Istio, and HTTP is what it finds here.
-pub fn is_http(protocol: Option<&str>, name: &str) -> bool {
-    let p = protocol.unwrap_or_else(|| name.split('-').next().unwrap_or_default()).to_ascii_lowercase();
-    !matches!(p.as_str(), "https" | "tls" | "tcp" | "mongo" | "mysql" | "redis" | "udp")
-}
-
 /// A ServiceEntry's HTTP ports: (port, the port endpoints listen on, its name).
 fn service_entry_ports(se: &ServiceEntry) -> impl Iterator<Item = (u16, u16, &str)> {
-    se.spec.ports.iter().filter(|p| is_http(p.protocol.as_deref(), &p.name)).filter_map(|p| {
+    se.spec.ports.iter().filter(|p| p.is_http()).filter_map(|p| {
         let port = u16::try_from(p.number).ok()?;
         let target = p.target_port.and_then(|t| u16::try_from(t).ok()).unwrap_or(port);
         Some((port, target, p.name.as_str()))

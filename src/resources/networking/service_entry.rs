@@ -66,6 +66,15 @@ pub struct ServiceEntryPort {
     pub target_port: Option<u32>,
 }
 
+impl ServiceEntryPort {
+    /// Is the port HTTP? By its protocol, or without one by its name's prefix (Istio's
+    /// `ConvertProtocol`); a port with neither is sniffed by Istio, and HTTP is what it finds here.
+    pub fn is_http(&self) -> bool {
+        let p = self.protocol.as_deref().unwrap_or_else(|| self.name.split('-').next().unwrap_or_default());
+        !matches!(p.to_ascii_lowercase().as_str(), "https" | "tls" | "tcp" | "mongo" | "mysql" | "redis" | "udp")
+    }
+}
+
 /// `WorkloadEntry` as a ServiceEntry endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -153,7 +153,7 @@ pub fn unenforced(r: &Resource) -> Vec<String> {
                 }
             }
             for (i, p) in spec.ports.iter().enumerate() {
-                if !crate::translate::is_http(p.protocol.as_deref(), &p.name) {
+                if !p.is_http() {
                     out.push(format!(
                         "spec.ports[{i}]: port {} ({}) is not HTTP; meshrig routes only HTTP ports of a \
                          ServiceEntry yet, so this port is not served",
