@@ -70,6 +70,16 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// Write the project's samples (httpbin, its gateway, curl, sleep) to DIR/samples/, at
+    /// Istio's paths, so istio.io's commands run from DIR.
+    Samples {
+        /// Where to create `samples/` (default: the current directory).
+        #[arg(default_value = ".")]
+        dir: std::path::PathBuf,
+        /// Overwrite files that exist.
+        #[arg(long)]
+        force: bool,
+    },
     /// Check what the local backend needs, with a fix for each problem.
     Doctor {
         #[arg(short, long, value_enum, default_value = "table")]
@@ -258,6 +268,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Down { purge } => lifecycle::down(&env, purge),
         Command::Status { output } => runtime()?.block_on(lifecycle::status(&env, output)),
         Command::Doctor { output } => doctor::run(&env, output),
+        Command::Samples { dir, force } => {
+            let written = crate::samples::write(&dir, force)?;
+            for p in &written {
+                println!("{}", p.display());
+            }
+            eprintln!(
+                "{} wrote {} sample files; try: meshrig apply -f {}",
+                term::pass_mark(),
+                written.len(),
+                dir.join("samples/httpbin/httpbin-gateway.yaml").display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Apply { files, namespace, dry_run, wait } => {
             runtime()?.block_on(resource::apply(&env, &files, namespace.as_deref(), dry_run, wait))
         }

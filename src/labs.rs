@@ -10,7 +10,6 @@ use include_dir::{include_dir, Dir};
 use serde::{Deserialize, Serialize};
 
 static LABS: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/labs");
-static MANIFESTS: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/manifests");
 
 /// The format version this binary reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -52,7 +51,7 @@ pub struct Setup {
     /// Namespace the lab works in.
     #[serde(default = "default_namespace")]
     pub namespace: String,
-    /// Built-in manifests (from `manifests/`) applied before the lab starts.
+    /// Built-in samples (paths under `samples/`) applied before the lab starts.
     #[serde(default)]
     pub manifests: Vec<String>,
     /// Kinds deleted from the lab's namespace first, so other labs' leftovers cannot interfere.
@@ -90,9 +89,9 @@ impl Lab {
     }
 }
 
-/// A built-in manifest by file name (`httpbin.yaml`).
+/// A setup manifest: a built-in sample by its path (`httpbin/httpbin.yaml`).
 pub fn manifest(name: &str) -> Option<&'static str> {
-    MANIFESTS.get_file(name).and_then(|f| f.contents_utf8())
+    crate::samples::get(name)
 }
 
 /// Every lab, in order, validated (the course ships inside the binary).
@@ -122,7 +121,7 @@ pub fn all() -> Result<Vec<Lab>, Error> {
             if manifest(m).is_none() {
                 return Err(Error::Invalid {
                     dir: dir.clone(),
-                    message: format!("setup manifest {m:?} is not in manifests/"),
+                    message: format!("setup manifest {m:?} is not a built-in sample (samples/)"),
                 });
             }
         }

@@ -11,6 +11,7 @@
 //! - `proxy`: sidecar, gateway and plain forwarder.
 //! - `apps`: built-in sample apps (httpbin) and the image → app mapping.
 //! - `labs`: the lab format, checks and the verifier.
+//! - `samples`: the project's own sample manifests (httpbin, curl, sleep, the httpbin gateway).
 //! - `api`: the control plane's wire types and client.
 //! - `env`: an environment's state directory.
 //! - `net`: loopback HTTP plumbing; `ready`: the readiness line; `reaper`: stopping processes.
@@ -27,5 +28,6 @@ pub mod ready;
 pub mod reaper;
 pub mod registry;
 pub mod resources;
+pub mod samples;
 pub mod snapshot;
 pub mod translate;

@@ -101,7 +101,7 @@ async fn setup(client: &api::Client, lab: &Lab) -> anyhow::Result<()> {
     let mut resources = Vec::new();
     for m in &lab.spec.setup.manifests {
         let text = labs::manifest(m).with_context(|| format!("manifest {m} is not built in"))?;
-        resources.extend(parse_documents(&format!("manifests/{m}"), text)?.into_iter().map(|d| d.resource));
+        resources.extend(parse_documents(&format!("samples/{m}"), text)?.into_iter().map(|d| d.resource));
     }
     if !resources.is_empty() {
         client.apply(&ApplyRequest { resources, create_only: false, dry_run: false }).await?;

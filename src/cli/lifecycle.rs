@@ -16,8 +16,8 @@ use crate::{reaper, resources};
 /// The manifests `up` applies on first start: the ingress gateway and the sample apps.
 pub const MANIFESTS: [(&str, &str); 3] = [
     ("manifests/istio-system.yaml", include_str!("../../manifests/istio-system.yaml")),
-    ("manifests/httpbin.yaml", include_str!("../../manifests/httpbin.yaml")),
-    ("manifests/curl.yaml", include_str!("../../manifests/curl.yaml")),
+    ("samples/httpbin/httpbin.yaml", include_str!("../../samples/httpbin/httpbin.yaml")),
+    ("samples/curl/curl.yaml", include_str!("../../samples/curl/curl.yaml")),
 ];
 
 fn free_port() -> anyhow::Result<u16> {

@@ -8,6 +8,7 @@ mod lifecycle;
 mod proxy_config;
 mod push;
 mod samples;
+mod scenarios;
 mod support;
 mod tcp;
 mod traffic;

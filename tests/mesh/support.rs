@@ -12,16 +12,9 @@ pub struct Mesh {
     pub up_output: String,
 }
 
-/// Where Istio's samples are (tests that need them say so when they are missing).
-pub fn samples_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/istio-samples");
-    dir.is_dir().then_some(dir)
-}
-
+/// One of the project's own samples (`samples/` in the repository), by Istio's path.
 pub fn sample(rel: &str) -> PathBuf {
-    samples_dir()
-        .unwrap_or_else(|| panic!("../shared/istio-samples is missing: the Istio samples are needed for this test"))
-        .join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples").join(rel)
 }
 
 impl Mesh {
