@@ -5,6 +5,7 @@
 pub mod backend;
 mod doctor;
 mod exec;
+pub mod exit;
 mod lab;
 pub mod lifecycle;
 mod proxy_config;
@@ -22,7 +23,8 @@ use crate::env::Env;
 #[command(
     name = "meshrig",
     version,
-    about = "A service-mesh lab in one binary: Istio's YAML, checked labs, no cluster needed."
+    about = "A service-mesh lab in one binary: Istio's YAML, checked labs, no cluster needed.",
+    after_help = exit::HELP
 )]
 pub struct Cli {
     /// Environment name; each has its own state, ports and processes.
@@ -221,6 +223,15 @@ pub fn env_of(cli: &Cli) -> anyhow::Result<Env> {
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}
+
+/// Prints data on stdout as `-o json` (indented) or `-o yaml` asks.
+pub fn print_data(output: Output, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    match output {
+        Output::Yaml => print!("{}", serde_yaml::to_string(value)?),
+        Output::Json | Output::Table => println!("{}", serde_json::to_string_pretty(value)?),
+    }
+    Ok(())
 }
 
 /// Runs a command to completion.

@@ -5,12 +5,29 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let cli = meshrig::cli::Cli::parse();
     match meshrig::cli::run(cli) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
+        Err(e) => meshrig::cli::exit::report(&e),
     }
+}
+
+/// `meshrig status | head -1`: when the reader of stdout goes away, `println!` panics with
+/// "failed printing to stdout: Broken pipe". End quietly instead, with the status a process
+/// killed by SIGPIPE has (141), as C tools do; every other panic keeps the default report.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }

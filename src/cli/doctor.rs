@@ -75,12 +75,13 @@ pub fn run(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
 
     let all_ok = findings.iter().all(|f| f.ok);
     match output {
-        Output::Json | Output::Yaml => {
+        Output::Json => {
             println!("{}", serde_json::to_string_pretty(&serde_json::json!({"ok": all_ok, "checks": findings}))?)
         }
+        Output::Yaml => print!("{}", serde_yaml::to_string(&serde_json::json!({"ok": all_ok, "checks": findings}))?),
         Output::Table => {
             for f in &findings {
-                let mark = if f.ok { term::pass_mark() } else { term::fail_mark() };
+                let mark = term::result_mark(f.ok);
                 println!("{mark} {}: {}", f.check, f.detail);
                 if let Some(fix) = &f.fix {
                     println!("    fix: {fix}");

@@ -69,7 +69,7 @@ fn list(env: &Env) -> anyhow::Result<ExitCode> {
     let p = progress(env);
     for lab in labs::all()? {
         let mark = if p.passed.contains(&lab.number) {
-            term::pass_mark()
+            term::result_mark(true)
         } else if p.current.as_deref() == Some(&lab.number) {
             "→".into()
         } else {
@@ -184,9 +184,9 @@ fn print_outcomes(lab: &Lab, outcomes: &[Outcome]) {
     println!("{}", "-".repeat(heading.chars().count()));
     for o in outcomes {
         if o.passed {
-            println!("{} {}", term::pass_mark(), o.title);
+            println!("{} {}", term::result_mark(true), o.title);
         } else {
-            println!("{} {}", term::fail_mark(), o.title);
+            println!("{} {}", term::result_mark(false), o.title);
             println!("    saw {}; expected {}", o.saw, o.expected);
             println!("    hint: {}", o.hint);
         }
@@ -240,7 +240,7 @@ async fn verify(env: &Env, ids: &[String], wait: Duration) -> anyhow::Result<Exi
         setup(&client, lab).await?;
         let ok = start_failed > 0 && solved_failed.is_empty();
         verified += usize::from(ok);
-        let mark = if ok { term::pass_mark() } else { term::fail_mark() };
+        let mark = term::result_mark(ok);
         println!(
             "{mark} lab {} {}: starting files fail {start_failed} of {} checks; solution passes {} of {}",
             lab.number,

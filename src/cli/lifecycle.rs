@@ -144,6 +144,8 @@ pub async fn up(env: &Env, ports: GatewayPorts, timeout: u64) -> anyhow::Result<
     eprintln!("                   tcp 127.0.0.1:{} (Gateway TCP servers on port 31400)", settings.tcp_port);
     eprintln!("  try:  meshrig exec curl -- curl -s http://httpbin:8000/headers");
     eprintln!("  or start the first lab:  meshrig lab start 1");
+    // The data, on stdout for scripts: `GATEWAY=$(meshrig up)`.
+    println!("http://127.0.0.1:{}", settings.http_port);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -191,17 +193,25 @@ pub fn down(env: &Env, purge: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The environment's status; when it is not running, a report that says so (valid JSON or
+/// YAML with `-o`) and exit code 3, not an error.
 pub async fn status(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
-    let client = Backend::local(env).client()?;
-    let status = match client.status().await {
+    let reached = match Backend::local(env).client() {
+        Ok(client) => client.status().await,
+        Err(e) => Err(e),
+    };
+    let status = match reached {
         Ok(s) => s,
         Err(e) => {
-            if output == Output::Json {
-                println!("{}", serde_json::json!({"environment": env.name, "running": false, "error": e.to_string()}));
-            } else {
-                eprintln!("{} {e}", term::fail_mark());
+            let reason = e.to_string();
+            let v =
+                serde_json::json!({"environment": env.name, "running": false, "state_dir": env.dir, "reason": reason});
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&v)?),
+                Output::Yaml => print!("{}", serde_yaml::to_string(&v)?),
+                Output::Table => println!("environment {:?} is not running: {reason}", env.name),
             }
-            return Ok(ExitCode::from(1));
+            return Ok(ExitCode::from(crate::cli::exit::NOT_RUNNING));
         }
     };
     let settings = env.settings()?.unwrap_or_else(Settings::default);
@@ -221,7 +231,7 @@ pub async fn status(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
                 status.control_plane.pid,
                 status.control_plane.version
             );
-            println!("ingress gateway http://127.0.0.1:{}", settings.http_port);
+            println!("ingress gateway http://127.0.0.1:{}   tcp 127.0.0.1:{}", settings.http_port, settings.tcp_port);
             println!();
             print!("{}", pods_table(&status));
         }

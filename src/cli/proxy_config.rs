@@ -33,7 +33,7 @@ pub async fn status(env: &Env, pod: Option<&str>, output: Output) -> anyhow::Res
         Some(p) => vec![find(&status.pods, p, None)?],
         None => status.pods.iter().collect(),
     };
-    if output == Output::Json {
+    if output != Output::Table {
         let rows: Vec<serde_json::Value> = pods
             .iter()
             .map(|p| {
@@ -45,7 +45,7 @@ pub async fn status(env: &Env, pod: Option<&str>, output: Output) -> anyhow::Res
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        crate::cli::print_data(output, &rows)?;
         return Ok(ExitCode::SUCCESS);
     }
     let rows: Vec<Vec<String>> = pods
@@ -112,7 +112,7 @@ pub async fn config(
         .get(&Listener::Admin)
         .ok_or_else(|| anyhow!("pod {} has no proxy admin listener", pod.key()))?;
     let snapshot = config_dump(*admin).await.with_context(|| format!("reading {}'s config from {admin}", pod.key()))?;
-    if output == Output::Json {
+    if output != Output::Table {
         let value = match section {
             Section::Routes => serde_json::to_value((&snapshot.outbound, &snapshot.listeners))?,
             Section::Clusters | Section::Endpoints => serde_json::to_value(&snapshot.clusters)?,
@@ -122,7 +122,7 @@ pub async fn config(
                 "gateway_ports": snapshot.listeners.iter().map(|l| (l.port, &l.protocol)).collect::<BTreeMap<_, _>>(),
             }),
         };
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        crate::cli::print_data(output, &value)?;
         return Ok(ExitCode::SUCCESS);
     }
     print!("{}", render(section, &snapshot, pod));

@@ -117,7 +117,7 @@ pub async fn delete(env: &Env, files: &[String], args: &[String], namespace: Opt
         match r.action {
             api::Action::NotFound => {
                 missing = true;
-                eprintln!("Error: {} {:?} not found", r.key.kind.as_str(), r.key.name);
+                eprintln!("error: {} {:?} not found", r.key.kind.as_str(), r.key.name);
             }
             a => println!("{} {}", describe(&r.key), a.as_str()),
         }
@@ -145,7 +145,7 @@ pub async fn get(
     let items = client.list(k, namespace, name).await?;
     if items.is_empty() {
         if let Some(n) = name {
-            eprintln!("Error: {} {n:?} not found", k.as_str());
+            eprintln!("error: {} {n:?} not found", k.as_str());
             return Ok(ExitCode::from(1));
         }
         eprintln!("No resources found{}.", namespace.map(|n| format!(" in {n} namespace")).unwrap_or_default());

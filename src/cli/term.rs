@@ -1,27 +1,51 @@
-//! Terminal output: check marks, progress lines, colour only on a terminal without NO_COLOR.
+//! Terminal output: check marks, progress lines, colour only when the stream the text goes to
+//! is a terminal and NO_COLOR is unset (so colour never leaks into a file or a pipe).
 
 use std::io::{IsTerminal, Write};
 
-pub fn color() -> bool {
-    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+/// Where a piece of text is printed: colour is decided per stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
 }
 
-fn paint(code: &str, s: &str) -> String {
-    if color() {
+pub fn color(stream: Stream) -> bool {
+    let tty = match stream {
+        Stream::Stdout => std::io::stdout().is_terminal(),
+        Stream::Stderr => std::io::stderr().is_terminal(),
+    };
+    tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+fn paint(stream: Stream, code: &str, s: &str) -> String {
+    if color(stream) {
         format!("\x1b[{code}m{s}\x1b[0m")
     } else {
         s.to_string()
     }
 }
 
+/// `√` for a message on stderr.
 pub fn pass_mark() -> String {
-    paint("32", "√")
+    paint(Stream::Stderr, "32", "√")
 }
+/// `×` for a message on stderr.
 pub fn fail_mark() -> String {
-    paint("31", "×")
+    paint(Stream::Stderr, "31", "×")
 }
+/// `‼` for a message on stderr.
 pub fn warn_mark() -> String {
-    paint("33", "‼")
+    paint(Stream::Stderr, "33", "‼")
+}
+
+/// `√` or `×` in data printed on stdout (check results, `lab list`, `doctor`).
+pub fn result_mark(ok: bool) -> String {
+    if ok {
+        paint(Stream::Stdout, "32", "√")
+    } else {
+        paint(Stream::Stdout, "31", "×")
+    }
 }
 
 /// One step of a multi-step command: `… doing` while it runs on a terminal, then `✔ done`.
@@ -41,11 +65,11 @@ impl Step {
     }
 
     pub fn done(self, what: &str) {
-        self.finish(&paint("32", "✔"), what);
+        self.finish(&paint(Stream::Stderr, "32", "✔"), what);
     }
 
     pub fn failed(self, what: &str) {
-        self.finish(&paint("31", "✘"), what);
+        self.finish(&paint(Stream::Stderr, "31", "✘"), what);
     }
 
     fn finish(&self, mark: &str, what: &str) {

@@ -1,0 +1,73 @@
+//! CLI manners: data on stdout and messages on stderr, colour only on a terminal, `-o` formats
+//! that are what they say, distinct exit codes, no panic when the reader of stdout goes away,
+//! and a `status` that reports a stopped environment instead of failing.
+
+use std::process::Stdio;
+
+use crate::support::{text, Mesh};
+
+/// A command run in an environment that was never started.
+fn stopped(args: &[&str]) -> std::process::Output {
+    let state = tempfile::tempdir().unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_meshrig"))
+        .args(args)
+        .env("MESHRIG_STATE_DIR", state.path())
+        .env_remove("MESHRIG_ENV")
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_stopped_environment_is_reported_with_its_own_exit_code() {
+    let out = stopped(&["status", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON on stdout");
+    assert_eq!(v["running"], false);
+    let out = stopped(&["status", "-o", "yaml"]);
+    let v: serde_yaml::Value = serde_yaml::from_slice(&out.stdout).expect("valid YAML on stdout");
+    assert_eq!(v["running"], serde_yaml::Value::Bool(false));
+    assert!(!String::from_utf8_lossy(&out.stdout).trim_start().starts_with('{'), "YAML, not JSON");
+
+    let out = stopped(&["get", "pods"]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: ") && err.contains("meshrig up"), "one error style, with what to do: {err}");
+
+    let out = stopped(&["lab", "list"]);
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains('\x1b'), "no colour into a pipe, even without NO_COLOR");
+}
+
+#[test]
+fn bad_input_and_usage_errors_have_distinct_codes() {
+    let mesh = Mesh::up();
+    let bad = mesh.work.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: v1\nkind: Namespace\nmetadata: {name: [x]}\n").unwrap();
+    let out = mesh.run(&["apply", "-f", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let zero = mesh.work.path().join("zero.yaml");
+    std::fs::write(
+        &zero,
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: z}\nspec:\n  hosts: [httpbin]\n  http:\n  - route:\n    - {destination: {host: httpbin}, weight: 0}\n    - {destination: {host: httpbin}, weight: 0}\n",
+    )
+    .unwrap();
+    let out = mesh.run(&["apply", "-f", zero.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(4), "refused by the control plane: {}", text(&out));
+    assert_eq!(mesh.run(&["apply", "--no-such-flag"]).status.code(), Some(2));
+
+    let up = mesh.run(&["up"]);
+    let stdout = String::from_utf8_lossy(&up.stdout);
+    assert_eq!(stdout.trim(), format!("http://{}", mesh.gateway()), "up prints the gateway URL on stdout");
+}
+
+#[test]
+fn a_closed_pipe_ends_the_command_quietly() {
+    let mesh = Mesh::up();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = mesh.cmd(&["status", "-o", "json"]).stdout(Stdio::from(writer)).stderr(Stdio::piped()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(141), "as a process killed by SIGPIPE: {err}");
+}
