@@ -33,6 +33,9 @@ pub enum Error {
 
 pub async fn run(env: Env) -> Result<(), Error> {
     env.ensure_dirs()?;
+    // Read everything first: a damaged store must not cost the pods that still serve.
+    let store = store::Store::load(env.store_file())?;
+    let settings = env.settings()?.unwrap_or_default();
     // Processes a previous control plane of this environment left behind (after a crash) are
     // stopped; their pods are started again from the store.
     let stale: Vec<u32> = reaper::environment_pids(&env.dir).into_iter().filter(|p| !is_control_plane(*p)).collect();
@@ -40,8 +43,6 @@ pub async fn run(env: Env) -> Result<(), Error> {
         net::log(&format!("stopping {} process(es) left by an earlier run", stale.len()));
         reaper::stop(&stale, Duration::from_secs(2));
     }
-    let store = store::Store::load(env.store_file())?;
-    let settings = env.settings()?.unwrap_or_default();
     let token = env.token()?;
     let listener = net::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.map_err(Error::Bind)?;
     let address = listener.local_addr().map_err(Error::Bind)?;

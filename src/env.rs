@@ -172,7 +172,10 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
 
 /// Write-then-rename with fsync, so a crash leaves either the old or the new file.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    // Unique per call: two threads of one process writing the same file must not share a tmp.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp.{}.{n}", std::process::id()));
     let io = |op, source| Error::Io { op, path: path.into(), source };
     let mut f = std::fs::File::create(&tmp).map_err(|e| io("create", e))?;
     set_mode(&tmp, mode);

@@ -106,6 +106,9 @@ pub async fn up(env: &Env, ports: GatewayPorts, timeout: u64) -> anyhow::Result<
         );
     }
 
+    if running.is_none() {
+        check_store(env)?;
+    }
     let step = Step::start("control plane");
     let (client, started) = match Backend::local(env).ensure_running().await {
         Ok(c) => c,
@@ -147,6 +150,29 @@ pub async fn up(env: &Env, ports: GatewayPorts, timeout: u64) -> anyhow::Result<
     // The data, on stdout for scripts: `GATEWAY=$(meshrig up)`.
     println!("http://127.0.0.1:{}", settings.http_port);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Before a control plane starts (and stops what an earlier one left running): the store must
+/// read back, or nothing is touched. A store that vanished while pods were recorded is said.
+fn check_store(env: &Env) -> anyhow::Result<()> {
+    let path = env.store_file();
+    if !path.exists() {
+        let recorded = crate::env::read_json::<crate::control_plane::state::Processes>(&env.processes_file())
+            .ok()
+            .flatten()
+            .is_some_and(|p| !p.pids.is_empty());
+        if recorded {
+            eprintln!(
+                "{} {} is missing although this environment ran pods: the applied resources are gone; \
+                 starting with none (restore the file and run `meshrig up` again to get them back)",
+                term::warn_mark(),
+                path.display()
+            );
+        }
+        return Ok(());
+    }
+    crate::control_plane::store::Store::load(path)?;
+    Ok(())
 }
 
 /// The pods as a table: one function for `status` and for `up` when pods are not ready.

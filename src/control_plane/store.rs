@@ -14,6 +14,13 @@ use crate::resources::{Kind, Resource, ResourceKey};
 pub enum Error {
     #[error(transparent)]
     Persist(#[from] env::Error),
+    /// The applied resources cannot be read back. Nothing running is touched; the file is kept.
+    #[error(
+        "{path} (the applied resources) is damaged: {reason}. Nothing was started or stopped and the \
+         file is kept as it is. Repair it, or set it aside to start with no applied resources: \
+         mv {path} {path}.damaged && meshrig up"
+    )]
+    Damaged { path: String, reason: String },
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -31,7 +38,13 @@ pub const BUILTIN_NAMESPACES: [&str; 2] = ["default", "kube-system"];
 
 impl Store {
     pub fn load(path: PathBuf) -> Result<Store, Error> {
-        let disk: OnDisk = env::read_json(&path)?.unwrap_or_default();
+        let disk: OnDisk = match env::read_json(&path) {
+            Ok(d) => d.unwrap_or_default(),
+            Err(env::Error::Corrupt { source, .. }) => {
+                return Err(Error::Damaged { path: path.display().to_string(), reason: source.to_string() })
+            }
+            Err(e) => return Err(e.into()),
+        };
         let mut objects = BTreeMap::new();
         for r in disk.resources {
             objects.insert(r.key(), r);

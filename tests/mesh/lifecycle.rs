@@ -82,3 +82,35 @@ spec:
     mesh.ok(&["up", "--timeout", "30"]);
     assert_eq!(get(gw, "any.example", "/status/200").unwrap().status, 200);
 }
+
+#[test]
+fn a_damaged_store_stops_up_before_it_touches_the_serving_mesh() {
+    let mesh = Mesh::up();
+    let solution =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("labs/01-ingress-gateway/solution/gateway.yaml");
+    mesh.ok(&["apply", "--wait", "-f", solution.to_str().unwrap()]);
+    let gateway = mesh.gateway();
+    let cp = mesh.status()["control_plane"]["pid"].as_u64().unwrap();
+    assert!(std::process::Command::new("kill").args(["-9", &cp.to_string()]).status().unwrap().success());
+    let store = crate::support::find_file(mesh.state.path(), "store.json").expect("the store is on disk");
+    std::fs::write(&store, "{\"resources\": [").unwrap();
+
+    let out = mesh.run(&["up"]);
+    let msg = crate::support::text(&out);
+    assert_eq!(out.status.code(), Some(5), "{msg}");
+    assert!(msg.contains("is damaged") && msg.contains(".damaged && meshrig up"), "says what to do:\n{msg}");
+    assert_eq!(std::fs::read_to_string(&store).unwrap(), "{\"resources\": [", "the damaged file is kept");
+    assert_eq!(
+        get(gateway, "httpbin.example.com", "/status/200").unwrap().status,
+        200,
+        "the pods that served still serve"
+    );
+
+    // Recovery as the message says.
+    std::fs::rename(&store, store.with_extension("json.damaged")).unwrap();
+    mesh.ok(&["up"]);
+    assert!(mesh.status()["pods"].as_array().unwrap().iter().all(|p| p["ready"] == true));
+    let log = crate::support::find_file(mesh.state.path(), "control-plane.log").unwrap();
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(!log.contains("cannot record pids"), "the pid file is written without a race:\n{log}");
+}

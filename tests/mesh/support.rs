@@ -247,7 +247,7 @@ impl Mesh {
     }
 }
 
-fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
+pub fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
     for e in std::fs::read_dir(dir).ok()?.flatten() {
         let path = e.path();
         if path.is_dir() {
