@@ -1,6 +1,5 @@
 //! `apply`, `delete`, `get`: resources, kubectl-like.
 
-use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -9,7 +8,7 @@ use anyhow::{anyhow, bail, Context};
 use crate::api::{self, ApplyRequest};
 use crate::cli::{term, Output};
 use crate::env::Env;
-use crate::resources::parse::{parse_documents, Document};
+use crate::resources::parse::{parse_documents, read_limited, Document};
 use crate::resources::{Kind, Resource, ResourceKey};
 
 /// Reads FILE, DIR (its .yaml/.yml/.json files, sorted) or `-`, and parses every document.
@@ -18,8 +17,7 @@ pub fn load(paths: &[String]) -> anyhow::Result<Vec<Document>> {
     let mut docs = Vec::new();
     for p in paths {
         if p == "-" {
-            let mut text = String::new();
-            std::io::stdin().read_to_string(&mut text).context("read stdin")?;
+            let text = read_limited(std::io::stdin(), "<stdin>")?;
             docs.extend(parse_documents("<stdin>", &text)?);
             continue;
         }
@@ -37,7 +35,8 @@ pub fn load(paths: &[String]) -> anyhow::Result<Vec<Document>> {
             files.push(path.to_path_buf());
         }
         for f in files {
-            let text = std::fs::read_to_string(&f).map_err(|e| anyhow!("{}: {e}", f.display()))?;
+            let file = std::fs::File::open(&f).map_err(|e| anyhow!("{}: {e}", f.display()))?;
+            let text = read_limited(file, &f.display().to_string())?;
             docs.extend(parse_documents(&f.display().to_string(), &text)?);
         }
     }

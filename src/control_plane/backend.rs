@@ -20,8 +20,20 @@ pub struct Local {
     pub settings: Settings,
 }
 
+/// Each local pod is two processes on this machine: a bound keeps a typo from forking thousands.
+pub const MAX_REPLICAS: u32 = 1000;
+/// Pods of all Deployments together, in one environment.
+pub const MAX_PODS: u64 = 2000;
+
 impl Backend for Local {
     fn admit(&self, deployment: &Deployment, namespace_labels: &BTreeMap<String, String>) -> Result<(), String> {
+        if deployment.replicas() > MAX_REPLICAS {
+            return Err(format!(
+                "spec.replicas: {} is more than the local backend runs ({MAX_REPLICAS} per Deployment; each pod is \
+                 processes on this machine)",
+                deployment.replicas()
+            ));
+        }
         runner::plan(deployment, namespace_labels, &self.settings).map(|_| ())
     }
 }

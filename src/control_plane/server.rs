@@ -128,6 +128,18 @@ fn apply(server: &Server, body: ApplyRequest) -> Response<Body> {
         }
         batch.push((r, warnings));
     }
+    // Pods of every Deployment once this batch is in, against the environment's bound.
+    let replicas = |r: &Resource| if let Resource::Deployment(d) = r { u64::from(d.replicas()) } else { 0 };
+    let batch_keys: std::collections::HashSet<resources::ResourceKey> = batch.iter().map(|(r, _)| r.key()).collect();
+    let pods: u64 =
+        inner.store.objects().iter().filter(|(k, _)| !batch_keys.contains(k)).map(|(_, r)| replicas(r)).sum::<u64>()
+            + batch.iter().map(|(r, _)| replicas(r)).sum::<u64>();
+    if pods > crate::control_plane::backend::MAX_PODS {
+        errors.push(format!(
+            "the environment would run {pods} pods; the local backend runs at most {} (lower spec.replicas)",
+            crate::control_plane::backend::MAX_PODS
+        ));
+    }
     if !errors.is_empty() {
         return error(StatusCode::UNPROCESSABLE_ENTITY, format!("nothing was applied:\n{}", errors.join("\n")));
     }

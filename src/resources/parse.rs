@@ -151,12 +151,89 @@ fn split_documents(text: &str) -> Vec<Chunk> {
 /// into its `items` (all sharing that document's number and line). Stops at the first
 /// error.
 pub fn parse_documents(file: &str, text: &str) -> Result<Vec<Document>, ParseError> {
+    check_nesting(file, text)?;
     let mut out = Vec::new();
     for (i, chunk) in split_documents(text).into_iter().enumerate() {
         let ctx = Ctx { file, index: i + 1, chunk: &chunk };
         ctx.parse_into(&mut out)?;
     }
     Ok(out)
+}
+
+/// The deepest `[`/`{` nesting accepted; no Kubernetes or Istio object comes near it.
+pub const MAX_NESTING: usize = 64;
+/// The largest input `apply` reads from one file or stdin.
+pub const MAX_INPUT: u64 = 16 << 20;
+
+/// Refuses flow collections nested deeper than [`MAX_NESTING`], in one linear pass (quoted
+/// strings and comments skipped), before any YAML parser sees the text.
+fn check_nesting(file: &str, text: &str) -> Result<(), ParseError> {
+    let (mut depth, mut line) = (0usize, 1usize);
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    let mut prev = '\n';
+    for c in text.chars() {
+        if c == '\n' {
+            // Quoted scalars may span lines: a quote stays open.
+            line += 1;
+            comment = false;
+            prev = c;
+            continue;
+        }
+        if comment {
+            continue;
+        }
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            // A quoted scalar starts a token (`don't` is plain text).
+            (None, '\'' | '"') if prev.is_whitespace() || matches!(prev, '[' | '{' | ',' | ':' | '-') => {
+                quote = Some(c)
+            }
+            (None, '#') if prev.is_whitespace() => comment = true,
+            (None, '[' | '{') => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(ParseError {
+                        file: file.to_string(),
+                        document: 0,
+                        line: Some(line),
+                        column: None,
+                        field: None,
+                        message: format!("nested more than {MAX_NESTING} levels deep"),
+                        hint: "no Kubernetes or Istio object nests this deep; check the file is the one you meant"
+                            .into(),
+                        object: None,
+                    });
+                }
+            }
+            (None, ']' | '}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        prev = c;
+    }
+    Ok(())
+}
+
+/// Reads at most [`MAX_INPUT`] bytes of text; more is an error naming the source.
+pub fn read_limited(reader: impl std::io::Read, name: &str) -> Result<String, ParseError> {
+    let mut bytes = Vec::new();
+    let too_big = |message: String| ParseError {
+        file: name.to_string(),
+        document: 0,
+        line: None,
+        column: None,
+        field: None,
+        message,
+        hint: "split it into smaller files".into(),
+        object: None,
+    };
+    std::io::Read::read_to_end(&mut std::io::Read::take(reader, MAX_INPUT + 1), &mut bytes)
+        .map_err(|e| too_big(format!("cannot be read: {e}")))?;
+    if bytes.len() as u64 > MAX_INPUT {
+        return Err(too_big(format!("is larger than {} MiB", MAX_INPUT >> 20)));
+    }
+    String::from_utf8(bytes).map_err(|e| too_big(format!("is not UTF-8 text: {e}")))
 }
 
 struct Ctx<'a> {
@@ -637,6 +714,30 @@ spec:
         port:
           number: 8000
 ";
+
+    #[test]
+    fn deep_nesting_is_refused_in_linear_time_and_ordinary_text_is_not() {
+        let deep = format!("a: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        let started = std::time::Instant::now();
+        let e = parse_documents("deep.yaml", &deep).unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "linear, not quadratic");
+        assert!(e.message.contains("nested more than 64"), "{e}");
+        // Brackets inside quotes and comments, and apostrophes in plain text, do not count.
+        let fine = format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ok\n  annotations: {{note: \"{}\", who: don't}} # {}\n",
+            "[".repeat(200),
+            "{".repeat(200)
+        );
+        parse_documents("fine.yaml", &fine).unwrap();
+    }
+
+    #[test]
+    fn input_beyond_the_limit_is_refused_without_reading_it_all() {
+        let endless = std::io::repeat(b'a');
+        let e = read_limited(endless, "/dev/zero").unwrap_err();
+        assert!(e.message.contains("larger than 16 MiB") && e.file == "/dev/zero", "{e}");
+        assert_eq!(read_limited(&b"kind: x\n"[..], "small.yaml").unwrap(), "kind: x\n");
+    }
 
     #[test]
     fn misspelt_field_is_located_absolutely_with_a_suggestion() {

@@ -71,3 +71,22 @@ fn a_closed_pipe_ends_the_command_quietly() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.code(), Some(141), "as a process killed by SIGPIPE: {err}");
 }
+
+#[test]
+fn hostile_inputs_are_refused_quickly_with_what_to_do_and_nothing_applied() {
+    let mesh = Mesh::up();
+    let out = mesh.run(&["apply", "-f", "/dev/zero"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(text(&out).contains("larger than 16 MiB"), "{}", text(&out));
+
+    let huge = mesh.work.path().join("huge.yaml");
+    std::fs::write(
+        &huge,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: huge}\nspec:\n  replicas: 2147483647\n  selector: {matchLabels: {app: huge}}\n  template:\n    metadata: {labels: {app: huge}}\n    spec:\n      containers: [{name: c, image: curlimages/curl}]\n",
+    )
+    .unwrap();
+    let out = mesh.run(&["apply", "--dry-run", "-f", huge.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(text(&out).contains("spec.replicas") && text(&out).contains("1000"), "{}", text(&out));
+    assert!(!mesh.ok(&["get", "deploy"]).contains("huge"));
+}
