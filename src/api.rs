@@ -153,7 +153,7 @@ impl PodStatus {
 pub enum Error {
     #[error("the control plane of environment {env:?} is not running; start it with `meshrig up`")]
     NotRunning { env: String },
-    #[error("cannot reach the control plane at {address}: {reason}; `meshrig up` restarts it")]
+    #[error("cannot reach the control plane at {address}: {reason}; `meshrig down` then `meshrig up` restarts it")]
     Unreachable { address: SocketAddr, reason: String },
     #[error("{message}")]
     Status { status: u16, message: String },
@@ -161,6 +161,16 @@ pub enum Error {
     Decode(String),
     #[error(transparent)]
     Env(#[from] crate::env::Error),
+}
+
+/// How long an API call may take before the caller gives up (held calls get their hold on
+/// top): 30 s, or `MESHRIG_API_TIMEOUT_MS`.
+pub fn answer_within() -> Duration {
+    static WITHIN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *WITHIN.get_or_init(|| {
+        let ms = std::env::var("MESHRIG_API_TIMEOUT_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(30_000);
+        Duration::from_millis(ms)
+    })
 }
 
 /// An error body from the API: `{"error": "..."}`.
@@ -204,15 +214,43 @@ impl Client {
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
-        self.call(Method::GET, path, None).await
+        self.call(Method::GET, path, None, answer_within()).await
+    }
+
+    /// A GET the control plane may hold open (a long poll) for up to `hold`.
+    pub async fn get_held<T: DeserializeOwned>(&self, path: &str, hold: Duration) -> Result<T, Error> {
+        self.call(Method::GET, path, None, hold + answer_within()).await
     }
 
     pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, Error> {
         let bytes = serde_json::to_vec(body).map_err(|e| Error::Decode(e.to_string()))?;
-        self.call(Method::POST, path, Some(bytes)).await
+        self.call(Method::POST, path, Some(bytes), answer_within()).await
     }
 
-    async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<T, Error> {
+    /// One API call; no answer within `limit` is an error that says what to do (a hung control
+    /// plane never makes a command wait forever).
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        limit: Duration,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(limit, self.call_once(method, path, body)).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Unreachable {
+                address: self.address,
+                reason: format!("no answer within {:.1}s (it may be hung)", limit.as_secs_f64()),
+            }),
+        }
+    }
+
+    async fn call_once<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, Error> {
         let req = Request::builder()
             .method(method)
             .uri(format!("http://{}{}", self.address, path))
@@ -267,7 +305,7 @@ impl Client {
         if let Some(v) = version {
             path.push_str(&format!("&counter={}", v.counter));
         }
-        self.get(&path).await
+        self.get_held(&path, timeout).await
     }
 }
 

@@ -4,11 +4,13 @@
 //! # Layout
 //! - `store`: applied resources, persisted, all-or-nothing.
 //! - `backend`: what runs workloads, as the API sees it (admission); `Local` today.
+//! - `lock`: one control plane per environment (a file lock held for its life).
 //! - `state`: store + pods + the version counter + the world view, shared by everything below.
 //! - `runner`: Deployments → pods → processes (sidecar injection, image mapping).
 //! - `server`: the HTTP API (`api` has the wire types).
 
 pub mod backend;
+pub mod lock;
 pub mod runner;
 pub mod server;
 pub mod state;
@@ -29,10 +31,15 @@ pub enum Error {
     Store(#[from] store::Error),
     #[error("bind the API listener: {0}")]
     Bind(std::io::Error),
+    #[error("another control plane already runs for this environment (it holds {0}); `meshrig status` shows it, `meshrig down` stops it")]
+    AlreadyRunning(String),
 }
 
 pub async fn run(env: Env) -> Result<(), Error> {
     env.ensure_dirs()?;
+    // One control plane per environment, for as long as this process lives.
+    let _lock = lock::try_lock(&env)?
+        .ok_or_else(|| Error::AlreadyRunning(env.dir.join("control-plane.lock").display().to_string()))?;
     // Read everything first: a damaged store must not cost the pods that still serve.
     let store = store::Store::load(env.store_file())?;
     let settings = env.settings()?.unwrap_or_default();

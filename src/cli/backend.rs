@@ -32,10 +32,22 @@ impl<'a> Backend<'a> {
     /// The running control plane's client, starting one when none runs; and whether it was started.
     pub async fn ensure_running(&self) -> anyhow::Result<(api::Client, bool)> {
         let Backend::Local(env) = self;
-        if let Ok(client) = self.client() {
+        let reached = self.client();
+        if let Ok(client) = &reached {
             if client.ready().await {
-                return Ok((client, false));
+                return Ok((client.clone(), false));
             }
+        }
+        if crate::control_plane::lock::held(env) {
+            let why = match reached {
+                Err(e) => e.to_string(),
+                Ok(_) => "it does not answer: it may be hung or still starting".into(),
+            };
+            bail!(
+                "a control plane holds this environment ({}) but cannot be used: {why}; `meshrig down` stops it, \
+                 then `meshrig up` starts a new one",
+                env.dir.display()
+            );
         }
         let exe = std::env::current_exe().context("cannot find the meshrig binary")?;
         let log_path = env.logs_dir().join("control-plane.log");

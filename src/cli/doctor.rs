@@ -23,7 +23,25 @@ fn on_path(program: &str) -> Option<std::path::PathBuf> {
 pub fn run(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
     let mut findings = Vec::new();
     let settings = env.settings()?.unwrap_or_else(Settings::default);
-    let running = env.control_plane().ok().flatten().is_some();
+    let recorded = env.control_plane().ok().flatten();
+    // The lock is the truth: a control plane holds it for exactly as long as it lives.
+    let alive = env.dir.exists() && crate::control_plane::lock::held(env);
+    let running = recorded.is_some() && alive;
+    match (&recorded, alive) {
+        (Some(info), false) => findings.push(Finding {
+            check: "control plane".into(),
+            ok: false,
+            detail: format!("recorded at {} (pid {}) but not running: it exited or was killed", info.address, info.pid),
+            fix: Some("`meshrig up` starts it again from the applied resources".into()),
+        }),
+        (_, true) => findings.push(Finding {
+            check: "control plane".into(),
+            ok: true,
+            detail: "running (it holds the environment's lock)".into(),
+            fix: None,
+        }),
+        (None, false) => {}
+    }
 
     match on_path("curl") {
         Some(p) => findings.push(Finding {

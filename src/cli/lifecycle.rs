@@ -230,14 +230,17 @@ pub async fn status(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
         Ok(s) => s,
         Err(e) => {
             let reason = e.to_string();
-            let v =
-                serde_json::json!({"environment": env.name, "running": false, "state_dir": env.dir, "reason": reason});
+            // Not running (3), or running but not answering (5: hung, unreachable).
+            let code = crate::cli::exit::code_for(&anyhow::Error::new(e));
+            let running = code != crate::cli::exit::NOT_RUNNING;
+            let v = serde_json::json!({"environment": env.name, "running": running, "answering": false, "state_dir": env.dir, "reason": reason});
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&v)?),
                 Output::Yaml => print!("{}", serde_yaml::to_string(&v)?),
+                Output::Table if running => println!("environment {:?} does not answer: {reason}", env.name),
                 Output::Table => println!("environment {:?} is not running: {reason}", env.name),
             }
-            return Ok(ExitCode::from(crate::cli::exit::NOT_RUNNING));
+            return Ok(ExitCode::from(code));
         }
     };
     let settings = env.settings()?.unwrap_or_else(Settings::default);

@@ -21,10 +21,8 @@ pub async fn run(shared: Arc<Shared>, client: api::Client, namespace: String, po
     loop {
         let path =
             format!("/v1/snapshot?namespace={namespace}&pod={pod}&epoch={}&counter={}", acked.epoch, acked.counter);
-        let result = match tokio::time::timeout(Duration::from_secs(90), client.get::<Push>(&path)).await {
-            Ok(r) => r,
-            Err(_) => Err(api::Error::Decode("the watch timed out".into())),
-        };
+        // The control plane holds a poll for up to 30 s before it answers anyway.
+        let result = client.get_held::<Push>(&path, Duration::from_secs(30)).await;
         match result {
             Ok(Push::Unchanged(version)) => {
                 // The control plane found our config current at `version`: acknowledge it.

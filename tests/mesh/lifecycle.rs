@@ -114,3 +114,52 @@ fn a_damaged_store_stops_up_before_it_touches_the_serving_mesh() {
     let log = std::fs::read_to_string(log).unwrap();
     assert!(!log.contains("cannot record pids"), "the pid file is written without a race:\n{log}");
 }
+
+#[test]
+fn one_control_plane_per_environment_and_a_hung_one_is_reported_not_waited_for() {
+    let mesh = Mesh::up();
+    let cp = mesh.status()["control_plane"]["pid"].as_u64().unwrap().to_string();
+    let before = mesh.status()["pods"].as_array().unwrap().len();
+
+    // Without the token file, `up` must not start a second control plane beside the first.
+    let token = crate::support::find_file(mesh.state.path(), "token").unwrap();
+    let saved = std::fs::read(&token).unwrap();
+    std::fs::remove_file(&token).unwrap();
+    let out = mesh.run(&["up"]);
+    let msg = crate::support::text(&out);
+    assert!(!out.status.success() && msg.contains("holds this environment") && msg.contains("meshrig down"), "{msg}");
+    std::fs::write(&token, saved).unwrap();
+    assert_eq!(mesh.status()["control_plane"]["pid"].as_u64().unwrap().to_string(), cp, "still the one");
+    assert_eq!(mesh.status()["pods"].as_array().unwrap().len(), before, "no second set of pods");
+
+    // A hung control plane: commands answer within their timeout and say what to do.
+    assert!(std::process::Command::new("kill").args(["-STOP", &cp]).status().unwrap().success());
+    let out = mesh.cmd(&["status", "-o", "json"]).env("MESHRIG_API_TIMEOUT_MS", "1000").output().unwrap();
+    let _ = std::process::Command::new("kill").args(["-CONT", &cp]).status();
+    assert_eq!(out.status.code(), Some(5), "{}", crate::support::text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["running"].as_bool(), v["answering"].as_bool()), (Some(true), Some(false)));
+    assert!(
+        v["reason"].as_str().unwrap().contains("may be hung") && v["reason"].as_str().unwrap().contains("meshrig down"),
+        "{v}"
+    );
+    mesh.ok(&["status"]);
+}
+
+#[test]
+fn doctor_tells_a_dead_control_plane_apart_from_a_running_one() {
+    let mesh = Mesh::up();
+    let ok = mesh.run(&["doctor", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    let cp =
+        |v: &serde_json::Value| v["checks"].as_array().unwrap().iter().find(|c| c["check"] == "control plane").cloned();
+    assert_eq!(cp(&v).unwrap()["ok"], true, "{v}");
+    let pid = mesh.status()["control_plane"]["pid"].as_u64().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-9", &pid]).status().unwrap().success());
+    let dead = mesh.run(&["doctor", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&dead.stdout).unwrap();
+    let finding = cp(&v).unwrap();
+    assert_eq!(finding["ok"], false, "{v}");
+    assert!(finding["fix"].as_str().unwrap().contains("meshrig up"), "{finding}");
+    assert_eq!(dead.status.code(), Some(1));
+}
