@@ -147,6 +147,21 @@ impl PodStatus {
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }
+
+    /// Containers as Kubernetes counts them: the workload's, plus `istio-proxy` when injected
+    /// (a gateway pod is the proxy alone).
+    pub fn containers(&self) -> u32 {
+        match self.role {
+            Role::Sidecar => 2,
+            Role::Gateway | Role::Plain => 1,
+        }
+    }
+
+    /// `READY` as kubectl prints it (`2/2`).
+    pub fn ready_column(&self) -> String {
+        let n = self.containers();
+        format!("{}/{n}", if self.ready { n } else { 0 })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -69,6 +69,7 @@ pub enum Command {
     },
     /// Show the control plane and every pod with its health.
     Status {
+        /// Output format: a table for people, or yaml / json for programs.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -84,11 +85,13 @@ pub enum Command {
     },
     /// Check what the local backend needs, with a fix for each problem.
     Doctor {
+        /// Output format: a table for people, or yaml / json for programs.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
     /// Apply resources from files, directories or - (stdin), all or nothing.
     Apply {
+        /// A file, a directory of .yaml/.yml/.json files, or - for stdin (repeatable).
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<String>,
         /// Namespace for resources that do not set one.
@@ -103,10 +106,12 @@ pub enum Command {
     },
     /// Delete resources named in files, or by kind and name.
     Delete {
+        /// Delete what these files describe (as `apply -f` reads them).
         #[arg(short = 'f', long = "filename")]
         files: Vec<String>,
         /// KIND NAME... (when no -f is given).
         args: Vec<String>,
+        /// Namespace of the resources (default: `default`).
         #[arg(short, long)]
         namespace: Option<String>,
     },
@@ -114,11 +119,15 @@ pub enum Command {
     Get {
         /// gateway|virtualservice|destinationrule|service|deployment|namespace|serviceaccount|pods (short names work).
         kind: String,
+        /// One object by name; default: all of that kind.
         name: Option<String>,
+        /// Namespace to list (default: `default`).
         #[arg(short, long)]
         namespace: Option<String>,
+        /// List across every namespace.
         #[arg(short = 'A', long)]
         all_namespaces: bool,
+        /// Output format: a table for people, or yaml / json for programs.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -126,8 +135,10 @@ pub enum Command {
     Exec {
         /// Deployment (`curl`, `deploy/curl`) or pod name.
         workload: String,
+        /// Namespace of the workload (default: `default`).
         #[arg(short, long)]
         namespace: Option<String>,
+        /// The command and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
@@ -138,17 +149,21 @@ pub enum Command {
     ProxyStatus {
         /// One pod (`POD`, `POD.NAMESPACE` or a Deployment name); default: every proxy.
         pod: Option<String>,
+        /// Output format: a table for people, or yaml / json for programs.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
     /// What one proxy was sent: routes, clusters, listeners or endpoints, as istioctl.
     ProxyConfig {
+        /// What to show.
         #[arg(value_enum)]
         section: proxy_config::Section,
         /// `POD`, `POD.NAMESPACE` or a Deployment name.
         pod: String,
+        /// Namespace of the pod (default: `default`, or the one in POD.NAMESPACE).
         #[arg(short, long)]
         namespace: Option<String>,
+        /// Output format: a table for people, or yaml / json for programs.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -190,21 +205,31 @@ pub enum LabCommand {
     /// List the labs and your progress.
     List,
     /// Set up lab N and write its starting files into ./meshrig-labs/.
-    Start { lab: String },
+    Start {
+        /// The lab's number (`1`, `01`) or directory name.
+        lab: String,
+    },
     /// Run lab N's checks (default: the current lab).
     Check {
+        /// The lab (default: the one started last).
         lab: Option<String>,
         /// Seconds each check may retry before it counts as failed.
         #[arg(long, default_value_t = 5)]
         wait: u64,
+        /// Output format: a table for people, or yaml / json for programs.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
     /// Show the hints of lab N.
-    Hint { lab: Option<String> },
+    Hint {
+        /// The lab (default: the one started last).
+        lab: Option<String>,
+    },
     /// Show (or apply) the solution of lab N.
     Solution {
+        /// The lab (default: the one started last).
         lab: Option<String>,
+        /// Apply it instead of printing it.
         #[arg(long)]
         apply: bool,
     },
@@ -212,6 +237,7 @@ pub enum LabCommand {
     Verify {
         /// Labs to verify (default: all).
         labs: Vec<String>,
+        /// Seconds each check may retry before it counts as failed.
         #[arg(long, default_value_t = 5)]
         wait: u64,
     },
@@ -310,5 +336,29 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ProxyConfig { section, pod, namespace, output } => {
             runtime()?.block_on(proxy_config::config(&env, section, &pod, namespace.as_deref(), output))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every option and argument of every command says what it is for in `--help`.
+    #[test]
+    fn every_argument_is_described() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let builtin = matches!(a.get_id().as_str(), "help" | "version");
+                if !builtin && a.get_help().is_none() && !a.is_hide_set() {
+                    missing.push(format!("{path} {}", a.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "meshrig", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
     }
 }

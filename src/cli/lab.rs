@@ -204,12 +204,10 @@ async fn check_cmd(env: &Env, lab: &Lab, wait: Duration, output: Output) -> anyh
     let passed = outcomes.iter().all(|o| o.passed);
     match output {
         Output::Table => print_outcomes(lab, &outcomes),
-        _ => println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({"lab": lab.number, "passed": passed, "checks": outcomes})
-            )?
-        ),
+        _ => crate::cli::print_data(
+            output,
+            &serde_json::json!({"lab": lab.number, "passed": passed, "checks": outcomes}),
+        )?,
     }
     if passed {
         let mut p = progress(env);

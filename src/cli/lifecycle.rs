@@ -189,7 +189,7 @@ fn pods_table(status: &Status) -> String {
             vec![
                 p.namespace.clone(),
                 p.name.clone(),
-                if p.ready { "1/1".into() } else { "0/1".into() },
+                p.ready_column(),
                 p.phase.to_string(),
                 p.restarts.to_string(),
                 p.role.as_str().into(),

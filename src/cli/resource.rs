@@ -255,15 +255,13 @@ async fn get_pods(
             let rows: Vec<Vec<String>> = pods
                 .iter()
                 .map(|p| {
-                    let containers = if p.app.is_some() { 2 } else { 1 };
-                    let ready = if p.ready { containers } else { 0 };
                     let mut row = vec![];
                     if namespace.is_none() {
                         row.push(p.namespace.clone());
                     }
                     row.extend([
                         p.name.clone(),
-                        format!("{ready}/{containers}"),
+                        p.ready_column(),
                         p.phase.to_string(),
                         p.restarts.to_string(),
                         crate::env::age(&p.created),

@@ -90,3 +90,15 @@ fn hostile_inputs_are_refused_quickly_with_what_to_do_and_nothing_applied() {
     assert!(text(&out).contains("spec.replicas") && text(&out).contains("1000"), "{}", text(&out));
     assert!(!mesh.ok(&["get", "deploy"]).contains("huge"));
 }
+
+#[test]
+fn get_pods_and_status_agree_on_ready_as_kubectl_counts_it() {
+    let mesh = Mesh::up();
+    let row = |out: &str, name: &str| out.lines().find(|l| l.contains(name)).unwrap_or_default().to_string();
+    let pods = mesh.ok(&["get", "pods", "-A"]);
+    let status = mesh.ok(&["status"]);
+    for (name, ready) in [("httpbin-", "2/2"), ("curl-", "2/2"), ("istio-ingressgateway-", "1/1")] {
+        assert!(row(&pods, name).contains(ready), "get pods {name} {ready}:\n{pods}");
+        assert!(row(&status, name).contains(ready), "status {name} {ready}:\n{status}");
+    }
+}
