@@ -8,6 +8,7 @@ mod exec;
 pub mod exit;
 mod lab;
 pub mod lifecycle;
+pub mod logs;
 mod proxy_config;
 mod resource;
 pub mod term;
@@ -141,6 +142,23 @@ pub enum Command {
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
+    },
+    /// Print a pod's container log (`istio-proxy` or the app), as kubectl logs.
+    Logs {
+        /// Pod name, or a Deployment name for its first pod.
+        pod: String,
+        /// Namespace of the pod (default: `default`).
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// `istio-proxy` or the app (default: the app when the pod has one).
+        #[arg(short, long)]
+        container: Option<String>,
+        /// Only the last N lines.
+        #[arg(long)]
+        tail: Option<usize>,
+        /// Keep printing what is appended.
+        #[arg(short, long)]
+        follow: bool,
     },
     /// Labs: list, start, check, verify.
     #[command(subcommand)]
@@ -305,6 +323,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Down { purge } => lifecycle::down(&env, purge),
         Command::Status { output } => runtime()?.block_on(lifecycle::status(&env, output)),
         Command::Doctor { output } => doctor::run(&env, output),
+        Command::Logs { pod, namespace, container, tail, follow } => {
+            runtime()?.block_on(logs::run(&env, &pod, namespace.as_deref(), container.as_deref(), tail, follow))
+        }
         Command::Samples { dir, force } => {
             let written = crate::samples::write(&dir, force)?;
             for p in &written {

@@ -203,9 +203,25 @@ pub fn random_hex(n: usize) -> std::io::Result<String> {
 }
 
 /// Seconds since the epoch with milliseconds, for log lines.
+/// Now as RFC 3339 UTC with milliseconds, for log lines (`2026-11-22T15:57:21.123Z`).
 pub fn timestamp() -> String {
     let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    format!("{}.{:03}", d.as_secs(), d.subsec_millis())
+    let secs = rfc3339(d.as_secs() as i64);
+    format!("{}.{:03}Z", secs.trim_end_matches('Z'), d.subsec_millis())
+}
+
+/// A log file bigger than this is moved to `<name>.1` (replacing the older one) when its
+/// process starts again, so logs stay bounded at about twice this per container.
+pub const LOG_ROTATE_BYTES: u64 = 4 << 20;
+
+/// Opens `path` for appending, after rotating it if it has grown past [`LOG_ROTATE_BYTES`].
+pub fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > LOG_ROTATE_BYTES) {
+        let mut old = path.as_os_str().to_owned();
+        old.push(".1");
+        std::fs::rename(path, old)?;
+    }
+    std::fs::OpenOptions::new().create(true).append(true).open(path)
 }
 
 /// Now as RFC 3339 UTC (Kubernetes' creationTimestamp format), without a date library.

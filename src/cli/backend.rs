@@ -51,11 +51,7 @@ impl<'a> Backend<'a> {
         }
         let exe = std::env::current_exe().context("cannot find the meshrig binary")?;
         let log_path = env.logs_dir().join("control-plane.log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .with_context(|| format!("open {}", log_path.display()))?;
+        let log = crate::env::open_log(&log_path).with_context(|| format!("open {}", log_path.display()))?;
         let mut cmd = tokio::process::Command::new(exe);
         cmd.arg("--state-dir").arg(&env.dir).arg("control-plane");
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log));

@@ -417,11 +417,7 @@ fn meshrig_exe() -> Result<std::path::PathBuf, String> {
 
 /// Spawns a child with stderr to its log file, and waits (bounded) for its readiness line.
 async fn spawn(mut cmd: Command, log: &std::path::Path) -> Result<(Child, ready::Addrs), String> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .map_err(|e| format!("open {}: {e}", log.display()))?;
+    let file = crate::env::open_log(log).map_err(|e| format!("open {}: {e}", log.display()))?;
     let err = file.try_clone().map_err(|e| e.to_string())?;
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(err)).kill_on_drop(true);
     let mut child = cmd.spawn().map_err(|e| format!("spawn: {e}"))?;

@@ -102,3 +102,23 @@ fn get_pods_and_status_agree_on_ready_as_kubectl_counts_it() {
         assert!(row(&status, name).contains(ready), "status {name} {ready}:\n{status}");
     }
 }
+
+#[test]
+fn logs_show_a_containers_lines_with_rfc3339_timestamps() {
+    let mesh = Mesh::up();
+    // The gateway logs each listener it opens for a Gateway server.
+    mesh.ok(&["samples"]);
+    mesh.ok(&["apply", "--wait", "-f", "samples/httpbin/httpbin-gateway.yaml"]);
+    let proxy = mesh.ok(&["logs", "deploy/istio-ingressgateway", "-n", "istio-system", "--tail", "50"]);
+    let line = proxy.lines().find(|l| l.contains("listening for port")).unwrap_or_else(|| panic!("{proxy}"));
+    let stamp = line.split_whitespace().next().unwrap();
+    assert!(
+        stamp.len() == 24 && stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T',
+        "RFC 3339 with milliseconds: {stamp}"
+    );
+    let one = mesh.ok(&["logs", "deploy/istio-ingressgateway", "-n", "istio-system", "--tail", "1"]);
+    assert_eq!(one.trim_end().lines().count(), 1, "{one}");
+    let wrong = mesh.run(&["logs", "deploy/httpbin", "-c", "nginx"]);
+    assert!(!wrong.status.success());
+    assert!(text(&wrong).contains("httpbin, istio-proxy"), "names the containers: {}", text(&wrong));
+}
