@@ -160,6 +160,12 @@ pub enum Command {
         #[arg(short, long)]
         follow: bool,
     },
+    /// Print a shell completion script: `source <(meshrig completion bash)`.
+    Completion {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Labs: list, start, check, verify.
     #[command(subcommand)]
     Lab(LabCommand),
@@ -323,6 +329,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Down { purge } => lifecycle::down(&env, purge),
         Command::Status { output } => runtime()?.block_on(lifecycle::status(&env, output)),
         Command::Doctor { output } => doctor::run(&env, output),
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "meshrig", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Logs { pod, namespace, container, tail, follow } => {
             runtime()?.block_on(logs::run(&env, &pod, namespace.as_deref(), container.as_deref(), tail, follow))
         }

@@ -122,3 +122,20 @@ fn logs_show_a_containers_lines_with_rfc3339_timestamps() {
     assert!(!wrong.status.success());
     assert!(text(&wrong).contains("httpbin, istio-proxy"), "names the containers: {}", text(&wrong));
 }
+
+#[test]
+fn completion_scripts_cover_the_commands_and_parse() {
+    let out = stopped(&["completion", "bash"]);
+    assert!(out.status.success());
+    let script = String::from_utf8_lossy(&out.stdout).into_owned();
+    for word in ["proxy-config", "samples", "logs", "--tail"] {
+        assert!(script.contains(word), "{word} is completed");
+    }
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &script).unwrap();
+    let syntax = std::process::Command::new("bash").arg("-n").arg(file.path()).output().unwrap();
+    assert!(syntax.status.success(), "{}", String::from_utf8_lossy(&syntax.stderr));
+    for shell in ["zsh", "fish"] {
+        assert!(stopped(&["completion", shell]).status.success());
+    }
+}
