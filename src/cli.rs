@@ -6,6 +6,7 @@ pub mod backend;
 mod doctor;
 mod exec;
 pub mod exit;
+mod kubectl;
 mod lab;
 pub mod lifecycle;
 pub mod logs;
@@ -19,6 +20,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::env::Env;
+use crate::resources::Kind;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -165,6 +167,26 @@ pub enum Command {
         /// The shell to complete for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+    /// Create a resource by name, as kubectl: `create namespace NAME`.
+    Create {
+        /// Only `namespace` (or `ns`).
+        kind: String,
+        /// Its name.
+        name: String,
+    },
+    /// Set or remove labels, as kubectl: `label namespace default istio-injection=enabled`.
+    Label {
+        /// Only `namespace` (or `ns`).
+        kind: String,
+        /// Its name.
+        name: String,
+        /// `key=value` to set, `key-` to remove.
+        #[arg(required = true)]
+        labels: Vec<String>,
+        /// Change a label that already has another value.
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Labs: list, start, check, verify.
     #[command(subcommand)]
@@ -329,6 +351,20 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Down { purge } => lifecycle::down(&env, purge),
         Command::Status { output } => runtime()?.block_on(lifecycle::status(&env, output)),
         Command::Doctor { output } => doctor::run(&env, output),
+        Command::Create { kind, name } => {
+            if Kind::from_user(&kind) != Some(Kind::Namespace) {
+                anyhow::bail!("create makes namespaces only (`create namespace NAME`); use apply -f for {kind}");
+            }
+            runtime()?.block_on(kubectl::create_namespace(&env, &name))
+        }
+        Command::Label { kind, name, labels, overwrite } => {
+            if Kind::from_user(&kind) != Some(Kind::Namespace) {
+                anyhow::bail!(
+                    "label edits namespaces only (`label namespace NAME key=value`); use apply -f for {kind}"
+                );
+            }
+            runtime()?.block_on(kubectl::label_namespace(&env, &name, &labels, overwrite))
+        }
         Command::Completion { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "meshrig", &mut std::io::stdout());

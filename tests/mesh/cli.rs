@@ -139,3 +139,22 @@ fn completion_scripts_cover_the_commands_and_parse() {
         assert!(stopped(&["completion", shell]).status.success());
     }
 }
+
+#[test]
+fn create_and_label_a_namespace_as_the_tutorials_do() {
+    let mesh = Mesh::up();
+    assert!(mesh.ok(&["create", "namespace", "demo"]).contains("namespace/demo created"));
+    assert!(!mesh.run(&["create", "namespace", "demo"]).status.success(), "it exists");
+    mesh.ok(&["label", "namespace", "demo", "istio-injection=enabled"]);
+    let httpbin = crate::support::sample("httpbin/httpbin.yaml");
+    mesh.ok(&["apply", "--wait", "-n", "demo", "-f", httpbin.to_str().unwrap()]);
+    let status = mesh.status();
+    let pod = status["pods"].as_array().unwrap().iter().find(|p| p["namespace"] == "demo").unwrap();
+    assert_eq!(pod["role"], "sidecar", "the label turns injection on");
+
+    let out = mesh.run(&["label", "ns", "demo", "istio-injection=disabled"]);
+    assert!(!out.status.success() && text(&out).contains("--overwrite"), "{}", text(&out));
+    mesh.ok(&["label", "ns", "demo", "istio-injection-"]);
+    let ns = mesh.ok(&["get", "ns", "demo", "-o", "json"]);
+    assert!(!ns.contains("istio-injection"), "{ns}");
+}
