@@ -24,16 +24,22 @@ fn up_twice_is_harmless_and_status_reports_every_pod() {
     assert!(text(&doctor).contains("state directory"), "{}", text(&doctor));
 }
 
-#[test]
-fn a_control_plane_crash_loses_no_applied_config() {
-    let mesh = Mesh::up();
+/// Lab 01's solution applied and served, then the control plane killed (`kill -9`); the
+/// gateway's address.
+fn serve_lab01_then_kill_the_control_plane(mesh: &Mesh) -> std::net::SocketAddr {
     let solution =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("labs/01-ingress-gateway/solution/gateway.yaml");
     mesh.ok(&["apply", "--wait", "-f", solution.to_str().unwrap()]);
     let gateway = mesh.gateway();
     let cp = mesh.status()["control_plane"]["pid"].as_u64().unwrap();
-    let killed = std::process::Command::new("kill").args(["-9", &cp.to_string()]).status().unwrap();
-    assert!(killed.success());
+    assert!(std::process::Command::new("kill").args(["-9", &cp.to_string()]).status().unwrap().success());
+    gateway
+}
+
+#[test]
+fn a_control_plane_crash_loses_no_applied_config() {
+    let mesh = Mesh::up();
+    let gateway = serve_lab01_then_kill_the_control_plane(&mesh);
     // The proxies keep serving their last config while the control plane is gone.
     assert_eq!(get(gateway, "httpbin.example.com", "/status/200").unwrap().status, 200);
     // `up` restarts it from the persisted store; routing still works afterwards.
@@ -86,12 +92,7 @@ spec:
 #[test]
 fn a_damaged_store_stops_up_before_it_touches_the_serving_mesh() {
     let mesh = Mesh::up();
-    let solution =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("labs/01-ingress-gateway/solution/gateway.yaml");
-    mesh.ok(&["apply", "--wait", "-f", solution.to_str().unwrap()]);
-    let gateway = mesh.gateway();
-    let cp = mesh.status()["control_plane"]["pid"].as_u64().unwrap();
-    assert!(std::process::Command::new("kill").args(["-9", &cp.to_string()]).status().unwrap().success());
+    let gateway = serve_lab01_then_kill_the_control_plane(&mesh);
     let store = crate::support::find_file(mesh.state.path(), "store.json").expect("the store is on disk");
     std::fs::write(&store, "{\"resources\": [").unwrap();
 
