@@ -97,6 +97,9 @@ pub enum Command {
         /// A file, a directory of .yaml/.yml/.json files, or - for stdin (repeatable).
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<String>,
+        /// Read directories given with -f recursively.
+        #[arg(short = 'R', long)]
+        recursive: bool,
         /// Namespace for resources that do not set one.
         #[arg(short, long)]
         namespace: Option<String>,
@@ -112,6 +115,9 @@ pub enum Command {
         /// Delete what these files describe (as `apply -f` reads them).
         #[arg(short = 'f', long = "filename")]
         files: Vec<String>,
+        /// Read directories given with -f recursively.
+        #[arg(short = 'R', long)]
+        recursive: bool,
         /// KIND NAME... (when no -f is given).
         args: Vec<String>,
         /// Namespace of the resources (default: `default`).
@@ -386,11 +392,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Apply { files, namespace, dry_run, wait } => {
-            runtime()?.block_on(resource::apply(&env, &files, namespace.as_deref(), dry_run, wait))
+        Command::Apply { files, recursive, namespace, dry_run, wait } => {
+            runtime()?.block_on(resource::apply(&env, (&files, recursive), namespace.as_deref(), dry_run, wait))
         }
-        Command::Delete { files, args, namespace } => {
-            runtime()?.block_on(resource::delete(&env, &files, &args, namespace.as_deref()))
+        Command::Delete { files, recursive, args, namespace } => {
+            runtime()?.block_on(resource::delete(&env, (&files, recursive), &args, namespace.as_deref()))
         }
         Command::Get { kind, name, namespace, all_namespaces, output } => {
             let ns = if all_namespaces { None } else { Some(namespace.unwrap_or_else(|| "default".into())) };

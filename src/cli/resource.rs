@@ -11,9 +11,10 @@ use crate::env::Env;
 use crate::resources::parse::{parse_documents, read_limited, Document};
 use crate::resources::{Kind, Resource, ResourceKey};
 
-/// Reads FILE, DIR (its .yaml/.yml/.json files, sorted) or `-`, and parses every document.
+/// Reads FILE, DIR (its .yaml/.yml/.json files, sorted; with `recursive`, those of its
+/// subdirectories too, as `kubectl apply -R`) or `-`, and parses every document.
 /// Any error stops everything: nothing is sent.
-pub fn load(paths: &[String]) -> anyhow::Result<Vec<Document>> {
+pub fn load(paths: &[String], recursive: bool) -> anyhow::Result<Vec<Document>> {
     let mut docs = Vec::new();
     for p in paths {
         if p == "-" {
@@ -24,12 +25,7 @@ pub fn load(paths: &[String]) -> anyhow::Result<Vec<Document>> {
         let path = Path::new(p);
         let mut files = Vec::new();
         if path.is_dir() {
-            for e in std::fs::read_dir(path).with_context(|| format!("read directory {p}"))? {
-                let f = e?.path();
-                if matches!(f.extension().and_then(|x| x.to_str()), Some("yaml" | "yml" | "json")) {
-                    files.push(f);
-                }
-            }
+            manifests_in(path, recursive, &mut files)?;
             files.sort();
         } else {
             files.push(path.to_path_buf());
@@ -43,18 +39,33 @@ pub fn load(paths: &[String]) -> anyhow::Result<Vec<Document>> {
     Ok(docs)
 }
 
+/// The manifest files in `dir` (and below it when `recursive`).
+fn manifests_in(dir: &Path, recursive: bool, out: &mut Vec<std::path::PathBuf>) -> anyhow::Result<()> {
+    for e in std::fs::read_dir(dir).with_context(|| format!("read directory {}", dir.display()))? {
+        let f = e?.path();
+        if f.is_dir() {
+            if recursive {
+                manifests_in(&f, true, out)?;
+            }
+        } else if matches!(f.extension().and_then(|x| x.to_str()), Some("yaml" | "yml" | "json")) {
+            out.push(f);
+        }
+    }
+    Ok(())
+}
+
 fn describe(key: &ResourceKey) -> String {
     format!("{}/{}", key.kind.as_str().to_lowercase(), key.name)
 }
 
 pub async fn apply(
     env: &Env,
-    files: &[String],
+    (files, recursive): (&[String], bool),
     namespace: Option<&str>,
     dry_run: bool,
     wait: bool,
 ) -> anyhow::Result<ExitCode> {
-    let docs = load(files)?;
+    let docs = load(files, recursive)?;
     if docs.is_empty() {
         bail!("no resources found in {}", files.join(", "));
     }
@@ -83,10 +94,15 @@ pub async fn apply(
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn delete(env: &Env, files: &[String], args: &[String], namespace: Option<&str>) -> anyhow::Result<ExitCode> {
+pub async fn delete(
+    env: &Env,
+    (files, recursive): (&[String], bool),
+    args: &[String],
+    namespace: Option<&str>,
+) -> anyhow::Result<ExitCode> {
     let ns = namespace.unwrap_or("default");
     let keys: Vec<ResourceKey> = if !files.is_empty() {
-        load(files)?
+        load(files, recursive)?
             .into_iter()
             .map(|d| {
                 let mut r = d.resource;

@@ -158,3 +158,16 @@ fn create_and_label_a_namespace_as_the_tutorials_do() {
     let ns = mesh.ok(&["get", "ns", "demo", "-o", "json"]);
     assert!(!ns.contains("istio-injection"), "{ns}");
 }
+
+#[test]
+fn apply_reads_a_directory_tree_only_when_asked_to() {
+    let mesh = Mesh::up();
+    mesh.ok(&["samples"]);
+    // samples/ holds only subdirectories: without -R there is nothing to apply.
+    let flat = mesh.run(&["apply", "--dry-run", "-f", "samples"]);
+    assert!(!flat.status.success(), "{}", text(&flat));
+    let tree = mesh.ok(&["apply", "--dry-run", "-R", "-f", "samples"]);
+    for applied in ["gateway/httpbin-gateway", "deployment/sleep", "deployment/curl"] {
+        assert!(tree.contains(applied), "{applied}:\n{tree}");
+    }
+}
