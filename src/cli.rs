@@ -8,6 +8,7 @@ mod exec;
 pub mod exit;
 mod kubectl;
 mod lab;
+mod lab_verify;
 pub mod lifecycle;
 pub mod logs;
 mod proxy_config;
@@ -256,10 +257,23 @@ pub enum Command {
 pub enum LabCommand {
     /// List the labs and your progress.
     List,
-    /// Set up lab N and write its starting files into ./meshrig-labs/.
+    /// Bring the mesh to lab N's baseline and write its starting files into ./meshrig-labs/.
     Start {
         /// The lab's number (`1`, `01`) or directory name.
         lab: String,
+    },
+    /// Start the lab after the current one.
+    Next,
+    /// Put lab N back as it started: the mesh at its baseline, the starting files restored (your
+    /// edited files are kept as backups).
+    Reset {
+        /// The lab (default: the one started last).
+        lab: Option<String>,
+    },
+    /// Apply again what `lab start` or `lab reset` removed (the newest set, or FILE).
+    Restore {
+        /// A file `lab start` or `lab reset` saved (default: the newest).
+        file: Option<std::path::PathBuf>,
     },
     /// Run lab N's checks (default: the current lab).
     Check {
@@ -272,10 +286,13 @@ pub enum LabCommand {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
-    /// Show the hints of lab N.
+    /// Show lab N's next hint (each call gives one more).
     Hint {
         /// The lab (default: the one started last).
         lab: Option<String>,
+        /// Show every hint at once.
+        #[arg(long)]
+        all: bool,
     },
     /// Show (or apply) the solution of lab N.
     Solution {
@@ -285,13 +302,23 @@ pub enum LabCommand {
         #[arg(long)]
         apply: bool,
     },
-    /// Prove the course: every lab fails on its starting files and passes with its solution.
+    /// Prove the course, each lab in a scratch environment of its own (yours is not touched):
+    /// its starting files fail every check it teaches and its solution passes them all.
     Verify {
         /// Labs to verify (default: all).
         labs: Vec<String>,
         /// Seconds each check may retry before it counts as failed.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 10)]
         wait: u64,
+        /// How many labs to verify at once (each runs its own small mesh).
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
+        /// Also write the results as a JUnit XML file (for CI).
+        #[arg(long, value_name = "FILE")]
+        junit: Option<std::path::PathBuf>,
+        /// Output format: lines for people, or yaml / json for programs.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
     },
 }
 

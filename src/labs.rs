@@ -1,8 +1,11 @@
-//! Labs: the `lab.yaml` format, the embedded course, and running checks.
+//! Labs: the `lab.yaml` format, the embedded course, README rendering, and running checks.
 //!
 //! A lab is `labs/NN-slug/` with `lab.yaml`, a learner-facing `README.md`, starting files and
-//! `solution/`. Checks are data: a request (through the gateway for now) and what the answer
-//! must be. Each check retries until a deadline because mesh config is eventually consistent.
+//! `solution/`. Its baseline says what the mesh holds when it starts: namespaces, built-in
+//! manifests, and the kinds the lab owns (removed in every namespace, so other labs' leftovers
+//! cannot interfere). Checks are data: a request (through the gateway for now) and what the
+//! answer must be. Each check retries until a deadline because mesh config is eventually
+//! consistent.
 
 pub mod check;
 
@@ -30,8 +33,7 @@ pub struct Spec {
     pub format_version: u32,
     pub title: String,
     pub summary: String,
-    #[serde(default)]
-    pub setup: Setup,
+    pub baseline: Baseline,
     /// Starting files, relative to the lab directory; written into the learner's workspace.
     #[serde(default)]
     pub start: Vec<String>,
@@ -47,16 +49,20 @@ pub struct Spec {
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Setup {
-    /// Namespace the lab works in.
+pub struct Baseline {
+    /// Namespace the learner's files apply to (they name none).
     #[serde(default = "default_namespace")]
     pub namespace: String,
+    /// Namespaces that must exist (created when missing).
+    #[serde(default)]
+    pub namespaces: Vec<String>,
     /// Built-in samples (paths under `samples/`) applied before the lab starts.
     #[serde(default)]
     pub manifests: Vec<String>,
-    /// Kinds deleted from the lab's namespace first, so other labs' leftovers cannot interfere.
+    /// Kinds the lab owns: every resource of these kinds, in every namespace, is removed when
+    /// the lab starts or resets (and saved, so `meshrig lab restore` can bring it back).
     #[serde(default)]
-    pub clean: Vec<String>,
+    pub owns: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -117,7 +123,17 @@ pub fn all() -> Result<Vec<Lab>, Error> {
                 return Err(Error::MissingFile { dir: dir.clone(), file: f.clone() });
             }
         }
-        for m in &lab.spec.setup.manifests {
+        for k in &lab.spec.baseline.owns {
+            if crate::resources::Kind::from_user(k).is_none() {
+                return Err(Error::Invalid { dir: dir.clone(), message: format!("baseline.owns: unknown kind {k:?}") });
+            }
+        }
+        let problems = check::lint(&lab.spec.checks);
+        if !problems.is_empty() {
+            return Err(Error::Invalid { dir: dir.clone(), message: problems.join("; ") });
+        }
+        render(lab.readme(), &Vars::example()).map_err(|message| Error::Invalid { dir: dir.clone(), message })?;
+        for m in &lab.spec.baseline.manifests {
             if manifest(m).is_none() {
                 return Err(Error::Invalid {
                     dir: dir.clone(),
@@ -143,12 +159,63 @@ pub fn find(id: &str) -> Result<Lab, Error> {
         .ok_or_else(|| Error::NotFound(id.to_string()))
 }
 
-/// Saved progress: which lab is current and which passed.
+/// Saved progress: which lab is current, which passed, how many hints each has shown.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Progress {
     pub current: Option<String>,
     #[serde(default)]
     pub passed: Vec<String>,
+    #[serde(default)]
+    pub hints_shown: std::collections::BTreeMap<String, usize>,
+}
+
+/// What a lab's README may name: the environment's real addresses, rendered at `lab start`.
+pub struct Vars {
+    /// `http://127.0.0.1:8080`: the gateway's port 80.
+    pub gateway: String,
+    /// `127.0.0.1:8080`
+    pub gateway_address: String,
+    /// `meshrig-labs/01-ingress-gateway`: the learner's copy of the lab.
+    pub workspace: String,
+}
+
+impl Vars {
+    pub fn example() -> Vars {
+        Vars {
+            gateway: "http://127.0.0.1:8080".into(),
+            gateway_address: "127.0.0.1:8080".into(),
+            workspace: "meshrig-labs/01-ingress-gateway".into(),
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        match name {
+            "gateway" => Some(&self.gateway),
+            "gateway_address" => Some(&self.gateway_address),
+            "workspace" => Some(&self.workspace),
+            _ => None,
+        }
+    }
+}
+
+/// Replaces `{{ name }}` with the variable's value; an unknown name or an unclosed `{{` is an
+/// error (the course test renders every README, so a typo never reaches a learner).
+pub fn render(text: &str, vars: &Vars) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find("}}").ok_or_else(|| "README.md: `{{` without `}}`".to_string())?;
+        let name = after[..end].trim();
+        let value = vars.get(name).ok_or_else(|| {
+            format!("README.md: unknown variable {{{{ {name} }}}}; known: gateway, gateway_address, workspace")
+        })?;
+        out.push_str(value);
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -164,5 +231,24 @@ mod tests {
             assert!(!lab.readme().is_empty(), "{} has no README.md", lab.dir);
         }
         assert_eq!(super::find("1").unwrap().dir, "01-ingress-gateway");
+    }
+
+    #[test]
+    fn readmes_render_with_the_real_addresses() {
+        let vars = super::Vars {
+            gateway: "http://127.0.0.1:18080".into(),
+            gateway_address: "127.0.0.1:18080".into(),
+            workspace: "w".into(),
+        };
+        assert_eq!(
+            super::render("at {{gateway}}/x and {{ workspace }}", &vars).unwrap(),
+            "at http://127.0.0.1:18080/x and w"
+        );
+        assert!(super::render("{{ nope }}", &vars).unwrap_err().contains("unknown variable {{ nope }}"));
+        assert!(super::render("{{ gateway", &vars).is_err());
+        let readme = super::find("1").unwrap().readme();
+        let rendered = super::render(readme, &vars).unwrap();
+        assert!(rendered.contains("http://127.0.0.1:18080"), "lab 01's README names the gateway's address");
+        assert!(!rendered.contains("{{"));
     }
 }

@@ -10,13 +10,14 @@
 //! - `route`: virtual host and route selection (pure).
 //! - `router`: fault, route timeout, retries, per-try timeout.
 //! - `tcp`: connections relayed as bytes (gateway TCP routes, TCP inbound ports).
+//! - `explain`: the per-request decision record (`/explain?id=`), and its reasons (pure).
 //! - `edits`: header operations, rewrites, redirects, CORS, mirror hosts (pure).
 //! - `upstream`: connection pools per endpoint and typed upstream errors.
 //! - `clusters`: cluster and endpoint state that survives snapshots; load balancing.
 //! - `outcome`: response flags, the local-reply table, one outcome per request.
 //! - `runtime`: a snapshot compiled for the request path.
 //! - `watch`: the long poll on the control plane.
-//! - `admin`: `/ready`, `/stats/prometheus`, `/config_dump`.
+//! - `admin`: `/ready`, `/stats/prometheus`, `/config_dump`, `/clusters`, `/explain`.
 //! - `stats`: Istio's request metrics.
 
 pub mod admin;
@@ -24,6 +25,7 @@ pub mod clusters;
 pub mod connection;
 pub mod decide;
 pub mod edits;
+pub mod explain;
 pub mod forward;
 pub mod outcome;
 pub mod route;
@@ -83,6 +85,8 @@ pub struct Shared {
     /// Gateway: the snapshot version whose listeners are bound. The watch acknowledges a
     /// snapshot only once this reaches it, so "synced" means "serving".
     pub listeners_bound: channel::Sender<crate::snapshot::Version>,
+    /// Why the last requests that carried an `x-request-id` were answered so (`/explain`).
+    pub explain: explain::Recorder,
 }
 
 impl Shared {
@@ -132,6 +136,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         own: OnceLock::new(),
         configured: AtomicBool::new(false),
         listeners_bound: channel::channel(crate::snapshot::Version::default()).0,
+        explain: explain::Recorder::default(),
     });
     let mut addrs = ready::Addrs::new();
     let mut tasks = Vec::new();

@@ -10,10 +10,15 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-/// Does `pid` run with `--state-dir <dir>`?
+/// The subcommands of the processes meshrig starts for an environment (a user's own
+/// `meshrig --state-dir DIR up` or `logs -f` is not one of them, and is never reaped).
+const STARTED: [&[u8]; 3] = [b"control-plane", b"proxy", b"app"];
+
+/// Is `pid` a process meshrig started for the environment at `dir` (`--state-dir <dir>`
+/// followed by one of the internal subcommands)?
 pub fn belongs(pid: u32, dir: &Path) -> bool {
     let want = dir.as_os_str().as_encoded_bytes();
-    args(pid).windows(2).any(|w| w[0] == b"--state-dir" && w[1] == want)
+    args(pid).windows(3).any(|w| w[0] == b"--state-dir" && w[1] == want && STARTED.contains(&w[2].as_slice()))
 }
 
 /// The command line of `pid` (empty when it cannot be read).

@@ -1,7 +1,7 @@
-//! `lab list|start|check|hint|solution|verify`.
+//! `lab list|start|next|reset|restore|check|hint|solution`; `lab verify` is in `lab_verify`.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -12,24 +12,23 @@ use crate::cli::{lifecycle, term, LabCommand, Output};
 use crate::env::Env;
 use crate::labs::check::{self, Outcome, Target};
 use crate::labs::{self, Lab, Progress};
+use crate::ready::Listener;
 use crate::resources::parse::parse_documents;
 use crate::resources::{Kind, Resource};
+use crate::snapshot::Role;
 
 pub async fn run(env: &Env, cmd: LabCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         LabCommand::List => list(env),
         LabCommand::Start { lab } => start(env, &labs::find(&lab)?).await,
+        LabCommand::Next => next(env).await,
+        LabCommand::Reset { lab } => reset(env, &current(env, lab)?).await,
+        LabCommand::Restore { file } => restore(env, file).await,
         LabCommand::Check { lab, wait, output } => {
             let lab = current(env, lab)?;
             check_cmd(env, &lab, Duration::from_secs(wait), output).await
         }
-        LabCommand::Hint { lab } => {
-            let lab = current(env, lab)?;
-            for (i, h) in lab.spec.hints.iter().enumerate() {
-                println!("hint {}: {h}", i + 1);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        LabCommand::Hint { lab, all } => hint(env, &current(env, lab)?, all),
         LabCommand::Solution { lab, apply } => {
             let lab = current(env, lab)?;
             if apply {
@@ -44,7 +43,9 @@ pub async fn run(env: &Env, cmd: LabCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        LabCommand::Verify { labs: ids, wait } => verify(env, &ids, Duration::from_secs(wait)).await,
+        LabCommand::Verify { labs: ids, wait, jobs, junit, output } => {
+            crate::cli::lab_verify::run(&ids, Duration::from_secs(wait), jobs, junit.as_deref(), output).await
+        }
     }
 }
 
@@ -85,58 +86,129 @@ fn workspace(lab: &Lab) -> PathBuf {
     base.join(&lab.dir)
 }
 
-/// Brings the environment to the lab's starting point: other labs' traffic config removed,
-/// the lab's apps present, every proxy synced.
-async fn setup(client: &api::Client, lab: &Lab) -> anyhow::Result<()> {
-    let ns = &lab.spec.setup.namespace;
-    let mut keys = Vec::new();
-    for k in &lab.spec.setup.clean {
+/// Brings the mesh to the lab's baseline: its namespaces exist, every resource of the kinds it
+/// owns is gone (in every namespace), its manifests are applied and every proxy is synced.
+/// Returns what was removed.
+pub async fn baseline(client: &api::Client, lab: &Lab) -> anyhow::Result<Vec<Resource>> {
+    let base = &lab.spec.baseline;
+    let mut removed = Vec::new();
+    for k in &base.owns {
         let kind =
-            Kind::from_user(k).with_context(|| format!("lab {}: unknown kind {k:?} in setup.clean", lab.number))?;
-        keys.extend(client.list(kind, Some(ns), None).await?.iter().map(Resource::key));
+            Kind::from_user(k).with_context(|| format!("lab {}: unknown kind {k:?} in baseline.owns", lab.number))?;
+        removed.extend(client.list(kind, None, None).await?);
     }
-    if !keys.is_empty() {
-        client.delete(keys).await?;
+    if !removed.is_empty() {
+        client.delete(removed.iter().map(Resource::key).collect()).await?;
     }
-    let mut resources = Vec::new();
-    for m in &lab.spec.setup.manifests {
+    let existing: Vec<String> =
+        client.list(Kind::Namespace, None, None).await?.iter().map(|n| n.name().to_string()).collect();
+    let mut text = String::new();
+    for ns in base.namespaces.iter().filter(|ns| !existing.contains(ns)) {
+        text.push_str(&format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n---\n"));
+    }
+    let mut resources: Vec<Resource> =
+        parse_documents("lab baseline", &text)?.into_iter().map(|d| d.resource).collect();
+    for m in &base.manifests {
         let text = labs::manifest(m).with_context(|| format!("manifest {m} is not built in"))?;
         resources.extend(parse_documents(&format!("samples/{m}"), text)?.into_iter().map(|d| d.resource));
     }
-    if !resources.is_empty() {
-        client.apply(&ApplyRequest { resources, create_only: false, dry_run: false }).await?;
-    }
-    lifecycle::wait_ready(client, None, Duration::from_secs(60)).await?;
-    Ok(())
+    let version = if resources.is_empty() {
+        None
+    } else {
+        Some(client.apply(&ApplyRequest { resources, create_only: false, dry_run: false }).await?.version)
+    };
+    lifecycle::wait_ready(client, version, Duration::from_secs(60)).await?;
+    Ok(removed)
 }
 
-async fn apply_files(client: &api::Client, lab: &Lab, files: &[String]) -> anyhow::Result<()> {
+pub async fn apply_files(client: &api::Client, lab: &Lab, files: &[String]) -> anyhow::Result<()> {
     let mut resources = Vec::new();
     for f in files {
         let text = lab.file(f).with_context(|| format!("labs/{}/{f} is missing", lab.dir))?;
-        resources.extend(parse_documents(&format!("labs/{}/{f}", lab.dir), text)?.into_iter().map(|d| d.resource));
+        for doc in parse_documents(&format!("labs/{}/{f}", lab.dir), text)? {
+            let mut r = doc.resource;
+            r.set_default_namespace(&lab.spec.baseline.namespace);
+            resources.push(r);
+        }
     }
     let resp = client.apply(&ApplyRequest { resources, create_only: false, dry_run: false }).await?;
     lifecycle::wait_ready(client, Some(resp.version), Duration::from_secs(60)).await?;
     Ok(())
 }
 
+/// Where `lab start` and `lab reset` save what they removed.
+fn removed_dir(env: &Env) -> PathBuf {
+    env.dir.join("labs").join("removed")
+}
+
+/// Saves removed resources as one YAML file `meshrig apply -f` (or `lab restore`) reads, and
+/// says what was removed and how to get it back.
+fn save_removed(env: &Env, lab: &Lab, removed: &[Resource]) -> anyhow::Result<()> {
+    if removed.is_empty() {
+        return Ok(());
+    }
+    let dir = removed_dir(env);
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let stamp = crate::env::timestamp().replace(':', "");
+    let path = dir.join(format!("{stamp}-lab{}.yaml", lab.number));
+    let mut text = format!("# Removed by `meshrig lab` for lab {} ({}).\n", lab.number, lab.spec.title);
+    for r in removed {
+        text.push_str("---\n");
+        text.push_str(&serde_yaml::to_string(r)?);
+    }
+    crate::env::write_atomic(&path, text.as_bytes(), 0o600)?;
+    eprintln!(
+        "{} lab {} owns {}: removed {} resource(s) that were in the mesh:",
+        term::warn_mark(),
+        lab.number,
+        lab.spec.baseline.owns.join(", "),
+        removed.len()
+    );
+    for r in removed {
+        eprintln!("    {}", r.key());
+    }
+    eprintln!("  saved in {}; `meshrig lab restore` applies them again", path.display());
+    Ok(())
+}
+
+/// The README with this environment's real addresses.
+fn rendered_readme(env: &Env, lab: &Lab) -> anyhow::Result<String> {
+    let s = env.settings()?.unwrap_or_default();
+    let vars = labs::Vars {
+        gateway: format!("http://127.0.0.1:{}", s.http_port),
+        gateway_address: format!("127.0.0.1:{}", s.http_port),
+        workspace: workspace(lab).display().to_string(),
+    };
+    labs::render(lab.readme(), &vars).map_err(anyhow::Error::msg)
+}
+
+/// The learner's files as the lab gives them: starting files and the rendered README.
+fn starting_files(env: &Env, lab: &Lab) -> anyhow::Result<Vec<(String, String)>> {
+    let mut files: Vec<(String, String)> =
+        lab.spec.start.iter().map(|f| (f.clone(), lab.file(f).unwrap_or("").to_string())).collect();
+    files.push(("README.md".into(), rendered_readme(env, lab)?));
+    Ok(files)
+}
+
+fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
+}
+
 async fn start(env: &Env, lab: &Lab) -> anyhow::Result<ExitCode> {
     let client = crate::cli::backend::Backend::local(env).client()?;
-    setup(&client, lab).await?;
+    let removed = baseline(&client, lab).await?;
+    save_removed(env, lab, &removed)?;
     let dir = workspace(lab);
-    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    let mut written = Vec::new();
-    for f in lab.spec.start.iter().map(String::as_str).chain(["README.md"]) {
-        let path = dir.join(f);
-        if path.exists() {
-            continue; // never overwrite the learner's work
+    for (f, text) in starting_files(env, lab)? {
+        let path = dir.join(&f);
+        // Never overwrite the learner's work (`lab reset` does, keeping a backup); the README is
+        // the lab's, rendered with this environment's addresses.
+        if !path.exists() || f == "README.md" {
+            write_file(&path, &text)?;
         }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(&path, lab.file(f).unwrap_or(""))?;
-        written.push(path.display().to_string());
     }
     let mut p = progress(env);
     p.current = Some(lab.number.clone());
@@ -158,56 +230,192 @@ async fn start(env: &Env, lab: &Lab) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn target(env: &Env) -> anyhow::Result<Target> {
-    let s = env.settings()?.unwrap_or_default();
-    Ok(Target { gateway: SocketAddr::from((Ipv4Addr::LOCALHOST, s.http_port)) })
+async fn next(env: &Env) -> anyhow::Result<ExitCode> {
+    let all = labs::all()?;
+    let p = progress(env);
+    let next = match &p.current {
+        Some(cur) => all.iter().skip_while(|l| &l.number != cur).nth(1),
+        None => all.iter().find(|l| !p.passed.contains(&l.number)),
+    };
+    match next {
+        Some(lab) => start(env, lab).await,
+        None => {
+            eprintln!("{} that was the last lab; `meshrig lab list` shows your progress", term::pass_mark());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
-/// Runs every check of a lab (after waiting for the proxies to run the current config).
-async fn run_checks(env: &Env, lab: &Lab, wait: Duration) -> anyhow::Result<Vec<Outcome>> {
+/// The mesh back at the lab's baseline, the starting files back as the lab gave them; an edited
+/// file is kept beside as `NAME.bak-TIMESTAMP`.
+async fn reset(env: &Env, lab: &Lab) -> anyhow::Result<ExitCode> {
+    let client = crate::cli::backend::Backend::local(env).client()?;
+    let removed = baseline(&client, lab).await?;
+    save_removed(env, lab, &removed)?;
+    let dir = workspace(lab);
+    let stamp = crate::env::timestamp().replace(':', "");
+    for (f, text) in starting_files(env, lab)? {
+        let path = dir.join(&f);
+        match std::fs::read_to_string(&path) {
+            Ok(existing) if existing == text => continue,
+            Ok(_) if f != "README.md" => {
+                let backup = dir.join(format!("{f}.bak-{stamp}"));
+                std::fs::rename(&path, &backup)
+                    .with_context(|| format!("keep {} as {}", path.display(), backup.display()))?;
+                eprintln!("{} your {} is kept as {}", term::pass_mark(), path.display(), backup.display());
+            }
+            _ => {}
+        }
+        write_file(&path, &text)?;
+        eprintln!("{} restored {}", term::pass_mark(), path.display());
+    }
+    let mut p = progress(env);
+    p.current = Some(lab.number.clone());
+    save_progress(env, &p)?;
+    eprintln!("{} lab {} is back at its start; `meshrig lab check` runs its checks", term::pass_mark(), lab.number);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn restore(env: &Env, file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let path = match file {
+        Some(f) => f,
+        None => {
+            let dir = removed_dir(env);
+            let mut saved: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .map(|d| {
+                    d.filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            saved.sort();
+            match saved.pop() {
+                Some(p) => p,
+                None => bail!("nothing to restore: no lab has removed anything in this environment"),
+            }
+        }
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+    let resources: Vec<Resource> =
+        parse_documents(&path.display().to_string(), &text)?.into_iter().map(|d| d.resource).collect();
+    let client = crate::cli::backend::Backend::local(env).client()?;
+    let resp = client.apply(&ApplyRequest { resources, create_only: false, dry_run: false }).await?;
+    for r in &resp.results {
+        eprintln!("{} {} {}", term::pass_mark(), r.key, r.action.as_str());
+    }
+    lifecycle::wait_ready(&client, Some(resp.version), Duration::from_secs(60)).await?;
+    eprintln!("{} restored {} resource(s) from {}", term::pass_mark(), resp.results.len(), path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn hint(env: &Env, lab: &Lab, all: bool) -> anyhow::Result<ExitCode> {
+    let hints = &lab.spec.hints;
+    if hints.is_empty() {
+        println!("lab {} has no hints; `meshrig lab solution` shows the solution", lab.number);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut p = progress(env);
+    let shown = p.hints_shown.get(&lab.number).copied().unwrap_or(0);
+    let upto = if all { hints.len() } else { (shown + 1).min(hints.len()) };
+    let from = if all { 0 } else { upto - 1 };
+    for (i, h) in hints.iter().enumerate().take(upto).skip(from) {
+        println!("hint {} of {}: {h}", i + 1, hints.len());
+    }
+    if upto < hints.len() {
+        eprintln!("`meshrig lab hint` again for the next one");
+    } else {
+        eprintln!("that was the last hint; `meshrig lab solution` shows the solution");
+    }
+    p.hints_shown.insert(lab.number.clone(), upto.max(shown));
+    save_progress(env, &p)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where a lab's checks send requests: the gateway's published port 80, and its admin listener
+/// for the reasons behind its answers.
+pub async fn target(client: &api::Client, env: &Env) -> anyhow::Result<Target> {
+    let s = env.settings()?.unwrap_or_default();
+    let status = client.status().await?;
+    let gateway_admin = status
+        .pods
+        .iter()
+        .find(|p| p.role == Role::Gateway && p.namespace == "istio-system")
+        .and_then(|p| p.proxy_addrs.get(&Listener::Admin).copied());
+    Ok(Target { gateway: SocketAddr::from((Ipv4Addr::LOCALHOST, s.http_port)), gateway_admin })
+}
+
+/// Prints one outcome as it is known (stdout, for people).
+pub fn print_outcome(o: &Outcome) {
+    if o.passed {
+        println!("{} {}", term::result_mark(true), o.title);
+        return;
+    }
+    if o.skipped {
+        println!("· {}", o.title);
+        println!("    {}", o.saw);
+        return;
+    }
+    println!("{} {}", term::result_mark(false), o.title);
+    println!("    saw      {}", o.saw);
+    println!("    expected {}", o.expected);
+    if let Some(reason) = &o.mesh_reason {
+        println!("    mesh     {reason}");
+    }
+    println!("    hint     {}", o.hint);
+}
+
+async fn check_cmd(env: &Env, lab: &Lab, wait: Duration, output: Output) -> anyhow::Result<ExitCode> {
     let client = crate::cli::backend::Backend::local(env).client()?;
     // Checks judge the config in force: wait (bounded) until every proxy runs it. If that does
     // not happen, the checks still run and say what they see.
     client.wait_settled(None, Duration::from_secs(10)).await?;
-    let target = target(env)?;
-    let mut out = Vec::new();
-    for c in &lab.spec.checks {
-        out.push(check::run(c, &target, wait).await);
+    let target = target(&client, env).await?;
+    let people = output == Output::Table;
+    if people {
+        let heading = format!(
+            "lab {} {} — {}",
+            lab.number,
+            lab.dir.split_once('-').map(|(_, s)| s).unwrap_or(""),
+            lab.spec.title
+        );
+        println!("{heading}");
+        println!("{}", "-".repeat(heading.chars().count()));
     }
-    Ok(out)
-}
-
-fn print_outcomes(lab: &Lab, outcomes: &[Outcome]) {
-    let heading =
-        format!("lab {} {} — {}", lab.number, lab.dir.split_once('-').map(|(_, s)| s).unwrap_or(""), lab.spec.title);
-    println!("{heading}");
-    println!("{}", "-".repeat(heading.chars().count()));
-    for o in outcomes {
-        if o.passed {
-            println!("{} {}", term::result_mark(true), o.title);
-        } else {
-            println!("{} {}", term::result_mark(false), o.title);
-            println!("    saw {}; expected {}", o.saw, o.expected);
-            println!("    hint: {}", o.hint);
-        }
-    }
-    let failed = outcomes.iter().filter(|o| !o.passed).count();
-    if failed == 0 {
-        println!("Lab {}: all {} checks passed", lab.number, outcomes.len());
-    } else {
-        println!("Lab {}: {failed} of {} checks failed", lab.number, outcomes.len());
-    }
-}
-
-async fn check_cmd(env: &Env, lab: &Lab, wait: Duration, output: Output) -> anyhow::Result<ExitCode> {
-    let outcomes = run_checks(env, lab, wait).await?;
+    let spinner = std::cell::RefCell::new(None::<indicatif::ProgressBar>);
+    let outcomes = check::run_all(
+        &lab.spec.checks,
+        &target,
+        wait,
+        |c| {
+            if people {
+                *spinner.borrow_mut() = Some(term::spinner(&c.title));
+            }
+        },
+        |c, n, seen| {
+            if let Some(s) = spinner.borrow().as_ref() {
+                s.set_message(format!("{} (attempt {n}: {seen}; retrying)", c.title));
+            }
+        },
+        |o| {
+            if let Some(s) = spinner.borrow_mut().take() {
+                s.finish_and_clear();
+            }
+            if people {
+                print_outcome(o);
+            }
+        },
+    )
+    .await;
     let passed = outcomes.iter().all(|o| o.passed);
-    match output {
-        Output::Table => print_outcomes(lab, &outcomes),
-        _ => crate::cli::print_data(
-            output,
-            &serde_json::json!({"lab": lab.number, "passed": passed, "checks": outcomes}),
-        )?,
+    if people {
+        let failed = outcomes.iter().filter(|o| !o.passed).count();
+        if failed == 0 {
+            println!("Lab {}: all {} checks passed", lab.number, outcomes.len());
+        } else {
+            println!("Lab {}: {failed} of {} checks failed", lab.number, outcomes.len());
+        }
+    } else {
+        crate::cli::print_data(output, &serde_json::json!({"lab": lab.number, "passed": passed, "checks": outcomes}))?;
     }
     if passed {
         let mut p = progress(env);
@@ -217,43 +425,4 @@ async fn check_cmd(env: &Env, lab: &Lab, wait: Duration, output: Output) -> anyh
         save_progress(env, &p)?;
     }
     Ok(if passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
-}
-
-/// Every lab must fail on its starting files and pass with its solution.
-async fn verify(env: &Env, ids: &[String], wait: Duration) -> anyhow::Result<ExitCode> {
-    let client = crate::cli::backend::Backend::local(env).client()?;
-    let labs =
-        if ids.is_empty() { labs::all()? } else { ids.iter().map(|i| labs::find(i)).collect::<Result<_, _>>()? };
-    let mut verified = 0;
-    for lab in &labs {
-        setup(&client, lab).await?;
-        apply_files(&client, lab, &lab.spec.start).await?;
-        // After the sync the starting config is in force, so a short wait is enough to see it fail.
-        let start = run_checks(env, lab, Duration::from_secs(2).min(wait)).await?;
-        let start_failed = start.iter().filter(|o| !o.passed).count();
-        setup(&client, lab).await?;
-        apply_files(&client, lab, &lab.spec.solution).await?;
-        let solved = run_checks(env, lab, wait).await?;
-        let solved_failed: Vec<&Outcome> = solved.iter().filter(|o| !o.passed).collect();
-        setup(&client, lab).await?;
-        let ok = start_failed > 0 && solved_failed.is_empty();
-        verified += usize::from(ok);
-        let mark = term::result_mark(ok);
-        println!(
-            "{mark} lab {} {}: starting files fail {start_failed} of {} checks; solution passes {} of {}",
-            lab.number,
-            lab.spec.title,
-            start.len(),
-            solved.len() - solved_failed.len(),
-            solved.len()
-        );
-        if start_failed == 0 {
-            println!("    the starting files already pass every check: the lab teaches nothing");
-        }
-        for o in solved_failed {
-            println!("    solution fails {:?}: saw {}; expected {}", o.id, o.saw, o.expected);
-        }
-    }
-    println!("{verified} of {} labs verified", labs.len());
-    Ok(if verified == labs.len() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -1,9 +1,12 @@
-//! One check: send a request, judge the answer, and say what was seen and what was expected.
+//! One check: send a request, judge the answer, and say what was seen, what was expected, the
+//! hint for that kind of failure, and the mesh's own reason (the gateway's decision record for
+//! the request, looked up by its `x-request-id`).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use http::{header, Request};
+use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 
 use crate::net;
@@ -11,12 +14,73 @@ use crate::net;
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Check {
-    /// Stable id, for scripts and hints.
+    /// Stable id, for scripts, `needs` and JUnit.
     pub id: String,
     pub title: String,
     pub request: CheckRequest,
     pub expect: Expect,
+    /// The hint when no hint for the kind of failure seen applies.
     pub hint: String,
+    /// Hints for kinds of failure (a status, refused, reset, timeout, body), first match wins.
+    #[serde(default)]
+    pub hints: Vec<FailureHint>,
+    /// Checks that must pass before this one means anything ("/headers is 404" proves nothing
+    /// while nothing is routed); while one fails, this one fails as "not judged yet".
+    #[serde(default)]
+    pub needs: Vec<String>,
+    /// Set (with the reason) for a check that may pass on the starting files: it guards against
+    /// a solution that breaks something, rather than teaching. `lab verify` requires every other
+    /// check to fail on the starting files.
+    #[serde(default)]
+    pub guard: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FailureHint {
+    pub when: Failure,
+    pub hint: String,
+}
+
+/// A kind of failure a hint can be for. In `lab.yaml`: `{status: 503}`, or one of `body`,
+/// `refused`, `reset`, `timeout`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", try_from = "When")]
+pub enum Failure {
+    /// An answer with this status (when another was expected).
+    Status(u16),
+    /// The expected status, but the body lacks what was expected.
+    Body,
+    /// Nothing listens (connection refused).
+    Refused,
+    /// The connection was reset or closed without an answer.
+    Reset,
+    /// No answer in time.
+    Timeout,
+}
+
+/// How `when:` is written (serde_yaml would otherwise want a YAML tag for an enum).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum When {
+    Status { status: u16 },
+    Word(String),
+}
+
+impl TryFrom<When> for Failure {
+    type Error = String;
+    fn try_from(w: When) -> Result<Failure, String> {
+        match w {
+            When::Status { status } => Ok(Failure::Status(status)),
+            When::Word(w) => match w.as_str() {
+                "body" => Ok(Failure::Body),
+                "refused" => Ok(Failure::Refused),
+                "reset" => Ok(Failure::Reset),
+                "timeout" => Ok(Failure::Timeout),
+                other => Err(format!("`when: {other}`: use {{status: N}}, body, refused, reset or timeout")),
+            },
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -45,107 +109,319 @@ pub enum Via {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Expect {
     pub status: u16,
+    /// Text the body must contain.
+    #[serde(default)]
+    pub body_contains: Option<String>,
 }
 
 /// What one attempt saw.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub enum Seen {
-    Status(u16),
-    /// No HTTP answer (connection refused, reset, timeout), with the reason.
-    NoAnswer(String),
+    Answer {
+        status: u16,
+        body: String,
+    },
+    Refused,
+    Reset(String),
+    Timeout,
+    /// The request could not even be made (a bad check).
+    Invalid(String),
 }
+
+/// Bodies are kept up to this size for judging (the check only looks for a phrase).
+const BODY_LIMIT: usize = 64 * 1024;
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Outcome {
     pub id: String,
     pub title: String,
     pub passed: bool,
+    /// True when the check was not run because a check it needs failed.
+    pub skipped: bool,
+    pub guard: bool,
     pub saw: String,
     pub expected: String,
     pub hint: String,
+    /// The mesh's reason for its answer to the last attempt, when the proxy recorded one.
+    pub mesh_reason: Option<String>,
+    pub request_id: String,
     pub attempts: u32,
+    pub millis: u64,
 }
 
 /// Where checks send their requests.
 #[derive(Clone, Debug)]
 pub struct Target {
     pub gateway: SocketAddr,
+    /// The gateway proxy's admin listener, for its decision records.
+    pub gateway_admin: Option<SocketAddr>,
 }
 
 fn describe_request(c: &Check, target: &Target) -> String {
     format!("{} http://{}{} (Host: {})", c.request.method, target.gateway, c.request.path, c.request.host)
 }
 
-pub fn judge(expect: &Expect, seen: &Seen) -> bool {
-    matches!(seen, Seen::Status(s) if *s == expect.status)
+fn describe_expect(e: &Expect) -> String {
+    match &e.body_contains {
+        Some(text) => format!("status {} with {text:?} in the body", e.status),
+        None => format!("status {}", e.status),
+    }
 }
 
-async fn attempt(client: &net::HttpClient, c: &Check, target: &Target) -> Seen {
+/// Passes, or the kind of failure.
+pub fn judge(expect: &Expect, seen: &Seen) -> Result<(), Failure> {
+    match seen {
+        Seen::Answer { status, .. } if *status != expect.status => Err(Failure::Status(*status)),
+        Seen::Answer { body, .. } => match &expect.body_contains {
+            Some(text) if !body.contains(text.as_str()) => Err(Failure::Body),
+            _ => Ok(()),
+        },
+        Seen::Refused => Err(Failure::Refused),
+        Seen::Reset(_) | Seen::Invalid(_) => Err(Failure::Reset),
+        Seen::Timeout => Err(Failure::Timeout),
+    }
+}
+
+/// The hint for this kind of failure: the first that names it, else the check's general hint.
+pub fn hint_for<'a>(c: &'a Check, failure: &Failure) -> &'a str {
+    c.hints.iter().find(|h| &h.when == failure).map(|h| h.hint.as_str()).unwrap_or(&c.hint)
+}
+
+fn describe_seen(seen: &Seen, expect: &Expect) -> String {
+    match seen {
+        Seen::Answer { status, body } if *status == expect.status => {
+            let shown: String = body.chars().take(120).collect();
+            format!("status {status} without the expected text (body starts {shown:?})")
+        }
+        Seen::Answer { status, body } if body.trim().is_empty() => format!("status {status}, empty body"),
+        Seen::Answer { status, body } => {
+            let first = body.lines().next().unwrap_or("").chars().take(100).collect::<String>();
+            format!("status {status} ({first:?})")
+        }
+        Seen::Refused => "connection refused: nothing listens there (no Gateway server for that port yet?)".into(),
+        Seen::Reset(why) => format!("no HTTP answer: {why}"),
+        Seen::Timeout => format!("no answer within {}s", ATTEMPT_TIMEOUT.as_secs()),
+        Seen::Invalid(why) => format!("the check's request is invalid: {why}"),
+    }
+}
+
+async fn attempt(client: &net::HttpClient, c: &Check, target: &Target, request_id: &str) -> Seen {
     let req = match Request::builder()
         .method(c.request.method.as_str())
         .uri(format!("http://{}{}", target.gateway, c.request.path))
         .header(header::HOST, &c.request.host)
         .header(header::USER_AGENT, "meshrig-lab-check")
+        .header("x-request-id", request_id)
         .body(net::empty())
     {
         Ok(r) => r,
-        Err(e) => return Seen::NoAnswer(format!("invalid request: {e}")),
+        Err(e) => return Seen::Invalid(e.to_string()),
     };
-    match tokio::time::timeout(Duration::from_secs(5), client.request(req)).await {
-        Ok(Ok(resp)) => Seen::Status(resp.status().as_u16()),
-        Ok(Err(e)) => {
-            let chain = crate::api::error_chain(&e);
-            if chain.contains("refused") {
-                Seen::NoAnswer(
-                    "connection refused: nothing listens there (no Gateway server for that port yet?)".into(),
-                )
-            } else {
-                Seen::NoAnswer(chain)
+    let answer = async {
+        let resp = client.request(req).await.map_err(|e| crate::api::error_chain(&e))?;
+        let status = resp.status().as_u16();
+        let mut body = Vec::new();
+        let mut stream = resp.into_body();
+        while let Some(frame) = stream.frame().await {
+            let frame = frame.map_err(|e| format!("the body broke off: {}", crate::api::error_chain(&e)))?;
+            if let Ok(data) = frame.into_data() {
+                body.extend_from_slice(&data[..data.len().min(BODY_LIMIT.saturating_sub(body.len()))]);
             }
         }
-        Err(_) => Seen::NoAnswer("no answer within 5s".into()),
+        Ok::<_, String>(Seen::Answer { status, body: String::from_utf8_lossy(&body).into() })
+    };
+    match tokio::time::timeout(ATTEMPT_TIMEOUT, answer).await {
+        Ok(Ok(seen)) => seen,
+        Ok(Err(chain)) if chain.contains("refused") => Seen::Refused,
+        Ok(Err(chain)) => Seen::Reset(chain),
+        Err(_) => Seen::Timeout,
     }
 }
 
-/// Runs a check until it passes or `wait` has passed.
-pub async fn run(c: &Check, target: &Target, wait: Duration) -> Outcome {
+/// The gateway's decision record for the request, if it kept one.
+async fn mesh_reason(client: &net::HttpClient, admin: SocketAddr, request_id: &str) -> Option<String> {
+    let req = Request::get(format!("http://{admin}/explain?id={request_id}")).body(net::empty()).ok()?;
+    let resp = tokio::time::timeout(Duration::from_secs(2), client.request(req)).await.ok()?.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    let record: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    let reason = record.get("reason")?.as_str()?;
+    let flags = record.get("response_flags").and_then(|f| f.as_str()).filter(|f| *f != "-");
+    Some(match flags {
+        Some(f) => format!("{reason} [response flags {f}]"),
+        None => reason.to_string(),
+    })
+}
+
+/// The outcome of a check that was not run because `needed` (a title) has not passed.
+pub fn not_judged(c: &Check, needed: &str) -> Outcome {
+    Outcome {
+        id: c.id.clone(),
+        title: c.title.clone(),
+        passed: false,
+        skipped: true,
+        guard: c.guard.is_some(),
+        saw: format!("not judged yet: it needs \"{needed}\" to pass first"),
+        expected: describe_expect(&c.expect),
+        hint: format!("fix \"{needed}\" first"),
+        mesh_reason: None,
+        request_id: String::new(),
+        attempts: 0,
+        millis: 0,
+    }
+}
+
+/// Runs a check until it passes or `wait` has passed; `retrying` is told each failed attempt
+/// (for a spinner).
+pub async fn run(c: &Check, target: &Target, wait: Duration, mut retrying: impl FnMut(u32, &str)) -> Outcome {
     // A fresh client per check: no pooled connection carries over between checks.
     let client = net::client();
-    let deadline = Instant::now() + wait;
+    let started = Instant::now();
+    let deadline = started + wait;
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let seen = attempt(&client, c, target).await;
-        let passed = judge(&c.expect, &seen);
-        if passed || Instant::now() >= deadline {
-            let saw = match &seen {
-                Seen::Status(s) => format!("{s} from {}", describe_request(c, target)),
-                Seen::NoAnswer(why) => format!("no HTTP answer from {}: {why}", describe_request(c, target)),
+        let request_id = format!("meshrig-check-{}-{}", c.id, crate::env::random_hex(6).unwrap_or_default());
+        let seen = attempt(&client, c, target, &request_id).await;
+        let verdict = judge(&c.expect, &seen);
+        if verdict.is_ok() || Instant::now() >= deadline {
+            let (hint, mesh_reason) = match &verdict {
+                Ok(()) => (String::new(), None),
+                Err(failure) => {
+                    let reason = match target.gateway_admin {
+                        Some(admin) if matches!(seen, Seen::Answer { .. }) => {
+                            mesh_reason(&client, admin, &request_id).await
+                        }
+                        _ => None,
+                    };
+                    (hint_for(c, failure).to_string(), reason)
+                }
             };
             return Outcome {
                 id: c.id.clone(),
                 title: c.title.clone(),
-                passed,
-                saw,
-                expected: format!("status {}", c.expect.status),
-                hint: c.hint.clone(),
+                passed: verdict.is_ok(),
+                skipped: false,
+                guard: c.guard.is_some(),
+                saw: format!("{} from {}", describe_seen(&seen, &c.expect), describe_request(c, target)),
+                expected: describe_expect(&c.expect),
+                hint,
+                mesh_reason,
+                request_id,
                 attempts,
+                millis: started.elapsed().as_millis() as u64,
             };
         }
+        retrying(attempts, &describe_seen(&seen, &c.expect));
         // Mesh config is eventually consistent: try again shortly, until the deadline.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Runs a lab's checks in order, telling `done` each outcome as it is known. A check whose
+/// `needs` failed is not run.
+pub async fn run_all(
+    checks: &[Check],
+    target: &Target,
+    wait: Duration,
+    mut started: impl FnMut(&Check),
+    mut retrying: impl FnMut(&Check, u32, &str),
+    mut done: impl FnMut(&Outcome),
+) -> Vec<Outcome> {
+    let mut out: Vec<Outcome> = Vec::new();
+    for c in checks {
+        let failed_need = c.needs.iter().find_map(|id| out.iter().find(|o| &o.id == id && !o.passed));
+        let outcome = match failed_need {
+            Some(need) => not_judged(c, &need.title),
+            None => {
+                started(c);
+                run(c, target, wait, |n, seen| retrying(c, n, seen)).await
+            }
+        };
+        done(&outcome);
+        out.push(outcome);
+    }
+    out
+}
+
+/// Problems in a lab's checks (unknown or later `needs`, duplicate ids), for the course test.
+pub fn lint(checks: &[Check]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (i, c) in checks.iter().enumerate() {
+        if checks[..i].iter().any(|d| d.id == c.id) {
+            problems.push(format!("check id {:?} is used twice", c.id));
+        }
+        for n in &c.needs {
+            if !checks[..i].iter().any(|d| &d.id == n) {
+                problems.push(format!("check {:?} needs {n:?}, which is not an earlier check", c.id));
+            }
+        }
+        if c.guard.as_deref().is_some_and(|g| g.trim().is_empty()) {
+            problems.push(format!("check {:?} is a guard without a reason", c.id));
+        }
+    }
+    problems
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn answer(status: u16, body: &str) -> Seen {
+        Seen::Answer { status, body: body.into() }
+    }
+
     #[test]
-    fn only_the_expected_status_passes() {
-        let e = Expect { status: 404 };
-        assert!(judge(&e, &Seen::Status(404)));
-        assert!(!judge(&e, &Seen::Status(200)));
-        assert!(!judge(&e, &Seen::NoAnswer("refused".into())));
+    fn the_verdict_names_the_kind_of_failure() {
+        let e = Expect { status: 404, body_contains: None };
+        assert_eq!(judge(&e, &answer(404, "")), Ok(()));
+        assert_eq!(judge(&e, &answer(200, "")), Err(Failure::Status(200)));
+        assert_eq!(judge(&e, &Seen::Refused), Err(Failure::Refused));
+        assert_eq!(judge(&e, &Seen::Timeout), Err(Failure::Timeout));
+        assert_eq!(judge(&e, &Seen::Reset("closed".into())), Err(Failure::Reset));
+        let e = Expect { status: 200, body_contains: Some("stars".into()) };
+        assert_eq!(judge(&e, &answer(200, "no ratings")), Err(Failure::Body));
+        assert_eq!(judge(&e, &answer(200, "two stars")), Ok(()));
+    }
+
+    #[test]
+    fn hints_follow_the_failure_and_fall_back_to_the_general_one() {
+        let c: Check = serde_yaml::from_str(
+            r#"
+id: a
+title: A
+request: {via: gateway, host: h, path: /}
+expect: {status: 200}
+hint: general
+hints:
+  - {when: {status: 503}, hint: destination}
+  - {when: refused, hint: listener}
+"#,
+        )
+        .unwrap();
+        assert_eq!(hint_for(&c, &Failure::Status(503)), "destination");
+        assert_eq!(hint_for(&c, &Failure::Refused), "listener");
+        assert_eq!(hint_for(&c, &Failure::Status(404)), "general");
+        assert_eq!(hint_for(&c, &Failure::Body), "general");
+    }
+
+    #[test]
+    fn lint_finds_bad_needs_and_duplicates() {
+        let mk = |id: &str, needs: &[&str]| Check {
+            id: id.into(),
+            title: id.into(),
+            request: CheckRequest { via: Via::Gateway, host: "h".into(), path: "/".into(), method: get() },
+            expect: Expect { status: 200, body_contains: None },
+            hint: String::new(),
+            hints: vec![],
+            needs: needs.iter().map(|s| s.to_string()).collect(),
+            guard: None,
+        };
+        assert!(lint(&[mk("a", &[]), mk("b", &["a"])]).is_empty());
+        assert_eq!(lint(&[mk("a", &["b"]), mk("b", &[])]).len(), 1);
+        assert_eq!(lint(&[mk("a", &[]), mk("a", &[])]).len(), 1);
     }
 }

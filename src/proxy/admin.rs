@@ -1,5 +1,5 @@
 //! The admin listener: `/ready`, `/stats/prometheus`, `/config_dump`, `/clusters` (Envoy's
-//! admin, in small).
+//! admin, in small), and meshrig's `/explain?id=` (why a request was answered so).
 
 use std::sync::Arc;
 
@@ -29,7 +29,24 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
             net::json_pretty(StatusCode::OK, &runtime.snapshot)
         }
         "/clusters" => net::text(StatusCode::OK, &clusters(&shared.runtime.borrow())),
-        _ => net::text(StatusCode::NOT_FOUND, "admin endpoints: /ready /stats/prometheus /config_dump /clusters\n"),
+        "/explain" => {
+            let id = crate::proxy::route::query_param(req.uri().query(), "id").unwrap_or_default();
+            match shared.explain.find(id) {
+                Some(record) => net::json(StatusCode::OK, &*record),
+                None => net::text(
+                    StatusCode::NOT_FOUND,
+                    &format!(
+                        "no request with x-request-id {id:?} among the last {} this proxy recorded; only requests \
+                         that arrive with an x-request-id are recorded\n",
+                        crate::proxy::explain::KEEP
+                    ),
+                ),
+            }
+        }
+        _ => net::text(
+            StatusCode::NOT_FOUND,
+            "admin endpoints: /ready /stats/prometheus /config_dump /clusters /explain?id=REQUEST_ID\n",
+        ),
     }
 }
 

@@ -14,6 +14,7 @@ use crate::net::{self, Body};
 use crate::proxy::connection::{Connection, Reset};
 use crate::proxy::decide::{self, Decision, Listener};
 use crate::proxy::edits;
+use crate::proxy::explain::{self, Routing};
 use crate::proxy::outcome::{self, set_header, Outcome, Reply};
 use crate::proxy::route::{self, RequestView};
 use crate::proxy::router::{self, Routed, Upstream};
@@ -52,10 +53,42 @@ pub async fn handle(
     if matches!(direction, Direction::Outbound) && req.method() == http::Method::CONNECT {
         return crate::proxy::tcp::connect(&shared, &runtime, req).await;
     }
-    let (mut routed, service) = match direction {
-        Direction::Inbound { port } => inbound(&runtime, &shared, port, req).await,
-        Direction::Outbound | Direction::Gateway { .. } => routed(&runtime, &shared, direction, req, &conn).await?,
+    // Only requests that carry their own id are explained (the record costs nothing otherwise).
+    let explain_id = match direction {
+        Direction::Inbound { .. } => None,
+        _ => req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string),
     };
+    let request_line =
+        explain_id.as_ref().map(|_| (req.method().to_string(), req.uri().path().to_string(), authority_of(&req)));
+    let (mut routed, service, routing) = match direction {
+        Direction::Inbound { port } => {
+            let (r, s) = inbound(&runtime, &shared, port, req).await;
+            (r, s, None)
+        }
+        Direction::Outbound | Direction::Gateway { .. } => {
+            routed(&runtime, &shared, direction, req, &conn, explain_id.is_some()).await?
+        }
+    };
+    if let (Some(id), Some((method, path, authority)), Some(routing)) = (explain_id, request_line, routing) {
+        let status = routed.response.status().as_u16();
+        let reason = match (&routing.reason, &routing.route, &routing.cluster) {
+            (Some(r), _, _) => r.clone(),
+            (None, Some(route), Some(cluster)) => explain::forwarded(route, cluster, status, routed.flags),
+            _ => format!("answered {status}"),
+        };
+        shared.explain.record(explain::Record {
+            id,
+            listener: routing.listener,
+            method,
+            authority,
+            path,
+            route: routing.route,
+            cluster: routing.cluster,
+            status,
+            response_flags: routed.flags.to_string(),
+            reason,
+        });
+    }
     let destination = match direction {
         Direction::Inbound { .. } => runtime.me.clone(),
         _ => routed.destination.take().unwrap_or_else(|| runtime.unknown.clone()),
@@ -75,23 +108,32 @@ pub async fn handle(
     Ok(outcome::finish(routed.response, outcome))
 }
 
+/// The request's authority: the URI's (proxy form) or the Host header.
+fn authority_of<B>(req: &Request<B>) -> String {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn listener_of<B>(direction: Direction, req: &Request<B>, authority: &str) -> Listener {
+    match direction {
+        Direction::Gateway { port } => Listener::Gateway { port },
+        _ => Listener::Outbound { port: destination_port(req.uri(), authority) },
+    }
+}
+
 async fn routed(
     runtime: &Runtime,
     shared: &Shared,
     direction: Direction,
     req: Request<Incoming>,
     conn: &Connection,
-) -> Result<(Routed, Arc<str>), Reset> {
-    let authority = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
-        .unwrap_or_default();
-    let listener = match direction {
-        Direction::Gateway { port } => Listener::Gateway { port },
-        _ => Listener::Outbound { port: destination_port(req.uri(), &authority) },
-    };
+    explain: bool,
+) -> Result<(Routed, Arc<str>, Option<Routing>), Reset> {
+    let authority = authority_of(&req);
+    let listener = listener_of(direction, &req, &authority);
     let mut rng = fastrand::Rng::new();
     let view = RequestView {
         method: req.method().as_str(),
@@ -102,7 +144,14 @@ async fn routed(
         headers: req.headers(),
     };
     let decision = decide::decide(runtime, listener, &view, conn.peer.ip(), &mut rng);
-    Ok(match decision {
+    let routing = explain.then(|| {
+        let table = match listener {
+            Listener::Gateway { port } => runtime.listeners.get(&port),
+            Listener::Outbound { port } => runtime.outbound.get(&port),
+        };
+        explain::routing(&decision, listener, table, &authority)
+    });
+    let (routed, service) = match decision {
         Decision::Reply { reply, service } => (Routed::reply(reply), service),
         Decision::Direct { status, body, service } => (Routed::plain(net::text(status, body)), service),
         Decision::Redirect { status, location, service } => {
@@ -157,7 +206,8 @@ async fn routed(
             }
             (routed, service)
         }
-    })
+    };
+    Ok((routed, service, routing))
 }
 
 /// The route's rewrites and header edits, then the destination's header edits.

@@ -108,6 +108,11 @@ impl Table {
         Table { vhosts: out, exact }
     }
 
+    /// Every domain the table routes, in order (for explanations, not the request path).
+    pub fn hosts(&self) -> Vec<String> {
+        self.vhosts.iter().flat_map(|v| v.domains.iter().cloned()).collect()
+    }
+
     /// Envoy's virtual host selection: exact domain, then the longest `*.suffix` wildcard, then
     /// the longest `prefix.*` wildcard, then `*`. The port in Host is ignored.
     pub fn virtual_host(&self, authority: &str) -> Option<&VirtualHost> {

@@ -1,0 +1,354 @@
+//! `lab verify`: each lab in a scratch environment of its own (own state dir, own ports, removed
+//! afterwards), so the learner's environment and files are never touched; labs run in parallel
+//! up to `--jobs`; results as lines, JSON/YAML, and JUnit XML for an instructor's CI.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use crate::cli::backend::Backend;
+use crate::cli::lab::{apply_files, baseline, print_outcome, target};
+use crate::cli::{term, Output};
+use crate::env::Env;
+use crate::labs::check::{self, Outcome};
+use crate::labs::{self, Lab};
+
+/// Checks on the starting files are judged after the config is synced, so a short retry is
+/// enough to see them fail.
+const START_WAIT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Serialize)]
+pub struct LabResult {
+    pub lab: String,
+    pub title: String,
+    pub verified: bool,
+    /// What is wrong with the lab, one sentence each.
+    pub problems: Vec<String>,
+    /// The checks on the starting files (all but guards must fail).
+    pub start: Vec<Outcome>,
+    /// The checks with the solution applied (all must pass).
+    pub solution: Vec<Outcome>,
+    pub seconds: f64,
+}
+
+/// A mesh of its own for one lab: started with the real binary, stopped and removed on drop.
+struct Scratch {
+    env: Env,
+}
+
+impl Scratch {
+    async fn up(lab: &Lab) -> anyhow::Result<Scratch> {
+        let dir = std::env::temp_dir().join(format!(
+            "meshrig-verify-{}-{}",
+            lab.number,
+            crate::env::random_hex(4).unwrap_or_default()
+        ));
+        let scratch = Scratch { env: Env::resolve("verify", Some(dir.clone()))? };
+        let exe = std::env::current_exe().context("cannot find the meshrig binary")?;
+        let out = tokio::process::Command::new(exe)
+            .arg("--state-dir")
+            .arg(&dir)
+            .args(["up", "--http-port", "0", "--https-port", "0", "--tcp-port", "0"])
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .context("start a scratch environment")?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let tail: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+            bail!(
+                "the scratch environment did not come up ({}): {}",
+                out.status,
+                tail[tail.len().saturating_sub(3)..].join(" / ")
+            );
+        }
+        Ok(scratch)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        Backend::local(&self.env).stop();
+        let _ = std::fs::remove_dir_all(&self.env.dir);
+    }
+}
+
+/// Runs one lab: starting files, then the solution, each on the lab's baseline.
+async fn verify_lab(lab: &Lab, wait: Duration, bar: &indicatif::ProgressBar) -> anyhow::Result<LabResult> {
+    let started = Instant::now();
+    let title = format!("lab {} {}", lab.number, lab.spec.title);
+    bar.set_message(format!("{title}: starting a scratch environment"));
+    let scratch = Scratch::up(lab).await?;
+    let client = Backend::local(&scratch.env).client()?;
+    bar.set_message(format!("{title}: checks on the starting files"));
+    baseline(&client, lab).await?;
+    apply_files(&client, lab, &lab.spec.start).await?;
+    let target = target(&client, &scratch.env).await?;
+    let start = check::run_all(&lab.spec.checks, &target, START_WAIT.min(wait), |_| {}, |_, _, _| {}, |_| {}).await;
+    bar.set_message(format!("{title}: checks with the solution"));
+    baseline(&client, lab).await?;
+    apply_files(&client, lab, &lab.spec.solution).await?;
+    let solution = check::run_all(&lab.spec.checks, &target, wait, |_| {}, |_, _, _| {}, |_| {}).await;
+    drop(scratch);
+    let problems = problems(&start, &solution);
+    Ok(LabResult {
+        lab: lab.number.clone(),
+        title: lab.spec.title.clone(),
+        verified: problems.is_empty(),
+        problems,
+        start,
+        solution,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// What makes a lab fail verification (pure).
+pub fn problems(start: &[Outcome], solution: &[Outcome]) -> Vec<String> {
+    let mut out = Vec::new();
+    for o in start.iter().filter(|o| o.passed && !o.guard) {
+        out.push(format!(
+            "check {:?} passes on the starting files, so the lab does not teach it: change the starting files, \
+             or mark it `guard:` with the reason it may pass",
+            o.id
+        ));
+    }
+    for o in solution.iter().filter(|o| !o.passed) {
+        let mut p = format!("the solution fails check {:?}: saw {}; expected {}", o.id, o.saw, o.expected);
+        if let Some(r) = &o.mesh_reason {
+            p.push_str(&format!(" (mesh: {r})"));
+        }
+        out.push(p);
+    }
+    out
+}
+
+pub async fn run(
+    ids: &[String],
+    wait: Duration,
+    jobs: usize,
+    junit: Option<&Path>,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    let labs: Vec<Lab> =
+        if ids.is_empty() { labs::all()? } else { ids.iter().map(|i| labs::find(i)).collect::<Result<_, _>>()? };
+    let people = output == Output::Table;
+    let bars = indicatif::MultiProgress::new();
+    if !people || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bars.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let slots = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
+    let mut set = tokio::task::JoinSet::new();
+    for (i, lab) in labs.iter().cloned().enumerate() {
+        let slots = slots.clone();
+        let bar = bars.add(indicatif::ProgressBar::new_spinner());
+        bar.set_message(format!("lab {} {}: waiting", lab.number, lab.spec.title));
+        set.spawn(async move {
+            let _slot = slots.acquire_owned().await;
+            bar.enable_steady_tick(Duration::from_millis(120));
+            let result = match verify_lab(&lab, wait, &bar).await {
+                Ok(r) => r,
+                Err(e) => LabResult {
+                    lab: lab.number.clone(),
+                    title: lab.spec.title.clone(),
+                    verified: false,
+                    problems: vec![format!("could not run: {e:#}")],
+                    start: vec![],
+                    solution: vec![],
+                    seconds: 0.0,
+                },
+            };
+            bar.finish_and_clear();
+            (i, result)
+        });
+    }
+    let mut results: Vec<(usize, LabResult)> = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        let (i, r) = joined.context("a lab's verification panicked")?;
+        if people {
+            bars.suspend(|| print_result(&r));
+        }
+        results.push((i, r));
+    }
+    results.sort_by_key(|(i, _)| *i);
+    let results: Vec<LabResult> = results.into_iter().map(|(_, r)| r).collect();
+    let verified = results.iter().filter(|r| r.verified).count();
+    if let Some(path) = junit {
+        write_junit(path, &results)?;
+        eprintln!("{} wrote {}", term::pass_mark(), path.display());
+    }
+    if people {
+        println!("{verified} of {} labs verified", results.len());
+    } else {
+        crate::cli::print_data(
+            output,
+            &serde_json::json!({"verified": verified, "total": results.len(), "labs": results}),
+        )?;
+    }
+    Ok(if verified == results.len() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn print_result(r: &LabResult) {
+    let start_failed = r.start.iter().filter(|o| !o.passed).count();
+    let solved = r.solution.iter().filter(|o| o.passed).count();
+    println!(
+        "{} lab {} {}: starting files fail {start_failed} of {} checks; solution passes {solved} of {} ({:.1}s)",
+        term::result_mark(r.verified),
+        r.lab,
+        r.title,
+        r.start.len(),
+        r.solution.len(),
+        r.seconds
+    );
+    for p in &r.problems {
+        println!("    {p}");
+    }
+    if !r.verified {
+        for o in r.solution.iter().filter(|o| !o.passed) {
+            print_outcome(o);
+        }
+    }
+}
+
+fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\t' | '\r') => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// JUnit XML as CI systems read it: one testsuite per lab, one testcase per check and phase.
+pub fn junit(results: &[LabResult]) -> String {
+    let mut cases_total = 0;
+    let mut failures_total = 0;
+    let mut suites = String::new();
+    for r in results {
+        let mut cases = String::new();
+        let mut failures = 0;
+        let mut case = |class: &str, name: &str, seconds: f64, failure: Option<String>| {
+            cases.push_str(&format!(
+                "    <testcase classname=\"{}\" name=\"{}\" time=\"{seconds:.3}\"",
+                xml_escape(class),
+                xml_escape(name)
+            ));
+            match failure {
+                Some(msg) => {
+                    failures += 1;
+                    let first = msg.lines().next().unwrap_or("").to_string();
+                    cases.push_str(&format!(
+                        ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>\n",
+                        xml_escape(&first),
+                        xml_escape(&msg)
+                    ));
+                }
+                None => cases.push_str("/>\n"),
+            }
+        };
+        let class = format!("lab{}", r.lab);
+        if r.start.is_empty() && r.solution.is_empty() {
+            case(&class, "environment", 0.0, Some(r.problems.join("\n")));
+        }
+        for o in &r.start {
+            let failure = (o.passed && !o.guard)
+                .then(|| format!("passes on the starting files, so the lab does not teach it: {}", o.saw));
+            case(
+                &format!("{class}.start"),
+                &format!("{} fails on the starting files", o.id),
+                o.millis as f64 / 1000.0,
+                failure,
+            );
+        }
+        for o in &r.solution {
+            let failure = (!o.passed).then(|| {
+                let mut m = format!("saw {}; expected {}", o.saw, o.expected);
+                if let Some(reason) = &o.mesh_reason {
+                    m.push_str(&format!("\nmesh: {reason}"));
+                }
+                m
+            });
+            case(&format!("{class}.solution"), &format!("{}: {}", o.id, o.title), o.millis as f64 / 1000.0, failure);
+        }
+        let tests = cases.matches("<testcase ").count();
+        cases_total += tests;
+        failures_total += failures;
+        suites.push_str(&format!(
+            "  <testsuite name=\"{}\" tests=\"{tests}\" failures=\"{failures}\" errors=\"0\" time=\"{:.3}\">\n{cases}  </testsuite>\n",
+            xml_escape(&format!("lab {} {}", r.lab, r.title)),
+            r.seconds
+        ));
+    }
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"meshrig lab verify\" tests=\"{cases_total}\" failures=\"{failures_total}\">\n{suites}</testsuites>\n"
+    )
+}
+
+fn write_junit(path: &Path, results: &[LabResult]) -> anyhow::Result<()> {
+    let path: PathBuf = path.to_path_buf();
+    std::fs::write(&path, junit(results)).with_context(|| format!("write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(id: &str, passed: bool, guard: bool) -> Outcome {
+        Outcome {
+            id: id.into(),
+            title: format!("{id} <title>"),
+            passed,
+            skipped: false,
+            guard,
+            saw: "status 404 & more".into(),
+            expected: "status 200".into(),
+            hint: String::new(),
+            mesh_reason: Some("no route".into()),
+            request_id: String::new(),
+            attempts: 1,
+            millis: 1500,
+        }
+    }
+
+    #[test]
+    fn a_lab_must_fail_what_it_teaches_and_pass_with_its_solution() {
+        let start = [outcome("a", false, false), outcome("b", true, true)];
+        let solution = [outcome("a", true, false), outcome("b", true, true)];
+        assert!(problems(&start, &solution).is_empty(), "a passing guard is allowed");
+        let start = [outcome("a", true, false)];
+        assert!(problems(&start, &solution[..1])[0].contains("passes on the starting files"));
+        let solution = [outcome("a", false, false)];
+        let p = problems(&[outcome("a", false, false)], &solution);
+        assert!(p[0].contains("the solution fails check \"a\"") && p[0].contains("(mesh: no route)"), "{p:?}");
+    }
+
+    #[test]
+    fn junit_counts_and_escapes() {
+        let r = LabResult {
+            lab: "01".into(),
+            title: "Ingress & gateway".into(),
+            verified: false,
+            problems: vec![],
+            start: vec![outcome("a", false, false)],
+            solution: vec![outcome("a", false, false)],
+            seconds: 3.0,
+        };
+        let xml = junit(&[r]);
+        assert!(xml.contains("<testsuites name=\"meshrig lab verify\" tests=\"2\" failures=\"1\">"), "{xml}");
+        assert!(xml.contains("name=\"lab 01 Ingress &amp; gateway\" tests=\"2\" failures=\"1\""));
+        assert!(xml.contains("<failure message=\"saw status 404 &amp; more; expected status 200\">"));
+        assert!(xml.contains("classname=\"lab01.start\" name=\"a fails on the starting files\" time=\"1.500\"/>"));
+        assert!(!xml.contains("<title>"));
+    }
+}
