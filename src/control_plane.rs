@@ -4,12 +4,14 @@
 //! # Layout
 //! - `store`: applied resources, persisted, all-or-nothing.
 //! - `backend`: what runs workloads, as the API sees it (admission); `Local` today.
+//! - `gateway_ports`: where the ingress gateway publishes each Gateway server, said at apply.
 //! - `lock`: one control plane per environment (a file lock held for its life).
 //! - `state`: store + pods + the version counter + the world view, shared by everything below.
 //! - `runner`: Deployments → pods → processes (sidecar injection, image mapping).
 //! - `server`: the HTTP API (`api` has the wire types).
 
 pub mod backend;
+pub mod gateway_ports;
 pub mod lock;
 pub mod runner;
 pub mod server;

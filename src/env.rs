@@ -32,6 +32,31 @@ fn default_tcp_port() -> u16 {
     31400
 }
 
+impl Settings {
+    /// Where the ingress gateway publishes a listener on container `port`: 8080, 8443 and 31400
+    /// on the ports `up` chose; any other port on the same number, or, below 1024 (which needs
+    /// root), on the number plus 10000 (a Gateway server on port 81 is on 127.0.0.1:10081).
+    pub fn gateway_address(&self, port: u16) -> std::net::SocketAddr {
+        let host = match port {
+            8080 => self.http_port,
+            8443 => self.https_port,
+            31400 => self.tcp_port,
+            p => extra_gateway_port(p),
+        };
+        std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, host))
+    }
+}
+
+/// The localhost port of an ingress gateway listener on container `port` other than 8080, 8443
+/// and 31400.
+pub fn extra_gateway_port(port: u16) -> u16 {
+    if port >= 1024 {
+        port
+    } else {
+        port + 10000
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings { http_port: 8080, https_port: 8443, tcp_port: default_tcp_port() }

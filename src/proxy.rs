@@ -87,6 +87,8 @@ pub struct Shared {
     pub listeners_bound: channel::Sender<crate::snapshot::Version>,
     /// Why the last requests that carried an `x-request-id` were answered so (`/explain`).
     pub explain: explain::Recorder,
+    /// Gateway: container port → the address its listener is bound on (`/listeners`).
+    pub gateway_bound: std::sync::Mutex<BTreeMap<u16, SocketAddr>>,
 }
 
 impl Shared {
@@ -137,6 +139,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         configured: AtomicBool::new(false),
         listeners_bound: channel::channel(crate::snapshot::Version::default()).0,
         explain: explain::Recorder::default(),
+        gateway_bound: Default::default(),
     });
     let mut addrs = ready::Addrs::new();
     let mut tasks = Vec::new();
@@ -176,8 +179,15 @@ pub async fn run(config: Config) -> Result<(), Error> {
 }
 
 /// Binds and unbinds the gateway's listeners as Gateway servers come and go: like Envoy, a
-/// port without a Gateway server refuses connections.
+/// port without a Gateway server refuses connections. A published gateway (the ingress
+/// gateway, given `--publish`) publishes every other port too, by `env::extra_gateway_port`;
+/// any other gateway listens on ports the OS picks.
 async fn gateway_listeners(shared: Arc<Shared>, publish: BTreeMap<u16, SocketAddr>) {
+    let address = |port: u16| match publish.get(&port) {
+        Some(a) => *a,
+        None if publish.is_empty() => loopback0(),
+        None => SocketAddr::from((Ipv4Addr::LOCALHOST, crate::env::extra_gateway_port(port))),
+    };
     let mut rx = shared.runtime.subscribe();
     let mut bound: HashMap<u16, JoinHandle<()>> = HashMap::new();
     loop {
@@ -189,6 +199,7 @@ async fn gateway_listeners(shared: Arc<Shared>, publish: BTreeMap<u16, SocketAdd
             let keep = wanted.contains(port);
             if !keep {
                 task.abort();
+                shared.gateway_bound.lock().unwrap_or_else(|e| e.into_inner()).remove(port);
                 log(&format!("gateway: closed listener for port {port}"));
             }
             keep
@@ -198,10 +209,12 @@ async fn gateway_listeners(shared: Arc<Shared>, publish: BTreeMap<u16, SocketAdd
             if bound.contains_key(&port) {
                 continue;
             }
-            let addr = publish.get(&port).copied().unwrap_or_else(loopback0);
+            let addr = address(port);
             match bind(addr).await {
                 Ok(l) => {
-                    log(&format!("gateway: listening for port {port} on {}", l.local_addr().expect("bound")));
+                    let at = l.local_addr().expect("bound");
+                    log(&format!("gateway: listening for port {port} on {at}"));
+                    shared.gateway_bound.lock().unwrap_or_else(|e| e.into_inner()).insert(port, at);
                     bound.insert(port, serve(&shared, l, Direction::Gateway { port }));
                 }
                 Err(e) => {

@@ -145,6 +145,11 @@ pub async fn up(env: &Env, ports: GatewayPorts, timeout: u64) -> anyhow::Result<
     eprintln!("meshrig is up.");
     eprintln!("  ingress gateway: http://127.0.0.1:{} (Gateway servers on port 80 or 8080)", settings.http_port);
     eprintln!("                   tcp 127.0.0.1:{} (Gateway TCP servers on port 31400)", settings.tcp_port);
+    let others: Vec<GatewayPort> =
+        gateway_ports(&status).await.into_iter().filter(|p| !matches!(p.container_port, 8080 | 8443 | 31400)).collect();
+    if !others.is_empty() {
+        eprintln!("                   other Gateway ports: {}", ports_line(&others));
+    }
     eprintln!("  try:  meshrig exec curl -- curl -s http://httpbin:8000/headers");
     eprintln!("  or start the first lab:  meshrig lab start 1");
     // The data, on stdout for scripts: `GATEWAY=$(meshrig up)`.
@@ -219,6 +224,64 @@ pub fn down(env: &Env, purge: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One listener of the ingress gateway: the Gateway server port, the container port, where it
+/// is published.
+#[derive(Clone, Debug, serde::Serialize, PartialEq)]
+pub struct GatewayPort {
+    pub port: u16,
+    pub container_port: u16,
+    pub address: SocketAddr,
+}
+
+/// Parses the gateway admin's `/listeners` (`0.0.0.0_8080::127.0.0.1:41175` per line).
+pub fn parse_listeners(text: &str) -> Vec<GatewayPort> {
+    text.lines()
+        .filter_map(|l| {
+            let (name, addr) = l.split_once("::")?;
+            let container_port: u16 = name.rsplit_once('_')?.1.parse().ok()?;
+            let port = match container_port {
+                8080 => 80,
+                8443 => 443,
+                p => p,
+            };
+            Some(GatewayPort { port, container_port, address: addr.parse().ok()? })
+        })
+        .collect()
+}
+
+/// The ports the ingress gateway listens on now, asked of the gateway itself.
+pub async fn gateway_ports(status: &Status) -> Vec<GatewayPort> {
+    let admin = status
+        .pods
+        .iter()
+        .find(|p| {
+            p.role == crate::snapshot::Role::Gateway && p.labels.get("istio").is_some_and(|v| v == "ingressgateway")
+        })
+        .and_then(|p| p.proxy_addrs.get(&crate::ready::Listener::Admin).copied());
+    let Some(admin) = admin else { return vec![] };
+    let Ok(req) = http::Request::get(format!("http://{admin}/listeners")).body(crate::net::empty()) else {
+        return vec![];
+    };
+    let answer = async {
+        let resp = crate::net::client().request(req).await.ok()?;
+        let body = http_body_util::BodyExt::collect(resp.into_body()).await.ok()?.to_bytes();
+        Some(parse_listeners(&String::from_utf8_lossy(&body)))
+    };
+    tokio::time::timeout(Duration::from_secs(2), answer).await.ok().flatten().unwrap_or_default()
+}
+
+/// `80 → http://127.0.0.1:8080   9000 → http://127.0.0.1:9000` (TCP ports without `http://`).
+fn ports_line(ports: &[GatewayPort]) -> String {
+    ports
+        .iter()
+        .map(|p| {
+            let scheme = if p.container_port == 31400 { "tcp " } else { "http://" };
+            format!("{} → {scheme}{}", p.port, p.address)
+        })
+        .collect::<Vec<_>>()
+        .join("   ")
+}
+
 /// The environment's status; when it is not running, a report that says so (valid JSON or
 /// YAML with `-o`) and exit code 3, not an error.
 pub async fn status(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
@@ -244,9 +307,10 @@ pub async fn status(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
         }
     };
     let settings = env.settings()?.unwrap_or_else(Settings::default);
+    let listening = gateway_ports(&status).await;
     match output {
         Output::Json | Output::Yaml => {
-            let v = serde_json::json!({"environment": env.name, "running": true, "state_dir": env.dir, "gateway": {"http": format!("127.0.0.1:{}", settings.http_port), "https": format!("127.0.0.1:{}", settings.https_port), "tcp": format!("127.0.0.1:{}", settings.tcp_port)}, "control_plane": status.control_plane, "pods": status.pods});
+            let v = serde_json::json!({"environment": env.name, "running": true, "state_dir": env.dir, "gateway": {"http": format!("127.0.0.1:{}", settings.http_port), "https": format!("127.0.0.1:{}", settings.https_port), "tcp": format!("127.0.0.1:{}", settings.tcp_port), "listening": listening}, "control_plane": status.control_plane, "pods": status.pods});
             if output == Output::Json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -261,6 +325,13 @@ pub async fn status(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
                 status.control_plane.version
             );
             println!("ingress gateway http://127.0.0.1:{}   tcp 127.0.0.1:{}", settings.http_port, settings.tcp_port);
+            if listening.is_empty() {
+                println!(
+                    "gateway ports   none yet: apply a Gateway (a port without a Gateway server refuses connections)"
+                );
+            } else {
+                println!("gateway ports   {}", ports_line(&listening));
+            }
             println!();
             print!("{}", pods_table(&status));
         }
@@ -296,7 +367,7 @@ pub async fn wait_ready(
 
 #[cfg(test)]
 mod tests {
-    use super::choose_port;
+    use super::{choose_port, parse_listeners, ports_line};
 
     #[test]
     fn a_busy_default_port_falls_back_but_a_chosen_one_is_an_error() {
@@ -305,5 +376,14 @@ mod tests {
         assert_eq!(choose_port(9000, false, "HTTP", "--http-port", busy).unwrap(), 9000);
         let err = choose_port(8080, false, "HTTP", "--http-port", busy).unwrap_err().to_string();
         assert!(err.contains("port 8080") && err.contains("--http-port"), "{err}");
+    }
+
+    #[test]
+    fn gateway_listeners_read_back_with_the_server_port() {
+        let ports = parse_listeners("0.0.0.0_8080::127.0.0.1:18080\n0.0.0.0_9000::127.0.0.1:9000\nnoise\n");
+        assert_eq!(ports.len(), 2);
+        assert_eq!((ports[0].port, ports[0].container_port), (80, 8080));
+        assert_eq!(ports[1].address, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(ports_line(&ports), "80 → http://127.0.0.1:18080   9000 → http://127.0.0.1:9000");
     }
 }

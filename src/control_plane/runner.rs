@@ -5,7 +5,7 @@
 //! for three phases: start, run, back off). A crashed process restarts the pod with backoff.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,9 +108,9 @@ pub fn plan(d: &Deployment, ns_labels: &BTreeMap<String, String>, settings: &Set
     }
     let mut publish = BTreeMap::new();
     if role == Role::Gateway && labels.get("istio").map(String::as_str) == Some("ingressgateway") {
-        publish.insert(8080, SocketAddr::from((Ipv4Addr::LOCALHOST, settings.http_port)));
-        publish.insert(8443, SocketAddr::from((Ipv4Addr::LOCALHOST, settings.https_port)));
-        publish.insert(31400, SocketAddr::from((Ipv4Addr::LOCALHOST, settings.tcp_port)));
+        for port in [8080, 8443, 31400] {
+            publish.insert(port, settings.gateway_address(port));
+        }
     }
     let hash = fnv_hex(&format!("{}|{:?}|{}", serde_json::to_string(t).unwrap_or_default(), role, namespace));
     Ok(PodPlan {

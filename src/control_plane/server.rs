@@ -128,6 +128,7 @@ fn apply(server: &Server, body: ApplyRequest) -> Response<Body> {
         }
         batch.push((r, warnings));
     }
+    gateway_port_notes(state, &inner.store, &mut batch);
     // Pods of every Deployment once this batch is in, against the environment's bound.
     let replicas = |r: &Resource| if let Resource::Deployment(d) = r { u64::from(d.replicas()) } else { 0 };
     let batch_keys: std::collections::HashSet<resources::ResourceKey> = batch.iter().map(|(r, _)| r.key()).collect();
@@ -162,6 +163,33 @@ fn apply(server: &Server, body: ApplyRequest) -> Response<Body> {
             net::json(StatusCode::OK, &ChangeResponse { results, version })
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("nothing was applied: {e}")),
+    }
+}
+
+/// Adds to each Gateway's warnings where the ingress gateway publishes its ports, and which of
+/// them another program holds.
+fn gateway_port_notes(
+    state: &State,
+    store: &crate::control_plane::store::Store,
+    batch: &mut [(Resource, Vec<String>)],
+) {
+    use crate::control_plane::gateway_ports;
+    let service_key = resources::ResourceKey::new(Kind::Service, "istio-system", "istio-ingressgateway");
+    let service = batch.iter().map(|(r, _)| r).chain(store.get(&service_key)).find_map(|r| match r {
+        Resource::Service(s) if r.key() == service_key => Some(s.clone()),
+        _ => None,
+    });
+    let labels = gateway_ports::ingress_labels();
+    let before = gateway_ports::served_ports(
+        store.objects().values().filter_map(|r| if let Resource::Gateway(g) = r { Some(g) } else { None }),
+        service.as_ref(),
+        &labels,
+    );
+    let free = |p: u16| std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, p)).is_ok();
+    for (r, warnings) in batch.iter_mut() {
+        if let Resource::Gateway(g) = r {
+            warnings.extend(gateway_ports::notes(g, service.as_ref(), &labels, &state.settings, &before, free));
+        }
     }
 }
 

@@ -1,5 +1,5 @@
-//! The admin listener: `/ready`, `/stats/prometheus`, `/config_dump`, `/clusters` (Envoy's
-//! admin, in small), and meshrig's `/explain?id=` (why a request was answered so).
+//! The admin listener: `/ready`, `/stats/prometheus`, `/config_dump`, `/clusters`, `/listeners`
+//! (Envoy's admin, in small), and meshrig's `/explain?id=` (why a request was answered so).
 
 use std::sync::Arc;
 
@@ -29,6 +29,12 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
             net::json_pretty(StatusCode::OK, &runtime.snapshot)
         }
         "/clusters" => net::text(StatusCode::OK, &clusters(&shared.runtime.borrow())),
+        "/listeners" => {
+            // Envoy's text format: `name::address`, named as Istio names gateway listeners.
+            let bound = shared.gateway_bound.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let text: String = bound.iter().map(|(port, addr)| format!("0.0.0.0_{port}::{addr}\n")).collect();
+            net::text(StatusCode::OK, &text)
+        }
         "/explain" => {
             let id = crate::proxy::route::query_param(req.uri().query(), "id").unwrap_or_default();
             match shared.explain.find(id) {
@@ -45,7 +51,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
         }
         _ => net::text(
             StatusCode::NOT_FOUND,
-            "admin endpoints: /ready /stats/prometheus /config_dump /clusters /explain?id=REQUEST_ID\n",
+            "admin endpoints: /ready /stats/prometheus /config_dump /clusters /listeners /explain?id=REQUEST_ID\n",
         ),
     }
 }

@@ -4,6 +4,7 @@
 
 mod cli;
 mod egress;
+mod gateway_ports;
 mod labs;
 mod lifecycle;
 mod proxy_config;

@@ -46,6 +46,13 @@ impl Mesh {
         text(&out)
     }
 
+    /// Writes `yaml` to a file in the work dir and applies it, waiting until it is in force.
+    pub fn apply_yaml(&self, name: &str, yaml: &str) -> String {
+        let file = self.work.path().join(name);
+        std::fs::write(&file, yaml).unwrap();
+        self.ok(&["apply", "-f", file.to_str().unwrap(), "--wait"])
+    }
+
     pub fn status(&self) -> serde_json::Value {
         let out = self.run(&["status", "-o", "json"]);
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("status -o json: {e}\n{}", text(&out)))

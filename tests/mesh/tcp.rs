@@ -86,9 +86,7 @@ fn echo(addr: SocketAddr, line: &str) -> String {
 }
 
 fn apply(mesh: &Mesh, name: &str, yaml: &str) -> String {
-    let file = mesh.work.path().join(name);
-    std::fs::write(&file, yaml).unwrap();
-    mesh.ok(&["apply", "-f", file.to_str().unwrap(), "--wait"])
+    mesh.apply_yaml(name, yaml)
 }
 
 #[test]
