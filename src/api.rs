@@ -170,8 +170,9 @@ pub enum Error {
     NotRunning { env: String },
     #[error("cannot reach the control plane at {address}: {reason}; `meshrig down` then `meshrig up` restarts it")]
     Unreachable { address: SocketAddr, reason: String },
+    /// The API refused the call; `findings` say which resource and field, when it is about input.
     #[error("{message}")]
-    Status { status: u16, message: String },
+    Status { status: u16, message: String, findings: Vec<Finding> },
     #[error("unexpected answer from the control plane: {0}")]
     Decode(String),
     #[error(transparent)]
@@ -188,10 +189,50 @@ pub fn answer_within() -> Duration {
     })
 }
 
-/// An error body from the API: `{"error": "..."}`.
+/// An error body from the API: `{"error": "...", "findings": [...]}`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<Finding>,
+}
+
+/// One thing wrong with applied input: the resource, the field path, what is wrong.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    pub key: Option<crate::resources::ResourceKey>,
+    /// `spec.http[0].route[0].weight`
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl Finding {
+    /// From a validation message `path: what is wrong` (or a message without a path).
+    pub fn new(key: Option<crate::resources::ResourceKey>, text: &str) -> Finding {
+        let is_path = |p: &str| {
+            !p.is_empty()
+                && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '[' | ']' | '_' | '-' | '/'))
+        };
+        match text.split_once(": ") {
+            Some((path, message)) if is_path(path) => {
+                Finding { key, field: Some(path.to_string()), message: message.to_string() }
+            }
+            _ => Finding { key, field: None, message: text.to_string() },
+        }
+    }
+}
+
+impl std::fmt::Display for Finding {
+    /// `VirtualService default/httpbin: spec.http[0]: message`, as the API's text says it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(k) = &self.key {
+            write!(f, "{k}: ")?;
+        }
+        if let Some(p) = &self.field {
+            write!(f, "{p}: ")?;
+        }
+        f.write_str(&self.message)
+    }
 }
 
 #[derive(Clone)]
@@ -281,10 +322,10 @@ impl Client {
         let status = resp.status();
         let bytes = net::read_body(resp.into_body(), 64 << 20).await.map_err(Error::Decode)?;
         if status != StatusCode::OK {
-            let message = serde_json::from_slice::<ErrorBody>(&bytes)
-                .map(|b| b.error)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-            return Err(Error::Status { status: status.as_u16(), message });
+            let (message, findings) = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|b| (b.error, b.findings))
+                .unwrap_or_else(|_| (String::from_utf8_lossy(&bytes).into_owned(), vec![]));
+            return Err(Error::Status { status: status.as_u16(), message, findings });
         }
         serde_json::from_slice(&bytes).map_err(|e| Error::Decode(e.to_string()))
     }

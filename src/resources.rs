@@ -7,9 +7,11 @@
 //! - `mesh_config`: Istio's mesh config as the `istio` ConfigMap carries it.
 //! - `networking`: Gateway, VirtualService, DestinationRule, ServiceEntry (complete istio/api fields).
 //! - `parse`: multi-document YAML → `Document`s, errors with absolute file:line:column.
+//! - `locate`: the line of a field path in a document (for findings made after parsing).
 //! - `validate`: Istio's semantic rules, and the list of fields meshrig does not enforce yet.
 
 pub mod core;
+pub mod locate;
 pub mod mesh_config;
 pub mod meta;
 pub mod networking;

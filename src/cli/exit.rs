@@ -56,7 +56,11 @@ mod tests {
     fn each_kind_of_failure_has_its_own_code() {
         let not_running = anyhow::Error::new(api::Error::NotRunning { env: "default".into() });
         assert_eq!(code_for(&not_running), NOT_RUNNING);
-        let refused = anyhow::Error::new(api::Error::Status { status: 422, message: "nothing was applied".into() });
+        let refused = anyhow::Error::new(api::Error::Status {
+            status: 422,
+            message: "nothing was applied".into(),
+            findings: vec![],
+        });
         assert_eq!(code_for(&refused), INVALID_INPUT);
         let parse = crate::resources::parse_documents("x.yaml", "kind: [").unwrap_err();
         assert_eq!(code_for(&anyhow::Error::new(parse).context("reading x.yaml")), INVALID_INPUT);

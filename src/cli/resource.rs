@@ -70,9 +70,9 @@ pub async fn apply(
         bail!("no resources found in {}", files.join(", "));
     }
     let resources: Vec<Resource> = docs
-        .into_iter()
+        .iter()
         .map(|d| {
-            let mut r = d.resource;
+            let mut r = d.resource.clone();
             if let Some(ns) = namespace {
                 r.set_default_namespace(ns);
             }
@@ -80,10 +80,19 @@ pub async fn apply(
         })
         .collect();
     let client = crate::cli::backend::Backend::local(env).client()?;
-    let resp = client.apply(&ApplyRequest { resources, create_only: false, dry_run }).await?;
+    let resp = match client.apply(&ApplyRequest { resources, create_only: false, dry_run }).await {
+        Err(api::Error::Status { status, findings, message }) if !findings.is_empty() => {
+            let located: Vec<String> = findings.iter().map(|f| locate(&docs, namespace, f)).collect();
+            let message =
+                if located.is_empty() { message } else { format!("nothing was applied:\n  {}", located.join("\n  ")) };
+            return Err(api::Error::Status { status, message, findings }.into());
+        }
+        other => other?,
+    };
     for r in &resp.results {
         for w in &r.warnings {
-            eprintln!("Warning: {} {}: {w}", r.key.kind.as_str(), r.key.name);
+            let f = api::Finding::new(Some(r.key.clone()), w);
+            eprintln!("Warning: {}", locate(&docs, namespace, &f));
         }
         let suffix = if dry_run { " (dry run)" } else { "" };
         println!("{} {}{suffix}", describe(&r.key), r.action.as_str());
@@ -92,6 +101,22 @@ pub async fn apply(
         crate::cli::lifecycle::wait_ready(&client, Some(resp.version), std::time::Duration::from_secs(60)).await?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `file:line: Kind ns/name: field: message`: a finding of the control plane placed in the
+/// file it came from (the line of its field, or of its document).
+fn locate(docs: &[Document], namespace: Option<&str>, f: &api::Finding) -> String {
+    let doc = f.key.as_ref().and_then(|key| {
+        docs.iter().find(|d| {
+            let mut r = d.resource.clone();
+            r.set_default_namespace(namespace.unwrap_or("default"));
+            &r.key() == key
+        })
+    });
+    match doc {
+        Some(d) => format!("{}:{}: {f}", d.file, d.line_of(f.field.as_deref().unwrap_or(""))),
+        None => f.to_string(),
+    }
 }
 
 pub async fn delete(

@@ -8,7 +8,9 @@ use std::time::Duration;
 use http::{header, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::api::{Action, ApplyRequest, ChangeResponse, ControlPlaneStatus, DeleteRequest, ErrorBody, Push, Status};
+use crate::api::{
+    Action, ApplyRequest, ChangeResponse, ControlPlaneStatus, DeleteRequest, ErrorBody, Finding, Push, Status,
+};
 use crate::control_plane::state::{Pushed, State};
 use crate::net::{self, Body};
 use crate::resources::{self, Kind, Resource};
@@ -23,7 +25,17 @@ pub struct Server {
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
-    net::json(status, &ErrorBody { error: msg.into() })
+    net::json(status, &ErrorBody { error: msg.into(), findings: vec![] })
+}
+
+/// The input was refused: the findings as text (for any client) and as data (the CLI maps
+/// them to file and line).
+fn refused(findings: Vec<Finding>) -> Response<Body> {
+    let text: Vec<String> = findings.iter().map(Finding::to_string).collect();
+    net::json(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &ErrorBody { error: format!("nothing was applied:\n{}", text.join("\n")), findings },
+    )
 }
 
 fn query(req: &Request<Incoming>) -> HashMap<String, String> {
@@ -91,7 +103,7 @@ fn apply(server: &Server, body: ApplyRequest) -> Response<Body> {
         let mut warnings = match resources::validate::validate(&r) {
             Ok(w) => w,
             Err(es) => {
-                errors.extend(es.into_iter().map(|e| format!("{key}: {e}")));
+                errors.extend(es.iter().map(|e| Finding::new(Some(key.clone()), e)));
                 continue;
             }
         };
@@ -103,10 +115,14 @@ fn apply(server: &Server, body: ApplyRequest) -> Response<Body> {
             && !inner.store.namespace_exists(&key.namespace)
             && !new_namespaces.contains_key(&key.namespace)
         {
-            errors.push(format!(
-                "{key}: namespace {:?} not found; create it first (kind: Namespace) or set metadata.namespace",
-                key.namespace
-            ));
+            errors.push(Finding {
+                key: Some(key.clone()),
+                field: Some("metadata.namespace".into()),
+                message: format!(
+                    "namespace {:?} not found; create it first (kind: Namespace) or set metadata.namespace",
+                    key.namespace
+                ),
+            });
             continue;
         }
         if let Resource::Deployment(d) = &r {
@@ -122,7 +138,7 @@ fn apply(server: &Server, body: ApplyRequest) -> Response<Body> {
                     .unwrap_or_default()
             });
             if let Err(e) = state.backend.admit(d, &ns_labels) {
-                errors.push(format!("{key}: {e}"));
+                errors.push(Finding::new(Some(key.clone()), &e.to_string()));
                 continue;
             }
         }
@@ -136,13 +152,16 @@ fn apply(server: &Server, body: ApplyRequest) -> Response<Body> {
         inner.store.objects().iter().filter(|(k, _)| !batch_keys.contains(k)).map(|(_, r)| replicas(r)).sum::<u64>()
             + batch.iter().map(|(r, _)| replicas(r)).sum::<u64>();
     if pods > crate::control_plane::backend::MAX_PODS {
-        errors.push(format!(
-            "the environment would run {pods} pods; the local backend runs at most {} (lower spec.replicas)",
-            crate::control_plane::backend::MAX_PODS
+        errors.push(Finding::new(
+            None,
+            &format!(
+                "the environment would run {pods} pods; the local backend runs at most {} (lower spec.replicas)",
+                crate::control_plane::backend::MAX_PODS
+            ),
         ));
     }
     if !errors.is_empty() {
-        return error(StatusCode::UNPROCESSABLE_ENTITY, format!("nothing was applied:\n{}", errors.join("\n")));
+        return refused(errors);
     }
     if body.dry_run {
         let results = batch

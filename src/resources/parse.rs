@@ -27,6 +27,23 @@ pub struct Document {
     pub line: usize,
     /// Non-fatal notes, e.g. server-populated fields that are ignored.
     pub warnings: Vec<String>,
+    /// The file it came from, and the document's text and first line (to find a field's line).
+    pub file: String,
+    source: std::sync::Arc<str>,
+    source_line: usize,
+    /// An item of a `kind: List` (its fields are not at the document's top level).
+    in_list: bool,
+}
+
+impl Document {
+    /// The 1-based line of a field (`spec.http[0].route[0].weight`) in the file: the line of the
+    /// deepest part of the path found, or the document's first line.
+    pub fn line_of(&self, field: &str) -> usize {
+        if self.in_list {
+            return self.line;
+        }
+        (self.source_line + crate::resources::locate::line_of(&self.source, field)).max(self.line)
+    }
 }
 
 /// A located, actionable parse error.
@@ -154,7 +171,7 @@ pub fn parse_documents(file: &str, text: &str) -> Result<Vec<Document>, ParseErr
     check_nesting(file, text)?;
     let mut out = Vec::new();
     for (i, chunk) in split_documents(text).into_iter().enumerate() {
-        let ctx = Ctx { file, index: i + 1, chunk: &chunk };
+        let ctx = Ctx { file, index: i + 1, chunk: &chunk, source: chunk.text.as_str().into() };
         ctx.parse_into(&mut out)?;
     }
     Ok(out)
@@ -240,10 +257,24 @@ struct Ctx<'a> {
     file: &'a str,
     index: usize,
     chunk: &'a Chunk,
+    source: std::sync::Arc<str>,
 }
 
 impl Ctx<'_> {
     /// Line of the first content line (skipping leading blanks/comments).
+    fn document(&self, resource: Resource, warnings: Vec<String>, in_list: bool) -> Document {
+        Document {
+            resource,
+            index: self.index,
+            line: self.start_line(),
+            warnings,
+            file: self.file.to_string(),
+            source: self.source.clone(),
+            source_line: self.chunk.first_line,
+            in_list,
+        }
+    }
+
     fn start_line(&self) -> usize {
         let skip = self.chunk.text.lines().take_while(|l| is_blank_or_comment(l)).count();
         self.chunk.first_line + skip
@@ -389,7 +420,7 @@ impl Ctx<'_> {
             resource.meta_mut().namespace = None;
         }
         let warnings = server_field_warnings(&resource);
-        out.push(Document { resource, index: self.index, line: self.start_line(), warnings });
+        out.push(self.document(resource, warnings, false));
         Ok(())
     }
 
@@ -444,7 +475,7 @@ impl Ctx<'_> {
                 resource.meta_mut().namespace = None;
             }
             let warnings = server_field_warnings(&resource);
-            out.push(Document { resource, index: self.index, line: self.start_line(), warnings });
+            out.push(self.document(resource, warnings, true));
         }
         Ok(())
     }

@@ -171,3 +171,66 @@ fn apply_reads_a_directory_tree_only_when_asked_to() {
         assert!(tree.contains(applied), "{applied}:\n{tree}");
     }
 }
+
+#[test]
+fn errors_the_control_plane_finds_name_the_file_and_line_and_nothing_is_applied() {
+    let mesh = Mesh::up();
+    let file = mesh.work.path().join("routes.yaml");
+    // Two documents; the second has a regex that does not compile (line 21) and a destination
+    // host of `*` (line 24), both found by validation in the control plane.
+    std::fs::write(
+        &file,
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: ok-gateway
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [a.example.com]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: bad
+spec:
+  hosts: [a.example.com]
+  gateways: [ok-gateway]
+  http:
+  - match:
+    - uri:
+        regex: \"(unclosed\"
+    route:
+    - destination:
+        host: \"*\"
+",
+    )
+    .unwrap();
+    let out = mesh.run(&["apply", "-f", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(4), "invalid input:\n{}", text(&out));
+    let err = text(&out);
+    let at = |line: usize| format!("{}:{line}: VirtualService default/bad: ", file.display());
+    assert!(err.contains(&format!("{}spec.http[0].match[0].uri.regex", at(21))), "{err}");
+    assert!(err.contains(&format!("{}spec.http[0].route[0].destination.host", at(24))), "{err}");
+    assert!(
+        mesh.ok(&["get", "gateways"]).contains("No resources found"),
+        "all or nothing: the good document was not applied"
+    );
+
+    // A missing namespace points at the document's metadata.
+    let other = mesh.work.path().join("ns.yaml");
+    std::fs::write(
+        &other,
+        "# a comment\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: x\n  namespace: nowhere\n",
+    )
+    .unwrap();
+    let err = text(&mesh.run(&["apply", "-f", other.to_str().unwrap()]));
+    assert!(
+        err.contains(&format!(
+            "{}:6: ServiceAccount nowhere/x: metadata.namespace: namespace \"nowhere\" not found",
+            other.display()
+        )),
+        "{err}"
+    );
+}
