@@ -127,7 +127,7 @@ pub enum Command {
     },
     /// List resources (and pods) like kubectl get.
     Get {
-        /// gateway|virtualservice|destinationrule|service|deployment|namespace|serviceaccount|pods (short names work).
+        /// gateway|virtualservice|destinationrule|service|deployment|namespace|serviceaccount|pods, or `all` (pods, services, deployments); short names work.
         kind: String,
         /// One object by name; default: all of that kind.
         name: Option<String>,
@@ -137,9 +137,23 @@ pub enum Command {
         /// List across every namespace.
         #[arg(short = 'A', long)]
         all_namespaces: bool,
+        /// Only objects whose labels match, as kubectl reads it: `app=reviews,version!=v1`, `version`, `!version`, `version in (v1,v2)`.
+        #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
+        selector: Option<String>,
         /// Output format: a table for people, or yaml / json for programs.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
+    },
+    /// Show one pod in detail, as kubectl describe: its containers (the app and `istio-proxy`),
+    /// their state and addresses, and the pod's config sync.
+    Describe {
+        /// `pod` (the kind kubectl takes; only pods so far).
+        kind: String,
+        /// The pod's name, or its Deployment's (the first pod).
+        name: String,
+        /// Namespace of the pod (default: `default`).
+        #[arg(short, long)]
+        namespace: Option<String>,
     },
     /// Run a command (usually curl) from inside a workload, through its sidecar.
     Exec {
@@ -425,9 +439,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Delete { files, recursive, args, namespace } => {
             runtime()?.block_on(resource::delete(&env, (&files, recursive), &args, namespace.as_deref()))
         }
-        Command::Get { kind, name, namespace, all_namespaces, output } => {
+        Command::Get { kind, name, namespace, all_namespaces, selector, output } => {
             let ns = if all_namespaces { None } else { Some(namespace.unwrap_or_else(|| "default".into())) };
-            runtime()?.block_on(resource::get(&env, &kind, name.as_deref(), ns.as_deref(), output))
+            let selector = selector
+                .map(|s| crate::resources::meta::Selector::parse(&s))
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let query =
+                resource::Query { name: name.as_deref(), namespace: ns.as_deref(), selector: selector.as_ref() };
+            runtime()?.block_on(resource::get(&env, &kind, query, output))
+        }
+        Command::Describe { kind, name, namespace } => {
+            runtime()?.block_on(kubectl::describe(&env, &kind, &name, namespace.as_deref().unwrap_or("default")))
         }
         Command::Exec { workload, namespace, command } => {
             runtime()?.block_on(exec::run(&env, &workload, namespace.as_deref().unwrap_or("default"), &command))

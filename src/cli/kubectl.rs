@@ -1,5 +1,6 @@
-//! The kubectl verbs Istio's tutorials type: `create namespace NAME` and
-//! `label namespace NAME key=value [key-] [--overwrite]` (what `istio-injection=enabled` needs).
+//! The kubectl verbs Istio's tutorials type: `create namespace NAME`,
+//! `label namespace NAME key=value [key-] [--overwrite]` (what `istio-injection=enabled` needs)
+//! and `describe pod NAME`.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -85,6 +86,93 @@ pub async fn label_namespace(env: &Env, name: &str, labels: &[String], overwrite
         if action == Some(crate::api::Action::Unchanged) { "not labeled" } else { "labeled" }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `describe pod NAME`: the pod as kubectl describes it, with meshrig's truth for each
+/// container (the app and the `istio-proxy` sidecar meshrig runs in place of Envoy).
+pub async fn describe(env: &Env, kind: &str, name: &str, namespace: &str) -> anyhow::Result<ExitCode> {
+    if !matches!(kind.to_ascii_lowercase().as_str(), "pod" | "pods" | "po") {
+        bail!("`describe` shows pods so far (`meshrig describe pod NAME`); `meshrig get {kind} NAME -o yaml` shows any object");
+    }
+    let client = Backend::local(env).client()?;
+    let status = client.status().await?;
+    let pod = status
+        .pods
+        .iter()
+        .filter(|p| p.namespace == namespace)
+        .find(|p| p.name == name || p.workload == name)
+        .ok_or_else(|| {
+            anyhow!("pod {name:?} not found in namespace {namespace:?}; `meshrig get pods -n {namespace}` lists them")
+        })?;
+    let deployment = client.list(Kind::Deployment, Some(namespace), Some(&pod.workload)).await?;
+    let containers = match deployment.first() {
+        Some(Resource::Deployment(d)) => d.spec.template.spec.containers.clone(),
+        _ => vec![],
+    };
+    print!("{}", describe_text(pod, &containers, status.control_plane.version));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The text of `describe pod` (pure).
+pub fn describe_text(
+    pod: &crate::api::PodStatus,
+    containers: &[crate::resources::core::Container],
+    current: crate::snapshot::Version,
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let field = |out: &mut String, indent: usize, name: &str, value: &str| {
+        let width = (18 - indent.min(8)).max(name.len() + 2);
+        let _ = writeln!(out, "{:indent$}{:<width$}{value}", "", format!("{name}:"));
+    };
+    field(&mut out, 0, "Name", &pod.name);
+    field(&mut out, 0, "Namespace", &pod.namespace);
+    let labels: Vec<String> = pod.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    field(&mut out, 0, "Labels", &labels.join(&format!("\n{:18}", "")));
+    field(&mut out, 0, "Service Account", &pod.service_account);
+    field(&mut out, 0, "Start Time", &pod.created);
+    field(&mut out, 0, "Status", &pod.phase.to_string());
+    field(&mut out, 0, "Ready", &pod.ready_column());
+    let _ = writeln!(out, "Containers:");
+    let running = |ok: bool| if ok { "Running" } else { "Waiting" };
+    let proxy = |out: &mut String, name: &str, image: &str| {
+        let _ = writeln!(out, "  {name}:");
+        field(out, 4, "Image", image);
+        field(out, 4, "Runs", "meshrig's proxy, in place of Envoy");
+        for (listener, addr) in &pod.proxy_addrs {
+            field(out, 4, "Listener", &format!("{listener} {addr}"));
+        }
+        let sync = match pod.acked {
+            Some(a) if a.reached(current) => format!("SYNCED (version {a})"),
+            Some(a) => format!("STALE (runs version {a}; current {current})"),
+            None => "no config yet".into(),
+        };
+        field(out, 4, "Config", &sync);
+        field(out, 4, "State", running(pod.ready));
+    };
+    let gateway = pod.role == crate::snapshot::Role::Gateway;
+    for c in containers {
+        if gateway {
+            proxy(&mut out, &c.name, c.image.as_deref().unwrap_or("auto"));
+            continue;
+        }
+        let _ = writeln!(out, "  {}:", c.name);
+        field(&mut out, 4, "Image", c.image.as_deref().unwrap_or("<none>"));
+        let app =
+            pod.app.as_deref().map(|a| format!("meshrig's built-in {a}")).unwrap_or_else(|| "idle (no app)".into());
+        field(&mut out, 4, "Runs", &app);
+        for p in &c.ports {
+            let at = pod.app_addrs.get(&p.container_port).map(|a| format!(" (listening on {a})")).unwrap_or_default();
+            field(&mut out, 4, "Port", &format!("{}/{}{at}", p.container_port, p.protocol.as_deref().unwrap_or("TCP")));
+        }
+        field(&mut out, 4, "State", running(pod.phase == crate::api::Phase::Running));
+        field(&mut out, 4, "Restart Count", &pod.restarts.to_string());
+    }
+    if pod.role == crate::snapshot::Role::Sidecar {
+        proxy(&mut out, "istio-proxy", "meshrig proxy (in place of docker.io/istio/proxyv2)");
+    }
+    let _ = writeln!(out, "Events:           {}", pod.message.as_deref().unwrap_or("<none>"));
+    out
 }
 
 #[cfg(test)]

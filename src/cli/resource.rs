@@ -8,6 +8,7 @@ use anyhow::{anyhow, bail, Context};
 use crate::api::{self, ApplyRequest};
 use crate::cli::{term, Output};
 use crate::env::Env;
+use crate::resources::meta::Selector;
 use crate::resources::parse::{parse_documents, read_limited, Document};
 use crate::resources::{Kind, Resource, ResourceKey};
 
@@ -165,24 +166,65 @@ pub async fn delete(
     Ok(if missing { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-pub async fn get(
-    env: &Env,
-    kind: &str,
-    name: Option<&str>,
-    namespace: Option<&str>,
-    output: Output,
-) -> anyhow::Result<ExitCode> {
+/// What `get` lists: one name or all, one namespace or all (None), and a label selector.
+#[derive(Clone, Copy)]
+pub struct Query<'a> {
+    pub name: Option<&'a str>,
+    pub namespace: Option<&'a str>,
+    pub selector: Option<&'a Selector>,
+}
+
+pub async fn get(env: &Env, kind: &str, q: Query<'_>, output: Output) -> anyhow::Result<ExitCode> {
     let client = crate::cli::backend::Backend::local(env).client()?;
-    if matches!(kind.to_ascii_lowercase().as_str(), "pod" | "pods" | "po") {
-        return get_pods(&client, name, namespace, output).await;
+    match kind.to_ascii_lowercase().as_str() {
+        "pod" | "pods" | "po" => return get_pods(&client, q, output, false).await,
+        "all" => return get_all(&client, q, output).await,
+        _ => {}
     }
     let k = Kind::from_user(kind).ok_or_else(|| {
         anyhow!(
-            "unknown kind {kind:?}; known: pods, {}",
+            "unknown kind {kind:?}; known: pods, all, {}",
             Kind::ALL.iter().map(|k| k.plural()).collect::<Vec<_>>().join(", ")
         )
     })?;
-    let items = client.list(k, namespace, name).await?;
+    get_kind(&client, k, q, output, false).await
+}
+
+/// `get all`: pods, services and deployments, as kubectl shows them (names prefixed by kind).
+async fn get_all(client: &api::Client, q: Query<'_>, output: Output) -> anyhow::Result<ExitCode> {
+    if output != Output::Table {
+        bail!(
+            "`get all` prints a table; use `get pods -o {0}`, `get services -o {0}`... for data",
+            output_name(output)
+        );
+    }
+    get_pods(client, q, output, true).await?;
+    for k in [Kind::Service, Kind::Deployment] {
+        println!();
+        get_kind(client, k, q, output, true).await?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn output_name(o: Output) -> &'static str {
+    match o {
+        Output::Json => "json",
+        Output::Yaml => "yaml",
+        Output::Table => "table",
+    }
+}
+
+async fn get_kind(
+    client: &api::Client,
+    k: Kind,
+    Query { name, namespace, selector }: Query<'_>,
+    output: Output,
+    prefixed: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut items = client.list(k, namespace, name).await?;
+    if let Some(sel) = selector {
+        items.retain(|r| sel.matches(&r.meta().labels));
+    }
     if items.is_empty() {
         if let Some(n) = name {
             eprintln!("error: {} {n:?} not found", k.as_str());
@@ -227,7 +269,13 @@ pub async fn get(
                     if all_ns {
                         row.push(r.meta().namespace.clone().unwrap_or_default());
                     }
-                    row.push(r.meta().name.clone());
+                    // kubectl's `get all` names: `service/x`, `deployment.apps/x`.
+                    let prefix = match (prefixed, k) {
+                        (false, _) => String::new(),
+                        (true, Kind::Deployment) => "deployment.apps/".into(),
+                        (true, k) => format!("{}/", k.as_str().to_lowercase()),
+                    };
+                    row.push(format!("{prefix}{}", r.meta().name));
                     match r {
                         Resource::VirtualService(vs) => {
                             row.push(format!("[{}]", vs.spec.gateways.join(",")));
@@ -274,9 +322,9 @@ pub async fn get(
 
 async fn get_pods(
     client: &api::Client,
-    name: Option<&str>,
-    namespace: Option<&str>,
+    Query { name, namespace, selector }: Query<'_>,
     output: Output,
+    prefixed: bool,
 ) -> anyhow::Result<ExitCode> {
     let status = client.status().await?;
     let pods: Vec<&api::PodStatus> = status
@@ -284,6 +332,7 @@ async fn get_pods(
         .iter()
         .filter(|p| namespace.is_none_or(|n| p.namespace == n))
         .filter(|p| name.is_none_or(|n| p.name == n || p.workload == n))
+        .filter(|p| selector.is_none_or(|s| s.matches(&p.labels)))
         .collect();
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&pods)?),
@@ -301,7 +350,7 @@ async fn get_pods(
                         row.push(p.namespace.clone());
                     }
                     row.extend([
-                        p.name.clone(),
+                        if prefixed { format!("pod/{}", p.name) } else { p.name.clone() },
                         p.ready_column(),
                         p.phase.to_string(),
                         p.restarts.to_string(),

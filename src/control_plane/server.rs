@@ -212,10 +212,30 @@ fn gateway_port_notes(
     }
 }
 
+/// Deletes the keys, all or nothing; a Namespace takes everything in it along (as Kubernetes'
+/// namespace deletion does), and `default` cannot be deleted (as in Kubernetes).
 fn delete(server: &Server, body: DeleteRequest) -> Response<Body> {
     let state = &server.state;
     let mut inner = state.lock();
-    match inner.store.delete(&body.keys) {
+    let mut keys = body.keys;
+    if keys.iter().any(|k| k.kind == Kind::Namespace && k.name == "default") {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "namespace \"default\" may not be deleted (as in Kubernetes); delete what is in it instead",
+        );
+    }
+    let namespaces: Vec<String> = keys
+        .iter()
+        .filter(|k| k.kind == Kind::Namespace && inner.store.namespace_exists(&k.name))
+        .map(|k| k.name.clone())
+        .collect();
+    if !namespaces.is_empty() {
+        let inside = inner.store.objects().keys().filter(|k| namespaces.contains(&k.namespace) && !keys.contains(k));
+        let inside: Vec<resources::ResourceKey> = inside.cloned().collect();
+        // What is inside goes first, so the results read in the order things were removed.
+        keys = inside.into_iter().chain(keys).collect();
+    }
+    match inner.store.delete(&keys) {
         Ok(results) => {
             let version = if results.iter().any(|r| r.action == Action::Deleted) {
                 state.bump(&mut inner)

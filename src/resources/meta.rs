@@ -77,6 +77,78 @@ pub struct LabelSelectorRequirement {
     pub values: Vec<String>,
 }
 
+/// A command-line label selector, as `kubectl get -l` reads it: comma-separated `k=v`, `k==v`,
+/// `k!=v`, `k`, `!k`, `k in (a,b)`, `k notin (a,b)`; every requirement must hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selector(Vec<Requirement>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Requirement {
+    Equals(String, String),
+    NotEquals(String, String),
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+    Exists(String),
+    NotExists(String),
+}
+
+impl Selector {
+    pub fn parse(s: &str) -> Result<Selector, String> {
+        let mut reqs = Vec::new();
+        // Split on commas outside parentheses.
+        let (mut depth, mut start) = (0usize, 0usize);
+        let mut parts = Vec::new();
+        for (i, c) in s.char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth = depth.saturating_sub(1),
+                ',' if depth == 0 => {
+                    parts.push(&s[start..i]);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        parts.push(&s[start..]);
+        let key_ok = |k: &str| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+        let bad = |p: &str| {
+            format!("label selector {s:?}: cannot read {p:?}; use key=value, key!=value, key, !key or key in (a,b)")
+        };
+        for part in parts.into_iter().map(str::trim) {
+            let set = |rest: &str| -> Option<Vec<String>> {
+                let inner = rest.trim().strip_prefix('(')?.strip_suffix(')')?;
+                Some(inner.split(',').map(|v| v.trim().to_string()).collect())
+            };
+            let req = if let Some(k) = part.strip_prefix('!') {
+                key_ok(k.trim()).then(|| Requirement::NotExists(k.trim().into()))
+            } else if let Some((k, v)) = part.split_once("!=") {
+                key_ok(k.trim()).then(|| Requirement::NotEquals(k.trim().into(), v.trim().into()))
+            } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
+                key_ok(k.trim()).then(|| Requirement::Equals(k.trim().into(), v.trim().into()))
+            } else if let Some((k, rest)) = part.split_once(" notin ") {
+                set(rest).filter(|_| key_ok(k.trim())).map(|v| Requirement::NotIn(k.trim().into(), v))
+            } else if let Some((k, rest)) = part.split_once(" in ") {
+                set(rest).filter(|_| key_ok(k.trim())).map(|v| Requirement::In(k.trim().into(), v))
+            } else {
+                key_ok(part).then(|| Requirement::Exists(part.into()))
+            };
+            reqs.push(req.ok_or_else(|| bad(part))?);
+        }
+        Ok(Selector(reqs))
+    }
+
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.0.iter().all(|r| match r {
+            Requirement::Equals(k, v) => labels.get(k) == Some(v),
+            Requirement::NotEquals(k, v) => labels.get(k) != Some(v),
+            Requirement::In(k, vs) => labels.get(k).is_some_and(|l| vs.contains(l)),
+            Requirement::NotIn(k, vs) => labels.get(k).is_none_or(|l| !vs.contains(l)),
+            Requirement::Exists(k) => labels.contains_key(k),
+            Requirement::NotExists(k) => !labels.contains_key(k),
+        })
+    }
+}
+
 /// Kubernetes `IntOrString` (e.g. a Service `targetPort: 8080` or `targetPort: http`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -91,5 +163,32 @@ impl fmt::Display for IntOrString {
             IntOrString::Int(i) => write!(f, "{i}"),
             IntOrString::String(s) => f.write_str(s),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Selector;
+    use std::collections::BTreeMap;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn selectors_read_as_kubectl_reads_them() {
+        let reviews_v1 = labels(&[("app", "reviews"), ("version", "v1")]);
+        let ratings = labels(&[("app", "ratings")]);
+        let sel = |s: &str| Selector::parse(s).unwrap();
+        assert!(sel("app=reviews").matches(&reviews_v1));
+        assert!(!sel("app=reviews").matches(&ratings));
+        assert!(sel("app==reviews,version=v1").matches(&reviews_v1));
+        assert!(sel("app!=reviews").matches(&ratings));
+        assert!(sel("version").matches(&reviews_v1) && !sel("version").matches(&ratings));
+        assert!(sel("!version").matches(&ratings));
+        assert!(sel("version in (v1, v2)").matches(&reviews_v1));
+        assert!(sel("app notin (reviews)").matches(&ratings) && !sel("app notin (reviews)").matches(&reviews_v1));
+        assert!(Selector::parse("app in v1").unwrap_err().contains("cannot read"));
+        assert!(Selector::parse("=x").is_err());
     }
 }

@@ -152,11 +152,47 @@ fn create_and_label_a_namespace_as_the_tutorials_do() {
     let pod = status["pods"].as_array().unwrap().iter().find(|p| p["namespace"] == "demo").unwrap();
     assert_eq!(pod["role"], "sidecar", "the label turns injection on");
 
+    // get -l, get all, describe pod: what the tutorials type next.
+    let pods = mesh.ok(&["get", "pods", "-n", "demo", "-l", "app=httpbin,version=v1"]);
+    assert!(pods.contains("httpbin-") && pods.contains("2/2"), "{pods}");
+    assert!(mesh.ok(&["get", "pods", "-n", "demo", "-l", "app=ratings"]).contains("No pods found"));
+    let services = mesh.ok(&["get", "svc", "-A", "-l", "app=httpbin"]);
+    assert!(services.contains("demo") && services.contains("default"), "{services}");
+    assert!(!mesh.ok(&["get", "svc", "-A", "-l", "app!=httpbin"]).contains(" httpbin "));
+    let all = mesh.ok(&["get", "all", "-n", "demo"]);
+    for want in ["pod/httpbin-", "service/httpbin", "deployment.apps/httpbin"] {
+        assert!(all.contains(want), "get all shows {want}:\n{all}");
+    }
+    let described = mesh.ok(&["describe", "pod", "httpbin", "-n", "demo"]);
+    for want in [
+        "Namespace:        demo",
+        "app=httpbin",
+        "  httpbin:",
+        "go-httpbin",
+        "8080/TCP (listening on 127.0.0.1:",
+        "  istio-proxy:",
+        "SYNCED",
+    ] {
+        assert!(described.contains(want), "describe shows {want:?}:\n{described}");
+    }
+
     let out = mesh.run(&["label", "ns", "demo", "istio-injection=disabled"]);
     assert!(!out.status.success() && text(&out).contains("--overwrite"), "{}", text(&out));
     mesh.ok(&["label", "ns", "demo", "istio-injection-"]);
     let ns = mesh.ok(&["get", "ns", "demo", "-o", "json"]);
     assert!(!ns.contains("istio-injection"), "{ns}");
+
+    // delete namespace takes what is in it along; default cannot be deleted.
+    let deleted = mesh.ok(&["delete", "namespace", "demo"]);
+    assert!(deleted.contains("namespace/demo deleted") && deleted.contains("deployment/httpbin deleted"), "{deleted}");
+    mesh.ok(&["apply", "--wait", "-f", httpbin.to_str().unwrap()]);
+    let status = mesh.status();
+    assert!(
+        !status["pods"].as_array().unwrap().iter().any(|p| p["namespace"] == "demo"),
+        "the namespace's pods are gone"
+    );
+    let out = mesh.run(&["delete", "namespace", "default"]);
+    assert!(!out.status.success() && text(&out).contains("may not be deleted"), "{}", text(&out));
 }
 
 #[test]
