@@ -1,9 +1,14 @@
 //! Built-in sample apps, and the mapping from container images to them.
 //!
 //! Istio's manifests name container images; the local backend runs none of them. Instead each
-//! known image maps to a built-in app (or to the idle client, or to the gateway proxy).
+//! known image maps to a built-in app (or to the idle client, or to the gateway proxy), with
+//! the environment its image bakes in (reviews' `ENABLE_RATINGS` and `STAR_COLOR`, ratings'
+//! `SERVICE_VERSION`). An image meshrig does not know runs the echo stand-in.
 
+pub mod bookinfo;
+pub mod echo;
 pub mod httpbin;
+pub mod outbound;
 pub mod tcp_echo;
 
 use std::collections::BTreeMap;
@@ -14,12 +19,15 @@ use crate::ready;
 /// What a container becomes on the local backend.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Workload {
-    /// A built-in app listening on `port` inside its pod.
-    App { app: App, port: u16 },
+    /// A built-in app listening on `port` inside its pod; `env` is what its image sets (the
+    /// container's own `env` overrides it, as with a real image).
+    App { app: App, port: u16, env: Vec<(String, String)> },
     /// An idle client (`curl`, `sleep`): nothing runs; `meshrig exec` uses its proxy.
     Client,
     /// Istio's gateway injection (`image: auto` + `inject.istio.io/templates: gateway`).
     Gateway,
+    /// An image meshrig does not know: the echo app answers on each container port.
+    StandIn,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,32 +35,38 @@ pub enum App {
     Httpbin,
     /// Istio's `tcp-echo-server`: its container `args` give the ports and the prefix.
     TcpEcho,
+    Productpage,
+    Details,
+    Reviews,
+    Ratings,
+    /// The stand-in for unknown images: its args are the ports to answer on.
+    Echo,
 }
+
+const APPS: [(App, &str); 7] = [
+    (App::Httpbin, "httpbin"),
+    (App::TcpEcho, "tcp-echo"),
+    (App::Productpage, "productpage"),
+    (App::Details, "details"),
+    (App::Reviews, "reviews"),
+    (App::Ratings, "ratings"),
+    (App::Echo, "echo"),
+];
 
 impl App {
     pub fn name(&self) -> &'static str {
-        match self {
-            App::Httpbin => "httpbin",
-            App::TcpEcho => "tcp-echo",
-        }
+        APPS.iter().find(|(a, _)| a == self).map(|(_, n)| *n).unwrap_or("app")
     }
 
     pub fn from_name(s: &str) -> Option<App> {
-        match s {
-            "httpbin" => Some(App::Httpbin),
-            "tcp-echo" => Some(App::TcpEcho),
-            _ => None,
-        }
+        APPS.iter().find(|(_, n)| *n == s).map(|(a, _)| *a)
     }
 }
 
-/// Images the local backend knows, for error messages.
+/// Images the local backend knows, for messages.
 pub const KNOWN_IMAGES: &str = "mccutchen/go-httpbin (httpbin), kennethreitz/httpbin, istio/tcp-echo-server, \
-curlimages/curl (idle client), \
+istio/examples-bookinfo-{productpage,details,reviews,ratings}-* (Bookinfo), curlimages/curl (idle client), \
 governmentpaas/curl-ssl, and `auto` with the annotation inject.istio.io/templates: gateway (ingress gateway)";
-
-/// Images that are known but not built in yet, with the reason.
-const PLANNED: [(&str, &str); 2] = [("examples-bookinfo-", "Bookinfo"), ("fortio/fortio", "fortio")];
 
 /// Maps a container image to what runs locally. `annotations` are the pod template's.
 pub fn resolve(image: &str, annotations: &BTreeMap<String, String>) -> Result<Workload, String> {
@@ -64,19 +78,13 @@ pub fn resolve(image: &str, annotations: &BTreeMap<String, String>) -> Result<Wo
             Err("image `auto` is only known with the pod annotation inject.istio.io/templates: gateway".into())
         };
     }
+    let app = |app, port| Ok(Workload::App { app, port, env: Vec::new() });
     match repo.as_str() {
-        "mccutchen/go-httpbin" => Ok(Workload::App { app: App::Httpbin, port: 8080 }),
-        "kennethreitz/httpbin" => Ok(Workload::App { app: App::Httpbin, port: 80 }),
-        "istio/tcp-echo-server" => Ok(Workload::App { app: App::TcpEcho, port: 9000 }),
+        "mccutchen/go-httpbin" => app(App::Httpbin, 8080),
+        "kennethreitz/httpbin" => app(App::Httpbin, 80),
+        "istio/tcp-echo-server" => app(App::TcpEcho, 9000),
         "curlimages/curl" | "governmentpaas/curl-ssl" | "curl" | "busybox" => Ok(Workload::Client),
-        _ => {
-            if let Some((_, what)) = PLANNED.iter().find(|(p, _)| repo.contains(p)) {
-                return Err(format!(
-                    "image {image:?} ({what}) is not built into meshrig yet; known images: {KNOWN_IMAGES}"
-                ));
-            }
-            Err(format!("image {image:?} is not known to the local backend; known images: {KNOWN_IMAGES}"))
-        }
+        _ => Ok(bookinfo::image(&repo).unwrap_or(Workload::StandIn)),
     }
 }
 
@@ -95,16 +103,21 @@ fn image_repository(image: &str) -> String {
 }
 
 /// Runs a built-in app on loopback; announces `{"<container port>": addr}` once bound. `args`
-/// are the container's (tcp-echo reads its ports and prefix from them).
+/// are the container's (tcp-echo reads its ports and prefix from them; echo its ports).
 pub async fn run(app: App, container_port: u16, args: &[String]) -> std::io::Result<()> {
-    if app == App::TcpEcho {
-        return tcp_echo::run(args).await;
-    }
+    let router = match app {
+        App::TcpEcho => return tcp_echo::run(args).await,
+        App::Echo => return echo::run(container_port, args).await,
+        App::Httpbin => httpbin::router(),
+        App::Productpage => bookinfo::productpage::router(),
+        App::Details => bookinfo::details::router(),
+        App::Reviews => bookinfo::reviews::router(bookinfo::reviews::Config::from_env()),
+        App::Ratings => bookinfo::ratings::router(bookinfo::ratings::Version::from_env()),
+    };
     let listener = tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
     let mut addrs = ready::Addrs::new();
     addrs.insert(ready::Listener::App(container_port), listener.local_addr()?);
     ready::announce(&addrs);
-    let router = httpbin::router();
     axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await
 }
 
@@ -117,14 +130,21 @@ mod tests {
         let none = BTreeMap::new();
         assert_eq!(
             resolve("docker.io/mccutchen/go-httpbin:v2.15.0", &none),
-            Ok(Workload::App { app: App::Httpbin, port: 8080 })
+            Ok(Workload::App { app: App::Httpbin, port: 8080, env: vec![] })
         );
         assert_eq!(resolve("curlimages/curl:8.16.0", &none), Ok(Workload::Client));
-        assert!(resolve("registry.istio.io/release/examples-bookinfo-details-v1:1.20.3", &none)
-            .unwrap_err()
-            .contains("Bookinfo"));
-        assert!(resolve("nginx", &none).unwrap_err().contains("known images"));
+        let Ok(Workload::App { app, port, env }) =
+            resolve("registry.istio.io/release/examples-bookinfo-reviews-v3:1.20.3", &none)
+        else {
+            panic!("reviews-v3 is built in")
+        };
+        assert_eq!((app, port), (App::Reviews, 9080));
+        assert!(env.contains(&("STAR_COLOR".to_string(), "red".to_string())), "{env:?}");
+        assert_eq!(resolve("nginx", &none), Ok(Workload::StandIn));
         let gw = BTreeMap::from([("inject.istio.io/templates".to_string(), "gateway".to_string())]);
         assert_eq!(resolve("auto", &gw), Ok(Workload::Gateway));
+        for a in APPS {
+            assert_eq!(App::from_name(a.0.name()), Some(a.0));
+        }
     }
 }

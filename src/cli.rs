@@ -61,6 +61,10 @@ pub enum Command {
         /// Localhost port of the ingress gateway's TCP listener, Gateway port 31400 (0 picks a free one).
         #[arg(long)]
         tcp_port: Option<u16>,
+        /// Sample apps to run, remembered for the next `up`: httpbin (with curl), bookinfo, or none
+        /// [default on first up: httpbin,bookinfo].
+        #[arg(long, value_delimiter = ',')]
+        apps: Option<Vec<String>>,
         /// How long to wait for every pod to be ready, in seconds.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
@@ -391,9 +395,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(crate::apps::run(app, container_port, &args))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up { http_port, https_port, tcp_port, timeout } => {
+        Command::Up { http_port, https_port, tcp_port, apps, timeout } => {
             let ports = lifecycle::GatewayPorts { http: http_port, https: https_port, tcp: tcp_port };
-            runtime()?.block_on(lifecycle::up(&env, ports, timeout))
+            runtime()?.block_on(lifecycle::up(&env, ports, apps, timeout))
         }
         Command::Down { purge } => lifecycle::down(&env, purge),
         Command::Status { output } => runtime()?.block_on(lifecycle::status(&env, output)),

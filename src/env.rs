@@ -26,10 +26,18 @@ pub struct Settings {
     /// Localhost port of the ingress gateway's TCP listener (Gateway servers on 31400).
     #[serde(default = "default_tcp_port")]
     pub tcp_port: u16,
+    /// The sample apps `up` runs (`up --apps` changes them); environments from before Bookinfo
+    /// was built in keep httpbin only.
+    #[serde(default = "httpbin_only")]
+    pub apps: Vec<String>,
 }
 
 fn default_tcp_port() -> u16 {
     31400
+}
+
+fn httpbin_only() -> Vec<String> {
+    vec!["httpbin".to_string()]
 }
 
 impl Settings {
@@ -59,7 +67,12 @@ pub fn extra_gateway_port(port: u16) -> u16 {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { http_port: 8080, https_port: 8443, tcp_port: default_tcp_port() }
+        Settings {
+            http_port: 8080,
+            https_port: 8443,
+            tcp_port: default_tcp_port(),
+            apps: vec!["httpbin".to_string(), "bookinfo".to_string()],
+        }
     }
 }
 

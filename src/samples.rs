@@ -1,5 +1,5 @@
 //! The project's own sample manifests (`samples/` in the repository, built into the binary):
-//! httpbin, its gateway, curl and sleep, with the names, labels, ports, images and service
+//! httpbin, its gateway, curl, sleep, and Bookinfo with its `networking/` files, with the names, labels, ports, images and service
 //! accounts of Istio's samples, at Istio's paths, so istio.io's commands work unchanged.
 //! `up` and the labs apply them; `meshrig samples DIR` writes them out.
 
@@ -65,7 +65,17 @@ mod tests {
     fn every_sample_parses_and_validates_and_has_istios_paths() {
         let all = super::all();
         let paths: Vec<&str> = all.iter().map(|(p, _)| p.as_str()).collect();
-        for p in ["curl/curl.yaml", "httpbin/httpbin-gateway.yaml", "httpbin/httpbin.yaml", "sleep/sleep.yaml"] {
+        for p in [
+            "curl/curl.yaml",
+            "httpbin/httpbin-gateway.yaml",
+            "httpbin/httpbin.yaml",
+            "sleep/sleep.yaml",
+            "bookinfo/platform/kube/bookinfo.yaml",
+            "bookinfo/networking/bookinfo-gateway.yaml",
+            "bookinfo/networking/destination-rule-all.yaml",
+            "bookinfo/networking/virtual-service-reviews-test-v2.yaml",
+            "bookinfo/networking/virtual-service-ratings-test-abort.yaml",
+        ] {
             assert!(paths.contains(&p), "{p} missing from {paths:?}");
         }
         for (path, text) in all {

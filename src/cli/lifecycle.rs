@@ -13,12 +13,26 @@ use crate::cli::Output;
 use crate::env::{Env, Settings};
 use crate::{reaper, resources};
 
-/// The manifests `up` applies on first start: the ingress gateway and the sample apps.
-pub const MANIFESTS: [(&str, &str); 3] = [
-    ("manifests/istio-system.yaml", include_str!("../../manifests/istio-system.yaml")),
-    ("samples/httpbin/httpbin.yaml", include_str!("../../samples/httpbin/httpbin.yaml")),
-    ("samples/curl/curl.yaml", include_str!("../../samples/curl/curl.yaml")),
+/// The manifests `up` applies: the ingress gateway and the sample apps, each under the name
+/// `--apps` knows it by (`mesh` is always applied).
+pub const MANIFESTS: [(&str, &str, &str); 5] = [
+    ("mesh", "manifests/istio-system.yaml", include_str!("../../manifests/istio-system.yaml")),
+    ("httpbin", "samples/httpbin/httpbin.yaml", include_str!("../../samples/httpbin/httpbin.yaml")),
+    ("httpbin", "samples/curl/curl.yaml", include_str!("../../samples/curl/curl.yaml")),
+    (
+        "bookinfo",
+        "samples/bookinfo/platform/kube/bookinfo.yaml",
+        include_str!("../../samples/bookinfo/platform/kube/bookinfo.yaml"),
+    ),
+    (
+        "bookinfo",
+        "samples/bookinfo/networking/bookinfo-gateway.yaml",
+        include_str!("../../samples/bookinfo/networking/bookinfo-gateway.yaml"),
+    ),
 ];
+
+/// The sample apps `up --apps` accepts.
+pub const APPS: [&str; 2] = ["httpbin", "bookinfo"];
 
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?.local_addr()?.port())
@@ -60,7 +74,10 @@ pub struct GatewayPorts {
     pub tcp: Option<u16>,
 }
 
-pub async fn up(env: &Env, ports: GatewayPorts, timeout: u64) -> anyhow::Result<ExitCode> {
+pub async fn up(env: &Env, ports: GatewayPorts, apps: Option<Vec<String>>, timeout: u64) -> anyhow::Result<ExitCode> {
+    if let Some(bad) = apps.iter().flatten().find(|a| !APPS.contains(&a.as_str()) && a.as_str() != "none") {
+        bail!("unknown app {bad:?} for --apps; choose from {} (or none)", APPS.join(", "));
+    }
     env.ensure_dirs()?;
     eprintln!("meshrig up: environment {:?} ({})", env.name, env.dir.display());
     let running = Backend::local(env).client().ok();
@@ -94,7 +111,10 @@ pub async fn up(env: &Env, ports: GatewayPorts, timeout: u64) -> anyhow::Result<
             *current = choose_port(*current, fallback, what, flag, port_free)?;
         }
     }
-    if running.is_none() {
+    if let Some(apps) = apps {
+        settings.apps = apps.into_iter().filter(|a| a != "none").collect();
+    }
+    if running.is_none() || env.settings()?.is_some_and(|saved| saved.apps != settings.apps) {
         env.save_settings(&settings)?;
     } else if changed_while_running {
         eprintln!(
@@ -121,7 +141,9 @@ pub async fn up(env: &Env, ports: GatewayPorts, timeout: u64) -> anyhow::Result<
 
     let step = Step::start("ingress gateway and sample apps");
     let mut resources = Vec::new();
-    for (file, text) in MANIFESTS {
+    for (_, file, text) in
+        MANIFESTS.iter().filter(|(app, _, _)| *app == "mesh" || settings.apps.iter().any(|a| a == app))
+    {
         for doc in resources::parse::parse_documents(file, text)? {
             resources.push(doc.resource);
         }
@@ -150,7 +172,12 @@ pub async fn up(env: &Env, ports: GatewayPorts, timeout: u64) -> anyhow::Result<
     if !others.is_empty() {
         eprintln!("                   other Gateway ports: {}", ports_line(&others));
     }
-    eprintln!("  try:  meshrig exec curl -- curl -s http://httpbin:8000/headers");
+    if settings.apps.iter().any(|a| a == "bookinfo") {
+        eprintln!("  Bookinfo:  http://127.0.0.1:{}/productpage", settings.http_port);
+    }
+    if settings.apps.iter().any(|a| a == "httpbin") {
+        eprintln!("  try:  meshrig exec curl -- curl -s http://httpbin:8000/headers");
+    }
     eprintln!("  or start the first lab:  meshrig lab start 1");
     // The data, on stdout for scripts: `GATEWAY=$(meshrig up)`.
     println!("http://127.0.0.1:{}", settings.http_port);

@@ -1,6 +1,7 @@
 //! The seam between the control plane's API and what runs workloads. The API asks the backend
 //! whether it can run a Deployment (admission) before anything is stored; the local backend
-//! answers from its image table and injection rules (`runner::plan`). A kind backend would
+//! answers from its image table and injection rules (`runner::plan`), naming the images it
+//! will run as the echo stand-in. A kind backend would
 //! admit any image and leave running it to Kubernetes.
 
 use std::collections::BTreeMap;
@@ -10,9 +11,13 @@ use crate::env::Settings;
 use crate::resources::core::Deployment;
 
 pub trait Backend: Send + Sync {
-    /// Ok when this backend can run `deployment` in a namespace with `namespace_labels`; the
-    /// error is what `apply` reports (field path first).
-    fn admit(&self, deployment: &Deployment, namespace_labels: &BTreeMap<String, String>) -> Result<(), String>;
+    /// Ok when this backend can run `deployment` in a namespace with `namespace_labels`, with
+    /// the images it will run as a stand-in; the error is what `apply` reports (field path first).
+    fn admit(
+        &self,
+        deployment: &Deployment,
+        namespace_labels: &BTreeMap<String, String>,
+    ) -> Result<Vec<String>, String>;
 }
 
 /// Processes on loopback: only the images meshrig has built-in apps for.
@@ -26,7 +31,11 @@ pub const MAX_REPLICAS: u32 = 1000;
 pub const MAX_PODS: u64 = 2000;
 
 impl Backend for Local {
-    fn admit(&self, deployment: &Deployment, namespace_labels: &BTreeMap<String, String>) -> Result<(), String> {
+    fn admit(
+        &self,
+        deployment: &Deployment,
+        namespace_labels: &BTreeMap<String, String>,
+    ) -> Result<Vec<String>, String> {
         if deployment.replicas() > MAX_REPLICAS {
             return Err(format!(
                 "spec.replicas: {} is more than the local backend runs ({MAX_REPLICAS} per Deployment; each pod is \
@@ -34,6 +43,6 @@ impl Backend for Local {
                 deployment.replicas()
             ));
         }
-        runner::plan(deployment, namespace_labels, &self.settings).map(|_| ())
+        runner::plan(deployment, namespace_labels, &self.settings).map(|p| p.stand_ins)
     }
 }

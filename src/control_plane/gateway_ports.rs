@@ -119,7 +119,7 @@ mod tests {
 
     #[test]
     fn other_ports_are_said_and_a_taken_one_is_a_warning() {
-        let settings = Settings { http_port: 18080, https_port: 18443, tcp_port: 31400 };
+        let settings = Settings { http_port: 18080, https_port: 18443, tcp_port: 31400, ..Settings::default() };
         let gw = gateway(&format!(
             "{GW}  - port: {{number: 80, name: http, protocol: HTTP}}\n    hosts: ['*']\n  - port: {{number: 9000, name: h, protocol: HTTP}}\n    hosts: ['*']\n  - port: {{number: 81, name: h2, protocol: HTTP}}\n    hosts: ['*']\n"
         ));

@@ -41,6 +41,8 @@ pub struct PodPlan {
     pub service_account: String,
     pub publish: BTreeMap<u16, SocketAddr>,
     pub hash: String,
+    /// Images meshrig does not know, run as the echo stand-in.
+    pub stand_ins: Vec<String>,
 }
 
 /// Istio's injection rules: the pod label `sidecar.istio.io/inject` wins, then the namespace
@@ -75,9 +77,11 @@ pub fn plan(d: &Deployment, ns_labels: &BTreeMap<String, String>, settings: &Set
     let mut port_names = BTreeMap::new();
     let mut env = Vec::new();
     let mut app_args = Vec::new();
+    let mut stand_ins = Vec::new();
     for (i, c) in t.spec.containers.iter().enumerate() {
-        let workload = apps::resolve(c.image.as_deref().unwrap_or(""), &annotations)
-            .map_err(|e| format!("spec.template.spec.containers[{i}].image: {e}"))?;
+        let image = c.image.as_deref().unwrap_or("");
+        let workload =
+            apps::resolve(image, &annotations).map_err(|e| format!("spec.template.spec.containers[{i}].image: {e}"))?;
         for p in &c.ports {
             inbound.insert(p.container_port);
             if let Some(n) = &p.name {
@@ -87,7 +91,27 @@ pub fn plan(d: &Deployment, ns_labels: &BTreeMap<String, String>, settings: &Set
         match workload {
             Workload::Gateway => role = Role::Gateway,
             Workload::Client => {}
-            Workload::App { app: a, port } => {
+            Workload::StandIn => {
+                stand_ins.push(image.to_string());
+                let ports: Vec<u16> = c.ports.iter().map(|p| p.container_port).collect();
+                match app {
+                    Some((apps::App::Echo, _)) => app_args.extend(ports.iter().map(u16::to_string)),
+                    Some(_) if !ports.is_empty() => {
+                        return Err(format!(
+                            "spec.template.spec.containers[{i}]: only one app container per pod is supported locally"
+                        ))
+                    }
+                    _ if ports.is_empty() => {}
+                    _ => {
+                        let config = apps::echo::Config::new(image, &labels, &annotations)
+                            .map_err(|e| format!("spec.template.metadata.annotations: {e}"))?;
+                        app = Some((apps::App::Echo, ports[0]));
+                        app_args = ports.iter().map(u16::to_string).collect();
+                        env.push((apps::echo::ENV.to_string(), serde_json::to_string(&config).unwrap_or_default()));
+                    }
+                }
+            }
+            Workload::App { app: a, port, env: image_env } => {
                 if app.is_some() {
                     return Err(format!(
                         "spec.template.spec.containers[{i}]: only one app container per pod is supported locally"
@@ -100,6 +124,7 @@ pub fn plan(d: &Deployment, ns_labels: &BTreeMap<String, String>, settings: &Set
                     apps::tcp_echo::parse_args(&app_args)
                         .map_err(|e| format!("spec.template.spec.containers[{i}].{e}"))?;
                 }
+                env.extend(image_env);
                 for e in &c.env {
                     env.push((e.name.clone(), e.value.clone().unwrap_or_default()));
                 }
@@ -126,6 +151,7 @@ pub fn plan(d: &Deployment, ns_labels: &BTreeMap<String, String>, settings: &Set
         service_account: t.spec.service_account_name.clone().unwrap_or_else(|| "default".into()),
         publish,
         hash,
+        stand_ins,
     })
 }
 

@@ -97,6 +97,8 @@ fn apply(server: &Server, body: ApplyRequest) -> Response<Body> {
     let mut errors = Vec::new();
     let mut batch = Vec::new();
     let mut new_namespaces: HashMap<String, std::collections::BTreeMap<String, String>> = HashMap::new();
+    // (batch index, deployment, images) of Deployments run as the echo stand-in.
+    let mut stand_ins: Vec<(usize, String, Vec<String>)> = Vec::new();
     for mut r in body.resources {
         r.set_default_namespace("default");
         let key = r.key();
@@ -137,12 +139,20 @@ fn apply(server: &Server, body: ApplyRequest) -> Response<Body> {
                     .map(|n| n.meta().labels.clone())
                     .unwrap_or_default()
             });
-            if let Err(e) = state.backend.admit(d, &ns_labels) {
-                errors.push(Finding::new(Some(key.clone()), &e.to_string()));
-                continue;
+            match state.backend.admit(d, &ns_labels) {
+                Ok(images) if !images.is_empty() => stand_ins.push((batch.len(), key.name.clone(), images)),
+                Ok(_) => {}
+                Err(e) => {
+                    errors.push(Finding::new(Some(key.clone()), &e.to_string()));
+                    continue;
+                }
             }
         }
         batch.push((r, warnings));
+    }
+    if let Some((first, _, _)) = stand_ins.first() {
+        let note = stand_in_note(&stand_ins);
+        batch[*first].1.push(note);
     }
     gateway_port_notes(state, &inner.store, &mut batch);
     // Pods of every Deployment once this batch is in, against the environment's bound.
@@ -183,6 +193,27 @@ fn apply(server: &Server, body: ApplyRequest) -> Response<Body> {
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("nothing was applied: {e}")),
     }
+}
+
+/// One warning for every Deployment of an apply that runs as the echo stand-in.
+fn stand_in_note(stand_ins: &[(usize, String, Vec<String>)]) -> String {
+    let mut by_image: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
+    for (_, deployment, images) in stand_ins {
+        for i in images {
+            by_image.entry(i.as_str()).or_default().push(deployment.as_str());
+        }
+    }
+    let list: Vec<String> = by_image.iter().map(|(i, ds)| format!("{i} ({})", ds.join(", "))).collect();
+    format!(
+        "{} meshrig does not have run{} its echo app instead: {}. It answers on each container port with its \
+         pod, app and version labels, the path and headers; the pod annotations {}, {} and {} make it slow or failing",
+        if by_image.len() == 1 { "an image" } else { "images" },
+        if stand_ins.len() == 1 { "s" } else { "" },
+        list.join("; "),
+        crate::apps::echo::DELAY,
+        crate::apps::echo::ERROR_RATE,
+        crate::apps::echo::ERROR_STATUS,
+    )
 }
 
 /// Adds to each Gateway's warnings where the ingress gateway publishes its ports, and which of

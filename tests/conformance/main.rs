@@ -114,3 +114,10 @@ fn istios_sleep_sample_without_sidecar_reaches_services() {
     let dir = istio_samples();
     scenarios::sleep_scenario(&support::Mesh::up(), &dir.join("sleep/sleep.yaml"));
 }
+
+#[test]
+#[ignore = "conformance: needs MESHRIG_ISTIO_SAMPLES=<Istio's samples folder> (.ci/run sets it)"]
+fn istios_bookinfo_follows_the_traffic_management_tasks() {
+    let dir = istio_samples();
+    scenarios::bookinfo_scenario(&support::Mesh::up(), &dir);
+}

@@ -72,3 +72,125 @@ pub fn sleep_scenario(mesh: &Mesh, sleep: &Path) {
     // The short name is only for clients in the same namespace, as in Kubernetes.
     assert_ne!(mesh.http_code("sleep", "legacy", "http://httpbin:8000/ip"), "200");
 }
+
+/// Stars on a product page: (full stars, their colours).
+fn stars(page: &str) -> (usize, Vec<String>) {
+    let colours = page
+        .match_indices("class=\"flex gap-x-1 text-")
+        .map(|(i, m)| page[i + m.len()..].split('-').next().unwrap_or("").to_string())
+        .collect();
+    (page.matches("glyphicon-star\"").count(), colours)
+}
+
+/// Istio's Bookinfo tasks on the files in `dir` (Istio's layout): the page through the
+/// gateway, request routing for jason, fault injection (abort and delay against productpage's
+/// own timeouts), traffic shifting, and the JSON API.
+pub fn bookinfo_scenario(mesh: &Mesh, dir: &Path) {
+    let net = |f: &str| dir.join("bookinfo/networking").join(f).display().to_string();
+    let kube = dir.join("bookinfo/platform/kube/bookinfo.yaml").display().to_string();
+    let applied = mesh.ok(&[
+        "apply",
+        "--wait",
+        "-f",
+        &kube,
+        "-f",
+        &net("bookinfo-gateway.yaml"),
+        "-f",
+        &net("destination-rule-all.yaml"),
+    ]);
+    assert!(
+        applied.contains("deployment/reviews-v3 created") || applied.contains("deployment/reviews-v3 unchanged"),
+        "{applied}"
+    );
+    let pods = mesh.ok(&["get", "pods"]);
+    for d in ["productpage-v1", "details-v1", "reviews-v1", "reviews-v2", "reviews-v3", "ratings-v1"] {
+        assert!(pods.lines().any(|l| l.starts_with(d) && l.contains("2/2") && l.contains("Running")), "{d}:\n{pods}");
+    }
+    let gw = mesh.gateway();
+    let page = |cookie: Option<&str>| {
+        let headers: Vec<(&str, &str)> = cookie.map(|c| vec![("Cookie", c)]).unwrap_or_default();
+        let r = crate::support::request(gw, "GET", "bookinfo.local", "/productpage", &headers).unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body
+    };
+    // Until a route settles: ask up to 50 times for a page that satisfies `ok`.
+    let until = |cookie: Option<&str>, what: &str, ok: &dyn Fn(&str) -> bool| -> String {
+        let mut last = String::new();
+        for _ in 0..50 {
+            last = page(cookie);
+            if ok(&last) {
+                return last;
+            }
+        }
+        panic!("never saw {what}; last page:\n{last}");
+    };
+
+    let first = page(None);
+    assert!(first.contains("<title>Simple Bookstore App</title>"), "{first}");
+    assert!(first.contains("Book Details") && first.contains("PublisherA"), "{first}");
+    assert!(first.contains("Book Reviews") && first.contains("Reviews served by:"), "{first}");
+
+    // Request routing: everyone to v1, then jason to v2.
+    mesh.ok(&["apply", "--wait", "-f", &net("virtual-service-all-v1.yaml")]);
+    let v1 = until(None, "a page without stars", &|p| stars(p).0 == 0);
+    assert!(v1.contains("reviews-v1-"), "served by reviews v1");
+    for _ in 0..10 {
+        assert_eq!(stars(&page(None)).0, 0, "all-v1 sends everyone to reviews v1");
+    }
+    mesh.ok(&["apply", "--wait", "-f", &net("virtual-service-reviews-test-v2.yaml")]);
+    let login = crate::support::request_with_body(
+        gw,
+        "POST",
+        "bookinfo.local",
+        "/login",
+        &[("Content-Type", "application/x-www-form-urlencoded"), ("Referer", "http://bookinfo.local/productpage")],
+        "username=jason&passwd=jason",
+    )
+    .unwrap();
+    assert_eq!(login.status, 302, "{}", login.body);
+    assert_eq!(login.header("location"), Some("http://bookinfo.local/productpage"));
+    let cookie = login.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
+    assert!(cookie.starts_with("session="), "{cookie}");
+    let jason = until(Some(&cookie), "jason's black stars", &|p| stars(p).0 == 9);
+    assert_eq!(stars(&jason).1, ["black", "black"]);
+    assert!(jason.contains("jason") && jason.contains("Sign out"), "jason is shown as logged in");
+    assert_eq!(stars(&page(None)).0, 0, "anonymous users still see v1");
+
+    // Fault injection: an abort for jason shows ratings' error; a 7 s delay breaks the page
+    // through productpage's own timeouts (3 s, twice), and anonymous users are unaffected.
+    mesh.ok(&["apply", "--wait", "-f", &net("virtual-service-ratings-test-abort.yaml")]);
+    let aborted = until(Some(&cookie), "ratings' error", &|p| p.contains("Ratings service is currently unavailable"));
+    assert_eq!(stars(&aborted).0, 0);
+    mesh.ok(&["apply", "--wait", "-f", &net("virtual-service-ratings-test-delay.yaml")]);
+    let started = std::time::Instant::now();
+    let delayed = until(Some(&cookie), "the reviews error", &|p| p.contains("Error fetching product reviews"));
+    assert!(delayed.contains("Sorry, product reviews are currently unavailable for this book."), "{delayed}");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(6), "two tries of 3 s: {:?}", started.elapsed());
+    let quick = std::time::Instant::now();
+    assert!(page(None).contains("Book Reviews"));
+    assert!(quick.elapsed() < std::time::Duration::from_secs(3), "anonymous users are not delayed");
+
+    // Traffic shifting: 50/50 between v1 (no stars) and v3 (red). Over 40 pages both show up
+    // unless the split is broken (all 40 alike by chance: 2 × 0.5^40).
+    mesh.ok(&["apply", "--wait", "-f", &net("virtual-service-reviews-50-v3.yaml")]);
+    until(None, "red stars", &|p| stars(p).1.contains(&"red".to_string()));
+    let (mut none, mut red) = (0, 0);
+    for _ in 0..40 {
+        match stars(&page(None)).1.first().map(String::as_str) {
+            None => none += 1,
+            Some("red") => red += 1,
+            Some(other) => panic!("{other} stars under a v1/v3 split"),
+        }
+    }
+    assert!(none > 0 && red > 0, "v1 {none}, v3 {red}");
+
+    // The JSON API and health.
+    let api = crate::support::get(gw, "bookinfo.local", "/api/v1/products").unwrap();
+    let products: serde_json::Value = serde_json::from_str(&api.body).unwrap();
+    assert_eq!(products[0]["title"], "The Comedy of Errors");
+    let reviews = crate::support::get(gw, "bookinfo.local", "/api/v1/products/0/reviews").unwrap();
+    let reviews: serde_json::Value = serde_json::from_str(&reviews.body).unwrap();
+    assert!(reviews["podname"].as_str().is_some_and(|p| p.starts_with("reviews-v")), "{reviews}");
+    let details = crate::support::get(gw, "bookinfo.local", "/api/v1/products/abc").unwrap();
+    assert_eq!(details.status, 400, "details refuses a non-numeric id: {}", details.body);
+}

@@ -22,7 +22,7 @@ impl Mesh {
     pub fn up() -> Mesh {
         let mut mesh =
             Mesh { state: tempfile::tempdir().unwrap(), work: tempfile::tempdir().unwrap(), up_output: String::new() };
-        let out = mesh.run(&["up", "--http-port", "0", "--https-port", "0", "--tcp-port", "0"]);
+        let out = mesh.run(&["up", "--http-port", "0", "--https-port", "0", "--tcp-port", "0", "--apps", "httpbin"]);
         assert!(out.status.success(), "meshrig up failed:\n{}", text(&out));
         mesh.up_output = text(&out);
         mesh
@@ -144,12 +144,27 @@ pub fn request(
     path: &str,
     headers: &[(&str, &str)],
 ) -> std::io::Result<Reply> {
+    request_with_body(addr, method, host, path, headers, "")
+}
+
+/// One HTTP/1.1 request with a body (a form, say), with extra headers.
+pub fn request_with_body(
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<Reply> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    s.set_read_timeout(Some(Duration::from_secs(15)))?;
+    let mut extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    if !body.is_empty() {
+        extra.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\nUser-Agent: meshrig-test\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\nUser-Agent: meshrig-test\r\n\r\n{body}"
     )?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;

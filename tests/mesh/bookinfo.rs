@@ -1,0 +1,117 @@
+//! Bookinfo, built in: the project's own Bookinfo manifests behave as istio.io's tasks say
+//! (`tests/conformance` runs the same scenario on Istio's files), `up` runs it by default, and
+//! images meshrig does not have run as the echo stand-in with one warning.
+
+use crate::scenarios::bookinfo_scenario;
+use crate::support::{get, text, Mesh};
+
+#[test]
+fn bookinfo_follows_istios_traffic_management_tasks() {
+    let mesh = Mesh::up();
+    bookinfo_scenario(&mesh, &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples"));
+}
+
+#[test]
+fn up_runs_bookinfo_by_default_and_remembers_the_apps() {
+    let mesh = Mesh::up();
+    let out = mesh.run(&["down"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // A fresh environment brought up the way a user does: Bookinfo's page on the gateway.
+    let fresh =
+        Mesh { state: tempfile::tempdir().unwrap(), work: tempfile::tempdir().unwrap(), up_output: String::new() };
+    let up = fresh.run(&["up", "--http-port", "0", "--https-port", "0", "--tcp-port", "0"]);
+    assert!(up.status.success(), "{}", text(&up));
+    assert!(text(&up).contains("/productpage"), "up says where Bookinfo is:\n{}", text(&up));
+    let page = get(fresh.gateway(), "localhost", "/productpage").unwrap();
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Simple Bookstore App") && page.body.contains("Book Reviews"), "{}", page.body);
+    let bad = fresh.run(&["up", "--apps", "wordpress"]);
+    assert!(!bad.status.success() && text(&bad).contains("httpbin, bookinfo"), "{}", text(&bad));
+}
+
+#[test]
+fn an_unknown_image_runs_the_echo_stand_in_with_one_warning() {
+    let mesh = Mesh::up();
+    let out = mesh.apply_yaml(
+        "shop.yaml",
+        r#"apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web-v1}
+spec:
+  selector: {matchLabels: {app: web, version: v1}}
+  template:
+    metadata: {labels: {app: web, version: v1}}
+    spec:
+      containers: [{name: web, image: "example.com/shop/web:1.0", ports: [{containerPort: 8080}]}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web-v2}
+spec:
+  selector: {matchLabels: {app: web, version: v2}}
+  template:
+    metadata:
+      labels: {app: web, version: v2}
+      annotations: {echo.meshrig.dev/error-rate: "100%", echo.meshrig.dev/error-status: "502"}
+    spec:
+      containers: [{name: web, image: "example.com/shop/web:1.0", ports: [{containerPort: 8080}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web}
+spec:
+  host: web
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web}
+spec:
+  hosts: [web]
+  http:
+  - match: [{headers: {x-canary: {exact: "yes"}}}]
+    route: [{destination: {host: web, subset: v2}}]
+  - route: [{destination: {host: web, subset: v1}}]
+"#,
+    );
+    assert_eq!(out.matches("echo app").count(), 1, "one warning for both Deployments:\n{out}");
+    assert!(out.contains("example.com/shop/web:1.0 (web-v1, web-v2)"), "{out}");
+    let v1 = mesh.ok(&["exec", "curl", "--", "curl", "-s", "http://web/cart?id=7"]);
+    let v1: serde_json::Value = serde_json::from_str(&v1).unwrap_or_else(|e| panic!("{e}: {v1}"));
+    assert_eq!((v1["app"].as_str(), v1["version"].as_str()), (Some("web"), Some("v1")), "{v1}");
+    assert_eq!(v1["path"], "/cart?id=7");
+    assert!(v1["pod"].as_str().is_some_and(|p| p.starts_with("web-v1-")), "{v1}");
+    let code = mesh.http_code_with("curl", "default", "http://web/cart", &["-H", "x-canary: yes"]);
+    assert_eq!(code, "502", "the annotated version fails with its status");
+
+    // A misbehaviour that makes no sense is refused, naming the annotation.
+    let bad = mesh.work.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web-v3}
+spec:
+  selector: {matchLabels: {app: web, version: v3}}
+  template:
+    metadata:
+      labels: {app: web, version: v3}
+      annotations: {echo.meshrig.dev/error-rate: "lots"}
+    spec:
+      containers: [{name: web, image: "example.com/shop/web:1.0", ports: [{containerPort: 8080}]}]
+"#,
+    )
+    .unwrap();
+    let out = mesh.run(&["apply", "-f", bad.to_str().unwrap()]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("echo.meshrig.dev/error-rate") && text(&out).contains("`lots`"), "{}", text(&out));
+}
