@@ -93,6 +93,18 @@ pub struct CheckRequest {
     pub path: String,
     #[serde(default = "get")]
     pub method: String,
+    /// Sign in first as this user, as a browser does on Bookinfo's product page (POST /login
+    /// with the form, then send its session cookie).
+    #[serde(default)]
+    pub login: Option<String>,
+    /// Send the request this many times; every answer must meet the expectation (a route
+    /// that only sometimes holds, such as a weighted split, fails).
+    #[serde(default = "once")]
+    pub repeat: u32,
+}
+
+fn once() -> u32 {
+    1
 }
 
 fn get() -> String {
@@ -112,6 +124,9 @@ pub struct Expect {
     /// Text the body must contain.
     #[serde(default)]
     pub body_contains: Option<String>,
+    /// Text the body must not contain.
+    #[serde(default)]
+    pub body_not_contains: Option<String>,
 }
 
 /// What one attempt saw.
@@ -159,24 +174,41 @@ pub struct Target {
 }
 
 fn describe_request(c: &Check, target: &Target) -> String {
-    format!("{} http://{}{} (Host: {})", c.request.method, target.gateway, c.request.path, c.request.host)
+    let r = &c.request;
+    let mut out = format!("{} http://{}{} (Host: {})", r.method, target.gateway, r.path, r.host);
+    if let Some(user) = &r.login {
+        out.push_str(&format!(", signed in as {user}"));
+    }
+    if r.repeat > 1 {
+        out.push_str(&format!(", {} times", r.repeat));
+    }
+    out
 }
 
 fn describe_expect(e: &Expect) -> String {
-    match &e.body_contains {
-        Some(text) => format!("status {} with {text:?} in the body", e.status),
-        None => format!("status {}", e.status),
+    let mut out = format!("status {}", e.status);
+    if let Some(text) = &e.body_contains {
+        out.push_str(&format!(" with {text:?} in the body"));
     }
+    if let Some(text) = &e.body_not_contains {
+        out.push_str(&format!(" {} {text:?}", if e.body_contains.is_some() { "and without" } else { "without" }));
+    }
+    out
 }
 
 /// Passes, or the kind of failure.
 pub fn judge(expect: &Expect, seen: &Seen) -> Result<(), Failure> {
     match seen {
         Seen::Answer { status, .. } if *status != expect.status => Err(Failure::Status(*status)),
-        Seen::Answer { body, .. } => match &expect.body_contains {
-            Some(text) if !body.contains(text.as_str()) => Err(Failure::Body),
-            _ => Ok(()),
-        },
+        Seen::Answer { body, .. } => {
+            let lacks = expect.body_contains.as_ref().is_some_and(|t| !body.contains(t.as_str()));
+            let has = expect.body_not_contains.as_ref().is_some_and(|t| body.contains(t.as_str()));
+            if lacks || has {
+                Err(Failure::Body)
+            } else {
+                Ok(())
+            }
+        }
         Seen::Refused => Err(Failure::Refused),
         Seen::Reset(_) | Seen::Invalid(_) => Err(Failure::Reset),
         Seen::Timeout => Err(Failure::Timeout),
@@ -189,11 +221,20 @@ pub fn hint_for<'a>(c: &'a Check, failure: &Failure) -> &'a str {
 }
 
 fn describe_seen(seen: &Seen, expect: &Expect) -> String {
+    if let (Seen::Answer { status, .. }, Ok(())) = (seen, judge(expect, seen)) {
+        return match &expect.body_contains {
+            Some(t) => format!("status {status} with {t:?} in the body"),
+            None => format!("status {status}"),
+        };
+    }
     match seen {
-        Seen::Answer { status, body } if *status == expect.status => {
-            let shown: String = body.chars().take(120).collect();
-            format!("status {status} without the expected text (body starts {shown:?})")
-        }
+        Seen::Answer { status, body } if *status == expect.status => match &expect.body_not_contains {
+            Some(t) if body.contains(t.as_str()) => format!("status {status} with {t:?} in the body"),
+            _ => {
+                let shown: String = body.chars().take(120).collect();
+                format!("status {status} without the expected text (body starts {shown:?})")
+            }
+        },
         Seen::Answer { status, body } if body.trim().is_empty() => format!("status {status}, empty body"),
         Seen::Answer { status, body } => {
             let first = body.lines().next().unwrap_or("").chars().take(100).collect::<String>();
@@ -206,18 +247,72 @@ fn describe_seen(seen: &Seen, expect: &Expect) -> String {
     }
 }
 
+/// One attempt: sign in if the check says so, then send the request `repeat` times; the first
+/// answer that fails the expectation is what was seen.
 async fn attempt(client: &net::HttpClient, c: &Check, target: &Target, request_id: &str) -> Seen {
-    let req = match Request::builder()
-        .method(c.request.method.as_str())
-        .uri(format!("http://{}{}", target.gateway, c.request.path))
-        .header(header::HOST, &c.request.host)
-        .header(header::USER_AGENT, "meshrig-lab-check")
-        .header("x-request-id", request_id)
-        .body(net::empty())
-    {
-        Ok(r) => r,
-        Err(e) => return Seen::Invalid(e.to_string()),
+    let cookie = match &c.request.login {
+        Some(user) => match login(client, c, target, user).await {
+            Ok(cookie) => Some(cookie),
+            Err(seen) => return seen,
+        },
+        None => None,
     };
+    let mut seen = Seen::Invalid("the check sends no request (repeat: 0)".into());
+    for i in 0..c.request.repeat {
+        // The first request carries the id whose decision record explains a failure; later
+        // ones get their own so that each is recorded.
+        let id = if i == 0 { request_id.to_string() } else { format!("{request_id}-{i}") };
+        let mut req = Request::builder()
+            .method(c.request.method.as_str())
+            .uri(format!("http://{}{}", target.gateway, c.request.path))
+            .header(header::HOST, &c.request.host)
+            .header(header::USER_AGENT, "meshrig-lab-check")
+            .header("x-request-id", &id);
+        if let Some(cookie) = &cookie {
+            req = req.header(header::COOKIE, cookie);
+        }
+        seen = match req.body(net::empty()) {
+            Ok(r) => send(client, r).await,
+            Err(e) => return Seen::Invalid(e.to_string()),
+        };
+        if judge(&c.expect, &seen).is_err() {
+            return seen;
+        }
+    }
+    seen
+}
+
+/// Signs in on Bookinfo's product page through the gateway; the session cookie, or what was seen.
+async fn login(client: &net::HttpClient, c: &Check, target: &Target, user: &str) -> Result<String, Seen> {
+    let form: String = format!("username={}&passwd=", user.replace('&', "%26").replace('=', "%3D").replace(' ', "+"));
+    let req = Request::post(format!("http://{}/login", target.gateway))
+        .header(header::HOST, &c.request.host)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::REFERER, format!("http://{}/productpage", c.request.host))
+        .header(header::USER_AGENT, "meshrig-lab-check")
+        .body(net::full(form))
+        .map_err(|e| Seen::Invalid(e.to_string()))?;
+    let resp = match tokio::time::timeout(ATTEMPT_TIMEOUT, client.request(req)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return Err(Seen::Reset(format!("signing in: {}", crate::api::error_chain(&e)))),
+        Err(_) => return Err(Seen::Timeout),
+    };
+    let cookie = resp
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.split(';').next().filter(|c| c.starts_with("session=")).map(str::to_string));
+    match cookie {
+        Some(c) => Ok(c),
+        None => Err(Seen::Answer {
+            status: resp.status().as_u16(),
+            body: format!("signing in as {user} gave no session cookie (POST /login answered {})", resp.status()),
+        }),
+    }
+}
+
+async fn send(client: &net::HttpClient, req: Request<net::Body>) -> Seen {
     let answer = async {
         let resp = client.request(req).await.map_err(|e| crate::api::error_chain(&e))?;
         let status = resp.status().as_u16();
@@ -376,15 +471,20 @@ mod tests {
 
     #[test]
     fn the_verdict_names_the_kind_of_failure() {
-        let e = Expect { status: 404, body_contains: None };
+        let e = Expect { status: 404, body_contains: None, body_not_contains: None };
         assert_eq!(judge(&e, &answer(404, "")), Ok(()));
         assert_eq!(judge(&e, &answer(200, "")), Err(Failure::Status(200)));
         assert_eq!(judge(&e, &Seen::Refused), Err(Failure::Refused));
         assert_eq!(judge(&e, &Seen::Timeout), Err(Failure::Timeout));
         assert_eq!(judge(&e, &Seen::Reset("closed".into())), Err(Failure::Reset));
-        let e = Expect { status: 200, body_contains: Some("stars".into()) };
+        let e = Expect { status: 200, body_contains: Some("stars".into()), body_not_contains: None };
         assert_eq!(judge(&e, &answer(200, "no ratings")), Err(Failure::Body));
         assert_eq!(judge(&e, &answer(200, "two stars")), Ok(()));
+        let e =
+            Expect { status: 200, body_contains: Some("Book Reviews".into()), body_not_contains: Some("star".into()) };
+        assert_eq!(judge(&e, &answer(200, "Book Reviews")), Ok(()));
+        assert_eq!(judge(&e, &answer(200, "Book Reviews, two stars")), Err(Failure::Body));
+        assert!(describe_seen(&answer(200, "Book Reviews, two stars"), &e).contains("with \"star\" in the body"));
     }
 
     #[test]
@@ -413,8 +513,15 @@ hints:
         let mk = |id: &str, needs: &[&str]| Check {
             id: id.into(),
             title: id.into(),
-            request: CheckRequest { via: Via::Gateway, host: "h".into(), path: "/".into(), method: get() },
-            expect: Expect { status: 200, body_contains: None },
+            request: CheckRequest {
+                via: Via::Gateway,
+                host: "h".into(),
+                path: "/".into(),
+                method: get(),
+                login: None,
+                repeat: 1,
+            },
+            expect: Expect { status: 200, body_contains: None, body_not_contains: None },
             hint: String::new(),
             hints: vec![],
             needs: needs.iter().map(|s| s.to_string()).collect(),
