@@ -2,6 +2,7 @@
 //!
 //! Exit codes: 0 success; 1 a check or verification failed; 2 usage or runtime error.
 
+pub mod analyze;
 pub mod backend;
 mod doctor;
 mod exec;
@@ -74,6 +75,31 @@ pub enum Command {
         /// Also delete the environment's state (applied resources, lab progress).
         #[arg(long)]
         purge: bool,
+    },
+    /// Find configuration mistakes as istioctl analyze does (codes IST0101, IST0102, IST0103,
+    /// IST0106, IST0109); exit code 79 when an issue reaches --failure-threshold.
+    Analyze {
+        /// Also judge these files, as if they were applied (nothing is applied).
+        #[arg(short = 'f', long = "filename")]
+        files: Vec<String>,
+        /// Read directories given with -f recursively.
+        #[arg(short = 'R', long)]
+        recursive: bool,
+        /// The namespace to analyze (default: default).
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// Analyze every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// Output format: istioctl's lines for people, or json / yaml for programs.
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+        /// The lowest level that makes the exit code 79: Error, Warning or Info.
+        #[arg(long, default_value = "Error")]
+        failure_threshold: String,
+        /// The lowest level shown: Error, Warning or Info.
+        #[arg(long, default_value = "Info")]
+        output_threshold: String,
     },
     /// Show the control plane and every pod with its health.
     Status {
@@ -460,6 +486,26 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(exec::run(&env, &workload, namespace.as_deref().unwrap_or("default"), &command))
         }
         Command::Lab(cmd) => runtime()?.block_on(lab::run(&env, cmd)),
+        Command::Analyze {
+            files,
+            recursive,
+            namespace,
+            all_namespaces,
+            output,
+            failure_threshold,
+            output_threshold,
+        } => {
+            let o = analyze::Options {
+                files,
+                recursive,
+                namespace,
+                all_namespaces,
+                output,
+                failure_threshold,
+                output_threshold,
+            };
+            runtime()?.block_on(analyze::run(&env, o))
+        }
         Command::ProxyStatus { pod, output } => runtime()?.block_on(proxy_config::status(&env, pod.as_deref(), output)),
         Command::ProxyConfig { section, pod, namespace, output } => {
             runtime()?.block_on(proxy_config::config(&env, section, &pod, namespace.as_deref(), output))

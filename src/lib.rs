@@ -16,6 +16,7 @@
 //! - `env`: an environment's state directory.
 //! - `net`: loopback HTTP plumbing; `ready`: the readiness line; `reaper`: stopping processes.
 
+pub mod analyze;
 pub mod api;
 pub mod apps;
 pub mod cli;

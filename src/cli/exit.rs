@@ -23,7 +23,7 @@ pub const FAILED: u8 = 5;
 
 /// The exit-code table for `--help`.
 pub const HELP: &str = "Exit codes: 0 ok, 1 a check failed, 2 usage error, 3 environment not running, \
-4 invalid input (YAML or validation), 5 other failure.";
+4 invalid input (YAML or validation), 5 other failure, 79 `analyze` found issues (as istioctl).";
 
 /// The code an error ends the process with.
 pub fn code_for(e: &anyhow::Error) -> u8 {

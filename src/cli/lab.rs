@@ -407,7 +407,23 @@ async fn check_cmd(env: &Env, lab: &Lab, wait: Duration, output: Output) -> anyh
     )
     .await;
     let passed = outcomes.iter().all(|o| o.passed);
+    // When something failed, what the analyzer finds in the lab's namespace often says why.
+    let analysis: Vec<String> = if passed {
+        Vec::new()
+    } else {
+        crate::cli::analyze::findings(&client, &lab.spec.baseline.namespace)
+            .await
+            .iter()
+            .map(|m| m.to_string())
+            .collect()
+    };
     if people {
+        if !analysis.is_empty() {
+            println!("The analyzer also finds (meshrig analyze):");
+            for line in &analysis {
+                println!("    {line}");
+            }
+        }
         let failed = outcomes.iter().filter(|o| !o.passed).count();
         if failed == 0 {
             println!("Lab {}: all {} checks passed", lab.number, outcomes.len());
@@ -415,7 +431,8 @@ async fn check_cmd(env: &Env, lab: &Lab, wait: Duration, output: Output) -> anyh
             println!("Lab {}: {failed} of {} checks failed", lab.number, outcomes.len());
         }
     } else {
-        crate::cli::print_data(output, &serde_json::json!({"lab": lab.number, "passed": passed, "checks": outcomes}))?;
+        let data = serde_json::json!({"lab": lab.number, "passed": passed, "checks": outcomes, "analysis": analysis});
+        crate::cli::print_data(output, &data)?;
     }
     if passed {
         let mut p = progress(env);

@@ -98,6 +98,18 @@ pub async fn apply(
         let suffix = if dry_run { " (dry run)" } else { "" };
         println!("{} {}{suffix}", describe(&r.key), r.action.as_str());
     }
+    if !dry_run {
+        let applied: Vec<_> = resp.results.iter().map(|r| r.key.clone()).collect();
+        for mut m in crate::cli::analyze::after_apply(&client, &applied).await {
+            let doc = docs.iter().find(|d| {
+                let mut r = d.resource.clone();
+                r.set_default_namespace(namespace.unwrap_or("default"));
+                r.kind().as_str() == m.kind && r.name() == m.name && r.key().namespace == m.namespace
+            });
+            m.origin = doc.map(|d| format!("{}:{}", d.file, d.line));
+            eprintln!("{m}");
+        }
+    }
     if wait && !dry_run {
         crate::cli::lifecycle::wait_ready(&client, Some(resp.version), std::time::Duration::from_secs(60)).await?;
     }

@@ -184,6 +184,11 @@ fn lab01_classic_mistakes_get_their_own_hint_and_the_meshs_reason_and_reset_rest
     assert!(o["hint"].as_str().unwrap().contains("`destination.host` must name"), "{o}");
     let reason = o["mesh_reason"].as_str().unwrap_or_else(|| panic!("no mesh reason: {o}"));
     assert!(reason.contains("does not exist") && reason.contains("NC"), "{reason}");
+    let analysis = v["analysis"].as_array().unwrap_or_else(|| panic!("no analysis: {v}"));
+    assert!(
+        analysis.iter().any(|l| l.as_str().unwrap().ends_with("Referenced host not found: \"httpbinn\"")),
+        "the analyzer explains the failure too: {v}"
+    );
 
     // 3. A catch-all host lets every host in.
     let catch_all = solution.replace("- httpbin.example.com", "- \"*\"");
