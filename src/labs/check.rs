@@ -101,6 +101,20 @@ pub struct CheckRequest {
     /// that only sometimes holds, such as a weighted split, fails).
     #[serde(default = "once")]
     pub repeat: u32,
+    /// How long one answer may take, in seconds (default 5; a page that shows a timeout of the
+    /// app itself needs longer).
+    #[serde(default = "five")]
+    pub timeout_seconds: u64,
+}
+
+fn five() -> u64 {
+    5
+}
+
+impl CheckRequest {
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_seconds.clamp(1, 120))
+    }
 }
 
 fn once() -> u32 {
@@ -145,7 +159,6 @@ pub enum Seen {
 
 /// Bodies are kept up to this size for judging (the check only looks for a phrase).
 const BODY_LIMIT: usize = 64 * 1024;
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Outcome {
@@ -242,7 +255,7 @@ fn describe_seen(seen: &Seen, expect: &Expect) -> String {
         }
         Seen::Refused => "connection refused: nothing listens there (no Gateway server for that port yet?)".into(),
         Seen::Reset(why) => format!("no HTTP answer: {why}"),
-        Seen::Timeout => format!("no answer within {}s", ATTEMPT_TIMEOUT.as_secs()),
+        Seen::Timeout => "no answer in time".to_string(),
         Seen::Invalid(why) => format!("the check's request is invalid: {why}"),
     }
 }
@@ -272,7 +285,7 @@ async fn attempt(client: &net::HttpClient, c: &Check, target: &Target, request_i
             req = req.header(header::COOKIE, cookie);
         }
         seen = match req.body(net::empty()) {
-            Ok(r) => send(client, r).await,
+            Ok(r) => send(client, r, c.request.timeout()).await,
             Err(e) => return Seen::Invalid(e.to_string()),
         };
         if judge(&c.expect, &seen).is_err() {
@@ -292,7 +305,7 @@ async fn login(client: &net::HttpClient, c: &Check, target: &Target, user: &str)
         .header(header::USER_AGENT, "meshrig-lab-check")
         .body(net::full(form))
         .map_err(|e| Seen::Invalid(e.to_string()))?;
-    let resp = match tokio::time::timeout(ATTEMPT_TIMEOUT, client.request(req)).await {
+    let resp = match tokio::time::timeout(c.request.timeout(), client.request(req)).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return Err(Seen::Reset(format!("signing in: {}", crate::api::error_chain(&e)))),
         Err(_) => return Err(Seen::Timeout),
@@ -312,7 +325,7 @@ async fn login(client: &net::HttpClient, c: &Check, target: &Target, user: &str)
     }
 }
 
-async fn send(client: &net::HttpClient, req: Request<net::Body>) -> Seen {
+async fn send(client: &net::HttpClient, req: Request<net::Body>, timeout: Duration) -> Seen {
     let answer = async {
         let resp = client.request(req).await.map_err(|e| crate::api::error_chain(&e))?;
         let status = resp.status().as_u16();
@@ -326,7 +339,7 @@ async fn send(client: &net::HttpClient, req: Request<net::Body>) -> Seen {
         }
         Ok::<_, String>(Seen::Answer { status, body: String::from_utf8_lossy(&body).into() })
     };
-    match tokio::time::timeout(ATTEMPT_TIMEOUT, answer).await {
+    match tokio::time::timeout(timeout, answer).await {
         Ok(Ok(seen)) => seen,
         Ok(Err(chain)) if chain.contains("refused") => Seen::Refused,
         Ok(Err(chain)) => Seen::Reset(chain),
@@ -520,6 +533,7 @@ hints:
                 method: get(),
                 login: None,
                 repeat: 1,
+                timeout_seconds: 5,
             },
             expect: Expect { status: 200, body_contains: None, body_not_contains: None },
             hint: String::new(),
