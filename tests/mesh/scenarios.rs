@@ -193,4 +193,53 @@ pub fn bookinfo_scenario(mesh: &Mesh, dir: &Path) {
     assert!(reviews["podname"].as_str().is_some_and(|p| p.starts_with("reviews-v")), "{reviews}");
     let details = crate::support::get(gw, "bookinfo.local", "/api/v1/products/abc").unwrap();
     assert_eq!(details.status, 400, "details refuses a non-numeric id: {}", details.body);
+
+    // Request timeouts (Istio's task, its YAML written inline as istio.io does): reviews v2,
+    // ratings slowed by 2 s, then a 0.5 s timeout on reviews: the page comes back in about 1 s
+    // (productpage tries twice) with the reviews unavailable.
+    mesh.apply_yaml(
+        "request-timeouts.yaml",
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews, subset: v2}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http:
+  - fault: {delay: {percentage: {value: 100}, fixedDelay: 2s}}
+    route: [{destination: {host: ratings, subset: v1}}]
+",
+    );
+    let slow = until(None, "black stars after the ratings delay", &|p| {
+        stars(p).1.first().map(String::as_str) == Some("black")
+    });
+    assert!(slow.contains("Book Reviews"));
+    let started = std::time::Instant::now();
+    assert_eq!(stars(&page(None)).1.first().map(String::as_str), Some("black"));
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2), "ratings is delayed 2 s: {:?}", started.elapsed());
+    mesh.apply_yaml(
+        "reviews-timeout.yaml",
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews, subset: v2}}], timeout: 0.5s}]
+",
+    );
+    until(None, "the reviews timeout", &|p| p.contains("Error fetching product reviews"));
+    let started = std::time::Instant::now();
+    let timed_out = page(None);
+    let took = started.elapsed();
+    assert!(timed_out.contains("Sorry, product reviews are currently unavailable for this book."), "{timed_out}");
+    assert!(
+        took >= std::time::Duration::from_millis(1000) && took < std::time::Duration::from_secs(3),
+        "two tries of 0.5 s (productpage's own 3 s timeout did not decide): {took:?}"
+    );
 }
