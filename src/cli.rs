@@ -326,6 +326,9 @@ pub enum LabCommand {
         /// Seconds each check may retry before it counts as failed.
         #[arg(long, default_value_t = 5)]
         wait: u64,
+        /// In a lab of steps, check this step (default: the step you are on).
+        #[arg(long)]
+        step: Option<u32>,
         /// Output format: a table for people, or yaml / json for programs.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,

@@ -70,10 +70,25 @@ pub struct Baseline {
 pub struct Step {
     pub title: String,
     pub text: String,
+    /// In a lab whose checks belong to steps: the files that solve this step (for `lab verify`).
+    #[serde(default)]
+    pub solution: Vec<String>,
 }
 
 fn default_namespace() -> String {
     "default".into()
+}
+
+impl Spec {
+    /// The last step any check belongs to (0: the lab has one final state).
+    pub fn staged_steps(&self) -> u32 {
+        self.checks.iter().filter_map(|c| c.step).max().unwrap_or(0)
+    }
+
+    /// The checks that judge `step` (every check when the lab is not staged).
+    pub fn checks_for(&self, step: u32) -> Vec<check::Check> {
+        self.checks.iter().filter(|c| c.step.is_none_or(|s| s == step)).cloned().collect()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -118,7 +133,8 @@ pub fn all() -> Result<Vec<Lab>, Error> {
         }
         let number = dir.split('-').next().unwrap_or(&dir).to_string();
         let lab = Lab { number, dir: dir.clone(), spec };
-        for f in lab.spec.start.iter().chain(&lab.spec.solution) {
+        for f in lab.spec.start.iter().chain(&lab.spec.solution).chain(lab.spec.steps.iter().flat_map(|s| &s.solution))
+        {
             if lab.file(f).is_none() {
                 return Err(Error::MissingFile { dir: dir.clone(), file: f.clone() });
             }
@@ -167,6 +183,9 @@ pub struct Progress {
     pub passed: Vec<String>,
     #[serde(default)]
     pub hints_shown: std::collections::BTreeMap<String, usize>,
+    /// The step a learner is on, per lab whose checks belong to steps (1-based).
+    #[serde(default)]
+    pub step: std::collections::BTreeMap<String, u32>,
 }
 
 /// What a lab's README may name: the environment's real addresses, rendered at `lab start`.

@@ -24,9 +24,9 @@ pub async fn run(env: &Env, cmd: LabCommand) -> anyhow::Result<ExitCode> {
         LabCommand::Next => next(env).await,
         LabCommand::Reset { lab } => reset(env, &current(env, lab)?).await,
         LabCommand::Restore { file } => restore(env, file).await,
-        LabCommand::Check { lab, wait, output } => {
+        LabCommand::Check { lab, wait, step, output } => {
             let lab = current(env, lab)?;
-            check_cmd(env, &lab, Duration::from_secs(wait), output).await
+            check_cmd(env, &lab, Duration::from_secs(wait), step, output).await
         }
         LabCommand::Hint { lab, all } => hint(env, &current(env, lab)?, all),
         LabCommand::Solution { lab, apply } => {
@@ -212,6 +212,7 @@ async fn start(env: &Env, lab: &Lab) -> anyhow::Result<ExitCode> {
     }
     let mut p = progress(env);
     p.current = Some(lab.number.clone());
+    p.step.remove(&lab.number);
     save_progress(env, &p)?;
     println!("lab {} — {}", lab.number, lab.spec.title);
     println!("{}", lab.spec.summary);
@@ -271,6 +272,7 @@ async fn reset(env: &Env, lab: &Lab) -> anyhow::Result<ExitCode> {
     }
     let mut p = progress(env);
     p.current = Some(lab.number.clone());
+    p.step.remove(&lab.number);
     save_progress(env, &p)?;
     eprintln!("{} lab {} is back at its start; `meshrig lab check` runs its checks", term::pass_mark(), lab.number);
     Ok(ExitCode::SUCCESS)
@@ -364,7 +366,22 @@ pub fn print_outcome(o: &Outcome) {
     println!("    hint     {}", o.hint);
 }
 
-async fn check_cmd(env: &Env, lab: &Lab, wait: Duration, output: Output) -> anyhow::Result<ExitCode> {
+async fn check_cmd(
+    env: &Env,
+    lab: &Lab,
+    wait: Duration,
+    step: Option<u32>,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    let steps = lab.spec.staged_steps();
+    let step = match step {
+        Some(n) if steps == 0 || n == 0 || n > steps => {
+            anyhow::bail!("lab {} has no step {n} to check (its checks belong to steps 1 to {steps})", lab.number)
+        }
+        Some(n) => n,
+        None => progress(env).step.get(&lab.number).copied().unwrap_or(1).clamp(1, steps.max(1)),
+    };
+    let checks = lab.spec.checks_for(step);
     let client = crate::cli::backend::Backend::local(env).client()?;
     // Checks judge the config in force: wait (bounded) until every proxy runs it. If that does
     // not happen, the checks still run and say what they see.
@@ -380,10 +397,14 @@ async fn check_cmd(env: &Env, lab: &Lab, wait: Duration, output: Output) -> anyh
         );
         println!("{heading}");
         println!("{}", "-".repeat(heading.chars().count()));
+        if steps > 0 {
+            let title = lab.spec.steps.get(step as usize - 1).map(|s| s.title.as_str()).unwrap_or("");
+            println!("step {step} of {steps}: {title}");
+        }
     }
     let spinner = std::cell::RefCell::new(None::<indicatif::ProgressBar>);
     let outcomes = check::run_all(
-        &lab.spec.checks,
+        &checks,
         &target,
         wait,
         |c| {
@@ -406,9 +427,16 @@ async fn check_cmd(env: &Env, lab: &Lab, wait: Duration, output: Output) -> anyh
         },
     )
     .await;
-    let passed = outcomes.iter().all(|o| o.passed);
+    let step_passed = outcomes.iter().all(|o| o.passed);
+    // A lab of steps is passed when its last step is; a passed step moves the learner on.
+    let passed = step_passed && step >= steps;
+    if step_passed && step < steps {
+        let mut p = progress(env);
+        p.step.insert(lab.number.clone(), step + 1);
+        save_progress(env, &p)?;
+    }
     // When something failed, what the analyzer finds in the lab's namespace often says why.
-    let analysis: Vec<String> = if passed {
+    let analysis: Vec<String> = if step_passed {
         Vec::new()
     } else {
         crate::cli::analyze::findings(&client, &lab.spec.baseline.namespace)
@@ -425,13 +453,24 @@ async fn check_cmd(env: &Env, lab: &Lab, wait: Duration, output: Output) -> anyh
             }
         }
         let failed = outcomes.iter().filter(|o| !o.passed).count();
-        if failed == 0 {
+        if failed == 0 && step < steps {
+            let next =
+                lab.spec.steps.get(step as usize).map(|s| format!("{}: {}", s.title, s.text)).unwrap_or_default();
+            println!("Lab {}: step {step} of {steps} passed. Next, step {}: {next}", lab.number, step + 1);
+        } else if failed == 0 {
             println!("Lab {}: all {} checks passed", lab.number, outcomes.len());
         } else {
             println!("Lab {}: {failed} of {} checks failed", lab.number, outcomes.len());
         }
     } else {
-        let data = serde_json::json!({"lab": lab.number, "passed": passed, "checks": outcomes, "analysis": analysis});
+        let data = serde_json::json!({
+            "lab": lab.number,
+            "step": if steps > 0 { Some(step) } else { None },
+            "passed": passed,
+            "stepPassed": step_passed,
+            "checks": outcomes,
+            "analysis": analysis,
+        });
         crate::cli::print_data(output, &data)?;
     }
     if passed {
@@ -441,5 +480,5 @@ async fn check_cmd(env: &Env, lab: &Lab, wait: Duration, output: Output) -> anyh
         }
         save_progress(env, &p)?;
     }
-    Ok(if passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if step_passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

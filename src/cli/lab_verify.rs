@@ -90,10 +90,28 @@ async fn verify_lab(lab: &Lab, wait: Duration, bar: &indicatif::ProgressBar) -> 
     apply_files(&client, lab, &lab.spec.start).await?;
     let target = target(&client, &scratch.env).await?;
     let start = check::run_all(&lab.spec.checks, &target, START_WAIT.min(wait), |_| {}, |_, _, _| {}, |_| {}).await;
-    bar.set_message(format!("{title}: checks with the solution"));
-    baseline(&client, lab).await?;
-    apply_files(&client, lab, &lab.spec.solution).await?;
-    let solution = check::run_all(&lab.spec.checks, &target, wait, |_| {}, |_, _, _| {}, |_| {}).await;
+    let steps = lab.spec.staged_steps();
+    let mut solution = Vec::new();
+    if steps == 0 {
+        bar.set_message(format!("{title}: checks with the solution"));
+        baseline(&client, lab).await?;
+        apply_files(&client, lab, &lab.spec.solution).await?;
+        solution = check::run_all(&lab.spec.checks, &target, wait, |_| {}, |_, _, _| {}, |_| {}).await;
+    } else {
+        // A lab of steps: each step's solution, on the starting files, passes that step's checks.
+        for step in 1..=steps {
+            bar.set_message(format!("{title}: checks of step {step} with its solution"));
+            let files = match lab.spec.steps.get(step as usize - 1) {
+                Some(s) if !s.solution.is_empty() => s.solution.clone(),
+                _ => lab.spec.solution.clone(),
+            };
+            baseline(&client, lab).await?;
+            apply_files(&client, lab, &lab.spec.start).await?;
+            apply_files(&client, lab, &files).await?;
+            let checks = lab.spec.checks_for(step);
+            solution.extend(check::run_all(&checks, &target, wait, |_| {}, |_, _, _| {}, |_| {}).await);
+        }
+    }
     drop(scratch);
     let problems = problems(&start, &solution);
     Ok(LabResult {

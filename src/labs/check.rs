@@ -33,6 +33,10 @@ pub struct Check {
     /// check to fail on the starting files.
     #[serde(default)]
     pub guard: Option<String>,
+    /// The step of the lab this check judges (1-based), in a lab whose steps are states one
+    /// after the other (a canary at 20%, then 50%, then 100%); none: the lab has one final state.
+    #[serde(default)]
+    pub step: Option<u32>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -141,6 +145,60 @@ pub struct Expect {
     /// Text the body must not contain.
     #[serde(default)]
     pub body_not_contains: Option<String>,
+    /// Over `request.repeat` answers, this share of them must contain a text (a weighted
+    /// split), judged with a tolerance that a right split fails less than once in a million.
+    #[serde(default)]
+    pub share: Option<Share>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Share {
+    pub body_contains: String,
+    /// 0 to 100.
+    pub percent: f64,
+}
+
+/// How rarely a right split may be judged wrong, both tails together.
+pub const FALSE_FAILURE: f64 = 1e-6;
+
+/// The counts out of `n` answers that a share of `p` (0..=1) accepts: everything but the two
+/// binomial tails of `FALSE_FAILURE / 2` each. A count outside is a wrong split, not chance.
+pub fn acceptance(n: u32, p: f64) -> (u32, u32) {
+    if p <= 0.0 {
+        return (0, 0);
+    }
+    if p >= 1.0 {
+        return (n, n);
+    }
+    // pmf(k+1) = pmf(k) · (n−k)/(k+1) · p/(1−p), from pmf(0) = (1−p)^n, in logs for large n.
+    let ln_ratio = (p / (1.0 - p)).ln();
+    let mut ln_pmf = f64::from(n) * (1.0 - p).ln();
+    let mut pmf = Vec::with_capacity(n as usize + 1);
+    for k in 0..=n {
+        pmf.push(ln_pmf.exp());
+        ln_pmf += (f64::from(n - k) / f64::from(k + 1)).ln() + ln_ratio;
+    }
+    let tail = FALSE_FAILURE / 2.0;
+    let mut below = 0.0;
+    let mut lo = 0;
+    for (k, m) in pmf.iter().enumerate() {
+        if below + m > tail {
+            lo = k as u32;
+            break;
+        }
+        below += m;
+    }
+    let mut above = 0.0;
+    let mut hi = n;
+    for (k, m) in pmf.iter().enumerate().rev() {
+        if above + m > tail {
+            hi = k as u32;
+            break;
+        }
+        above += m;
+    }
+    (lo, hi)
 }
 
 /// What one attempt saw.
@@ -155,6 +213,12 @@ pub enum Seen {
     Timeout,
     /// The request could not even be made (a bad check).
     Invalid(String),
+    /// A share check's count: `matched` of `total` answers (all with the expected status) had
+    /// the text.
+    Sample {
+        matched: u32,
+        total: u32,
+    },
 }
 
 /// Bodies are kept up to this size for judging (the check only looks for a phrase).
@@ -206,6 +270,9 @@ fn describe_expect(e: &Expect) -> String {
     if let Some(text) = &e.body_not_contains {
         out.push_str(&format!(" {} {text:?}", if e.body_contains.is_some() { "and without" } else { "without" }));
     }
+    if let Some(s) = &e.share {
+        out.push_str(&format!(", {}% of the answers with {:?} (give or take chance)", s.percent, s.body_contains));
+    }
     out
 }
 
@@ -225,6 +292,15 @@ pub fn judge(expect: &Expect, seen: &Seen) -> Result<(), Failure> {
         Seen::Refused => Err(Failure::Refused),
         Seen::Reset(_) | Seen::Invalid(_) => Err(Failure::Reset),
         Seen::Timeout => Err(Failure::Timeout),
+        Seen::Sample { matched, total } => {
+            let p = expect.share.as_ref().map(|s| s.percent / 100.0).unwrap_or(0.0);
+            let (lo, hi) = acceptance(*total, p);
+            if (lo..=hi).contains(matched) {
+                Ok(())
+            } else {
+                Err(Failure::Body)
+            }
+        }
     }
 }
 
@@ -234,6 +310,14 @@ pub fn hint_for<'a>(c: &'a Check, failure: &Failure) -> &'a str {
 }
 
 fn describe_seen(seen: &Seen, expect: &Expect) -> String {
+    if let Seen::Sample { matched, total } = seen {
+        let text = expect.share.as_ref().map(|s| s.body_contains.as_str()).unwrap_or("");
+        let (lo, hi) = acceptance(*total, expect.share.as_ref().map(|s| s.percent / 100.0).unwrap_or(0.0));
+        return format!(
+            "{matched} of {total} answers ({:.0}%) with {text:?}; a right split gives {lo} to {hi}",
+            f64::from(*matched) * 100.0 / f64::from((*total).max(1))
+        );
+    }
     if let (Seen::Answer { status, .. }, Ok(())) = (seen, judge(expect, seen)) {
         return match &expect.body_contains {
             Some(t) => format!("status {status} with {t:?} in the body"),
@@ -257,6 +341,7 @@ fn describe_seen(seen: &Seen, expect: &Expect) -> String {
         Seen::Reset(why) => format!("no HTTP answer: {why}"),
         Seen::Timeout => "no answer in time".to_string(),
         Seen::Invalid(why) => format!("the check's request is invalid: {why}"),
+        Seen::Sample { matched, total } => format!("{matched} of {total} answers with the text"),
     }
 }
 
@@ -271,6 +356,7 @@ async fn attempt(client: &net::HttpClient, c: &Check, target: &Target, request_i
         None => None,
     };
     let mut seen = Seen::Invalid("the check sends no request (repeat: 0)".into());
+    let mut matched = 0u32;
     for i in 0..c.request.repeat {
         // The first request carries the id whose decision record explains a failure; later
         // ones get their own so that each is recorded.
@@ -288,9 +374,19 @@ async fn attempt(client: &net::HttpClient, c: &Check, target: &Target, request_i
             Ok(r) => send(client, r, c.request.timeout()).await,
             Err(e) => return Seen::Invalid(e.to_string()),
         };
+        if let (Some(share), Seen::Answer { status, body }) = (&c.expect.share, &seen) {
+            if *status != c.expect.status {
+                return seen;
+            }
+            matched += u32::from(body.contains(share.body_contains.as_str()));
+            continue;
+        }
         if judge(&c.expect, &seen).is_err() {
             return seen;
         }
+    }
+    if c.expect.share.is_some() {
+        return Seen::Sample { matched, total: c.request.repeat };
     }
     seen
 }
@@ -484,20 +580,58 @@ mod tests {
 
     #[test]
     fn the_verdict_names_the_kind_of_failure() {
-        let e = Expect { status: 404, body_contains: None, body_not_contains: None };
+        let e = Expect { status: 404, body_contains: None, body_not_contains: None, share: None };
         assert_eq!(judge(&e, &answer(404, "")), Ok(()));
         assert_eq!(judge(&e, &answer(200, "")), Err(Failure::Status(200)));
         assert_eq!(judge(&e, &Seen::Refused), Err(Failure::Refused));
         assert_eq!(judge(&e, &Seen::Timeout), Err(Failure::Timeout));
         assert_eq!(judge(&e, &Seen::Reset("closed".into())), Err(Failure::Reset));
-        let e = Expect { status: 200, body_contains: Some("stars".into()), body_not_contains: None };
+        let e = Expect { status: 200, body_contains: Some("stars".into()), body_not_contains: None, share: None };
         assert_eq!(judge(&e, &answer(200, "no ratings")), Err(Failure::Body));
         assert_eq!(judge(&e, &answer(200, "two stars")), Ok(()));
-        let e =
-            Expect { status: 200, body_contains: Some("Book Reviews".into()), body_not_contains: Some("star".into()) };
+        let e = Expect {
+            status: 200,
+            body_contains: Some("Book Reviews".into()),
+            body_not_contains: Some("star".into()),
+            share: None,
+        };
         assert_eq!(judge(&e, &answer(200, "Book Reviews")), Ok(()));
         assert_eq!(judge(&e, &answer(200, "Book Reviews, two stars")), Err(Failure::Body));
         assert!(describe_seen(&answer(200, "Book Reviews, two stars"), &e).contains("with \"star\" in the body"));
+    }
+
+    #[test]
+    fn a_share_accepts_chance_and_rejects_the_neighbouring_splits() {
+        // 300 pages at 20%: a right split lands in the interval (it is wide), and the learner's
+        // likely mistakes (0%, 50%, 100%) land outside it; the intervals of 20% and 50% do not
+        // even overlap.
+        let (lo, hi) = acceptance(300, 0.2);
+        assert!(lo > 0 && lo < 60 && hi > 60 && hi < 150, "{lo}..{hi}");
+        let (lo50, hi50) = acceptance(300, 0.5);
+        assert!(hi < lo50 && hi50 < 300, "20% and 50% do not overlap: {hi} < {lo50}, {hi50}");
+        assert_eq!(acceptance(50, 1.0), (50, 50));
+        assert_eq!(acceptance(50, 0.0), (0, 0));
+        // The tails outside are at most the promised false-failure rate (checked by summing).
+        let n = 300u32;
+        let p: f64 = 0.2;
+        let pmf = |k: u32| {
+            let mut c = 1f64;
+            for i in 0..k {
+                c *= f64::from(n - i) / f64::from(i + 1);
+            }
+            c * p.powi(k as i32) * (1.0 - p).powi((n - k) as i32)
+        };
+        let outside: f64 = (0..lo).chain(hi + 1..=n).map(pmf).sum();
+        assert!(outside <= FALSE_FAILURE, "{outside}");
+        let e = Expect {
+            status: 200,
+            body_contains: None,
+            body_not_contains: None,
+            share: Some(Share { body_contains: "red".into(), percent: 20.0 }),
+        };
+        assert_eq!(judge(&e, &Seen::Sample { matched: 61, total: 300 }), Ok(()));
+        assert_eq!(judge(&e, &Seen::Sample { matched: 150, total: 300 }), Err(Failure::Body));
+        assert!(describe_seen(&Seen::Sample { matched: 150, total: 300 }, &e).contains("150 of 300 answers (50%)"));
     }
 
     #[test]
@@ -535,11 +669,12 @@ hints:
                 repeat: 1,
                 timeout_seconds: 5,
             },
-            expect: Expect { status: 200, body_contains: None, body_not_contains: None },
+            expect: Expect { status: 200, body_contains: None, body_not_contains: None, share: None },
             hint: String::new(),
             hints: vec![],
             needs: needs.iter().map(|s| s.to_string()).collect(),
             guard: None,
+            step: None,
         };
         assert!(lint(&[mk("a", &[]), mk("b", &["a"])]).is_empty());
         assert_eq!(lint(&[mk("a", &["b"]), mk("b", &[])]).len(), 1);

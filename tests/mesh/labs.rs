@@ -234,3 +234,31 @@ fn lab01_classic_mistakes_get_their_own_hint_and_the_meshs_reason_and_reset_rest
     mesh.ok(&["lab", "restore"]);
     assert_eq!(get(mesh.gateway(), "other.example.com", "/status/200").unwrap().status, 200, "the catch-all is back");
 }
+
+#[test]
+fn lab03_is_judged_step_by_step_by_counting_pages() {
+    let mesh = Mesh::up();
+    mesh.ok(&["lab", "start", "3"]);
+    let lab03 = |rel: &str| Path::new(env!("CARGO_MANIFEST_DIR")).join("labs/03-traffic-shifting").join(rel);
+    // On the starting file (all v1), step 1 fails and says what it counted.
+    let (code, v) = check_json(&mesh, &["--wait", "1"]);
+    assert_eq!((code, v["step"].as_u64()), (Some(1), Some(1)), "{v}");
+    let saw = outcome(&v, "v3-20")["saw"].as_str().unwrap().to_string();
+    assert!(saw.starts_with("0 of 300 answers (0%)") && saw.contains("a right split gives"), "{saw}");
+
+    // The canary passes step 1 and moves the learner to step 2.
+    mesh.ok(&["apply", "-f", lab03("solution/80-20.yaml").to_str().unwrap()]);
+    let (code, v) = check_json(&mesh, &[]);
+    assert_eq!((code, v["stepPassed"].as_bool(), v["passed"].as_bool()), (Some(0), Some(true), Some(false)), "{v}");
+    // Step 2 now: the 80/20 split is not half and half.
+    let (code, v) = check_json(&mesh, &["--wait", "1"]);
+    assert_eq!((code, v["step"].as_u64()), (Some(1), Some(2)), "{v}");
+    mesh.ok(&["apply", "-f", lab03("solution/50-50.yaml").to_str().unwrap()]);
+    assert_eq!(check_json(&mesh, &[]).0, Some(0));
+    mesh.ok(&["apply", "-f", lab03("solution/v3.yaml").to_str().unwrap()]);
+    let (code, v) = check_json(&mesh, &[]);
+    assert_eq!((code, v["passed"].as_bool()), (Some(0), Some(true)), "the last step passes the lab: {v}");
+    assert!(mesh.ok(&["lab", "list"]).contains("√ 03"));
+    // An earlier step can be checked again on demand.
+    assert_eq!(check_json(&mesh, &["--step", "1", "--wait", "1"]).0, Some(1), "all-v3 is no 20% canary");
+}
