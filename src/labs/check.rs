@@ -155,8 +155,23 @@ pub struct Expect {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Share {
     pub body_contains: String,
-    /// 0 to 100.
-    pub percent: f64,
+    /// The share expected, 0 to 100 (give or take chance).
+    #[serde(default)]
+    pub percent: Option<f64>,
+    /// Instead of `percent`: at most this share, 0 to 100 (a bound, not an estimate).
+    #[serde(default)]
+    pub at_most: Option<f64>,
+}
+
+impl Share {
+    /// The counts out of `n` it accepts.
+    pub fn accepts(&self, n: u32) -> (u32, u32) {
+        match (self.percent, self.at_most) {
+            (Some(p), _) => acceptance(n, p / 100.0),
+            (None, Some(m)) => (0, (f64::from(n) * m / 100.0).floor() as u32),
+            (None, None) => (0, n),
+        }
+    }
 }
 
 /// How rarely a right split may be judged wrong, both tails together.
@@ -271,7 +286,13 @@ fn describe_expect(e: &Expect) -> String {
         out.push_str(&format!(" {} {text:?}", if e.body_contains.is_some() { "and without" } else { "without" }));
     }
     if let Some(s) = &e.share {
-        out.push_str(&format!(", {}% of the answers with {:?} (give or take chance)", s.percent, s.body_contains));
+        match (s.percent, s.at_most) {
+            (Some(p), _) => {
+                out.push_str(&format!(", {p}% of the answers with {:?} (give or take chance)", s.body_contains))
+            }
+            (None, Some(m)) => out.push_str(&format!(", at most {m}% of the answers with {:?}", s.body_contains)),
+            (None, None) => {}
+        }
     }
     out
 }
@@ -293,8 +314,7 @@ pub fn judge(expect: &Expect, seen: &Seen) -> Result<(), Failure> {
         Seen::Reset(_) | Seen::Invalid(_) => Err(Failure::Reset),
         Seen::Timeout => Err(Failure::Timeout),
         Seen::Sample { matched, total } => {
-            let p = expect.share.as_ref().map(|s| s.percent / 100.0).unwrap_or(0.0);
-            let (lo, hi) = acceptance(*total, p);
+            let (lo, hi) = expect.share.as_ref().map(|s| s.accepts(*total)).unwrap_or((0, 0));
             if (lo..=hi).contains(matched) {
                 Ok(())
             } else {
@@ -312,9 +332,9 @@ pub fn hint_for<'a>(c: &'a Check, failure: &Failure) -> &'a str {
 fn describe_seen(seen: &Seen, expect: &Expect) -> String {
     if let Seen::Sample { matched, total } = seen {
         let text = expect.share.as_ref().map(|s| s.body_contains.as_str()).unwrap_or("");
-        let (lo, hi) = acceptance(*total, expect.share.as_ref().map(|s| s.percent / 100.0).unwrap_or(0.0));
+        let (lo, hi) = expect.share.as_ref().map(|s| s.accepts(*total)).unwrap_or((0, 0));
         return format!(
-            "{matched} of {total} answers ({:.0}%) with {text:?}; a right split gives {lo} to {hi}",
+            "{matched} of {total} answers ({:.0}%) with {text:?}; {lo} to {hi} would pass",
             f64::from(*matched) * 100.0 / f64::from((*total).max(1))
         );
     }
@@ -627,11 +647,13 @@ mod tests {
             status: 200,
             body_contains: None,
             body_not_contains: None,
-            share: Some(Share { body_contains: "red".into(), percent: 20.0 }),
+            share: Some(Share { body_contains: "red".into(), percent: Some(20.0), at_most: None }),
         };
         assert_eq!(judge(&e, &Seen::Sample { matched: 61, total: 300 }), Ok(()));
         assert_eq!(judge(&e, &Seen::Sample { matched: 150, total: 300 }), Err(Failure::Body));
         assert!(describe_seen(&Seen::Sample { matched: 150, total: 300 }, &e).contains("150 of 300 answers (50%)"));
+        let bound = Share { body_contains: "error".into(), percent: None, at_most: Some(20.0) };
+        assert_eq!(bound.accepts(100), (0, 20));
     }
 
     #[test]
