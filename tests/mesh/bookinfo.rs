@@ -115,3 +115,76 @@ spec:
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("echo.meshrig.dev/error-rate") && text(&out).contains("`lots`"), "{}", text(&out));
 }
+
+#[test]
+fn productpage_forwards_trace_context_and_the_signed_in_user() {
+    let mesh = Mesh::up();
+    let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/bookinfo");
+    let kube = samples.join("platform/kube/bookinfo.yaml");
+    let gateway = samples.join("networking/bookinfo-gateway.yaml");
+    mesh.ok(&["apply", "--wait", "-f", kube.to_str().unwrap(), "-f", gateway.to_str().unwrap()]);
+    // ratings answered by the echo stand-in, which shows the headers it received.
+    mesh.apply_yaml(
+        "ratings-echo.yaml",
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ratings-echo}
+spec:
+  selector: {matchLabels: {app: ratings, version: echo}}
+  template:
+    metadata: {labels: {app: ratings, version: echo}}
+    spec:
+      containers: [{name: ratings, image: "example.com/echo:1", ports: [{containerPort: 9080}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings}
+spec:
+  host: ratings
+  subsets: [{name: echo, labels: {version: echo}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http: [{route: [{destination: {host: ratings, subset: echo}}]}]
+"#,
+    );
+    let gw = mesh.gateway();
+    let login = crate::support::request_with_body(
+        gw,
+        "POST",
+        "bookinfo.local",
+        "/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        "username=jason&passwd=",
+    )
+    .unwrap();
+    let cookie = login.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
+    let trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let r = crate::support::request(
+        gw,
+        "GET",
+        "bookinfo.local",
+        "/api/v1/products/0/ratings",
+        &[
+            ("Cookie", &cookie),
+            ("x-request-id", "forwarding-test-1"),
+            ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
+            ("x-b3-spanid", "e457b5a2e4d86bd1"),
+            ("x-b3-sampled", "1"),
+            ("traceparent", trace),
+        ],
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body));
+    assert_eq!(seen["version"], "echo", "{seen}");
+    let h = &seen["headers"];
+    assert_eq!(h["x-request-id"][0], "forwarding-test-1", "{h}");
+    assert_eq!(h["x-b3-traceid"][0], "80f198ee56343ba864fe8b2a57d3eff7", "{h}");
+    assert_eq!(h["traceparent"][0], trace, "{h}");
+    assert_eq!(h["end-user"][0], "jason", "productpage sends the signed-in user on: {h}");
+    assert_eq!(h["user-agent"][0], "meshrig-test", "{h}");
+}
