@@ -183,6 +183,20 @@ pub fn bookinfo_scenario(mesh: &Mesh, dir: &Path) {
         }
     }
     assert!(none > 0 && red > 0, "v1 {none}, v3 {red}");
+    // All to v3; then jason to v2 and everyone else to v3; then v2 and v3 half and half.
+    mesh.ok(&["apply", "--wait", "-f", &net("virtual-service-reviews-v3.yaml")]);
+    until(None, "only red stars", &|p| stars(p).1 == ["red", "red"]);
+    for _ in 0..10 {
+        assert_eq!(stars(&page(None)).1, ["red", "red"], "reviews-v3 sends everyone to v3");
+    }
+    // (all-v1 first takes jason's ratings delay away.)
+    mesh.ok(&["apply", "--wait", "-f", &net("virtual-service-all-v1.yaml")]);
+    mesh.ok(&["apply", "--wait", "-f", &net("virtual-service-reviews-jason-v2-v3.yaml")]);
+    until(Some(&cookie), "black stars for jason", &|p| stars(p).1 == ["black", "black"]);
+    assert_eq!(stars(&page(None)).1, ["red", "red"]);
+    mesh.ok(&["apply", "--wait", "-f", &net("virtual-service-reviews-v2-v3.yaml")]);
+    until(None, "black stars for anyone", &|p| stars(p).1.first().map(String::as_str) == Some("black"));
+    until(None, "red stars for anyone", &|p| stars(p).1.first().map(String::as_str) == Some("red"));
 
     // The JSON API and health.
     let api = crate::support::get(gw, "bookinfo.local", "/api/v1/products").unwrap();
