@@ -63,11 +63,6 @@ impl App {
     }
 }
 
-/// Images the local backend knows, for messages.
-pub const KNOWN_IMAGES: &str = "mccutchen/go-httpbin (httpbin), kennethreitz/httpbin, istio/tcp-echo-server, \
-istio/examples-bookinfo-{productpage,details,reviews,ratings}-* (Bookinfo), curlimages/curl (idle client), \
-governmentpaas/curl-ssl, and `auto` with the annotation inject.istio.io/templates: gateway (ingress gateway)";
-
 /// Maps a container image to what runs locally. `annotations` are the pod template's.
 pub fn resolve(image: &str, annotations: &BTreeMap<String, String>) -> Result<Workload, String> {
     let repo = image_repository(image);

@@ -43,11 +43,6 @@ pub fn json(status: StatusCode, body: impl Into<String>) -> Response {
     resp
 }
 
-/// The numeric id at the end of a path, as the apps parse it (`None`: not a number).
-pub fn numeric_id(s: &str) -> Option<i64> {
-    s.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

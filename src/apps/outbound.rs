@@ -31,25 +31,15 @@ const MAX_BODY: usize = 1 << 20;
 
 /// `GET url` with `headers`, through the sidecar, within `timeout` (connect to last byte).
 pub async fn get(url: &str, headers: &HeaderMap, timeout: Duration) -> Result<Reply, Error> {
-    send(Method::GET, url, headers, Bytes::new(), timeout).await
-}
-
-pub async fn send(
-    method: Method,
-    url: &str,
-    headers: &HeaderMap,
-    body: Bytes,
-    timeout: Duration,
-) -> Result<Reply, Error> {
     let proxy = std::env::var("http_proxy").or_else(|_| std::env::var("HTTP_PROXY")).map_err(|_| Error::NoProxy)?;
     let proxy = proxy.trim_start_matches("http://").trim_end_matches('/').to_string();
-    match tokio::time::timeout(timeout, exchange(&proxy, method, url, headers, body)).await {
+    match tokio::time::timeout(timeout, exchange(&proxy, url, headers)).await {
         Ok(r) => r,
         Err(_) => Err(Error::Timeout(timeout)),
     }
 }
 
-async fn exchange(proxy: &str, method: Method, url: &str, headers: &HeaderMap, body: Bytes) -> Result<Reply, Error> {
+async fn exchange(proxy: &str, url: &str, headers: &HeaderMap) -> Result<Reply, Error> {
     let io = |e: &dyn std::fmt::Display| Error::Io(e.to_string());
     let uri: http::Uri = url.parse().map_err(|e| io(&e))?;
     let host = uri.authority().map(|a| a.to_string()).unwrap_or_default();
@@ -57,7 +47,7 @@ async fn exchange(proxy: &str, method: Method, url: &str, headers: &HeaderMap, b
     let _ = stream.set_nodelay(true);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| io(&e))?;
     tokio::spawn(conn);
-    let mut req = Request::builder().method(method).uri(uri).body(Full::new(body)).map_err(|e| io(&e))?;
+    let mut req = Request::builder().method(Method::GET).uri(uri).body(Full::new(Bytes::new())).map_err(|e| io(&e))?;
     *req.headers_mut() = headers.clone();
     req.headers_mut().insert(header::HOST, host.parse().map_err(|e| io(&e))?);
     let resp = sender.send_request(req).await.map_err(|e| io(&e))?;

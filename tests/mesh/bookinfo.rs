@@ -152,16 +152,7 @@ spec:
 "#,
     );
     let gw = mesh.gateway();
-    let login = crate::support::request_with_body(
-        gw,
-        "POST",
-        "bookinfo.local",
-        "/login",
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        "username=jason&passwd=",
-    )
-    .unwrap();
-    let cookie = login.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
+    let cookie = crate::support::session_cookie(&crate::support::sign_in(gw, "jason"));
     let trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     let r = crate::support::request(
         gw,

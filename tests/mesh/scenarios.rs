@@ -138,18 +138,10 @@ pub fn bookinfo_scenario(mesh: &Mesh, dir: &Path) {
         assert_eq!(stars(&page(None)).0, 0, "all-v1 sends everyone to reviews v1");
     }
     mesh.ok(&["apply", "--wait", "-f", &net("virtual-service-reviews-test-v2.yaml")]);
-    let login = crate::support::request_with_body(
-        gw,
-        "POST",
-        "bookinfo.local",
-        "/login",
-        &[("Content-Type", "application/x-www-form-urlencoded"), ("Referer", "http://bookinfo.local/productpage")],
-        "username=jason&passwd=jason",
-    )
-    .unwrap();
+    let login = crate::support::sign_in(gw, "jason");
     assert_eq!(login.status, 302, "{}", login.body);
     assert_eq!(login.header("location"), Some("http://bookinfo.local/productpage"));
-    let cookie = login.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
+    let cookie = crate::support::session_cookie(&login);
     assert!(cookie.starts_with("session="), "{cookie}");
     let jason = until(Some(&cookie), "jason's black stars", &|p| stars(p).0 == 9);
     assert_eq!(stars(&jason).1, ["black", "black"]);

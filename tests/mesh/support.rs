@@ -147,6 +147,30 @@ pub fn request(
     request_with_body(addr, method, host, path, headers, "")
 }
 
+/// Signs in on Bookinfo's product page through the gateway, as a browser's form does.
+pub fn sign_in(gw: SocketAddr, user: &str) -> Reply {
+    request_with_body(
+        gw,
+        "POST",
+        "bookinfo.local",
+        "/login",
+        &[("Content-Type", "application/x-www-form-urlencoded"), ("Referer", "http://bookinfo.local/productpage")],
+        &format!("username={user}&passwd={user}"),
+    )
+    .unwrap()
+}
+
+/// The `session=...` cookie a sign-in set.
+pub fn session_cookie(login: &Reply) -> String {
+    login
+        .header("set-cookie")
+        .unwrap_or_else(|| panic!("no cookie: {}", login.body))
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
 /// One HTTP/1.1 request with a body (a form, say), with extra headers.
 pub fn request_with_body(
     addr: SocketAddr,

@@ -17,7 +17,7 @@ pub fn router() -> Router {
 
 async fn details(req: Request) -> Response {
     let last = req.uri().path().rsplit('/').next().unwrap_or("");
-    match super::numeric_id(last) {
+    match last.parse::<i64>().ok() {
         Some(id) => json(StatusCode::OK, body(id)),
         None => json(StatusCode::BAD_REQUEST, r#"{"error":"please provide numeric product id"}"#),
     }
