@@ -19,6 +19,7 @@
 pub mod analyze;
 pub mod api;
 pub mod apps;
+pub mod ca;
 pub mod cli;
 pub mod control_plane;
 pub mod env;
@@ -31,4 +32,5 @@ pub mod registry;
 pub mod resources;
 pub mod samples;
 pub mod snapshot;
+pub mod tls;
 pub mod translate;
