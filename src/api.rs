@@ -143,6 +143,24 @@ pub enum Push {
     Unchanged(Version),
 }
 
+/// `POST /v1/certificates`: a proxy asks for its workload certificate (its own credential,
+/// its own identity only; the key never leaves the proxy).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CertificateRequest {
+    pub csr: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateResponse {
+    /// The workload certificate (PEM), leaf first.
+    pub cert_chain: String,
+    /// The mesh's root (PEM): what every workload trusts.
+    pub root: String,
+    /// The SPIFFE id the certificate names.
+    pub identity: String,
+}
+
 impl PodStatus {
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)

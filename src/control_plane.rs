@@ -31,6 +31,8 @@ pub enum Error {
     Env(#[from] env::Error),
     #[error(transparent)]
     Store(#[from] store::Error),
+    #[error(transparent)]
+    Ca(#[from] crate::ca::Error),
     #[error("bind the API listener: {0}")]
     Bind(std::io::Error),
     #[error("another control plane already runs for this environment (it holds {0}); `meshrig status` shows it, `meshrig down` stops it")]
@@ -53,11 +55,12 @@ pub async fn run(env: Env) -> Result<(), Error> {
         reaper::stop(&stale, Duration::from_secs(2));
     }
     let token = env.token()?;
+    let ca = crate::ca::Ca::load_or_create(&env.dir.join("ca"))?;
     let listener = net::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.map_err(Error::Bind)?;
     let address = listener.local_addr().map_err(Error::Bind)?;
     let api = state::Api { address, token: token.clone() };
     let backend = Box::new(backend::Local { settings: settings.clone() });
-    let state = Arc::new(state::State::new(env.clone(), settings, store, api, backend));
+    let state = Arc::new(state::State::new(env.clone(), settings, store, api, backend, ca));
     env::write_json(&env.control_plane_file(), &ControlPlaneInfo { address, pid: std::process::id() })?;
     state.save_processes();
     let server = Arc::new(server::Server { state: state.clone(), token, started: env::rfc3339_now(), address });

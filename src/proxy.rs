@@ -4,7 +4,10 @@
 //! published ones), announces them on stdout, then follows the control plane's snapshots.
 //!
 //! # Layout
-//! - `connection`: accept, then a record of the connection every request reads.
+//! - `connection`: accept, settle the transport (mTLS, PERMISSIVE, STRICT), then a record of
+//!   the connection every request reads.
+//! - `stream`: one stream type for plaintext and TLS connections, closed with a FIN or an RST.
+//! - `identity`: the workload certificate (key made here, CSR, renewal).
 //! - `forward`: the request path in phases, for each listener kind.
 //! - `decide`: route, destination cluster, hash key and fault decision (pure).
 //! - `route`: virtual host and route selection (pure).
@@ -27,11 +30,13 @@ pub mod decide;
 pub mod edits;
 pub mod explain;
 pub mod forward;
+pub mod identity;
 pub mod outcome;
 pub mod route;
 pub mod router;
 pub mod runtime;
 pub mod stats;
+pub mod stream;
 pub mod tcp;
 pub mod upstream;
 pub mod watch;
@@ -89,6 +94,8 @@ pub struct Shared {
     pub explain: explain::Recorder,
     /// Gateway: container port → the address its listener is bound on (`/listeners`).
     pub gateway_bound: std::sync::Mutex<BTreeMap<u16, SocketAddr>>,
+    /// The workload's certificate (sidecars and gateways; a plain forwarder has none).
+    pub identity: Option<Arc<identity::Identity>>,
 }
 
 impl Shared {
@@ -104,7 +111,8 @@ impl Shared {
     /// Swaps in a new snapshot, reconciled with the running one.
     pub fn install(&self, snapshot: crate::snapshot::Snapshot) {
         let previous = self.runtime.borrow().clone();
-        self.runtime.send_replace(Arc::new(Runtime::new(snapshot, Some(&previous), &self.endpoints)));
+        let runtime = Runtime::new(snapshot, Some(&previous), &self.endpoints, self.identity.as_ref());
+        self.runtime.send_replace(Arc::new(runtime));
         drop(previous);
         self.endpoints.sweep();
         self.mark_configured();
@@ -122,14 +130,40 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
 fn serve(shared: &Arc<Shared>, listener: tokio::net::TcpListener, direction: Direction) -> JoinHandle<()> {
     let shared = shared.clone();
     let relay_shared = shared.clone();
+    let accept_shared = shared.clone();
     tokio::spawn(connection::serve(
         listener,
+        move || accept(&accept_shared, direction),
         move || tcp::relay(&relay_shared, direction),
         move |req, conn| forward::handle(shared.clone(), direction, req, conn),
     ))
 }
 
+/// How a listener takes a new connection: a sidecar's inbound port by its PeerAuthentication
+/// mode (mTLS needs the workload's certificate); everything else plaintext.
+fn accept(shared: &Shared, direction: Direction) -> connection::Accept {
+    use crate::snapshot::MtlsMode;
+    let (Direction::Inbound { port }, Some(identity)) = (direction, &shared.identity) else {
+        return connection::Accept::Plain;
+    };
+    let mode = shared.runtime.borrow().inbound.get(&port).map_or(MtlsMode::Permissive, |i| i.mtls);
+    match mode {
+        MtlsMode::Disable => connection::Accept::Plain,
+        MtlsMode::Strict => connection::Accept::Strict(identity.mtls.server()),
+        MtlsMode::Permissive | MtlsMode::Unset => connection::Accept::Permissive(identity.mtls.server()),
+    }
+}
+
 pub async fn run(config: Config) -> Result<(), Error> {
+    crate::tls::install_default();
+    // A sidecar or gateway has its certificate before it says it is ready.
+    let identity = match config.role {
+        Role::Plain => None,
+        Role::Sidecar | Role::Gateway => Some(identity::obtain(&config.control_plane).await),
+    };
+    if let Some(id) = &identity {
+        tokio::spawn(identity::renew(id.clone(), config.control_plane.clone()));
+    }
     let (tx, _rx) = channel::channel(Arc::new(Runtime::empty()));
     let shared = Arc::new(Shared {
         runtime: tx,
@@ -140,6 +174,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         listeners_bound: channel::channel(crate::snapshot::Version::default()).0,
         explain: explain::Recorder::default(),
         gateway_bound: Default::default(),
+        identity,
     });
     let mut addrs = ready::Addrs::new();
     let mut tasks = Vec::new();

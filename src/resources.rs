@@ -6,6 +6,7 @@
 //! - `core`: Namespace, ServiceAccount, ConfigMap, Service, Deployment.
 //! - `mesh_config`: Istio's mesh config as the `istio` ConfigMap carries it.
 //! - `networking`: Gateway, VirtualService, DestinationRule, ServiceEntry (complete istio/api fields).
+//! - `security`: PeerAuthentication.
 //! - `parse`: multi-document YAML → `Document`s, errors with absolute file:line:column.
 //! - `locate`: the line of a field path in a document (for findings made after parsing).
 //! - `validate`: Istio's semantic rules, and the list of fields meshrig does not enforce yet.
@@ -16,6 +17,7 @@ pub mod mesh_config;
 pub mod meta;
 pub mod networking;
 pub mod parse;
+pub mod security;
 pub mod validate;
 
 use std::fmt;
@@ -122,6 +124,7 @@ macro_rules! kinds {
 
 const CORE_V1: &[&str] = &["v1"];
 const APPS_V1: &[&str] = &["apps/v1"];
+const ISTIO_SECURITY: &[&str] = &["security.istio.io/v1", "security.istio.io/v1beta1"];
 const ISTIO_NETWORKING: &[&str] =
     &["networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"];
 
@@ -140,6 +143,9 @@ kinds! {
     },
     ServiceEntry(networking::ServiceEntry) {
         plural: "serviceentries", short: "se", versions: ISTIO_NETWORKING, namespaced: true
+    },
+    PeerAuthentication(security::PeerAuthentication) {
+        plural: "peerauthentications", short: "pa", versions: ISTIO_SECURITY, namespaced: true
     },
 }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use crate::resources::mesh_config::OutboundMode;
+pub use crate::resources::security::MtlsMode;
 
 /// Which snapshot a proxy holds. `epoch` is random per control-plane start, so a proxy that
 /// reconnects to a restarted control plane never mistakes an old counter for a current one.
@@ -119,6 +120,13 @@ pub struct InboundPort {
     /// The Service port is TCP (by name or `appProtocol`): connections are relayed as bytes.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tcp: bool,
+    /// The PeerAuthentication mode in force for this port (never UNSET).
+    #[serde(default = "permissive")]
+    pub mtls: MtlsMode,
+}
+
+fn permissive() -> MtlsMode {
+    MtlsMode::Permissive
 }
 
 #[derive(Clone, Debug, PartialEq, Hash, Serialize, Deserialize)]
@@ -422,6 +430,35 @@ pub struct Cluster {
     /// Where the endpoints come from.
     #[serde(default)]
     pub discovery: Discovery,
+    /// How a client reaches the endpoints (DestinationRule `tls`, else auto mTLS).
+    #[serde(default, skip_serializing_if = "ClusterTls::is_auto")]
+    pub tls: ClusterTls,
+}
+
+/// The TLS a client originates to a cluster's endpoints.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterTls {
+    /// No DestinationRule `tls`: Istio mTLS to endpoints that accept it (`Endpoint::mtls`),
+    /// plaintext to the others.
+    #[default]
+    Auto,
+    /// Plaintext.
+    Disable,
+    /// Istio mTLS to every endpoint; the SNI (Istio's `outbound_.port_.subset_.host` unless
+    /// set) and the accepted server identities (the endpoint's own unless set).
+    IstioMutual {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sni: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        subject_alt_names: Vec<String>,
+    },
+}
+
+impl ClusterTls {
+    pub fn is_auto(&self) -> bool {
+        *self == ClusterTls::Auto
+    }
 }
 
 /// How a cluster's endpoints are found (Envoy's cluster types).
@@ -486,6 +523,10 @@ pub struct Endpoint {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     pub service_account: String,
+    /// The endpoint has a sidecar that accepts Istio mTLS on this port (Istio's
+    /// `security.istio.io/tlsMode: istio` label, unless its PeerAuthentication is DISABLE).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mtls: bool,
 }
 
 /// `outbound|<port>|<subset>|<fqdn>`, Envoy's cluster name as Istio writes it.

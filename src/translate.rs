@@ -16,6 +16,7 @@ use crate::resources::networking::{
     Destination, DestinationRule, Gateway, HttpMatchRequest, HttpRoute, Server, ServiceEntry, StringMatch,
     TrafficPolicy, VirtualService, WorkloadEntry,
 };
+use crate::resources::security::{MtlsMode, PeerAuthentication};
 use crate::resources::{Kind, Resource};
 use crate::snapshot::{
     cluster_name, Cluster, Discovery, Endpoint, GatewayListener, HeaderMatch, InboundPort, Mirror, PathMatch,
@@ -24,6 +25,7 @@ use crate::snapshot::{
 };
 
 mod delegate;
+pub mod mtls;
 pub mod policy;
 
 pub const DOMAIN: &str = "svc.cluster.local";
@@ -39,6 +41,7 @@ pub fn reads(kind: Kind) -> bool {
             | Kind::Gateway
             | Kind::ConfigMap
             | Kind::ServiceEntry
+            | Kind::PeerAuthentication
     )
 }
 
@@ -60,6 +63,8 @@ pub struct World {
     service_entries: Vec<ServiceEntry>,
     /// Istio's mesh config (ConfigMap `istio` in `istio-system`).
     mesh: MeshConfig,
+    /// Oldest first (the oldest wins among policies at one level).
+    peer_authentications: Vec<PeerAuthentication>,
     /// By `namespace/pod`.
     workloads: BTreeMap<String, Workload>,
     /// (service index, service port) → its endpoints (all subsets), computed once and shared
@@ -86,6 +91,7 @@ impl World {
                 }
                 Resource::Gateway(g) => w.gateways.push(g),
                 Resource::ServiceEntry(se) => w.service_entries.push(se),
+                Resource::PeerAuthentication(pa) => w.peer_authentications.push(pa),
                 Resource::ConfigMap(cm) if mesh_config::is_mesh_config(&cm) => {
                     w.mesh = mesh_config::from_config_map(&cm)
                 }
@@ -98,6 +104,13 @@ impl World {
         w.virtual_services = expanded;
         // Istio orders by creation time, then name; the first one wins where they conflict.
         w.virtual_services.sort_by(|a, b| {
+            (a.metadata.creation_timestamp.as_deref(), ns(&a.metadata.namespace), &a.metadata.name).cmp(&(
+                b.metadata.creation_timestamp.as_deref(),
+                ns(&b.metadata.namespace),
+                &b.metadata.name,
+            ))
+        });
+        w.peer_authentications.sort_by(|a, b| {
             (a.metadata.creation_timestamp.as_deref(), ns(&a.metadata.namespace), &a.metadata.name).cmp(&(
                 b.metadata.creation_timestamp.as_deref(),
                 ns(&b.metadata.namespace),
@@ -134,8 +147,12 @@ impl World {
                 let list: Vec<Endpoint> = members
                     .iter()
                     .filter_map(|wl| {
-                        let address = wl.endpoint(target_port(sp, wl)?)?;
+                        let port = target_port(sp, wl)?;
+                        let address = wl.endpoint(port)?;
+                        let mtls = wl.identity.role == Role::Sidecar
+                            && w.peer_mode(wl, port) != MtlsMode::Disable;
                         Some(Endpoint {
+                            mtls,
                             address,
                             namespace: wl.identity.namespace.clone(),
                             pod: wl.identity.pod.clone(),
@@ -153,6 +170,12 @@ impl World {
             }
         }
         w
+    }
+
+    /// The PeerAuthentication mode in force for container `port` of `wl`.
+    fn peer_mode(&self, wl: &Workload, port: u16) -> MtlsMode {
+        let id = &wl.identity;
+        mtls::peer_mode(&self.peer_authentications, ROOT_NAMESPACE, &id.namespace, &id.labels, port)
     }
 
     /// The workload `namespace/pod`, as this world knows it.
@@ -216,6 +239,7 @@ fn service_entry_endpoints(
                         workload: "unknown".into(),
                         labels: e.labels.clone(),
                         service_account: e.service_account.clone().unwrap_or_default(),
+                        mtls: false,
                     })
                 })
                 .collect();
@@ -324,9 +348,18 @@ fn clusters(world: &World, client_ns: &str) -> BTreeMap<String, Cluster> {
                 let name = cluster_name(sp.port, subset, &host);
                 let endpoints = endpoints(world, i, sp.port, labels);
                 let lb = policy::load_balancer(top, sub_policy, sp.port);
+                let tls = mtls::cluster_tls(top, sub_policy, sp.port);
                 out.insert(
                     name.clone(),
-                    Cluster { name, service: host.clone(), port: sp.port, endpoints, lb, discovery: Discovery::Eds },
+                    Cluster {
+                        name,
+                        service: host.clone(),
+                        port: sp.port,
+                        endpoints,
+                        lb,
+                        discovery: Discovery::Eds,
+                        tls,
+                    },
                 );
             };
             add("", &BTreeMap::new(), None);
@@ -344,6 +377,7 @@ fn clusters(world: &World, client_ns: &str) -> BTreeMap<String, Cluster> {
                     let name = cluster_name(port, subset, host);
                     let (discovery, endpoints) = service_entry_endpoints(se, host, (target, port_name), labels);
                     let lb = policy::load_balancer(top, sub_policy, port);
+                    let tls = mtls::cluster_tls(top, sub_policy, port);
                     let endpoints = Arc::new(endpoints);
                     out.entry(name.clone()).or_insert(Cluster {
                         name,
@@ -352,6 +386,7 @@ fn clusters(world: &World, client_ns: &str) -> BTreeMap<String, Cluster> {
                         endpoints,
                         lb,
                         discovery,
+                        tls,
                     });
                 };
                 add("", &BTreeMap::new(), None);
@@ -918,6 +953,7 @@ pub fn snapshot(world: &World, me: &Workload, version: Version) -> Snapshot {
                 app: me.app.get(&port).copied(),
                 tcp: inbound_is_tcp(world, me, port),
                 service: inbound_service(world, me, port),
+                mtls: world.peer_mode(me, port),
             })
             .collect();
     }

@@ -227,6 +227,7 @@ fn reconcile(state: &Arc<State>, handles: &mut HashMap<String, Handle>) {
                 let _ = h.stop.send(());
             }
             inner.pods.remove(&key);
+            inner.credentials.retain(|_, pod| *pod != key);
             changed = true;
         }
     }
@@ -389,7 +390,9 @@ async fn start(state: &State, key: &str, plan: &PodPlan) -> Result<Procs, String
         "--control-plane",
         &state.api.address.to_string(),
     ]);
-    proxy.env(crate::proxy::TOKEN_ENV, &state.api.token);
+    // The proxy's own credential, not the environment's token: it can fetch only this pod's
+    // snapshot and certificate.
+    proxy.env(crate::proxy::TOKEN_ENV, state.issue_credential(key));
     for p in &plan.inbound_ports {
         proxy.args(["--inbound-port", &p.to_string()]);
     }

@@ -9,7 +9,7 @@ use http::{header, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::api::{
-    Action, ApplyRequest, ChangeResponse, ControlPlaneStatus, DeleteRequest, ErrorBody, Finding, Push, Status,
+    Action, ApplyRequest, CertificateRequest, CertificateResponse, ChangeResponse, ControlPlaneStatus, DeleteRequest, ErrorBody, Finding, Push, Status,
 };
 use crate::control_plane::state::{Pushed, State};
 use crate::net::{self, Body};
@@ -55,16 +55,28 @@ pub async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Response<Bod
     if req.uri().path() == "/ready" {
         return net::text(StatusCode::OK, "ready\n");
     }
-    let authorized = req
+    let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| constant_time_eq(t.as_bytes(), server.token.as_bytes()));
-    if !authorized {
-        return error(StatusCode::UNAUTHORIZED, "missing or wrong token: the token is in the environment's state dir");
-    }
+        .unwrap_or_default();
     let q = query(&req);
+    if !constant_time_eq(bearer.as_bytes(), server.token.as_bytes()) {
+        // A proxy's own credential: its snapshot and its certificate, nothing else.
+        let Some(pod) = (!bearer.is_empty()).then(|| server.state.credential_owner(bearer)).flatten() else {
+            return error(StatusCode::UNAUTHORIZED, "missing or wrong token: the token is in the environment's state dir");
+        };
+        let own = format!("{}/{}", q.get("namespace").map_or("", |s| s), q.get("pod").map_or("", |s| s));
+        return match (req.method().clone(), req.uri().path()) {
+            (Method::GET, "/v1/snapshot") if own == pod => snapshot(&server, &q).await,
+            (Method::POST, "/v1/certificates") => match read_json::<CertificateRequest>(req).await {
+                Ok(body) => certificate(&server, &pod, &body),
+                Err(e) => e,
+            },
+            _ => error(StatusCode::FORBIDDEN, format!("the credential of pod {pod} is good for its own snapshot and certificate only")),
+        };
+    }
     match (req.method().clone(), req.uri().path()) {
         (Method::POST, "/v1/apply") => match read_json::<ApplyRequest>(req).await {
             Ok(body) => apply(&server, body),
@@ -78,6 +90,26 @@ pub async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Response<Bod
         (Method::GET, "/v1/status") => status(&server, &q).await,
         (Method::GET, "/v1/snapshot") => snapshot(&server, &q).await,
         _ => error(StatusCode::NOT_FOUND, format!("no API route {} {}", req.method(), req.uri().path())),
+    }
+}
+
+/// Signs the CSR of pod `key`'s proxy for the pod's own identity (its service account).
+fn certificate(server: &Server, key: &str, body: &CertificateRequest) -> Response<Body> {
+    let identity = {
+        let inner = server.state.lock();
+        let Some(pod) = inner.pods.get(key) else {
+            return error(StatusCode::NOT_FOUND, format!("pod {key} is not known to this control plane"));
+        };
+        let id = &pod.workload.identity;
+        crate::ca::spiffe_id(&id.namespace, &id.service_account)
+    };
+    match server.state.ca.sign_workload(&body.csr, &identity, server.state.cert_ttl) {
+        Ok(cert_chain) => net::json(
+            StatusCode::OK,
+            &CertificateResponse { cert_chain, root: server.state.ca.root_pem().to_string(), identity },
+        ),
+        Err(e @ crate::ca::Error::WrongIdentity { .. }) => error(StatusCode::FORBIDDEN, e.to_string()),
+        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
     }
 }
 

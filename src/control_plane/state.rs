@@ -1,7 +1,7 @@
 //! The control plane's shared state: the store, the pods the runner runs, and the version
 //! counter every change bumps (proxies long-poll on it).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -123,6 +123,9 @@ pub struct Inner {
     pub store: Store,
     pub pods: BTreeMap<String, Pod>,
     pub counter: u64,
+    /// Each running proxy's own credential (the stand-in for a projected service-account
+    /// token) → its pod's key. A credential is good for that pod's snapshot and certificate only.
+    pub credentials: HashMap<String, String>,
 }
 
 pub struct State {
@@ -146,6 +149,11 @@ pub struct State {
     pub progress: watch::Sender<u64>,
     /// The world at one version, built once and shared by every proxy's translation.
     view: Mutex<Option<Arc<View>>>,
+    /// The environment's root; signs each proxy's workload certificate.
+    pub ca: crate::ca::Ca,
+    /// How long a workload certificate lives (24 h, as Istio; `MESHRIG_WORKLOAD_CERT_TTL`
+    /// seconds shortens it, to watch rotation).
+    pub cert_ttl: std::time::Duration,
 }
 
 /// The API's address and token, as a proxy is started with them (`--control-plane` and the
@@ -156,6 +164,15 @@ pub struct Api {
     pub token: String,
 }
 
+fn cert_ttl() -> std::time::Duration {
+    std::env::var("MESHRIG_WORKLOAD_CERT_TTL")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|s| *s >= 2)
+        .map(std::time::Duration::from_secs)
+        .unwrap_or(crate::ca::WORKLOAD_TTL)
+}
+
 /// An immutable, indexed world at one version.
 pub struct View {
     pub version: Version,
@@ -163,7 +180,14 @@ pub struct View {
 }
 
 impl State {
-    pub fn new(env: Env, settings: Settings, store: Store, api: Api, backend: Box<dyn Backend>) -> State {
+    pub fn new(
+        env: Env,
+        settings: Settings,
+        store: Store,
+        api: Api,
+        backend: Box<dyn Backend>,
+        ca: crate::ca::Ca,
+    ) -> State {
         let epoch = loop {
             let e = fastrand::u64(1..);
             if e != 0 {
@@ -176,12 +200,28 @@ impl State {
             api,
             backend,
             epoch,
-            inner: Mutex::new(Inner { store, pods: BTreeMap::new(), counter: 1 }),
+            inner: Mutex::new(Inner { store, pods: BTreeMap::new(), counter: 1, credentials: HashMap::new() }),
             changes: watch::channel(1).0,
             reconciled: watch::channel(0).0,
             progress: watch::channel(0).0,
             view: Mutex::new(None),
+            ca,
+            cert_ttl: cert_ttl(),
         }
+    }
+
+    /// A new credential for the proxy of pod `key` (the one before it stops working).
+    pub fn issue_credential(&self, key: &str) -> String {
+        let token = crate::env::random_hex(32).unwrap_or_else(|_| format!("{:032x}", fastrand::u128(..)));
+        let mut inner = self.lock();
+        inner.credentials.retain(|_, pod| pod != key);
+        inner.credentials.insert(token.clone(), key.to_string());
+        token
+    }
+
+    /// The pod a proxy credential belongs to.
+    pub fn credential_owner(&self, token: &str) -> Option<String> {
+        self.lock().credentials.get(token).cloned()
     }
 
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

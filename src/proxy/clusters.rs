@@ -11,9 +11,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::proxy::identity::Identity;
 use crate::proxy::stats::Peer;
-use crate::proxy::upstream::Pool;
-use crate::snapshot::{self, Discovery, Endpoint, LbPolicy};
+use crate::proxy::upstream::{Pool, Tls};
+use crate::snapshot::{self, ClusterTls, Discovery, Endpoint, LbPolicy};
 
 /// Per-endpoint state shared by every cluster that names the address.
 #[derive(Default)]
@@ -73,6 +74,40 @@ pub struct Host {
     /// This endpoint as metrics describe it (built once per reconcile, not per request).
     pub peer: Arc<Peer>,
     pub state: Arc<EndpointState>,
+    /// The mTLS this proxy originates to it, if any (auto mTLS or DestinationRule `tls`).
+    pub tls: Option<Arc<Tls>>,
+}
+
+/// The TLS to originate to endpoint `e` of cluster `c`: none without an identity, under
+/// `DISABLE`, or (auto mTLS) to an endpoint without a sidecar that accepts it.
+fn upstream_tls(c: &snapshot::Cluster, e: &Endpoint, identity: Option<&Identity>) -> Option<Arc<Tls>> {
+    let identity = identity?;
+    let own = crate::ca::spiffe_id(&e.namespace, &e.service_account);
+    let (sni, allowed) = match &c.tls {
+        ClusterTls::Disable => return None,
+        ClusterTls::Auto if !e.mtls => return None,
+        ClusterTls::Auto => (None, vec![own.clone()]),
+        ClusterTls::IstioMutual { sni, subject_alt_names } if subject_alt_names.is_empty() => {
+            (sni.clone(), vec![own.clone()])
+        }
+        ClusterTls::IstioMutual { sni, subject_alt_names } => (sni.clone(), subject_alt_names.clone()),
+    };
+    let sni = sni.unwrap_or_else(|| {
+        let mut parts = c.name.splitn(4, '|');
+        let subset = parts.nth(2).unwrap_or_default();
+        crate::translate::mtls::sni(c.port, subset, &c.service)
+    });
+    let server_name = rustls_pki_types::ServerName::try_from(sni.clone())
+        .unwrap_or_else(|_| rustls_pki_types::ServerName::try_from("outbound").expect("a valid name"));
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (&sni, &allowed).hash(&mut h);
+    let principal = if allowed.contains(&own) { own } else { allowed[0].clone() };
+    Some(Arc::new(Tls {
+        config: identity.mtls.client(&allowed),
+        sni: server_name,
+        key: h.finish() | 1,
+        principal: principal.into(),
+    }))
 }
 
 pub struct Cluster {
@@ -87,14 +122,15 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn new(c: &snapshot::Cluster, endpoints: &Endpoints) -> Cluster {
+    pub fn new(c: &snapshot::Cluster, endpoints: &Endpoints, identity: Option<&Identity>) -> Cluster {
         let hosts: Vec<Host> = c
             .endpoints
             .iter()
-            .map(|e| Host {
-                endpoint: e.clone(),
-                peer: Arc::new(Peer::of_endpoint(e)),
-                state: endpoints.get(e.address),
+            .map(|e| {
+                let tls = upstream_tls(c, e, identity);
+                let mut peer = Peer::of_endpoint(e);
+                peer.principal = tls.as_ref().map(|t| t.principal.clone());
+                Host { endpoint: e.clone(), peer: Arc::new(peer), state: endpoints.get(e.address), tls }
             })
             .collect();
         // Start round-robin at a random endpoint so proxies do not move in lockstep.
@@ -128,9 +164,11 @@ impl Cluster {
                     workload: "unknown".into(),
                     labels: Default::default(),
                     service_account: String::new(),
+                    mtls: false,
                 },
                 peer: unknown.clone(),
                 state: endpoints.get(address),
+                tls: None,
             })
             .collect();
         Cluster {
@@ -208,13 +246,14 @@ pub fn reconcile(
     wanted: &std::collections::BTreeMap<String, snapshot::Cluster>,
     previous: &HashMap<String, (snapshot::Cluster, Arc<Cluster>)>,
     endpoints: &Endpoints,
+    identity: Option<&Identity>,
 ) -> HashMap<String, (snapshot::Cluster, Arc<Cluster>)> {
     let out = wanted
         .iter()
         .map(|(name, c)| {
             let state = match previous.get(name) {
                 Some((old, state)) if old == c => state.clone(),
-                _ => Arc::new(Cluster::new(c, endpoints)),
+                _ => Arc::new(Cluster::new(c, endpoints, identity)),
             };
             (name.clone(), (c.clone(), state))
         })
@@ -234,6 +273,7 @@ mod tests {
             workload: "w".into(),
             labels: Default::default(),
             service_account: "default".into(),
+            mtls: false,
         }
     }
 
@@ -245,13 +285,14 @@ mod tests {
             endpoints: Arc::new(ports.iter().map(|&p| endpoint(p)).collect()),
             lb,
             discovery: Default::default(),
+            tls: Default::default(),
         }
     }
 
     #[test]
     fn least_request_prefers_the_idle_endpoint() {
         let eps = Endpoints::default();
-        let c = Cluster::new(&cluster(LbPolicy::LeastRequest, &[1, 2]), &eps);
+        let c = Cluster::new(&cluster(LbPolicy::LeastRequest, &[1, 2]), &eps, None);
         let _busy = c.hosts[0].state.start();
         let mut rng = fastrand::Rng::with_seed(7);
         for _ in 0..50 {
@@ -262,7 +303,7 @@ mod tests {
     #[test]
     fn round_robin_cycles_and_retries_avoid_the_previous_host() {
         let eps = Endpoints::default();
-        let c = Cluster::new(&cluster(LbPolicy::RoundRobin, &[1, 2, 3]), &eps);
+        let c = Cluster::new(&cluster(LbPolicy::RoundRobin, &[1, 2, 3]), &eps, None);
         let mut rng = fastrand::Rng::with_seed(1);
         let picks: Vec<u16> = (0..6).map(|_| c.pick(None, &[], &mut rng).unwrap().endpoint.address.port()).collect();
         assert_eq!(picks[0..3].iter().collect::<std::collections::BTreeSet<_>>().len(), 3, "{picks:?}");
@@ -272,7 +313,7 @@ mod tests {
             assert_ne!(c.pick(None, &tried, &mut rng).unwrap().endpoint.address.port(), 1);
         }
         // With nothing else left, a tried endpoint is picked again.
-        let one = Cluster::new(&cluster(LbPolicy::RoundRobin, &[1]), &eps);
+        let one = Cluster::new(&cluster(LbPolicy::RoundRobin, &[1]), &eps, None);
         assert_eq!(one.pick(None, &tried, &mut rng).unwrap().endpoint.address.port(), 1);
     }
 
@@ -280,8 +321,8 @@ mod tests {
     fn consistent_hash_is_sticky_and_moves_few_keys_when_an_endpoint_goes() {
         let eps = Endpoints::default();
         let lb = LbPolicy::ConsistentHash(snapshot::HashOn::Header("x-user".into()));
-        let three = Cluster::new(&cluster(lb.clone(), &[1, 2, 3]), &eps);
-        let two = Cluster::new(&cluster(lb, &[1, 2]), &eps);
+        let three = Cluster::new(&cluster(lb.clone(), &[1, 2, 3]), &eps, None);
+        let two = Cluster::new(&cluster(lb, &[1, 2]), &eps, None);
         let mut rng = fastrand::Rng::with_seed(3);
         let mut moved = 0;
         for key in 0..300u64 {
@@ -301,11 +342,11 @@ mod tests {
         let mut wanted = std::collections::BTreeMap::new();
         wanted.insert("a".to_string(), cluster(LbPolicy::LeastRequest, &[1, 2]));
         wanted.insert("b".to_string(), cluster(LbPolicy::RoundRobin, &[2]));
-        let first = reconcile(&wanted, &HashMap::new(), &eps);
+        let first = reconcile(&wanted, &HashMap::new(), &eps, None);
         let guard = first["a"].1.hosts[1].state.start();
         // Cluster b changes (a pod restarted elsewhere); a does not.
         wanted.insert("b".to_string(), cluster(LbPolicy::RoundRobin, &[2, 3]));
-        let second = reconcile(&wanted, &first, &eps);
+        let second = reconcile(&wanted, &first, &eps, None);
         assert!(Arc::ptr_eq(&first["a"].1, &second["a"].1));
         assert!(!Arc::ptr_eq(&first["b"].1, &second["b"].1));
         // Endpoint 2 is the same state object in both clusters and kept its in-flight count.

@@ -1,40 +1,73 @@
-//! The connection step: every proxy listener accepts, records who is talking to whom, then
-//! relays the connection as bytes (a TCP route, `tcp.rs`) or serves HTTP/1.1 on it. Requests read the record and never re-derive it; TLS
-//! termination, peer identity, PERMISSIVE detection and STRICT resets plug in here.
+//! The connection step: every proxy listener accepts, settles the transport (plaintext, or TLS
+//! terminated here: PERMISSIVE tells the two apart by the first byte, STRICT resets a
+//! plaintext client), records who is talking to whom, then relays the connection as bytes (a
+//! TCP route, `tcp.rs`) or serves HTTP/1.1 on it. Requests read the record and never
+//! re-derive it.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::net::{self, Body};
+use crate::net::{self, log, Body};
+use crate::proxy::stream::{Resettable, Stream};
+
+/// How long PERMISSIVE and STRICT wait for a client's first byte to tell TLS from plaintext
+/// (a client that says nothing is taken as plaintext; under STRICT it is reset).
+const SNIFF_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What is known about a downstream connection, for every request on it.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Connection {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     /// Where the client connected before a redirect (`SO_ORIGINAL_DST`); `None` when the
     /// connection was not redirected (the local backend sends traffic to the proxy directly).
     pub original_dst: Option<SocketAddr>,
-    /// The client's SPIFFE identity from its TLS certificate (mTLS, not yet).
-    pub peer_identity: Option<String>,
-    /// TLS server name and negotiated protocol (not yet).
+    /// The client's SPIFFE identity from its certificate, when it spoke mutual TLS.
+    pub peer_identity: Option<Arc<str>>,
+    /// SHA-256 of the client's certificate (`x-forwarded-client-cert`'s `Hash=`).
+    pub peer_cert_hash: Option<String>,
+    /// TLS server name and negotiated protocol, when TLS was terminated here.
     pub sni: Option<String>,
     pub alpn: Option<String>,
+    /// Close the connection with an RST rather than a FIN when it ends.
+    reset: Arc<AtomicBool>,
 }
 
 impl Connection {
     fn accepted(stream: &TcpStream, peer: SocketAddr) -> Connection {
         let local = stream.local_addr().unwrap_or(peer);
         let original_dst = original_dst(stream).filter(|d| *d != local);
-        Connection { peer, local, original_dst, peer_identity: None, sni: None, alpn: None }
+        Connection {
+            peer,
+            local,
+            original_dst,
+            peer_identity: None,
+            peer_cert_hash: None,
+            sni: None,
+            alpn: None,
+            reset: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The client spoke mutual TLS (it presented a certificate from the mesh's root).
+    pub fn mtls(&self) -> bool {
+        self.peer_identity.is_some()
+    }
+
+    /// Makes the connection end with an RST (Envoy resetting it).
+    pub fn reset_on_close(&self) {
+        self.reset.store(true, Ordering::Release);
     }
 }
 
@@ -55,36 +88,102 @@ fn original_dst(_: &TcpStream) -> Option<SocketAddr> {
 #[error("connection closed without a response: {0}")]
 pub struct Reset(pub &'static str);
 
+/// What the listener's transport is, decided per connection (from the current snapshot).
+#[derive(Clone)]
+pub enum Accept {
+    Plain,
+    /// PeerAuthentication PERMISSIVE: mTLS or plaintext, by the first byte.
+    Permissive(Arc<ServerConfig>),
+    /// PeerAuthentication STRICT: mTLS only; a plaintext client is reset.
+    Strict(Arc<ServerConfig>),
+}
+
 /// A connection taken as bytes rather than HTTP (a TCP route): runs until the relay ends.
-pub type Relay = Box<dyn FnOnce(TcpStream, Arc<Connection>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+pub type Relay = Box<dyn FnOnce(Stream, Arc<Connection>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// The first byte of a TLS connection: a handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+async fn starts_with_tls(stream: &TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    matches!(tokio::time::timeout(SNIFF_TIMEOUT, stream.peek(&mut first)).await, Ok(Ok(1)) if first[0] == TLS_HANDSHAKE)
+}
+
+/// Settles the transport of an accepted connection; `None` when it was refused (reset, or a
+/// failed handshake).
+async fn establish(stream: TcpStream, peer: SocketAddr, accept: Accept) -> Option<(Stream, Connection)> {
+    let mut conn = Connection::accepted(&stream, peer);
+    let config = match accept {
+        Accept::Plain => return Some((Stream::Plain(stream), conn)),
+        Accept::Permissive(config) => {
+            if !starts_with_tls(&stream).await {
+                return Some((Stream::Plain(stream), conn));
+            }
+            config
+        }
+        Accept::Strict(config) => {
+            if !starts_with_tls(&stream).await {
+                // Envoy finds no filter chain for a plaintext client: the connection is reset.
+                Stream::Plain(stream).reset();
+                return None;
+            }
+            config
+        }
+    };
+    match tokio_rustls::TlsAcceptor::from(config).accept(stream).await {
+        Ok(tls) => {
+            let session = tls.get_ref().1;
+            let (identity, hash) = crate::tls::peer_of(session.peer_certificates());
+            conn.peer_identity = identity.map(Into::into);
+            conn.peer_cert_hash = hash;
+            conn.sni = session.server_name().map(str::to_string);
+            conn.alpn = session.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned());
+            Some((Stream::Server(Box::new(tls)), conn))
+        }
+        Err(e) => {
+            log(&format!("tls: handshake with {peer} failed: {e}"));
+            None
+        }
+    }
+}
 
 /// Accepts on `listener` until the task is dropped; each connection runs on its own task.
-/// `relay` decides first whether the connection is relayed as TCP; otherwise `handler` gets
-/// every HTTP request with the connection's record. A handler's `Err(Reset)` closes the
-/// connection without a response.
-pub async fn serve<F, Fut, R>(listener: TcpListener, relay: R, handler: F)
+/// `accept` says how its transport is settled, then `relay` decides whether the connection is
+/// relayed as TCP; otherwise `handler` gets every HTTP request with the connection's record.
+/// A handler's `Err(Reset)` closes the connection with an RST, without a response.
+pub async fn serve<A, F, Fut, R>(listener: TcpListener, accept: A, relay: R, handler: F)
 where
+    A: Fn() -> Accept,
     F: Fn(Request<Incoming>, Arc<Connection>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Response<Body>, Reset>> + Send + 'static,
-    R: Fn() -> Option<Relay>,
+    R: Fn() -> Option<Relay> + Clone + Send + Sync + 'static,
 {
     loop {
         let (stream, peer) = net::accept(&listener).await;
-        let conn = Arc::new(Connection::accepted(&stream, peer));
-        if let Some(relay) = relay() {
-            tokio::spawn(relay(stream, conn));
-            continue;
-        }
+        let transport = accept();
         let handler = handler.clone();
+        let relay = relay.clone();
         tokio::spawn(async move {
+            let Some((stream, conn)) = establish(stream, peer, transport).await else { return };
+            let conn = Arc::new(conn);
+            if let Some(relay) = relay() {
+                return relay(stream, conn).await;
+            }
+            let io = Resettable { stream, reset: conn.reset.clone() };
             let service = service_fn(move |req| {
                 let handler = handler.clone();
                 let conn = conn.clone();
-                async move { handler(req, conn).await }
+                async move {
+                    let result = handler(req, conn.clone()).await;
+                    if result.is_err() {
+                        conn.reset_on_close();
+                    }
+                    result
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(io), service)
                 .with_upgrades()
                 .await;
         });

@@ -215,7 +215,7 @@ mod tests {
                                    "endpoints": [], "lb": lb}}
         });
         let snap: snapshot::Snapshot = serde_json::from_value(snap).unwrap();
-        Runtime::new(snap, None, &Default::default())
+        Runtime::new(snap, None, &Default::default(), None)
     }
 
     #[test]
@@ -251,7 +251,7 @@ mod tests {
         assert!(matches!(decide(&rt, out, &view("example.org", "/", &h), ip, &mut rng), Decision::Passthrough));
         let mut strict = rt.snapshot.clone();
         strict.outbound_policy = OutboundMode::RegistryOnly;
-        let rt = Runtime::new(strict, None, &crate::proxy::clusters::Endpoints::default());
+        let rt = Runtime::new(strict, None, &crate::proxy::clusters::Endpoints::default(), None);
         match decide(&rt, out, &view("example.org", "/", &h), ip, &mut rng) {
             Decision::Direct { status, body, service } => {
                 assert_eq!((status.as_u16(), body, &*service), (502, "", "BlackHoleCluster"));

@@ -62,6 +62,7 @@ pub async fn handle(
         explain_id.as_ref().map(|_| (req.method().to_string(), req.uri().path().to_string(), authority_of(&req)));
     let (mut routed, service, routing) = match direction {
         Direction::Inbound { port } => {
+            client_cert_header(req.headers_mut(), &conn, runtime.me.principal.as_deref());
             let (r, s) = inbound(&runtime, &shared, port, req).await;
             (r, s, None)
         }
@@ -89,9 +90,24 @@ pub async fn handle(
             reason,
         });
     }
+    // Without a sidecar the local forwarder stands in for kube-proxy, which only rewrites
+    // addresses: when the endpoint resets or refuses, the client's own connection is reset
+    // (curl: 000, exit 56), not answered by a proxy.
+    if runtime.snapshot.proxy.role == Role::Plain
+        && (routed.flags.contains(outcome::Flags::UPSTREAM_CONNECT_FAILURE)
+            || routed.flags.contains(outcome::Flags::UPSTREAM_TERMINATION))
+    {
+        return Err(Reset("the endpoint reset or refused the connection"));
+    }
     let destination = match direction {
         Direction::Inbound { .. } => runtime.me.clone(),
         _ => routed.destination.take().unwrap_or_else(|| runtime.unknown.clone()),
+    };
+    // Both SPIFFE ids when the hop was mutual TLS: the client's certificate on the way in,
+    // the endpoint's on the way out.
+    let principals = match direction {
+        Direction::Inbound { .. } => conn.peer_identity.clone().zip(runtime.me.principal.clone()),
+        _ => runtime.me.principal.clone().zip(destination.principal.clone()),
     };
     routed.response.headers_mut().insert(header::SERVER, HeaderValue::from_static(server_header));
     let outcome = Outcome {
@@ -104,6 +120,7 @@ pub async fn handle(
         flags: routed.flags,
         started,
         active: routed.active.take(),
+        principals,
     };
     Ok(outcome::finish(routed.response, outcome))
 }
@@ -231,9 +248,9 @@ fn shadow(cluster: &Arc<crate::proxy::clusters::Cluster>, up: &Upstream, rng: &m
     let host_header = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
     let shadow_host = edits::shadow_host(host_header);
     set_header(req.headers_mut(), "host", &shadow_host);
-    let (state, addr) = (host.state.clone(), host.endpoint.address);
+    let (state, addr, tls) = (host.state.clone(), host.endpoint.address, host.tls.clone());
     tokio::spawn(async move {
-        if let Ok(resp) = state.pool.send(addr, req).await {
+        if let Ok(resp) = state.pool.send(addr, tls.as_deref(), req).await {
             let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
         }
     });
@@ -333,6 +350,23 @@ fn destination_port(uri: &Uri, authority: &str) -> u16 {
     }
     let host = route::strip_port(authority);
     authority.get(host.len() + 1..).and_then(|p| p.parse().ok()).unwrap_or(80)
+}
+
+/// `x-forwarded-client-cert` as Istio's inbound sets it (Envoy's APPEND_FORWARD with the
+/// subject and URI): a client that spoke mTLS is described, `By=` this workload; from a
+/// plaintext client any such header is dropped (it could be forged).
+fn client_cert_header(headers: &mut HeaderMap, conn: &Connection, me: Option<&str>) {
+    const XFCC: &str = "x-forwarded-client-cert";
+    let (Some(peer), Some(hash), Some(me)) = (&conn.peer_identity, &conn.peer_cert_hash, me) else {
+        headers.remove(XFCC);
+        return;
+    };
+    let element = format!("By={me};Hash={hash};Subject=\"\";URI={peer}");
+    let value = match headers.get(XFCC).and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.is_empty() => format!("{existing},{element}"),
+        _ => element,
+    };
+    set_header(headers, XFCC, &value);
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {

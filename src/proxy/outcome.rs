@@ -99,12 +99,16 @@ impl Reply {
             Reply::Upstream(e) => {
                 let (reason, flag) = match e {
                     upstream::Error::ConnectFailure { .. } | upstream::Error::ConnectTimeout { .. } => {
-                        ("connection failure", Flags::UPSTREAM_CONNECT_FAILURE)
+                        ("connection failure".into(), Flags::UPSTREAM_CONNECT_FAILURE)
                     }
+                    upstream::Error::Tls { reason, .. } => (
+                        format!("connection failure, transport failure reason: TLS error: {reason}"),
+                        Flags::UPSTREAM_CONNECT_FAILURE,
+                    ),
                     upstream::Error::ResetBeforeHeaders { .. } => {
-                        ("connection termination", Flags::UPSTREAM_TERMINATION)
+                        ("connection termination".into(), Flags::UPSTREAM_TERMINATION)
                     }
-                    upstream::Error::Protocol { .. } => ("protocol error", Flags::UPSTREAM_PROTOCOL_ERROR),
+                    upstream::Error::Protocol { .. } => ("protocol error".into(), Flags::UPSTREAM_PROTOCOL_ERROR),
                 };
                 (unavailable, format!("{RESET_BEFORE_HEADERS}{reason}"), flag)
             }
@@ -136,6 +140,8 @@ pub struct Outcome {
     pub started: Instant,
     /// Keeps the upstream endpoint counted as busy (least-request) until the response ends.
     pub active: Option<ActiveGuard>,
+    /// Source and destination SPIFFE ids, when the request went over mutual TLS.
+    pub principals: Option<(Arc<str>, Arc<str>)>,
 }
 
 impl Outcome {
@@ -148,6 +154,7 @@ impl Outcome {
             code: self.code,
             flags: self.flags,
             millis: self.started.elapsed().as_secs_f64() * 1000.0,
+            principals: self.principals.as_ref().map(|(s, d)| (&**s, &**d)),
         });
     }
 }

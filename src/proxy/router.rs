@@ -139,7 +139,7 @@ pub async fn send_once(
     addr: SocketAddr,
     mut up: Upstream,
 ) -> Result<Response<Body>, upstream::Error> {
-    let resp = state.pool.send(addr, up.request(None)).await?;
+    let resp = state.pool.send(addr, None, up.request(None)).await?;
     Ok(strip_response(resp))
 }
 
@@ -188,7 +188,7 @@ pub async fn route(fwd: &Forward<'_>, mut up: Upstream, timeout: Option<Duration
             (r, p) => r.or(p),
         };
         let active = host.state.start();
-        let send = host.state.pool.send(addr, up.request(Some(attempt)));
+        let send = host.state.pool.send(addr, host.tls.as_deref(), up.request(Some(attempt)));
         let result = match limit {
             Some(limit) => match tokio::time::timeout(limit, send).await {
                 Ok(r) => r.map_err(TryError::Upstream),

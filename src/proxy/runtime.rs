@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::proxy::clusters::{self, Cluster, Endpoints};
+use crate::proxy::identity::Identity;
 use crate::proxy::route::Table;
 use crate::proxy::stats::Peer;
 use crate::snapshot::{self, Snapshot};
@@ -36,10 +37,17 @@ pub struct Inbound {
     pub service: Arc<str>,
     /// Relay connections as bytes (a TCP Service port), not HTTP.
     pub tcp: bool,
+    /// The PeerAuthentication mode in force.
+    pub mtls: snapshot::MtlsMode,
 }
 
 impl Runtime {
-    pub fn new(snapshot: Snapshot, previous: Option<&Runtime>, endpoints: &Endpoints) -> Runtime {
+    pub fn new(
+        snapshot: Snapshot,
+        previous: Option<&Runtime>,
+        endpoints: &Endpoints,
+        identity: Option<&Arc<Identity>>,
+    ) -> Runtime {
         let outbound = snapshot.outbound.iter().map(|rc| (rc.port, Table::new(&rc.virtual_hosts))).collect();
         let listeners = snapshot.listeners.iter().map(|l| (l.port, Table::new(&l.virtual_hosts))).collect();
         let inbound = snapshot
@@ -47,19 +55,26 @@ impl Runtime {
             .iter()
             .map(|p| {
                 let service = p.service.as_deref().unwrap_or("unknown").into();
-                (p.port, Inbound { app: p.app, service, tcp: p.tcp })
+                (p.port, Inbound { app: p.app, service, tcp: p.tcp, mtls: p.mtls })
             })
             .collect();
         let tcp =
             snapshot.listeners.iter().filter(|l| l.protocol == "TCP").map(|l| (l.port, l.tcp_routes.clone())).collect();
         let empty = HashMap::new();
-        let clusters = clusters::reconcile(&snapshot.clusters, previous.map_or(&empty, |p| &p.clusters), endpoints);
-        let me = Arc::new(Peer::of(&snapshot.proxy));
+        let clusters = clusters::reconcile(
+            &snapshot.clusters,
+            previous.map_or(&empty, |p| &p.clusters),
+            endpoints,
+            identity.map(|i| &**i),
+        );
+        let mut me = Peer::of(&snapshot.proxy);
+        me.principal = identity.map(|i| i.spiffe.as_str().into());
+        let me = Arc::new(me);
         Runtime { snapshot, outbound, listeners, inbound, tcp, clusters, me, unknown: Arc::new(Peer::unknown()) }
     }
 
     /// Before the first snapshot: nothing routes.
     pub fn empty() -> Runtime {
-        Runtime::new(Snapshot::default(), None, &Endpoints::default())
+        Runtime::new(Snapshot::default(), None, &Endpoints::default(), None)
     }
 }

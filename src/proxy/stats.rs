@@ -52,15 +52,17 @@ pub struct Peer {
     pub workload: String,
     pub namespace: String,
     pub labels: BTreeMap<String, String>,
+    /// Its SPIFFE id, when requests to or from it use mTLS.
+    pub principal: Option<std::sync::Arc<str>>,
 }
 
 impl Peer {
     pub fn unknown() -> Peer {
-        Peer { workload: "unknown".into(), namespace: "unknown".into(), labels: BTreeMap::new() }
+        Peer { workload: "unknown".into(), namespace: "unknown".into(), labels: BTreeMap::new(), principal: None }
     }
 
     pub fn of_endpoint(e: &Endpoint) -> Peer {
-        Peer { workload: e.workload.clone(), namespace: e.namespace.clone(), labels: e.labels.clone() }
+        Peer { workload: e.workload.clone(), namespace: e.namespace.clone(), labels: e.labels.clone(), principal: None }
     }
 
     pub fn of(identity: &ProxyIdentity) -> Peer {
@@ -68,6 +70,7 @@ impl Peer {
             workload: identity.workload.clone(),
             namespace: identity.namespace.clone(),
             labels: identity.labels.clone(),
+            principal: None,
         }
     }
 
@@ -105,6 +108,8 @@ pub struct RequestRecord<'a> {
     pub code: u16,
     pub flags: crate::proxy::outcome::Flags,
     pub millis: f64,
+    /// The source's and destination's SPIFFE ids, when the request went over mutual TLS.
+    pub principals: Option<(&'a str, &'a str)>,
 }
 
 pub struct Stats {
@@ -144,7 +149,7 @@ impl Stats {
             reporter: r.reporter.into(),
             source_workload: r.source.workload.clone(),
             source_workload_namespace: r.source.namespace.clone(),
-            source_principal: "unknown".into(),
+            source_principal: r.principals.map_or("unknown", |p| p.0).into(),
             source_app: r.source.app(),
             source_version: r.source.version(),
             source_canonical_service: r.source.canonical_service(),
@@ -152,7 +157,7 @@ impl Stats {
             source_cluster: "Kubernetes".into(),
             destination_workload: r.destination.workload.clone(),
             destination_workload_namespace: r.destination.namespace.clone(),
-            destination_principal: "unknown".into(),
+            destination_principal: r.principals.map_or("unknown", |p| p.1).into(),
             destination_app: r.destination.app(),
             destination_version: r.destination.version(),
             destination_service: r.service.into(),
@@ -165,7 +170,11 @@ impl Stats {
             response_code: r.code.to_string(),
             grpc_response_status: String::new(),
             response_flags: r.flags.to_string(),
-            connection_security_policy: if r.reporter == "destination" { "none".into() } else { "unknown".into() },
+            connection_security_policy: match (r.reporter, r.principals.is_some()) {
+                ("destination", true) => "mutual_tls".into(),
+                ("destination", false) => "none".into(),
+                _ => "unknown".into(),
+            },
         };
         self.requests.get_or_create(&labels).inc();
         self.duration.get_or_create(&labels).observe(r.millis);

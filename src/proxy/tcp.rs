@@ -6,12 +6,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 use crate::net::{self, log, Body};
 use crate::proxy::clusters::Host;
@@ -19,11 +17,10 @@ use crate::proxy::connection::{Connection, Relay, Reset};
 use crate::proxy::forward::Direction;
 use crate::proxy::route;
 use crate::proxy::runtime::Runtime;
+use crate::proxy::stream::Stream;
+use crate::proxy::upstream::{self, Tls};
 use crate::proxy::Shared;
 use crate::snapshot::{OutboundMode, TcpRoute};
-
-/// Envoy's default connect timeout (Istio's `connectTimeout`).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where a new connection goes when it is TCP here; `None` serves it as HTTP.
 pub fn relay(shared: &Arc<Shared>, direction: Direction) -> Option<Relay> {
@@ -51,7 +48,7 @@ pub fn relay(shared: &Arc<Shared>, direction: Direction) -> Option<Relay> {
 
 /// The first `tcp` rule of the listener picks a weighted cluster, the cluster an endpoint.
 /// With nothing to send to, the connection is closed (Envoy's tcp_proxy does the same).
-async fn gateway(shared: Arc<Shared>, runtime: Arc<Runtime>, port: u16, stream: TcpStream, _conn: Arc<Connection>) {
+async fn gateway(shared: Arc<Shared>, runtime: Arc<Runtime>, port: u16, stream: Stream, _conn: Arc<Connection>) {
     let Some(rules) = runtime.tcp.get(&port) else { return };
     let Some(host) = pick(&runtime, rules, &mut fastrand::Rng::new()) else {
         return log(&format!("tcp {port}: no cluster or healthy endpoint; closing"));
@@ -60,7 +57,7 @@ async fn gateway(shared: Arc<Shared>, runtime: Arc<Runtime>, port: u16, stream: 
         return;
     }
     let _active = host.state.start();
-    if let Ok(mut upstream) = open(host.endpoint.address).await {
+    if let Ok(mut upstream) = open(host.endpoint.address, host.tls.as_deref()).await {
         let mut downstream = stream;
         let _ = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
     }
@@ -86,23 +83,23 @@ pub async fn connect(shared: &Shared, runtime: &Runtime, req: Request<Incoming>)
     let (host, port) =
         (authority.host().trim_end_matches('.').to_ascii_lowercase(), authority.port_u16().unwrap_or(443));
     let known = runtime.snapshot.outbound_tcp.iter().find(|t| t.port == port && t.domains.contains(&host));
-    let (addr, active) = match known {
+    let (addr, active, tls) = match known {
         Some(t) => match pick(runtime, &t.routes, &mut fastrand::Rng::new()) {
-            Some(h) => (h.endpoint.address, Some(h.state.start())),
+            Some(h) => (h.endpoint.address, Some(h.state.start()), h.tls.clone()),
             None => return Ok(net::text(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream")),
         },
         None if runtime.snapshot.outbound_policy == OutboundMode::RegistryOnly => {
             return Ok(net::text(StatusCode::BAD_GATEWAY, ""));
         }
         None => match tokio::net::lookup_host((host.as_str(), port)).await.ok().and_then(|mut a| a.next()) {
-            Some(a) => (a, None),
+            Some(a) => (a, None, None),
             None => return Ok(net::text(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream")),
         },
     };
     if shared.is_own_address(addr) {
         return Err(Reset("the tunnel is addressed to this proxy's own listener"));
     }
-    let Ok(mut upstream) = open(addr).await else {
+    let Ok(mut upstream) = open(addr, tls.as_deref()).await else {
         let body = "upstream connect error or disconnect/reset before headers. reset reason: connection failure";
         return Ok(net::text(StatusCode::SERVICE_UNAVAILABLE, body));
     };
@@ -115,20 +112,14 @@ pub async fn connect(shared: &Shared, runtime: &Runtime, req: Request<Incoming>)
     Ok(net::text(StatusCode::OK, ""))
 }
 
-/// A TCP connection to `to`, within Envoy's connect timeout.
-async fn open(to: SocketAddr) -> std::io::Result<TcpStream> {
-    let s = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to)).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
-    }
-    .inspect_err(|e| log(&format!("tcp: connect {to}: {e}")))?;
-    let _ = s.set_nodelay(true);
-    Ok(s)
+/// A connection to `to` (mTLS when `tls` says so), within Envoy's connect timeout.
+async fn open(to: SocketAddr, tls: Option<&Tls>) -> Result<Stream, upstream::Error> {
+    upstream::dial(to, tls).await.inspect_err(|e| log(&format!("tcp: {e}")))
 }
 
 /// Connects to `to` and copies bytes both ways until either side closes.
-async fn splice(mut downstream: TcpStream, to: SocketAddr) {
-    if let Ok(mut upstream) = open(to).await {
+async fn splice(mut downstream: Stream, to: SocketAddr) {
+    if let Ok(mut upstream) = open(to, None).await {
         let _ = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
     }
 }

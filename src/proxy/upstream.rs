@@ -1,5 +1,6 @@
-//! The upstream step: one HTTP/1.1 connection pool per endpoint, and a typed error for every way
-//! an upstream call can fail, so the router can retry and the reply table can answer as Envoy.
+//! The upstream step: one HTTP/1.1 connection pool per endpoint (plaintext and mTLS connections
+//! kept apart), and a typed error for every way an upstream call can fail, so the router can
+//! retry and the reply table can answer as Envoy.
 //!
 //! A connection goes back to its pool only when the response body has been read to the end;
 //! a body dropped half-way closes the connection (HTTP/1.1 cannot reuse it). Idle connections
@@ -21,6 +22,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::net::Body;
+use crate::proxy::stream::Stream;
 
 /// Istio's default `connectTimeout` (MeshConfig).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,12 +42,44 @@ pub enum Error {
     /// The upstream answered with something that is not HTTP/1.1.
     #[error("{addr} answered with a protocol error: {source}")]
     Protocol { addr: SocketAddr, source: hyper::Error },
+    /// The TLS handshake failed (an endpoint without a sidecar, or the wrong identity).
+    #[error("TLS handshake with {addr} failed: {reason}")]
+    Tls { addr: SocketAddr, reason: String },
 }
 
 impl Error {
     /// True when no byte of the request reached the upstream (Envoy's `connect-failure`).
     pub fn is_connect_failure(&self) -> bool {
-        matches!(self, Error::ConnectFailure { .. } | Error::ConnectTimeout { .. })
+        matches!(self, Error::ConnectFailure { .. } | Error::ConnectTimeout { .. } | Error::Tls { .. })
+    }
+}
+
+/// TLS this proxy originates to an endpoint: the client config (this workload's certificate
+/// and the server identities it accepts), the SNI, and a key that keeps pooled connections of
+/// different TLS settings apart.
+#[derive(Debug)]
+pub struct Tls {
+    pub config: Arc<rustls::ClientConfig>,
+    pub sni: rustls_pki_types::ServerName<'static>,
+    pub key: u64,
+    /// The server's SPIFFE id (metrics' `destination_principal`).
+    pub principal: Arc<str>,
+}
+
+/// A connection to `addr`, within the connect timeout, with TLS when `tls` says so.
+pub async fn dial(addr: SocketAddr, tls: Option<&Tls>) -> Result<Stream, Error> {
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(source)) => return Err(Error::ConnectFailure { addr, source }),
+        Err(_) => return Err(Error::ConnectTimeout { addr }),
+    };
+    let _ = stream.set_nodelay(true);
+    let Some(tls) = tls else { return Ok(Stream::Plain(stream)) };
+    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+    match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(tls.sni.clone(), stream)).await {
+        Ok(Ok(s)) => Ok(Stream::Client(Box::new(s))),
+        Ok(Err(e)) => Err(Error::Tls { addr, reason: e.to_string() }),
+        Err(_) => Err(Error::ConnectTimeout { addr }),
     }
 }
 
@@ -53,23 +87,26 @@ impl Error {
 /// `rq_total`, shown by the admin's `/clusters`).
 #[derive(Default)]
 pub struct Pool {
-    idle: Mutex<Vec<SendRequest<Body>>>,
+    /// Idle connections and the TLS key they were made with (0: plaintext).
+    idle: Mutex<Vec<(u64, SendRequest<Body>)>>,
     connections: AtomicU64,
     requests: AtomicU64,
 }
 
 impl Pool {
-    fn take_idle(&self) -> Option<SendRequest<Body>> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    fn take_idle(&self, key: u64) -> Option<SendRequest<Body>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let i = idle.iter().rposition(|(k, _)| *k == key)?;
+        Some(idle.swap_remove(i).1)
     }
 
-    fn put_back(&self, sender: SendRequest<Body>) {
+    fn put_back(&self, key: u64, sender: SendRequest<Body>) {
         if sender.is_closed() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < MAX_IDLE {
-            idle.push(sender);
+            idle.push((key, sender));
         }
     }
 
@@ -88,17 +125,24 @@ impl Pool {
         self.requests.load(Ordering::Relaxed)
     }
 
-    /// Sends `req` to `addr` on an idle connection, or a new one. A request that an idle
-    /// connection could not take (closed meanwhile) moves on to another without being sent twice.
-    pub async fn send(self: &Arc<Self>, addr: SocketAddr, mut req: Request<Body>) -> Result<Response<Body>, Error> {
+    /// Sends `req` to `addr` on an idle connection made with the same TLS, or a new one. A
+    /// request that an idle connection could not take (closed meanwhile) moves on to another
+    /// without being sent twice.
+    pub async fn send(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        tls: Option<&Tls>,
+        mut req: Request<Body>,
+    ) -> Result<Response<Body>, Error> {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        let key = tls.map_or(0, |t| t.key);
         loop {
-            let Some(mut sender) = self.take_idle() else { break };
+            let Some(mut sender) = self.take_idle(key) else { break };
             if sender.ready().await.is_err() {
                 continue;
             }
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(self.pooled(resp, sender)),
+                Ok(resp) => return Ok(self.pooled(resp, key, sender)),
                 Err(mut e) => match e.take_message() {
                     // Not sent: the connection was gone before the request was written.
                     Some(back) => req = back,
@@ -106,18 +150,18 @@ impl Pool {
                 },
             }
         }
-        let mut sender = connect(addr).await?;
+        let mut sender = connect(addr, tls).await?;
         self.connections.fetch_add(1, Ordering::Relaxed);
         match sender.send_request(req).await {
-            Ok(resp) => Ok(self.pooled(resp, sender)),
+            Ok(resp) => Ok(self.pooled(resp, key, sender)),
             Err(e) => Err(classify(addr, e)),
         }
     }
 
-    fn pooled(self: &Arc<Self>, resp: Response<Incoming>, sender: SendRequest<Body>) -> Response<Body> {
+    fn pooled(self: &Arc<Self>, resp: Response<Incoming>, key: u64, sender: SendRequest<Body>) -> Response<Body> {
         let (parts, body) = resp.into_parts();
         let done = body.is_end_stream();
-        let mut body = PooledBody { inner: body, conn: Some((sender, self.clone())) };
+        let mut body = PooledBody { inner: body, conn: Some((key, sender, self.clone())) };
         if done {
             body.release();
         }
@@ -133,13 +177,8 @@ fn classify(addr: SocketAddr, e: hyper::Error) -> Error {
     }
 }
 
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Body>, Error> {
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(source)) => return Err(Error::ConnectFailure { addr, source }),
-        Err(_) => return Err(Error::ConnectTimeout { addr }),
-    };
-    let _ = stream.set_nodelay(true);
+async fn connect(addr: SocketAddr, tls: Option<&Tls>) -> Result<SendRequest<Body>, Error> {
+    let stream = dial(addr, tls).await?;
     let (sender, conn) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
@@ -154,13 +193,13 @@ async fn connect(addr: SocketAddr) -> Result<SendRequest<Body>, Error> {
 /// A response body that returns its connection to the pool once read to the end.
 struct PooledBody {
     inner: Incoming,
-    conn: Option<(SendRequest<Body>, Arc<Pool>)>,
+    conn: Option<(u64, SendRequest<Body>, Arc<Pool>)>,
 }
 
 impl PooledBody {
     fn release(&mut self) {
-        if let Some((sender, pool)) = self.conn.take() {
-            pool.put_back(sender);
+        if let Some((key, sender, pool)) = self.conn.take() {
+            pool.put_back(key, sender);
         }
     }
 }
@@ -225,7 +264,7 @@ mod tests {
         let (addr, conns) = upstream().await;
         let pool = Arc::new(Pool::default());
         for _ in 0..5 {
-            let resp = pool.send(addr, get(addr)).await.unwrap();
+            let resp = pool.send(addr, None, get(addr)).await.unwrap();
             let body = resp.into_body().collect().await.unwrap().to_bytes();
             assert_eq!(&body[..], b"hello");
         }
@@ -237,10 +276,10 @@ mod tests {
     async fn a_body_dropped_half_way_does_not_return_its_connection() {
         let (addr, conns) = upstream().await;
         let pool = Arc::new(Pool::default());
-        let resp = pool.send(addr, get(addr)).await.unwrap();
+        let resp = pool.send(addr, None, get(addr)).await.unwrap();
         drop(resp);
         assert_eq!(pool.idle_count(), 0);
-        let resp = pool.send(addr, get(addr)).await.unwrap();
+        let resp = pool.send(addr, None, get(addr)).await.unwrap();
         resp.into_body().collect().await.unwrap();
         assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
@@ -252,7 +291,7 @@ mod tests {
             l.local_addr().unwrap()
         };
         let pool = Arc::new(Pool::default());
-        let err = pool.send(addr, get(addr)).await.unwrap_err();
+        let err = pool.send(addr, None, get(addr)).await.unwrap_err();
         assert!(err.is_connect_failure(), "{err}");
     }
 
@@ -269,7 +308,7 @@ mod tests {
             }
         });
         let pool = Arc::new(Pool::default());
-        let err = pool.send(addr, get(addr)).await.unwrap_err();
+        let err = pool.send(addr, None, get(addr)).await.unwrap_err();
         assert!(matches!(err, Error::ResetBeforeHeaders { .. }), "{err}");
     }
 }

@@ -70,6 +70,7 @@ pub fn validate(r: &Resource) -> Result<Vec<String>, Vec<String>> {
         Resource::VirtualService(vs) => validate_virtual_service(vs, &mut rep),
         Resource::DestinationRule(dr) => validate_destination_rule(dr, &mut rep),
         Resource::ServiceEntry(se) => validate_service_entry(se, &mut rep),
+        Resource::PeerAuthentication(pa) => validate_peer_authentication(pa, &mut rep),
     }
     if rep.errors.is_empty() {
         Ok(rep.warnings)
@@ -264,6 +265,7 @@ fn check_export_to(path: &str, export_to: &[String], rep: &mut Report) {
 
 mod destination_rule;
 mod gateway;
+mod security;
 mod service_entry;
 mod unenforced;
 mod virtual_service;
@@ -271,6 +273,7 @@ mod workloads;
 
 use destination_rule::*;
 use gateway::*;
+use security::*;
 use service_entry::*;
 pub use unenforced::unenforced;
 use virtual_service::*;

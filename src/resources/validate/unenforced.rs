@@ -60,7 +60,11 @@ fn policy_paths(path: &str, tp: &TrafficPolicy, out: &mut Vec<String>) {
 pub fn unenforced(r: &Resource) -> Vec<String> {
     let mut out = Vec::new();
     match r {
-        Resource::Namespace(_) | Resource::ServiceAccount(_) | Resource::ConfigMap(_) | Resource::Service(_) => {}
+        Resource::Namespace(_)
+        | Resource::ServiceAccount(_)
+        | Resource::ConfigMap(_)
+        | Resource::Service(_)
+        | Resource::PeerAuthentication(_) => {}
         Resource::Deployment(d) => {
             if !d.spec.selector.match_expressions.is_empty() {
                 out.push(not_enforced("spec.selector.matchExpressions"));
