@@ -20,7 +20,7 @@ use crate::proxy::route::{self, RequestView};
 use crate::proxy::router::{self, Routed, Upstream};
 use crate::proxy::runtime::Runtime;
 use crate::proxy::Shared;
-use crate::snapshot::{Discovery, Role};
+use crate::snapshot::{Discovery, MtlsMode, Role};
 
 /// Which listener a request came in on.
 #[derive(Clone, Copy, Debug)]
@@ -62,8 +62,18 @@ pub async fn handle(
         explain_id.as_ref().map(|_| (req.method().to_string(), req.uri().path().to_string(), authority_of(&req)));
     let (mut routed, service, routing) = match direction {
         Direction::Inbound { port } => {
+            // The mode may have changed since the connection was accepted (Envoy drains the
+            // old filter chains): a plaintext connection kept alive from before STRICT is
+            // reset at its next request; an mTLS one under DISABLE is answered, then closed.
+            let mode = runtime.inbound.get(&port).map(|i| i.mtls);
+            if mode == Some(MtlsMode::Strict) && !conn.mtls() {
+                return Err(Reset("plaintext under STRICT mutual TLS"));
+            }
             client_cert_header(req.headers_mut(), &conn, runtime.me.principal.as_deref());
-            let (r, s) = inbound(&runtime, &shared, port, req).await;
+            let (mut r, s) = inbound(&runtime, &shared, port, req).await;
+            if mode == Some(MtlsMode::Disable) && conn.mtls() {
+                r.response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             (r, s, None)
         }
         Direction::Outbound | Direction::Gateway { .. } => {

@@ -13,6 +13,7 @@ mod proxy_config;
 mod push;
 mod samples;
 mod scenarios;
+mod security;
 mod support;
 mod tcp;
 mod traffic;

@@ -99,6 +99,18 @@ impl Mesh {
         pod["proxy_addrs"]["admin"].as_str().unwrap().parse().unwrap()
     }
 
+    /// The admin address of the (first) pod of `workload` in `namespace`.
+    pub fn admin_in(&self, namespace: &str, workload: &str) -> SocketAddr {
+        let status = self.status();
+        let pod = status["pods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["workload"] == workload && p["namespace"] == namespace)
+            .expect("workload has a pod");
+        pod["proxy_addrs"]["admin"].as_str().unwrap().parse().unwrap()
+    }
+
     pub fn pids(&self) -> Vec<u32> {
         let s = self.status();
         let mut pids = vec![s["control_plane"]["pid"].as_u64().unwrap() as u32];
