@@ -16,7 +16,7 @@ pub const TRUST_DOMAIN: &str = "cluster.local";
 pub const WORKLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
 /// The root's lifetime (Istio's self-signed root: 10 years).
 const ROOT_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
-/// Certificates start a minute in the past, so a clock a little behind still accepts them.
+/// The root starts a minute in the past, so a clock a little behind still accepts it.
 const BACKDATE: Duration = Duration::from_secs(60);
 
 /// `spiffe://cluster.local/ns/NS/sa/SA`.
@@ -128,7 +128,8 @@ impl Ca {
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
-        params.not_before = (now - BACKDATE).into();
+        // No backdating: the proxy renews at half the certificate's life, counted from here.
+        params.not_before = now.into();
         params.not_after = (now + ttl).into();
         params.serial_number = Some(serial());
         params.use_authority_key_identifier_extension = true;
@@ -176,9 +177,9 @@ mod tests {
         assert_eq!(info[0].uris, vec![id.clone()]);
         assert_eq!(info[0].subject, "");
         let lifetime = info[0].not_after - info[0].not_before;
-        assert_eq!(lifetime, (WORKLOAD_TTL + BACKDATE).as_secs() as i64);
+        assert_eq!(lifetime, WORKLOAD_TTL.as_secs() as i64);
         // It chains to the root, for a server and for a client.
-        tls::verify_chain(&[pem.clone()], ca.root_pem(), &[id.clone()]).unwrap();
+        tls::verify_chain(std::slice::from_ref(&pem), ca.root_pem(), std::slice::from_ref(&id)).unwrap();
         // A CSR without names gets the caller's identity.
         let (_, csr) = csr_for(None);
         let pem = ca.sign_workload(&csr, &id, WORKLOAD_TTL).unwrap();

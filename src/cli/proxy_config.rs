@@ -95,6 +95,8 @@ pub enum Section {
     Clusters,
     Listeners,
     Endpoints,
+    /// The workload certificate and the root (`istioctl proxy-config secret`).
+    Secret,
 }
 
 pub async fn config(
@@ -111,11 +113,23 @@ pub async fn config(
         .proxy_addrs
         .get(&Listener::Admin)
         .ok_or_else(|| anyhow!("pod {} has no proxy admin listener", pod.key()))?;
-    let snapshot = config_dump(*admin).await.with_context(|| format!("reading {}'s config from {admin}", pod.key()))?;
+    if section == Section::Secret {
+        let certs = admin_json(*admin, "/certs").await.with_context(|| format!("reading {}'s certificates", pod.key()))?;
+        if output != Output::Table {
+            crate::cli::print_data(output, &certs)?;
+        } else {
+            print!("{}", secret_table(&certs));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let snapshot: Snapshot = serde_json::from_value(
+        admin_json(*admin, "/config_dump").await.with_context(|| format!("reading {}'s config from {admin}", pod.key()))?,
+    )?;
     if output != Output::Table {
         let value = match section {
             Section::Routes => serde_json::to_value((&snapshot.outbound, &snapshot.listeners))?,
             Section::Clusters | Section::Endpoints => serde_json::to_value(&snapshot.clusters)?,
+            Section::Secret => unreachable!("answered above"),
             Section::Listeners => serde_json::json!({
                 "addresses": pod.proxy_addrs,
                 "inbound": snapshot.inbound,
@@ -129,8 +143,8 @@ pub async fn config(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn config_dump(admin: std::net::SocketAddr) -> anyhow::Result<Snapshot> {
-    let req = http::Request::get(format!("http://{admin}/config_dump")).body(net::empty())?;
+async fn admin_json(admin: std::net::SocketAddr, path: &str) -> anyhow::Result<serde_json::Value> {
+    let req = http::Request::get(format!("http://{admin}{path}")).body(net::empty())?;
     let resp = tokio::time::timeout(std::time::Duration::from_secs(5), net::client().request(req))
         .await
         .map_err(|_| anyhow!("the proxy did not answer within 5 s"))??;
@@ -169,6 +183,42 @@ fn split_cluster(name: &str) -> (String, String, String, String) {
         [dir, port, subset, fqdn] => (fqdn.to_string(), port.to_string(), subset.to_string(), dir.to_ascii_uppercase()),
         _ => (name.to_string(), String::new(), String::new(), String::new()),
     }
+}
+
+/// istioctl's `proxy-config secret` table from Envoy's `/certs`, with the names each
+/// certificate carries.
+fn secret_table(certs: &serde_json::Value) -> String {
+    let mut rows = Vec::new();
+    for set in certs["certificates"].as_array().into_iter().flatten() {
+        for (resource, kind, key) in [("default", "Cert Chain", "cert_chain"), ("ROOTCA", "CA", "ca_cert")] {
+            if let Some(c) = set[key].as_array().and_then(|a| a.first()) {
+                let sans: Vec<&str> = c["subject_alt_names"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| s["uri"].as_str().or_else(|| s["dns"].as_str()))
+                    .collect();
+                let text = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+                rows.push(vec![
+                    resource.to_string(),
+                    kind.to_string(),
+                    "ACTIVE".into(),
+                    "true".into(),
+                    text("serial_number"),
+                    text("expiration_time"),
+                    text("valid_from"),
+                    if sans.is_empty() { text("subject") } else { sans.join(",") },
+                ]);
+            }
+        }
+    }
+    if rows.is_empty() {
+        return "this proxy has no workload certificate (a pod without a sidecar)\n".into();
+    }
+    table(
+        &["RESOURCE NAME", "TYPE", "STATUS", "VALID CERT", "SERIAL NUMBER", "NOT AFTER", "NOT BEFORE", "IDENTITY"],
+        &rows,
+    )
 }
 
 pub fn render(section: Section, s: &Snapshot, pod: &PodStatus) -> String {
@@ -221,6 +271,7 @@ pub fn render(section: Section, s: &Snapshot, pod: &PodStatus) -> String {
                 .collect();
             table(&["SERVICE FQDN", "PORT", "SUBSET", "DIRECTION", "TYPE", "ENDPOINTS", "LB"], &rows)
         }
+        Section::Secret => String::new(),
         Section::Endpoints => {
             let mut rows = Vec::new();
             for c in s.clusters.values() {

@@ -29,6 +29,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
             net::json_pretty(StatusCode::OK, &runtime.snapshot)
         }
         "/clusters" => net::text(StatusCode::OK, &clusters(&shared.runtime.borrow())),
+        "/certs" => net::json_pretty(StatusCode::OK, &certs(&shared)),
         "/listeners" => {
             // Envoy's text format: `name::address`, named as Istio names gateway listeners.
             let bound = shared.gateway_bound.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -51,9 +52,41 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
         }
         _ => net::text(
             StatusCode::NOT_FOUND,
-            "admin endpoints: /ready /stats/prometheus /config_dump /clusters /listeners /explain?id=REQUEST_ID\n",
+            "admin endpoints: /ready /stats/prometheus /config_dump /clusters /listeners /certs /explain?id=REQUEST_ID\n",
         ),
     }
+}
+
+/// Envoy's `/certs`: the workload's certificate chain and the root it trusts, described (never
+/// the key). Empty for a proxy without an identity.
+fn certs(shared: &Shared) -> serde_json::Value {
+    let Some(identity) = &shared.identity else { return serde_json::json!({ "certificates": [] }) };
+    let (chain, root) = identity.pems();
+    let describe = |pem: &str| -> Vec<serde_json::Value> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        crate::tls::describe(pem)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| {
+                let sans: Vec<serde_json::Value> = c
+                    .uris
+                    .iter()
+                    .map(|u| serde_json::json!({ "uri": u }))
+                    .chain(c.dns.iter().map(|d| serde_json::json!({ "dns": d })))
+                    .collect();
+                serde_json::json!({
+                    "path": "<inline>",
+                    "serial_number": c.serial,
+                    "subject": c.subject,
+                    "subject_alt_names": sans,
+                    "days_until_expiration": ((c.not_after - now).max(0) / 86_400).to_string(),
+                    "valid_from": crate::env::rfc3339(c.not_before),
+                    "expiration_time": crate::env::rfc3339(c.not_after),
+                })
+            })
+            .collect()
+    };
+    serde_json::json!({ "certificates": [{ "ca_cert": describe(&root), "cert_chain": describe(&chain) }] })
 }
 
 /// Envoy's `/clusters` text: one `cluster::host::stat::value` line per endpoint statistic. The

@@ -20,9 +20,16 @@ pub fn sample(rel: &str) -> PathBuf {
 impl Mesh {
     /// `meshrig up` in a fresh environment; panics with the output when it fails.
     pub fn up() -> Mesh {
+        Mesh::up_with_env(&[])
+    }
+
+    /// `meshrig up` with extra environment variables (the control plane inherits them).
+    pub fn up_with_env(vars: &[(&str, &str)]) -> Mesh {
         let mut mesh =
             Mesh { state: tempfile::tempdir().unwrap(), work: tempfile::tempdir().unwrap(), up_output: String::new() };
-        let out = mesh.run(&["up", "--http-port", "0", "--https-port", "0", "--tcp-port", "0", "--apps", "httpbin"]);
+        let mut up = mesh.cmd(&["up", "--http-port", "0", "--https-port", "0", "--tcp-port", "0", "--apps", "httpbin"]);
+        up.envs(vars.iter().copied());
+        let out = up.output().expect("run meshrig");
         assert!(out.status.success(), "meshrig up failed:\n{}", text(&out));
         mesh.up_output = text(&out);
         mesh
