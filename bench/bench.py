@@ -4,9 +4,14 @@
 Positions (same upstream program, meshrig's httpbin `/bytes/N`, for every row):
   direct          client -> app
   meshrig 1 hop   client -> meshrig gateway -> app            (app without a sidecar)
-  meshrig 2 hops  client -> meshrig gateway -> sidecar -> app (Istio's ingress path)
+  meshrig 2 hops  client -> meshrig gateway -> sidecar -> app (Istio's ingress path, plaintext hop)
+  meshrig 2 hops mTLS   the same with Istio mutual TLS between gateway and sidecar
   envoy 1 hop     client -> Envoy -> app
   envoy 2 hops    client -> Envoy -> Envoy -> app
+  envoy 2 hops mTLS     client -> Envoy -> mTLS -> Envoy -> app (../shared/bench/envoy/envoy-mtls-*)
+
+Every position is also measured without keep-alive (a new client connection per request): the
+proxies' own upstream connections stay pooled, as Envoy's and Istio's do.
 
 Method (../shared/reference/performance.md section 5): the load generator is oha with keep-alive
 connections; max requests/s is a closed loop at a fixed connection count; latency is open loop at
@@ -95,11 +100,14 @@ class Mesh:
         pods = {(p["namespace"], p["workload"]): p for p in status["pods"]}
         gw = pods[("istio-system", "istio-ingressgateway")]
         two = pods[("bench", "upstream")]
+        mtls = pods[("bench", "upstream-mtls")]
         plain = pods[("bench-plain", "upstream")]
         self.app = next(iter(plain["app_addrs"].values()))
         self.gateway_pid = proxy_pid(gw)
         self.sidecar_pid = proxy_pid(two)
-        self.app_pids = [pid for p in (two, plain) for pid in p["pids"] if pid not in (self.sidecar_pid,)]
+        self.mtls_sidecar_pid = proxy_pid(mtls)
+        sidecars = (self.sidecar_pid, self.mtls_sidecar_pid)
+        self.app_pids = [pid for p in (two, mtls, plain) for pid in p["pids"] if pid not in sidecars]
 
     def run(self, *args):
         out = subprocess.run([self.binary, *args], env=self.env, capture_output=True, text=True)
@@ -142,6 +150,9 @@ class Envoy:
             .replace("port_value: 9901", f"port_value: {admin}")
             .replace("port_value: 18080", f"port_value: {upstream_port}")
         )
+        self._start(binary, workdir, name, cfg, admin, concurrency)
+
+    def _start(self, binary, workdir, name, cfg, admin, concurrency):
         path = os.path.join(workdir, f"{name}.yaml")
         with open(path, "w") as f:
             f.write(cfg)
@@ -159,8 +170,51 @@ class Envoy:
         self.proc.wait(timeout=10)
 
 
-def oha(url, host, seconds, conns, rate=None):
+def mtls_certs(workdir):
+    """A throwaway CA and the two SPIFFE workload certificates of the Envoy mTLS pair, with the
+    key type meshrig's CA uses (ECDSA P-256), so both mTLS rows pay for the same handshakes."""
+    d = os.path.join(workdir, "certs")
+    os.makedirs(d, exist_ok=True)
+
+    def ssl(*a):
+        subprocess.run(["openssl", *a], check=True, capture_output=True, cwd=d)
+
+    ssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+        "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/O=cluster.local",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    for who in ("client", "server"):
+        ssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", f"{who}.key",
+            "-out", f"{who}.csr", "-subj", "/O=cluster.local")
+        with open(os.path.join(d, f"{who}.ext"), "w") as f:
+            f.write("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+                    "extendedKeyUsage=serverAuth,clientAuth\n"
+                    f"subjectAltName=URI:spiffe://cluster.local/ns/default/sa/{who}\n")
+        ssl("x509", "-req", "-in", f"{who}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-extfile", f"{who}.ext", "-out", f"{who}.crt")
+    return d
+
+
+class EnvoyMtls(Envoy):
+    """One side of the shared mTLS sidecar pair, ports and certificate paths rewritten."""
+
+    def __init__(self, binary, config_dir, workdir, side, upstream_port, certs):
+        src = open(os.path.join(config_dir, f"envoy-mtls-{side}-sidecar.yaml")).read()
+        listen, admin, upstream = {"client": (15001, 9902, 15006), "server": (15006, 9903, 18080)}[side]
+        self.port = free_port()
+        admin_port = free_port()
+        cfg = (
+            src.replace(f"port_value: {listen}", f"port_value: {self.port}")
+            .replace(f"port_value: {admin}", f"port_value: {admin_port}")
+            .replace(f"port_value: {upstream}", f"port_value: {upstream_port}")
+            .replace("filename: certs/", f"filename: {certs}/")
+        )
+        self._start(binary, workdir, f"envoy-mtls-{side}", cfg, admin_port, 2)
+
+
+def oha(url, host, seconds, conns, rate=None, keepalive=True):
     cmd = ["taskset", "-c", "0", OHA, "--no-tui", "--output-format", "json", "-z", f"{seconds}s", "-c", str(conns)]
+    if not keepalive:
+        cmd.append("--disable-keepalive")
     if host:
         cmd += ["-H", f"Host: {host}"]
     if rate:
@@ -191,6 +245,7 @@ def measure(pos, args):
     url, host, pids = pos["url"], pos["host"], pos["pids"]
     oha(url, host, args.warmup, args.conns)
     result = {"max": oha(url, host, args.seconds, args.conns)["rps"], "rates": {}}
+    result["max_new_conn"] = oha(url, host, args.seconds, args.conns, keepalive=False)["rps"]
     for rate in args.rates:
         before = sum(proc_cpu_seconds(p) for p in pids)
         r = oha(url, host, args.seconds, args.conns, rate)
@@ -257,14 +312,29 @@ def main():
         e1 = Envoy(envoy_bin, args.envoy_configs, work, "envoy-1", app_port, 2)
         e2b = Envoy(envoy_bin, args.envoy_configs, work, "envoy-2b", app_port, 2)
         e2a = Envoy(envoy_bin, args.envoy_configs, work, "envoy-2a", e2b.port, 2)
-        envoys = [e1, e2a, e2b]
+        certs = mtls_certs(work)
+        em_server = EnvoyMtls(envoy_bin, args.envoy_configs, work, "server", app_port, certs)
+        em_client = EnvoyMtls(envoy_bin, args.envoy_configs, work, "client", em_server.port, certs)
+        envoys = [e1, e2a, e2b, em_client, em_server]
         gw = f"http://{mesh.gateway}{path}"
         positions = [
             {"name": "direct", "url": f"http://{mesh.app}{path}", "host": None, "pids": []},
             {"name": "meshrig 1 hop", "url": gw, "host": "one-hop.bench", "pids": [mesh.gateway_pid]},
             {"name": "meshrig 2 hops", "url": gw, "host": "two-hop.bench", "pids": [mesh.gateway_pid, mesh.sidecar_pid]},
+            {
+                "name": "meshrig 2 hops mTLS",
+                "url": gw,
+                "host": "two-hop-mtls.bench",
+                "pids": [mesh.gateway_pid, mesh.mtls_sidecar_pid],
+            },
             {"name": "envoy 1 hop", "url": f"http://127.0.0.1:{e1.port}{path}", "host": None, "pids": [e1.pid]},
             {"name": "envoy 2 hops", "url": f"http://127.0.0.1:{e2a.port}{path}", "host": None, "pids": [e2a.pid, e2b.pid]},
+            {
+                "name": "envoy 2 hops mTLS",
+                "url": f"http://127.0.0.1:{em_client.port}{path}",
+                "host": None,
+                "pids": [em_client.pid, em_server.pid],
+            },
         ]
         for pos in positions:
             for pid in pos["pids"]:
@@ -294,7 +364,7 @@ def report(positions, results, idle, loaded, args):
     for pos in positions:
         name = pos["name"]
         rs = results[name]
-        row = [name, f"{median([r['max'] for r in rs]):,.0f}"]
+        row = [name, f"{median([r['max'] for r in rs]):,.0f}", f"{median([r['max_new_conn'] for r in rs]):,.0f}"]
         for rate in args.rates:
             lat = [median([r["rates"][rate][k] for r in rs]) for k in ("p50", "p90", "p99")]
             added = [
@@ -310,7 +380,7 @@ def report(positions, results, idle, loaded, args):
                 "—" if not mem else "/".join(f"{m['VmRSS']:.1f}" for m in mem) + " (" + "/".join(f"{m['RssAnon']:.1f}" for m in mem) + ")"
             )
         rows.append(row)
-    head = ["path", "max rps"]
+    head = ["path", "max rps", "max rps, no keep-alive"]
     for rate in args.rates:
         head += [f"p50/p90/p99 ms @{rate}", f"added ms @{rate}", f"CPU s/1k req @{rate}"]
     head += ["idle VmRSS (RssAnon) MB", "loaded VmRSS (RssAnon) MB"]
@@ -332,6 +402,15 @@ def ratios(results, idle, loaded, args):
     d = results["direct"]
     print()
     print(f"meshrig/Envoy max rps (2 hops): {median([r['max'] for r in m]) / median([r['max'] for r in e]):.2f}x")
+    mm, em = results["meshrig 2 hops mTLS"], results["envoy 2 hops mTLS"]
+    for key, what in (("max", "keep-alive"), ("max_new_conn", "no keep-alive")):
+        ratio = median([r[key] for r in mm]) / median([r[key] for r in em])
+        print(f"meshrig/Envoy max rps (2 hops mTLS, {what}): {ratio:.2f}x")
+    for k in ("p50", "p99"):
+        for rate in args.rates:
+            am = median([r["rates"][rate][k] - x["rates"][rate][k] for r, x in zip(mm, d)])
+            ae = median([r["rates"][rate][k] - x["rates"][rate][k] for r, x in zip(em, d)])
+            print(f"added {k} @{rate} (mTLS): meshrig {am:+.3f} ms, Envoy {ae:+.3f} ms")
     for rate in args.rates:
         for k in ("p50", "p90", "p99"):
             am = median([r["rates"][rate][k] - x["rates"][rate][k] for r, x in zip(m, d)])

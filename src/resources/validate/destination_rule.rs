@@ -229,11 +229,11 @@ fn check_policy_blocks(
                 }
             }
             "ISTIO_MUTUAL" => {
-                if has_files || tls.credential_name.is_some() || tls.sni.is_some() || !tls.subject_alt_names.is_empty()
-                {
+                // sni and subjectAltNames are allowed (istiod uses them instead of its own).
+                if has_files || tls.credential_name.is_some() {
                     rep.err(
                         &tpath,
-                        "ISTIO_MUTUAL mode must not set certificates, credentialName, sni or subjectAltNames",
+                        "cannot specify client certificates or CA certificate or credentialName if TLS mode is ISTIO_MUTUAL",
                     );
                 }
             }

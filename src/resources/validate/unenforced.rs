@@ -21,6 +21,15 @@ fn load_balancer_paths(path: &str, lb: &LoadBalancerSettings, out: &mut Vec<Stri
     }
 }
 
+/// `DISABLE` and `ISTIO_MUTUAL` are enforced; originating TLS with your own certificates is not.
+fn tls_path(path: &str, tls: &Option<crate::resources::networking::ClientTlsSettings>, out: &mut Vec<String>) {
+    if let Some(mode @ ("SIMPLE" | "MUTUAL")) = tls.as_ref().and_then(|t| t.mode.as_deref()) {
+        out.push(format!(
+            "{path}.tls: mode {mode} is accepted but not enforced yet by meshrig (requests go in plaintext); DISABLE and ISTIO_MUTUAL are"
+        ));
+    }
+}
+
 fn policy_paths(path: &str, tp: &TrafficPolicy, out: &mut Vec<String>) {
     if let Some(lb) = &tp.load_balancer {
         load_balancer_paths(path, lb, out);
@@ -28,7 +37,6 @@ fn policy_paths(path: &str, tp: &TrafficPolicy, out: &mut Vec<String>) {
     let blocks = [
         ("connectionPool", tp.connection_pool.is_some()),
         ("outlierDetection", tp.outlier_detection.is_some()),
-        ("tls", tp.tls.is_some()),
         ("tunnel", tp.tunnel.is_some()),
         ("proxyProtocol", tp.proxy_protocol.is_some()),
         ("retryBudget", tp.retry_budget.is_some()),
@@ -38,15 +46,16 @@ fn policy_paths(path: &str, tp: &TrafficPolicy, out: &mut Vec<String>) {
             out.push(not_enforced(format!("{path}.{name}")));
         }
     }
+    tls_path(path, &tp.tls, out);
     for (i, p) in tp.port_level_settings.iter().enumerate() {
         let path = format!("{path}.portLevelSettings[{i}]");
+        tls_path(&path, &p.tls, out);
         if let Some(lb) = &p.load_balancer {
             load_balancer_paths(&path, lb, out);
         }
         let blocks = [
             ("connectionPool", p.connection_pool.is_some()),
             ("outlierDetection", p.outlier_detection.is_some()),
-            ("tls", p.tls.is_some()),
         ];
         for (name, present) in blocks {
             if present {
