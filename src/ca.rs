@@ -64,7 +64,8 @@ impl Ca {
         dn.push(DnType::OrganizationName, TRUST_DOMAIN);
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let now = SystemTime::now();
         params.not_before = (now - BACKDATE).into();
         params.not_after = (now + ROOT_TTL).into();
@@ -109,8 +110,7 @@ impl Ca {
     /// Signs `csr_pem` for `identity` (a SPIFFE id), valid for `ttl`. The CSR proves the
     /// caller holds the key; its names must be empty or exactly `identity`.
     pub fn sign_workload(&self, csr_pem: &str, identity: &str, ttl: Duration) -> Result<String, Error> {
-        let mut csr =
-            CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| Error::BadCsr(e.to_string()))?;
+        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| Error::BadCsr(e.to_string()))?;
         for san in &csr.params.subject_alt_names {
             let asked = match san {
                 SanType::URI(u) => u.as_str().to_string(),

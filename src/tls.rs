@@ -347,8 +347,7 @@ mod tests {
     async fn another_meshs_workload_is_refused_both_ways() {
         let (ca, stranger_ca) = (Ca::generate().unwrap(), Ca::generate().unwrap());
         let server = Mtls::new(workload(&ca, &spiffe_id("foo", "httpbin")), ca.root_pem()).unwrap();
-        let stranger =
-            Mtls::new(workload(&stranger_ca, &spiffe_id("foo", "curl")), stranger_ca.root_pem()).unwrap();
+        let stranger = Mtls::new(workload(&stranger_ca, &spiffe_id("foo", "curl")), stranger_ca.root_pem()).unwrap();
         let (s, c) = handshake(server.server(), stranger.client(&[])).await;
         assert!(s.is_err() && c.is_err(), "{s:?} {c:?}");
     }

@@ -149,8 +149,7 @@ impl World {
                     .filter_map(|wl| {
                         let port = target_port(sp, wl)?;
                         let address = wl.endpoint(port)?;
-                        let mtls = wl.identity.role == Role::Sidecar
-                            && w.peer_mode(wl, port) != MtlsMode::Disable;
+                        let mtls = wl.identity.role == Role::Sidecar && w.peer_mode(wl, port) != MtlsMode::Disable;
                         Some(Endpoint {
                             mtls,
                             address,

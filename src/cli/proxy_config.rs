@@ -114,7 +114,8 @@ pub async fn config(
         .get(&Listener::Admin)
         .ok_or_else(|| anyhow!("pod {} has no proxy admin listener", pod.key()))?;
     if section == Section::Secret {
-        let certs = admin_json(*admin, "/certs").await.with_context(|| format!("reading {}'s certificates", pod.key()))?;
+        let certs =
+            admin_json(*admin, "/certs").await.with_context(|| format!("reading {}'s certificates", pod.key()))?;
         if output != Output::Table {
             crate::cli::print_data(output, &certs)?;
         } else {
@@ -123,7 +124,9 @@ pub async fn config(
         return Ok(ExitCode::SUCCESS);
     }
     let snapshot: Snapshot = serde_json::from_value(
-        admin_json(*admin, "/config_dump").await.with_context(|| format!("reading {}'s config from {admin}", pod.key()))?,
+        admin_json(*admin, "/config_dump")
+            .await
+            .with_context(|| format!("reading {}'s config from {admin}", pod.key()))?,
     )?;
     if output != Output::Table {
         let value = match section {

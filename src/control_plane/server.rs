@@ -9,7 +9,8 @@ use http::{header, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::api::{
-    Action, ApplyRequest, CertificateRequest, CertificateResponse, ChangeResponse, ControlPlaneStatus, DeleteRequest, ErrorBody, Finding, Push, Status,
+    Action, ApplyRequest, CertificateRequest, CertificateResponse, ChangeResponse, ControlPlaneStatus, DeleteRequest,
+    ErrorBody, Finding, Push, Status,
 };
 use crate::control_plane::state::{Pushed, State};
 use crate::net::{self, Body};
@@ -65,7 +66,10 @@ pub async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Response<Bod
     if !constant_time_eq(bearer.as_bytes(), server.token.as_bytes()) {
         // A proxy's own credential: its snapshot and its certificate, nothing else.
         let Some(pod) = (!bearer.is_empty()).then(|| server.state.credential_owner(bearer)).flatten() else {
-            return error(StatusCode::UNAUTHORIZED, "missing or wrong token: the token is in the environment's state dir");
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong token: the token is in the environment's state dir",
+            );
         };
         let own = format!("{}/{}", q.get("namespace").map_or("", |s| s), q.get("pod").map_or("", |s| s));
         return match (req.method().clone(), req.uri().path()) {
@@ -74,7 +78,10 @@ pub async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Response<Bod
                 Ok(body) => certificate(&server, &pod, &body),
                 Err(e) => e,
             },
-            _ => error(StatusCode::FORBIDDEN, format!("the credential of pod {pod} is good for its own snapshot and certificate only")),
+            _ => error(
+                StatusCode::FORBIDDEN,
+                format!("the credential of pod {pod} is good for its own snapshot and certificate only"),
+            ),
         };
     }
     match (req.method().clone(), req.uri().path()) {

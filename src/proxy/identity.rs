@@ -80,7 +80,8 @@ pub async fn renew(identity: Arc<Identity>, client: api::Client) {
         tokio::time::sleep(Duration::from_secs(wait as u64)).await;
         let mut backoff = Duration::from_secs(1);
         loop {
-            match request(&client).await.and_then(|(resp, key)| Ok((tls::certified_key(&resp.cert_chain, &key)?, resp))) {
+            match request(&client).await.and_then(|(resp, key)| Ok((tls::certified_key(&resp.cert_chain, &key)?, resp)))
+            {
                 Ok((ck, resp)) => {
                     identity.mtls.slot.set(ck);
                     *identity.pems.write().unwrap_or_else(|e| e.into_inner()) = (resp.cert_chain, resp.root);
@@ -96,7 +97,6 @@ pub async fn renew(identity: Arc<Identity>, client: api::Client) {
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {

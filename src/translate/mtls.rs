@@ -29,9 +29,8 @@ fn selects(selector: &Labels, labels: &Labels) -> bool {
 pub fn peer_mode(policies: &[PeerAuthentication], root: &str, namespace: &str, labels: &Labels, port: u16) -> MtlsMode {
     let mesh = policies.iter().find(|p| namespace_of(p) == root && selector_of(p).is_none());
     let ns = policies.iter().find(|p| namespace_of(p) == namespace && selector_of(p).is_none());
-    let workload = policies
-        .iter()
-        .find(|p| namespace_of(p) == namespace && selector_of(p).is_some_and(|s| selects(s, labels)));
+    let workload =
+        policies.iter().find(|p| namespace_of(p) == namespace && selector_of(p).is_some_and(|s| selects(s, labels)));
     let mut mode = MtlsMode::Permissive;
     let mut apply = |m: MtlsMode| {
         if m != MtlsMode::Unset {
@@ -51,7 +50,11 @@ pub fn peer_mode(policies: &[PeerAuthentication], root: &str, namespace: &str, l
 
 /// The `tls` block in force for `port`: the subset's, else the DR's port-level entry, else
 /// the DR's own (Istio's MergeTrafficPolicy).
-fn tls_block<'a>(dr: Option<&'a TrafficPolicy>, subset: Option<&'a TrafficPolicy>, port: u16) -> Option<&'a ClientTlsSettings> {
+fn tls_block<'a>(
+    dr: Option<&'a TrafficPolicy>,
+    subset: Option<&'a TrafficPolicy>,
+    port: u16,
+) -> Option<&'a ClientTlsSettings> {
     let of = |tp: &'a TrafficPolicy| {
         let port_level =
             tp.port_level_settings.iter().find(|p| p.port.as_ref().and_then(|s| s.number) == Some(u32::from(port)));
@@ -166,7 +169,13 @@ mod tests {
 
     #[test]
     fn istios_sni_names_port_subset_and_host() {
-        assert_eq!(sni(8000, "", "httpbin.default.svc.cluster.local"), "outbound_.8000_._.httpbin.default.svc.cluster.local");
-        assert_eq!(sni(9080, "v1", "reviews.default.svc.cluster.local"), "outbound_.9080_.v1_.reviews.default.svc.cluster.local");
+        assert_eq!(
+            sni(8000, "", "httpbin.default.svc.cluster.local"),
+            "outbound_.8000_._.httpbin.default.svc.cluster.local"
+        );
+        assert_eq!(
+            sni(9080, "v1", "reviews.default.svc.cluster.local"),
+            "outbound_.9080_.v1_.reviews.default.svc.cluster.local"
+        );
     }
 }

@@ -22,7 +22,8 @@ fn setup() -> Mesh {
 /// `exec curl.FROM -- curl http://httpbin.TO:8000/ip`: the code curl printed and its exit code.
 fn call(mesh: &Mesh, from: &str, to: &str) -> (String, i32) {
     let url = format!("http://httpbin.{to}:8000/ip");
-    let out = mesh.run(&["exec", "-n", from, "curl", "--", "curl", &url, "-s", "-o", "/dev/null", "-w", "%{http_code}"]);
+    let out =
+        mesh.run(&["exec", "-n", from, "curl", "--", "curl", &url, "-s", "-o", "/dev/null", "-w", "%{http_code}"]);
     (String::from_utf8_lossy(&out.stdout).into_owned(), out.status.code().unwrap_or(-1))
 }
 
@@ -141,7 +142,10 @@ fn workload_certificates_name_the_service_account_and_are_renewed_without_droppi
     assert!(table.contains("spiffe://cluster.local/ns/default/sa/httpbin"), "{table}");
     let json: serde_json::Value =
         serde_json::from_str(&mesh.ok(&["proxy-config", "secret", &pod, "-o", "json"])).unwrap();
-    assert_eq!(json["certificates"][0]["cert_chain"][0]["subject_alt_names"][0]["uri"], "spiffe://cluster.local/ns/default/sa/httpbin");
+    assert_eq!(
+        json["certificates"][0]["cert_chain"][0]["subject_alt_names"][0]["uri"],
+        "spiffe://cluster.local/ns/default/sa/httpbin"
+    );
     // The key never leaves the proxy: not in its config, not in its certificates.
     for path in ["/config_dump", "/certs"] {
         let body = get(mesh.admin("httpbin"), "localhost", path).unwrap().body;

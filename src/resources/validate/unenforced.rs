@@ -53,10 +53,8 @@ fn policy_paths(path: &str, tp: &TrafficPolicy, out: &mut Vec<String>) {
         if let Some(lb) = &p.load_balancer {
             load_balancer_paths(&path, lb, out);
         }
-        let blocks = [
-            ("connectionPool", p.connection_pool.is_some()),
-            ("outlierDetection", p.outlier_detection.is_some()),
-        ];
+        let blocks =
+            [("connectionPool", p.connection_pool.is_some()), ("outlierDetection", p.outlier_detection.is_some())];
         for (name, present) in blocks {
             if present {
                 out.push(not_enforced(format!("{path}.{name}")));
