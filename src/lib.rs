@@ -19,6 +19,7 @@
 pub mod analyze;
 pub mod api;
 pub mod apps;
+pub mod authz;
 pub mod ca;
 pub mod cli;
 pub mod control_plane;

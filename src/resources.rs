@@ -6,7 +6,7 @@
 //! - `core`: Namespace, ServiceAccount, ConfigMap, Service, Deployment.
 //! - `mesh_config`: Istio's mesh config as the `istio` ConfigMap carries it.
 //! - `networking`: Gateway, VirtualService, DestinationRule, ServiceEntry (complete istio/api fields).
-//! - `security`: PeerAuthentication.
+//! - `security`: PeerAuthentication, AuthorizationPolicy.
 //! - `parse`: multi-document YAML → `Document`s, errors with absolute file:line:column.
 //! - `locate`: the line of a field path in a document (for findings made after parsing).
 //! - `validate`: Istio's semantic rules, and the list of fields meshrig does not enforce yet.
@@ -146,6 +146,9 @@ kinds! {
     },
     PeerAuthentication(security::PeerAuthentication) {
         plural: "peerauthentications", short: "pa", versions: ISTIO_SECURITY, namespaced: true
+    },
+    AuthorizationPolicy(security::AuthorizationPolicy) {
+        plural: "authorizationpolicies", short: "ap", versions: ISTIO_SECURITY, namespaced: true
     },
 }
 

@@ -85,6 +85,9 @@ pub struct Snapshot {
     /// Sidecar: the Services' TCP ports, reached with HTTP CONNECT through the outbound listener.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outbound_tcp: Vec<TcpHost>,
+    /// Sidecar and gateway: the AuthorizationPolicies that apply to this workload, compiled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub authz: Vec<crate::authz::Policy>,
 }
 
 /// A TCP service port as a sidecar reaches it: its domains and `tcp` rules.
@@ -100,10 +103,19 @@ impl Snapshot {
     /// the proxy the same config. (The control plane keeps this, not the snapshot, per proxy.)
     pub fn content_hash(&self) -> u64 {
         use std::hash::{Hash, Hasher};
-        let Snapshot { version: _, proxy, inbound, outbound, listeners, clusters, outbound_policy, outbound_tcp } =
-            self;
+        let Snapshot {
+            version: _,
+            proxy,
+            inbound,
+            outbound,
+            listeners,
+            clusters,
+            outbound_policy,
+            outbound_tcp,
+            authz,
+        } = self;
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        (proxy, inbound, outbound, listeners, clusters, outbound_policy, outbound_tcp).hash(&mut h);
+        (proxy, inbound, outbound, listeners, clusters, outbound_policy, outbound_tcp, authz).hash(&mut h);
         h.finish()
     }
 }

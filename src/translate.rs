@@ -42,6 +42,7 @@ pub fn reads(kind: Kind) -> bool {
             | Kind::ConfigMap
             | Kind::ServiceEntry
             | Kind::PeerAuthentication
+            | Kind::AuthorizationPolicy
     )
 }
 
@@ -65,6 +66,8 @@ pub struct World {
     mesh: MeshConfig,
     /// Oldest first (the oldest wins among policies at one level).
     peer_authentications: Vec<PeerAuthentication>,
+    /// Compiled, with the namespace and selector that say whom each applies to.
+    authorization: Vec<(String, Option<Labels>, crate::authz::Policy)>,
     /// By `namespace/pod`.
     workloads: BTreeMap<String, Workload>,
     /// (service index, service port) → its endpoints (all subsets), computed once and shared
@@ -92,6 +95,12 @@ impl World {
                 Resource::Gateway(g) => w.gateways.push(g),
                 Resource::ServiceEntry(se) => w.service_entries.push(se),
                 Resource::PeerAuthentication(pa) => w.peer_authentications.push(pa),
+                Resource::AuthorizationPolicy(ap) => {
+                    let selector = ap.spec.selector.as_ref().map(|s| s.match_labels.clone()).filter(|l| !l.is_empty());
+                    if let Some(policy) = crate::authz::compile(&ap) {
+                        w.authorization.push((ns(&ap.metadata.namespace).to_string(), selector, policy));
+                    }
+                }
                 Resource::ConfigMap(cm) if mesh_config::is_mesh_config(&cm) => {
                     w.mesh = mesh_config::from_config_map(&cm)
                 }
@@ -927,6 +936,22 @@ fn inbound_is_tcp(world: &World, me: &Workload, port: u16) -> bool {
         .is_some_and(is_tcp_port)
 }
 
+/// The AuthorizationPolicies that apply to `me`: those of its namespace without a selector or
+/// whose selector matches it, and those of the root namespace (with a selector, in every
+/// namespace).
+fn authorization(world: &World, me: &Workload) -> Vec<crate::authz::Policy> {
+    let id = &me.identity;
+    world
+        .authorization
+        .iter()
+        .filter(|(policy_ns, selector, _)| {
+            (policy_ns == &id.namespace || policy_ns == ROOT_NAMESPACE)
+                && selector.as_ref().is_none_or(|s| selects(s, &id.labels))
+        })
+        .map(|(_, _, p)| p.clone())
+        .collect()
+}
+
 /// The snapshot for the proxy of pod `me`.
 pub fn snapshot(world: &World, me: &Workload, version: Version) -> Snapshot {
     let mut snap = Snapshot {
@@ -943,6 +968,9 @@ pub fn snapshot(world: &World, me: &Workload, version: Version) -> Snapshot {
     if me.identity.role == Role::Sidecar {
         snap.outbound_policy = world.mesh.outbound;
         snap.outbound_tcp = outbound_tcp(world, me);
+    }
+    if me.identity.role != Role::Plain {
+        snap.authz = authorization(world, me);
     }
     if me.identity.role == Role::Sidecar {
         snap.inbound = me

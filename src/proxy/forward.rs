@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use http::{header, HeaderMap, HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 
+use crate::authz;
 use crate::net::{self, Body};
 use crate::proxy::connection::{Connection, Reset};
 use crate::proxy::decide::{self, Decision, Listener};
@@ -69,12 +70,21 @@ pub async fn handle(
             if mode == Some(MtlsMode::Strict) && !conn.mtls() {
                 return Err(Reset("plaintext under STRICT mutual TLS"));
             }
-            client_cert_header(req.headers_mut(), &conn, runtime.me.principal.as_deref());
-            let (mut r, s) = inbound(&runtime, &shared, port, req).await;
-            if mode == Some(MtlsMode::Disable) && conn.mtls() {
-                r.response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            if !authorized(&runtime, &conn, port, &req) {
+                let service = runtime.inbound.get(&port).map_or_else(|| "unknown".into(), |i| i.service.clone());
+                (Routed::reply(Reply::AccessDenied), service, None)
+            } else {
+                client_cert_header(req.headers_mut(), &conn, runtime.me.principal.as_deref());
+                let (mut r, s) = inbound(&runtime, &shared, port, req).await;
+                if mode == Some(MtlsMode::Disable) && conn.mtls() {
+                    r.response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                (r, s, None)
             }
-            (r, s, None)
+        }
+        // The gateway's RBAC filter runs before its router.
+        Direction::Gateway { port } if !authorized(&runtime, &conn, port, &req) => {
+            (Routed::reply(Reply::AccessDenied), "unknown".into(), None)
         }
         Direction::Outbound | Direction::Gateway { .. } => {
             routed(&runtime, &shared, direction, req, &conn, explain_id.is_some()).await?
@@ -360,6 +370,38 @@ fn destination_port(uri: &Uri, authority: &str) -> u16 {
     }
     let host = route::strip_port(authority);
     authority.get(host.len() + 1..).and_then(|p| p.parse().ok()).unwrap_or(80)
+}
+
+/// The AuthorizationPolicies in force on this workload, for one HTTP request on container
+/// `port` (Envoy's RBAC filter: before routing, from the connection record and the request).
+fn authorized<B>(runtime: &Runtime, conn: &Connection, port: u16, req: &Request<B>) -> bool {
+    if runtime.snapshot.authz.is_empty() {
+        return true;
+    }
+    let host = authority_of(req);
+    let http = authz::Http {
+        host: &host,
+        method: req.method().as_str(),
+        path: req.uri().path(),
+        headers: req.headers(),
+        request_principal: None,
+        claims: None,
+    };
+    authz::decide(&runtime.snapshot.authz, &attributes(conn, port, Some(http))) == authz::Verdict::Allow
+}
+
+/// What authorization judges a connection (and, for HTTP, a request) on.
+pub fn attributes<'a>(conn: &'a Connection, port: u16, http: Option<authz::Http<'a>>) -> authz::Attrs<'a> {
+    let principal = conn.peer_identity.as_deref().map(|p| p.strip_prefix("spiffe://").unwrap_or(p));
+    authz::Attrs {
+        principal,
+        source_ip: conn.peer.ip(),
+        remote_ip: conn.peer.ip(),
+        destination_ip: conn.local.ip(),
+        destination_port: port,
+        sni: conn.sni.as_deref(),
+        http,
+    }
 }
 
 /// `x-forwarded-client-cert` as Istio's inbound sets it (Envoy's APPEND_FORWARD with the

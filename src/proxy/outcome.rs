@@ -32,8 +32,9 @@ impl Flags {
     pub const RETRY_LIMIT_EXCEEDED: Flags = Flags(1 << 7); // URX
     pub const UPSTREAM_PROTOCOL_ERROR: Flags = Flags(1 << 8); // UPE
     pub const NO_CLUSTER: Flags = Flags(1 << 9); // NC
+    pub const RBAC_ACCESS_DENIED: Flags = Flags(1 << 10); // RBAC
 
-    const NAMES: [(Flags, &'static str); 10] = [
+    const NAMES: [(Flags, &'static str); 11] = [
         (Flags::NO_HEALTHY_UPSTREAM, "UH"),
         (Flags::UPSTREAM_TIMEOUT, "UT"),
         (Flags::UPSTREAM_CONNECT_FAILURE, "UF"),
@@ -44,6 +45,7 @@ impl Flags {
         (Flags::RETRY_LIMIT_EXCEEDED, "URX"),
         (Flags::UPSTREAM_PROTOCOL_ERROR, "UPE"),
         (Flags::NO_CLUSTER, "NC"),
+        (Flags::RBAC_ACCESS_DENIED, "RBAC"),
     ];
 
     pub fn set(&mut self, f: Flags) {
@@ -78,6 +80,8 @@ impl std::fmt::Display for Flags {
 /// Why the proxy answers a request itself. `reply` is the one table of what the client sees.
 #[derive(Debug)]
 pub enum Reply {
+    /// An AuthorizationPolicy denied the request.
+    AccessDenied,
     NoRoute,
     NoCluster,
     NoHealthyUpstream,
@@ -93,6 +97,7 @@ impl Reply {
     pub fn parts(&self) -> (StatusCode, String, Flags) {
         let unavailable = StatusCode::SERVICE_UNAVAILABLE;
         match self {
+            Reply::AccessDenied => (StatusCode::FORBIDDEN, "RBAC: access denied".into(), Flags::RBAC_ACCESS_DENIED),
             Reply::NoRoute => (StatusCode::NOT_FOUND, String::new(), Flags::NO_ROUTE),
             Reply::NoCluster => (unavailable, String::new(), Flags::NO_CLUSTER),
             Reply::NoHealthyUpstream => (unavailable, "no healthy upstream".into(), Flags::NO_HEALTHY_UPSTREAM),

@@ -29,8 +29,11 @@ pub fn relay(shared: &Arc<Shared>, direction: Direction) -> Option<Relay> {
         Direction::Inbound { port } => {
             let inbound = runtime.inbound.get(&port).filter(|i| i.tcp)?;
             let app = inbound.app;
-            Some(Box::new(move |stream, _conn| {
+            Some(Box::new(move |stream, conn| {
                 Box::pin(async move {
+                    if !allowed(&runtime, &conn, port) {
+                        return;
+                    }
                     match app {
                         Some(app) => splice(stream, app).await,
                         None => log(&format!("tcp inbound {port}: the app is not started; closing")),
@@ -46,9 +49,25 @@ pub fn relay(shared: &Arc<Shared>, direction: Direction) -> Option<Relay> {
     }
 }
 
+/// The AuthorizationPolicies on a TCP connection: a denied one is closed (Envoy's network RBAC).
+fn allowed(runtime: &Runtime, conn: &Connection, port: u16) -> bool {
+    if runtime.snapshot.authz.is_empty() {
+        return true;
+    }
+    let verdict = crate::authz::decide(&runtime.snapshot.authz, &crate::proxy::forward::attributes(conn, port, None));
+    if verdict != crate::authz::Verdict::Allow {
+        log(&format!("tcp {port}: connection from {} denied by authorization policy", conn.peer));
+        return false;
+    }
+    true
+}
+
 /// The first `tcp` rule of the listener picks a weighted cluster, the cluster an endpoint.
 /// With nothing to send to, the connection is closed (Envoy's tcp_proxy does the same).
-async fn gateway(shared: Arc<Shared>, runtime: Arc<Runtime>, port: u16, stream: Stream, _conn: Arc<Connection>) {
+async fn gateway(shared: Arc<Shared>, runtime: Arc<Runtime>, port: u16, stream: Stream, conn: Arc<Connection>) {
+    if !allowed(&runtime, &conn, port) {
+        return;
+    }
     let Some(rules) = runtime.tcp.get(&port) else { return };
     let Some(host) = pick(&runtime, rules, &mut fastrand::Rng::new()) else {
         return log(&format!("tcp {port}: no cluster or healthy endpoint; closing"));

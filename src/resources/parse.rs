@@ -546,6 +546,7 @@ fn server_field_warnings(r: &Resource) -> Vec<String> {
         Resource::DestinationRule(x) => x.status.is_some(),
         Resource::ServiceEntry(x) => x.status.is_some(),
         Resource::PeerAuthentication(x) => x.status.is_some(),
+        Resource::AuthorizationPolicy(x) => x.status.is_some(),
     };
     if status {
         present.push("status");

@@ -121,3 +121,10 @@ fn istios_bookinfo_follows_the_traffic_management_tasks() {
     let dir = istio_samples();
     scenarios::bookinfo_scenario(&support::Mesh::up(), &dir);
 }
+
+#[test]
+#[ignore = "conformance: needs MESHRIG_ISTIO_SAMPLES=<Istio's samples folder> (.ci/run sets it)"]
+fn istios_bookinfo_follows_the_http_authorization_task() {
+    let dir = istio_samples();
+    scenarios::authorization_scenario(&support::Mesh::up(), &dir);
+}

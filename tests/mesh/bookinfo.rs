@@ -179,3 +179,9 @@ spec:
     assert_eq!(h["end-user"][0], "jason", "productpage sends the signed-in user on: {h}");
     assert_eq!(h["user-agent"][0], "meshrig-test", "{h}");
 }
+
+#[test]
+fn bookinfo_follows_istios_http_authorization_task() {
+    let mesh = Mesh::up();
+    crate::scenarios::authorization_scenario(&mesh, &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples"));
+}

@@ -249,3 +249,87 @@ spec:
         "two tries of 0.5 s (productpage's own 3 s timeout did not decide): {took:?}"
     );
 }
+
+fn authorization_policy(name: &str, spec: &str) -> String {
+    format!("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n{spec}\n---\n")
+}
+
+/// istio.io's HTTP traffic authorization task on Bookinfo from `dir`: allow-nothing, then
+/// productpage for GET, then details and reviews for productpage's service account, then
+/// ratings for reviews', each step showing the page the task documents.
+pub fn authorization_scenario(mesh: &Mesh, dir: &Path) {
+    let kube = dir.join("bookinfo/platform/kube/bookinfo.yaml").display().to_string();
+    let gateway = dir.join("bookinfo/networking/bookinfo-gateway.yaml").display().to_string();
+    mesh.ok(&["apply", "--wait", "-f", &kube, "-f", &gateway]);
+    let gw = mesh.gateway();
+    let page = || crate::support::get(gw, "bookinfo.local", "/productpage").unwrap();
+    let until = |what: &str, ok: &dyn Fn(&crate::support::Reply) -> bool| {
+        let mut last = page();
+        for _ in 0..60 {
+            if ok(&last) {
+                return last;
+            }
+            last = page();
+        }
+        panic!("never saw {what}; last answer {}:\n{}", last.status, last.body);
+    };
+    assert_eq!(page().status, 200);
+
+    let apply = |name: &str, yaml: &str| mesh.apply_yaml(name, yaml);
+    apply("allow-nothing.yaml", &authorization_policy("allow-nothing", "  {}"));
+    let denied = page();
+    assert_eq!((denied.status, denied.body.as_str()), (403, "RBAC: access denied"));
+    // From inside the mesh too.
+    let code = mesh.http_code("productpage-v1", "default", "http://details:9080/details/0");
+    assert_eq!(code, "403", "allow-nothing covers details");
+
+    apply(
+        "productpage-viewer.yaml",
+        &authorization_policy(
+            "productpage-viewer",
+            "  selector:\n    matchLabels:\n      app: productpage\n  action: ALLOW\n  rules:\n  - to:\n    - operation:\n        methods: [\"GET\"]",
+        ),
+    );
+    let p = page();
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert!(p.body.contains("Error fetching product details"), "{}", p.body);
+    assert!(p.body.contains("Error fetching product reviews"), "{}", p.body);
+
+    let viewer = |app: &str, sa: &str| {
+        authorization_policy(
+            &format!("{app}-viewer"),
+            &format!(
+                "  selector:\n    matchLabels:\n      app: {app}\n  action: ALLOW\n  rules:\n  - from:\n    - source:\n        principals: [\"cluster.local/ns/default/sa/{sa}\"]\n    to:\n    - operation:\n        methods: [\"GET\"]"
+            ),
+        )
+    };
+    apply("details-viewer.yaml", &viewer("details", "bookinfo-productpage"));
+    apply("reviews-viewer.yaml", &viewer("reviews", "bookinfo-productpage"));
+    let p = until("details and reviews without ratings", &|r| {
+        r.status == 200 && r.body.contains("Ratings service is currently unavailable")
+    });
+    assert!(p.body.contains("PublisherA") && !p.body.contains("Error fetching product details"), "{}", p.body);
+    assert!(!p.body.contains("Error fetching product reviews"), "{}", p.body);
+
+    apply("ratings-viewer.yaml", &viewer("ratings", "bookinfo-reviews"));
+    let p = until("stars", &|r| r.status == 200 && stars(&r.body).0 > 0);
+    assert!(!p.body.contains("Ratings service is currently unavailable"), "{}", p.body);
+
+    // A DENY wins over every ALLOW; a principal that is not productpage's is refused.
+    assert_eq!(mesh.http_code("ratings-v1", "default", "http://details:9080/details/0"), "403");
+    apply(
+        "deny-api.yaml",
+        &authorization_policy(
+            "deny-api",
+            "  selector:\n    matchLabels:\n      app: productpage\n  action: DENY\n  rules:\n  - to:\n    - operation:\n        paths: [\"/api/*\"]",
+        ),
+    );
+    assert_eq!(crate::support::get(gw, "bookinfo.local", "/api/v1/products").unwrap().status, 403);
+    assert_eq!(page().status, 200);
+    // The denials are in productpage's metrics with Envoy's flag.
+    let series = requests_total(mesh.admin("productpage-v1"));
+    assert!(
+        series.iter().any(|(l, _)| l.contains("response_code=\"403\"") && l.contains("response_flags=\"RBAC\"")),
+        "{series:#?}"
+    );
+}

@@ -72,6 +72,14 @@ pub fn unenforced(r: &Resource) -> Vec<String> {
         | Resource::ConfigMap(_)
         | Resource::Service(_)
         | Resource::PeerAuthentication(_) => {}
+        Resource::AuthorizationPolicy(ap) => {
+            if ap.spec.target_ref.is_some() {
+                out.push(not_enforced("spec.targetRef"));
+            }
+            if !ap.spec.target_refs.is_empty() {
+                out.push(not_enforced("spec.targetRefs"));
+            }
+        }
         Resource::Deployment(d) => {
             if !d.spec.selector.match_expressions.is_empty() {
                 out.push(not_enforced("spec.selector.matchExpressions"));
