@@ -59,6 +59,10 @@ pub struct Baseline {
     /// Built-in samples (paths under `samples/`) applied before the lab starts.
     #[serde(default)]
     pub manifests: Vec<String>,
+    /// The lab's own manifests (files in its directory) applied after them: workloads in other
+    /// namespaces, with their labels.
+    #[serde(default)]
+    pub files: Vec<String>,
     /// Kinds the lab owns: every resource of these kinds, in every namespace, is removed when
     /// the lab starts or resets (and saved, so `meshrig lab restore` can bring it back).
     #[serde(default)]
@@ -155,6 +159,11 @@ pub fn all() -> Result<Vec<Lab>, Error> {
                     dir: dir.clone(),
                     message: format!("setup manifest {m:?} is not a built-in sample (samples/)"),
                 });
+            }
+        }
+        for f in &lab.spec.baseline.files {
+            if lab.file(f).is_none() {
+                return Err(Error::Invalid { dir: dir.clone(), message: format!("baseline file {f:?} is not in the lab") });
             }
         }
         labs.push(lab);

@@ -112,6 +112,14 @@ pub async fn baseline(client: &api::Client, lab: &Lab) -> anyhow::Result<Vec<Res
         let text = labs::manifest(m).with_context(|| format!("manifest {m} is not built in"))?;
         resources.extend(parse_documents(&format!("samples/{m}"), text)?.into_iter().map(|d| d.resource));
     }
+    for f in &base.files {
+        let text = lab.file(f).with_context(|| format!("labs/{}/{f} is missing", lab.dir))?;
+        for doc in parse_documents(&format!("labs/{}/{f}", lab.dir), text)? {
+            let mut r = doc.resource;
+            r.set_default_namespace(&base.namespace);
+            resources.push(r);
+        }
+    }
     let version = if resources.is_empty() {
         None
     } else {
@@ -333,8 +341,8 @@ fn hint(env: &Env, lab: &Lab, all: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Where a lab's checks send requests: the gateway's published port 80, and its admin listener
-/// for the reasons behind its answers.
+/// Where a lab's checks send requests: the gateway's published port 80 (and its admin listener
+/// for the reasons behind its answers), or a workload's outbound listener.
 pub async fn target(client: &api::Client, env: &Env) -> anyhow::Result<Target> {
     let s = env.settings()?.unwrap_or_default();
     let status = client.status().await?;
@@ -343,7 +351,13 @@ pub async fn target(client: &api::Client, env: &Env) -> anyhow::Result<Target> {
         .iter()
         .find(|p| p.role == Role::Gateway && p.namespace == "istio-system")
         .and_then(|p| p.proxy_addrs.get(&Listener::Admin).copied());
-    Ok(Target { gateway: SocketAddr::from((Ipv4Addr::LOCALHOST, s.http_port)), gateway_admin })
+    let mut workloads = std::collections::BTreeMap::new();
+    for p in status.pods.iter().filter(|p| p.ready) {
+        if let Some(outbound) = p.proxy_addrs.get(&Listener::Outbound) {
+            workloads.entry(format!("{}/{}", p.namespace, p.workload)).or_insert(*outbound);
+        }
+    }
+    Ok(Target { gateway: SocketAddr::from((Ipv4Addr::LOCALHOST, s.http_port)), gateway_admin, workloads })
 }
 
 /// Prints one outcome as it is known (stdout, for people).

@@ -90,8 +90,13 @@ impl TryFrom<When> for Failure {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CheckRequest {
-    /// Where the request is sent from: `gateway` (a client outside the mesh, at the ingress).
+    /// Where the request is sent from: `gateway` (a client outside the mesh, at the ingress), or
+    /// `workload` (from inside the pod named by `from`, as `meshrig exec` does: through its
+    /// sidecar, or its plain forwarder when it has none).
     pub via: Via,
+    /// With `via: workload`: `NAMESPACE/DEPLOYMENT` whose pod sends the request.
+    #[serde(default)]
+    pub from: Option<String>,
     /// Host header.
     pub host: String,
     pub path: String,
@@ -133,12 +138,18 @@ fn get() -> String {
 #[serde(rename_all = "camelCase")]
 pub enum Via {
     Gateway,
+    Workload,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Expect {
+    /// The status (not needed when `reset` is expected).
+    #[serde(default)]
     pub status: u16,
+    /// The connection is reset without an answer (a plaintext client against STRICT mTLS).
+    #[serde(default)]
+    pub reset: bool,
     /// Text the body must contain.
     #[serde(default)]
     pub body_contains: Option<String>,
@@ -263,11 +274,16 @@ pub struct Target {
     pub gateway: SocketAddr,
     /// The gateway proxy's admin listener, for its decision records.
     pub gateway_admin: Option<SocketAddr>,
+    /// `namespace/deployment` → the outbound listener of its (first) pod, for `via: workload`.
+    pub workloads: std::collections::BTreeMap<String, SocketAddr>,
 }
 
 fn describe_request(c: &Check, target: &Target) -> String {
     let r = &c.request;
-    let mut out = format!("{} http://{}{} (Host: {})", r.method, target.gateway, r.path, r.host);
+    let mut out = match (&r.via, &r.from) {
+        (Via::Workload, Some(from)) => format!("{} http://{}{} from {from}", r.method, r.host, r.path),
+        _ => format!("{} http://{}{} (Host: {})", r.method, target.gateway, r.path, r.host),
+    };
     if let Some(user) = &r.login {
         out.push_str(&format!(", signed in as {user}"));
     }
@@ -278,6 +294,9 @@ fn describe_request(c: &Check, target: &Target) -> String {
 }
 
 fn describe_expect(e: &Expect) -> String {
+    if e.reset {
+        return "the connection reset, without an answer".into();
+    }
     let mut out = format!("status {}", e.status);
     if let Some(text) = &e.body_contains {
         out.push_str(&format!(" with {text:?} in the body"));
@@ -299,6 +318,15 @@ fn describe_expect(e: &Expect) -> String {
 
 /// Passes, or the kind of failure.
 pub fn judge(expect: &Expect, seen: &Seen) -> Result<(), Failure> {
+    if expect.reset {
+        return match seen {
+            Seen::Reset(_) => Ok(()),
+            Seen::Answer { status, .. } => Err(Failure::Status(*status)),
+            Seen::Refused => Err(Failure::Refused),
+            Seen::Timeout => Err(Failure::Timeout),
+            Seen::Invalid(_) | Seen::Sample { .. } => Err(Failure::Body),
+        };
+    }
     match seen {
         Seen::Answer { status, .. } if *status != expect.status => Err(Failure::Status(*status)),
         Seen::Answer { body, .. } => {
@@ -381,18 +409,31 @@ async fn attempt(client: &net::HttpClient, c: &Check, target: &Target, request_i
         // The first request carries the id whose decision record explains a failure; later
         // ones get their own so that each is recorded.
         let id = if i == 0 { request_id.to_string() } else { format!("{request_id}-{i}") };
+        // From a workload the request goes to its outbound listener in proxy form, as the
+        // app's HTTP_PROXY setting sends it.
+        let (uri, via) = match c.request.via {
+            Via::Gateway => (format!("http://{}{}", target.gateway, c.request.path), None),
+            Via::Workload => {
+                let from = c.request.from.as_deref().unwrap_or_default();
+                let Some(outbound) = target.workloads.get(from) else {
+                    return Seen::Invalid(format!("no running pod of {from} to send the request from"));
+                };
+                (format!("http://{}{}", c.request.host, c.request.path), Some(*outbound))
+            }
+        };
         let mut req = Request::builder()
             .method(c.request.method.as_str())
-            .uri(format!("http://{}{}", target.gateway, c.request.path))
+            .uri(uri)
             .header(header::HOST, &c.request.host)
             .header(header::USER_AGENT, "meshrig-lab-check")
             .header("x-request-id", &id);
         if let Some(cookie) = &cookie {
             req = req.header(header::COOKIE, cookie);
         }
-        seen = match req.body(net::empty()) {
-            Ok(r) => send(client, r, c.request.timeout()).await,
-            Err(e) => return Seen::Invalid(e.to_string()),
+        seen = match (req.body(net::empty()), via) {
+            (Ok(r), None) => send(client, r, c.request.timeout()).await,
+            (Ok(r), Some(proxy)) => send_through(proxy, r, c.request.timeout()).await,
+            (Err(e), _) => return Seen::Invalid(e.to_string()),
         };
         if let (Some(share), Seen::Answer { status, body }) = (&c.expect.share, &seen) {
             if *status != c.expect.status {
@@ -441,9 +482,36 @@ async fn login(client: &net::HttpClient, c: &Check, target: &Target, user: &str)
     }
 }
 
+/// Sends `req` (absolute URI) to the HTTP proxy at `proxy` on a connection of its own.
+async fn send_through(proxy: SocketAddr, req: Request<net::Body>, timeout: Duration) -> Seen {
+    let connect = async {
+        let stream = tokio::net::TcpStream::connect(proxy).await.map_err(|e| e.to_string())?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| crate::api::error_chain(&e))?;
+        tokio::spawn(conn);
+        Ok::<_, String>(sender)
+    };
+    let mut sender = match tokio::time::timeout(timeout, connect).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) if e.contains("refused") => return Seen::Refused,
+        Ok(Err(e)) => return Seen::Reset(e),
+        Err(_) => return Seen::Timeout,
+    };
+    read_answer(sender.send_request(req), timeout).await
+}
+
 async fn send(client: &net::HttpClient, req: Request<net::Body>, timeout: Duration) -> Seen {
+    read_answer(client.request(req), timeout).await
+}
+
+/// The answer to a request under way, read to the end within `timeout`.
+async fn read_answer<E: std::error::Error + 'static>(
+    resp: impl std::future::Future<Output = Result<http::Response<hyper::body::Incoming>, E>>,
+    timeout: Duration,
+) -> Seen {
     let answer = async {
-        let resp = client.request(req).await.map_err(|e| crate::api::error_chain(&e))?;
+        let resp = resp.await.map_err(|e| crate::api::error_chain(&e))?;
         let status = resp.status().as_u16();
         let mut body = Vec::new();
         let mut stream = resp.into_body();
@@ -586,6 +654,19 @@ pub fn lint(checks: &[Check]) -> Vec<String> {
         if c.guard.as_deref().is_some_and(|g| g.trim().is_empty()) {
             problems.push(format!("check {:?} is a guard without a reason", c.id));
         }
+        let from_ok = c.request.from.as_deref().is_some_and(|f| f.split('/').filter(|p| !p.is_empty()).count() == 2);
+        match c.request.via {
+            Via::Workload if !from_ok => {
+                problems.push(format!("check {:?} is sent via a workload: give `from: NAMESPACE/DEPLOYMENT`", c.id))
+            }
+            Via::Gateway if c.request.from.is_some() => {
+                problems.push(format!("check {:?} has `from` but is sent via the gateway", c.id))
+            }
+            _ => {}
+        }
+        if !c.expect.reset && c.expect.status == 0 {
+            problems.push(format!("check {:?} expects neither a status nor a reset", c.id));
+        }
     }
     problems
 }
@@ -599,17 +680,26 @@ mod tests {
     }
 
     #[test]
+    fn a_reset_can_be_what_is_expected() {
+        let e = Expect { reset: true, status: 0, body_contains: None, body_not_contains: None, share: None };
+        assert_eq!(judge(&e, &Seen::Reset("connection reset by peer".into())), Ok(()));
+        assert_eq!(judge(&e, &answer(200, "")), Err(Failure::Status(200)));
+        assert_eq!(describe_expect(&e), "the connection reset, without an answer");
+    }
+
+    #[test]
     fn the_verdict_names_the_kind_of_failure() {
-        let e = Expect { status: 404, body_contains: None, body_not_contains: None, share: None };
+        let e = Expect { reset: false, status: 404, body_contains: None, body_not_contains: None, share: None };
         assert_eq!(judge(&e, &answer(404, "")), Ok(()));
         assert_eq!(judge(&e, &answer(200, "")), Err(Failure::Status(200)));
         assert_eq!(judge(&e, &Seen::Refused), Err(Failure::Refused));
         assert_eq!(judge(&e, &Seen::Timeout), Err(Failure::Timeout));
         assert_eq!(judge(&e, &Seen::Reset("closed".into())), Err(Failure::Reset));
-        let e = Expect { status: 200, body_contains: Some("stars".into()), body_not_contains: None, share: None };
+        let e = Expect { reset: false, status: 200, body_contains: Some("stars".into()), body_not_contains: None, share: None };
         assert_eq!(judge(&e, &answer(200, "no ratings")), Err(Failure::Body));
         assert_eq!(judge(&e, &answer(200, "two stars")), Ok(()));
         let e = Expect {
+            reset: false,
             status: 200,
             body_contains: Some("Book Reviews".into()),
             body_not_contains: Some("star".into()),
@@ -644,6 +734,7 @@ mod tests {
         let outside: f64 = (0..lo).chain(hi + 1..=n).map(pmf).sum();
         assert!(outside <= FALSE_FAILURE, "{outside}");
         let e = Expect {
+            reset: false,
             status: 200,
             body_contains: None,
             body_not_contains: None,
@@ -684,6 +775,7 @@ hints:
             title: id.into(),
             request: CheckRequest {
                 via: Via::Gateway,
+                from: None,
                 host: "h".into(),
                 path: "/".into(),
                 method: get(),
@@ -691,7 +783,7 @@ hints:
                 repeat: 1,
                 timeout_seconds: 5,
             },
-            expect: Expect { status: 200, body_contains: None, body_not_contains: None, share: None },
+            expect: Expect { reset: false, status: 200, body_contains: None, body_not_contains: None, share: None },
             hint: String::new(),
             hints: vec![],
             needs: needs.iter().map(|s| s.to_string()).collect(),
