@@ -163,7 +163,10 @@ pub fn all() -> Result<Vec<Lab>, Error> {
         }
         for f in &lab.spec.baseline.files {
             if lab.file(f).is_none() {
-                return Err(Error::Invalid { dir: dir.clone(), message: format!("baseline file {f:?} is not in the lab") });
+                return Err(Error::Invalid {
+                    dir: dir.clone(),
+                    message: format!("baseline file {f:?} is not in the lab"),
+                });
             }
         }
         labs.push(lab);

@@ -695,7 +695,13 @@ mod tests {
         assert_eq!(judge(&e, &Seen::Refused), Err(Failure::Refused));
         assert_eq!(judge(&e, &Seen::Timeout), Err(Failure::Timeout));
         assert_eq!(judge(&e, &Seen::Reset("closed".into())), Err(Failure::Reset));
-        let e = Expect { reset: false, status: 200, body_contains: Some("stars".into()), body_not_contains: None, share: None };
+        let e = Expect {
+            reset: false,
+            status: 200,
+            body_contains: Some("stars".into()),
+            body_not_contains: None,
+            share: None,
+        };
         assert_eq!(judge(&e, &answer(200, "no ratings")), Err(Failure::Body));
         assert_eq!(judge(&e, &answer(200, "two stars")), Ok(()));
         let e = Expect {
