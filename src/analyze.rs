@@ -168,12 +168,29 @@ pub fn analyze(items: &[Item], pods: &[Pod]) -> Vec<Message> {
                 }
             }
             Resource::Gateway(g) => {
-                // Secrets are not a kind meshrig stores yet, so every credentialName is missing
-                // (istioctl looks for it in the gateway workload's namespace).
+                // istioctl looks for the Secret in the namespace of the gateway's pods (the
+                // Gateway's own when none is selected).
                 let tls = g.spec.servers.iter().filter_map(|sv| sv.tls.as_ref());
                 let names: BTreeSet<&String> =
                     tls.flat_map(|t| t.credential_name.iter().chain(&t.credential_names)).collect();
-                for name in names {
+                let gw_ns = item.resource.key().namespace;
+                let mut where_: BTreeSet<&str> = pods
+                    .iter()
+                    .filter(|p| {
+                        !g.spec.selector.is_empty() && g.spec.selector.iter().all(|(k, v)| p.labels.get(k) == Some(v))
+                    })
+                    .map(|p| p.namespace.as_str())
+                    .collect();
+                if where_.is_empty() {
+                    where_.insert(gw_ns.as_str());
+                }
+                let secret_exists = |name: &str| {
+                    items.iter().any(|i| {
+                        matches!(&i.resource, Resource::Secret(s) if s.metadata.name == name)
+                            && where_.contains(i.resource.key().namespace.as_str())
+                    })
+                };
+                for name in names.into_iter().filter(|n| !secret_exists(n)) {
                     say(
                         &mut out,
                         item,
@@ -394,6 +411,14 @@ spec:
             "servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*'], tls: {mode: SIMPLE, credentialName: bookinfo-credential}}]");
         let msgs = analyze(&items(&https), &[gateway_pod()]);
         assert_eq!(msgs[0].to_string(), "Error [IST0101] (Gateway default/gw t.yaml:15) Referenced credentialName not found: \"bookinfo-credential\"");
+        // With the Secret in the gateway pod's namespace, nothing is said; in another, it is.
+        let secret = |ns: &str| {
+            format!("---\napiVersion: v1\nkind: Secret\nmetadata: {{name: bookinfo-credential, namespace: {ns}}}\ntype: kubernetes.io/tls\nstringData: {{tls.crt: x, tls.key: y}}\n")
+        };
+        let ns = &gateway_pod().namespace;
+        assert!(analyze(&items(&format!("{https}{}", secret(ns))), &[gateway_pod()]).is_empty());
+        let msgs = analyze(&items(&format!("{https}{}", secret("elsewhere"))), &[gateway_pod()]);
+        assert_eq!(msgs.len(), 1, "{msgs:?}");
         // A Gateway whose selector matches no pod.
         let msgs = analyze(&items(BASE), &[]);
         assert_eq!(

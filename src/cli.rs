@@ -49,6 +49,52 @@ pub enum Output {
     Json,
 }
 
+/// What `create` makes.
+#[derive(Debug, clap::Subcommand)]
+pub enum Create {
+    /// A namespace.
+    #[command(visible_alias = "ns")]
+    Namespace {
+        /// Its name.
+        name: String,
+    },
+    /// A Secret: `tls` from a certificate and key, `generic` from files and literals.
+    Secret {
+        #[command(subcommand)]
+        kind: SecretKind,
+    },
+}
+
+/// The Secrets `create secret` makes, as kubectl.
+#[derive(Debug, clap::Subcommand)]
+pub enum SecretKind {
+    /// `kubernetes.io/tls` with `tls.crt` and `tls.key` (e.g. a gateway's `credentialName`).
+    Tls {
+        name: String,
+        /// The PEM certificate (chain).
+        #[arg(long)]
+        cert: std::path::PathBuf,
+        /// The PEM private key.
+        #[arg(long)]
+        key: std::path::PathBuf,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+    },
+    /// `Opaque`, from `--from-file=[KEY=]FILE` and `--from-literal=KEY=VALUE`.
+    Generic {
+        name: String,
+        #[arg(long = "from-file")]
+        from_file: Vec<String>,
+        #[arg(long = "from-literal")]
+        from_literal: Vec<String>,
+        /// The Secret's type (default `Opaque`).
+        #[arg(long = "type")]
+        type_: Option<String>,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+    },
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Bring up the mesh with the sample apps (running it again is harmless).
@@ -219,12 +265,11 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Create a resource by name, as kubectl: `create namespace NAME`.
+    /// Create a resource by name, as kubectl: `create namespace NAME`, `create secret tls NAME
+    /// --cert FILE --key FILE`, `create secret generic NAME --from-file=KEY=FILE`.
     Create {
-        /// Only `namespace` (or `ns`).
-        kind: String,
-        /// Its name.
-        name: String,
+        #[command(subcommand)]
+        what: Create,
     },
     /// Set or remove labels, as kubectl: `label namespace default istio-injection=enabled`.
     Label {
@@ -431,11 +476,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Down { purge } => lifecycle::down(&env, purge),
         Command::Status { output } => runtime()?.block_on(lifecycle::status(&env, output)),
         Command::Doctor { output } => doctor::run(&env, output),
-        Command::Create { kind, name } => {
-            if Kind::from_user(&kind) != Some(Kind::Namespace) {
-                anyhow::bail!("create makes namespaces only (`create namespace NAME`); use apply -f for {kind}");
-            }
+        Command::Create { what: Create::Namespace { name } } => {
             runtime()?.block_on(kubectl::create_namespace(&env, &name))
+        }
+        Command::Create { what: Create::Secret { kind } } => {
+            let (name, namespace, secret) = kubectl::secret_from(&kind)?;
+            runtime()?.block_on(kubectl::create_secret(&env, &name, namespace.as_deref(), secret))
         }
         Command::Label { kind, name, labels, overwrite } => {
             if Kind::from_user(&kind) != Some(Kind::Namespace) {

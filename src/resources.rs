@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //! - `meta`: `ObjectMeta`, `LabelSelector`, `IntOrString`.
-//! - `core`: Namespace, ServiceAccount, ConfigMap, Service, Deployment.
+//! - `core`: Namespace, ServiceAccount, ConfigMap, Secret, Service, Deployment.
 //! - `mesh_config`: Istio's mesh config as the `istio` ConfigMap carries it.
 //! - `networking`: Gateway, VirtualService, DestinationRule, ServiceEntry (complete istio/api fields).
 //! - `security`: PeerAuthentication, AuthorizationPolicy.
@@ -132,6 +132,7 @@ kinds! {
     Namespace(core::Namespace) { plural: "namespaces", short: "ns", versions: CORE_V1, namespaced: false },
     ServiceAccount(core::ServiceAccount) { plural: "serviceaccounts", short: "sa", versions: CORE_V1, namespaced: true },
     ConfigMap(core::ConfigMap) { plural: "configmaps", short: "cm", versions: CORE_V1, namespaced: true },
+    Secret(core::Secret) { plural: "secrets", short: "secret", versions: CORE_V1, namespaced: true },
     Service(core::Service) { plural: "services", short: "svc", versions: CORE_V1, namespaced: true },
     Deployment(core::Deployment) { plural: "deployments", short: "deploy", versions: APPS_V1, namespaced: true },
     Gateway(networking::Gateway) { plural: "gateways", short: "gw", versions: ISTIO_NETWORKING, namespaced: true },

@@ -16,8 +16,15 @@ use crate::snapshot::Role;
 pub const ISSUES_FOUND: u8 = 79;
 
 /// The kinds the analyzers read.
-const KINDS: [Kind; 6] =
-    [Kind::Namespace, Kind::Service, Kind::ServiceEntry, Kind::Gateway, Kind::VirtualService, Kind::DestinationRule];
+const KINDS: [Kind; 7] = [
+    Kind::Namespace,
+    Kind::Service,
+    Kind::ServiceEntry,
+    Kind::Gateway,
+    Kind::VirtualService,
+    Kind::DestinationRule,
+    Kind::Secret,
+];
 
 /// What is applied, with `files` laid over it (a file's resource replaces the applied one with
 /// the same key), and the pods.

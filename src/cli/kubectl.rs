@@ -69,6 +69,74 @@ pub async fn create_namespace(env: &Env, name: &str) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
+/// The Secret `create secret` describes: its name, namespace and object (files read, a TLS
+/// pair checked as kubectl checks it).
+pub fn secret_from(kind: &crate::cli::SecretKind) -> anyhow::Result<(String, Option<String>, Resource)> {
+    use crate::cli::SecretKind;
+    let read = |path: &std::path::Path| std::fs::read(path).map_err(|e| anyhow!("cannot read {}: {e}", path.display()));
+    let (name, namespace, type_, data) = match kind {
+        SecretKind::Tls { name, cert, key, namespace } => {
+            let (c, k) = (read(cert)?, read(key)?);
+            let (ct, kt) = (String::from_utf8_lossy(&c), String::from_utf8_lossy(&k));
+            crate::tls::certified_key(&ct, &kt)
+                .map_err(|e| anyhow!("{} and {} are not a TLS pair: {e}", cert.display(), key.display()))?;
+            let data = BTreeMap::from([("tls.crt".to_string(), c), ("tls.key".to_string(), k)]);
+            (name, namespace, "kubernetes.io/tls".to_string(), data)
+        }
+        SecretKind::Generic { name, from_file, from_literal, type_, namespace } => {
+            let mut data = BTreeMap::new();
+            for f in from_file {
+                let (key, path) = match f.split_once('=') {
+                    Some((k, p)) => (k.to_string(), std::path::PathBuf::from(p)),
+                    None => {
+                        let p = std::path::PathBuf::from(f);
+                        let k = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                        (k, p)
+                    }
+                };
+                data.insert(key, read(&path)?);
+            }
+            for l in from_literal {
+                let (k, v) = l.split_once('=').ok_or_else(|| anyhow!("--from-literal {l:?}: use KEY=VALUE"))?;
+                data.insert(k.to_string(), v.as_bytes().to_vec());
+            }
+            if data.is_empty() {
+                bail!("give the Secret's contents: --from-file=[KEY=]FILE or --from-literal=KEY=VALUE");
+            }
+            (name, namespace, type_.clone().unwrap_or_else(|| "Opaque".into()), data)
+        }
+    };
+    use base64::Engine as _;
+    let encoded: BTreeMap<String, String> =
+        data.into_iter().map(|(k, v)| (k, base64::engine::general_purpose::STANDARD.encode(v))).collect();
+    let mut metadata = serde_json::json!({ "name": name });
+    if let Some(ns) = namespace {
+        metadata["namespace"] = serde_json::json!(ns);
+    }
+    let secret = Resource::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": type_, "data": encoded,
+    }))
+    .map_err(|e| anyhow!(e))?;
+    Ok((name.clone(), namespace.clone(), secret))
+}
+
+/// `create secret ...`: stores the Secret, refusing one that exists (as kubectl create).
+pub async fn create_secret(
+    env: &Env,
+    name: &str,
+    namespace: Option<&str>,
+    mut secret: Resource,
+) -> anyhow::Result<ExitCode> {
+    secret.set_default_namespace(namespace.unwrap_or("default"));
+    let client = Backend::local(env).client()?;
+    let resp = client.apply(&ApplyRequest { resources: vec![secret], create_only: true, dry_run: false }).await?;
+    if resp.results.iter().any(|r| r.action == crate::api::Action::Unchanged) {
+        bail!("secrets {name:?} already exists (`meshrig delete secret {name}` first, or `meshrig apply -f` a changed one)");
+    }
+    println!("secret/{name} created");
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn label_namespace(env: &Env, name: &str, labels: &[String], overwrite: bool) -> anyhow::Result<ExitCode> {
     let edits: Vec<LabelEdit> = labels.iter().map(|l| parse_label(l)).collect::<anyhow::Result<_>>()?;
     if edits.is_empty() {

@@ -270,6 +270,7 @@ async fn get_kind(
                 Kind::Deployment => &["REPLICAS", "IMAGES"],
                 Kind::ServiceEntry => &["HOSTS", "LOCATION", "RESOLUTION"],
                 Kind::ConfigMap => &["DATA"],
+                Kind::Secret => &["TYPE", "DATA"],
                 _ => &[],
             };
             headers.extend(extra);
@@ -304,6 +305,10 @@ async fn get_kind(
                             row.push(se.spec.resolution().to_string());
                         }
                         Resource::ConfigMap(cm) => row.push(cm.data.len().to_string()),
+                        Resource::Secret(s) => {
+                            row.push(s.secret_type().to_string());
+                            row.push(s.keys().len().to_string());
+                        }
                         Resource::Service(s) => {
                             let ports: Vec<String> = s.spec.ports.iter().map(|p| format!("{}/TCP", p.port)).collect();
                             row.push(ports.join(","));

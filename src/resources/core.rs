@@ -40,6 +40,47 @@ pub struct ConfigMap {
     pub immutable: Option<bool>,
 }
 
+/// `v1/Secret`: credentials, e.g. a gateway's certificate (`kubernetes.io/tls`: `tls.crt`,
+/// `tls.key`, optionally `ca.crt`; or generic `Opaque` with `cert`/`key`/`cacert`). `data`
+/// values are base64, `stringData` values plain text (both are read).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Secret {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    /// `Opaque` when unset.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub data: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub string_data: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub immutable: Option<bool>,
+}
+
+impl Secret {
+    pub fn secret_type(&self) -> &str {
+        self.type_.as_deref().unwrap_or("Opaque")
+    }
+
+    /// The value of `key`: `stringData` wins over `data` (as the API server merges them).
+    pub fn value(&self, key: &str) -> Option<Vec<u8>> {
+        use base64::Engine as _;
+        if let Some(s) = self.string_data.get(key) {
+            return Some(s.as_bytes().to_vec());
+        }
+        let b64 = self.data.get(key)?;
+        base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()
+    }
+
+    /// Every key, from `data` and `stringData`.
+    pub fn keys(&self) -> std::collections::BTreeSet<&str> {
+        self.data.keys().chain(self.string_data.keys()).map(String::as_str).collect()
+    }
+}
+
 /// `v1/ServiceAccount`: the workload identity (`spiffe://cluster.local/ns/<ns>/sa/<name>`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -538,7 +538,7 @@ fn server_field_warnings(r: &Resource) -> Vec<String> {
     }
     let status = match r {
         Resource::Namespace(x) => x.status.is_some(),
-        Resource::ServiceAccount(_) | Resource::ConfigMap(_) => false,
+        Resource::ServiceAccount(_) | Resource::ConfigMap(_) | Resource::Secret(_) => false,
         Resource::Service(x) => x.status.is_some(),
         Resource::Deployment(x) => x.status.is_some(),
         Resource::Gateway(x) => x.status.is_some(),

@@ -64,6 +64,7 @@ pub fn validate(r: &Resource) -> Result<Vec<String>, Vec<String>> {
     match r {
         Resource::Namespace(_) | Resource::ServiceAccount(_) => {}
         Resource::ConfigMap(cm) => validate_config_map(cm, &mut rep),
+        Resource::Secret(s) => validate_secret(s, &mut rep),
         Resource::Service(s) => validate_service(s, &mut rep),
         Resource::Deployment(d) => validate_deployment(d, &mut rep),
         Resource::Gateway(g) => validate_gateway(g, &mut rep),

@@ -116,3 +116,78 @@ fn a_proxy_credential_reaches_its_own_snapshot_and_certificate_only() {
     assert_eq!(refused.status, 403, "{}", refused.body);
     assert!(refused.body.contains("may only ask for its own identity"), "{}", refused.body);
 }
+
+#[test]
+fn secrets_are_created_as_kubectl_does_and_the_analyzer_finds_a_gateways_credential() {
+    let mesh = Mesh::up();
+    let dir = mesh.work.path();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert =
+        rcgen::CertificateParams::new(vec!["httpbin.example.com".to_string()]).unwrap().self_signed(&key).unwrap();
+    std::fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
+    let created = mesh.ok(&[
+        "create",
+        "secret",
+        "tls",
+        "httpbin-credential",
+        "-n",
+        "istio-system",
+        "--cert",
+        "tls.crt",
+        "--key",
+        "tls.key",
+    ]);
+    assert!(created.contains("secret/httpbin-credential created"), "{created}");
+    let again = mesh.run(&[
+        "create",
+        "secret",
+        "tls",
+        "httpbin-credential",
+        "-n",
+        "istio-system",
+        "--cert",
+        "tls.crt",
+        "--key",
+        "tls.key",
+    ]);
+    assert!(!again.status.success() && crate::support::text(&again).contains("already exists"));
+    let swapped = mesh.run(&["create", "secret", "tls", "x", "--cert", "tls.key", "--key", "tls.crt"]);
+    assert!(!swapped.status.success() && crate::support::text(&swapped).contains("not a TLS pair"));
+    mesh.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "httpbin-credential-cacert",
+        "-n",
+        "istio-system",
+        "--from-file=ca.crt=tls.crt",
+    ]);
+    let listed = mesh.ok(&["get", "secrets", "-n", "istio-system"]);
+    let row = listed.lines().find(|l| l.starts_with("httpbin-credential ")).unwrap_or_else(|| panic!("{listed}"));
+    assert!(row.contains("kubernetes.io/tls") && row.split_whitespace().nth(2) == Some("2"), "{listed}");
+    assert!(listed.lines().any(|l| l.starts_with("httpbin-credential-cacert ") && l.contains("Opaque")), "{listed}");
+
+    // The analyzer looks for a Gateway's credentialName where the gateway's pods run.
+    let gateway = |credential: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: secure\nspec:\n  selector:\n    istio: ingressgateway\n  servers:\n  - port: {{number: 443, name: https, protocol: HTTPS}}\n    hosts: [httpbin.example.com]\n    tls: {{mode: SIMPLE, credentialName: {credential}}}\n"
+        )
+    };
+    std::fs::write(dir.join("gw.yaml"), gateway("httpbin-credential")).unwrap();
+    let found = mesh.run(&["analyze", "-f", "gw.yaml"]);
+    assert!(!crate::support::text(&found).contains("credentialName not found"), "{}", crate::support::text(&found));
+    std::fs::write(dir.join("gw.yaml"), gateway("nope")).unwrap();
+    let missing = mesh.run(&["analyze", "-f", "gw.yaml"]);
+    assert!(crate::support::text(&missing).contains("Referenced credentialName not found: \"nope\""));
+
+    // A Secret whose data is not base64 is refused at its line, and nothing is stored.
+    std::fs::write(
+        dir.join("bad.yaml"),
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: bad\ndata:\n  token: not*base64\n",
+    )
+    .unwrap();
+    let bad = mesh.run(&["apply", "-f", "bad.yaml"]);
+    let said = crate::support::text(&bad);
+    assert!(!bad.status.success() && said.contains("bad.yaml:6") && said.contains("is not base64"), "{said}");
+}

@@ -26,6 +26,54 @@ pub(super) fn validate_peer_authentication(pa: &PeerAuthentication, rep: &mut Re
     }
 }
 
+/// The API server's rules for a Secret (keys, base64, the keys a TLS Secret must have), and a
+/// warning when a certificate or key is not PEM (a gateway could not use it).
+pub(super) fn validate_secret(s: &crate::resources::core::Secret, rep: &mut Report) {
+    use base64::Engine as _;
+    for key in s.keys() {
+        let ok = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !ok {
+            rep.err(
+                format!("data.{key}"),
+                "a valid config key must consist of alphanumeric characters, '-', '_' or '.'",
+            );
+        }
+    }
+    for (key, v) in &s.data {
+        if base64::engine::general_purpose::STANDARD.decode(v.trim()).is_err() {
+            rep.err(
+                format!("data.{key}"),
+                "is not base64: put plain text under stringData, or encode it (`base64 -w0 FILE`)",
+            );
+        }
+    }
+    if s.secret_type() == "kubernetes.io/tls" {
+        for key in ["tls.crt", "tls.key"] {
+            if !s.keys().contains(key) {
+                rep.err("data", format!("a kubernetes.io/tls Secret needs `{key}` (`meshrig create secret tls NAME --cert FILE --key FILE`)"));
+            }
+        }
+    }
+    let text = |key: &str| s.value(key).map(|v| String::from_utf8_lossy(&v).into_owned());
+    for key in ["tls.crt", "cert", "ca.crt", "cacert"] {
+        if let Some(pem) = text(key) {
+            if crate::tls::certs_from_pem(&pem).is_err() {
+                rep.warn(
+                    format!("data.{key}"),
+                    "is not a PEM certificate (-----BEGIN CERTIFICATE-----); a gateway could not use it",
+                );
+            }
+        }
+    }
+    for key in ["tls.key", "key"] {
+        if let Some(pem) = text(key) {
+            if crate::tls::key_from_pem(&pem).is_err() {
+                rep.warn(format!("data.{key}"), "is not a PEM private key; a gateway could not use it");
+            }
+        }
+    }
+}
+
 /// Istio's selector rules: no empty key, no wildcard.
 fn check_selector(selector: Option<&crate::resources::networking::WorkloadSelector>, rep: &mut Report) {
     for (k, v) in selector.map(|s| &s.match_labels).into_iter().flatten() {

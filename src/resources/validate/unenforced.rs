@@ -70,6 +70,7 @@ pub fn unenforced(r: &Resource) -> Vec<String> {
         Resource::Namespace(_)
         | Resource::ServiceAccount(_)
         | Resource::ConfigMap(_)
+        | Resource::Secret(_)
         | Resource::Service(_)
         | Resource::PeerAuthentication(_) => {}
         Resource::AuthorizationPolicy(ap) => {
