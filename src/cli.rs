@@ -70,6 +70,7 @@ pub enum Create {
 pub enum SecretKind {
     /// `kubernetes.io/tls` with `tls.crt` and `tls.key` (e.g. a gateway's `credentialName`).
     Tls {
+        /// The Secret's name (a Gateway's `credentialName`).
         name: String,
         /// The PEM certificate (chain).
         #[arg(long)]
@@ -77,19 +78,24 @@ pub enum SecretKind {
         /// The PEM private key.
         #[arg(long)]
         key: std::path::PathBuf,
+        /// Its namespace (default: default; a gateway reads Secrets in its own, istio-system).
         #[arg(short = 'n', long)]
         namespace: Option<String>,
     },
     /// `Opaque`, from `--from-file=[KEY=]FILE` and `--from-literal=KEY=VALUE`.
     Generic {
+        /// The Secret's name.
         name: String,
+        /// `[KEY=]FILE`: a key with the file's contents (the key defaults to the file's name).
         #[arg(long = "from-file")]
         from_file: Vec<String>,
+        /// `KEY=VALUE`: a key with a literal value.
         #[arg(long = "from-literal")]
         from_literal: Vec<String>,
         /// The Secret's type (default `Opaque`).
         #[arg(long = "type")]
         type_: Option<String>,
+        /// Its namespace (default: default).
         #[arg(short = 'n', long)]
         namespace: Option<String>,
     },
