@@ -161,6 +161,19 @@ pub struct CertificateResponse {
     pub identity: String,
 }
 
+/// `GET /v1/credentials?name=NAMESPACE/NAME`: a gateway's certificate from a Secret in its own
+/// namespace (Envoy's SDS, in one call). Never part of a snapshot.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Credential {
+    pub cert_chain: String,
+    pub key: String,
+    /// For MUTUAL: the CA that client certificates must chain to (`ca.crt`/`cacert` of the
+    /// Secret, or of `NAME-cacert`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+}
+
 impl PodStatus {
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)

@@ -8,6 +8,7 @@
 //!   the connection every request reads.
 //! - `stream`: one stream type for plaintext and TLS connections, closed with a FIN or an RST.
 //! - `identity`: the workload certificate (key made here, CSR, renewal).
+//! - `gateway_tls`: a gateway's certificates from Secrets, fetched and kept by version.
 //! - `forward`: the request path in phases, for each listener kind.
 //! - `decide`: route, destination cluster, hash key and fault decision (pure).
 //! - `route`: virtual host and route selection (pure).
@@ -30,6 +31,7 @@ pub mod decide;
 pub mod edits;
 pub mod explain;
 pub mod forward;
+pub mod gateway_tls;
 pub mod identity;
 pub mod outcome;
 pub mod route;
@@ -96,6 +98,8 @@ pub struct Shared {
     pub gateway_bound: std::sync::Mutex<BTreeMap<u16, SocketAddr>>,
     /// The workload's certificate (sidecars and gateways; a plain forwarder has none).
     pub identity: Option<Arc<identity::Identity>>,
+    /// Gateway: container port → its TLS servers by SNI (certificates from Secrets).
+    pub gateway_tls: std::sync::Mutex<HashMap<u16, Arc<crate::tls::SniConfigs>>>,
 }
 
 impl Shared {
@@ -143,6 +147,10 @@ fn serve(shared: &Arc<Shared>, listener: tokio::net::TcpListener, direction: Dir
 /// mode (mTLS needs the workload's certificate); everything else plaintext.
 fn accept(shared: &Shared, direction: Direction) -> connection::Accept {
     use crate::snapshot::MtlsMode;
+    if let Direction::Gateway { port } = direction {
+        let tls = shared.gateway_tls.lock().unwrap_or_else(|e| e.into_inner()).get(&port).cloned();
+        return tls.map_or(connection::Accept::Plain, connection::Accept::Sni);
+    }
     let (Direction::Inbound { port }, Some(identity)) = (direction, &shared.identity) else {
         return connection::Accept::Plain;
     };
@@ -175,6 +183,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         explain: explain::Recorder::default(),
         gateway_bound: Default::default(),
         identity,
+        gateway_tls: Default::default(),
     });
     let mut addrs = ready::Addrs::new();
     let mut tasks = Vec::new();
@@ -206,7 +215,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         config.pod.clone(),
     ));
     if config.role == Role::Gateway {
-        gateway_listeners(shared, config.publish).await;
+        gateway_listeners(shared, config.publish, config.control_plane.clone()).await;
     } else {
         std::future::pending::<()>().await;
     }
@@ -217,7 +226,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
 /// port without a Gateway server refuses connections. A published gateway (the ingress
 /// gateway, given `--publish`) publishes every other port too, by `env::extra_gateway_port`;
 /// any other gateway listens on ports the OS picks.
-async fn gateway_listeners(shared: Arc<Shared>, publish: BTreeMap<u16, SocketAddr>) {
+async fn gateway_listeners(shared: Arc<Shared>, publish: BTreeMap<u16, SocketAddr>, api: crate::api::Client) {
     let address = |port: u16| match publish.get(&port) {
         Some(a) => *a,
         None if publish.is_empty() => loopback0(),
@@ -225,11 +234,17 @@ async fn gateway_listeners(shared: Arc<Shared>, publish: BTreeMap<u16, SocketAdd
     };
     let mut rx = shared.runtime.subscribe();
     let mut bound: HashMap<u16, JoinHandle<()>> = HashMap::new();
+    let mut credentials = gateway_tls::Credentials::default();
     loop {
-        let (version, wanted): (_, Vec<u16>) = {
+        let (version, wanted, tls): (_, Vec<u16>, Vec<_>) = {
             let runtime = rx.borrow_and_update();
-            (runtime.snapshot.version, runtime.snapshot.listeners.iter().map(|l| l.port).collect())
+            let listeners = &runtime.snapshot.listeners;
+            let tls = listeners.iter().filter(|l| !l.tls.is_empty()).map(|l| (l.port, l.tls.clone())).collect();
+            (runtime.snapshot.version, listeners.iter().map(|l| l.port).collect(), tls)
         };
+        // Certificates first, so an HTTPS port never serves without them.
+        let configs = credentials.configs(&api, &tls).await;
+        *shared.gateway_tls.lock().unwrap_or_else(|e| e.into_inner()) = configs;
         bound.retain(|port, task| {
             let keep = wanted.contains(port);
             if !keep {

@@ -157,6 +157,27 @@ pub struct GatewayListener {
     /// one takes every connection, as Envoy's tcp_proxy does).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tcp_routes: Vec<TcpRoute>,
+    /// `HTTPS` listeners: TLS terminated here, the server's certificate chosen by SNI.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls: Vec<ServerTls>,
+}
+
+/// One Gateway server that terminates TLS: its hosts (SNI), mode, and the Secret that holds its
+/// certificate. The key is not here: the gateway fetches it from the control plane with its own
+/// credential (as Envoy's SDS), and `version` (a hash of the Secret) tells it when to fetch again.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ServerTls {
+    /// SNI patterns: `name`, `*.suffix` or `*`.
+    pub hosts: Vec<String>,
+    /// `SIMPLE` or `MUTUAL`.
+    pub mode: String,
+    /// `namespace/name` of the Secret (in the gateway's namespace).
+    pub credential: String,
+    /// Content hash of the Secret (and of its `-cacert` companion); 0 when it is missing.
+    pub version: u64,
+    /// `TLSV1_2` or `TLSV1_3` (`minProtocolVersion`); none is TLS 1.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_version: Option<String>,
 }
 
 /// A `tcp` rule: the weighted destinations of each connection.
@@ -169,6 +190,9 @@ pub struct TcpRoute {
 #[derive(Clone, Debug, PartialEq, Hash, Serialize, Deserialize)]
 pub struct VirtualHost {
     pub name: String,
+    /// A Gateway server's `httpsRedirect`: every request gets a 301 to `https://`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub https_redirect: bool,
     /// Envoy-style domains: exact, `*.suffix`, `prefix.*` or `*`; ports are ignored when matching.
     pub domains: Vec<String>,
     pub routes: Vec<Route>,

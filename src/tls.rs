@@ -296,6 +296,67 @@ impl Mtls {
     }
 }
 
+/// A gateway server's TLS from its Secret: the certificate and key, TLS 1.2 and 1.3 (or 1.3
+/// only), and for MUTUAL a client certificate that chains to `ca`.
+pub fn gateway_config(
+    chain_pem: &str,
+    key_pem: &str,
+    ca: Option<&str>,
+    tls13_only: bool,
+) -> Result<Arc<ServerConfig>, String> {
+    let versions: &[&rustls::SupportedProtocolVersion] =
+        if tls13_only { &[&rustls::version::TLS13] } else { &[&rustls::version::TLS12, &rustls::version::TLS13] };
+    let builder =
+        ServerConfig::builder_with_provider(provider()).with_protocol_versions(versions).map_err(|e| e.to_string())?;
+    let builder = match ca {
+        Some(ca) => {
+            let mut store = RootCertStore::empty();
+            for c in certs_from_pem(ca).map_err(|e| format!("ca.crt: {e}"))? {
+                store.add(c).map_err(|e| format!("ca.crt: {e}"))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider())
+                .build()
+                .map_err(|e| format!("ca.crt: {e}"))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(certs_from_pem(chain_pem)?, key_from_pem(key_pem)?)
+        .map_err(|e| format!("certificate and key: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The TLS servers of one gateway port, chosen by SNI as Envoy's filter chains are: an exact
+/// host first, then the longest `*.suffix`, then `*` (which also takes a client without SNI).
+#[derive(Debug, Default)]
+pub struct SniConfigs {
+    pub servers: Vec<(Vec<String>, Arc<ServerConfig>)>,
+}
+
+impl SniConfigs {
+    pub fn pick(&self, sni: Option<&str>) -> Option<Arc<ServerConfig>> {
+        let sni = sni.map(|s| s.trim_end_matches('.').to_ascii_lowercase());
+        let mut best: Option<(usize, &Arc<ServerConfig>)> = None;
+        for (hosts, config) in &self.servers {
+            for h in hosts {
+                let h = h.to_ascii_lowercase();
+                let score = match (&sni, h.as_str()) {
+                    (_, "*") => 1,
+                    (Some(s), h) if h == s => usize::MAX,
+                    (Some(s), h) if h.starts_with("*.") && s.ends_with(&h[1..]) => 1 + h.len(),
+                    _ => 0,
+                };
+                if score > 0 && best.is_none_or(|(b, _)| score > b) {
+                    best = Some((score, config));
+                }
+            }
+        }
+        best.map(|(_, c)| c.clone())
+    }
+}
+
 /// The peer's SPIFFE id and certificate hash after a handshake.
 pub fn peer_of(certs: Option<&[CertificateDer<'_>]>) -> (Option<String>, Option<String>) {
     let Some(leaf) = certs.and_then(|c| c.first()) else { return (None, None) };

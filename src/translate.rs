@@ -43,6 +43,7 @@ pub fn reads(kind: Kind) -> bool {
             | Kind::ServiceEntry
             | Kind::PeerAuthentication
             | Kind::AuthorizationPolicy
+            | Kind::Secret
     )
 }
 
@@ -68,6 +69,9 @@ pub struct World {
     peer_authentications: Vec<PeerAuthentication>,
     /// Compiled, with the namespace and selector that say whom each applies to.
     authorization: Vec<(String, Option<Labels>, crate::authz::Policy)>,
+    /// `namespace/name` → a hash of each Secret's content (never the content: gateways fetch
+    /// that themselves).
+    secrets: HashMap<String, u64>,
     /// By `namespace/pod`.
     workloads: BTreeMap<String, Workload>,
     /// (service index, service port) → its endpoints (all subsets), computed once and shared
@@ -95,6 +99,12 @@ impl World {
                 Resource::Gateway(g) => w.gateways.push(g),
                 Resource::ServiceEntry(se) => w.service_entries.push(se),
                 Resource::PeerAuthentication(pa) => w.peer_authentications.push(pa),
+                Resource::Secret(s) => {
+                    use std::hash::{Hash, Hasher};
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    (&s.type_, &s.data, &s.string_data).hash(&mut h);
+                    w.secrets.insert(format!("{}/{}", ns(&s.metadata.namespace), s.metadata.name), h.finish() | 1);
+                }
                 Resource::AuthorizationPolicy(ap) => {
                     let selector = ap.spec.selector.as_ref().map(|s| s.match_labels.clone()).filter(|l| !l.is_empty());
                     if let Some(policy) = crate::authz::compile(&ap) {
@@ -688,6 +698,7 @@ fn outbound(world: &World, me: &Workload) -> Vec<RouteConfig> {
             };
             by_port.entry(port).or_default().push(VirtualHost {
                 name: format!("{host}:{port}"),
+                https_redirect: false,
                 domains: domains.clone(),
                 routes,
             });
@@ -711,6 +722,29 @@ fn outbound(world: &World, me: &Workload) -> Vec<RouteConfig> {
 
 /// The container port a Gateway server port binds on this gateway workload: the Service
 /// port's targetPort when the number is a port of a Service selecting the workload.
+/// A Gateway server that terminates TLS here (`SIMPLE` or `MUTUAL` with a `credentialName`),
+/// with the Secret's `namespace/name` in the gateway's namespace and its content version.
+fn server_tls(world: &World, me: &Workload, server: &Server) -> Option<crate::snapshot::ServerTls> {
+    let t = server.tls.as_ref()?;
+    let mode = t.mode.as_deref()?.to_ascii_uppercase();
+    if !matches!(mode.as_str(), "SIMPLE" | "MUTUAL") {
+        return None;
+    }
+    let name = t.credential_name.as_ref().or(t.credential_names.first())?;
+    let credential = format!("{}/{name}", me.identity.namespace);
+    let ca = t.ca_cert_credential_name.clone().unwrap_or_else(|| format!("{name}-cacert"));
+    let version = world.secrets.get(&credential).copied().unwrap_or(0)
+        ^ world.secrets.get(&format!("{}/{ca}", me.identity.namespace)).copied().unwrap_or(0).rotate_left(1);
+    let hosts = server.hosts.iter().map(|h| h.split_once('/').map_or(h.as_str(), |(_, d)| d).to_string()).collect();
+    Some(crate::snapshot::ServerTls {
+        hosts,
+        mode,
+        credential,
+        version,
+        min_version: t.min_protocol_version.clone().filter(|v| v == "TLSV1_3"),
+    })
+}
+
 fn gateway_container_port(world: &World, me: &Workload, number: u32) -> Option<u16> {
     for svc in world.services() {
         if ns(&svc.metadata.namespace) != me.identity.namespace || svc.spec.selector.is_empty() {
@@ -732,6 +766,8 @@ fn listeners(world: &World, me: &Workload) -> Vec<GatewayListener> {
     let mut ports: BTreeMap<u16, (String, BTreeMap<String, VirtualHost>)> = BTreeMap::new();
     // container port → tcp rules
     let mut tcp: BTreeMap<u16, Vec<TcpRoute>> = BTreeMap::new();
+    // container port → the servers that terminate TLS there
+    let mut tls: BTreeMap<u16, Vec<crate::snapshot::ServerTls>> = BTreeMap::new();
     for gw in world.gateways() {
         if !selects(&gw.spec.selector, &me.identity.labels) {
             continue;
@@ -750,9 +786,18 @@ fn listeners(world: &World, me: &Workload) -> Vec<GatewayListener> {
                 }
                 continue;
             }
-            if !matches!(protocol.as_str(), "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB") {
-                continue; // HTTPS/TLS servers are not served yet (apply warns).
+            let terminated = server_tls(world, me, server);
+            let http = matches!(protocol.as_str(), "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB");
+            if !http && terminated.is_none() {
+                continue; // PASSTHROUGH and other TLS servers are not served yet (apply warns).
             }
+            if let Some(t) = terminated {
+                let list = tls.entry(cport).or_default();
+                if !list.contains(&t) {
+                    list.push(t);
+                }
+            }
+            let https_redirect = http && server.tls.as_ref().is_some_and(|t| t.https_redirect);
             let entry = ports.entry(cport).or_insert_with(|| (protocol.clone(), BTreeMap::new()));
             for vs in vss {
                 let vs_ns = ns(&vs.metadata.namespace);
@@ -779,6 +824,7 @@ fn listeners(world: &World, me: &Workload) -> Vec<GatewayListener> {
                         let Some(domain) = host_intersection(dns, vs_host) else { continue };
                         let vh = entry.1.entry(domain.clone()).or_insert_with(|| VirtualHost {
                             name: format!("{domain}:{}", server.port.number),
+                            https_redirect,
                             domains: vec![domain.clone()],
                             routes: vec![],
                         });
@@ -800,12 +846,13 @@ fn listeners(world: &World, me: &Workload) -> Vec<GatewayListener> {
             protocol,
             virtual_hosts: vhosts.into_values().collect(),
             tcp_routes: vec![],
+            tls: tls.remove(&port).unwrap_or_default(),
         })
         .collect();
     for (port, tcp_routes) in tcp {
         // A port already serving HTTP keeps HTTP (Istio rejects the conflict; apply warns).
         if !out.iter().any(|l| l.port == port) {
-            out.push(GatewayListener { port, protocol: "TCP".into(), virtual_hosts: vec![], tcp_routes });
+            out.push(GatewayListener { port, protocol: "TCP".into(), virtual_hosts: vec![], tcp_routes, tls: vec![] });
         }
     }
     out.sort_by_key(|l| l.port);

@@ -74,6 +74,7 @@ pub async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Response<Bod
         let own = format!("{}/{}", q.get("namespace").map_or("", |s| s), q.get("pod").map_or("", |s| s));
         return match (req.method().clone(), req.uri().path()) {
             (Method::GET, "/v1/snapshot") if own == pod => snapshot(&server, &q).await,
+            (Method::GET, "/v1/credentials") => credential(&server, Some(&pod), &q),
             (Method::POST, "/v1/certificates") => match read_json::<CertificateRequest>(req).await {
                 Ok(body) => certificate(&server, &pod, &body),
                 Err(e) => e,
@@ -96,8 +97,46 @@ pub async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Response<Bod
         (Method::GET, "/v1/resources") => list(&server, &q),
         (Method::GET, "/v1/status") => status(&server, &q).await,
         (Method::GET, "/v1/snapshot") => snapshot(&server, &q).await,
+        (Method::GET, "/v1/credentials") => credential(&server, None, &q),
         _ => error(StatusCode::NOT_FOUND, format!("no API route {} {}", req.method(), req.uri().path())),
     }
+}
+
+/// A TLS credential from a Secret. A proxy (`caller`) may read only Secrets of its own
+/// namespace, and only if it is a gateway (Istio's gateways read Secrets in theirs).
+fn credential(server: &Server, caller: Option<&str>, q: &HashMap<String, String>) -> Response<Body> {
+    let name = q.get("name").map(String::as_str).unwrap_or_default();
+    let Some((ns, secret_name)) = name.split_once('/') else {
+        return error(StatusCode::BAD_REQUEST, "name=NAMESPACE/NAME");
+    };
+    let inner = server.state.lock();
+    if let Some(pod) = caller {
+        let allowed = inner.pods.get(pod).is_some_and(|p| {
+            p.workload.identity.role == crate::snapshot::Role::Gateway && p.workload.identity.namespace == ns
+        });
+        if !allowed {
+            return error(StatusCode::FORBIDDEN, format!("pod {pod} may not read Secrets in namespace {ns}"));
+        }
+    }
+    let secret = |n: &str| match inner.store.get(&resources::ResourceKey::new(Kind::Secret, ns, n)) {
+        Some(Resource::Secret(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let Some(s) = secret(secret_name) else {
+        return error(StatusCode::NOT_FOUND, format!("secret {name} not found"));
+    };
+    let text = |s: &resources::core::Secret, keys: &[&str]| {
+        keys.iter().find_map(|k| s.value(k)).map(|v| String::from_utf8_lossy(&v).into_owned())
+    };
+    let (Some(cert_chain), Some(key)) = (text(&s, &["tls.crt", "cert"]), text(&s, &["tls.key", "key"])) else {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("secret {name} has no tls.crt and tls.key (or cert and key)"),
+        );
+    };
+    let ca = text(&s, &["ca.crt", "cacert"])
+        .or_else(|| secret(&format!("{secret_name}-cacert")).and_then(|c| text(&c, &["ca.crt", "cacert"])));
+    net::json(StatusCode::OK, &crate::api::Credential { cert_chain, key, ca })
 }
 
 /// Signs the CSR of pod `key`'s proxy for the pod's own identity (its service account).

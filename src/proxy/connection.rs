@@ -96,6 +96,8 @@ pub enum Accept {
     Permissive(Arc<ServerConfig>),
     /// PeerAuthentication STRICT: mTLS only; a plaintext client is reset.
     Strict(Arc<ServerConfig>),
+    /// A gateway's HTTPS port: TLS with the certificate of the server the SNI names.
+    Sni(Arc<crate::tls::SniConfigs>),
 }
 
 /// A connection taken as bytes rather than HTTP (a TCP route): runs until the relay ends.
@@ -112,7 +114,7 @@ async fn starts_with_tls(stream: &TcpStream) -> bool {
 /// Settles the transport of an accepted connection; `None` when it was refused (reset, or a
 /// failed handshake).
 async fn establish(stream: TcpStream, peer: SocketAddr, accept: Accept) -> Option<(Stream, Connection)> {
-    let mut conn = Connection::accepted(&stream, peer);
+    let conn = Connection::accepted(&stream, peer);
     let config = match accept {
         Accept::Plain => return Some((Stream::Plain(stream), conn)),
         Accept::Permissive(config) => {
@@ -129,22 +131,44 @@ async fn establish(stream: TcpStream, peer: SocketAddr, accept: Accept) -> Optio
             }
             config
         }
+        Accept::Sni(servers) => {
+            let lazy = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+            let start = match tokio::time::timeout(SNIFF_TIMEOUT, lazy).await {
+                Ok(Ok(start)) => start,
+                _ => return None,
+            };
+            let sni = start.client_hello().server_name().map(str::to_string);
+            let Some(config) = servers.pick(sni.as_deref()) else {
+                log(&format!("tls: no server for SNI {sni:?} from {peer}; closing"));
+                return None;
+            };
+            return match start.into_stream(config).await {
+                Ok(tls) => Some(terminated(tls, conn)),
+                Err(e) => {
+                    log(&format!("tls: handshake with {peer} (SNI {sni:?}) failed: {e}"));
+                    None
+                }
+            };
+        }
     };
     match tokio_rustls::TlsAcceptor::from(config).accept(stream).await {
-        Ok(tls) => {
-            let session = tls.get_ref().1;
-            let (identity, hash) = crate::tls::peer_of(session.peer_certificates());
-            conn.peer_identity = identity.map(Into::into);
-            conn.peer_cert_hash = hash;
-            conn.sni = session.server_name().map(str::to_string);
-            conn.alpn = session.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned());
-            Some((Stream::Server(Box::new(tls)), conn))
-        }
+        Ok(tls) => Some(terminated(tls, conn)),
         Err(e) => {
             log(&format!("tls: handshake with {peer} failed: {e}"));
             None
         }
     }
+}
+
+/// The record of a connection whose TLS was terminated here.
+fn terminated(tls: tokio_rustls::server::TlsStream<TcpStream>, mut conn: Connection) -> (Stream, Connection) {
+    let session = tls.get_ref().1;
+    let (identity, hash) = crate::tls::peer_of(session.peer_certificates());
+    conn.peer_identity = identity.map(Into::into);
+    conn.peer_cert_hash = hash;
+    conn.sni = session.server_name().map(str::to_string);
+    conn.alpn = session.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned());
+    (Stream::Server(Box::new(tls)), conn)
 }
 
 /// Accepts on `listener` until the task is dropped; each connection runs on its own task.

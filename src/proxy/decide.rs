@@ -103,6 +103,18 @@ pub fn decide<'a>(
             Listener::Gateway { .. } => Decision::Reply { reply: Reply::NoRoute, service: view.authority.into() },
         };
     };
+    if vhost.https_redirect {
+        // Envoy's `require_tls: ALL`: the same host and path over https, before any route.
+        let location = match view.query {
+            Some(q) => format!("https://{}{}?{q}", view.authority, view.path),
+            None => format!("https://{}{}", view.authority, view.path),
+        };
+        return Decision::Redirect {
+            status: StatusCode::MOVED_PERMANENTLY,
+            location,
+            service: vhost.name.as_str().into(),
+        };
+    }
     let Some(route) = vhost.route(view) else {
         return Decision::Reply { reply: Reply::NoRoute, service: vhost.name.as_str().into() };
     };

@@ -133,7 +133,12 @@ mod tests {
             action: RouteAction::Direct { status: 200, body: String::new() },
             policy: snapshot::RoutePolicy { rewrite: Some(rewrite), ..Default::default() },
         };
-        Table::new(&[snapshot::VirtualHost { name: "v".into(), domains: vec!["*".into()], routes: vec![r] }])
+        Table::new(&[snapshot::VirtualHost {
+            name: "v".into(),
+            https_redirect: false,
+            domains: vec!["*".into()],
+            routes: vec![r],
+        }])
     }
 
     fn rewritten(path: PathMatch, rw: Rewrite, request: &str) -> String {

@@ -192,7 +192,12 @@ mod tests {
     fn table(hosts: &[&str]) -> Table {
         let vhosts: Vec<snapshot::VirtualHost> = hosts
             .iter()
-            .map(|h| snapshot::VirtualHost { name: format!("{h}:80"), domains: vec![h.to_string()], routes: vec![] })
+            .map(|h| snapshot::VirtualHost {
+                name: format!("{h}:80"),
+                https_redirect: false,
+                domains: vec![h.to_string()],
+                routes: vec![],
+            })
             .collect();
         Table::new(&vhosts)
     }

@@ -34,6 +34,8 @@ pub struct VirtualHost {
     pub name: String,
     domains: Vec<String>,
     pub routes: Vec<Route>,
+    /// The Gateway server's `httpsRedirect` (Envoy's `require_tls: ALL`).
+    pub https_redirect: bool,
 }
 
 #[derive(Debug)]
@@ -103,7 +105,7 @@ impl Table {
                         .ok()
                 })
                 .collect();
-            out.push(VirtualHost { name: vh.name.clone(), domains, routes });
+            out.push(VirtualHost { name: vh.name.clone(), domains, routes, https_redirect: vh.https_redirect });
         }
         Table { vhosts: out, exact }
     }
@@ -357,7 +359,12 @@ mod tests {
     }
 
     fn vhost(name: &str, domains: &[&str], routes: Vec<snapshot::Route>) -> snapshot::VirtualHost {
-        snapshot::VirtualHost { name: name.into(), domains: domains.iter().map(|s| s.to_string()).collect(), routes }
+        snapshot::VirtualHost {
+            name: name.into(),
+            https_redirect: false,
+            domains: domains.iter().map(|s| s.to_string()).collect(),
+            routes,
+        }
     }
 
     fn req<'a>(authority: &'a str, path: &'a str, headers: &'a HeaderMap) -> RequestView<'a> {

@@ -89,8 +89,21 @@ pub fn unenforced(r: &Resource) -> Vec<String> {
         Resource::Gateway(g) => {
             for (i, s) in g.spec.servers.iter().enumerate() {
                 let path = format!("spec.servers[{i}]");
-                if s.tls.is_some() {
-                    out.push(not_enforced(format!("{path}.tls")));
+                // Enforced: httpsRedirect, SIMPLE and MUTUAL from a credentialName.
+                if let Some(tls) = &s.tls {
+                    let mode = tls.mode.as_deref().unwrap_or("PASSTHROUGH");
+                    let from_secret = tls.credential_name.is_some() || !tls.credential_names.is_empty();
+                    match mode {
+                        "SIMPLE" | "MUTUAL" if from_secret => {}
+                        "SIMPLE" | "MUTUAL" => out.push(format!(
+                            "{path}.tls: certificates from files are not served by meshrig; put them in a Secret \
+                             (`meshrig create secret tls NAME --cert FILE --key FILE -n istio-system`) and name it in credentialName"
+                        )),
+                        _ if s.port.protocol.eq_ignore_ascii_case("HTTP") => {}
+                        other => out.push(format!(
+                            "{path}.tls: mode {other} is accepted but not served yet by meshrig (SIMPLE and MUTUAL are)"
+                        )),
+                    }
                 }
                 if s.bind.is_some() {
                     out.push(not_enforced(format!("{path}.bind")));
