@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - `store`: applied resources, persisted, all-or-nothing.
+//! - `certmanager`: Certificates issued into Secrets by `selfSigned` and `ca` issuers.
 //! - `backend`: what runs workloads, as the API sees it (admission); `Local` today.
 //! - `gateway_ports`: where the ingress gateway publishes each Gateway server, said at apply.
 //! - `lock`: one control plane per environment (a file lock held for its life).
@@ -11,6 +12,7 @@
 //! - `server`: the HTTP API (`api` has the wire types).
 
 pub mod backend;
+pub mod certmanager;
 pub mod gateway_ports;
 pub mod lock;
 pub mod runner;

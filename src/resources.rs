@@ -7,10 +7,12 @@
 //! - `mesh_config`: Istio's mesh config as the `istio` ConfigMap carries it.
 //! - `networking`: Gateway, VirtualService, DestinationRule, ServiceEntry (complete istio/api fields).
 //! - `security`: PeerAuthentication, AuthorizationPolicy.
+//! - `certmanager`: cert-manager's Certificate, Issuer, ClusterIssuer.
 //! - `parse`: multi-document YAML → `Document`s, errors with absolute file:line:column.
 //! - `locate`: the line of a field path in a document (for findings made after parsing).
 //! - `validate`: Istio's semantic rules, and the list of fields meshrig does not enforce yet.
 
+pub mod certmanager;
 pub mod core;
 pub mod locate;
 pub mod mesh_config;
@@ -124,6 +126,7 @@ macro_rules! kinds {
 
 const CORE_V1: &[&str] = &["v1"];
 const APPS_V1: &[&str] = &["apps/v1"];
+const CERT_MANAGER: &[&str] = &["cert-manager.io/v1"];
 const ISTIO_SECURITY: &[&str] = &["security.istio.io/v1", "security.istio.io/v1beta1"];
 const ISTIO_NETWORKING: &[&str] =
     &["networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"];
@@ -133,6 +136,13 @@ kinds! {
     ServiceAccount(core::ServiceAccount) { plural: "serviceaccounts", short: "sa", versions: CORE_V1, namespaced: true },
     ConfigMap(core::ConfigMap) { plural: "configmaps", short: "cm", versions: CORE_V1, namespaced: true },
     Secret(core::Secret) { plural: "secrets", short: "secret", versions: CORE_V1, namespaced: true },
+    Issuer(certmanager::Issuer) { plural: "issuers", short: "issuer", versions: CERT_MANAGER, namespaced: true },
+    ClusterIssuer(certmanager::Issuer) {
+        plural: "clusterissuers", short: "clusterissuer", versions: CERT_MANAGER, namespaced: false
+    },
+    Certificate(certmanager::Certificate) {
+        plural: "certificates", short: "cert", versions: CERT_MANAGER, namespaced: true
+    },
     Service(core::Service) { plural: "services", short: "svc", versions: CORE_V1, namespaced: true },
     Deployment(core::Deployment) { plural: "deployments", short: "deploy", versions: APPS_V1, namespaced: true },
     Gateway(networking::Gateway) { plural: "gateways", short: "gw", versions: ISTIO_NETWORKING, namespaced: true },

@@ -233,6 +233,9 @@ fn apply(server: &Server, body: ApplyRequest) -> Response<Body> {
         batch[*first].1.push(note);
     }
     gateway_port_notes(state, &inner.store, &mut batch);
+    if errors.is_empty() {
+        crate::control_plane::certmanager::issue(&inner.store, &mut batch);
+    }
     // Pods of every Deployment once this batch is in, against the environment's bound.
     let replicas = |r: &Resource| if let Resource::Deployment(d) = r { u64::from(d.replicas()) } else { 0 };
     let batch_keys: std::collections::HashSet<resources::ResourceKey> = batch.iter().map(|(r, _)| r.key()).collect();

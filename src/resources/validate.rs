@@ -65,6 +65,8 @@ pub fn validate(r: &Resource) -> Result<Vec<String>, Vec<String>> {
         Resource::Namespace(_) | Resource::ServiceAccount(_) => {}
         Resource::ConfigMap(cm) => validate_config_map(cm, &mut rep),
         Resource::Secret(s) => validate_secret(s, &mut rep),
+        Resource::Issuer(i) | Resource::ClusterIssuer(i) => validate_issuer(i, &mut rep),
+        Resource::Certificate(c) => validate_certificate(c, &mut rep),
         Resource::Service(s) => validate_service(s, &mut rep),
         Resource::Deployment(d) => validate_deployment(d, &mut rep),
         Resource::Gateway(g) => validate_gateway(g, &mut rep),
@@ -265,6 +267,7 @@ fn check_export_to(path: &str, export_to: &[String], rep: &mut Report) {
     }
 }
 
+mod certmanager;
 mod destination_rule;
 mod gateway;
 mod security;
@@ -273,6 +276,7 @@ mod unenforced;
 mod virtual_service;
 mod workloads;
 
+use certmanager::*;
 use destination_rule::*;
 use gateway::*;
 use security::*;

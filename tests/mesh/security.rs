@@ -328,3 +328,54 @@ fn a_secure_gateway_serves_simple_and_mutual_tls_from_secrets_and_picks_up_a_rot
     write("client.key", &client_key);
     assert_eq!(https(&mesh, &port, "/status/418", &["--cert", "client.crt", "--key", "client.key"]), ("418".into(), 0));
 }
+
+#[test]
+fn cert_manager_certificates_from_self_signed_and_ca_issuers_serve_a_secure_gateway() {
+    let mesh = Mesh::up();
+    let applied = mesh.apply_yaml(
+        "issuers.yaml",
+        "apiVersion: cert-manager.io/v1\nkind: Issuer\nmetadata: {name: selfsigned, namespace: istio-system}\nspec:\n  selfSigned: {}\n---\napiVersion: cert-manager.io/v1\nkind: Certificate\nmetadata: {name: example-ca, namespace: istio-system}\nspec:\n  isCA: true\n  commonName: example-ca\n  secretName: example-ca\n  privateKey: {algorithm: ECDSA, size: 256}\n  issuerRef: {name: selfsigned, kind: Issuer}\n---\napiVersion: cert-manager.io/v1\nkind: Issuer\nmetadata: {name: example-ca-issuer, namespace: istio-system}\nspec:\n  ca: {secretName: example-ca}\n---\napiVersion: cert-manager.io/v1\nkind: Certificate\nmetadata: {name: httpbin, namespace: istio-system}\nspec:\n  secretName: httpbin-credential\n  dnsNames: [httpbin.example.com]\n  issuerRef: {name: example-ca-issuer}\n",
+    );
+    assert!(
+        applied.contains("secret/example-ca created") && applied.contains("secret/httpbin-credential created"),
+        "{applied}"
+    );
+    // Applying the same again issues nothing new.
+    let again = mesh.ok(&["apply", "-f", "issuers.yaml"]);
+    assert!(!again.contains("secret/"), "{again}");
+    let secret: serde_json::Value =
+        serde_json::from_str(&mesh.ok(&["get", "secret", "httpbin-credential", "-n", "istio-system", "-o", "json"]))
+            .unwrap();
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+    assert_eq!(secret["metadata"]["annotations"]["cert-manager.io/certificate-name"], "httpbin");
+    use base64::Engine as _;
+    let ca = base64::engine::general_purpose::STANDARD.decode(secret["data"]["ca.crt"].as_str().unwrap()).unwrap();
+    std::fs::write(mesh.work.path().join("ca.crt"), &ca).unwrap();
+    let leaf = base64::engine::general_purpose::STANDARD.decode(secret["data"]["tls.crt"].as_str().unwrap()).unwrap();
+    let info = meshrig::tls::describe(&String::from_utf8(leaf).unwrap()).unwrap();
+    assert_eq!(info[0].dns, vec!["httpbin.example.com".to_string()]);
+    assert!(info[0].issuer.contains("example-ca"), "{:?}", info[0]);
+
+    mesh.apply_yaml(
+        "gateway.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: mygateway\nspec:\n  selector:\n    istio: ingressgateway\n  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    tls: {mode: SIMPLE, credentialName: httpbin-credential}\n    hosts: [httpbin.example.com]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: httpbin\nspec:\n  hosts: [httpbin.example.com]\n  gateways: [mygateway]\n  http:\n  - route:\n    - destination: {port: {number: 8000}, host: httpbin}\n",
+    );
+    let port = mesh.status()["gateway"]["https"].as_str().unwrap().rsplit(':').next().unwrap().to_string();
+    assert_eq!(https(&mesh, &port, "/status/418", &[]), ("418".into(), 0));
+
+    // ACME needs the internet: refused with what to do instead. A ClusterIssuer whose CA Secret
+    // is not in cert-manager's namespace issues nothing, and says so.
+    std::fs::write(
+        mesh.work.path().join("acme.yaml"),
+        "apiVersion: cert-manager.io/v1\nkind: ClusterIssuer\nmetadata: {name: letsencrypt}\nspec:\n  acme:\n    server: https://acme-v02.api.letsencrypt.org/directory\n",
+    )
+    .unwrap();
+    let acme = mesh.run(&["apply", "-f", "acme.yaml"]);
+    let said = crate::support::text(&acme);
+    assert!(!acme.status.success() && said.contains("needs the internet") && said.contains("selfSigned"), "{said}");
+    let pending = mesh.apply_yaml(
+        "cluster.yaml",
+        "apiVersion: cert-manager.io/v1\nkind: ClusterIssuer\nmetadata: {name: corp-ca}\nspec:\n  ca: {secretName: corp-ca}\n---\napiVersion: cert-manager.io/v1\nkind: Certificate\nmetadata: {name: other, namespace: istio-system}\nspec:\n  secretName: other\n  dnsNames: [other.example.com]\n  issuerRef: {name: corp-ca, kind: ClusterIssuer}\n",
+    );
+    assert!(pending.contains("not issued yet") && pending.contains("cert-manager/corp-ca"), "{pending}");
+}

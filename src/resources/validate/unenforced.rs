@@ -71,8 +71,19 @@ pub fn unenforced(r: &Resource) -> Vec<String> {
         | Resource::ServiceAccount(_)
         | Resource::ConfigMap(_)
         | Resource::Secret(_)
+        | Resource::Issuer(_)
+        | Resource::ClusterIssuer(_)
         | Resource::Service(_)
         | Resource::PeerAuthentication(_) => {}
+        Resource::Certificate(c) => {
+            if c.spec.renew_before.is_some() {
+                out.push(
+                    "spec.renewBefore is accepted but not enforced yet by meshrig: a Certificate is issued when it is \
+                     applied (apply it again to renew)"
+                        .into(),
+                );
+            }
+        }
         Resource::AuthorizationPolicy(ap) => {
             if ap.spec.target_ref.is_some() {
                 out.push(not_enforced("spec.targetRef"));
