@@ -357,7 +357,13 @@ pub async fn target(client: &api::Client, env: &Env) -> anyhow::Result<Target> {
             workloads.entry(format!("{}/{}", p.namespace, p.workload)).or_insert(*outbound);
         }
     }
-    Ok(Target { gateway: SocketAddr::from((Ipv4Addr::LOCALHOST, s.http_port)), gateway_admin, workloads })
+    Ok(Target {
+        gateway: SocketAddr::from((Ipv4Addr::LOCALHOST, s.http_port)),
+        gateway_admin,
+        workloads,
+        gateway_https: SocketAddr::from((Ipv4Addr::LOCALHOST, s.https_port)),
+        api: Some(client.clone()),
+    })
 }
 
 /// Prints one outcome as it is known (stdout, for people).

@@ -97,6 +97,10 @@ pub struct CheckRequest {
     /// With `via: workload`: `NAMESPACE/DEPLOYMENT` whose pod sends the request.
     #[serde(default)]
     pub from: Option<String>,
+    /// HTTPS to the gateway's port 443 (published on `up --https-port`), SNI and Host from
+    /// `host`, trusting the CA in a Secret and, for MUTUAL, presenting a certificate from another.
+    #[serde(default)]
+    pub tls: Option<CheckTls>,
     /// Host header.
     pub host: String,
     pub path: String,
@@ -114,6 +118,16 @@ pub struct CheckRequest {
     /// app itself needs longer).
     #[serde(default = "five")]
     pub timeout_seconds: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CheckTls {
+    /// `NAMESPACE/NAME` of the Secret whose `ca.crt` (else `tls.crt`) the client trusts.
+    pub ca_secret: String,
+    /// `NAMESPACE/NAME` of a Secret whose `tls.crt` and `tls.key` the client presents.
+    #[serde(default)]
+    pub client_secret: Option<String>,
 }
 
 fn five() -> u64 {
@@ -276,12 +290,19 @@ pub struct Target {
     pub gateway_admin: Option<SocketAddr>,
     /// `namespace/deployment` → the outbound listener of its (first) pod, for `via: workload`.
     pub workloads: std::collections::BTreeMap<String, SocketAddr>,
+    /// The gateway's published HTTPS port (container port 8443).
+    pub gateway_https: SocketAddr,
+    /// The control plane, for the Secrets an HTTPS check trusts and presents.
+    pub api: Option<crate::api::Client>,
 }
 
 fn describe_request(c: &Check, target: &Target) -> String {
     let r = &c.request;
     let mut out = match (&r.via, &r.from) {
         (Via::Workload, Some(from)) => format!("{} http://{}{} from {from}", r.method, r.host, r.path),
+        (Via::Gateway, _) if r.tls.is_some() => {
+            format!("{} https://{}{} (via {})", r.method, r.host, r.path, target.gateway_https)
+        }
         _ => format!("{} http://{}{} (Host: {})", r.method, target.gateway, r.path, r.host),
     };
     if let Some(user) = &r.login {
@@ -421,6 +442,13 @@ async fn attempt(client: &net::HttpClient, c: &Check, target: &Target, request_i
                 (format!("http://{}{}", c.request.host, c.request.path), Some(*outbound))
             }
         };
+        let (uri, tls) = match (&c.request.tls, c.request.via) {
+            (Some(t), Via::Gateway) => match tls_client(target, t).await {
+                Ok(config) => (c.request.path.clone(), Some(config)),
+                Err(why) => return Seen::Invalid(why),
+            },
+            _ => (uri, None),
+        };
         let mut req = Request::builder()
             .method(c.request.method.as_str())
             .uri(uri)
@@ -431,6 +459,10 @@ async fn attempt(client: &net::HttpClient, c: &Check, target: &Target, request_i
             req = req.header(header::COOKIE, cookie);
         }
         seen = match (req.body(net::empty()), via) {
+            (Ok(r), None) if tls.is_some() => {
+                let sni = crate::proxy::route::strip_port(&c.request.host).to_string();
+                send_tls(target.gateway_https, sni, tls.clone().expect("checked"), r, c.request.timeout()).await
+            }
             (Ok(r), None) => send(client, r, c.request.timeout()).await,
             (Ok(r), Some(proxy)) => send_through(proxy, r, c.request.timeout()).await,
             (Err(e), _) => return Seen::Invalid(e.to_string()),
@@ -480,6 +512,79 @@ async fn login(client: &net::HttpClient, c: &Check, target: &Target, user: &str)
             body: format!("signing in as {user} gave no session cookie (POST /login answered {})", resp.status()),
         }),
     }
+}
+
+/// A TLS client that trusts the CA of the check's Secret and presents its client Secret.
+async fn tls_client(target: &Target, t: &CheckTls) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+    let api = target.api.as_ref().ok_or("no control plane to read Secrets from")?;
+    let secret = |name: &str| {
+        let name = name.to_string();
+        async move {
+            let (ns, n) = name.split_once('/').ok_or_else(|| format!("`{name}`: use NAMESPACE/NAME"))?;
+            let found = api.list(crate::resources::Kind::Secret, Some(ns), Some(n)).await.map_err(|e| e.to_string())?;
+            match found.into_iter().next() {
+                Some(crate::resources::Resource::Secret(s)) => Ok(s),
+                _ => Err(format!("Secret {name} does not exist (yet)")),
+            }
+        }
+    };
+    let text = |s: &crate::resources::core::Secret, keys: &[&str]| {
+        keys.iter().find_map(|k| s.value(k)).map(|v| String::from_utf8_lossy(&v).into_owned())
+    };
+    let ca_secret = secret(&t.ca_secret).await?;
+    let ca = text(&ca_secret, &["ca.crt", "tls.crt"]).ok_or_else(|| format!("Secret {} has no ca.crt", t.ca_secret))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in crate::tls::certs_from_pem(&ca)? {
+        roots.add(c).map_err(|e| e.to_string())?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let mut config = match &t.client_secret {
+        Some(name) => {
+            let s = secret(name).await?;
+            let (Some(cert), Some(key)) = (text(&s, &["tls.crt"]), text(&s, &["tls.key"])) else {
+                return Err(format!("Secret {name} has no tls.crt and tls.key"));
+            };
+            builder
+                .with_client_auth_cert(crate::tls::certs_from_pem(&cert)?, crate::tls::key_from_pem(&key)?)
+                .map_err(|e| e.to_string())?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(std::sync::Arc::new(config))
+}
+
+/// Sends `req` over TLS to `addr` (SNI `sni`) on a connection of its own.
+async fn send_tls(
+    addr: SocketAddr,
+    sni: String,
+    config: std::sync::Arc<rustls::ClientConfig>,
+    req: Request<net::Body>,
+    timeout: Duration,
+) -> Seen {
+    let connect = async {
+        let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let name = rustls_pki_types::ServerName::try_from(sni).map_err(|e| e.to_string())?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, stream)
+            .await
+            .map_err(|e| format!("TLS handshake: {e}"))?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .map_err(|e| crate::api::error_chain(&e))?;
+        tokio::spawn(conn);
+        Ok::<_, String>(sender)
+    };
+    let mut sender = match tokio::time::timeout(timeout, connect).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) if e.contains("refused") => return Seen::Refused,
+        Ok(Err(e)) => return Seen::Reset(e),
+        Err(_) => return Seen::Timeout,
+    };
+    read_answer(sender.send_request(req), timeout).await
 }
 
 /// Sends `req` (absolute URI) to the HTTP proxy at `proxy` on a connection of its own.
@@ -782,6 +887,7 @@ hints:
             request: CheckRequest {
                 via: Via::Gateway,
                 from: None,
+                tls: None,
                 host: "h".into(),
                 path: "/".into(),
                 method: get(),
