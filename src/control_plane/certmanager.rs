@@ -119,8 +119,7 @@ fn secret_for(store: &Store, batch: &Batch, c: &Certificate, ns: &str, hash: &st
                 ca.secret_name, issuer.metadata.name
             ));
         };
-        let text = |k: &str| ca_secret.value(k).map(|v| String::from_utf8_lossy(&v).into_owned());
-        let (Some(ca_cert), Some(ca_key)) = (text("tls.crt"), text("tls.key")) else {
+        let (Some(ca_cert), Some(ca_key)) = (ca_secret.text(&["tls.crt"]), ca_secret.text(&["tls.key"])) else {
             return Err(format!("the CA Secret {ca_ns}/{} has no tls.crt and tls.key", ca.secret_name));
         };
         let signer = KeyPair::from_pem(&ca_key).map_err(|e| format!("the CA key: {e}"))?;

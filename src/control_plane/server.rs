@@ -125,17 +125,15 @@ fn credential(server: &Server, caller: Option<&str>, q: &HashMap<String, String>
     let Some(s) = secret(secret_name) else {
         return error(StatusCode::NOT_FOUND, format!("secret {name} not found"));
     };
-    let text = |s: &resources::core::Secret, keys: &[&str]| {
-        keys.iter().find_map(|k| s.value(k)).map(|v| String::from_utf8_lossy(&v).into_owned())
-    };
-    let (Some(cert_chain), Some(key)) = (text(&s, &["tls.crt", "cert"]), text(&s, &["tls.key", "key"])) else {
+    let (Some(cert_chain), Some(key)) = (s.text(&["tls.crt", "cert"]), s.text(&["tls.key", "key"])) else {
         return error(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("secret {name} has no tls.crt and tls.key (or cert and key)"),
         );
     };
-    let ca = text(&s, &["ca.crt", "cacert"])
-        .or_else(|| secret(&format!("{secret_name}-cacert")).and_then(|c| text(&c, &["ca.crt", "cacert"])));
+    let ca = s
+        .text(&["ca.crt", "cacert"])
+        .or_else(|| secret(&format!("{secret_name}-cacert")).and_then(|c| c.text(&["ca.crt", "cacert"])));
     net::json(StatusCode::OK, &crate::api::Credential { cert_chain, key, ca })
 }
 

@@ -459,11 +459,13 @@ async fn attempt(client: &net::HttpClient, c: &Check, target: &Target, request_i
             req = req.header(header::COOKIE, cookie);
         }
         seen = match (req.body(net::empty()), via) {
-            (Ok(r), None) if tls.is_some() => {
-                let sni = crate::proxy::route::strip_port(&c.request.host).to_string();
-                send_tls(target.gateway_https, sni, tls.clone().expect("checked"), r, c.request.timeout()).await
-            }
-            (Ok(r), None) => send(client, r, c.request.timeout()).await,
+            (Ok(r), None) => match &tls {
+                Some(config) => {
+                    let sni = crate::proxy::route::strip_port(&c.request.host).to_string();
+                    send_tls(target.gateway_https, sni, config.clone(), r, c.request.timeout()).await
+                }
+                None => send(client, r, c.request.timeout()).await,
+            },
             (Ok(r), Some(proxy)) => send_through(proxy, r, c.request.timeout()).await,
             (Err(e), _) => return Seen::Invalid(e.to_string()),
         };
@@ -528,11 +530,8 @@ async fn tls_client(target: &Target, t: &CheckTls) -> Result<std::sync::Arc<rust
             }
         }
     };
-    let text = |s: &crate::resources::core::Secret, keys: &[&str]| {
-        keys.iter().find_map(|k| s.value(k)).map(|v| String::from_utf8_lossy(&v).into_owned())
-    };
     let ca_secret = secret(&t.ca_secret).await?;
-    let ca = text(&ca_secret, &["ca.crt", "tls.crt"]).ok_or_else(|| format!("Secret {} has no ca.crt", t.ca_secret))?;
+    let ca = ca_secret.text(&["ca.crt", "tls.crt"]).ok_or_else(|| format!("Secret {} has no ca.crt", t.ca_secret))?;
     let mut roots = rustls::RootCertStore::empty();
     for c in crate::tls::certs_from_pem(&ca)? {
         roots.add(c).map_err(|e| e.to_string())?;
@@ -544,7 +543,7 @@ async fn tls_client(target: &Target, t: &CheckTls) -> Result<std::sync::Arc<rust
     let mut config = match &t.client_secret {
         Some(name) => {
             let s = secret(name).await?;
-            let (Some(cert), Some(key)) = (text(&s, &["tls.crt"]), text(&s, &["tls.key"])) else {
+            let (Some(cert), Some(key)) = (s.text(&["tls.crt"]), s.text(&["tls.key"])) else {
                 return Err(format!("Secret {name} has no tls.crt and tls.key"));
             };
             builder
@@ -568,36 +567,36 @@ async fn send_tls(
     let connect = async {
         let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
         let name = rustls_pki_types::ServerName::try_from(sni).map_err(|e| e.to_string())?;
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, stream)
-            .await
-            .map_err(|e| format!("TLS handshake: {e}"))?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .map_err(|e| crate::api::error_chain(&e))?;
-        tokio::spawn(conn);
-        Ok::<_, String>(sender)
+        let connector = tokio_rustls::TlsConnector::from(config);
+        connector.connect(name, stream).await.map_err(|e| format!("TLS handshake: {e}"))
     };
-    let mut sender = match tokio::time::timeout(timeout, connect).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) if e.contains("refused") => return Seen::Refused,
-        Ok(Err(e)) => return Seen::Reset(e),
-        Err(_) => return Seen::Timeout,
-    };
-    read_answer(sender.send_request(req), timeout).await
+    send_on(connect, req, timeout).await
 }
 
 /// Sends `req` (absolute URI) to the HTTP proxy at `proxy` on a connection of its own.
 async fn send_through(proxy: SocketAddr, req: Request<net::Body>, timeout: Duration) -> Seen {
-    let connect = async {
-        let stream = tokio::net::TcpStream::connect(proxy).await.map_err(|e| e.to_string())?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+    let connect = async { tokio::net::TcpStream::connect(proxy).await.map_err(|e| e.to_string()) };
+    send_on(connect, req, timeout).await
+}
+
+/// Sends `req` on the connection `connect` makes (HTTP/1.1), all within `timeout`.
+async fn send_on<IO>(
+    connect: impl std::future::Future<Output = Result<IO, String>>,
+    req: Request<net::Body>,
+    timeout: Duration,
+) -> Seen
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let handshake = async {
+        let io = connect.await?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
             .await
             .map_err(|e| crate::api::error_chain(&e))?;
         tokio::spawn(conn);
         Ok::<_, String>(sender)
     };
-    let mut sender = match tokio::time::timeout(timeout, connect).await {
+    let mut sender = match tokio::time::timeout(timeout, handshake).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) if e.contains("refused") => return Seen::Refused,
         Ok(Err(e)) => return Seen::Reset(e),

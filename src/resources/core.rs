@@ -75,6 +75,11 @@ impl Secret {
         base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()
     }
 
+    /// The first of `keys` present, as text (PEM).
+    pub fn text(&self, keys: &[&str]) -> Option<String> {
+        keys.iter().find_map(|k| self.value(k)).map(|v| String::from_utf8_lossy(&v).into_owned())
+    }
+
     /// Every key, from `data` and `stringData`.
     pub fn keys(&self) -> std::collections::BTreeSet<&str> {
         self.data.keys().chain(self.string_data.keys()).map(String::as_str).collect()

@@ -126,7 +126,7 @@ fn secrets_are_created_as_kubectl_does_and_the_analyzer_finds_a_gateways_credent
         rcgen::CertificateParams::new(vec!["httpbin.example.com".to_string()]).unwrap().self_signed(&key).unwrap();
     std::fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
     std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
-    let created = mesh.ok(&[
+    let create = [
         "create",
         "secret",
         "tls",
@@ -137,20 +137,10 @@ fn secrets_are_created_as_kubectl_does_and_the_analyzer_finds_a_gateways_credent
         "tls.crt",
         "--key",
         "tls.key",
-    ]);
+    ];
+    let created = mesh.ok(&create);
     assert!(created.contains("secret/httpbin-credential created"), "{created}");
-    let again = mesh.run(&[
-        "create",
-        "secret",
-        "tls",
-        "httpbin-credential",
-        "-n",
-        "istio-system",
-        "--cert",
-        "tls.crt",
-        "--key",
-        "tls.key",
-    ]);
+    let again = mesh.run(&create);
     assert!(!again.status.success() && crate::support::text(&again).contains("already exists"));
     let swapped = mesh.run(&["create", "secret", "tls", "x", "--cert", "tls.key", "--key", "tls.crt"]);
     assert!(!swapped.status.success() && crate::support::text(&swapped).contains("not a TLS pair"));

@@ -54,9 +54,8 @@ pub(super) fn validate_secret(s: &crate::resources::core::Secret, rep: &mut Repo
             }
         }
     }
-    let text = |key: &str| s.value(key).map(|v| String::from_utf8_lossy(&v).into_owned());
     for key in ["tls.crt", "cert", "ca.crt", "cacert"] {
-        if let Some(pem) = text(key) {
+        if let Some(pem) = s.text(&[key]) {
             if crate::tls::certs_from_pem(&pem).is_err() {
                 rep.warn(
                     format!("data.{key}"),
@@ -66,7 +65,7 @@ pub(super) fn validate_secret(s: &crate::resources::core::Secret, rep: &mut Repo
         }
     }
     for key in ["tls.key", "key"] {
-        if let Some(pem) = text(key) {
+        if let Some(pem) = s.text(&[key]) {
             if crate::tls::key_from_pem(&pem).is_err() {
                 rep.warn(format!("data.{key}"), "is not a PEM private key; a gateway could not use it");
             }
