@@ -24,6 +24,7 @@ pub mod ca;
 pub mod cli;
 pub mod control_plane;
 pub mod env;
+pub mod jwt;
 pub mod labs;
 pub mod net;
 pub mod proxy;

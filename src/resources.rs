@@ -6,7 +6,7 @@
 //! - `core`: Namespace, ServiceAccount, ConfigMap, Secret, Service, Deployment.
 //! - `mesh_config`: Istio's mesh config as the `istio` ConfigMap carries it.
 //! - `networking`: Gateway, VirtualService, DestinationRule, ServiceEntry (complete istio/api fields).
-//! - `security`: PeerAuthentication, AuthorizationPolicy.
+//! - `security`: PeerAuthentication, AuthorizationPolicy, RequestAuthentication.
 //! - `certmanager`: cert-manager's Certificate, Issuer, ClusterIssuer.
 //! - `parse`: multi-document YAML → `Document`s, errors with absolute file:line:column.
 //! - `locate`: the line of a field path in a document (for findings made after parsing).
@@ -160,6 +160,9 @@ kinds! {
     },
     AuthorizationPolicy(security::AuthorizationPolicy) {
         plural: "authorizationpolicies", short: "ap", versions: ISTIO_SECURITY, namespaced: true
+    },
+    RequestAuthentication(security::RequestAuthentication) {
+        plural: "requestauthentications", short: "ra", versions: ISTIO_SECURITY, namespaced: true
     },
 }
 

@@ -88,6 +88,9 @@ pub struct Snapshot {
     /// Sidecar and gateway: the AuthorizationPolicies that apply to this workload, compiled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub authz: Vec<crate::authz::Policy>,
+    /// Sidecar and gateway: the JWT rules of the RequestAuthentications that apply here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jwt: Vec<crate::jwt::Rule>,
 }
 
 /// A TCP service port as a sidecar reaches it: its domains and `tcp` rules.
@@ -113,9 +116,10 @@ impl Snapshot {
             outbound_policy,
             outbound_tcp,
             authz,
+            jwt,
         } = self;
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        (proxy, inbound, outbound, listeners, clusters, outbound_policy, outbound_tcp, authz).hash(&mut h);
+        (proxy, inbound, outbound, listeners, clusters, outbound_policy, outbound_tcp, authz, jwt).hash(&mut h);
         h.finish()
     }
 }

@@ -44,6 +44,7 @@ pub fn reads(kind: Kind) -> bool {
             | Kind::PeerAuthentication
             | Kind::AuthorizationPolicy
             | Kind::Secret
+            | Kind::RequestAuthentication
     )
 }
 
@@ -69,6 +70,8 @@ pub struct World {
     peer_authentications: Vec<PeerAuthentication>,
     /// Compiled, with the namespace and selector that say whom each applies to.
     authorization: Vec<(String, Option<Labels>, crate::authz::Policy)>,
+    /// Each RequestAuthentication's namespace, selector and JWT rules.
+    request_authentication: Vec<(String, Option<Labels>, Vec<crate::jwt::Rule>)>,
     /// `namespace/name` → a hash of each Secret's content (never the content: gateways fetch
     /// that themselves).
     secrets: HashMap<String, u64>,
@@ -99,6 +102,11 @@ impl World {
                 Resource::Gateway(g) => w.gateways.push(g),
                 Resource::ServiceEntry(se) => w.service_entries.push(se),
                 Resource::PeerAuthentication(pa) => w.peer_authentications.push(pa),
+                Resource::RequestAuthentication(ra) => {
+                    let selector = ra.spec.selector.as_ref().map(|s| s.match_labels.clone()).filter(|l| !l.is_empty());
+                    let rules = ra.spec.jwt_rules.iter().map(jwt_rule).collect();
+                    w.request_authentication.push((ns(&ra.metadata.namespace).to_string(), selector, rules));
+                }
                 Resource::Secret(s) => {
                     use std::hash::{Hash, Hasher};
                     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -999,6 +1007,41 @@ fn authorization(world: &World, me: &Workload) -> Vec<crate::authz::Policy> {
         .collect()
 }
 
+fn jwt_rule(r: &crate::resources::security::JwtRule) -> crate::jwt::Rule {
+    crate::jwt::Rule {
+        issuer: r.issuer.clone(),
+        audiences: r.audiences.clone(),
+        jwks: r.jwks.clone().unwrap_or_default(),
+        from_headers: r
+            .from_headers
+            .iter()
+            .map(|h| (h.name.to_ascii_lowercase(), h.prefix.clone().unwrap_or_default()))
+            .collect(),
+        from_params: r.from_params.clone(),
+        output_payload_to_header: r.output_payload_to_header.clone(),
+        forward_original_token: r.forward_original_token.unwrap_or(false),
+        output_claim_to_headers: r
+            .output_claim_to_headers
+            .iter()
+            .map(|c| (c.header.clone(), c.claim.clone()))
+            .collect(),
+    }
+}
+
+/// The JWT rules of the RequestAuthentications that apply to `me` (scoped as AuthorizationPolicy).
+fn jwt_rules(world: &World, me: &Workload) -> Vec<crate::jwt::Rule> {
+    let id = &me.identity;
+    world
+        .request_authentication
+        .iter()
+        .filter(|(ra_ns, selector, _)| {
+            (ra_ns == &id.namespace || ra_ns == ROOT_NAMESPACE)
+                && selector.as_ref().is_none_or(|s| selects(s, &id.labels))
+        })
+        .flat_map(|(_, _, rules)| rules.iter().cloned())
+        .collect()
+}
+
 /// The snapshot for the proxy of pod `me`.
 pub fn snapshot(world: &World, me: &Workload, version: Version) -> Snapshot {
     let mut snap = Snapshot {
@@ -1018,6 +1061,7 @@ pub fn snapshot(world: &World, me: &Workload, version: Version) -> Snapshot {
     }
     if me.identity.role != Role::Plain {
         snap.authz = authorization(world, me);
+        snap.jwt = jwt_rules(world, me);
     }
     if me.identity.role == Role::Sidecar {
         snap.inbound = me

@@ -11,6 +11,7 @@ use http::{header, HeaderMap, HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 
 use crate::authz;
+use crate::jwt::TokenAt;
 use crate::net::{self, Body};
 use crate::proxy::connection::{Connection, Reset};
 use crate::proxy::decide::{self, Decision, Listener};
@@ -70,9 +71,9 @@ pub async fn handle(
             if mode == Some(MtlsMode::Strict) && !conn.mtls() {
                 return Err(Reset("plaintext under STRICT mutual TLS"));
             }
-            if !authorized(&runtime, &conn, port, &req) {
+            if let Some(refused) = admit(&runtime, &conn, port, &mut req) {
                 let service = runtime.inbound.get(&port).map_or_else(|| "unknown".into(), |i| i.service.clone());
-                (Routed::reply(Reply::AccessDenied), service, None)
+                (refused, service, None)
             } else {
                 client_cert_header(req.headers_mut(), &conn, runtime.me.principal.as_deref());
                 let (mut r, s) = inbound(&runtime, &shared, port, req).await;
@@ -82,13 +83,12 @@ pub async fn handle(
                 (r, s, None)
             }
         }
-        // The gateway's RBAC filter runs before its router.
-        Direction::Gateway { port } if !authorized(&runtime, &conn, port, &req) => {
-            (Routed::reply(Reply::AccessDenied), "unknown".into(), None)
-        }
-        Direction::Outbound | Direction::Gateway { .. } => {
-            routed(&runtime, &shared, direction, req, &conn, explain_id.is_some()).await?
-        }
+        // The gateway's jwt_authn and RBAC filters run before its router.
+        Direction::Gateway { port } => match admit(&runtime, &conn, port, &mut req) {
+            Some(refused) => (refused, "unknown".into(), None),
+            None => routed(&runtime, &shared, direction, req, &conn, explain_id.is_some()).await?,
+        },
+        Direction::Outbound => routed(&runtime, &shared, direction, req, &conn, explain_id.is_some()).await?,
     };
     if let (Some(id), Some((method, path, authority)), Some(routing)) = (explain_id, request_line, routing) {
         let status = routed.response.status().as_u16();
@@ -372,11 +372,48 @@ fn destination_port(uri: &Uri, authority: &str) -> u16 {
     authority.get(host.len() + 1..).and_then(|p| p.parse().ok()).unwrap_or(80)
 }
 
-/// The AuthorizationPolicies in force on this workload, for one HTTP request on container
-/// `port` (Envoy's RBAC filter: before routing, from the connection record and the request).
-fn authorized<B>(runtime: &Runtime, conn: &Connection, port: u16, req: &Request<B>) -> bool {
-    if runtime.snapshot.authz.is_empty() {
-        return true;
+/// Envoy's jwt_authn then RBAC filters, before routing, for one HTTP request on container
+/// `port`: a token its RequestAuthentication refuses gets 401 with Envoy's text (no token
+/// passes, without an identity); then the AuthorizationPolicies judge the request, with the
+/// token's principal and claims. `Some` is the answer that refuses the request.
+fn admit<B>(runtime: &Runtime, conn: &Connection, port: u16, req: &mut Request<B>) -> Option<Routed> {
+    let snap = &runtime.snapshot;
+    if snap.authz.is_empty() && snap.jwt.is_empty() {
+        return None;
+    }
+    let mut verified = None;
+    if let Some((token, at)) = crate::jwt::find_token(&snap.jwt, req.headers(), req.uri().query()) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        match crate::jwt::verify(&snap.jwt, &token, now) {
+            Ok(v) => {
+                let rule = &snap.jwt[v.rule];
+                if let (TokenAt::Header(name), false) = (&at, rule.forward_original_token) {
+                    req.headers_mut().remove(name.as_str());
+                }
+                if let Some(h) = &rule.output_payload_to_header {
+                    put_header(req.headers_mut(), h, &v.payload);
+                }
+                for (h, claim) in &rule.output_claim_to_headers {
+                    if let Some(value) = v.claims.get(claim).and_then(|c| c.as_str()) {
+                        put_header(req.headers_mut(), h, value);
+                    }
+                }
+                verified = Some(v);
+            }
+            Err(refusal) => {
+                let mut routed = Routed::plain(net::text(http::StatusCode::UNAUTHORIZED, refusal.message()));
+                let realm = format!(
+                    "Bearer realm=\"http://{}{}\", error=\"invalid_token\"",
+                    authority_of(req),
+                    req.uri().path()
+                );
+                set_header(routed.response.headers_mut(), "www-authenticate", &realm);
+                return Some(routed);
+            }
+        }
+    }
+    if snap.authz.is_empty() {
+        return None;
     }
     let host = authority_of(req);
     let http = authz::Http {
@@ -384,10 +421,20 @@ fn authorized<B>(runtime: &Runtime, conn: &Connection, port: u16, req: &Request<
         method: req.method().as_str(),
         path: req.uri().path(),
         headers: req.headers(),
-        request_principal: None,
-        claims: None,
+        request_principal: verified.as_ref().map(|v| v.principal.as_str()),
+        claims: verified.as_ref().map(|v| &v.claims),
     };
-    authz::decide(&runtime.snapshot.authz, &attributes(conn, port, Some(http))) == authz::Verdict::Allow
+    match authz::decide(&snap.authz, &attributes(conn, port, Some(http))) {
+        authz::Verdict::Allow => None,
+        authz::Verdict::Deny(_) => Some(Routed::reply(Reply::AccessDenied)),
+    }
+}
+
+/// A header whose name comes from configuration.
+fn put_header(headers: &mut HeaderMap, name: &str, value: &str) {
+    if let (Ok(n), Ok(v)) = (http::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+        headers.insert(n, v);
+    }
 }
 
 /// What authorization judges a connection (and, for HTTP, a request) on.

@@ -75,6 +75,7 @@ pub fn validate(r: &Resource) -> Result<Vec<String>, Vec<String>> {
         Resource::ServiceEntry(se) => validate_service_entry(se, &mut rep),
         Resource::PeerAuthentication(pa) => validate_peer_authentication(pa, &mut rep),
         Resource::AuthorizationPolicy(ap) => validate_authorization_policy(ap, &mut rep),
+        Resource::RequestAuthentication(ra) => validate_request_authentication(ra, &mut rep),
     }
     if rep.errors.is_empty() {
         Ok(rep.warnings)

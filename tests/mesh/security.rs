@@ -369,3 +369,91 @@ fn cert_manager_certificates_from_self_signed_and_ca_issuers_serve_a_secure_gate
     );
     assert!(pending.contains("not issued yet") && pending.contains("cert-manager/corp-ca"), "{pending}");
 }
+
+/// An ES256 signer with its JWKS, standing in for istio.io's demo issuer.
+struct JwtIssuer {
+    key: aws_lc_rs::signature::EcdsaKeyPair,
+    jwks: String,
+}
+
+impl JwtIssuer {
+    fn new() -> JwtIssuer {
+        use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
+        use base64::Engine as _;
+        let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let p = key.public_key().as_ref().to_vec();
+        let enc = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let jwks = format!(
+            r#"{{"keys":[{{"kty":"EC","crv":"P-256","kid":"demo","x":"{}","y":"{}"}}]}}"#,
+            enc(&p[1..33]),
+            enc(&p[33..65])
+        );
+        JwtIssuer { key, jwks }
+    }
+    fn token(&self, exp_in: i64) -> String {
+        use base64::Engine as _;
+        let enc = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let claims = serde_json::json!({"iss": "testing@secure.istio.io", "sub": "testing@secure.istio.io", "exp": now + exp_in, "groups": ["group1"]});
+        let signed = format!("{}.{}", enc(br#"{"alg":"ES256","kid":"demo"}"#), enc(claims.to_string().as_bytes()));
+        let sig = self.key.sign(&aws_lc_rs::rand::SystemRandom::new(), signed.as_bytes()).unwrap();
+        format!("{signed}.{}", enc(sig.as_ref()))
+    }
+}
+
+#[test]
+fn request_authentication_at_the_gateway_answers_as_istios_authentication_policy_task() {
+    let mesh = Mesh::up();
+    mesh.ok(&["apply", "-f", sample("httpbin/httpbin-gateway.yaml").to_str().unwrap(), "--wait"]);
+    let issuer = JwtIssuer::new();
+    let jwks = issuer.jwks.replace('"', "\\\"");
+    mesh.apply_yaml(
+        "jwt.yaml",
+        &format!(
+            "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata:\n  name: jwt-example\n  namespace: istio-system\nspec:\n  selector:\n    matchLabels:\n      istio: ingressgateway\n  jwtRules:\n  - issuer: testing@secure.istio.io\n    jwks: \"{jwks}\"\n    outputPayloadToHeader: x-jwt-payload\n"
+        ),
+    );
+    let gw = mesh.gateway();
+    let call = |path: &str, token: Option<&str>| {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth.as_deref().map(|a| vec![("Authorization", a)]).unwrap_or_default();
+        crate::support::request(gw, "GET", "httpbin.example.com", path, &headers).unwrap()
+    };
+    let token = issuer.token(3600);
+    assert_eq!(call("/headers", None).status, 200, "no token: accepted without an identity");
+    let bad = call("/headers", Some("deadbeef"));
+    assert_eq!(bad.status, 401, "{}", bad.body);
+    assert!(bad.header("www-authenticate").is_some_and(|w| w.starts_with("Bearer realm=")));
+    let ok = call("/headers", Some(&token));
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert!(
+        ok.body.contains("X-Jwt-Payload") && !ok.body.contains("Authorization"),
+        "the token is not forwarded: {}",
+        ok.body
+    );
+    // Expired tokens are refused only past Envoy's 60 s of clock skew.
+    assert_eq!(call("/headers", Some(&issuer.token(-30))).status, 200);
+    let expired = call("/headers", Some(&issuer.token(-120)));
+    assert_eq!((expired.status, expired.body.as_str()), (401, "Jwt is expired"));
+
+    // Require a token: DENY requests without a request principal, then only on /headers.
+    let deny = |to: &str| {
+        format!(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: frontend-ingress\n  namespace: istio-system\nspec:\n  selector:\n    matchLabels:\n      istio: ingressgateway\n  action: DENY\n  rules:\n  - from:\n    - source:\n        notRequestPrincipals: [\"*\"]\n{to}"
+        )
+    };
+    mesh.apply_yaml("deny.yaml", &deny(""));
+    assert_eq!(call("/headers", None).status, 403);
+    assert_eq!(call("/headers", Some(&token)).status, 200);
+    mesh.apply_yaml("deny.yaml", &deny("    to:\n    - operation:\n        paths: [\"/headers\"]\n"));
+    assert_eq!(call("/headers", None).status, 403);
+    assert_eq!(call("/ip", None).status, 200);
+    // A claim in an ALLOW rule.
+    mesh.ok(&["delete", "authorizationpolicy", "frontend-ingress", "-n", "istio-system"]);
+    mesh.apply_yaml(
+        "groups.yaml",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: require-group\n  namespace: istio-system\nspec:\n  selector:\n    matchLabels:\n      istio: ingressgateway\n  rules:\n  - from:\n    - source:\n        requestPrincipals: [\"testing@secure.istio.io/testing@secure.istio.io\"]\n    when:\n    - key: request.auth.claims[groups]\n      values: [\"group1\"]\n",
+    );
+    assert_eq!(call("/ip", Some(&token)).status, 200);
+    assert_eq!(call("/ip", None).status, 403);
+}

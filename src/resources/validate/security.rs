@@ -280,6 +280,45 @@ pub(super) fn validate_authorization_policy(ap: &AuthorizationPolicy, rep: &mut 
     }
 }
 
+/// istiod's `ValidateRequestAuthentication`: an issuer per rule, non-empty audiences and
+/// locations, a JWKS that parses.
+pub(super) fn validate_request_authentication(
+    ra: &crate::resources::security::RequestAuthentication,
+    rep: &mut Report,
+) {
+    check_selector(ra.spec.selector.as_ref(), rep);
+    for (i, r) in ra.spec.jwt_rules.iter().enumerate() {
+        let path = format!("spec.jwtRules[{i}]");
+        if r.issuer.is_empty() {
+            rep.err(format!("{path}.issuer"), "issuer must be set");
+        }
+        if r.audiences.iter().any(String::is_empty) {
+            rep.err(format!("{path}.audiences"), "audience must be non-empty string");
+        }
+        if let Some(jwks) = &r.jwks {
+            if let Err(e) = crate::jwt::check_jwks(jwks) {
+                rep.err(format!("{path}.jwks"), format!("jwks parse error: {e}"));
+            }
+        }
+        if let Some(uri) = &r.jwks_uri {
+            if !(uri.starts_with("http://") || uri.starts_with("https://")) {
+                rep.err(
+                    format!("{path}.jwksUri"),
+                    format!("URI scheme of `{uri}` is not supported: use http or https"),
+                );
+            }
+        }
+        for (j, h) in r.from_headers.iter().enumerate() {
+            if h.name.is_empty() {
+                rep.err(format!("{path}.fromHeaders[{j}].name"), "location header name must be non-empty string");
+            }
+        }
+        if r.from_params.iter().any(String::is_empty) {
+            rep.err(format!("{path}.fromParams"), "location query must be non-empty string");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::resources::{parse_documents, validate};
@@ -329,5 +368,25 @@ mod tests {
             "serviceAccounts cannot be used with principals or namespaces",
         );
         refused("  selector: {matchLabels: {app: \"*\"}}", "wildcard is not supported in selector");
+    }
+
+    #[test]
+    fn request_authentications_need_an_issuer_and_keys_that_parse() {
+        let check = |rules: &str| {
+            let yaml = format!(
+                "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: r, namespace: default}}\nspec:\n  jwtRules:\n{rules}\n"
+            );
+            validate(&parse_documents("t.yaml", &yaml).unwrap().remove(0).resource)
+        };
+        let jwks = r#"{\"keys\":[{\"kty\":\"EC\",\"x\":\"a\",\"y\":\"b\"}]}"#;
+        check(&format!("  - issuer: me\n    jwks: \"{jwks}\"")).unwrap();
+        let errs = check("  - jwks: \"{}\"").unwrap_err();
+        assert!(errs.iter().any(|e| e.contains("issuer must be set")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.contains("jwks parse error")), "{errs:?}");
+        let errs = check("  - issuer: me\n    jwksUri: ftp://x/jwks\n    fromHeaders: [{name: \"\"}]").unwrap_err();
+        assert!(
+            errs.iter().any(|e| e.contains("URI scheme")) && errs.iter().any(|e| e.contains("header name")),
+            "{errs:?}"
+        );
     }
 }
