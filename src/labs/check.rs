@@ -414,6 +414,16 @@ fn describe_seen(seen: &Seen, expect: &Expect) -> String {
     }
 }
 
+/// Where one attempt's requests go.
+enum Dest {
+    /// The gateway's HTTP port, with the shared client.
+    Client,
+    /// A workload's outbound listener, as its HTTP proxy.
+    Proxy(SocketAddr),
+    /// The gateway's HTTPS port, with this client config.
+    Tls(std::sync::Arc<rustls::ClientConfig>),
+}
+
 /// One attempt: sign in if the check says so, then send the request `repeat` times; the first
 /// answer that fails the expectation is what was seen.
 async fn attempt(client: &net::HttpClient, c: &Check, target: &Target, request_id: &str) -> Seen {
@@ -424,50 +434,49 @@ async fn attempt(client: &net::HttpClient, c: &Check, target: &Target, request_i
         },
         None => None,
     };
+    // Where this attempt's requests go, decided once: the gateway (HTTP, or HTTPS with the
+    // check's Secrets, read now since the learner may have just made them), or a workload's
+    // outbound listener in proxy form, as the app's HTTP_PROXY setting sends it.
+    let (uri, dest) = match (c.request.via, &c.request.tls) {
+        (Via::Gateway, Some(t)) => match tls_client(target, t).await {
+            Ok(config) => (c.request.path.clone(), Dest::Tls(config)),
+            Err(why) => return Seen::Invalid(why),
+        },
+        (Via::Gateway, None) => (format!("http://{}{}", target.gateway, c.request.path), Dest::Client),
+        (Via::Workload, _) => {
+            let from = c.request.from.as_deref().unwrap_or_default();
+            let Some(outbound) = target.workloads.get(from) else {
+                return Seen::Invalid(format!("no running pod of {from} to send the request from"));
+            };
+            (format!("http://{}{}", c.request.host, c.request.path), Dest::Proxy(*outbound))
+        }
+    };
     let mut seen = Seen::Invalid("the check sends no request (repeat: 0)".into());
     let mut matched = 0u32;
     for i in 0..c.request.repeat {
         // The first request carries the id whose decision record explains a failure; later
         // ones get their own so that each is recorded.
         let id = if i == 0 { request_id.to_string() } else { format!("{request_id}-{i}") };
-        // From a workload the request goes to its outbound listener in proxy form, as the
-        // app's HTTP_PROXY setting sends it.
-        let (uri, via) = match c.request.via {
-            Via::Gateway => (format!("http://{}{}", target.gateway, c.request.path), None),
-            Via::Workload => {
-                let from = c.request.from.as_deref().unwrap_or_default();
-                let Some(outbound) = target.workloads.get(from) else {
-                    return Seen::Invalid(format!("no running pod of {from} to send the request from"));
-                };
-                (format!("http://{}{}", c.request.host, c.request.path), Some(*outbound))
-            }
-        };
-        let (uri, tls) = match (&c.request.tls, c.request.via) {
-            (Some(t), Via::Gateway) => match tls_client(target, t).await {
-                Ok(config) => (c.request.path.clone(), Some(config)),
-                Err(why) => return Seen::Invalid(why),
-            },
-            _ => (uri, None),
-        };
         let mut req = Request::builder()
             .method(c.request.method.as_str())
-            .uri(uri)
+            .uri(uri.as_str())
             .header(header::HOST, &c.request.host)
             .header(header::USER_AGENT, "meshrig-lab-check")
             .header("x-request-id", &id);
         if let Some(cookie) = &cookie {
             req = req.header(header::COOKIE, cookie);
         }
-        seen = match (req.body(net::empty()), via) {
-            (Ok(r), None) => match &tls {
-                Some(config) => {
-                    let sni = crate::proxy::route::strip_port(&c.request.host).to_string();
-                    send_tls(target.gateway_https, sni, config.clone(), r, c.request.timeout()).await
-                }
-                None => send(client, r, c.request.timeout()).await,
-            },
-            (Ok(r), Some(proxy)) => send_through(proxy, r, c.request.timeout()).await,
-            (Err(e), _) => return Seen::Invalid(e.to_string()),
+        let r = match req.body(net::empty()) {
+            Ok(r) => r,
+            Err(e) => return Seen::Invalid(e.to_string()),
+        };
+        seen = match &dest {
+            Dest::Client => send(client, r, c.request.timeout()).await,
+            Dest::Proxy(proxy) => send_through(*proxy, r, c.request.timeout()).await,
+            Dest::Tls(config) => {
+                let sni = crate::proxy::route::strip_port(&c.request.host).to_string();
+                send_tls(target.gateway_https, sni, config.clone(), r, c.request.timeout()).await
+            }
         };
         if let (Some(share), Seen::Answer { status, body }) = (&c.expect.share, &seen) {
             if *status != c.expect.status {

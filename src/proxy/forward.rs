@@ -67,12 +67,13 @@ pub async fn handle(
             // The mode may have changed since the connection was accepted (Envoy drains the
             // old filter chains): a plaintext connection kept alive from before STRICT is
             // reset at its next request; an mTLS one under DISABLE is answered, then closed.
-            let mode = runtime.inbound.get(&port).map(|i| i.mtls);
+            let listener = runtime.inbound.get(&port);
+            let mode = listener.map(|i| i.mtls);
             if mode == Some(MtlsMode::Strict) && !conn.mtls() {
                 return Err(Reset("plaintext under STRICT mutual TLS"));
             }
             if let Some(refused) = admit(&runtime, &conn, port, &mut req) {
-                let service = runtime.inbound.get(&port).map_or_else(|| "unknown".into(), |i| i.service.clone());
+                let service = listener.map_or_else(|| "unknown".into(), |i| i.service.clone());
                 (refused, service, None)
             } else {
                 client_cert_header(req.headers_mut(), &conn, runtime.me.principal.as_deref());
