@@ -8,6 +8,7 @@
 pub mod bookinfo;
 pub mod echo;
 pub mod httpbin;
+pub mod jwt_issuer;
 pub mod outbound;
 pub mod tcp_echo;
 
@@ -39,17 +40,20 @@ pub enum App {
     Details,
     Reviews,
     Ratings,
+    /// `meshrig/jwt-issuer`: signs tokens and serves its JWKS (`jwt_issuer.rs`).
+    JwtIssuer,
     /// The stand-in for unknown images: its args are the ports to answer on.
     Echo,
 }
 
-const APPS: [(App, &str); 7] = [
+const APPS: [(App, &str); 8] = [
     (App::Httpbin, "httpbin"),
     (App::TcpEcho, "tcp-echo"),
     (App::Productpage, "productpage"),
     (App::Details, "details"),
     (App::Reviews, "reviews"),
     (App::Ratings, "ratings"),
+    (App::JwtIssuer, "jwt-issuer"),
     (App::Echo, "echo"),
 ];
 
@@ -78,6 +82,7 @@ pub fn resolve(image: &str, annotations: &BTreeMap<String, String>) -> Result<Wo
         "mccutchen/go-httpbin" => app(App::Httpbin, 8080),
         "kennethreitz/httpbin" => app(App::Httpbin, 80),
         "istio/tcp-echo-server" => app(App::TcpEcho, 9000),
+        "meshrig/jwt-issuer" => app(App::JwtIssuer, 8000),
         "curlimages/curl" | "governmentpaas/curl-ssl" | "curl" | "busybox" => Ok(Workload::Client),
         _ => Ok(bookinfo::image(&repo).unwrap_or(Workload::StandIn)),
     }
@@ -98,11 +103,15 @@ fn image_repository(image: &str) -> String {
 }
 
 /// Runs a built-in app on loopback; announces `{"<container port>": addr}` once bound. `args`
-/// are the container's (tcp-echo reads its ports and prefix from them; echo its ports).
-pub async fn run(app: App, container_port: u16, args: &[String]) -> std::io::Result<()> {
+/// are the container's (tcp-echo reads its ports and prefix from them; echo its ports);
+/// `state_dir` is the environment's (the JWT issuer keeps its key there).
+pub async fn run(app: App, container_port: u16, args: &[String], state_dir: &std::path::Path) -> std::io::Result<()> {
     let router = match app {
         App::TcpEcho => return tcp_echo::run(args).await,
         App::Echo => return echo::run(container_port, args).await,
+        App::JwtIssuer => jwt_issuer::router(
+            jwt_issuer::Issuer::load_or_create(&jwt_issuer::key_path(state_dir)).map_err(std::io::Error::other)?,
+        ),
         App::Httpbin => httpbin::router(),
         App::Productpage => bookinfo::productpage::router(),
         App::Details => bookinfo::details::router(),

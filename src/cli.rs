@@ -472,7 +472,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::App { name, container_port, args } => {
             let app = crate::apps::App::from_name(&name).ok_or_else(|| anyhow::anyhow!("unknown app {name:?}"))?;
-            runtime()?.block_on(crate::apps::run(app, container_port, &args))?;
+            runtime()?.block_on(crate::apps::run(app, container_port, &args, &env.dir))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Up { http_port, https_port, tcp_port, apps, timeout } => {

@@ -8,12 +8,14 @@
 //! - `gateway_ports`: where the ingress gateway publishes each Gateway server, said at apply.
 //! - `lock`: one control plane per environment (a file lock held for its life).
 //! - `state`: store + pods + the version counter + the world view, shared by everything below.
+//! - `jwks`: RequestAuthentication `jwksUri` key sets, fetched and inlined for the proxies.
 //! - `runner`: Deployments → pods → processes (sidecar injection, image mapping).
 //! - `server`: the HTTP API (`api` has the wire types).
 
 pub mod backend;
 pub mod certmanager;
 pub mod gateway_ports;
+pub mod jwks;
 pub mod lock;
 pub mod runner;
 pub mod server;
@@ -66,6 +68,7 @@ pub async fn run(env: Env) -> Result<(), Error> {
     env::write_json(&env.control_plane_file(), &ControlPlaneInfo { address, pid: std::process::id() })?;
     state.save_processes();
     let server = Arc::new(server::Server { state: state.clone(), token, started: env::rfc3339_now(), address });
+    tokio::spawn(jwks::run(state.clone()));
     tokio::spawn(runner::run(state));
     let mut addrs = ready::Addrs::new();
     addrs.insert(ready::Listener::Api, address);

@@ -15,14 +15,18 @@ pub struct Rule {
     pub issuer: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub audiences: Vec<String>,
-    /// The JWKS (JSON), inline.
+    /// The JWKS (JSON): inline, or fetched by the control plane from `jwks_uri`.
     #[serde(default)]
     pub jwks: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
     /// `(header, prefix)`; none means `Authorization: Bearer ` (and the `access_token` parameter).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub from_headers: Vec<(String, String)>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub from_params: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from_cookies: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_payload_to_header: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -76,7 +80,8 @@ fn b64(s: &str) -> Option<Vec<u8>> {
 pub fn find_token(rules: &[Rule], headers: &http::HeaderMap, query: Option<&str>) -> Option<(String, TokenAt)> {
     let mut header_locations: Vec<(String, String)> = rules.iter().flat_map(|r| r.from_headers.clone()).collect();
     let mut params: Vec<String> = rules.iter().flat_map(|r| r.from_params.clone()).collect();
-    if rules.iter().any(|r| r.from_headers.is_empty() && r.from_params.is_empty()) {
+    let cookies: Vec<&String> = rules.iter().flat_map(|r| &r.from_cookies).collect();
+    if rules.iter().any(|r| r.from_headers.is_empty() && r.from_params.is_empty() && r.from_cookies.is_empty()) {
         header_locations.push(("authorization".into(), "Bearer ".into()));
         params.push("access_token".into());
     }
@@ -92,6 +97,14 @@ pub fn find_token(rules: &[Rule], headers: &http::HeaderMap, query: Option<&str>
             return Some((v.to_string(), TokenAt::Param(p.clone())));
         }
     }
+    for name in cookies {
+        let value = headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|line| {
+            line.split(';').find_map(|pair| pair.trim().strip_prefix(name.as_str())?.strip_prefix('='))
+        });
+        if let Some(v) = value {
+            return Some((v.to_string(), TokenAt::Cookie(name.clone())));
+        }
+    }
     None
 }
 
@@ -100,6 +113,8 @@ pub fn find_token(rules: &[Rule], headers: &http::HeaderMap, query: Option<&str>
 pub enum TokenAt {
     Header(String),
     Param(String),
+    /// A cookie (never removed, as Envoy leaves cookies alone).
+    Cookie(String),
 }
 
 /// Verifies `token` against the rule whose issuer it names, at `now` (Unix seconds).

@@ -1,5 +1,5 @@
 //! The project's own sample manifests (`samples/` in the repository, built into the binary):
-//! httpbin, its gateway, curl, sleep, and Bookinfo with its `networking/` files, with the names, labels, ports, images and service
+//! httpbin, its gateway, curl, sleep, a JWT issuer (our own), and Bookinfo with its `networking/` files, with the names, labels, ports, images and service
 //! accounts of Istio's samples, at Istio's paths, so istio.io's commands work unchanged.
 //! `up` and the labs apply them; `meshrig samples DIR` writes them out.
 

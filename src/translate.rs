@@ -72,6 +72,8 @@ pub struct World {
     authorization: Vec<(String, Option<Labels>, crate::authz::Policy)>,
     /// Each RequestAuthentication's namespace, selector and JWT rules.
     request_authentication: Vec<(String, Option<Labels>, Vec<crate::jwt::Rule>)>,
+    /// Each `jwksUri` to fetch and its timeout.
+    jwks_timeouts: Vec<(String, std::time::Duration)>,
     /// `namespace/name` → a hash of each Secret's content (never the content: gateways fetch
     /// that themselves).
     secrets: HashMap<String, u64>,
@@ -104,7 +106,16 @@ impl World {
                 Resource::PeerAuthentication(pa) => w.peer_authentications.push(pa),
                 Resource::RequestAuthentication(ra) => {
                     let selector = ra.spec.selector.as_ref().map(|s| s.match_labels.clone()).filter(|l| !l.is_empty());
-                    let rules = ra.spec.jwt_rules.iter().map(jwt_rule).collect();
+                    let rules: Vec<crate::jwt::Rule> = ra.spec.jwt_rules.iter().map(jwt_rule).collect();
+                    for (rule, spec) in rules.iter().zip(&ra.spec.jwt_rules) {
+                        if let Some(uri) = &rule.jwks_uri {
+                            let timeout = spec
+                                .timeout
+                                .as_deref()
+                                .and_then(|t| crate::resources::validate::parse_duration(t).ok());
+                            w.jwks_timeouts.push((uri.clone(), timeout.unwrap_or(std::time::Duration::from_secs(5))));
+                        }
+                    }
                     w.request_authentication.push((ns(&ra.metadata.namespace).to_string(), selector, rules));
                 }
                 Resource::Secret(s) => {
@@ -231,6 +242,51 @@ impl World {
 
     fn service_entries(&self) -> impl Iterator<Item = &ServiceEntry> {
         self.service_entries.iter()
+    }
+
+    /// Fills each JWT rule's keys from its `jwksUri` with what the control plane fetched
+    /// (`uri → JWKS`); a rule whose keys were not fetched keeps none and verifies no token.
+    pub fn with_jwks(mut self, fetched: &BTreeMap<String, String>) -> World {
+        for (_, _, rules) in &mut self.request_authentication {
+            for rule in rules {
+                if let Some(text) = rule.jwks_uri.as_ref().and_then(|u| fetched.get(u)) {
+                    rule.jwks = text.clone();
+                }
+            }
+        }
+        self
+    }
+
+    /// Every `jwksUri` the RequestAuthentications name (without inline `jwks`), with its fetch
+    /// timeout (`timeout`, 5 s by default).
+    pub fn jwks_uris(&self) -> Vec<(String, std::time::Duration)> {
+        let mut out: BTreeMap<String, std::time::Duration> = BTreeMap::new();
+        for (uri, timeout) in &self.jwks_timeouts {
+            out.entry(uri.clone()).or_insert(*timeout);
+        }
+        out.into_iter().collect()
+    }
+
+    /// The app listeners of the ready pods behind a Service in the mesh (`host` is
+    /// `name.ns`, `name.ns.svc` or `name.ns.svc.cluster.local`) and one of its ports; `None`
+    /// when `host` names no Service here.
+    pub fn mesh_app_addresses(&self, host: &str, port: u16) -> Option<Vec<SocketAddr>> {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let svc = self.services().find(|s| {
+            let fqdn = service_fqdn(s);
+            let short = fqdn.strip_suffix(".cluster.local").unwrap_or(&fqdn);
+            host == fqdn || host == short || Some(host.as_str()) == short.strip_suffix(".svc")
+        })?;
+        let svc_ns = ns(&svc.metadata.namespace);
+        let Some(sp) = svc.spec.ports.iter().find(|p| p.port == port) else { return Some(vec![]) };
+        Some(
+            self.workloads
+                .values()
+                .filter(|w| w.serving && w.identity.namespace == svc_ns)
+                .filter(|w| !svc.spec.selector.is_empty() && selects(&svc.spec.selector, &w.identity.labels))
+                .filter_map(|w| w.app.get(&target_port(sp, w)?).copied())
+                .collect(),
+        )
     }
 }
 
@@ -1012,12 +1068,15 @@ fn jwt_rule(r: &crate::resources::security::JwtRule) -> crate::jwt::Rule {
         issuer: r.issuer.clone(),
         audiences: r.audiences.clone(),
         jwks: r.jwks.clone().unwrap_or_default(),
+        // Inline keys win; otherwise the control plane fills in what it fetched (`with_jwks`).
+        jwks_uri: r.jwks_uri.clone().filter(|_| r.jwks.is_none()),
         from_headers: r
             .from_headers
             .iter()
             .map(|h| (h.name.to_ascii_lowercase(), h.prefix.clone().unwrap_or_default()))
             .collect(),
         from_params: r.from_params.clone(),
+        from_cookies: r.from_cookies.clone(),
         output_payload_to_header: r.output_payload_to_header.clone(),
         forward_original_token: r.forward_original_token.unwrap_or(false),
         output_claim_to_headers: r

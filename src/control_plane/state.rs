@@ -126,6 +126,8 @@ pub struct Inner {
     /// Each running proxy's own credential (the stand-in for a projected service-account
     /// token) → its pod's key. A credential is good for that pod's snapshot and certificate only.
     pub credentials: HashMap<String, String>,
+    /// Every RequestAuthentication `jwksUri` the control plane has tried, by URI (`jwks.rs`).
+    pub jwks: BTreeMap<String, crate::control_plane::jwks::Fetched>,
 }
 
 pub struct State {
@@ -200,7 +202,13 @@ impl State {
             api,
             backend,
             epoch,
-            inner: Mutex::new(Inner { store, pods: BTreeMap::new(), counter: 1, credentials: HashMap::new() }),
+            inner: Mutex::new(Inner {
+                store,
+                pods: BTreeMap::new(),
+                counter: 1,
+                credentials: HashMap::new(),
+                jwks: BTreeMap::new(),
+            }),
             changes: watch::channel(1).0,
             reconciled: watch::channel(0).0,
             progress: watch::channel(0).0,
@@ -246,6 +254,37 @@ impl State {
         let current = Version { epoch: self.epoch, counter: inner.counter };
         *self.reconciled.borrow() >= target
             && inner.pods.values().all(|p| p.ready() && p.acked.is_some_and(|a| a.reached(current)))
+            && Self::jwks_tried(&inner)
+    }
+
+    /// Forgets the `jwksUri`s no longer wanted; returns what is known of the others.
+    pub fn jwks_retain(
+        &self,
+        wanted: &[(String, std::time::Duration)],
+    ) -> BTreeMap<String, crate::control_plane::jwks::Fetched> {
+        let mut inner = self.lock();
+        inner.jwks.retain(|uri, _| wanted.iter().any(|(u, _)| u == uri));
+        inner.jwks.clone()
+    }
+
+    /// The result of fetching `uri` at config version `counter`. New keys are a config change
+    /// (proxies get them); anything else only wakes those waiting for the mesh to settle.
+    pub fn record_jwks(&self, uri: &str, result: Result<String, String>, counter: u64) {
+        let mut inner = self.lock();
+        let old = inner.jwks.get(uri).and_then(|f| f.text.clone());
+        let (text, error) = match result {
+            Ok(text) => (Some(text), None),
+            Err(e) => (old.clone(), Some(e)),
+        };
+        let changed = text != old;
+        let fetched =
+            crate::control_plane::jwks::Fetched { text, error, at: std::time::Instant::now(), at_counter: counter };
+        inner.jwks.insert(uri.to_string(), fetched);
+        if changed {
+            self.bump(&mut inner);
+        } else {
+            self.progress.send_modify(|n| *n += 1);
+        }
     }
 
     /// The world at the current version: built by the first caller after a change (cloning
@@ -261,8 +300,9 @@ impl State {
         let resources: Vec<Resource> =
             inner.store.objects().values().filter(|r| translate::reads(r.kind())).cloned().collect();
         let workloads: Vec<Workload> = inner.pods.values().map(|p| p.workload.clone()).collect();
+        let jwks = crate::control_plane::jwks::texts(&inner.jwks);
         drop(inner);
-        let view = Arc::new(View { version, world: World::new(resources, workloads) });
+        let view = Arc::new(View { version, world: World::new(resources, workloads).with_jwks(&jwks) });
         *cache = Some(view.clone());
         view
     }
@@ -294,6 +334,19 @@ impl State {
         if pids_changed {
             self.save_processes();
         }
+    }
+
+    /// Every `jwksUri` in the store has been tried against the current config: fetched, or failed
+    /// with the pods as they are now (a failure before its Service's pods were ready does not count).
+    fn jwks_tried(inner: &Inner) -> bool {
+        inner.store.objects().values().all(|r| match r {
+            Resource::RequestAuthentication(ra) => ra.spec.jwt_rules.iter().filter(|r| r.jwks.is_none()).all(|r| {
+                r.jwks_uri.as_ref().is_none_or(|uri| {
+                    inner.jwks.get(uri).is_some_and(|f| f.text.is_some() || f.at_counter >= inner.counter)
+                })
+            }),
+            _ => true,
+        })
     }
 
     /// Records every pid we started, so `down` can stop them even if we crash.

@@ -120,4 +120,8 @@ fn tokens_are_found_where_the_rules_say() {
     assert_eq!(find_token(&custom, &h, None), None, "only the rule's own locations");
     h.insert("x-jwt", "zz".parse().unwrap());
     assert_eq!(find_token(&custom, &h, None).unwrap().0, "zz");
+    let cookie = [Rule { from_cookies: vec!["session".into()], ..Default::default() }];
+    assert_eq!(find_token(&cookie, &h, None), None, "a cookie rule does not read Authorization");
+    h.insert("cookie", "sessionx=no; session=tok".parse().unwrap());
+    assert_eq!(find_token(&cookie, &h, None), Some(("tok".into(), TokenAt::Cookie("session".into()))));
 }

@@ -457,3 +457,55 @@ fn request_authentication_at_the_gateway_answers_as_istios_authentication_policy
     assert_eq!(call("/ip", Some(&token)).status, 200);
     assert_eq!(call("/ip", None).status, 403);
 }
+
+#[test]
+fn a_jwks_uri_in_the_mesh_is_fetched_by_the_control_plane_and_the_issuer_sample_mints_tokens() {
+    let mesh = Mesh::up();
+    mesh.ok(&["apply", "-f", sample("httpbin/httpbin-gateway.yaml").to_str().unwrap(), "--wait"]);
+    mesh.ok(&["apply", "-f", sample("curl/curl.yaml").to_str().unwrap(), "--wait"]);
+    mesh.ok(&["apply", "-n", "istio-system", "-f", sample("jwt-issuer/jwt-issuer.yaml").to_str().unwrap(), "--wait"]);
+    let ra = |extra: &str| {
+        format!(
+            "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata:\n  name: jwt-example\n  namespace: istio-system\nspec:\n  selector:\n    matchLabels:\n      istio: ingressgateway\n  jwtRules:\n  - issuer: testing@meshrig.local\n    jwksUri: http://jwt-issuer.istio-system.svc.cluster.local:8000/jwks.json\n{extra}"
+        )
+    };
+    mesh.apply_yaml("jwt.yaml", &ra(""));
+    let mint = |sub: &str| {
+        let url = format!("http://jwt-issuer.istio-system:8000/token?sub={sub}&groups=group1");
+        let out = mesh.run(&["exec", "curl", "--", "curl", "-s", &url]);
+        let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert_eq!(token.split('.').count(), 3, "a token from the issuer: {}", crate::support::text(&out));
+        token
+    };
+    let (alice, bob) = (mint("alice"), mint("bob"));
+    let gw = mesh.gateway();
+    let call = |headers: &[(&str, &str)]| {
+        crate::support::request(gw, "GET", "httpbin.example.com", "/headers", headers).unwrap()
+    };
+    let bearer = |t: &str| format!("Bearer {t}");
+    assert_eq!(call(&[("Authorization", &bearer(&alice))]).status, 200, "the fetched keys verify the issuer's token");
+    let bad = call(&[("Authorization", "Bearer deadbeef")]);
+    assert_eq!(
+        (bad.status, bad.body.as_str()),
+        (401, "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections")
+    );
+    mesh.apply_yaml(
+        "alice.yaml",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: only-alice\n  namespace: istio-system\nspec:\n  selector:\n    matchLabels:\n      istio: ingressgateway\n  rules:\n  - from:\n    - source:\n        requestPrincipals: [\"testing@meshrig.local/alice\"]\n",
+    );
+    assert_eq!(call(&[("Authorization", &bearer(&alice))]).status, 200);
+    assert_eq!(call(&[("Authorization", &bearer(&bob))]).status, 403);
+    assert_eq!(call(&[]).status, 403);
+
+    // The token in a cookie: only the rule's own location is read.
+    mesh.apply_yaml("jwt.yaml", &ra("    fromCookies: [session]\n"));
+    assert_eq!(call(&[("Authorization", &bearer(&alice))]).status, 403, "a cookie rule ignores Authorization");
+    assert_eq!(call(&[("Cookie", &format!("theme=dark; session={alice}"))]).status, 200);
+
+    // Keys nobody serves: `--wait` still returns, and every token fails verification.
+    let gone = ra("")
+        .replace("jwt-issuer.istio-system.svc.cluster.local:8000", "jwt-issuer.istio-system.svc.cluster.local:9999");
+    mesh.apply_yaml("jwt.yaml", &gone);
+    let refused = call(&[("Authorization", &bearer(&alice))]);
+    assert_eq!((refused.status, refused.body.as_str()), (401, "Jwt verification fails"));
+}

@@ -85,17 +85,6 @@ pub fn unenforced(r: &Resource) -> Vec<String> {
             }
         }
         Resource::RequestAuthentication(ra) => {
-            for (i, r) in ra.spec.jwt_rules.iter().enumerate() {
-                if r.jwks_uri.is_some() && r.jwks.is_none() {
-                    out.push(format!(
-                        "spec.jwtRules[{i}].jwksUri is not fetched yet by meshrig: tokens of this issuer fail \
-                         verification; put the keys inline in `jwks`"
-                    ));
-                }
-                if !r.from_cookies.is_empty() {
-                    out.push(not_enforced(format!("spec.jwtRules[{i}].fromCookies")));
-                }
-            }
             if ra.spec.target_ref.is_some() || !ra.spec.target_refs.is_empty() {
                 out.push(not_enforced("spec.targetRef(s)"));
             }
