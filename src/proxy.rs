@@ -138,7 +138,7 @@ fn serve(shared: &Arc<Shared>, listener: tokio::net::TcpListener, direction: Dir
     tokio::spawn(connection::serve(
         listener,
         move || accept(&accept_shared, direction),
-        move || tcp::relay(&relay_shared, direction),
+        move |conn: &connection::Connection| tcp::relay(&relay_shared, direction, conn),
         move |req, conn| forward::handle(shared.clone(), direction, req, conn),
     ))
 }
@@ -236,14 +236,14 @@ async fn gateway_listeners(shared: Arc<Shared>, publish: BTreeMap<u16, SocketAdd
     let mut bound: HashMap<u16, JoinHandle<()>> = HashMap::new();
     let mut credentials = gateway_tls::Credentials::default();
     loop {
-        let (version, wanted, tls): (_, Vec<u16>, Vec<_>) = {
+        let (version, listeners) = {
             let runtime = rx.borrow_and_update();
-            let listeners = &runtime.snapshot.listeners;
-            let tls = listeners.iter().filter(|l| !l.tls.is_empty()).map(|l| (l.port, l.tls.clone())).collect();
-            (runtime.snapshot.version, listeners.iter().map(|l| l.port).collect(), tls)
+            (runtime.snapshot.version, runtime.snapshot.listeners.clone())
         };
+        let wanted: Vec<u16> = listeners.iter().map(|l| l.port).collect();
         // Certificates first, so an HTTPS port never serves without them.
-        let configs = credentials.configs(&api, &tls).await;
+        let mesh = shared.identity.as_ref().map(|i| i.mtls.server());
+        let configs = credentials.configs(&api, &listeners, mesh).await;
         *shared.gateway_tls.lock().unwrap_or_else(|e| e.into_inner()) = configs;
         bound.retain(|port, task| {
             let keep = wanted.contains(port);

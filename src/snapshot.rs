@@ -164,6 +164,18 @@ pub struct GatewayListener {
     /// `HTTPS` listeners: TLS terminated here, the server's certificate chosen by SNI.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tls: Vec<ServerTls>,
+    /// `PASSTHROUGH` servers: the VirtualServices' `tls` rules, each taking the connections
+    /// whose SNI it names, relayed as bytes (TLS ends at the destination).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passthrough: Vec<SniRoute>,
+}
+
+/// A `tls` rule of a PASSTHROUGH server: the SNI names it takes and where they go.
+#[derive(Clone, Debug, PartialEq, Hash, Serialize, Deserialize)]
+pub struct SniRoute {
+    /// `name`, `*.suffix` or `*`.
+    pub sni_hosts: Vec<String>,
+    pub route: TcpRoute,
 }
 
 /// One Gateway server that terminates TLS: its hosts (SNI), mode, and the Secret that holds its
@@ -173,9 +185,10 @@ pub struct GatewayListener {
 pub struct ServerTls {
     /// SNI patterns: `name`, `*.suffix` or `*`.
     pub hosts: Vec<String>,
-    /// `SIMPLE` or `MUTUAL`.
+    /// `SIMPLE`, `MUTUAL`, `OPTIONAL_MUTUAL`, or `ISTIO_MUTUAL` (the gateway's own workload
+    /// certificate; clients present one from the mesh's root).
     pub mode: String,
-    /// `namespace/name` of the Secret (in the gateway's namespace).
+    /// `namespace/name` of the Secret (in the gateway's namespace); empty for `ISTIO_MUTUAL`.
     pub credential: String,
     /// Content hash of the Secret (and of its `-cacert` companion); 0 when it is missing.
     pub version: u64,

@@ -299,28 +299,41 @@ impl Mtls {
 
 /// A gateway server's TLS from its Secret: the certificate and key, TLS 1.2 and 1.3 (or 1.3
 /// only), and for MUTUAL a client certificate that chains to `ca`.
+/// Whether a gateway server asks for a client certificate, and from which CA.
+#[derive(Clone, Copy, Debug)]
+pub enum ClientAuth<'a> {
+    None,
+    /// `MUTUAL`: a certificate from `ca` is required.
+    Required(&'a str),
+    /// `OPTIONAL_MUTUAL`: one is checked if the client sends it.
+    Optional(&'a str),
+}
+
 pub fn gateway_config(
     chain_pem: &str,
     key_pem: &str,
-    ca: Option<&str>,
+    client_auth: ClientAuth<'_>,
     tls13_only: bool,
 ) -> Result<Arc<ServerConfig>, String> {
     let versions: &[&rustls::SupportedProtocolVersion] =
         if tls13_only { &[&rustls::version::TLS13] } else { &[&rustls::version::TLS12, &rustls::version::TLS13] };
     let builder =
         ServerConfig::builder_with_provider(provider()).with_protocol_versions(versions).map_err(|e| e.to_string())?;
-    let builder = match ca {
-        Some(ca) => {
+    let builder = match client_auth {
+        ClientAuth::Required(ca) | ClientAuth::Optional(ca) => {
             let mut store = RootCertStore::empty();
             for c in certs_from_pem(ca).map_err(|e| format!("ca.crt: {e}"))? {
                 store.add(c).map_err(|e| format!("ca.crt: {e}"))?;
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider())
-                .build()
-                .map_err(|e| format!("ca.crt: {e}"))?;
-            builder.with_client_cert_verifier(verifier)
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider());
+            let verifier = if matches!(client_auth, ClientAuth::Optional(_)) {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            builder.with_client_cert_verifier(verifier.build().map_err(|e| format!("ca.crt: {e}"))?)
         }
-        None => builder.with_no_client_auth(),
+        ClientAuth::None => builder.with_no_client_auth(),
     };
     let mut config = builder
         .with_single_cert(certs_from_pem(chain_pem)?, key_from_pem(key_pem)?)
@@ -329,33 +342,56 @@ pub fn gateway_config(
     Ok(Arc::new(config))
 }
 
+/// What a gateway port does with a TLS connection whose SNI a server names (Envoy's filter
+/// chains): terminate it with that server's config, or hand it through as bytes.
+#[derive(Clone, Debug)]
+pub enum Chain {
+    Terminate(Arc<ServerConfig>),
+    /// A PASSTHROUGH server's `tls` rule takes it (the proxy picks the rule by SNI again).
+    Passthrough,
+}
+
 /// The TLS servers of one gateway port, chosen by SNI as Envoy's filter chains are: an exact
 /// host first, then the longest `*.suffix`, then `*` (which also takes a client without SNI).
 #[derive(Debug, Default)]
 pub struct SniConfigs {
-    pub servers: Vec<(Vec<String>, Arc<ServerConfig>)>,
+    pub servers: Vec<(Vec<String>, Chain)>,
 }
 
 impl SniConfigs {
-    pub fn pick(&self, sni: Option<&str>) -> Option<Arc<ServerConfig>> {
-        let sni = sni.map(|s| s.trim_end_matches('.').to_ascii_lowercase());
-        let mut best: Option<(usize, &Arc<ServerConfig>)> = None;
-        for (hosts, config) in &self.servers {
-            for h in hosts {
+    pub fn pick(&self, sni: Option<&str>) -> Option<Chain> {
+        best_by_sni(self.servers.iter().map(|(hosts, chain)| (hosts.as_slice(), chain)), sni).cloned()
+    }
+
+    /// Some server hands TLS through: the SNI must be read without taking the bytes.
+    pub fn passes_through(&self) -> bool {
+        self.servers.iter().any(|(_, c)| matches!(c, Chain::Passthrough))
+    }
+}
+
+/// The entry whose hosts match `sni` best: exact, then the longest `*.suffix`, then `*`.
+pub fn best_by_sni<'a, T>(entries: impl Iterator<Item = (&'a [String], T)>, sni: Option<&str>) -> Option<T> {
+    let sni = sni.map(|s| s.trim_end_matches('.').to_ascii_lowercase());
+    let mut best: Option<(usize, T)> = None;
+    for (hosts, value) in entries {
+        let score = hosts
+            .iter()
+            .map(|h| {
                 let h = h.to_ascii_lowercase();
-                let score = match (&sni, h.as_str()) {
+                match (&sni, h.as_str()) {
                     (_, "*") => 1,
                     (Some(s), h) if h == s => usize::MAX,
                     (Some(s), h) if h.starts_with("*.") && s.ends_with(&h[1..]) => 1 + h.len(),
                     _ => 0,
-                };
-                if score > 0 && best.is_none_or(|(b, _)| score > b) {
-                    best = Some((score, config));
                 }
-            }
+            })
+            .max()
+            .unwrap_or(0);
+        if score > 0 && best.as_ref().is_none_or(|(b, _)| score > *b) {
+            best = Some((score, value));
         }
-        best.map(|(_, c)| c.clone())
     }
+    best.map(|(_, v)| v)
 }
 
 /// The peer's SPIFFE id and certificate hash after a handshake.

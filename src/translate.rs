@@ -13,14 +13,14 @@ use crate::resources::core::{Service, ServicePort};
 use crate::resources::mesh_config::{self, MeshConfig};
 use crate::resources::meta::IntOrString;
 use crate::resources::networking::{
-    Destination, DestinationRule, Gateway, HttpMatchRequest, HttpRoute, Server, ServiceEntry, StringMatch,
-    TrafficPolicy, VirtualService, WorkloadEntry,
+    Destination, DestinationRule, Gateway, HttpMatchRequest, HttpRoute, RouteDestination, Server, ServiceEntry,
+    StringMatch, TrafficPolicy, VirtualService, WorkloadEntry,
 };
 use crate::resources::security::{MtlsMode, PeerAuthentication};
 use crate::resources::{Kind, Resource};
 use crate::snapshot::{
     cluster_name, Cluster, Discovery, Endpoint, GatewayListener, HeaderMatch, InboundPort, Mirror, PathMatch,
-    QueryMatch, Role, Route, RouteAction, RouteConfig, RouteMatch, RoutePolicy, Snapshot, TcpHost, TcpRoute,
+    QueryMatch, Role, Route, RouteAction, RouteConfig, RouteMatch, RoutePolicy, Snapshot, SniRoute, TcpHost, TcpRoute,
     ValueMatch, Version, VirtualHost, WeightedCluster,
 };
 
@@ -290,9 +290,11 @@ impl World {
     }
 }
 
-/// A ServiceEntry's HTTP ports: (port, the port endpoints listen on, its name).
-fn service_entry_ports(se: &ServiceEntry) -> impl Iterator<Item = (u16, u16, &str)> {
-    se.spec.ports.iter().filter(|p| p.is_http()).filter_map(|p| {
+/// A ServiceEntry's ports (only its HTTP ones with `http_only`): (port, the port endpoints
+/// listen on, its name). Every port has a cluster (a gateway's `tls` or `tcp` rule may send
+/// to it); only HTTP ports have routes.
+fn service_entry_ports(se: &ServiceEntry, http_only: bool) -> impl Iterator<Item = (u16, u16, &str)> {
+    se.spec.ports.iter().filter(move |p| !http_only || p.is_http()).filter_map(|p| {
         let port = u16::try_from(p.number).ok()?;
         let target = p.target_port.and_then(|t| u16::try_from(t).ok()).unwrap_or(port);
         Some((port, target, p.name.as_str()))
@@ -454,7 +456,7 @@ fn clusters(world: &World, client_ns: &str) -> BTreeMap<String, Cluster> {
         let se_ns = ns(&se.metadata.namespace);
         for host in &se.spec.hosts {
             let (top, subsets) = destination_rules_for(world, host, se_ns, client_ns);
-            for (port, target, port_name) in service_entry_ports(se) {
+            for (port, target, port_name) in service_entry_ports(se, false) {
                 let mut add = |subset: &str, labels: &Labels, sub_policy: Option<&TrafficPolicy>| {
                     let name = cluster_name(port, subset, host);
                     let (discovery, endpoints) = service_entry_endpoints(se, host, (target, port_name), labels);
@@ -775,7 +777,7 @@ fn outbound(world: &World, me: &Workload) -> Vec<RouteConfig> {
     // A pod without a sidecar is outside the mesh: ServiceEntries are mesh config.
     if me.identity.role == Role::Sidecar {
         for se in world.service_entries() {
-            let ports: Vec<u16> = service_entry_ports(se).map(|(p, _, _)| p).collect();
+            let ports: Vec<u16> = service_entry_ports(se, true).map(|(p, _, _)| p).collect();
             for host in &se.spec.hosts {
                 add(host, &ports, vec![host.clone()]);
             }
@@ -791,7 +793,13 @@ fn outbound(world: &World, me: &Workload) -> Vec<RouteConfig> {
 fn server_tls(world: &World, me: &Workload, server: &Server) -> Option<crate::snapshot::ServerTls> {
     let t = server.tls.as_ref()?;
     let mode = t.mode.as_deref()?.to_ascii_uppercase();
-    if !matches!(mode.as_str(), "SIMPLE" | "MUTUAL") {
+    let hosts: Vec<String> =
+        server.hosts.iter().map(|h| h.split_once('/').map_or(h.as_str(), |(_, d)| d).to_string()).collect();
+    let min_version = t.min_protocol_version.clone().filter(|v| v == "TLSV1_3");
+    if mode == "ISTIO_MUTUAL" {
+        return Some(crate::snapshot::ServerTls { hosts, mode, credential: String::new(), version: 0, min_version });
+    }
+    if !matches!(mode.as_str(), "SIMPLE" | "MUTUAL" | "OPTIONAL_MUTUAL") {
         return None;
     }
     let name = t.credential_name.as_ref().or(t.credential_names.first())?;
@@ -799,14 +807,15 @@ fn server_tls(world: &World, me: &Workload, server: &Server) -> Option<crate::sn
     let ca = t.ca_cert_credential_name.clone().unwrap_or_else(|| format!("{name}-cacert"));
     let version = world.secrets.get(&credential).copied().unwrap_or(0)
         ^ world.secrets.get(&format!("{}/{ca}", me.identity.namespace)).copied().unwrap_or(0).rotate_left(1);
-    let hosts = server.hosts.iter().map(|h| h.split_once('/').map_or(h.as_str(), |(_, d)| d).to_string()).collect();
-    Some(crate::snapshot::ServerTls {
-        hosts,
-        mode,
-        credential,
-        version,
-        min_version: t.min_protocol_version.clone().filter(|v| v == "TLSV1_3"),
-    })
+    Some(crate::snapshot::ServerTls { hosts, mode, credential, version, min_version })
+}
+
+/// A server that hands TLS through untouched (`PASSTHROUGH`, the default mode, on an HTTPS or
+/// TLS port).
+fn is_passthrough(server: &Server) -> bool {
+    let protocol = server.port.protocol.to_ascii_uppercase();
+    let mode = server.tls.as_ref().and_then(|t| t.mode.as_deref()).unwrap_or("PASSTHROUGH");
+    matches!(protocol.as_str(), "HTTPS" | "TLS") && mode.eq_ignore_ascii_case("PASSTHROUGH")
 }
 
 fn gateway_container_port(world: &World, me: &Workload, number: u32) -> Option<u16> {
@@ -832,6 +841,8 @@ fn listeners(world: &World, me: &Workload) -> Vec<GatewayListener> {
     let mut tcp: BTreeMap<u16, Vec<TcpRoute>> = BTreeMap::new();
     // container port → the servers that terminate TLS there
     let mut tls: BTreeMap<u16, Vec<crate::snapshot::ServerTls>> = BTreeMap::new();
+    // container port → the `tls` rules of its PASSTHROUGH servers
+    let mut passthrough: BTreeMap<u16, Vec<SniRoute>> = BTreeMap::new();
     for gw in world.gateways() {
         if !selects(&gw.spec.selector, &me.identity.labels) {
             continue;
@@ -850,10 +861,19 @@ fn listeners(world: &World, me: &Workload) -> Vec<GatewayListener> {
                 }
                 continue;
             }
+            if is_passthrough(server) {
+                let routes = passthrough.entry(cport).or_default();
+                for r in sni_routes(world, me, &gw_key, gw_ns, server) {
+                    if !routes.contains(&r) {
+                        routes.push(r);
+                    }
+                }
+                continue;
+            }
             let terminated = server_tls(world, me, server);
             let http = matches!(protocol.as_str(), "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB");
             if !http && terminated.is_none() {
-                continue; // PASSTHROUGH and other TLS servers are not served yet (apply warns).
+                continue; // AUTO_PASSTHROUGH, and certificates from files (apply warns).
             }
             if let Some(t) = terminated {
                 let list = tls.entry(cport).or_default();
@@ -911,12 +931,31 @@ fn listeners(world: &World, me: &Workload) -> Vec<GatewayListener> {
             virtual_hosts: vhosts.into_values().collect(),
             tcp_routes: vec![],
             tls: tls.remove(&port).unwrap_or_default(),
+            passthrough: passthrough.remove(&port).unwrap_or_default(),
         })
         .collect();
+    // Ports with PASSTHROUGH servers only: a TLS listener that terminates nothing.
+    for (port, routes) in passthrough {
+        out.push(GatewayListener {
+            port,
+            protocol: "TLS".into(),
+            virtual_hosts: vec![],
+            tcp_routes: vec![],
+            tls: vec![],
+            passthrough: routes,
+        });
+    }
     for (port, tcp_routes) in tcp {
-        // A port already serving HTTP keeps HTTP (Istio rejects the conflict; apply warns).
+        // A port already serving HTTP or TLS keeps it (Istio rejects the conflict; apply warns).
         if !out.iter().any(|l| l.port == port) {
-            out.push(GatewayListener { port, protocol: "TCP".into(), virtual_hosts: vec![], tcp_routes, tls: vec![] });
+            out.push(GatewayListener {
+                port,
+                protocol: "TCP".into(),
+                virtual_hosts: vec![],
+                tcp_routes,
+                tls: vec![],
+                passthrough: vec![],
+            });
         }
     }
     out.sort_by_key(|l| l.port);
@@ -947,6 +986,80 @@ fn tcp_routes(world: &World, me: &Workload, gw_key: &str, gw_ns: &str, server: &
         out.extend(tcp_rules(world, vs, gw_key, server.port.number, me));
     }
     out
+}
+
+/// The `tls` rules of the VirtualServices bound to gateway `gw_key` for a PASSTHROUGH server:
+/// each match's `sniHosts` that the server's hosts accept (and whose port and gateways hold),
+/// with the rule's weighted destinations. A rule without a match the server takes is left out.
+fn sni_routes(world: &World, me: &Workload, gw_key: &str, gw_ns: &str, server: &Server) -> Vec<SniRoute> {
+    let mut out = Vec::new();
+    let port = server.port.number;
+    for vs in world.virtual_services() {
+        let vs_ns = ns(&vs.metadata.namespace);
+        if !vs_gateways(vs).iter().any(|g| g == gw_key) {
+            continue;
+        }
+        let server_hosts: Vec<&str> = server
+            .hosts
+            .iter()
+            .filter_map(|h| {
+                let (host_ns, dns) = h.split_once('/').unwrap_or(("*", h));
+                let ok = match host_ns {
+                    "*" => true,
+                    "." => vs_ns == gw_ns,
+                    other => other == vs_ns,
+                };
+                ok.then_some(dns)
+            })
+            .collect();
+        for (i, rule) in vs.spec.tls.iter().enumerate() {
+            let mut sni_hosts: Vec<String> = Vec::new();
+            for m in &rule.r#match {
+                let applies = m.port.is_none_or(|p| p == port)
+                    && (m.gateways.is_empty() || m.gateways.iter().any(|g| gateway_ref(g, vs_ns) == gw_key))
+                    && selects(&m.source_labels, &me.identity.labels);
+                if !applies {
+                    continue;
+                }
+                for sni in &m.sni_hosts {
+                    if let Some(h) = server_hosts.iter().find_map(|s| host_intersection(s, sni)) {
+                        if !sni_hosts.contains(&h) {
+                            sni_hosts.push(h);
+                        }
+                    }
+                }
+            }
+            if sni_hosts.is_empty() {
+                continue;
+            }
+            let scope = Scope {
+                gateway: gw_key,
+                client_ns: &me.identity.namespace,
+                client_labels: &me.identity.labels,
+                port: u16::try_from(port).unwrap_or_default(),
+            };
+            let clusters = weighted(world, &rule.route, vs_ns, &scope);
+            let name = format!("{vs_ns}/{}#tls{i}", vs.metadata.name);
+            out.push(SniRoute { sni_hosts, route: TcpRoute { name, clusters } });
+        }
+    }
+    out
+}
+
+/// A rule's destinations as weighted clusters (a lone destination without a weight takes all).
+fn weighted(world: &World, route: &[RouteDestination], vs_ns: &str, scope: &Scope) -> Vec<WeightedCluster> {
+    route
+        .iter()
+        .map(|d| WeightedCluster {
+            cluster: destination_cluster(world, &d.destination, vs_ns, scope),
+            weight: match (d.weight, route.len()) {
+                (Some(w), _) => u32::try_from(w).unwrap_or(0),
+                (None, 1) => 100,
+                (None, _) => 0,
+            },
+            headers: Default::default(),
+        })
+        .collect()
 }
 
 /// The first Service (by namespace and name) that selects `me` and sends to container `port`:
@@ -982,19 +1095,7 @@ fn tcp_rules(world: &World, vs: &VirtualService, gateway: &str, port: u32, me: &
             client_labels: &me.identity.labels,
             port: u16::try_from(port).unwrap_or_default(),
         };
-        let clusters = rule
-            .route
-            .iter()
-            .map(|d| WeightedCluster {
-                cluster: destination_cluster(world, &d.destination, vs_ns, &scope),
-                weight: match (d.weight, rule.route.len()) {
-                    (Some(w), _) => u32::try_from(w).unwrap_or(0),
-                    (None, 1) => 100,
-                    (None, _) => 0,
-                },
-                headers: Default::default(),
-            })
-            .collect();
+        let clusters = weighted(world, &rule.route, vs_ns, &scope);
         out.push(TcpRoute { name: format!("{vs_ns}/{}#tcp{i}", vs.metadata.name), clusters });
     }
     out
@@ -1004,7 +1105,8 @@ fn tcp_rules(world: &World, vs: &VirtualService, gateway: &str, port: u32, me: &
 fn is_tcp_port(sp: &ServicePort) -> bool {
     let name = sp.name.as_deref().unwrap_or_default();
     let protocol = sp.app_protocol.as_deref().unwrap_or_else(|| name.split('-').next().unwrap_or_default());
-    protocol.eq_ignore_ascii_case("tcp")
+    // TLS (and HTTPS, which a sidecar cannot read either) is relayed as bytes, as Istio does.
+    ["tcp", "tls", "https"].iter().any(|p| protocol.eq_ignore_ascii_case(p))
 }
 
 /// Sidecar: the Services' TCP ports, reached with HTTP CONNECT through the outbound listener;

@@ -1,8 +1,9 @@
 //! The connection step: every proxy listener accepts, settles the transport (plaintext, or TLS
 //! terminated here: PERMISSIVE tells the two apart by the first byte, STRICT resets a
-//! plaintext client), records who is talking to whom, then relays the connection as bytes (a
-//! TCP route, `tcp.rs`) or serves HTTP/1.1 on it. Requests read the record and never
-//! re-derive it.
+//! plaintext client; a gateway's TLS port picks its server by SNI, or hands the connection
+//! through untouched), records who is talking to whom, then relays the connection as bytes (a
+//! TCP route or TLS passthrough, `tcp.rs`) or serves HTTP/1.1 on it. Requests read the record
+//! and never re-derive it.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::net::{self, log, Body};
 use crate::proxy::stream::{Resettable, Stream};
+use crate::tls::Chain;
 
 /// How long PERMISSIVE and STRICT wait for a client's first byte to tell TLS from plaintext
 /// (a client that says nothing is taken as plaintext; under STRICT it is reset).
@@ -37,9 +39,12 @@ pub struct Connection {
     pub peer_identity: Option<Arc<str>>,
     /// SHA-256 of the client's certificate (`x-forwarded-client-cert`'s `Hash=`).
     pub peer_cert_hash: Option<String>,
-    /// TLS server name and negotiated protocol, when TLS was terminated here.
+    /// TLS server name (also of a connection handed through) and negotiated protocol, when
+    /// TLS was terminated here.
     pub sni: Option<String>,
     pub alpn: Option<String>,
+    /// A PASSTHROUGH server takes it: TLS goes on to the destination as bytes.
+    pub passthrough: bool,
     /// Close the connection with an RST rather than a FIN when it ends.
     reset: Arc<AtomicBool>,
 }
@@ -56,6 +61,7 @@ impl Connection {
             peer_cert_hash: None,
             sni: None,
             alpn: None,
+            passthrough: false,
             reset: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -131,6 +137,29 @@ async fn establish(stream: TcpStream, peer: SocketAddr, accept: Accept) -> Optio
             }
             config
         }
+        Accept::Sni(servers) if servers.passes_through() => {
+            // The SNI decides whether TLS ends here, so it is read without taking any bytes.
+            let sni = peek_sni(&stream).await?;
+            return match servers.pick(sni.as_deref()) {
+                Some(Chain::Passthrough) => {
+                    let mut conn = conn;
+                    conn.sni = sni;
+                    conn.passthrough = true;
+                    Some((Stream::Plain(stream), conn))
+                }
+                Some(Chain::Terminate(config)) => match tokio_rustls::TlsAcceptor::from(config).accept(stream).await {
+                    Ok(tls) => Some(terminated(tls, conn)),
+                    Err(e) => {
+                        log(&format!("tls: handshake with {peer} (SNI {sni:?}) failed: {e}"));
+                        None
+                    }
+                },
+                None => {
+                    log(&format!("tls: no server for SNI {sni:?} from {peer}; closing"));
+                    None
+                }
+            };
+        }
         Accept::Sni(servers) => {
             let lazy = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
             let start = match tokio::time::timeout(SNIFF_TIMEOUT, lazy).await {
@@ -138,7 +167,7 @@ async fn establish(stream: TcpStream, peer: SocketAddr, accept: Accept) -> Optio
                 _ => return None,
             };
             let sni = start.client_hello().server_name().map(str::to_string);
-            let Some(config) = servers.pick(sni.as_deref()) else {
+            let Some(Chain::Terminate(config)) = servers.pick(sni.as_deref()) else {
                 log(&format!("tls: no server for SNI {sni:?} from {peer}; closing"));
                 return None;
             };
@@ -160,6 +189,41 @@ async fn establish(stream: TcpStream, peer: SocketAddr, accept: Accept) -> Optio
     }
 }
 
+/// The SNI of the ClientHello a client opens with, read without taking it off the socket:
+/// `None` when it is not TLS or does not arrive in time, `Some(None)` when it names no server.
+async fn peek_sni(stream: &TcpStream) -> Option<Option<String>> {
+    let deadline = tokio::time::Instant::now() + SNIFF_TIMEOUT;
+    let mut buf = vec![0u8; 5 + (1 << 14)];
+    let mut seen = 0;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let n = tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await.ok()?.ok()?;
+        if n == 0 {
+            return None;
+        }
+        if n > seen {
+            seen = n;
+            let mut acceptor = rustls::server::Acceptor::default();
+            let mut rest = &buf[..n];
+            while !rest.is_empty() {
+                acceptor.read_tls(&mut rest).ok()?;
+            }
+            match acceptor.accept() {
+                Ok(Some(hello)) => return Some(hello.client_hello().server_name().map(str::to_string)),
+                Ok(None) => {}
+                Err(_) => return None,
+            }
+        }
+        if n == buf.len() || tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        // The rest of a ClientHello split across segments (large key shares do that): peek
+        // returns what is there without waiting, so look again shortly.
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
 /// The record of a connection whose TLS was terminated here.
 fn terminated(tls: tokio_rustls::server::TlsStream<TcpStream>, mut conn: Connection) -> (Stream, Connection) {
     let session = tls.get_ref().1;
@@ -172,15 +236,15 @@ fn terminated(tls: tokio_rustls::server::TlsStream<TcpStream>, mut conn: Connect
 }
 
 /// Accepts on `listener` until the task is dropped; each connection runs on its own task.
-/// `accept` says how its transport is settled, then `relay` decides whether the connection is
-/// relayed as TCP; otherwise `handler` gets every HTTP request with the connection's record.
+/// `accept` says how its transport is settled, then `relay` decides from the connection's
+/// record whether it is relayed as bytes; otherwise `handler` gets every HTTP request with it.
 /// A handler's `Err(Reset)` closes the connection with an RST, without a response.
 pub async fn serve<A, F, Fut, R>(listener: TcpListener, accept: A, relay: R, handler: F)
 where
     A: Fn() -> Accept,
     F: Fn(Request<Incoming>, Arc<Connection>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Response<Body>, Reset>> + Send + 'static,
-    R: Fn() -> Option<Relay> + Clone + Send + Sync + 'static,
+    R: Fn(&Connection) -> Option<Relay> + Clone + Send + Sync + 'static,
 {
     loop {
         let (stream, peer) = net::accept(&listener).await;
@@ -190,7 +254,7 @@ where
         tokio::spawn(async move {
             let Some((stream, conn)) = establish(stream, peer, transport).await else { return };
             let conn = Arc::new(conn);
-            if let Some(relay) = relay() {
+            if let Some(relay) = relay(&conn) {
                 return relay(stream, conn).await;
             }
             let io = Resettable { stream, reset: conn.reset.clone() };

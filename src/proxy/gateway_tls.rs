@@ -1,6 +1,8 @@
-//! A gateway's HTTPS servers: their certificates come from Secrets, fetched from the control
+//! A gateway's TLS servers: their certificates come from Secrets, fetched from the control
 //! plane with the gateway's own credential (Envoy's SDS, in one call) and kept by the Secret's
 //! version, so a rotated Secret is fetched once and used for new handshakes without a restart.
+//! `ISTIO_MUTUAL` servers use the gateway's own workload certificate; PASSTHROUGH servers'
+//! SNI names are listed so the port knows to hand those connections through.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,8 +11,8 @@ use rustls::ServerConfig;
 
 use crate::api::{self, Credential};
 use crate::net::log;
-use crate::snapshot::ServerTls;
-use crate::tls::{self, SniConfigs};
+use crate::snapshot::{GatewayListener, ServerTls};
+use crate::tls::{self, Chain, ClientAuth, SniConfigs};
 
 /// Server configs by (Secret, its version, mode, minimum TLS version).
 #[derive(Default)]
@@ -19,28 +21,34 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    /// Each port's servers with their certificates; a server whose Secret is missing or
-    /// unusable is left out (a client naming it gets no handshake, as with Envoy).
+    /// Each TLS port's servers with their certificates; a server whose Secret is missing or
+    /// unusable is left out (a client naming it gets no handshake, as with Envoy). `mesh` is
+    /// the gateway's own mTLS server config, for ISTIO_MUTUAL.
     pub async fn configs(
         &mut self,
         api: &api::Client,
-        ports: &[(u16, Vec<ServerTls>)],
+        listeners: &[GatewayListener],
+        mesh: Option<Arc<ServerConfig>>,
     ) -> HashMap<u16, Arc<SniConfigs>> {
         let mut out = HashMap::new();
         let mut keep = HashMap::new();
-        for (port, servers) in ports {
+        for l in listeners.iter().filter(|l| !l.tls.is_empty() || !l.passthrough.is_empty()) {
             let mut sni = SniConfigs::default();
-            for server in servers {
-                let config = match self.cache.remove(server) {
-                    Some(c) => Some(c),
-                    None => fetch(api, server).await,
+            for server in &l.tls {
+                let config = match (server.mode.as_str(), self.cache.remove(server)) {
+                    ("ISTIO_MUTUAL", _) => mesh.clone(),
+                    (_, Some(c)) => Some(c),
+                    (_, None) => fetch(api, server).await,
                 };
                 if let Some(c) = config {
-                    sni.servers.push((server.hosts.clone(), c.clone()));
+                    sni.servers.push((server.hosts.clone(), Chain::Terminate(c.clone())));
                     keep.insert(server.clone(), c);
                 }
             }
-            out.insert(*port, Arc::new(sni));
+            for route in &l.passthrough {
+                sni.servers.push((route.sni_hosts.clone(), Chain::Passthrough));
+            }
+            out.insert(l.port, Arc::new(sni));
         }
         self.cache = keep;
         out
@@ -56,16 +64,17 @@ async fn fetch(api: &api::Client, server: &ServerTls) -> Option<Arc<ServerConfig
             return None;
         }
     };
-    let ca = match (server.mode.as_str(), &cred.ca) {
-        ("MUTUAL", None) => {
-            log(&format!("gateway: credential {name} has no ca.crt (nor a {name}-cacert Secret) for MUTUAL"));
+    let client_auth = match (server.mode.as_str(), &cred.ca) {
+        (mode @ ("MUTUAL" | "OPTIONAL_MUTUAL"), None) => {
+            log(&format!("gateway: credential {name} has no ca.crt (nor a {name}-cacert Secret) for {mode}"));
             return None;
         }
-        ("MUTUAL", Some(ca)) => Some(ca.as_str()),
-        _ => None,
+        ("MUTUAL", Some(ca)) => ClientAuth::Required(ca),
+        ("OPTIONAL_MUTUAL", Some(ca)) => ClientAuth::Optional(ca),
+        _ => ClientAuth::None,
     };
     let tls13 = server.min_version.as_deref() == Some("TLSV1_3");
-    match tls::gateway_config(&cred.cert_chain, &cred.key, ca, tls13) {
+    match tls::gateway_config(&cred.cert_chain, &cred.key, client_auth, tls13) {
         Ok(c) => Some(c),
         Err(e) => {
             log(&format!("gateway: credential {name}: {e}"));

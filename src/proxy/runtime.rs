@@ -22,6 +22,8 @@ pub struct Runtime {
     pub inbound: HashMap<u16, Inbound>,
     /// Gateway TCP listeners: container port → its `tcp` rules, in order.
     pub tcp: HashMap<u16, Vec<snapshot::TcpRoute>>,
+    /// Gateway TLS listeners: container port → its PASSTHROUGH servers' `tls` rules.
+    pub passthrough: HashMap<u16, Vec<snapshot::SniRoute>>,
     /// By name, with the definition they were built from (to tell what changed).
     pub clusters: HashMap<String, (snapshot::Cluster, Arc<Cluster>)>,
     /// This proxy as metrics describe it (built once per snapshot, not per request).
@@ -60,6 +62,12 @@ impl Runtime {
             .collect();
         let tcp =
             snapshot.listeners.iter().filter(|l| l.protocol == "TCP").map(|l| (l.port, l.tcp_routes.clone())).collect();
+        let passthrough = snapshot
+            .listeners
+            .iter()
+            .filter(|l| !l.passthrough.is_empty())
+            .map(|l| (l.port, l.passthrough.clone()))
+            .collect();
         let empty = HashMap::new();
         let clusters = clusters::reconcile(
             &snapshot.clusters,
@@ -70,7 +78,17 @@ impl Runtime {
         let mut me = Peer::of(&snapshot.proxy);
         me.principal = identity.map(|i| i.spiffe.as_str().into());
         let me = Arc::new(me);
-        Runtime { snapshot, outbound, listeners, inbound, tcp, clusters, me, unknown: Arc::new(Peer::unknown()) }
+        Runtime {
+            snapshot,
+            outbound,
+            listeners,
+            inbound,
+            tcp,
+            passthrough,
+            clusters,
+            me,
+            unknown: Arc::new(Peer::unknown()),
+        }
     }
 
     /// Before the first snapshot: nothing routes.

@@ -1,5 +1,6 @@
 //! Connections relayed as bytes: a gateway's TCP listener (VirtualService `tcp` rules pick a
-//! weighted cluster and an endpoint per connection, as Envoy's tcp_proxy does) and a sidecar's
+//! weighted cluster and an endpoint per connection, as Envoy's tcp_proxy does), a gateway's
+//! PASSTHROUGH server (the `tls` rule that names the connection's SNI picks), and a sidecar's
 //! inbound listener for a TCP Service port (straight to the app). Decided when the connection
 //! is accepted; everything else on a listener is HTTP. A sidecar's outbound listener opens TCP
 //! tunnels with HTTP CONNECT (`connect`).
@@ -23,7 +24,7 @@ use crate::proxy::Shared;
 use crate::snapshot::{OutboundMode, TcpRoute};
 
 /// Where a new connection goes when it is TCP here; `None` serves it as HTTP.
-pub fn relay(shared: &Arc<Shared>, direction: Direction) -> Option<Relay> {
+pub fn relay(shared: &Arc<Shared>, direction: Direction, conn: &Connection) -> Option<Relay> {
     let runtime = shared.runtime.borrow().clone();
     match direction {
         Direction::Inbound { port } => {
@@ -41,9 +42,19 @@ pub fn relay(shared: &Arc<Shared>, direction: Direction) -> Option<Relay> {
                 })
             }))
         }
-        Direction::Gateway { port } if runtime.tcp.contains_key(&port) => {
+        Direction::Gateway { port } if conn.passthrough => {
+            // Never served as HTTP: without a rule (none can be missing) the connection closes.
+            let routes = runtime.passthrough.get(&port).map_or(&[][..], Vec::as_slice);
+            let rule =
+                crate::tls::best_by_sni(routes.iter().map(|r| (r.sni_hosts.as_slice(), &r.route)), conn.sni.as_deref());
+            let rules: Vec<TcpRoute> = rule.into_iter().cloned().collect();
             let shared = shared.clone();
-            Some(Box::new(move |stream, conn| Box::pin(gateway(shared, runtime, port, stream, conn))))
+            Some(Box::new(move |stream, conn| Box::pin(gateway(shared, runtime, port, rules, stream, conn))))
+        }
+        Direction::Gateway { port } => {
+            let rules = runtime.tcp.get(&port)?.clone();
+            let shared = shared.clone();
+            Some(Box::new(move |stream, conn| Box::pin(gateway(shared, runtime, port, rules, stream, conn))))
         }
         _ => None,
     }
@@ -62,14 +73,20 @@ fn allowed(runtime: &Runtime, conn: &Connection, port: u16) -> bool {
     true
 }
 
-/// The first `tcp` rule of the listener picks a weighted cluster, the cluster an endpoint.
-/// With nothing to send to, the connection is closed (Envoy's tcp_proxy does the same).
-async fn gateway(shared: Arc<Shared>, runtime: Arc<Runtime>, port: u16, stream: Stream, conn: Arc<Connection>) {
+/// The first of the rules picks a weighted cluster, the cluster an endpoint. With nothing to
+/// send to, the connection is closed (Envoy's tcp_proxy does the same).
+async fn gateway(
+    shared: Arc<Shared>,
+    runtime: Arc<Runtime>,
+    port: u16,
+    rules: Vec<TcpRoute>,
+    stream: Stream,
+    conn: Arc<Connection>,
+) {
     if !allowed(&runtime, &conn, port) {
         return;
     }
-    let Some(rules) = runtime.tcp.get(&port) else { return };
-    let Some(host) = pick(&runtime, rules, &mut fastrand::Rng::new()) else {
+    let Some(host) = pick(&runtime, &rules, &mut fastrand::Rng::new()) else {
         return log(&format!("tcp {port}: no cluster or healthy endpoint; closing"));
     };
     if shared.is_own_address(host.endpoint.address) {

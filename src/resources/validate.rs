@@ -487,9 +487,11 @@ mod tests {
         assert!(validate(&ok).is_ok());
         assert!(unenforced(&ok).is_empty(), "httpsRedirect is served");
         let passthrough = one("apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: g\nspec:\n  servers:\n  - port: {number: 443, name: tls, protocol: TLS}\n    hosts: [\"*\"]\n    tls: {mode: PASSTHROUGH}\n");
+        assert!(unenforced(&passthrough).is_empty(), "PASSTHROUGH is served");
+        let auto = one("apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: g\nspec:\n  servers:\n  - port: {number: 15443, name: tls, protocol: TLS}\n    hosts: [\"*.local\"]\n    tls: {mode: AUTO_PASSTHROUGH}\n");
         assert_eq!(
-            unenforced(&passthrough),
-            vec!["spec.servers[0].tls: mode PASSTHROUGH is accepted but not served yet by meshrig (SIMPLE and MUTUAL are)"]
+            unenforced(&auto),
+            vec!["spec.servers[0].tls: mode AUTO_PASSTHROUGH is accepted but not served yet by meshrig (PASSTHROUGH, SIMPLE, MUTUAL, OPTIONAL_MUTUAL and ISTIO_MUTUAL are)"]
         );
     }
 

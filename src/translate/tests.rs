@@ -371,7 +371,8 @@ spec:
     assert_eq!(c.lb, crate::snapshot::LbPolicy::RoundRobin, "DestinationRules apply to entry hosts");
     let v2 = &snap.clusters["outbound|80|v2|api.example.com"];
     assert_eq!(v2.endpoints.iter().map(|e| e.address.to_string()).collect::<Vec<_>>(), ["10.0.0.2:8080"]);
-    assert!(!snap.clusters.contains_key("outbound|443||api.example.com"), "HTTPS ports are not served yet");
+    assert!(snap.clusters.contains_key("outbound|443||api.example.com"), "a gateway's tls rule may send to it");
+    assert!(!snap.outbound.iter().any(|rc| rc.port == 443), "but sidecars route only HTTP ports");
     assert_eq!(snap.clusters["outbound|80||httpbin.org"].discovery, Discovery::Dns(vec!["httpbin.org:80".into()]));
     assert_eq!(
         snap.clusters["outbound|80||mirror.example.com"].discovery,
@@ -450,4 +451,60 @@ spec:
     let snap = snapshot(&all, &echo, Version::default());
     let tcp: Vec<(u16, bool)> = snap.inbound.iter().map(|p| (p.port, p.tcp)).collect();
     assert_eq!(tcp, [(8080, false), (9000, true)], "by port name, and appProtocol wins");
+}
+
+#[test]
+fn passthrough_servers_take_the_tls_rules_whose_sni_hosts_they_accept() {
+    let yaml = format!(
+        "{HTTPBIN}---
+apiVersion: v1
+kind: Service
+metadata: {{name: nginx, namespace: default}}
+spec:
+  selector: {{app: nginx}}
+  ports: [{{name: https, port: 443}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: default}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 443, name: tls, protocol: TLS}}
+    hosts: ['*.example.com']
+  - port: {{number: 443, name: https, protocol: HTTPS}}
+    hosts: [mesh.example.org]
+    tls: {{mode: ISTIO_MUTUAL}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: nginx, namespace: default}}
+spec:
+  hosts: ['*.example.com']
+  gateways: [gw]
+  tls:
+  - match: [{{port: 443, sniHosts: [nginx.example.com, other.test]}}]
+    route: [{{destination: {{host: nginx, port: {{number: 443}}}}}}]
+  - match: [{{port: 8443, sniHosts: [wrong-port.example.com]}}]
+    route: [{{destination: {{host: nginx}}}}]
+  - match: [{{sniHosts: ['*.example.com']}}]
+    route: [{{destination: {{host: nginx, port: {{number: 443}}}}, weight: 100}}]
+"
+    );
+    let res = resources(&yaml);
+    let gw = gateway_pod();
+    let all = world(&res, std::slice::from_ref(&gw));
+    let snap = snapshot(&all, &gw, Version::default());
+    let l = snap.listeners.iter().find(|l| l.port == 8443).expect("a listener on the https target port");
+    let sni: Vec<&[String]> = l.passthrough.iter().map(|r| r.sni_hosts.as_slice()).collect();
+    assert_eq!(
+        sni,
+        [&["nginx.example.com".to_string()][..], &["*.example.com".to_string()][..]],
+        "hosts outside the server's are dropped, and so is a rule for another port"
+    );
+    assert_eq!(l.passthrough[0].route.clusters[0].cluster, "outbound|443||nginx.default.svc.cluster.local");
+    let modes: Vec<(&str, &str)> = l.tls.iter().map(|t| (t.mode.as_str(), t.credential.as_str())).collect();
+    assert_eq!(modes, [("ISTIO_MUTUAL", "")], "ISTIO_MUTUAL needs no Secret");
+    // An `https` Service port is relayed as bytes by the workload's sidecar, as Istio does.
+    assert!(is_tcp_port(&crate::resources::core::ServicePort { name: Some("https".into()), ..Default::default() }));
 }

@@ -509,3 +509,171 @@ fn a_jwks_uri_in_the_mesh_is_fetched_by_the_control_plane_and_the_issuer_sample_
     let refused = call(&[("Authorization", &bearer(&alice))]);
     assert_eq!((refused.status, refused.body.as_str()), (401, "Jwt verification fails"));
 }
+
+/// A TLS server outside the mesh that answers every request with `body` (the destination a
+/// PASSTHROUGH server hands TLS to: the client's handshake ends here, not at the gateway).
+fn tls_backend(cert_pem: &str, key_pem: &str, body: &'static str) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let certs = meshrig::tls::certs_from_pem(cert_pem).unwrap();
+    let key = meshrig::tls::key_from_pem(key_pem).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(meshrig::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let config = std::sync::Arc::new(config);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for sock in listener.incoming().flatten() {
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let mut tls = rustls::StreamOwned::new(rustls::ServerConnection::new(config).unwrap(), sock);
+                let mut buf = [0u8; 4096];
+                if tls.read(&mut buf).unwrap_or(0) > 0 {
+                    let reply =
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                    let _ = tls.write_all(reply.as_bytes());
+                    tls.conn.send_close_notify();
+                    let _ = tls.flush();
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_passthrough_server_hands_tls_to_its_destination_by_sni_beside_a_terminating_one() {
+    let mesh = Mesh::up();
+    let dir = mesh.work.path();
+    let pki = Pki::new();
+    let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+    write("ca.crt", &pki.ca.pem());
+    let (nginx_cert, nginx_key) = pki.issue("nginx.example.com");
+    let backend = tls_backend(&nginx_cert, &nginx_key, "served by the backend itself");
+    let (cert, key) = pki.issue("httpbin.example.com");
+    write("httpbin.crt", &cert);
+    write("httpbin.key", &key);
+    mesh.ok(&[
+        "create",
+        "secret",
+        "tls",
+        "httpbin-credential",
+        "-n",
+        "istio-system",
+        "--cert",
+        "httpbin.crt",
+        "--key",
+        "httpbin.key",
+    ]);
+    let applied = mesh.apply_yaml(
+        "passthrough.yaml",
+        &format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: nginx\nspec:\n  hosts: [my-nginx.example.internal]\n  location: MESH_EXTERNAL\n  resolution: STATIC\n  ports:\n  - {{number: 443, name: tls, protocol: TLS}}\n  endpoints:\n  - address: 127.0.0.1\n    ports: {{tls: {}}}\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: mygateway\nspec:\n  selector:\n    istio: ingressgateway\n  servers:\n  - port: {{number: 443, name: https, protocol: HTTPS}}\n    tls: {{mode: PASSTHROUGH}}\n    hosts: [nginx.example.com]\n  - port: {{number: 443, name: https-httpbin, protocol: HTTPS}}\n    tls: {{mode: SIMPLE, credentialName: httpbin-credential}}\n    hosts: [httpbin.example.com]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: nginx\nspec:\n  hosts: [nginx.example.com]\n  gateways: [mygateway]\n  tls:\n  - match:\n    - port: 443\n      sniHosts: [nginx.example.com]\n    route:\n    - destination:\n        host: my-nginx.example.internal\n        port: {{number: 443}}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: httpbin\nspec:\n  hosts: [httpbin.example.com]\n  gateways: [mygateway]\n  http:\n  - route:\n    - destination: {{port: {{number: 8000}}, host: httpbin}}\n",
+            backend.port()
+        ),
+    );
+    assert!(!applied.contains("not served") && !applied.contains("not enforced"), "{applied}");
+    let port = mesh.status()["gateway"]["https"].as_str().unwrap().rsplit(':').next().unwrap().to_string();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // The backend's own certificate reaches the client: the gateway did not terminate TLS.
+    assert_eq!(
+        served_certificate(addr, "nginx.example.com", &pki.ca.pem()),
+        meshrig::tls::certs_from_pem(&nginx_cert).unwrap()[0].to_vec()
+    );
+    let resolve = format!("nginx.example.com:{port}:127.0.0.1");
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--cacert", "ca.crt", "--resolve", &resolve, &format!("https://nginx.example.com:{port}/")])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "served by the backend itself", "{}", crate::support::text(&out));
+    // The other host on the same port is terminated by the gateway and routed as HTTP.
+    assert_eq!(https(&mesh, &port, "/status/418", &[]), ("418".into(), 0));
+    // A name no server takes gets no handshake.
+    let resolve = format!("other.example.com:{port}:127.0.0.1");
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-k", "--resolve", &resolve, &format!("https://other.example.com:{port}/")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "an unknown SNI is refused");
+}
+
+#[test]
+fn istio_mutual_and_optional_mutual_gateway_servers_ask_for_the_right_client_certificates() {
+    let mesh = Mesh::up();
+    let dir = mesh.work.path();
+    let pki = Pki::new();
+    let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+    // A client certificate from the mesh's own root, as a sidecar would present.
+    let ca = meshrig::ca::Ca::load_or_create(&mesh.state.path().join("ca")).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+    let id = "spiffe://cluster.local/ns/default/sa/curl";
+    write("mesh.crt", &ca.sign_workload(&csr, id, std::time::Duration::from_secs(3600)).unwrap());
+    write("mesh.key", &key.serialize_pem());
+    let (other_cert, other_key) = pki.issue("client.example.com");
+    write("other.crt", &other_cert);
+    write("other.key", &other_key);
+    let (cert, server_key) = pki.issue("httpbin.example.com");
+    write("ca.crt", &pki.ca.pem());
+    write("httpbin.crt", &cert);
+    write("httpbin.key", &server_key);
+    mesh.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "httpbin-credential",
+        "-n",
+        "istio-system",
+        "--from-file=tls.crt=httpbin.crt",
+        "--from-file=tls.key=httpbin.key",
+        "--from-file=ca.crt=ca.crt",
+    ]);
+    let gateway = |tls: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: mygateway\nspec:\n  selector:\n    istio: ingressgateway\n  servers:\n  - port: {{number: 443, name: https, protocol: HTTPS}}\n    tls: {tls}\n    hosts: [httpbin.example.com]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: httpbin\nspec:\n  hosts: [httpbin.example.com]\n  gateways: [mygateway]\n  http:\n  - route:\n    - destination: {{port: {{number: 8000}}, host: httpbin}}\n"
+        )
+    };
+    let port = mesh.status()["gateway"]["https"].as_str().unwrap().rsplit(':').next().unwrap().to_string();
+    let with = |files: Option<(&str, &str)>| {
+        let mut extra = vec![];
+        if let Some((c, k)) = files {
+            extra = vec!["--cert", c, "--key", k];
+        }
+        https(&mesh, &port, "/status/418", &extra)
+    };
+
+    let applied = mesh.apply_yaml("gateway.yaml", &gateway("{mode: ISTIO_MUTUAL}"));
+    assert!(!applied.contains("not served"), "{applied}");
+    // The gateway presents its workload certificate (a SPIFFE name, no DNS name): trust the
+    // mesh root and skip the name check, as a sidecar does.
+    std::fs::write(dir.join("ca.crt"), ca.root_pem()).unwrap();
+    let insecure = |files: Option<(&str, &str)>| {
+        let resolve = format!("httpbin.example.com:{port}:127.0.0.1");
+        let mut args = vec!["-s", "-k", "-o", "/dev/null", "-w", "%{http_code}", "--resolve", &resolve];
+        if let Some((c, k)) = files {
+            args.extend(["--cert", c, "--key", k]);
+        }
+        let url = format!("https://httpbin.example.com:{port}/status/418");
+        args.push(&url);
+        let out = std::process::Command::new("curl").args(&args).current_dir(dir).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(insecure(Some(("mesh.crt", "mesh.key"))), "418", "a certificate from the mesh's root");
+    assert_eq!(insecure(None), "000", "no client certificate");
+    assert_eq!(insecure(Some(("other.crt", "other.key"))), "000", "a certificate from another root");
+
+    write("ca.crt", &pki.ca.pem());
+    mesh.apply_yaml("gateway.yaml", &gateway("{mode: OPTIONAL_MUTUAL, credentialName: httpbin-credential}"));
+    assert_eq!(with(None), ("418".into(), 0), "OPTIONAL_MUTUAL: no certificate is fine");
+    let (client_cert, client_key) = pki.issue("client.example.com");
+    write("client.crt", &client_cert);
+    write("client.key", &client_key);
+    assert_eq!(with(Some(("client.crt", "client.key"))), ("418".into(), 0));
+    assert_eq!(with(Some(("mesh.crt", "mesh.key"))).0, "000", "a certificate the CA did not sign is refused");
+}

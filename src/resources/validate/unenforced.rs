@@ -105,19 +105,21 @@ pub fn unenforced(r: &Resource) -> Vec<String> {
         Resource::Gateway(g) => {
             for (i, s) in g.spec.servers.iter().enumerate() {
                 let path = format!("spec.servers[{i}]");
-                // Enforced: httpsRedirect, SIMPLE and MUTUAL from a credentialName.
+                // Enforced: httpsRedirect, SIMPLE, MUTUAL and OPTIONAL_MUTUAL from a credentialName,
+                // ISTIO_MUTUAL, PASSTHROUGH.
                 if let Some(tls) = &s.tls {
                     let mode = tls.mode.as_deref().unwrap_or("PASSTHROUGH");
                     let from_secret = tls.credential_name.is_some() || !tls.credential_names.is_empty();
                     match mode {
-                        "SIMPLE" | "MUTUAL" if from_secret => {}
-                        "SIMPLE" | "MUTUAL" => out.push(format!(
+                        "SIMPLE" | "MUTUAL" | "OPTIONAL_MUTUAL" if from_secret => {}
+                        "ISTIO_MUTUAL" | "PASSTHROUGH" => {}
+                        "SIMPLE" | "MUTUAL" | "OPTIONAL_MUTUAL" => out.push(format!(
                             "{path}.tls: certificates from files are not served by meshrig; put them in a Secret \
                              (`meshrig create secret tls NAME --cert FILE --key FILE -n istio-system`) and name it in credentialName"
                         )),
                         _ if s.port.protocol.eq_ignore_ascii_case("HTTP") => {}
                         other => out.push(format!(
-                            "{path}.tls: mode {other} is accepted but not served yet by meshrig (SIMPLE and MUTUAL are)"
+                            "{path}.tls: mode {other} is accepted but not served yet by meshrig (PASSTHROUGH, SIMPLE, MUTUAL, OPTIONAL_MUTUAL and ISTIO_MUTUAL are)"
                         )),
                     }
                 }
@@ -161,8 +163,19 @@ pub fn unenforced(r: &Resource) -> Vec<String> {
                     }
                 }
             }
-            if !spec.tls.is_empty() {
-                out.push(not_enforced("spec.tls"));
+            let for_sidecars = spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == "mesh");
+            if !spec.tls.is_empty() && for_sidecars {
+                out.push(
+                    "spec.tls: TLS routes are served by gateways (PASSTHROUGH servers), not yet by sidecars (`mesh`)"
+                        .into(),
+                );
+            }
+            for (i, rule) in spec.tls.iter().enumerate() {
+                for (j, m) in rule.r#match.iter().enumerate() {
+                    if !m.destination_subnets.is_empty() || m.source_namespace.is_some() {
+                        out.push(not_enforced(format!("spec.tls[{i}].match[{j}] destinationSubnets/sourceNamespace")));
+                    }
+                }
             }
             for (i, rule) in spec.tcp.iter().enumerate() {
                 for (j, m) in rule.r#match.iter().enumerate() {
@@ -204,8 +217,8 @@ pub fn unenforced(r: &Resource) -> Vec<String> {
             for (i, p) in spec.ports.iter().enumerate() {
                 if !p.is_http() {
                     out.push(format!(
-                        "spec.ports[{i}]: port {} ({}) is not HTTP; meshrig routes only HTTP ports of a \
-                         ServiceEntry yet, so this port is not served",
+                        "spec.ports[{i}]: port {} ({}) is not HTTP; sidecars route only HTTP ports of a \
+                         ServiceEntry yet (a gateway's tls or tcp rule can send to it)",
                         p.number,
                         p.protocol.as_deref().unwrap_or(&p.name)
                     ));
