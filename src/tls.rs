@@ -338,7 +338,8 @@ pub fn gateway_config(
     let mut config = builder
         .with_single_cert(certs_from_pem(chain_pem)?, key_from_pem(key_pem)?)
         .map_err(|e| format!("certificate and key: {e}"))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // As Envoy's gateways: HTTP/2 for clients that offer it, HTTP/1.1 for the others.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 

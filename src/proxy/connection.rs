@@ -258,6 +258,7 @@ where
                 return relay(stream, conn).await;
             }
             let io = Resettable { stream, reset: conn.reset.clone() };
+            let conn_alpn_h2 = conn.alpn.as_deref() == Some("h2");
             let service = service_fn(move |req| {
                 let handler = handler.clone();
                 let conn = conn.clone();
@@ -269,11 +270,18 @@ where
                     result
                 }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(io), service)
-                .with_upgrades()
-                .await;
+            // HTTP/2 when TLS negotiated it (a gateway's HTTPS port offers `h2`); HTTP/1.1 otherwise.
+            if conn_alpn_h2 {
+                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(TokioIo::new(io), service)
+                    .await;
+            } else {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(io), service)
+                    .with_upgrades()
+                    .await;
+            }
         });
     }
 }

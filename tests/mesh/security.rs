@@ -262,6 +262,21 @@ fn a_secure_gateway_serves_simple_and_mutual_tls_from_secrets_and_picks_up_a_rot
     assert!(!applied.contains("not served") && !applied.contains("not enforced"), "{applied}");
     let port = mesh.status()["gateway"]["https"].as_str().unwrap().rsplit(':').next().unwrap().to_string();
     assert_eq!(https(&mesh, &port, "/status/418", &[]), ("418".into(), 0), "SIMPLE: the teapot over TLS");
+    // HTTP/2 by ALPN, as istio.io's `curl -v` shows it (`< HTTP/2 418`), and HTTP/1.1 on request.
+    let version = |extra: &[&str]| {
+        let mut args = vec!["-w", "%{http_code} %{http_version}"];
+        args.extend_from_slice(extra);
+        https(&mesh, &port, "/status/418", &args).0
+    };
+    assert_eq!(version(&[]), "418 2");
+    assert_eq!(version(&["--http1.1"]), "418 1.1");
+    let body = std::process::Command::new("curl")
+        .args(["-s", "--cacert", "ca.crt", "--resolve", &format!("httpbin.example.com:{port}:127.0.0.1")])
+        .arg(format!("https://httpbin.example.com:{port}/status/418"))
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&body.stdout).contains("I'm a teapot"), "the body over HTTP/2");
     assert_eq!(https(&mesh, &port, "/headers", &[]).0, "404", "only /status and /delay are routed");
     // Plain HTTP for that host is redirected to https.
     let redirect = get(mesh.gateway(), "httpbin.example.com", "/status/200").unwrap();
