@@ -131,6 +131,20 @@ fn istios_bookinfo_follows_the_http_authorization_task() {
 
 #[test]
 #[ignore = "conformance: needs MESHRIG_ISTIO_SAMPLES=<Istio's samples folder> (.ci/run sets it)"]
+fn istios_httpbin_follows_the_secure_ingress_task() {
+    let dir = istio_samples();
+    scenarios::secure_ingress_scenario(&support::Mesh::up(), &dir);
+}
+
+#[test]
+#[ignore = "conformance: needs MESHRIG_ISTIO_SAMPLES=<Istio's samples folder> (.ci/run sets it)"]
+fn istios_httpbin_and_curl_follow_the_authentication_policy_task() {
+    let dir = istio_samples();
+    scenarios::authentication_policy_scenario(&support::Mesh::up(), &dir);
+}
+
+#[test]
+#[ignore = "conformance: needs MESHRIG_ISTIO_SAMPLES=<Istio's samples folder> (.ci/run sets it)"]
 fn istios_httpbin_and_curl_follow_the_mtls_migration_task() {
     let dir = istio_samples();
     scenarios::mtls_migration_scenario(&support::Mesh::up(), &dir);

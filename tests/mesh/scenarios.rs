@@ -434,3 +434,238 @@ pub fn mtls_migration_scenario(mesh: &Mesh, dir: &Path) {
     expected[5] = "curl.legacy to httpbin.bar: 000 (exit 56)".into();
     assert_eq!(every_pair(mesh), expected);
 }
+
+/// istio.io's authentication policy task on httpbin and curl from `dir`: mutual TLS per
+/// workload and per port, a workload policy over its namespace's (with its DestinationRule),
+/// then end-user authentication at the ingress gateway with keys fetched from `jwksUri` (the
+/// project's JWT issuer sample, as the task's GitHub URL needs the internet) and the two
+/// AuthorizationPolicies that require a token.
+pub fn authentication_policy_scenario(mesh: &Mesh, dir: &Path) {
+    mtls_setup(mesh, dir);
+    let all_ok: Vec<String> = ["foo", "bar", "legacy"]
+        .iter()
+        .flat_map(|f| ["foo", "bar"].map(|t| format!("curl.{f} to httpbin.{t}: 200 (exit 0)")))
+        .collect();
+    let but = |resets: &[usize]| {
+        let mut out = all_ok.clone();
+        for i in resets {
+            out[*i] = out[*i].replace(": 200 (exit 0)", ": 000 (exit 56)");
+        }
+        out
+    };
+    let pa = |name: &str, ns: &str, body: &str| {
+        format!("apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n{body}")
+    };
+    // Per workload: STRICT for bar's httpbin only; then its port 8080 takes plaintext again.
+    let workload = "  selector:\n    matchLabels:\n      app: httpbin\n  mtls:\n    mode: STRICT\n";
+    mesh.apply_yaml("bar-httpbin.yaml", &pa("httpbin", "bar", workload));
+    assert_eq!(every_pair(mesh), but(&[5]), "only legacy to httpbin.bar is reset");
+    let port = format!("{workload}  portLevelMtls:\n    8080:\n      mode: DISABLE\n");
+    mesh.apply_yaml("bar-httpbin.yaml", &pa("httpbin", "bar", &port));
+    assert_eq!(every_pair(mesh), all_ok, "port 8080 is DISABLE");
+
+    // Precedence: foo is STRICT, and a workload policy (with its DestinationRule) turns it off
+    // for foo's httpbin.
+    mesh.apply_yaml("foo-strict.yaml", &pa("default", "foo", "  mtls:\n    mode: STRICT\n"));
+    assert_eq!(every_pair(mesh), but(&[4]));
+    mesh.apply_yaml(
+        "overwrite.yaml",
+        &format!(
+            "{}---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: overwrite-example\n  namespace: foo\nspec:\n  host: httpbin.foo.svc.cluster.local\n  trafficPolicy:\n    tls:\n      mode: DISABLE\n",
+            pa("overwrite-example", "foo", "  selector:\n    matchLabels:\n      app: httpbin\n  mtls:\n    mode: DISABLE\n")
+        ),
+    );
+    assert_eq!(every_pair(mesh), all_ok, "the workload policy wins over its namespace's");
+    for (kind, name, ns) in [
+        ("peerauthentication", "overwrite-example", "foo"),
+        ("destinationrule", "overwrite-example", "foo"),
+        ("peerauthentication", "default", "foo"),
+        ("peerauthentication", "httpbin", "bar"),
+    ] {
+        mesh.ok(&["delete", kind, name, "-n", ns]);
+    }
+
+    // End-user authentication at the ingress gateway.
+    mesh.ok(&["apply", "-n", "foo", "-f", dir.join("httpbin/httpbin-gateway.yaml").to_str().unwrap(), "--wait"]);
+    let issuer = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/jwt-issuer/jwt-issuer.yaml");
+    mesh.ok(&["apply", "-n", "istio-system", "-f", issuer.to_str().unwrap(), "--wait"]);
+    let gw = mesh.gateway();
+    let call = |path: &str, token: Option<&str>| {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth.as_deref().map(|a| vec![("Authorization", a)]).unwrap_or_default();
+        crate::support::request(gw, "GET", "httpbin.example.com", path, &headers).unwrap().status
+    };
+    assert_eq!(call("/headers", None), 200);
+    mesh.apply_yaml(
+        "jwt-example.yaml",
+        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata:\n  name: jwt-example\n  namespace: istio-system\nspec:\n  selector:\n    matchLabels:\n      istio: ingressgateway\n  jwtRules:\n  - issuer: \"testing@meshrig.local\"\n    jwksUri: \"http://jwt-issuer.istio-system.svc.cluster.local:8000/jwks.json\"\n",
+    );
+    let out = mesh.run(&["exec", "-n", "foo", "curl", "--", "curl", "-s", "http://jwt-issuer.istio-system:8000/token"]);
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!((call("/headers", None), call("/headers", Some("deadbeef"))), (200, 401), "no token, a bad one");
+    assert_eq!(call("/headers", Some(&token)), 200, "a valid token");
+    let deny = |to: &str| {
+        format!(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: frontend-ingress\n  namespace: istio-system\nspec:\n  selector:\n    matchLabels:\n      istio: ingressgateway\n  action: DENY\n  rules:\n  - from:\n    - source:\n        notRequestPrincipals: [\"*\"]\n{to}"
+        )
+    };
+    mesh.apply_yaml("frontend-ingress.yaml", &deny(""));
+    assert_eq!((call("/headers", None), call("/headers", Some(&token))), (403, 200), "a token is required");
+    mesh.apply_yaml("frontend-ingress.yaml", &deny("    to:\n    - operation:\n        paths: [\"/headers\"]\n"));
+    assert_eq!((call("/headers", None), call("/ip", None)), (403, 200), "only on /headers");
+}
+
+/// A CA and certificates it signs, as the secure ingress task makes them with openssl.
+pub struct Pki {
+    pub ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let mut params = rcgen::CertificateParams::default();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::OrganizationName, "example Inc.");
+        Pki { ca: rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap() }
+    }
+    /// (certificate PEM, key PEM) for `name`.
+    pub fn issue(&self, name: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap().signed_by(&key, &self.ca).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// `curl --cacert ca.crt --resolve host:PORT:127.0.0.1 https://host:PORT/path` with `extra`
+/// arguments: (the code curl printed, its exit code).
+pub fn https(mesh: &Mesh, port: &str, path: &str, extra: &[&str]) -> (String, i32) {
+    let resolve = format!("httpbin.example.com:{port}:127.0.0.1");
+    let url = format!("https://httpbin.example.com:{port}{path}");
+    let mut args = vec!["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", "ca.crt", "--resolve", &resolve];
+    args.extend_from_slice(extra);
+    args.push(&url);
+    let out = std::process::Command::new("curl").args(&args).current_dir(mesh.work.path()).output().unwrap();
+    (String::from_utf8_lossy(&out.stdout).into_owned(), out.status.code().unwrap_or(-1))
+}
+
+/// The certificate the gateway serves for `host`, as a TLS client sees it.
+pub fn served_certificate(addr: std::net::SocketAddr, host: &'static str, ca_pem: &str) -> Vec<u8> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in meshrig::tls::certs_from_pem(ca_pem).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(meshrig::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), host.try_into().unwrap()).unwrap();
+    let mut sock = std::net::TcpStream::connect(addr).unwrap();
+    conn.complete_io(&mut sock).unwrap();
+    conn.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// istio.io's secure ingress task on httpbin from `dir`: SIMPLE TLS from a Secret (HTTP/2 by
+/// ALPN, the teapot), `httpsRedirect`, a rotated Secret served without a restart, then MUTUAL
+/// with and without a client certificate.
+pub fn secure_ingress_scenario(mesh: &Mesh, samples: &Path) {
+    mesh.ok(&["apply", "-f", samples.join("httpbin/httpbin.yaml").to_str().unwrap(), "--wait"]);
+    let mesh = mesh;
+    let dir = mesh.work.path();
+    let pki = Pki::new();
+    let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+    write("ca.crt", &pki.ca.pem());
+    let (cert, key) = pki.issue("httpbin.example.com");
+    write("httpbin.crt", &cert);
+    write("httpbin.key", &key);
+    mesh.ok(&[
+        "create",
+        "secret",
+        "tls",
+        "httpbin-credential",
+        "-n",
+        "istio-system",
+        "--cert",
+        "httpbin.crt",
+        "--key",
+        "httpbin.key",
+    ]);
+    let gateway = |mode: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: mygateway\nspec:\n  selector:\n    istio: ingressgateway\n  servers:\n  - port: {{number: 443, name: https, protocol: HTTPS}}\n    tls:\n      mode: {mode}\n      credentialName: httpbin-credential\n    hosts: [httpbin.example.com]\n  - port: {{number: 80, name: http, protocol: HTTP}}\n    tls: {{httpsRedirect: true}}\n    hosts: [httpbin.example.com]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: httpbin\nspec:\n  hosts: [httpbin.example.com]\n  gateways: [mygateway]\n  http:\n  - match: [{{uri: {{prefix: /status}}}}, {{uri: {{prefix: /delay}}}}]\n    route:\n    - destination: {{port: {{number: 8000}}, host: httpbin}}\n"
+        )
+    };
+    let applied = mesh.apply_yaml("gateway.yaml", &gateway("SIMPLE"));
+    assert!(!applied.contains("not served") && !applied.contains("not enforced"), "{applied}");
+    let port = mesh.status()["gateway"]["https"].as_str().unwrap().rsplit(':').next().unwrap().to_string();
+    assert_eq!(https(mesh, &port, "/status/418", &[]), ("418".into(), 0), "SIMPLE: the teapot over TLS");
+    // HTTP/2 by ALPN, as istio.io's `curl -v` shows it (`< HTTP/2 418`), and HTTP/1.1 on request.
+    let version = |extra: &[&str]| {
+        let mut args = vec!["-w", "%{http_code} %{http_version}"];
+        args.extend_from_slice(extra);
+        https(mesh, &port, "/status/418", &args).0
+    };
+    assert_eq!(version(&[]), "418 2");
+    assert_eq!(version(&["--http1.1"]), "418 1.1");
+    let body = std::process::Command::new("curl")
+        .args(["-s", "--cacert", "ca.crt", "--resolve", &format!("httpbin.example.com:{port}:127.0.0.1")])
+        .arg(format!("https://httpbin.example.com:{port}/status/418"))
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&body.stdout).contains("I'm a teapot"), "the body over HTTP/2");
+    assert_eq!(https(mesh, &port, "/headers", &[]).0, "404", "only /status and /delay are routed");
+    // Plain HTTP for that host is redirected to https.
+    let redirect = get(mesh.gateway(), "httpbin.example.com", "/status/200").unwrap();
+    assert_eq!(redirect.status, 301);
+    assert_eq!(redirect.header("location"), Some("https://httpbin.example.com/status/200"));
+
+    // Rotation: a new certificate in the same Secret is served to new handshakes, with no restart.
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let gateway_pid =
+        mesh.status()["pods"].as_array().unwrap().iter().find(|p| p["workload"] == "istio-ingressgateway").unwrap()
+            ["pids"]
+            .clone();
+    let before = served_certificate(addr, "httpbin.example.com", &pki.ca.pem());
+    let (cert2, key2) = pki.issue("httpbin.example.com");
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    mesh.apply_yaml(
+        "rotated.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: httpbin-credential\n  namespace: istio-system\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n",
+            b64(&cert2),
+            b64(&key2)
+        ),
+    );
+    let after = served_certificate(addr, "httpbin.example.com", &pki.ca.pem());
+    assert_ne!(before, after);
+    assert_eq!(after, meshrig::tls::certs_from_pem(&cert2).unwrap()[0].to_vec());
+    let still =
+        mesh.status()["pods"].as_array().unwrap().iter().find(|p| p["workload"] == "istio-ingressgateway").unwrap()
+            ["pids"]
+            .clone();
+    assert_eq!(gateway_pid, still, "the gateway was not restarted");
+
+    // MUTUAL: the Secret gains ca.crt; a client without a certificate fails, one with works.
+    mesh.ok(&["delete", "secret", "httpbin-credential", "-n", "istio-system"]);
+    write("httpbin.crt", &cert2);
+    write("httpbin.key", &key2);
+    mesh.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "httpbin-credential",
+        "-n",
+        "istio-system",
+        "--from-file=tls.crt=httpbin.crt",
+        "--from-file=tls.key=httpbin.key",
+        "--from-file=ca.crt=ca.crt",
+    ]);
+    mesh.apply_yaml("gateway.yaml", &gateway("MUTUAL"));
+    let (code, exit) = https(mesh, &port, "/status/418", &[]);
+    assert!(code == "000" && exit != 0, "no client certificate: {code} (exit {exit})");
+    let (client_cert, client_key) = pki.issue("client.example.com");
+    write("client.crt", &client_cert);
+    write("client.key", &client_key);
+    assert_eq!(https(mesh, &port, "/status/418", &["--cert", "client.crt", "--key", "client.key"]), ("418".into(), 0));
+}

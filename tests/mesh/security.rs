@@ -1,11 +1,17 @@
 //! Identity and mutual TLS, as istio.io's mTLS migration and authentication policy tasks walk
 //! them: `foo` and `bar` with sidecars, `legacy` without.
 
+use crate::scenarios::{https, served_certificate, Pki};
 use crate::support::{get, sample, Mesh};
 
 #[test]
 fn strict_mtls_resets_a_client_without_a_sidecar_and_a_port_exception_lets_it_back() {
     crate::scenarios::mtls_migration_scenario(&Mesh::up(), &sample(""));
+}
+
+#[test]
+fn the_authentication_policy_task_runs_on_our_samples() {
+    crate::scenarios::authentication_policy_scenario(&Mesh::up(), &sample(""));
 }
 
 #[test]
@@ -182,156 +188,9 @@ fn secrets_are_created_as_kubectl_does_and_the_analyzer_finds_a_gateways_credent
     assert!(!bad.status.success() && said.contains("bad.yaml:6") && said.contains("is not base64"), "{said}");
 }
 
-/// A CA and certificates it signs, as the secure ingress task makes them with openssl.
-struct Pki {
-    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let mut params = rcgen::CertificateParams::default();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.distinguished_name.push(rcgen::DnType::OrganizationName, "example Inc.");
-        Pki { ca: rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap() }
-    }
-    /// (certificate PEM, key PEM) for `name`.
-    fn issue(&self, name: &str) -> (String, String) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap().signed_by(&key, &self.ca).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
-/// `curl --cacert ca.crt --resolve host:PORT:127.0.0.1 https://host:PORT/path` with `extra`
-/// arguments: (the code curl printed, its exit code).
-fn https(mesh: &Mesh, port: &str, path: &str, extra: &[&str]) -> (String, i32) {
-    let resolve = format!("httpbin.example.com:{port}:127.0.0.1");
-    let url = format!("https://httpbin.example.com:{port}{path}");
-    let mut args = vec!["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", "ca.crt", "--resolve", &resolve];
-    args.extend_from_slice(extra);
-    args.push(&url);
-    let out = std::process::Command::new("curl").args(&args).current_dir(mesh.work.path()).output().unwrap();
-    (String::from_utf8_lossy(&out.stdout).into_owned(), out.status.code().unwrap_or(-1))
-}
-
-/// The certificate the gateway serves for `host`, as a TLS client sees it.
-fn served_certificate(addr: std::net::SocketAddr, host: &'static str, ca_pem: &str) -> Vec<u8> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in meshrig::tls::certs_from_pem(ca_pem).unwrap() {
-        roots.add(c).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(meshrig::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), host.try_into().unwrap()).unwrap();
-    let mut sock = std::net::TcpStream::connect(addr).unwrap();
-    conn.complete_io(&mut sock).unwrap();
-    conn.peer_certificates().unwrap()[0].to_vec()
-}
-
 #[test]
 fn a_secure_gateway_serves_simple_and_mutual_tls_from_secrets_and_picks_up_a_rotated_one() {
-    let mesh = Mesh::up();
-    let dir = mesh.work.path();
-    let pki = Pki::new();
-    let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
-    write("ca.crt", &pki.ca.pem());
-    let (cert, key) = pki.issue("httpbin.example.com");
-    write("httpbin.crt", &cert);
-    write("httpbin.key", &key);
-    mesh.ok(&[
-        "create",
-        "secret",
-        "tls",
-        "httpbin-credential",
-        "-n",
-        "istio-system",
-        "--cert",
-        "httpbin.crt",
-        "--key",
-        "httpbin.key",
-    ]);
-    let gateway = |mode: &str| {
-        format!(
-            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: mygateway\nspec:\n  selector:\n    istio: ingressgateway\n  servers:\n  - port: {{number: 443, name: https, protocol: HTTPS}}\n    tls:\n      mode: {mode}\n      credentialName: httpbin-credential\n    hosts: [httpbin.example.com]\n  - port: {{number: 80, name: http, protocol: HTTP}}\n    tls: {{httpsRedirect: true}}\n    hosts: [httpbin.example.com]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: httpbin\nspec:\n  hosts: [httpbin.example.com]\n  gateways: [mygateway]\n  http:\n  - match: [{{uri: {{prefix: /status}}}}, {{uri: {{prefix: /delay}}}}]\n    route:\n    - destination: {{port: {{number: 8000}}, host: httpbin}}\n"
-        )
-    };
-    let applied = mesh.apply_yaml("gateway.yaml", &gateway("SIMPLE"));
-    assert!(!applied.contains("not served") && !applied.contains("not enforced"), "{applied}");
-    let port = mesh.status()["gateway"]["https"].as_str().unwrap().rsplit(':').next().unwrap().to_string();
-    assert_eq!(https(&mesh, &port, "/status/418", &[]), ("418".into(), 0), "SIMPLE: the teapot over TLS");
-    // HTTP/2 by ALPN, as istio.io's `curl -v` shows it (`< HTTP/2 418`), and HTTP/1.1 on request.
-    let version = |extra: &[&str]| {
-        let mut args = vec!["-w", "%{http_code} %{http_version}"];
-        args.extend_from_slice(extra);
-        https(&mesh, &port, "/status/418", &args).0
-    };
-    assert_eq!(version(&[]), "418 2");
-    assert_eq!(version(&["--http1.1"]), "418 1.1");
-    let body = std::process::Command::new("curl")
-        .args(["-s", "--cacert", "ca.crt", "--resolve", &format!("httpbin.example.com:{port}:127.0.0.1")])
-        .arg(format!("https://httpbin.example.com:{port}/status/418"))
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&body.stdout).contains("I'm a teapot"), "the body over HTTP/2");
-    assert_eq!(https(&mesh, &port, "/headers", &[]).0, "404", "only /status and /delay are routed");
-    // Plain HTTP for that host is redirected to https.
-    let redirect = get(mesh.gateway(), "httpbin.example.com", "/status/200").unwrap();
-    assert_eq!(redirect.status, 301);
-    assert_eq!(redirect.header("location"), Some("https://httpbin.example.com/status/200"));
-
-    // Rotation: a new certificate in the same Secret is served to new handshakes, with no restart.
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let gateway_pid =
-        mesh.status()["pods"].as_array().unwrap().iter().find(|p| p["workload"] == "istio-ingressgateway").unwrap()
-            ["pids"]
-            .clone();
-    let before = served_certificate(addr, "httpbin.example.com", &pki.ca.pem());
-    let (cert2, key2) = pki.issue("httpbin.example.com");
-    use base64::Engine as _;
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    mesh.apply_yaml(
-        "rotated.yaml",
-        &format!(
-            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: httpbin-credential\n  namespace: istio-system\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n",
-            b64(&cert2),
-            b64(&key2)
-        ),
-    );
-    let after = served_certificate(addr, "httpbin.example.com", &pki.ca.pem());
-    assert_ne!(before, after);
-    assert_eq!(after, meshrig::tls::certs_from_pem(&cert2).unwrap()[0].to_vec());
-    let still =
-        mesh.status()["pods"].as_array().unwrap().iter().find(|p| p["workload"] == "istio-ingressgateway").unwrap()
-            ["pids"]
-            .clone();
-    assert_eq!(gateway_pid, still, "the gateway was not restarted");
-
-    // MUTUAL: the Secret gains ca.crt; a client without a certificate fails, one with works.
-    mesh.ok(&["delete", "secret", "httpbin-credential", "-n", "istio-system"]);
-    write("httpbin.crt", &cert2);
-    write("httpbin.key", &key2);
-    mesh.ok(&[
-        "create",
-        "secret",
-        "generic",
-        "httpbin-credential",
-        "-n",
-        "istio-system",
-        "--from-file=tls.crt=httpbin.crt",
-        "--from-file=tls.key=httpbin.key",
-        "--from-file=ca.crt=ca.crt",
-    ]);
-    mesh.apply_yaml("gateway.yaml", &gateway("MUTUAL"));
-    let (code, exit) = https(&mesh, &port, "/status/418", &[]);
-    assert!(code == "000" && exit != 0, "no client certificate: {code} (exit {exit})");
-    let (client_cert, client_key) = pki.issue("client.example.com");
-    write("client.crt", &client_cert);
-    write("client.key", &client_key);
-    assert_eq!(https(&mesh, &port, "/status/418", &["--cert", "client.crt", "--key", "client.key"]), ("418".into(), 0));
+    crate::scenarios::secure_ingress_scenario(&Mesh::up(), &sample(""));
 }
 
 #[test]
