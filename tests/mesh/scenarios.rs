@@ -569,7 +569,6 @@ pub fn served_certificate(addr: std::net::SocketAddr, host: &'static str, ca_pem
 /// with and without a client certificate.
 pub fn secure_ingress_scenario(mesh: &Mesh, samples: &Path) {
     mesh.ok(&["apply", "-f", samples.join("httpbin/httpbin.yaml").to_str().unwrap(), "--wait"]);
-    let mesh = mesh;
     let dir = mesh.work.path();
     let pki = Pki::new();
     let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
