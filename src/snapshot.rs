@@ -506,6 +506,33 @@ pub enum ClusterTls {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         subject_alt_names: Vec<String>,
     },
+    /// TLS to a server outside the mesh's identities (DestinationRule `SIMPLE`).
+    Simple(Originate),
+    /// The same with a client certificate (`MUTUAL`).
+    Mutual(Originate),
+}
+
+/// DestinationRule `tls` for SIMPLE and MUTUAL: files the proxy reads (it runs on this
+/// machine, so paths are this machine's), the SNI, and how the server is checked.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Originate {
+    /// The SNI (and the name checked in the server's certificate); the service host if unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    /// Names accepted in the server's certificate instead of the SNI.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<String>,
+    /// CA certificates (PEM file) that sign the server's; the system's roots if unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificates: Option<String>,
+    /// MUTUAL: this client's certificate chain and key (PEM files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    /// Do not check the server's certificate at all.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_skip_verify: bool,
 }
 
 impl ClusterTls {

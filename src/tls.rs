@@ -1,7 +1,10 @@
 //! TLS for the whole binary: one rustls crypto provider (aws-lc-rs), PEM, certificate
 //! inspection, and Istio mutual TLS: a workload's credential (swapped on rotation), the
 //! server config that requires a client certificate from the mesh's root, and client configs
-//! that accept a server only by its SPIFFE id (URI SAN), as Istio's `ISTIO_MUTUAL` does.
+//! that accept a server only by its SPIFFE id (URI SAN), as Istio's `ISTIO_MUTUAL` does;
+//! `origin`: TLS to servers outside the mesh (DestinationRule `SIMPLE` and `MUTUAL`).
+
+pub mod origin;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};

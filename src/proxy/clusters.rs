@@ -84,7 +84,7 @@ fn upstream_tls(c: &snapshot::Cluster, e: &Endpoint, identity: Option<&Identity>
     let identity = identity?;
     let own = crate::ca::spiffe_id(&e.namespace, &e.service_account);
     let (sni, allowed) = match &c.tls {
-        ClusterTls::Disable => return None,
+        ClusterTls::Disable | ClusterTls::Simple(_) | ClusterTls::Mutual(_) => return None,
         ClusterTls::Auto if !e.mtls => return None,
         ClusterTls::Auto => (None, vec![own.clone()]),
         ClusterTls::IstioMutual { sni, subject_alt_names } if subject_alt_names.is_empty() => {
@@ -110,6 +110,29 @@ fn upstream_tls(c: &snapshot::Cluster, e: &Endpoint, identity: Option<&Identity>
     }))
 }
 
+/// DestinationRule `SIMPLE`/`MUTUAL`: the TLS to originate to every endpoint of the cluster,
+/// built once (its files read once) per cluster definition.
+fn origination(c: &snapshot::Cluster) -> Option<Arc<Tls>> {
+    let (o, mutual) = match &c.tls {
+        ClusterTls::Simple(o) => (o, false),
+        ClusterTls::Mutual(o) => (o, true),
+        _ => return None,
+    };
+    let sni = o.sni.clone().unwrap_or_else(|| c.service.clone());
+    let config = crate::tls::origin::config(o, mutual).unwrap_or_else(|e| {
+        crate::net::log(&format!(
+            "cluster {}: {e}; its TLS handshakes fail until the DestinationRule is fixed",
+            c.name
+        ));
+        crate::tls::origin::refusing(e)
+    });
+    let server_name = rustls_pki_types::ServerName::try_from(sni.clone())
+        .unwrap_or_else(|_| rustls_pki_types::ServerName::try_from("outbound").expect("a valid name"));
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (&c.tls, &sni).hash(&mut h);
+    Some(Arc::new(Tls { config, sni: server_name, key: h.finish() | 1, principal: "unknown".into() }))
+}
+
 pub struct Cluster {
     pub name: String,
     /// The service FQDN, shared with every outcome that names it.
@@ -118,18 +141,27 @@ pub struct Cluster {
     /// DNS and ORIGINAL_DST clusters have no hosts until a request resolves them (`resolved`).
     pub discovery: Discovery,
     pub hosts: Vec<Host>,
+    /// TLS originated to every endpoint (DestinationRule SIMPLE or MUTUAL), resolved ones too.
+    origination: Option<Arc<Tls>>,
     next: AtomicUsize,
 }
 
 impl Cluster {
     pub fn new(c: &snapshot::Cluster, endpoints: &Endpoints, identity: Option<&Identity>) -> Cluster {
+        let origination = origination(c);
         let hosts: Vec<Host> = c
             .endpoints
             .iter()
             .map(|e| {
-                let tls = upstream_tls(c, e, identity);
                 let mut peer = Peer::of_endpoint(e);
-                peer.principal = tls.as_ref().map(|t| t.principal.clone());
+                let tls = match &origination {
+                    Some(t) => Some(t.clone()),
+                    None => {
+                        let tls = upstream_tls(c, e, identity);
+                        peer.principal = tls.as_ref().map(|t| t.principal.clone());
+                        tls
+                    }
+                };
                 Host { endpoint: e.clone(), peer: Arc::new(peer), state: endpoints.get(e.address), tls }
             })
             .collect();
@@ -141,6 +173,7 @@ impl Cluster {
             lb: c.lb.clone(),
             discovery: c.discovery.clone(),
             hosts,
+            origination,
             next: AtomicUsize::new(start),
         }
     }
@@ -168,7 +201,7 @@ impl Cluster {
                 },
                 peer: unknown.clone(),
                 state: endpoints.get(address),
-                tls: None,
+                tls: self.origination.clone(),
             })
             .collect();
         Cluster {
@@ -177,6 +210,7 @@ impl Cluster {
             lb: self.lb.clone(),
             discovery: Discovery::Static,
             hosts,
+            origination: self.origination.clone(),
             next: AtomicUsize::new(0),
         }
     }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::resources::networking::{ClientTlsSettings, TrafficPolicy};
 use crate::resources::security::{MtlsMode, PeerAuthentication};
-use crate::snapshot::ClusterTls;
+use crate::snapshot::{ClusterTls, Originate};
 
 type Labels = BTreeMap<String, String>;
 
@@ -68,14 +68,24 @@ fn tls_block<'a>(
 
 /// How a client reaches the cluster's endpoints: no `tls` block is auto mTLS (Istio mTLS to
 /// endpoints with a sidecar that accept it, plaintext to the others); `DISABLE` plaintext;
-/// `ISTIO_MUTUAL` the mesh's certificates, always. SIMPLE and MUTUAL origination are not done
-/// yet (apply warns) and go plaintext, as before.
+/// `ISTIO_MUTUAL` the mesh's certificates, always; `SIMPLE` and `MUTUAL` TLS with the rule's
+/// own files (or the system's roots).
 pub fn cluster_tls(dr: Option<&TrafficPolicy>, subset: Option<&TrafficPolicy>, port: u16) -> ClusterTls {
     let Some(tls) = tls_block(dr, subset, port) else { return ClusterTls::Auto };
+    let originate = || Originate {
+        sni: tls.sni.clone(),
+        subject_alt_names: tls.subject_alt_names.clone(),
+        ca_certificates: tls.ca_certificates.clone(),
+        client_certificate: tls.client_certificate.clone(),
+        private_key: tls.private_key.clone(),
+        insecure_skip_verify: tls.insecure_skip_verify.unwrap_or(false),
+    };
     match tls.mode.as_deref() {
         Some("ISTIO_MUTUAL") => {
             ClusterTls::IstioMutual { sni: tls.sni.clone(), subject_alt_names: tls.subject_alt_names.clone() }
         }
+        Some("SIMPLE") => ClusterTls::Simple(originate()),
+        Some("MUTUAL") => ClusterTls::Mutual(originate()),
         _ => ClusterTls::Disable,
     }
 }

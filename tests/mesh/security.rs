@@ -385,17 +385,32 @@ fn a_jwks_uri_in_the_mesh_is_fetched_by_the_control_plane_and_the_issuer_sample_
 }
 
 /// A TLS server outside the mesh that answers every request with `body` (the destination a
-/// PASSTHROUGH server hands TLS to: the client's handshake ends here, not at the gateway).
-fn tls_backend(cert_pem: &str, key_pem: &str, body: &'static str) -> std::net::SocketAddr {
+/// PASSTHROUGH server hands TLS to: the client's handshake ends here, not at the gateway),
+/// requiring a client certificate from `client_ca` if given.
+fn tls_backend(cert_pem: &str, key_pem: &str, client_ca: Option<&str>, body: &'static str) -> std::net::SocketAddr {
     use std::io::{Read, Write};
     let certs = meshrig::tls::certs_from_pem(cert_pem).unwrap();
     let key = meshrig::tls::key_from_pem(key_pem).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(meshrig::tls::provider())
+    let builder = rustls::ServerConfig::builder_with_provider(meshrig::tls::provider())
         .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
         .unwrap();
+    let builder = match client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in meshrig::tls::certs_from_pem(ca).unwrap() {
+                roots.add(c).unwrap();
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                std::sync::Arc::new(roots),
+                meshrig::tls::provider(),
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder.with_single_cert(certs, key).unwrap();
     let config = std::sync::Arc::new(config);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -426,7 +441,7 @@ fn a_passthrough_server_hands_tls_to_its_destination_by_sni_beside_a_terminating
     let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
     write("ca.crt", &pki.ca.pem());
     let (nginx_cert, nginx_key) = pki.issue("nginx.example.com");
-    let backend = tls_backend(&nginx_cert, &nginx_key, "served by the backend itself");
+    let backend = tls_backend(&nginx_cert, &nginx_key, None, "served by the backend itself");
     let (cert, key) = pki.issue("httpbin.example.com");
     write("httpbin.crt", &cert);
     write("httpbin.key", &key);
@@ -550,4 +565,82 @@ fn istio_mutual_and_optional_mutual_gateway_servers_ask_for_the_right_client_cer
     write("client.key", &client_key);
     assert_eq!(with(Some(("client.crt", "client.key"))), ("418".into(), 0));
     assert_eq!(with(Some(("mesh.crt", "mesh.key"))).0, "000", "a certificate the CA did not sign is refused");
+}
+
+#[test]
+fn destination_rules_originate_simple_and_mutual_tls_with_their_own_files() {
+    let mesh = Mesh::up();
+    mesh.ok(&["apply", "-f", sample("curl/curl.yaml").to_str().unwrap(), "--wait"]);
+    let dir = mesh.work.path();
+    let pki = Pki::new();
+    let file = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let ca = file("ca.crt", &pki.ca.pem());
+    let (cert, key) = pki.issue("secure.example.internal");
+    let simple = tls_backend(&cert, &key, None, "simple backend");
+    let mutual = tls_backend(&cert, &key, Some(&pki.ca.pem()), "mutual backend");
+    let (client_cert, client_key) = pki.issue("curl.example.internal");
+    let (client_cert, client_key) = (file("client.crt", &client_cert), file("client.key", &client_key));
+    // Each backend behind a ServiceEntry: port 80 (HTTP) for the app, routed to port 443.
+    let entry = |name: &str, port: u16| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: {name}\nspec:\n  hosts: [{name}.example.internal]\n  location: MESH_EXTERNAL\n  resolution: STATIC\n  ports:\n  - {{number: 80, name: http, protocol: HTTP}}\n  - {{number: 443, name: https, protocol: HTTPS}}\n  endpoints:\n  - address: 127.0.0.1\n    ports: {{https: {port}}}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: {name}\nspec:\n  hosts: [{name}.example.internal]\n  http:\n  - route:\n    - destination:\n        host: {name}.example.internal\n        port: {{number: 443}}\n"
+        )
+    };
+    let rule = |name: &str, tls: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: {name}\nspec:\n  host: {name}.example.internal\n  trafficPolicy:\n    portLevelSettings:\n    - port: {{number: 443}}\n      tls:\n{tls}"
+        )
+    };
+    let fetch = |name: &str| {
+        let url = format!("http://{name}.example.internal/");
+        let out = mesh.run(&["exec", "curl", "--", "curl", "-s", "-w", " %{http_code}", &url]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    mesh.apply_yaml(
+        "entries.yaml",
+        &format!("{}---\n{}", entry("simple", simple.port()), entry("mutual", mutual.port())),
+    );
+    assert!(fetch("simple").ends_with(" 503"), "plaintext to a TLS server fails");
+    let applied = mesh.apply_yaml(
+        "simple.yaml",
+        &rule(
+            "simple",
+            &format!("        mode: SIMPLE\n        sni: secure.example.internal\n        caCertificates: {ca}\n"),
+        ),
+    );
+    assert!(!applied.contains("not enforced"), "{applied}");
+    assert_eq!(fetch("simple"), "simple backend 200", "SIMPLE: TLS from the sidecar, plain HTTP from the app");
+    mesh.apply_yaml(
+        "simple.yaml",
+        &rule("simple", &format!("        mode: SIMPLE\n        sni: secure.example.internal\n        caCertificates: {ca}\n        subjectAltNames: [someone-else.example.com]\n")),
+    );
+    assert!(fetch("simple").ends_with(" 503"), "a server whose certificate names no accepted SAN is refused");
+    mesh.apply_yaml("simple.yaml", &rule("simple", "        mode: SIMPLE\n        insecureSkipVerify: true\n"));
+    assert_eq!(fetch("simple"), "simple backend 200", "insecureSkipVerify checks nothing");
+
+    let mutual_tls = |with_cert: bool| {
+        let cert = if with_cert {
+            format!("        clientCertificate: {client_cert}\n        privateKey: {client_key}\n")
+        } else {
+            String::new()
+        };
+        let mode = if with_cert { "MUTUAL" } else { "SIMPLE" };
+        rule(
+            "mutual",
+            &format!(
+                "        mode: {mode}\n        sni: secure.example.internal\n        caCertificates: {ca}\n{cert}"
+            ),
+        )
+    };
+    mesh.apply_yaml("mutual.yaml", &mutual_tls(false));
+    assert!(fetch("mutual").ends_with(" 503"), "no client certificate");
+    mesh.apply_yaml("mutual.yaml", &mutual_tls(true));
+    assert_eq!(fetch("mutual"), "mutual backend 200");
+    // A file that cannot be read fails the handshakes, and apply still takes the rule.
+    mesh.apply_yaml("mutual.yaml", &mutual_tls(true).replace(&ca, "/nonexistent/ca.crt"));
+    assert!(fetch("mutual").ends_with(" 503"));
 }

@@ -21,12 +21,17 @@ fn load_balancer_paths(path: &str, lb: &LoadBalancerSettings, out: &mut Vec<Stri
     }
 }
 
-/// `DISABLE` and `ISTIO_MUTUAL` are enforced; originating TLS with your own certificates is not.
+/// Every mode is enforced, with files; certificates from a Secret and CRLs are not.
 fn tls_path(path: &str, tls: &Option<crate::resources::networking::ClientTlsSettings>, out: &mut Vec<String>) {
-    if let Some(mode @ ("SIMPLE" | "MUTUAL")) = tls.as_ref().and_then(|t| t.mode.as_deref()) {
+    let Some(tls) = tls else { return };
+    if tls.credential_name.is_some() {
         out.push(format!(
-            "{path}.tls: mode {mode} is accepted but not enforced yet by meshrig (requests go in plaintext); DISABLE and ISTIO_MUTUAL are"
+            "{path}.tls.credentialName is not read by meshrig yet: give the files (clientCertificate, privateKey, \
+             caCertificates; paths on this machine)"
         ));
+    }
+    if tls.ca_crl.is_some() {
+        out.push(not_enforced(format!("{path}.tls.caCrl")));
     }
 }
 
