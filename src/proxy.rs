@@ -17,14 +17,16 @@
 //! - `explain`: the per-request decision record (`/explain?id=`), and its reasons (pure).
 //! - `edits`: header operations, rewrites, redirects, CORS, mirror hosts (pure).
 //! - `upstream`: connection pools per endpoint and typed upstream errors.
+//! - `breakers`: Envoy's circuit breakers per cluster (`connectionPool`) and its counters.
 //! - `clusters`: cluster and endpoint state that survives snapshots; load balancing.
 //! - `outcome`: response flags, the local-reply table, one outcome per request.
 //! - `runtime`: a snapshot compiled for the request path.
 //! - `watch`: the long poll on the control plane.
-//! - `admin`: `/ready`, `/stats/prometheus`, `/config_dump`, `/clusters`, `/explain`.
+//! - `admin`: `/ready`, `/stats` (Envoy's), `/stats/prometheus`, `/config_dump`, `/clusters`, `/explain`.
 //! - `stats`: Istio's request metrics.
 
 pub mod admin;
+pub mod breakers;
 pub mod clusters;
 pub mod connection;
 pub mod decide;

@@ -486,6 +486,45 @@ pub struct Cluster {
     /// How a client reaches the endpoints (DestinationRule `tls`, else auto mTLS).
     #[serde(default, skip_serializing_if = "ClusterTls::is_auto")]
     pub tls: ClusterTls,
+    /// DestinationRule `connectionPool` (top level, port level, subset merged).
+    #[serde(default, skip_serializing_if = "ConnectionPool::is_default")]
+    pub pool: ConnectionPool,
+}
+
+/// Istio's default for every circuit-breaker threshold: 2^32-1, unlimited in practice.
+pub const UNLIMITED: u64 = u32::MAX as u64;
+
+/// A cluster's circuit-breaker thresholds (Envoy's, from `connectionPool`) and pool options.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ConnectionPool {
+    /// `tcp.maxConnections`.
+    pub max_connections: u64,
+    /// `http.http1MaxPendingRequests`.
+    pub max_pending_requests: u64,
+    /// `http.http2MaxRequests` (active requests, whatever the protocol).
+    pub max_requests: u64,
+    /// `http.maxRetries` (retries in flight).
+    pub max_retries: u64,
+    /// `http.maxRequestsPerConnection`: 0 is unlimited, 1 disables keep-alive.
+    pub max_requests_per_connection: u32,
+}
+
+impl Default for ConnectionPool {
+    fn default() -> Self {
+        ConnectionPool {
+            max_connections: UNLIMITED,
+            max_pending_requests: UNLIMITED,
+            max_requests: UNLIMITED,
+            max_retries: UNLIMITED,
+            max_requests_per_connection: 0,
+        }
+    }
+}
+
+impl ConnectionPool {
+    pub fn is_default(&self) -> bool {
+        *self == ConnectionPool::default()
+    }
 }
 
 /// The TLS a client originates to a cluster's endpoints.

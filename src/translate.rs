@@ -433,6 +433,7 @@ fn clusters(world: &World, client_ns: &str) -> BTreeMap<String, Cluster> {
                 let endpoints = endpoints(world, i, sp.port, labels);
                 let lb = policy::load_balancer(top, sub_policy, sp.port);
                 let tls = mtls::cluster_tls(top, sub_policy, sp.port);
+                let pool = policy::connection_pool(top, sub_policy, sp.port);
                 out.insert(
                     name.clone(),
                     Cluster {
@@ -443,6 +444,7 @@ fn clusters(world: &World, client_ns: &str) -> BTreeMap<String, Cluster> {
                         lb,
                         discovery: Discovery::Eds,
                         tls,
+                        pool,
                     },
                 );
             };
@@ -462,6 +464,7 @@ fn clusters(world: &World, client_ns: &str) -> BTreeMap<String, Cluster> {
                     let (discovery, endpoints) = service_entry_endpoints(se, host, (target, port_name), labels);
                     let lb = policy::load_balancer(top, sub_policy, port);
                     let tls = mtls::cluster_tls(top, sub_policy, port);
+                    let pool = policy::connection_pool(top, sub_policy, port);
                     let endpoints = Arc::new(endpoints);
                     out.entry(name.clone()).or_insert(Cluster {
                         name,
@@ -471,6 +474,7 @@ fn clusters(world: &World, client_ns: &str) -> BTreeMap<String, Cluster> {
                         lb,
                         discovery,
                         tls,
+                        pool,
                     });
                 };
                 add("", &BTreeMap::new(), None);

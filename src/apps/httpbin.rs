@@ -670,7 +670,7 @@ fn path_param(req: &Request, prefix: &str) -> String {
 }
 
 /// Decode `%XX` escapes (and `+` as space when `plus` is set), Go's `unescape`.
-fn percent_decode(s: &str, plus: bool) -> Result<Vec<u8>, String> {
+pub(crate) fn percent_decode(s: &str, plus: bool) -> Result<Vec<u8>, String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -1,4 +1,5 @@
-//! The admin listener: `/ready`, `/stats/prometheus`, `/config_dump`, `/clusters`, `/listeners`
+//! The admin listener: `/ready`, `/stats` (Envoy's cluster counters), `/stats/prometheus`,
+//! `/config_dump`, `/clusters`, `/listeners`
 //! (Envoy's admin, in small), and meshrig's `/explain?id=` (why a request was answered so).
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
                 .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; version=0.0.4"));
             resp
         }
+        "/stats" => envoy_stats(&shared, req.uri().query()),
         "/config_dump" => {
             let runtime = shared.runtime.borrow().clone();
             net::json_pretty(StatusCode::OK, &runtime.snapshot)
@@ -52,9 +54,35 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
         }
         _ => net::text(
             StatusCode::NOT_FOUND,
-            "admin endpoints: /ready /stats/prometheus /config_dump /clusters /listeners /certs /explain?id=REQUEST_ID\n",
+            "admin endpoints: /ready /stats[?filter=REGEX&format=json] /stats/prometheus /config_dump /clusters /listeners /certs /explain?id=REQUEST_ID\n",
         ),
     }
+}
+
+/// Envoy's `/stats`: every cluster's circuit breakers and pool counters under Envoy's names
+/// (`cluster.outbound|8000||httpbin.default.svc.cluster.local.upstream_rq_pending_overflow: 21`),
+/// filtered by a regular expression (`filter=`), as text or `format=json`.
+fn envoy_stats(shared: &Shared, query: Option<&str>) -> Response<Body> {
+    let param = |name| crate::proxy::route::query_param(query, name);
+    // A filter naming a cluster carries `|`, sent as `%7C`.
+    let decoded = |f: &str| crate::apps::httpbin::percent_decode(f, true).unwrap_or_else(|_| f.as_bytes().to_vec());
+    let filter = match param("filter").map(|f| regex::Regex::new(&String::from_utf8_lossy(&decoded(f)))) {
+        None => None,
+        Some(Ok(re)) => Some(re),
+        Some(Err(e)) => return net::text(StatusCode::BAD_REQUEST, &format!("Invalid regex: {e}\n")),
+    };
+    let mut stats: Vec<(String, u64)> = Vec::new();
+    for (name, breakers) in shared.endpoints.breakers.all() {
+        stats.extend(breakers.envoy_stats(&name));
+    }
+    stats.retain(|(name, _)| filter.as_ref().is_none_or(|re| re.is_match(name)));
+    if param("format") == Some("json") {
+        let list: Vec<serde_json::Value> =
+            stats.iter().map(|(name, value)| serde_json::json!({"name": name, "value": value})).collect();
+        return net::json_pretty(StatusCode::OK, &serde_json::json!({ "stats": list }));
+    }
+    let text: String = stats.iter().map(|(name, value)| format!("{name}: {value}\n")).collect();
+    net::text(StatusCode::OK, &text)
 }
 
 /// Envoy's `/certs`: the workload's certificate chain and the root it trusts, described (never

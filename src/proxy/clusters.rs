@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::proxy::breakers::{Breakers, Limits};
 use crate::proxy::identity::Identity;
 use crate::proxy::stats::Peer;
 use crate::proxy::upstream::{Pool, Tls};
@@ -44,10 +45,12 @@ impl Drop for ActiveGuard {
     }
 }
 
-/// The proxy's endpoint states by address; entries no cluster names are dropped on reconcile.
+/// The proxy's endpoint states by address, and its clusters' circuit breakers by name;
+/// entries no cluster names are dropped on reconcile.
 #[derive(Default)]
 pub struct Endpoints {
     by_addr: Mutex<HashMap<SocketAddr, Arc<EndpointState>>>,
+    pub breakers: crate::proxy::breakers::Registry,
 }
 
 impl Endpoints {
@@ -55,8 +58,9 @@ impl Endpoints {
         self.by_addr.lock().unwrap_or_else(|p| p.into_inner()).entry(addr).or_default().clone()
     }
 
-    /// Forgets endpoints that only this map still holds.
+    /// Forgets endpoints (and breakers) that only this map still holds.
     pub fn sweep(&self) {
+        self.breakers.sweep();
         self.by_addr.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, s| Arc::strong_count(s) > 1);
     }
 
@@ -141,6 +145,10 @@ pub struct Cluster {
     /// DNS and ORIGINAL_DST clusters have no hosts until a request resolves them (`resolved`).
     pub discovery: Discovery,
     pub hosts: Vec<Host>,
+    /// The cluster's circuit breakers and counters (kept by name across snapshots).
+    pub breakers: Arc<Breakers>,
+    /// `maxRequestsPerConnection` (0: unlimited).
+    pub per_connection: u32,
     /// TLS originated to every endpoint (DestinationRule SIMPLE or MUTUAL), resolved ones too.
     origination: Option<Arc<Tls>>,
     next: AtomicUsize,
@@ -173,6 +181,8 @@ impl Cluster {
             lb: c.lb.clone(),
             discovery: c.discovery.clone(),
             hosts,
+            breakers: endpoints.breakers.get(&c.name, Limits::from_pool(&c.pool)),
+            per_connection: c.pool.max_requests_per_connection,
             origination,
             next: AtomicUsize::new(start),
         }
@@ -210,6 +220,8 @@ impl Cluster {
             lb: self.lb.clone(),
             discovery: Discovery::Static,
             hosts,
+            breakers: self.breakers.clone(),
+            per_connection: self.per_connection,
             origination: self.origination.clone(),
             next: AtomicUsize::new(0),
         }
@@ -320,6 +332,7 @@ mod tests {
             lb,
             discovery: Default::default(),
             tls: Default::default(),
+            pool: Default::default(),
         }
     }
 

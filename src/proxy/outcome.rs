@@ -33,8 +33,9 @@ impl Flags {
     pub const UPSTREAM_PROTOCOL_ERROR: Flags = Flags(1 << 8); // UPE
     pub const NO_CLUSTER: Flags = Flags(1 << 9); // NC
     pub const RBAC_ACCESS_DENIED: Flags = Flags(1 << 10); // RBAC
+    pub const UPSTREAM_OVERFLOW: Flags = Flags(1 << 11); // UO
 
-    const NAMES: [(Flags, &'static str); 11] = [
+    const NAMES: [(Flags, &'static str); 12] = [
         (Flags::NO_HEALTHY_UPSTREAM, "UH"),
         (Flags::UPSTREAM_TIMEOUT, "UT"),
         (Flags::UPSTREAM_CONNECT_FAILURE, "UF"),
@@ -46,6 +47,7 @@ impl Flags {
         (Flags::UPSTREAM_PROTOCOL_ERROR, "UPE"),
         (Flags::NO_CLUSTER, "NC"),
         (Flags::RBAC_ACCESS_DENIED, "RBAC"),
+        (Flags::UPSTREAM_OVERFLOW, "UO"),
     ];
 
     pub fn set(&mut self, f: Flags) {
@@ -114,6 +116,7 @@ impl Reply {
                         ("connection termination".into(), Flags::UPSTREAM_TERMINATION)
                     }
                     upstream::Error::Protocol { .. } => ("protocol error".into(), Flags::UPSTREAM_PROTOCOL_ERROR),
+                    upstream::Error::Overflow => ("overflow".into(), Flags::UPSTREAM_OVERFLOW),
                 };
                 (unavailable, format!("{RESET_BEFORE_HEADERS}{reason}"), flag)
             }
@@ -128,7 +131,12 @@ impl Reply {
 
     pub fn response(&self) -> (Response<Body>, Flags) {
         let (status, body, flags) = self.parts();
-        (net::text(status, &body), flags)
+        let mut resp = net::text(status, &body);
+        if flags.contains(Flags::UPSTREAM_OVERFLOW) {
+            // Envoy marks a circuit breaker's answer so clients (and retries) can tell.
+            resp.headers_mut().insert("x-envoy-overloaded", http::HeaderValue::from_static("true"));
+        }
+        (resp, flags)
     }
 }
 

@@ -139,7 +139,7 @@ pub async fn send_once(
     addr: SocketAddr,
     mut up: Upstream,
 ) -> Result<Response<Body>, upstream::Error> {
-    let resp = state.pool.send(addr, None, up.request(None)).await?;
+    let resp = state.pool.send(addr, None, (&crate::proxy::breakers::unlimited(), 0), up.request(None)).await?;
     Ok(strip_response(resp))
 }
 
@@ -175,6 +175,8 @@ pub async fn route(fwd: &Forward<'_>, mut up: Upstream, timeout: Option<Duration
     let per_try = retry.per_try_timeout_ms.map(Duration::from_millis);
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut last_peer = None;
+    // The retry in flight holds a place under the cluster's `maxRetries`.
+    let mut retrying = None;
     for attempt in 1..=tries {
         let Some(host) = fwd.cluster.pick(fwd.hash, &tried, rng) else {
             return Routed::failed(Reply::NoHealthyUpstream, flags, last_peer);
@@ -188,7 +190,8 @@ pub async fn route(fwd: &Forward<'_>, mut up: Upstream, timeout: Option<Duration
             (r, p) => r.or(p),
         };
         let active = host.state.start();
-        let send = host.state.pool.send(addr, host.tls.as_deref(), up.request(Some(attempt)));
+        let cluster = (&fwd.cluster.breakers, fwd.cluster.per_connection);
+        let send = host.state.pool.send(addr, host.tls.as_deref(), cluster, up.request(Some(attempt)));
         let result = match limit {
             Some(limit) => match tokio::time::timeout(limit, send).await {
                 Ok(r) => r.map_err(TryError::Upstream),
@@ -200,11 +203,22 @@ pub async fn route(fwd: &Forward<'_>, mut up: Upstream, timeout: Option<Duration
             None => send.await.map_err(TryError::Upstream),
         };
         let last = attempt == tries;
-        let retriable = match &result {
+        let mut retriable = match &result {
             Ok(resp) => retry_on_response(retry, resp.status().as_u16(), resp.headers()),
             Err(TryError::Upstream(e)) => retry_on_error(retry, e),
             Err(TryError::PerTryTimeout) => retry_on_timeout(retry),
         };
+        let counters = &fwd.cluster.breakers.counters;
+        if retrying.is_some() && !retriable {
+            counters.rq_retry_success.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if retriable && !last {
+            retrying = fwd.cluster.breakers.try_acquire(crate::proxy::breakers::Resource::Retry);
+            let counter = if retrying.is_some() { &counters.rq_retry } else { &counters.rq_retry_overflow };
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // With `maxRetries` reached, the answer so far is the answer.
+            retriable = retrying.is_some();
+        }
         if retriable && !last {
             drop(result);
             drop(active);
@@ -282,7 +296,8 @@ pub fn retry_on_response(p: &RetryPolicy, status: u16, headers: &HeaderMap) -> b
 /// Would Envoy retry after this failure? Every failure here is a reset to Envoy; a connect
 /// failure (nothing sent) is also `connect-failure` and `reset-before-request`.
 pub fn retry_on_error(p: &RetryPolicy, e: &upstream::Error) -> bool {
-    if p.attempts == 0 {
+    // A circuit breaker's answer is final: Envoy does not retry an overflow.
+    if p.attempts == 0 || matches!(e, upstream::Error::Overflow) {
         return false;
     }
     has(p, "5xx")

@@ -22,6 +22,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::net::Body;
+use crate::proxy::breakers::{Breakers, Guard, Resource};
 use crate::proxy::stream::Stream;
 
 /// Istio's default `connectTimeout` (MeshConfig).
@@ -45,6 +46,9 @@ pub enum Error {
     /// The TLS handshake failed (an endpoint without a sidecar, or the wrong identity).
     #[error("TLS handshake with {addr} failed: {reason}")]
     Tls { addr: SocketAddr, reason: String },
+    /// A circuit breaker is open (too many requests in flight, or waiting for a connection).
+    #[error("circuit breaker open (overflow)")]
+    Overflow,
 }
 
 impl Error {
@@ -87,26 +91,59 @@ pub async fn dial(addr: SocketAddr, tls: Option<&Tls>) -> Result<Stream, Error> 
 /// `rq_total`, shown by the admin's `/clusters`).
 #[derive(Default)]
 pub struct Pool {
-    /// Idle connections and the TLS key they were made with (0: plaintext).
-    idle: Mutex<Vec<(u64, SendRequest<Body>)>>,
+    idle: Mutex<Vec<Conn>>,
+    /// Connections open to this endpoint now (an endpoint with none may always open one).
+    open: Arc<AtomicU64>,
     connections: AtomicU64,
     requests: AtomicU64,
 }
 
+/// A connection between requests: the TLS key it was made with (0: plaintext), the cluster
+/// (and limits) it was opened under (Envoy's pools are per cluster: a connection counts
+/// against one cluster's `maxConnections`), and how many requests it has carried (for
+/// `maxRequestsPerConnection`).
+struct Conn {
+    key: u64,
+    owner: (usize, u64),
+    sender: SendRequest<Body>,
+    used: u32,
+}
+
+/// What a request holds until its response is read: its connection, and its place in the
+/// cluster's active requests.
+struct Lease {
+    conn: Conn,
+    pool: Arc<Pool>,
+    breakers: Arc<Breakers>,
+    per_connection: u32,
+    _request: Guard,
+}
+
 impl Pool {
-    fn take_idle(&self, key: u64) -> Option<SendRequest<Body>> {
+    fn take_idle(&self, key: u64, owner: (usize, u64)) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let i = idle.iter().rposition(|(k, _)| *k == key)?;
-        Some(idle.swap_remove(i).1)
+        // Connections opened under this cluster's previous limits are closed, not reused.
+        idle.retain(|c| c.owner.0 != owner.0 || c.owner.1 == owner.1);
+        let i = idle.iter().rposition(|c| c.key == key && c.owner == owner)?;
+        Some(idle.swap_remove(i))
     }
 
-    fn put_back(&self, key: u64, sender: SendRequest<Body>) {
-        if sender.is_closed() {
-            return;
+    fn has_idle(&self, key: u64, owner: (usize, u64)) -> bool {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|c| c.key == key && c.owner == owner)
+    }
+
+    /// A connection whose response was read: idle again (a request waiting for one is woken),
+    /// or closed when it has carried `maxRequestsPerConnection` requests.
+    fn put_back(&self, mut conn: Conn, per_connection: u32, breakers: &Breakers) {
+        conn.used += 1;
+        if conn.sender.is_closed() || (per_connection > 0 && conn.used >= per_connection) {
+            return; // dropped: the connection closes, and its task frees its place
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < MAX_IDLE {
-            idle.push((key, sender));
+            idle.push(conn);
+            drop(idle);
+            breakers.connection_freed();
         }
     }
 
@@ -125,48 +162,111 @@ impl Pool {
         self.requests.load(Ordering::Relaxed)
     }
 
-    /// Sends `req` to `addr` on an idle connection made with the same TLS, or a new one. A
-    /// request that an idle connection could not take (closed meanwhile) moves on to another
-    /// without being sent twice.
+    /// Sends `req` to `addr` on an idle connection made with the same TLS, or a new one,
+    /// within the cluster's circuit breakers, as Envoy's HTTP/1.1 pool does: a request is
+    /// active (`http2MaxRequests`) until its response is read; without an idle connection it
+    /// is pending (`http1MaxPendingRequests`) until a new connection is up or, when the cluster
+    /// may open no more (`maxConnections`), until one comes free. An open breaker answers
+    /// `Error::Overflow`. A request that an idle connection could not take (closed meanwhile)
+    /// moves on to another without being sent twice.
     pub async fn send(
         self: &Arc<Self>,
         addr: SocketAddr,
         tls: Option<&Tls>,
+        cluster: (&Arc<Breakers>, u32),
         mut req: Request<Body>,
     ) -> Result<Response<Body>, Error> {
+        let (breakers, per_connection) = cluster;
+        let counters = &breakers.counters;
         self.requests.fetch_add(1, Ordering::Relaxed);
+        counters.rq_total.fetch_add(1, Ordering::Relaxed);
+        let Some(request) = breakers.try_acquire(Resource::Request) else {
+            // Envoy counts a `max_requests` overflow with the pending ones.
+            counters.rq_pending_overflow.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::Overflow);
+        };
         let key = tls.map_or(0, |t| t.key);
+        let owner = breakers.owner();
+        let mut pending = None;
         loop {
-            let Some(mut sender) = self.take_idle(key) else { break };
-            if sender.ready().await.is_err() {
+            while let Some(mut conn) = self.take_idle(key, owner) {
+                if conn.sender.ready().await.is_err() {
+                    continue;
+                }
+                match conn.sender.try_send_request(req).await {
+                    Ok(resp) => {
+                        let lease = Lease {
+                            conn,
+                            pool: self.clone(),
+                            breakers: breakers.clone(),
+                            per_connection,
+                            _request: request,
+                        };
+                        return Ok(pooled(resp, lease));
+                    }
+                    Err(mut e) => match e.take_message() {
+                        // Not sent: the connection was gone before the request was written.
+                        Some(back) => req = back,
+                        None => return Err(classify(addr, e.into_error())),
+                    },
+                }
+            }
+            if pending.is_none() {
+                let Some(p) = breakers.try_acquire(Resource::Pending) else {
+                    counters.rq_pending_overflow.fetch_add(1, Ordering::Relaxed);
+                    return Err(Error::Overflow);
+                };
+                counters.rq_pending_total.fetch_add(1, Ordering::Relaxed);
+                pending = Some(p);
+            }
+            // Envoy lets an endpoint with no connection open one whatever the limit, so its
+            // pending requests always have a way to be served.
+            let slot = breakers.try_acquire(Resource::Connection).or_else(|| {
+                (self.open.load(Ordering::Acquire) == 0).then(|| breakers.acquire_anyway(Resource::Connection))
+            });
+            let Some(slot) = slot else {
+                counters.cx_overflow.fetch_add(1, Ordering::Relaxed);
+                breakers
+                    .wait_for_connection(|| breakers.remaining(Resource::Connection) > 0 || self.has_idle(key, owner))
+                    .await;
                 continue;
-            }
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(self.pooled(resp, key, sender)),
-                Err(mut e) => match e.take_message() {
-                    // Not sent: the connection was gone before the request was written.
-                    Some(back) => req = back,
-                    None => return Err(classify(addr, e.into_error())),
-                },
-            }
-        }
-        let mut sender = connect(addr, tls).await?;
-        self.connections.fetch_add(1, Ordering::Relaxed);
-        match sender.send_request(req).await {
-            Ok(resp) => Ok(self.pooled(resp, key, sender)),
-            Err(e) => Err(classify(addr, e)),
+            };
+            let sender = match connect(addr, tls, slot, self.open.clone()).await {
+                Ok(s) => s,
+                Err(e) => {
+                    counters.cx_connect_fail.fetch_add(1, Ordering::Relaxed);
+                    return Err(e);
+                }
+            };
+            drop(pending);
+            self.connections.fetch_add(1, Ordering::Relaxed);
+            counters.cx_total.fetch_add(1, Ordering::Relaxed);
+            let mut conn = Conn { key, owner, sender, used: 0 };
+            return match conn.sender.send_request(req).await {
+                Ok(resp) => {
+                    let lease = Lease {
+                        conn,
+                        pool: self.clone(),
+                        breakers: breakers.clone(),
+                        per_connection,
+                        _request: request,
+                    };
+                    Ok(pooled(resp, lease))
+                }
+                Err(e) => Err(classify(addr, e)),
+            };
         }
     }
+}
 
-    fn pooled(self: &Arc<Self>, resp: Response<Incoming>, key: u64, sender: SendRequest<Body>) -> Response<Body> {
-        let (parts, body) = resp.into_parts();
-        let done = body.is_end_stream();
-        let mut body = PooledBody { inner: body, conn: Some((key, sender, self.clone())) };
-        if done {
-            body.release();
-        }
-        Response::from_parts(parts, body.boxed())
+fn pooled(resp: Response<Incoming>, lease: Lease) -> Response<Body> {
+    let (parts, body) = resp.into_parts();
+    let done = body.is_end_stream();
+    let mut body = PooledBody { inner: body, lease: Some(lease) };
+    if done {
+        body.release();
     }
+    Response::from_parts(parts, body.boxed())
 }
 
 fn classify(addr: SocketAddr, e: hyper::Error) -> Error {
@@ -177,15 +277,25 @@ fn classify(addr: SocketAddr, e: hyper::Error) -> Error {
     }
 }
 
-async fn connect(addr: SocketAddr, tls: Option<&Tls>) -> Result<SendRequest<Body>, Error> {
+/// A new connection; `slot` (its place under `maxConnections`) and the endpoint's count of
+/// open connections are held until it closes.
+async fn connect(
+    addr: SocketAddr,
+    tls: Option<&Tls>,
+    slot: Guard,
+    open: Arc<AtomicU64>,
+) -> Result<SendRequest<Body>, Error> {
     let stream = dial(addr, tls).await?;
     let (sender, conn) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|source| Error::ResetBeforeHeaders { addr, source })?;
+    open.fetch_add(1, Ordering::AcqRel);
     tokio::spawn(async move {
         // Ends when the upstream closes or the last sender is dropped.
         let _ = conn.await;
+        open.fetch_sub(1, Ordering::AcqRel);
+        drop(slot);
     });
     Ok(sender)
 }
@@ -193,13 +303,13 @@ async fn connect(addr: SocketAddr, tls: Option<&Tls>) -> Result<SendRequest<Body
 /// A response body that returns its connection to the pool once read to the end.
 struct PooledBody {
     inner: Incoming,
-    conn: Option<(u64, SendRequest<Body>, Arc<Pool>)>,
+    lease: Option<Lease>,
 }
 
 impl PooledBody {
     fn release(&mut self) {
-        if let Some((key, sender, pool)) = self.conn.take() {
-            pool.put_back(key, sender);
+        if let Some(lease) = self.lease.take() {
+            lease.pool.put_back(lease.conn, lease.per_connection, &lease.breakers);
         }
     }
 }
@@ -213,7 +323,7 @@ impl hyper::body::Body for PooledBody {
         match &polled {
             Poll::Ready(None) => self.release(),
             Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
-            Poll::Ready(Some(Err(_))) => self.conn = None,
+            Poll::Ready(Some(Err(_))) => self.lease = None,
             _ => {}
         }
         polled
@@ -264,7 +374,7 @@ mod tests {
         let (addr, conns) = upstream().await;
         let pool = Arc::new(Pool::default());
         for _ in 0..5 {
-            let resp = pool.send(addr, None, get(addr)).await.unwrap();
+            let resp = pool.send(addr, None, (&crate::proxy::breakers::unlimited(), 0), get(addr)).await.unwrap();
             let body = resp.into_body().collect().await.unwrap().to_bytes();
             assert_eq!(&body[..], b"hello");
         }
@@ -276,10 +386,10 @@ mod tests {
     async fn a_body_dropped_half_way_does_not_return_its_connection() {
         let (addr, conns) = upstream().await;
         let pool = Arc::new(Pool::default());
-        let resp = pool.send(addr, None, get(addr)).await.unwrap();
+        let resp = pool.send(addr, None, (&crate::proxy::breakers::unlimited(), 0), get(addr)).await.unwrap();
         drop(resp);
         assert_eq!(pool.idle_count(), 0);
-        let resp = pool.send(addr, None, get(addr)).await.unwrap();
+        let resp = pool.send(addr, None, (&crate::proxy::breakers::unlimited(), 0), get(addr)).await.unwrap();
         resp.into_body().collect().await.unwrap();
         assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
@@ -291,7 +401,7 @@ mod tests {
             l.local_addr().unwrap()
         };
         let pool = Arc::new(Pool::default());
-        let err = pool.send(addr, None, get(addr)).await.unwrap_err();
+        let err = pool.send(addr, None, (&crate::proxy::breakers::unlimited(), 0), get(addr)).await.unwrap_err();
         assert!(err.is_connect_failure(), "{err}");
     }
 
@@ -308,7 +418,7 @@ mod tests {
             }
         });
         let pool = Arc::new(Pool::default());
-        let err = pool.send(addr, None, get(addr)).await.unwrap_err();
+        let err = pool.send(addr, None, (&crate::proxy::breakers::unlimited(), 0), get(addr)).await.unwrap_err();
         assert!(matches!(err, Error::ResetBeforeHeaders { .. }), "{err}");
     }
 }

@@ -3,13 +3,13 @@
 //! port level → subset. Pure; the inputs were validated at apply time.
 
 use crate::resources::networking::{
-    self, CorsPolicy, HeaderOperations, HttpFaultInjection, HttpRedirect, HttpRetry, HttpRoute, LoadBalancerSettings,
-    Percent, StringMatch, TrafficPolicy,
+    self, ConnectionPoolSettings, CorsPolicy, HeaderOperations, HttpFaultInjection, HttpRedirect, HttpRetry, HttpRoute,
+    LoadBalancerSettings, Percent, StringMatch, TrafficPolicy,
 };
 use crate::resources::validate::parse_duration;
 use crate::snapshot::{
-    Cors, Fault, FaultAbort, FaultDelay, HashOn, HeaderOps, Headers, LbPolicy, Redirect, RetryPolicy, Rewrite,
-    RoutePolicy, ValueMatch,
+    ConnectionPool, Cors, Fault, FaultAbort, FaultDelay, HashOn, HeaderOps, Headers, LbPolicy, Redirect, RetryPolicy,
+    Rewrite, RoutePolicy, ValueMatch, UNLIMITED,
 };
 
 /// Istio's retry conditions when `retries` sets `attempts` but no `retryOn`, and of its default
@@ -199,6 +199,39 @@ fn lb_of(s: &LoadBalancerSettings) -> LbPolicy {
     }
 }
 
+/// The `connectionPool` block in force for one port of a policy: a port-level entry replaces
+/// the policy's own; `None` when neither sets one.
+fn pool_block(tp: &TrafficPolicy, port: u16) -> Option<Option<&ConnectionPoolSettings>> {
+    let port_level =
+        tp.port_level_settings.iter().find(|p| p.port.as_ref().and_then(|s| s.number) == Some(u32::from(port)));
+    match port_level {
+        Some(p) => Some(p.connection_pool.as_ref()),
+        None => tp.connection_pool.as_ref().map(Some),
+    }
+}
+
+/// A cluster's `connectionPool` for `port`: the DR's block, replaced by the subset's where the
+/// subset sets one (Istio's MergeTrafficPolicy). Values of 0 or less are unset (unlimited).
+pub fn connection_pool(dr: Option<&TrafficPolicy>, subset: Option<&TrafficPolicy>, port: u16) -> ConnectionPool {
+    let mut block = dr.and_then(|tp| pool_block(tp, port)).flatten();
+    if let Some(sub) = subset.and_then(|tp| pool_block(tp, port)) {
+        block = sub;
+    }
+    let Some(b) = block else { return ConnectionPool::default() };
+    let limit = |v: Option<i32>| v.filter(|v| *v > 0).map_or(UNLIMITED, |v| v as u64);
+    let (tcp, http) = (b.tcp.as_ref(), b.http.as_ref());
+    ConnectionPool {
+        max_connections: limit(tcp.and_then(|t| t.max_connections)),
+        max_pending_requests: limit(http.and_then(|h| h.http1_max_pending_requests)),
+        max_requests: limit(http.and_then(|h| h.http2_max_requests)),
+        max_retries: limit(http.and_then(|h| h.max_retries)),
+        max_requests_per_connection: http
+            .and_then(|h| h.max_requests_per_connection)
+            .filter(|v| *v > 0)
+            .map_or(0, |v| v as u32),
+    }
+}
+
 /// The `loadBalancer` block in force for one port of a policy: a port-level entry replaces the
 /// policy's own (and does not inherit it); `None` when neither sets one.
 fn lb_block(tp: &TrafficPolicy, port: u16) -> Option<Option<&LoadBalancerSettings>> {
@@ -330,5 +363,43 @@ mod tests {
         assert_eq!(load_balancer(Some(&top), Some(&quiet), 80), LbPolicy::Random);
         let sub = TrafficPolicy { load_balancer: lb("PASSTHROUGH"), ..Default::default() };
         assert_eq!(load_balancer(Some(&top), Some(&sub), 80), LbPolicy::Passthrough);
+    }
+
+    #[test]
+    fn connection_pools_merge_as_load_balancing_and_non_positive_values_are_unset() {
+        use crate::resources::networking::{HttpSettings, TcpSettings};
+        let pool = |cx: i32, pending: i32, per_conn: i32| {
+            Some(ConnectionPoolSettings {
+                tcp: Some(TcpSettings { max_connections: Some(cx), ..Default::default() }),
+                http: Some(HttpSettings {
+                    http1_max_pending_requests: Some(pending),
+                    max_requests_per_connection: Some(per_conn),
+                    ..Default::default()
+                }),
+            })
+        };
+        assert!(connection_pool(None, None, 8000).is_default());
+        let top = TrafficPolicy {
+            connection_pool: pool(1, 1, 1),
+            port_level_settings: vec![PortTrafficPolicy {
+                port: Some(PortSelector { number: Some(9000) }),
+                connection_pool: pool(0, -1, 0),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let p = connection_pool(Some(&top), None, 8000);
+        assert_eq!(
+            (p.max_connections, p.max_pending_requests, p.max_requests, p.max_requests_per_connection),
+            (1, 1, UNLIMITED, 1)
+        );
+        assert!(connection_pool(Some(&top), None, 9000).is_default(), "0 and negatives are unset");
+        let sub = TrafficPolicy { connection_pool: pool(7, 3, 2), ..Default::default() };
+        assert_eq!(
+            connection_pool(Some(&top), Some(&sub), 8000).max_connections,
+            7,
+            "the subset's block replaces the DR's"
+        );
+        assert_eq!(connection_pool(Some(&top), Some(&TrafficPolicy::default()), 8000).max_connections, 1);
     }
 }

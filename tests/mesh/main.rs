@@ -11,6 +11,7 @@ mod labs;
 mod lifecycle;
 mod proxy_config;
 mod push;
+mod resilience;
 mod samples;
 mod scenarios;
 mod security;

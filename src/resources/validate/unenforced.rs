@@ -35,12 +35,43 @@ fn tls_path(path: &str, tls: &Option<crate::resources::networking::ClientTlsSett
     }
 }
 
+/// The circuit-breaker thresholds and `maxRequestsPerConnection` are enforced; the
+/// connection options are not yet.
+fn pool_paths(path: &str, pool: &crate::resources::networking::ConnectionPoolSettings, out: &mut Vec<String>) {
+    if let Some(t) = &pool.tcp {
+        for (name, present) in [
+            ("connectTimeout", t.connect_timeout.is_some()),
+            ("tcpKeepalive", t.tcp_keepalive.is_some()),
+            ("maxConnectionDuration", t.max_connection_duration.is_some()),
+            ("idleTimeout", t.idle_timeout.is_some()),
+        ] {
+            if present {
+                out.push(not_enforced(format!("{path}.tcp.{name}")));
+            }
+        }
+    }
+    if let Some(h) = &pool.http {
+        for (name, present) in [
+            ("idleTimeout", h.idle_timeout.is_some()),
+            ("h2UpgradePolicy", h.h2_upgrade_policy.is_some()),
+            ("useClientProtocol", h.use_client_protocol.is_some()),
+            ("maxConcurrentStreams", h.max_concurrent_streams.is_some()),
+        ] {
+            if present {
+                out.push(not_enforced(format!("{path}.http.{name}")));
+            }
+        }
+    }
+}
+
 fn policy_paths(path: &str, tp: &TrafficPolicy, out: &mut Vec<String>) {
     if let Some(lb) = &tp.load_balancer {
         load_balancer_paths(path, lb, out);
     }
+    if let Some(pool) = &tp.connection_pool {
+        pool_paths(&format!("{path}.connectionPool"), pool, out);
+    }
     let blocks = [
-        ("connectionPool", tp.connection_pool.is_some()),
         ("outlierDetection", tp.outlier_detection.is_some()),
         ("tunnel", tp.tunnel.is_some()),
         ("proxyProtocol", tp.proxy_protocol.is_some()),
@@ -58,8 +89,10 @@ fn policy_paths(path: &str, tp: &TrafficPolicy, out: &mut Vec<String>) {
         if let Some(lb) = &p.load_balancer {
             load_balancer_paths(&path, lb, out);
         }
-        let blocks =
-            [("connectionPool", p.connection_pool.is_some()), ("outlierDetection", p.outlier_detection.is_some())];
+        if let Some(pool) = &p.connection_pool {
+            pool_paths(&format!("{path}.connectionPool"), pool, out);
+        }
+        let blocks = [("outlierDetection", p.outlier_detection.is_some())];
         for (name, present) in blocks {
             if present {
                 out.push(not_enforced(format!("{path}.{name}")));
