@@ -176,7 +176,7 @@ impl Pool {
         cluster: (&Arc<Breakers>, u32),
         mut req: Request<Body>,
     ) -> Result<Response<Body>, Error> {
-        let (breakers, per_connection) = cluster;
+        let breakers = cluster.0;
         let counters = &breakers.counters;
         self.requests.fetch_add(1, Ordering::Relaxed);
         counters.rq_total.fetch_add(1, Ordering::Relaxed);
@@ -194,16 +194,7 @@ impl Pool {
                     continue;
                 }
                 match conn.sender.try_send_request(req).await {
-                    Ok(resp) => {
-                        let lease = Lease {
-                            conn,
-                            pool: self.clone(),
-                            breakers: breakers.clone(),
-                            per_connection,
-                            _request: request,
-                        };
-                        return Ok(pooled(resp, lease));
-                    }
+                    Ok(resp) => return Ok(self.leased(resp, conn, cluster, request)),
                     Err(mut e) => match e.take_message() {
                         // Not sent: the connection was gone before the request was written.
                         Some(back) => req = back,
@@ -243,30 +234,32 @@ impl Pool {
             counters.cx_total.fetch_add(1, Ordering::Relaxed);
             let mut conn = Conn { key, owner, sender, used: 0 };
             return match conn.sender.send_request(req).await {
-                Ok(resp) => {
-                    let lease = Lease {
-                        conn,
-                        pool: self.clone(),
-                        breakers: breakers.clone(),
-                        per_connection,
-                        _request: request,
-                    };
-                    Ok(pooled(resp, lease))
-                }
+                Ok(resp) => Ok(self.leased(resp, conn, cluster, request)),
                 Err(e) => Err(classify(addr, e)),
             };
         }
     }
 }
 
-fn pooled(resp: Response<Incoming>, lease: Lease) -> Response<Body> {
-    let (parts, body) = resp.into_parts();
-    let done = body.is_end_stream();
-    let mut body = PooledBody { inner: body, lease: Some(lease) };
-    if done {
-        body.release();
+impl Pool {
+    /// The response, holding its connection and its place among the cluster's active
+    /// requests until its body has been read.
+    fn leased(
+        self: &Arc<Self>,
+        resp: Response<Incoming>,
+        conn: Conn,
+        (breakers, per_connection): (&Arc<Breakers>, u32),
+        request: Guard,
+    ) -> Response<Body> {
+        let lease = Lease { conn, pool: self.clone(), breakers: breakers.clone(), per_connection, _request: request };
+        let (parts, body) = resp.into_parts();
+        let done = body.is_end_stream();
+        let mut body = PooledBody { inner: body, lease: Some(lease) };
+        if done {
+            body.release();
+        }
+        Response::from_parts(parts, body.boxed())
     }
-    Response::from_parts(parts, body.boxed())
 }
 
 fn classify(addr: SocketAddr, e: hyper::Error) -> Error {
