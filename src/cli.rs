@@ -244,6 +244,10 @@ pub enum Command {
         /// Namespace of the workload (default: `default`).
         #[arg(short, long)]
         namespace: Option<String>,
+        /// Container: the app's (default), or `istio-proxy`, where `pilot-agent request GET
+        /// PATH` reads the proxy's admin (`stats`, `clusters`, `config_dump`...).
+        #[arg(short = 'c', long)]
+        container: Option<String>,
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -537,9 +541,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Describe { kind, name, namespace } => {
             runtime()?.block_on(kubectl::describe(&env, &kind, &name, namespace.as_deref().unwrap_or("default")))
         }
-        Command::Exec { workload, namespace, command } => {
-            runtime()?.block_on(exec::run(&env, &workload, namespace.as_deref().unwrap_or("default"), &command))
-        }
+        Command::Exec { workload, namespace, container, command } => runtime()?.block_on(exec::run(
+            &env,
+            &workload,
+            namespace.as_deref().unwrap_or("default"),
+            container.as_deref(),
+            &command,
+        )),
         Command::Lab(cmd) => runtime()?.block_on(lab::run(&env, cmd)),
         Command::Analyze {
             files,

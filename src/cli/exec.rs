@@ -1,5 +1,7 @@
 //! `exec WORKLOAD -- CMD`: runs a host command (usually curl) as if from inside the workload:
-//! its HTTP traffic goes through the workload's sidecar (or plain forwarder).
+//! its HTTP traffic goes through the workload's sidecar (or plain forwarder). In the
+//! `istio-proxy` container, `pilot-agent request GET PATH` reads the proxy's admin listener,
+//! as Istio's documentation does (`... -c istio-proxy -- pilot-agent request GET stats`).
 
 use std::process::ExitCode;
 
@@ -9,7 +11,13 @@ use crate::api;
 use crate::env::Env;
 use crate::ready::Listener;
 
-pub async fn run(env: &Env, workload: &str, namespace: &str, command: &[String]) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    env: &Env,
+    workload: &str,
+    namespace: &str,
+    container: Option<&str>,
+    command: &[String],
+) -> anyhow::Result<ExitCode> {
     let client = crate::cli::backend::Backend::local(env).client()?;
     let status = client.status().await?;
     let name = workload
@@ -30,6 +38,9 @@ pub async fn run(env: &Env, workload: &str, namespace: &str, command: &[String])
     if !pod.ready {
         bail!("pod {}/{} is not ready ({}); see `meshrig status`", pod.namespace, pod.name, pod.phase);
     }
+    if container == Some("istio-proxy") {
+        return pilot_agent(pod, command).await;
+    }
     let proxy =
         pod.proxy_addrs.get(&Listener::Outbound).ok_or_else(|| anyhow!("pod {} has no outbound listener", pod.name))?;
     let url = format!("http://{proxy}");
@@ -48,4 +59,32 @@ pub async fn run(env: &Env, workload: &str, namespace: &str, command: &[String])
         .status()
         .map_err(|e| anyhow!("cannot run {program:?}: {e}"))?;
     Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
+}
+
+/// `pilot-agent request METHOD PATH` in the `istio-proxy` container: the proxy's admin answer,
+/// printed as Envoy's admin gives it (`stats`, `clusters`, `config_dump`, `listeners`, `certs`).
+async fn pilot_agent(pod: &api::PodStatus, command: &[String]) -> anyhow::Result<ExitCode> {
+    let words: Vec<&str> = command.iter().map(String::as_str).collect();
+    let path = match words.as_slice() {
+        ["pilot-agent", "request", method, path] if method.eq_ignore_ascii_case("GET") => *path,
+        ["pilot-agent", "request", method, _] => bail!("pilot-agent request: only GET is served here, not {method}"),
+        _ => bail!(
+            "the istio-proxy container runs `pilot-agent request GET PATH` here (PATH: stats, clusters, config_dump, \
+             listeners, certs); run other commands from the app's container (leave out -c)"
+        ),
+    };
+    let admin = pod
+        .proxy_addrs
+        .get(&Listener::Admin)
+        .ok_or_else(|| anyhow!("pod {} has no istio-proxy (no sidecar)", pod.name))?;
+    let url = format!("http://{admin}/{}", path.trim_start_matches('/'));
+    let req = http::Request::get(url).body(crate::net::empty())?;
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(5), crate::net::client().request(req))
+        .await
+        .map_err(|_| anyhow!("the proxy did not answer within 5 s"))??;
+    let ok = resp.status().is_success();
+    let bytes = crate::net::read_body(resp.into_body(), 64 << 20).await.map_err(|e| anyhow!(e))?;
+    use std::io::Write as _;
+    std::io::stdout().write_all(&bytes)?;
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

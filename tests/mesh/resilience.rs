@@ -62,6 +62,44 @@ fn a_connection_pool_overflows_with_envoys_answer_and_counts_it_across_a_push() 
     assert_eq!(stat(&s, ".circuit_breakers.default.rq_pending_open"), 0);
     assert_eq!(stat(&s, ".upstream_rq_pending_active"), 0);
     assert!(stat(&s, ".upstream_rq_pending_total") >= ok as u64);
+    // As Istio's task reads them: `pilot-agent request GET stats | grep httpbin | grep pending`.
+    let out = mesh.ok(&[
+        "exec",
+        "istio-ingressgateway",
+        "-n",
+        "istio-system",
+        "-c",
+        "istio-proxy",
+        "--",
+        "pilot-agent",
+        "request",
+        "GET",
+        "stats",
+    ]);
+    let pending: Vec<&str> = out.lines().filter(|l| l.contains("httpbin") && l.contains("pending")).collect();
+    assert_eq!(pending.len(), 7, "{pending:#?}");
+    assert!(
+        pending.contains(
+            &format!(
+                "cluster.outbound|8000||httpbin.default.svc.cluster.local.upstream_rq_pending_overflow: {}",
+                overflowed.len()
+            )
+            .as_str()
+        ),
+        "{pending:#?}"
+    );
+    let wrong = mesh.run(&[
+        "exec",
+        "istio-ingressgateway",
+        "-n",
+        "istio-system",
+        "-c",
+        "istio-proxy",
+        "--",
+        "curl",
+        "localhost:15000/stats",
+    ]);
+    assert!(!wrong.status.success() && crate::support::text(&wrong).contains("pilot-agent request GET PATH"));
     // maxRequestsPerConnection: 1 closes each connection after its request.
     assert!(stat(&s, ".upstream_cx_total") >= ok as u64);
 
