@@ -18,6 +18,7 @@
 //! - `edits`: header operations, rewrites, redirects, CORS, mirror hosts (pure).
 //! - `upstream`: connection pools per endpoint and typed upstream errors.
 //! - `breakers`: Envoy's circuit breakers per cluster (`connectionPool`) and its counters.
+//! - `outlier`: outlier detection (`outlierDetection`), a pure state machine.
 //! - `clusters`: cluster and endpoint state that survives snapshots; load balancing.
 //! - `outcome`: response flags, the local-reply table, one outcome per request.
 //! - `runtime`: a snapshot compiled for the request path.
@@ -36,6 +37,7 @@ pub mod forward;
 pub mod gateway_tls;
 pub mod identity;
 pub mod outcome;
+pub mod outlier;
 pub mod route;
 pub mod router;
 pub mod runtime;

@@ -489,6 +489,41 @@ pub struct Cluster {
     /// DestinationRule `connectionPool` (top level, port level, subset merged).
     #[serde(default, skip_serializing_if = "ConnectionPool::is_default")]
     pub pool: ConnectionPool,
+    /// DestinationRule `outlierDetection`, merged as `connectionPool` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier: Option<OutlierDetection>,
+}
+
+/// A cluster's outlier detection (DestinationRule `outlierDetection`, present means on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct OutlierDetection {
+    /// 0 disables.
+    pub consecutive_5xx: u32,
+    /// 0 disables.
+    pub consecutive_gateway: u32,
+    /// With `split_local`: connection failures counted apart (0 disables).
+    pub consecutive_local: u32,
+    pub split_local: bool,
+    pub interval_ms: u64,
+    pub base_ejection_ms: u64,
+    pub max_ejection_percent: u32,
+    pub min_health_percent: u32,
+}
+
+impl Default for OutlierDetection {
+    /// Envoy's defaults under an empty `outlierDetection` block.
+    fn default() -> Self {
+        OutlierDetection {
+            consecutive_5xx: 5,
+            consecutive_gateway: 0,
+            consecutive_local: 5,
+            split_local: false,
+            interval_ms: 10_000,
+            base_ejection_ms: 30_000,
+            max_ejection_percent: 10,
+            min_health_percent: 0,
+        }
+    }
 }
 
 /// Istio's default for every circuit-breaker threshold: 2^32-1, unlimited in practice.

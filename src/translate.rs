@@ -434,6 +434,7 @@ fn clusters(world: &World, client_ns: &str) -> BTreeMap<String, Cluster> {
                 let lb = policy::load_balancer(top, sub_policy, sp.port);
                 let tls = mtls::cluster_tls(top, sub_policy, sp.port);
                 let pool = policy::connection_pool(top, sub_policy, sp.port);
+                let outlier = policy::outlier_detection(top, sub_policy, sp.port);
                 out.insert(
                     name.clone(),
                     Cluster {
@@ -445,6 +446,7 @@ fn clusters(world: &World, client_ns: &str) -> BTreeMap<String, Cluster> {
                         discovery: Discovery::Eds,
                         tls,
                         pool,
+                        outlier,
                     },
                 );
             };
@@ -465,6 +467,7 @@ fn clusters(world: &World, client_ns: &str) -> BTreeMap<String, Cluster> {
                     let lb = policy::load_balancer(top, sub_policy, port);
                     let tls = mtls::cluster_tls(top, sub_policy, port);
                     let pool = policy::connection_pool(top, sub_policy, port);
+                    let outlier = policy::outlier_detection(top, sub_policy, port);
                     let endpoints = Arc::new(endpoints);
                     out.entry(name.clone()).or_insert(Cluster {
                         name,
@@ -475,6 +478,7 @@ fn clusters(world: &World, client_ns: &str) -> BTreeMap<String, Cluster> {
                         discovery,
                         tls,
                         pool,
+                        outlier,
                     });
                 };
                 add("", &BTreeMap::new(), None);

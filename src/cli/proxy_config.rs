@@ -142,11 +142,25 @@ pub async fn config(
         crate::cli::print_data(output, &value)?;
         return Ok(ExitCode::SUCCESS);
     }
-    print!("{}", render(section, &snapshot, pod));
+    // Ejected endpoints, from Envoy's `/clusters` health flags.
+    let ejected: std::collections::BTreeSet<String> = if section == Section::Endpoints {
+        let text = String::from_utf8_lossy(&admin_bytes(*admin, "/clusters").await?).into_owned();
+        text.lines()
+            .filter_map(|l| l.strip_suffix("::health_flags::/failed_outlier_check"))
+            .map(str::to_string)
+            .collect()
+    } else {
+        Default::default()
+    };
+    print!("{}", render(section, &snapshot, pod, &ejected));
     Ok(ExitCode::SUCCESS)
 }
 
 async fn admin_json(admin: std::net::SocketAddr, path: &str) -> anyhow::Result<serde_json::Value> {
+    Ok(serde_json::from_slice(&admin_bytes(admin, path).await?)?)
+}
+
+async fn admin_bytes(admin: std::net::SocketAddr, path: &str) -> anyhow::Result<Vec<u8>> {
     let req = http::Request::get(format!("http://{admin}{path}")).body(net::empty())?;
     let resp = tokio::time::timeout(std::time::Duration::from_secs(5), net::client().request(req))
         .await
@@ -155,7 +169,7 @@ async fn admin_json(admin: std::net::SocketAddr, path: &str) -> anyhow::Result<s
         bail!("the proxy answered {}", resp.status());
     }
     let bytes = net::read_body(resp.into_body(), 64 << 20).await.map_err(|e| anyhow!(e))?;
-    Ok(serde_json::from_slice(&bytes)?)
+    Ok(bytes.to_vec())
 }
 
 /// istioctl's short form of a route match: `/path*` for a prefix, the path for an exact match.
@@ -224,7 +238,8 @@ fn secret_table(certs: &serde_json::Value) -> String {
     )
 }
 
-pub fn render(section: Section, s: &Snapshot, pod: &PodStatus) -> String {
+/// `ejected` holds `CLUSTER::ADDRESS` of the endpoints outlier detection has ejected.
+pub fn render(section: Section, s: &Snapshot, pod: &PodStatus, ejected: &std::collections::BTreeSet<String>) -> String {
     match section {
         Section::Routes => {
             let mut rows = Vec::new();
@@ -279,7 +294,9 @@ pub fn render(section: Section, s: &Snapshot, pod: &PodStatus) -> String {
             let mut rows = Vec::new();
             for c in s.clusters.values() {
                 for e in c.endpoints.iter() {
-                    rows.push(vec![e.address.to_string(), "HEALTHY".into(), "OK".into(), c.name.clone()]);
+                    // As istioctl shows an endpoint Envoy's outlier detection has ejected.
+                    let check = if ejected.contains(&format!("{}::{}", c.name, e.address)) { "FAILED" } else { "OK" };
+                    rows.push(vec![e.address.to_string(), "HEALTHY".into(), check.into(), c.name.clone()]);
                 }
             }
             table(&["ENDPOINT", "STATUS", "OUTLIER CHECK", "CLUSTER"], &rows)

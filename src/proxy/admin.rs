@@ -125,6 +125,7 @@ fn clusters(runtime: &crate::proxy::runtime::Runtime) -> String {
     let mut out = String::new();
     for name in names {
         let (_, cluster) = &runtime.clusters[name];
+        let ejected = cluster.breakers.ejected(cluster.hosts.len());
         for host in &cluster.hosts {
             let (pool, addr) = (&host.state.pool, host.endpoint.address);
             for (stat, value) in [
@@ -134,7 +135,9 @@ fn clusters(runtime: &crate::proxy::runtime::Runtime) -> String {
             ] {
                 out.push_str(&format!("{name}::{addr}::{stat}::{value}\n"));
             }
-            out.push_str(&format!("{name}::{addr}::health_flags::healthy\n"));
+            // Envoy's flag for an endpoint outlier detection has ejected.
+            let health = if ejected.contains(&addr) { "/failed_outlier_check" } else { "healthy" };
+            out.push_str(&format!("{name}::{addr}::health_flags::{health}\n"));
         }
     }
     out

@@ -5,8 +5,12 @@
 //! pushes: a push under load changes the limits, never the counts.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::proxy::outlier::{self, Detector};
 
 pub use crate::snapshot::UNLIMITED;
 
@@ -89,6 +93,10 @@ pub struct Breakers {
     freed: tokio::sync::Notify,
     /// Requests waiting on `freed` (so a freed connection wakes nobody, cheaply, when none waits).
     waiting: std::sync::atomic::AtomicUsize,
+    /// Outlier detection, when the cluster has it (`None` costs the request path nothing).
+    /// Kept here so ejections, like the counts, survive config pushes.
+    pub outlier: Mutex<Option<Detector>>,
+    outlier_on: std::sync::atomic::AtomicBool,
 }
 
 /// Holds one unit of a resource until dropped.
@@ -167,6 +175,46 @@ impl Breakers {
         self.limits[r.index()].load(Ordering::Acquire).saturating_sub(self.active(r))
     }
 
+    /// Sets (or clears) outlier detection; a detector already running keeps its ejections.
+    pub fn set_outlier(&self, config: Option<outlier::Config>) {
+        let mut d = self.outlier.lock().unwrap_or_else(|p| p.into_inner());
+        match (config, d.as_mut()) {
+            (None, _) => *d = None,
+            (Some(c), Some(det)) => det.config = c,
+            (Some(c), None) => *d = Some(Detector::new(c)),
+        }
+        self.outlier_on.store(d.is_some(), Ordering::Release);
+    }
+
+    /// The endpoints to leave out now (ejected, unless the cluster panics); empty without
+    /// outlier detection.
+    pub fn ejected(&self, total: usize) -> Vec<SocketAddr> {
+        if !self.outlier_on.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let mut d = self.outlier.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(det) = d.as_mut() else { return Vec::new() };
+        let now = Instant::now();
+        det.sweep(now);
+        if det.panics(total, now) {
+            return Vec::new();
+        }
+        det.ejected_addrs()
+    }
+
+    /// How a try to `addr` ended, for outlier detection.
+    pub fn record(&self, addr: SocketAddr, outcome: outlier::Outcome, total: usize) {
+        if !self.outlier_on.load(Ordering::Acquire) {
+            return;
+        }
+        let mut d = self.outlier.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(det) = d.as_mut() {
+            if let Some(reason) = det.record(addr, outcome, total, Instant::now()) {
+                crate::net::log(&format!("outlier detection: ejected {addr} ({reason:?})"));
+            }
+        }
+    }
+
     /// A connection came free: wakes the requests waiting for one, if any.
     pub fn connection_freed(&self) {
         if self.waiting.load(Ordering::SeqCst) > 0 {
@@ -216,6 +264,23 @@ impl Breakers {
             ("upstream_rq_retry_success".into(), get(&c.rq_retry_success)),
             ("upstream_rq_total".into(), get(&c.rq_total)),
         ]);
+        if let Some(det) = self.outlier.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            let o = det.counters;
+            out.extend([
+                ("outlier_detection.ejections_active".to_string(), det.ejected(Instant::now()) as u64),
+                ("outlier_detection.ejections_enforced_total".into(), o.ejections_enforced_total),
+                ("outlier_detection.ejections_overflow".into(), o.ejections_overflow),
+                ("outlier_detection.ejections_enforced_consecutive_5xx".into(), o.ejections_enforced_consecutive_5xx),
+                (
+                    "outlier_detection.ejections_enforced_consecutive_gateway_failure".into(),
+                    o.ejections_enforced_consecutive_gateway_failure,
+                ),
+                (
+                    "outlier_detection.ejections_enforced_consecutive_local_origin_failure".into(),
+                    o.ejections_enforced_consecutive_local_origin_failure,
+                ),
+            ]);
+        }
         let mut out: Vec<(String, u64)> = out.into_iter().map(|(s, v)| (format!("cluster.{name}.{s}"), v)).collect();
         out.sort();
         out
@@ -237,13 +302,15 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The breakers of cluster `name`, with its limits as the current snapshot sets them.
-    pub fn get(&self, name: &str, limits: Limits) -> Arc<Breakers> {
+    /// The breakers of cluster `name`, with its limits and outlier detection as the current
+    /// snapshot sets them.
+    pub fn get(&self, name: &str, limits: Limits, outlier: Option<outlier::Config>) -> Arc<Breakers> {
         let mut map = self.by_name.lock().unwrap_or_else(|p| p.into_inner());
         let b = map.entry(name.to_string()).or_insert_with(|| Breakers::new(limits)).clone();
         if b.limits() != limits {
             b.set_limits(limits);
         }
+        b.set_outlier(outlier);
         b
     }
 
@@ -290,10 +357,10 @@ mod tests {
     #[test]
     fn a_push_changes_the_limits_not_the_counts() {
         let reg = Registry::default();
-        let b = reg.get("outbound|8000||httpbin", limits(1, 1, UNLIMITED, UNLIMITED));
+        let b = reg.get("outbound|8000||httpbin", limits(1, 1, UNLIMITED, UNLIMITED), None);
         let held = b.try_acquire(Resource::Request).unwrap();
         b.counters.rq_pending_overflow.fetch_add(3, Ordering::Relaxed);
-        let same = reg.get("outbound|8000||httpbin", limits(5, 1, 1, UNLIMITED));
+        let same = reg.get("outbound|8000||httpbin", limits(5, 1, 1, UNLIMITED), None);
         assert!(Arc::ptr_eq(&b, &same));
         assert_eq!(same.counters.rq_pending_overflow.load(Ordering::Relaxed), 3);
         assert!(same.try_acquire(Resource::Request).is_none(), "the new limit counts the request in flight");

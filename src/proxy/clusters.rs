@@ -181,7 +181,7 @@ impl Cluster {
             lb: c.lb.clone(),
             discovery: c.discovery.clone(),
             hosts,
-            breakers: endpoints.breakers.get(&c.name, Limits::from_pool(&c.pool)),
+            breakers: endpoints.breakers.get(&c.name, Limits::from_pool(&c.pool), c.outlier),
             per_connection: c.pool.max_requests_per_connection,
             origination,
             next: AtomicUsize::new(start),
@@ -234,6 +234,20 @@ impl Cluster {
         let n = self.hosts.len();
         if n == 0 {
             return None;
+        }
+        // Ejected endpoints are left out (with no outlier detection the list is empty, for free).
+        let ejected = self.breakers.ejected(n);
+        if !ejected.is_empty() {
+            let healthy: Vec<&Host> = self.hosts.iter().filter(|h| !ejected.contains(&h.endpoint.address)).collect();
+            if healthy.is_empty() {
+                return None;
+            }
+            if let (LbPolicy::ConsistentHash(_), Some(key)) = (&self.lb, hash) {
+                return healthy.into_iter().max_by_key(|h| mix(key, h.endpoint.address));
+            }
+            let left: Vec<&Host> = healthy.iter().copied().filter(|h| !avoid.contains(&h.endpoint.address)).collect();
+            let from = if left.is_empty() { healthy } else { left };
+            return Some(self.choose(from.len(), |i| from[i], rng));
         }
         if let (LbPolicy::ConsistentHash(_), Some(key)) = (&self.lb, hash) {
             // Rendezvous hashing: stable under endpoint changes, like Envoy's ring (soft affinity).
@@ -333,6 +347,7 @@ mod tests {
             discovery: Default::default(),
             tls: Default::default(),
             pool: Default::default(),
+            outlier: None,
         }
     }
 

@@ -203,6 +203,15 @@ pub async fn route(fwd: &Forward<'_>, mut up: Upstream, timeout: Option<Duration
             None => send.await.map_err(TryError::Upstream),
         };
         let last = attempt == tries;
+        let seen = match &result {
+            Ok(resp) => Some(crate::proxy::outlier::Outcome::Status(resp.status().as_u16())),
+            // An overflow says nothing about the endpoint.
+            Err(TryError::Upstream(upstream::Error::Overflow)) => None,
+            Err(_) => Some(crate::proxy::outlier::Outcome::LocalFailure),
+        };
+        if let Some(seen) = seen {
+            fwd.cluster.breakers.record(addr, seen, fwd.cluster.hosts.len());
+        }
         let mut retriable = match &result {
             Ok(resp) => retry_on_response(retry, resp.status().as_u16(), resp.headers()),
             Err(TryError::Upstream(e)) => retry_on_error(retry, e),

@@ -8,8 +8,8 @@ use crate::resources::networking::{
 };
 use crate::resources::validate::parse_duration;
 use crate::snapshot::{
-    ConnectionPool, Cors, Fault, FaultAbort, FaultDelay, HashOn, HeaderOps, Headers, LbPolicy, Redirect, RetryPolicy,
-    Rewrite, RoutePolicy, ValueMatch, UNLIMITED,
+    ConnectionPool, Cors, Fault, FaultAbort, FaultDelay, HashOn, HeaderOps, Headers, LbPolicy, OutlierDetection,
+    Redirect, RetryPolicy, Rewrite, RoutePolicy, ValueMatch, UNLIMITED,
 };
 
 /// Istio's retry conditions when `retries` sets `attempts` but no `retryOn`, and of its default
@@ -230,6 +230,45 @@ pub fn connection_pool(dr: Option<&TrafficPolicy>, subset: Option<&TrafficPolicy
             .filter(|v| *v > 0)
             .map_or(0, |v| v as u32),
     }
+}
+
+/// A cluster's `outlierDetection` for `port`, merged as `connectionPool` (the subset's or
+/// port-level block replaces the DR's). Unset fields take Envoy's defaults; the deprecated
+/// `consecutiveErrors` is ignored, as Istio has since 1.7.
+pub fn outlier_detection(
+    dr: Option<&TrafficPolicy>,
+    subset: Option<&TrafficPolicy>,
+    port: u16,
+) -> Option<OutlierDetection> {
+    fn block_of(tp: &TrafficPolicy, port: u16) -> Option<Option<&crate::resources::networking::OutlierDetection>> {
+        let port_level =
+            tp.port_level_settings.iter().find(|p| p.port.as_ref().and_then(|s| s.number) == Some(u32::from(port)));
+        match port_level {
+            Some(p) => Some(p.outlier_detection.as_ref()),
+            None => tp.outlier_detection.as_ref().map(Some),
+        }
+    }
+    let block_of = |tp| block_of(tp, port);
+    let mut block = dr.and_then(block_of).flatten();
+    if let Some(sub) = subset.and_then(block_of) {
+        block = sub;
+    }
+    let b = block?;
+    let d = OutlierDetection::default();
+    let ms = |s: &Option<String>, default: u64| {
+        s.as_deref().and_then(|s| parse_duration(s).ok()).map_or(default, |d| d.as_millis() as u64)
+    };
+    let percent = |v: Option<i32>, default: u32| v.map_or(default, |v| v.clamp(0, 100) as u32);
+    Some(OutlierDetection {
+        consecutive_5xx: b.consecutive_5xx_errors.unwrap_or(d.consecutive_5xx),
+        consecutive_gateway: b.consecutive_gateway_errors.unwrap_or(0),
+        consecutive_local: b.consecutive_local_origin_failures.unwrap_or(d.consecutive_local),
+        split_local: b.split_external_local_origin_errors.unwrap_or(false),
+        interval_ms: ms(&b.interval, d.interval_ms),
+        base_ejection_ms: ms(&b.base_ejection_time, d.base_ejection_ms),
+        max_ejection_percent: percent(b.max_ejection_percent, d.max_ejection_percent),
+        min_health_percent: percent(b.min_health_percent, 0),
+    })
 }
 
 /// The `loadBalancer` block in force for one port of a policy: a port-level entry replaces the

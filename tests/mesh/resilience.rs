@@ -125,3 +125,42 @@ fn a_connection_pool_overflows_with_envoys_answer_and_counts_it_across_a_push() 
         "{v}"
     );
 }
+
+const FLAKY: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: flaky\nspec:\n  selector: {app: flaky}\n  ports: [{name: http, port: 80, targetPort: 8080}]\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: flaky-v1\nspec:\n  selector:\n    matchLabels: {app: flaky, version: v1}\n  template:\n    metadata:\n      labels: {app: flaky, version: v1}\n    spec:\n      containers:\n      - name: app\n        image: example.com/flaky:1\n        ports: [{containerPort: 8080}]\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: flaky-v2\nspec:\n  selector:\n    matchLabels: {app: flaky, version: v2}\n  template:\n    metadata:\n      labels: {app: flaky, version: v2}\n      annotations: {echo.meshrig.dev/error-rate: 100%}\n    spec:\n      containers:\n      - name: app\n        image: example.com/flaky:2\n        ports: [{containerPort: 8080}]\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: flaky\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [flaky.example.com]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: flaky\nspec:\n  hosts: [flaky.example.com]\n  gateways: [flaky]\n  http:\n  - route:\n    - destination: {host: flaky}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: flaky\nspec:\n  host: flaky\n  trafficPolicy:\n    outlierDetection:\n      consecutive5xxErrors: 1\n      interval: 1s\n      baseEjectionTime: 5s\n      maxEjectionPercent: 100\n";
+
+#[test]
+fn outlier_detection_ejects_a_failing_endpoint_shows_it_and_tries_it_again_later() {
+    let mesh = Mesh::up();
+    mesh.apply_yaml("flaky.yaml", FLAKY);
+    let gw = mesh.gateway();
+    let codes = |n: usize| -> Vec<u16> { (0..n).map(|_| get(gw, "flaky.example.com", "/").unwrap().status).collect() };
+    let first = codes(20);
+    let errors = first.iter().filter(|c| **c == 503).count();
+    // The failing version answers once, is ejected for 5 s, and users stop seeing errors.
+    assert!((1..=2).contains(&errors) && errors + first.iter().filter(|c| **c == 200).count() == 20, "{first:?}");
+    let endpoints =
+        mesh.ok(&["proxy-config", "endpoints", &format!("{}.istio-system", mesh.pod("istio-ingressgateway"))]);
+    let flaky: Vec<&str> = endpoints.lines().filter(|l| l.contains("||flaky.default")).collect();
+    assert_eq!(flaky.iter().filter(|l| l.contains(" FAILED ")).count(), 1, "{endpoints}");
+    // A config push (another rule for the same host's subsets) keeps the ejection.
+    mesh.apply_yaml(
+        "other.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: httpbin\nspec:\n  host: httpbin\n  subsets: [{name: v1, labels: {version: v1}}]\n",
+    );
+    let admin = mesh.admin("istio-ingressgateway");
+    assert!(
+        get(admin, "admin", "/clusters").unwrap().body.contains("/failed_outlier_check"),
+        "still ejected after a push"
+    );
+    let s = stats(&mesh, "flaky");
+    assert!(stat(&s, ".outlier_detection.ejections_enforced_total") >= 1);
+    assert!(stat(&s, ".outlier_detection.ejections_enforced_consecutive_5xx") >= 1);
+    // After its ejection time the next sweep brings it back: wait for the flag to clear, then
+    // it is tried (and fails) again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while get(admin, "admin", "/clusters").unwrap().body.contains("/failed_outlier_check") {
+        assert!(std::time::Instant::now() < deadline, "the endpoint never came back");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(codes(40).contains(&503), "the failing endpoint is tried again");
+}

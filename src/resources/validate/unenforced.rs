@@ -72,7 +72,6 @@ fn policy_paths(path: &str, tp: &TrafficPolicy, out: &mut Vec<String>) {
         pool_paths(&format!("{path}.connectionPool"), pool, out);
     }
     let blocks = [
-        ("outlierDetection", tp.outlier_detection.is_some()),
         ("tunnel", tp.tunnel.is_some()),
         ("proxyProtocol", tp.proxy_protocol.is_some()),
         ("retryBudget", tp.retry_budget.is_some()),
@@ -91,12 +90,6 @@ fn policy_paths(path: &str, tp: &TrafficPolicy, out: &mut Vec<String>) {
         }
         if let Some(pool) = &p.connection_pool {
             pool_paths(&format!("{path}.connectionPool"), pool, out);
-        }
-        let blocks = [("outlierDetection", p.outlier_detection.is_some())];
-        for (name, present) in blocks {
-            if present {
-                out.push(not_enforced(format!("{path}.{name}")));
-            }
         }
     }
 }
