@@ -7,6 +7,7 @@
 
 pub mod bookinfo;
 pub mod echo;
+pub mod fortio;
 pub mod httpbin;
 pub mod jwt_issuer;
 pub mod outbound;
@@ -40,13 +41,15 @@ pub enum App {
     Details,
     Reviews,
     Ratings,
+    /// `fortio/fortio`: fortio's echo server (`fortio.rs`); `exec` runs its client side.
+    Fortio,
     /// `meshrig/jwt-issuer`: signs tokens and serves its JWKS (`jwt_issuer.rs`).
     JwtIssuer,
     /// The stand-in for unknown images: its args are the ports to answer on.
     Echo,
 }
 
-const APPS: [(App, &str); 8] = [
+const APPS: [(App, &str); 9] = [
     (App::Httpbin, "httpbin"),
     (App::TcpEcho, "tcp-echo"),
     (App::Productpage, "productpage"),
@@ -54,6 +57,7 @@ const APPS: [(App, &str); 8] = [
     (App::Reviews, "reviews"),
     (App::Ratings, "ratings"),
     (App::JwtIssuer, "jwt-issuer"),
+    (App::Fortio, "fortio"),
     (App::Echo, "echo"),
 ];
 
@@ -83,6 +87,7 @@ pub fn resolve(image: &str, annotations: &BTreeMap<String, String>) -> Result<Wo
         "kennethreitz/httpbin" => app(App::Httpbin, 80),
         "istio/tcp-echo-server" => app(App::TcpEcho, 9000),
         "meshrig/jwt-issuer" => app(App::JwtIssuer, 8000),
+        "fortio/fortio" => app(App::Fortio, 8080),
         "curlimages/curl" | "governmentpaas/curl-ssl" | "curl" | "busybox" => Ok(Workload::Client),
         _ => Ok(bookinfo::image(&repo).unwrap_or(Workload::StandIn)),
     }
@@ -113,6 +118,7 @@ pub async fn run(app: App, container_port: u16, args: &[String], state_dir: &std
             jwt_issuer::Issuer::load_or_create(&jwt_issuer::key_path(state_dir)).map_err(std::io::Error::other)?,
         ),
         App::Httpbin => httpbin::router(),
+        App::Fortio => fortio::router(),
         App::Productpage => bookinfo::productpage::router(),
         App::Details => bookinfo::details::router(),
         App::Reviews => bookinfo::reviews::router(bookinfo::reviews::Config::from_env()),

@@ -5,11 +5,12 @@
 pub mod analyze;
 pub mod backend;
 mod doctor;
-mod exec;
+pub mod exec;
 pub mod exit;
 mod kubectl;
 mod lab;
 mod lab_verify;
+mod load;
 pub mod lifecycle;
 pub mod logs;
 mod proxy_config;
@@ -236,6 +237,39 @@ pub enum Command {
         /// Namespace of the pod (default: `default`).
         #[arg(short, long)]
         namespace: Option<String>,
+    },
+    /// Send load: a fixed rate (open loop) or as fast as answers come, then the status split,
+    /// circuit-breaker overflows and latency percentiles.
+    Load {
+        /// `http://HOST:PORT/PATH`; a path alone (`/productpage`) goes to the ingress gateway.
+        url: String,
+        /// Send from this workload (`fortio-deploy`, `deploy/curl`), through its sidecar.
+        #[arg(long)]
+        from: Option<String>,
+        /// Namespace of the --from workload (default: `default`).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Connections, each with one call in flight.
+        #[arg(short = 'c', long, default_value_t = 4)]
+        connections: usize,
+        /// Calls per second over all connections; 0: as fast as answers come.
+        #[arg(short = 'q', long, default_value_t = 0.0)]
+        qps: f64,
+        /// Stop after this many calls (instead of after --duration).
+        #[arg(short = 'n', long)]
+        calls: Option<u64>,
+        /// Stop after this long (`30s`, `1m`); 0: until Ctrl-C.
+        #[arg(short = 't', long, default_value = "5s")]
+        duration: String,
+        /// A request header, `Name: value` (repeatable), e.g. `-H 'Host: bookinfo.example.com'`.
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        /// One call's deadline, connect to last byte.
+        #[arg(long, default_value = "3s")]
+        timeout: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Run a command (usually curl) from inside a workload, through its sidecar.
     Exec {
@@ -540,6 +574,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Describe { kind, name, namespace } => {
             runtime()?.block_on(kubectl::describe(&env, &kind, &name, namespace.as_deref().unwrap_or("default")))
+        }
+        Command::Load { url, from, namespace, connections, qps, calls, duration, headers, timeout, json } => {
+            let spec = load::Spec { url, from, namespace, connections, qps, calls, duration, headers, timeout };
+            runtime()?.block_on(async {
+                let (target, options) = load::prepare(&env, spec).await?;
+                load::run(target, options, json).await
+            })
         }
         Command::Exec { workload, namespace, container, command } => runtime()?.block_on(exec::run(
             &env,

@@ -26,6 +26,7 @@ pub mod control_plane;
 pub mod env;
 pub mod jwt;
 pub mod labs;
+pub mod load;
 pub mod net;
 pub mod proxy;
 pub mod ready;

@@ -1,7 +1,8 @@
 //! `exec WORKLOAD -- CMD`: runs a host command (usually curl) as if from inside the workload:
 //! its HTTP traffic goes through the workload's sidecar (or plain forwarder). In the
 //! `istio-proxy` container, `pilot-agent request GET PATH` reads the proxy's admin listener,
-//! as Istio's documentation does (`... -c istio-proxy -- pilot-agent request GET stats`).
+//! as Istio's documentation does (`... -c istio-proxy -- pilot-agent request GET stats`). In
+//! the fortio pod, `fortio load|curl` runs meshrig's built-in fortio through the sidecar.
 
 use std::process::ExitCode;
 
@@ -18,6 +19,49 @@ pub async fn run(
     container: Option<&str>,
     command: &[String],
 ) -> anyhow::Result<ExitCode> {
+    let pod = &ready_pod(env, workload, namespace).await?;
+    if container == Some("istio-proxy") {
+        return pilot_agent(pod, command).await;
+    }
+    let proxy =
+        pod.proxy_addrs.get(&Listener::Outbound).ok_or_else(|| anyhow!("pod {} has no outbound listener", pod.name))?;
+    let url = format!("http://{proxy}");
+    let (program, args) = command
+        .split_first()
+        .ok_or_else(|| anyhow!("give a command after --, e.g. -- curl -s http://httpbin:8000/get"))?;
+    if std::path::Path::new(program).file_name().is_some_and(|n| n == "fortio") {
+        if pod.app.as_deref() != Some("fortio") {
+            bail!(
+                "{program}: not found in pod {}; fortio runs in the fortio pod (Istio's \
+                 samples/httpbin/sample-client/fortio-deploy.yaml), or use `meshrig load --from {}`",
+                pod.name,
+                pod.workload
+            );
+        }
+        return crate::cli::load::fortio(*proxy, args).await;
+    }
+    let status = std::process::Command::new(program)
+        .args(args)
+        .env("http_proxy", &url)
+        .env("HTTP_PROXY", &url)
+        .env("HOSTNAME", &pod.name)
+        .env_remove("no_proxy")
+        .env_remove("NO_PROXY")
+        .env_remove("all_proxy")
+        .env_remove("ALL_PROXY")
+        .status()
+        .map_err(|e| anyhow!("cannot run {program:?}: {e}"))?;
+    Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
+}
+
+/// The outbound listener (sidecar or plain forwarder) of `workload`'s ready pod.
+pub async fn outbound_of(env: &Env, workload: &str, namespace: &str) -> anyhow::Result<std::net::SocketAddr> {
+    let pod = ready_pod(env, workload, namespace).await?;
+    pod.proxy_addrs.get(&Listener::Outbound).copied().ok_or_else(|| anyhow!("pod {} has no outbound listener", pod.name))
+}
+
+/// `workload` (a Deployment, `deploy/NAME` or a pod name): its ready pod, or why there is none.
+async fn ready_pod(env: &Env, workload: &str, namespace: &str) -> anyhow::Result<api::PodStatus> {
     let client = crate::cli::backend::Backend::local(env).client()?;
     let status = client.status().await?;
     let name = workload
@@ -38,27 +82,7 @@ pub async fn run(
     if !pod.ready {
         bail!("pod {}/{} is not ready ({}); see `meshrig status`", pod.namespace, pod.name, pod.phase);
     }
-    if container == Some("istio-proxy") {
-        return pilot_agent(pod, command).await;
-    }
-    let proxy =
-        pod.proxy_addrs.get(&Listener::Outbound).ok_or_else(|| anyhow!("pod {} has no outbound listener", pod.name))?;
-    let url = format!("http://{proxy}");
-    let (program, args) = command
-        .split_first()
-        .ok_or_else(|| anyhow!("give a command after --, e.g. -- curl -s http://httpbin:8000/get"))?;
-    let status = std::process::Command::new(program)
-        .args(args)
-        .env("http_proxy", &url)
-        .env("HTTP_PROXY", &url)
-        .env("HOSTNAME", &pod.name)
-        .env_remove("no_proxy")
-        .env_remove("NO_PROXY")
-        .env_remove("all_proxy")
-        .env_remove("ALL_PROXY")
-        .status()
-        .map_err(|e| anyhow!("cannot run {program:?}: {e}"))?;
-    Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
+    Ok((*pod).clone())
 }
 
 /// `pilot-agent request METHOD PATH` in the `istio-proxy` container: the proxy's admin answer,
