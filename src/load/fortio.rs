@@ -457,7 +457,7 @@ mod tests {
         let text = report(&r, &spec, &"http://httpbin:8000/get".parse().unwrap());
         assert!(text.contains("Code 200 : 17 (85.0 %)\nCode 503 : 3 (15.0 %)\n"), "{text}");
         assert!(text.contains("Sockets used: 4 (for perfect keepalive, would be 2)"), "{text}");
-        assert!(text.contains("# target 50% 0.0068"), "{text}");
+        assert!(text.contains("# target 50% 0.0067"), "{text}");
         assert!(text.contains("\n>= 0.0005 <= 0.001 , 0.00075 , 5.00, 1\n"), "{text}");
         assert!(text.ends_with("All done 20 calls (plus 0 warmup) 7.150 ms avg, 200.0 qps\n"), "{text}");
         assert!(header(&spec, "u").contains("for exactly 20 calls (10 per thread + 0)"));
