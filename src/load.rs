@@ -170,9 +170,9 @@ pub async fn run(
     let next = Arc::new(AtomicU64::new(0));
     let halt = Arc::new(tokio::sync::Notify::new());
     let stopped = AtomicBool::new(false);
-    let shared = Arc::new(Shared { target, options: options.clone(), start, next, stopped, halt: halt.clone(), progress });
-    let workers: Vec<_> =
-        (0..options.connections.max(1)).map(|_| tokio::spawn(worker(shared.clone()))).collect();
+    let shared =
+        Arc::new(Shared { target, options: options.clone(), start, next, stopped, halt: halt.clone(), progress });
+    let workers: Vec<_> = (0..options.connections.max(1)).map(|_| tokio::spawn(worker(shared.clone()))).collect();
     let all = futures_join(workers);
     tokio::pin!(all);
     tokio::pin!(stop);
@@ -228,7 +228,13 @@ async fn worker(s: Arc<Shared>) -> Report {
     let uri = if s.target.via_proxy {
         s.target.url.clone()
     } else {
-        s.target.url.path_and_query().map(|p| p.as_str()).unwrap_or("/").parse().unwrap_or_else(|_| Uri::from_static("/"))
+        s.target
+            .url
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .parse()
+            .unwrap_or_else(|_| Uri::from_static("/"))
     };
     loop {
         if s.stopped.load(Ordering::SeqCst) {
@@ -301,7 +307,12 @@ struct Answer {
 }
 
 /// One call on the worker's connection, opening one if there is none (or it closed).
-async fn call(target: &Target, conn: &mut Option<Sender>, sockets: &mut u64, req: Request<Full<Bytes>>) -> Result<Answer, String> {
+async fn call(
+    target: &Target,
+    conn: &mut Option<Sender>,
+    sockets: &mut u64,
+    req: Request<Full<Bytes>>,
+) -> Result<Answer, String> {
     if conn.as_ref().is_none_or(|c| c.is_closed()) {
         let stream = tokio::net::TcpStream::connect(target.connect).await.map_err(|e| describe_io(&e))?;
         let _ = stream.set_nodelay(true);
@@ -315,16 +326,15 @@ async fn call(target: &Target, conn: &mut Option<Sender>, sockets: &mut u64, req
     sender.ready().await.map_err(|e| e.to_string())?;
     let resp = sender.send_request(req).await.map_err(|e| {
         *conn = None;
-        if e.is_incomplete_message() { "connection closed before an answer".to_string() } else { e.to_string() }
+        if e.is_incomplete_message() {
+            "connection closed before an answer".to_string()
+        } else {
+            e.to_string()
+        }
     })?;
     let status = resp.status().as_u16();
     let overloaded = resp.headers().get("x-envoy-overloaded").is_some_and(|v| v.as_bytes() == b"true");
-    let header_bytes = resp
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str().len() + v.len() + 4) as u64)
-        .sum::<u64>()
-        + 17;
+    let header_bytes = resp.headers().iter().map(|(k, v)| (k.as_str().len() + v.len() + 4) as u64).sum::<u64>() + 17;
     let close = resp.headers().get(header::CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
     let body = resp.into_body().collect().await.map_err(|e| format!("body: {e}"))?.to_bytes();
     if close {

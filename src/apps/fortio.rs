@@ -49,7 +49,9 @@ async fn handle(req: Request) -> Response {
             continue;
         }
         if let Some((name, value)) = v.split_once(':') {
-            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.trim().as_bytes()), HeaderValue::from_str(value.trim())) {
+            if let (Ok(n), Ok(v)) =
+                (HeaderName::from_bytes(name.trim().as_bytes()), HeaderValue::from_str(value.trim()))
+            {
                 resp.headers_mut().append(n, v);
             }
         }

@@ -57,7 +57,10 @@ pub async fn run(
 /// The outbound listener (sidecar or plain forwarder) of `workload`'s ready pod.
 pub async fn outbound_of(env: &Env, workload: &str, namespace: &str) -> anyhow::Result<std::net::SocketAddr> {
     let pod = ready_pod(env, workload, namespace).await?;
-    pod.proxy_addrs.get(&Listener::Outbound).copied().ok_or_else(|| anyhow!("pod {} has no outbound listener", pod.name))
+    pod.proxy_addrs
+        .get(&Listener::Outbound)
+        .copied()
+        .ok_or_else(|| anyhow!("pod {} has no outbound listener", pod.name))
 }
 
 /// `workload` (a Deployment, `deploy/NAME` or a pod name): its ready pod, or why there is none.

@@ -118,6 +118,9 @@ pub async fn run(target: Target, options: Options, json: bool) -> anyhow::Result
     Ok(if report.calls() > 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
+/// What the built-in fortio sends as `User-Agent` (fortio's is `fortio.org/fortio-VERSION`).
+const USER_AGENT: &str = concat!("fortio.org/fortio-meshrig-", env!("CARGO_PKG_VERSION"));
+
 /// `fortio ARGS` from inside a pod whose outbound listener is `proxy`.
 pub async fn fortio(proxy: SocketAddr, args: &[String]) -> anyhow::Result<ExitCode> {
     let command = fortio::parse(args).map_err(|e| anyhow!("fortio: {e}"))?;
@@ -128,7 +131,8 @@ pub async fn fortio(proxy: SocketAddr, args: &[String]) -> anyhow::Result<ExitCo
         }
         fortio::Command::Load { options, url } => {
             let target = Target::via(&url, proxy).map_err(|e| anyhow!("fortio: {e}"))?;
-            let o = options.to_options().map_err(|e| anyhow!("fortio: {e}"))?;
+            let mut o = options.to_options().map_err(|e| anyhow!("fortio: {e}"))?;
+            o.headers.entry(http::header::USER_AGENT).or_insert(http::HeaderValue::from_static(USER_AGENT));
             // fortio writes its whole report to stderr; so does this.
             eprint!("{}", fortio::header(&options, &url));
             let report = drive(target.clone(), o).await;
@@ -147,6 +151,7 @@ pub async fn fortio(proxy: SocketAddr, args: &[String]) -> anyhow::Result<ExitCo
 async fn curl(target: &Target, headers: &http::HeaderMap, timeout: Duration) -> anyhow::Result<ExitCode> {
     let mut req = http::Request::get(target.url.clone()).body(crate::net::empty())?;
     *req.headers_mut() = headers.clone();
+    req.headers_mut().entry(http::header::USER_AGENT).or_insert(http::HeaderValue::from_static(USER_AGENT));
     if let Some(a) = target.url.authority() {
         req.headers_mut().insert(http::header::HOST, a.as_str().parse()?);
     }

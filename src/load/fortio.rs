@@ -38,7 +38,8 @@ impl OptionsSpec {
             qps: self.qps,
             calls: self.calls,
             duration: if self.calls.is_some() { None } else { self.duration },
-            method: Method::from_bytes(self.method.as_bytes()).map_err(|_| format!("-X {}: not a method", self.method))?,
+            method: Method::from_bytes(self.method.as_bytes())
+                .map_err(|_| format!("-X {}: not a method", self.method))?,
             headers: header_map(&self.headers)?,
             timeout: self.timeout,
         })
@@ -71,7 +72,11 @@ pub fn parse(words: &[String]) -> Result<Command, String> {
                  `load` and `curl` run from the pod"
             ))
         }
-        other => return Err(format!("fortio: unknown command {other:?}; use `fortio load [flags] URL` or `fortio curl URL`")),
+        other => {
+            return Err(format!(
+                "fortio: unknown command {other:?}; use `fortio load [flags] URL` or `fortio curl URL`"
+            ))
+        }
     }
     let mut spec = OptionsSpec {
         connections: 4,
@@ -132,7 +137,8 @@ pub fn parse(words: &[String]) -> Result<Command, String> {
             }
             "timeout" => {
                 let v = value()?;
-                spec.timeout = go_duration(&v).filter(|d| !d.is_zero()).ok_or(format!("-timeout {v}: not a duration"))?;
+                spec.timeout =
+                    go_duration(&v).filter(|d| !d.is_zero()).ok_or(format!("-timeout {v}: not a duration"))?;
             }
             "p" => {
                 let v = value()?;
@@ -254,9 +260,63 @@ pub fn go_duration_text(d: Duration) -> String {
 
 /// fortio's range boundaries, in units of its 1 ms default resolution.
 const BOUNDARIES: [u32; 57] = [
-    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 18, 20, 25, 30, 35, 40, 45, 50, 60, 70, 80, 90, 100, 120, 140,
-    160, 180, 200, 250, 300, 350, 400, 450, 500, 600, 700, 800, 900, 1000, 2000, 3000, 4000, 5000, 7500, 10000,
-    20000, 30000, 40000, 50000, 75000, 100000, u32::MAX,
+    0,
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    9,
+    10,
+    11,
+    12,
+    14,
+    16,
+    18,
+    20,
+    25,
+    30,
+    35,
+    40,
+    45,
+    50,
+    60,
+    70,
+    80,
+    90,
+    100,
+    120,
+    140,
+    160,
+    180,
+    200,
+    250,
+    300,
+    350,
+    400,
+    450,
+    500,
+    600,
+    700,
+    800,
+    900,
+    1000,
+    2000,
+    3000,
+    4000,
+    5000,
+    7500,
+    10000,
+    20000,
+    30000,
+    40000,
+    50000,
+    75000,
+    100000,
+    u32::MAX,
 ];
 
 /// `<name> : count N avg … +/- … min … max … sum …`, values in seconds.
@@ -443,7 +503,8 @@ mod tests {
 
     #[test]
     fn the_report_has_fortios_lines() {
-        let mut r = Report { options_connections: 2, elapsed: Duration::from_millis(100), sockets: 4, ..Report::default() };
+        let mut r =
+            Report { options_connections: 2, elapsed: Duration::from_millis(100), sockets: 4, ..Report::default() };
         for (i, code) in [(0u64, 200u16); 17].iter().chain([(0, 503); 3].iter()).enumerate() {
             r.latency.record(500 + i as u64 * 700);
             *r.codes.entry(code.1).or_default() += 1;

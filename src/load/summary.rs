@@ -70,7 +70,11 @@ pub fn json(r: &Report) -> Json {
 pub fn text(r: &Report) -> String {
     let mut out = String::new();
     let calls = r.calls();
-    let rate = if r.options_qps > 0.0 { format!(", at {}/s asked", r.options_qps) } else { ", as fast as answers came".into() };
+    let rate = if r.options_qps > 0.0 {
+        format!(", at {}/s asked", r.options_qps)
+    } else {
+        ", as fast as answers came".into()
+    };
     let _ = writeln!(
         out,
         "{calls} calls in {:.2} s ({:.1}/s) over {} connection{}{rate}",
@@ -105,11 +109,8 @@ pub fn text(r: &Report) -> String {
         );
     }
     if r.late > 0 {
-        let _ = writeln!(
-            out,
-            "{} calls started late: every connection was busy; the rate asked for needs more -c",
-            r.late
-        );
+        let _ =
+            writeln!(out, "{} calls started late: every connection was busy; the rate asked for needs more -c", r.late);
     }
     let _ = writeln!(out, "connections opened: {}", r.sockets);
     out
@@ -122,7 +123,13 @@ mod tests {
 
     #[test]
     fn overflows_are_called_out() {
-        let mut r = Report { options_connections: 3, elapsed: Duration::from_secs(2), sockets: 3, overloaded: 4, ..Report::default() };
+        let mut r = Report {
+            options_connections: 3,
+            elapsed: Duration::from_secs(2),
+            sockets: 3,
+            overloaded: 4,
+            ..Report::default()
+        };
         r.codes.insert(200, 26);
         r.codes.insert(503, 4);
         r.errors.insert("connection refused".into(), 0);

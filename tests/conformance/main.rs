@@ -149,3 +149,10 @@ fn istios_httpbin_and_curl_follow_the_mtls_migration_task() {
     let dir = istio_samples();
     scenarios::mtls_migration_scenario(&support::Mesh::up(), &dir);
 }
+
+#[test]
+#[ignore = "conformance: needs MESHRIG_ISTIO_SAMPLES=<Istio's samples folder> (.ci/run sets it)"]
+fn istios_fortio_and_httpbin_follow_the_circuit_breaking_task() {
+    let dir = istio_samples();
+    scenarios::circuit_breaking_scenario(&support::Mesh::up(), &dir);
+}

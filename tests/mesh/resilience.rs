@@ -164,3 +164,8 @@ fn outlier_detection_ejects_a_failing_endpoint_shows_it_and_tries_it_again_later
     }
     assert!(codes(40).contains(&503), "the failing endpoint is tried again");
 }
+
+#[test]
+fn istios_circuit_breaking_task_on_our_samples() {
+    crate::scenarios::circuit_breaking_scenario(&Mesh::up(), &sample(""));
+}

@@ -668,3 +668,72 @@ pub fn secure_ingress_scenario(mesh: &Mesh, samples: &Path) {
     write("client.key", &client_key);
     assert_eq!(https(mesh, &port, "/status/418", &["--cert", "client.crt", "--key", "client.key"]), ("418".into(), 0));
 }
+
+/// The DestinationRule of Istio's circuit-breaking task.
+const CIRCUIT_BREAKER: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: httpbin\nspec:\n  host: httpbin\n  trafficPolicy:\n    connectionPool:\n      tcp:\n        maxConnections: 1\n      http:\n        http1MaxPendingRequests: 1\n        maxRequestsPerConnection: 1\n    outlierDetection:\n      consecutive5xxErrors: 1\n      interval: 1s\n      baseEjectionTime: 3m\n      maxEjectionPercent: 100\n";
+
+/// `Code NNN : count` from fortio's report.
+fn fortio_code(report: &str, code: u16) -> u64 {
+    let prefix = format!("Code {code:3} : ");
+    report
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map_or(0, |rest| rest.split_whitespace().next().unwrap().parse().unwrap())
+}
+
+/// Istio's circuit-breaking task: httpbin and the fortio client from `dir`, the task's
+/// DestinationRule; `fortio curl` gets through; `fortio load` at `-c 2 -n 20` and `-c 3 -n 30`
+/// sees 200s and overflow 503s; the fortio pod's proxy counts exactly those overflows in the
+/// pending stats the task greps for.
+pub fn circuit_breaking_scenario(mesh: &Mesh, dir: &Path) {
+    for f in ["httpbin/httpbin.yaml", "httpbin/sample-client/fortio-deploy.yaml"] {
+        mesh.ok(&["apply", "-f", dir.join(f).to_str().unwrap(), "--wait"]);
+    }
+    mesh.apply_yaml("httpbin-circuit-breaker.yaml", CIRCUIT_BREAKER);
+    let fortio = |args: &[&str]| {
+        let mut all = vec!["exec", "fortio-deploy", "-c", "fortio", "--", "/usr/bin/fortio"];
+        all.extend_from_slice(args);
+        mesh.run(&all)
+    };
+    let curl = fortio(&["curl", "-quiet", "http://httpbin:8000/get"]);
+    let body = String::from_utf8_lossy(&curl.stdout);
+    assert!(curl.status.success(), "{}", crate::support::text(&curl));
+    assert!(body.contains("fortio.org/fortio") && body.contains("\"httpbin:8000\""), "{body}");
+    assert!(String::from_utf8_lossy(&curl.stderr).starts_with("HTTP/1.1 200 OK"), "headers go to stderr, as fortio's");
+
+    let mut overflows = 0;
+    for (c, n) in [("2", 20), ("3", 30)] {
+        let n_text = n.to_string();
+        let out =
+            fortio(&["load", "-c", c, "-qps", "0", "-n", &n_text, "-loglevel", "Warning", "http://httpbin:8000/get"]);
+        assert!(out.status.success(), "{}", crate::support::text(&out));
+        // fortio prints its whole report on stderr.
+        let report = String::from_utf8_lossy(&out.stderr);
+        let (ok, overflowed) = (fortio_code(&report, 200), fortio_code(&report, 503));
+        assert!(ok > 0 && overflowed > 0 && ok + overflowed == n, "-c {c}:\n{report}");
+        assert!(report.contains(&format!("All done {n} calls (plus 0 warmup)")), "{report}");
+        assert!(report.contains("# target 50% "), "{report}");
+        overflows += overflowed;
+    }
+    let stats =
+        mesh.ok(&["exec", "fortio-deploy", "-c", "istio-proxy", "--", "pilot-agent", "request", "GET", "stats"]);
+    let pending: Vec<&str> = stats.lines().filter(|l| l.contains("httpbin") && l.contains("pending")).collect();
+    let prefix = "cluster.outbound|8000||httpbin.default.svc.cluster.local.";
+    for (stat, value) in [
+        ("circuit_breakers.default.remaining_pending", Some(1)),
+        ("circuit_breakers.default.rq_pending_open", Some(0)),
+        ("circuit_breakers.high.rq_pending_open", Some(0)),
+        ("upstream_rq_pending_active", Some(0)),
+        ("upstream_rq_pending_failure_eject", Some(0)),
+        ("upstream_rq_pending_overflow", Some(overflows)),
+        ("upstream_rq_pending_total", None),
+    ] {
+        let line = pending
+            .iter()
+            .find(|l| l.starts_with(&format!("{prefix}{stat}: ")))
+            .unwrap_or_else(|| panic!("{stat}: {pending:#?}"));
+        if let Some(v) = value {
+            assert_eq!(line.rsplit_once(": ").unwrap().1, v.to_string(), "{line}");
+        }
+    }
+}
