@@ -118,6 +118,11 @@ pub struct CheckRequest {
     /// app itself needs longer).
     #[serde(default = "five")]
     pub timeout_seconds: u64,
+    /// Send the `repeat` requests over this many connections at once, as fast as answers come
+    /// (the load generator, as `fortio load -c N -qps 0`); the answers are judged together by
+    /// `expect.load`.
+    #[serde(default)]
+    pub concurrency: Option<u32>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -174,6 +179,22 @@ pub struct Expect {
     /// split), judged with a tolerance that a right split fails less than once in a million.
     #[serde(default)]
     pub share: Option<Share>,
+    /// With `request.concurrency`: how the answers may split. Some must have `status`; without
+    /// this block, all must.
+    #[serde(default)]
+    pub load: Option<LoadExpect>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoadExpect {
+    /// At least this many answers are a circuit breaker's overflow (503 with
+    /// `x-envoy-overloaded`), and every other answer has `status`.
+    #[serde(default)]
+    pub overloaded_at_least: Option<u64>,
+    /// At most this share (0 to 100) of the answers lack `status` (overflows included).
+    #[serde(default)]
+    pub failed_at_most: Option<f64>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -259,6 +280,12 @@ pub enum Seen {
         matched: u32,
         total: u32,
     },
+    /// A load's answers: counts by status, how many were overflows, how many got no answer.
+    Load {
+        codes: std::collections::BTreeMap<u16, u64>,
+        overloaded: u64,
+        no_answer: u64,
+    },
 }
 
 /// Bodies are kept up to this size for judging (the check only looks for a phrase).
@@ -318,6 +345,16 @@ fn describe_expect(e: &Expect) -> String {
     if e.reset {
         return "the connection reset, without an answer".into();
     }
+    if let Some(l) = &e.load {
+        return match (l.overloaded_at_least, l.failed_at_most) {
+            (Some(n), _) => format!(
+                "some answers with status {}, the rest (at least {n}) the circuit breaker's overflow (503 with x-envoy-overloaded)",
+                e.status
+            ),
+            (None, Some(p)) => format!("status {}, other answers at most {p}%", e.status),
+            (None, None) => format!("status {} for every answer", e.status),
+        };
+    }
     let mut out = format!("status {}", e.status);
     if let Some(text) = &e.body_contains {
         out.push_str(&format!(" with {text:?} in the body"));
@@ -345,7 +382,7 @@ pub fn judge(expect: &Expect, seen: &Seen) -> Result<(), Failure> {
             Seen::Answer { status, .. } => Err(Failure::Status(*status)),
             Seen::Refused => Err(Failure::Refused),
             Seen::Timeout => Err(Failure::Timeout),
-            Seen::Invalid(_) | Seen::Sample { .. } => Err(Failure::Body),
+            Seen::Invalid(_) | Seen::Sample { .. } | Seen::Load { .. } => Err(Failure::Body),
         };
     }
     match seen {
@@ -370,7 +407,43 @@ pub fn judge(expect: &Expect, seen: &Seen) -> Result<(), Failure> {
                 Err(Failure::Body)
             }
         }
+        Seen::Load { codes, overloaded, no_answer } => judge_load(expect, codes, *overloaded, *no_answer),
     }
+}
+
+/// A load's answers against `expect.status` and `expect.load`.
+fn judge_load(
+    expect: &Expect,
+    codes: &std::collections::BTreeMap<u16, u64>,
+    overloaded: u64,
+    no_answer: u64,
+) -> Result<(), Failure> {
+    let ok = codes.get(&expect.status).copied().unwrap_or(0);
+    let total = codes.values().sum::<u64>() + no_answer;
+    // The most frequent other status names the failure (for its hint).
+    let other = || {
+        codes
+            .iter()
+            .filter(|(c, _)| **c != expect.status)
+            .max_by_key(|(_, n)| **n)
+            .map_or(Failure::Reset, |(c, _)| Failure::Status(*c))
+    };
+    if ok == 0 {
+        return Err(if total == no_answer { Failure::Reset } else { other() });
+    }
+    let failed = total - ok;
+    let load = expect.load.as_ref();
+    if let Some(n) = load.and_then(|l| l.overloaded_at_least) {
+        if failed > overloaded {
+            return Err(other());
+        }
+        return if overloaded >= n { Ok(()) } else { Err(Failure::Status(expect.status)) };
+    }
+    let allowed = load.and_then(|l| l.failed_at_most).map_or(0.0, |p| total as f64 * p / 100.0);
+    if failed as f64 > allowed {
+        return Err(other());
+    }
+    Ok(())
 }
 
 /// The hint for this kind of failure: the first that names it, else the check's general hint.
@@ -379,6 +452,22 @@ pub fn hint_for<'a>(c: &'a Check, failure: &Failure) -> &'a str {
 }
 
 fn describe_seen(seen: &Seen, expect: &Expect) -> String {
+    if let Seen::Load { codes, overloaded, no_answer } = seen {
+        let mut parts: Vec<String> = codes.iter().map(|(c, n)| format!("{n} × {c}")).collect();
+        if *no_answer > 0 {
+            parts.push(format!("{no_answer} without an answer"));
+        }
+        let total = codes.values().sum::<u64>() + no_answer;
+        let mut out = format!("{total} answers: {}", parts.join(", "));
+        if *overloaded > 0 {
+            out.push_str(&format!(
+                " ({overloaded} of the 503s with x-envoy-overloaded: the circuit breaker's overflow)"
+            ));
+        } else {
+            out.push_str(" (none was a circuit breaker's overflow)");
+        }
+        return out;
+    }
     if let Seen::Sample { matched, total } = seen {
         let text = expect.share.as_ref().map(|s| s.body_contains.as_str()).unwrap_or("");
         let (lo, hi) = expect.share.as_ref().map(|s| s.accepts(*total)).unwrap_or((0, 0));
@@ -411,6 +500,7 @@ fn describe_seen(seen: &Seen, expect: &Expect) -> String {
         Seen::Timeout => "no answer in time".to_string(),
         Seen::Invalid(why) => format!("the check's request is invalid: {why}"),
         Seen::Sample { matched, total } => format!("{matched} of {total} answers with the text"),
+        Seen::Load { .. } => String::new(), // described above
     }
 }
 
@@ -451,6 +541,9 @@ async fn attempt(client: &net::HttpClient, c: &Check, target: &Target, request_i
             (format!("http://{}{}", c.request.host, c.request.path), Dest::Proxy(*outbound))
         }
     };
+    if let Some(connections) = c.request.concurrency {
+        return load(c, &uri, &dest, target, connections).await;
+    }
     let mut seen = Seen::Invalid("the check sends no request (repeat: 0)".into());
     let mut matched = 0u32;
     for i in 0..c.request.repeat {
@@ -493,6 +586,38 @@ async fn attempt(client: &net::HttpClient, c: &Check, target: &Target, request_i
         return Seen::Sample { matched, total: c.request.repeat };
     }
     seen
+}
+
+/// `repeat` requests over `connections` connections at once, with the load generator.
+async fn load(c: &Check, uri: &str, dest: &Dest, target: &Target, connections: u32) -> Seen {
+    let load_target = match dest {
+        Dest::Proxy(proxy) => crate::load::Target::via(uri, *proxy),
+        Dest::Client => crate::load::Target::via(uri, target.gateway),
+        Dest::Tls(_) => Err("a check with concurrency goes over plain HTTP only".to_string()),
+    };
+    let mut load_target = match load_target {
+        Ok(t) => t,
+        Err(why) => return Seen::Invalid(why),
+    };
+    // The gateway takes origin-form requests; the Host header says where.
+    load_target.via_proxy = matches!(dest, Dest::Proxy(_));
+    let mut headers = http::HeaderMap::new();
+    headers.insert(header::USER_AGENT, http::HeaderValue::from_static("meshrig-lab-check"));
+    if let Ok(h) = http::HeaderValue::from_str(&c.request.host) {
+        headers.insert(header::HOST, h);
+    }
+    let options = crate::load::Options {
+        connections: connections.max(1) as usize,
+        qps: 0.0,
+        calls: Some(u64::from(c.request.repeat.max(1))),
+        duration: None,
+        method: http::Method::from_bytes(c.request.method.as_bytes()).unwrap_or(http::Method::GET),
+        headers,
+        timeout: c.request.timeout(),
+    };
+    let progress = std::sync::Arc::new(crate::load::Progress::default());
+    let report = crate::load::run(load_target, options, progress, std::future::pending()).await;
+    Seen::Load { codes: report.codes, overloaded: report.overloaded, no_answer: report.errors.values().sum() }
 }
 
 /// Signs in on Bookinfo's product page through the gateway; the session cookie, or what was seen.
@@ -794,7 +919,8 @@ mod tests {
 
     #[test]
     fn a_reset_can_be_what_is_expected() {
-        let e = Expect { reset: true, status: 0, body_contains: None, body_not_contains: None, share: None };
+        let e =
+            Expect { reset: true, status: 0, body_contains: None, body_not_contains: None, share: None, load: None };
         assert_eq!(judge(&e, &Seen::Reset("connection reset by peer".into())), Ok(()));
         assert_eq!(judge(&e, &answer(200, "")), Err(Failure::Status(200)));
         assert_eq!(describe_expect(&e), "the connection reset, without an answer");
@@ -802,7 +928,8 @@ mod tests {
 
     #[test]
     fn the_verdict_names_the_kind_of_failure() {
-        let e = Expect { reset: false, status: 404, body_contains: None, body_not_contains: None, share: None };
+        let e =
+            Expect { reset: false, status: 404, body_contains: None, body_not_contains: None, share: None, load: None };
         assert_eq!(judge(&e, &answer(404, "")), Ok(()));
         assert_eq!(judge(&e, &answer(200, "")), Err(Failure::Status(200)));
         assert_eq!(judge(&e, &Seen::Refused), Err(Failure::Refused));
@@ -814,6 +941,7 @@ mod tests {
             body_contains: Some("stars".into()),
             body_not_contains: None,
             share: None,
+            load: None,
         };
         assert_eq!(judge(&e, &answer(200, "no ratings")), Err(Failure::Body));
         assert_eq!(judge(&e, &answer(200, "two stars")), Ok(()));
@@ -823,10 +951,44 @@ mod tests {
             body_contains: Some("Book Reviews".into()),
             body_not_contains: Some("star".into()),
             share: None,
+            load: None,
         };
         assert_eq!(judge(&e, &answer(200, "Book Reviews")), Ok(()));
         assert_eq!(judge(&e, &answer(200, "Book Reviews, two stars")), Err(Failure::Body));
         assert!(describe_seen(&answer(200, "Book Reviews, two stars"), &e).contains("with \"star\" in the body"));
+    }
+
+    #[test]
+    fn a_load_passes_on_the_split_it_names() {
+        let codes = |pairs: &[(u16, u64)]| pairs.iter().copied().collect::<std::collections::BTreeMap<_, _>>();
+        let seen =
+            |pairs: &[(u16, u64)], overloaded, no_answer| Seen::Load { codes: codes(pairs), overloaded, no_answer };
+        let tripped = Expect {
+            reset: false,
+            status: 200,
+            body_contains: None,
+            body_not_contains: None,
+            share: None,
+            load: Some(LoadExpect { overloaded_at_least: Some(1), failed_at_most: None }),
+        };
+        assert_eq!(judge(&tripped, &seen(&[(200, 8), (503, 22)], 22, 0)), Ok(()));
+        // No overflow: the breaker never tripped; app 503s are not overflows; none got through.
+        assert_eq!(judge(&tripped, &seen(&[(200, 30)], 0, 0)), Err(Failure::Status(200)));
+        assert_eq!(judge(&tripped, &seen(&[(200, 8), (503, 22)], 20, 0)), Err(Failure::Status(503)));
+        assert_eq!(judge(&tripped, &seen(&[(503, 30)], 30, 0)), Err(Failure::Status(503)));
+        assert_eq!(judge(&tripped, &seen(&[], 0, 30)), Err(Failure::Reset));
+        let text = describe_seen(&seen(&[(200, 8), (503, 22)], 22, 0), &tripped);
+        assert_eq!(
+            text,
+            "30 answers: 8 × 200, 22 × 503 (22 of the 503s with x-envoy-overloaded: the circuit breaker's overflow)"
+        );
+        let all = Expect { load: None, ..tripped.clone() };
+        assert_eq!(judge(&all, &seen(&[(200, 30)], 0, 0)), Ok(()));
+        assert_eq!(judge(&all, &seen(&[(200, 29), (503, 1)], 1, 0)), Err(Failure::Status(503)));
+        let few =
+            Expect { load: Some(LoadExpect { overloaded_at_least: None, failed_at_most: Some(10.0) }), ..tripped };
+        assert_eq!(judge(&few, &seen(&[(200, 27), (503, 3)], 0, 0)), Ok(()));
+        assert_eq!(judge(&few, &seen(&[(200, 26), (503, 4)], 0, 0)), Err(Failure::Status(503)));
     }
 
     #[test]
@@ -858,6 +1020,7 @@ mod tests {
             body_contains: None,
             body_not_contains: None,
             share: Some(Share { body_contains: "red".into(), percent: Some(20.0), at_most: None }),
+            load: None,
         };
         assert_eq!(judge(&e, &Seen::Sample { matched: 61, total: 300 }), Ok(()));
         assert_eq!(judge(&e, &Seen::Sample { matched: 150, total: 300 }), Err(Failure::Body));
@@ -902,8 +1065,16 @@ hints:
                 login: None,
                 repeat: 1,
                 timeout_seconds: 5,
+                concurrency: None,
             },
-            expect: Expect { reset: false, status: 200, body_contains: None, body_not_contains: None, share: None },
+            expect: Expect {
+                reset: false,
+                status: 200,
+                body_contains: None,
+                body_not_contains: None,
+                share: None,
+                load: None,
+            },
             hint: String::new(),
             hints: vec![],
             needs: needs.iter().map(|s| s.to_string()).collect(),

@@ -45,6 +45,9 @@ pub struct Connection {
     pub alpn: Option<String>,
     /// A PASSTHROUGH server takes it: TLS goes on to the destination as bytes.
     pub passthrough: bool,
+    /// The proxy worker it belongs to, as the kernel spreads Envoy's accepts over its worker
+    /// threads (`upstream::WORKERS`): drawn at random, like the kernel's hash of the 4-tuple.
+    pub worker: usize,
     /// Close the connection with an RST rather than a FIN when it ends.
     reset: Arc<AtomicBool>,
 }
@@ -62,6 +65,7 @@ impl Connection {
             sni: None,
             alpn: None,
             passthrough: false,
+            worker: fastrand::usize(..crate::proxy::upstream::WORKERS),
             reset: Arc::new(AtomicBool::new(false)),
         }
     }

@@ -223,6 +223,7 @@ async fn routed(
             let timeout = requested_timeout(req.headers()).or(fwd.route.policy.timeout_ms.map(Duration::from_millis));
             let policy = &fwd.route.policy;
             let mut up = Upstream::new(req, policy.retry.attempts > 0 || !fwd.mirrors.is_empty()).await;
+            up.worker = conn.worker;
             edge_headers(&mut up.headers);
             edit_request(&fwd, &mut up);
             for mirror in &fwd.mirrors {
@@ -270,9 +271,9 @@ fn shadow(cluster: &Arc<crate::proxy::clusters::Cluster>, up: &Upstream, rng: &m
     let shadow_host = edits::shadow_host(host_header);
     set_header(req.headers_mut(), "host", &shadow_host);
     let (state, addr, tls) = (host.state.clone(), host.endpoint.address, host.tls.clone());
-    let (breakers, per_connection) = (cluster.breakers.clone(), cluster.per_connection);
+    let (breakers, per_connection, worker) = (cluster.breakers.clone(), cluster.per_connection, up.worker);
     tokio::spawn(async move {
-        if let Ok(resp) = state.pool.send(addr, tls.as_deref(), (&breakers, per_connection), req).await {
+        if let Ok(resp) = state.pool.send(addr, tls.as_deref(), (&breakers, per_connection, worker), req).await {
             let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
         }
     });

@@ -65,6 +65,9 @@ pub struct Upstream {
     pub path_and_query: String,
     pub headers: HeaderMap,
     body: ReqBody,
+    /// The proxy worker of the downstream connection (its upstream connections are that
+    /// worker's, as Envoy's pools are per worker).
+    pub worker: usize,
 }
 
 enum ReqBody {
@@ -98,7 +101,7 @@ impl Upstream {
         } else {
             ReqBody::Stream(Some(body))
         };
-        Upstream { method: parts.method, path_and_query, headers, body }
+        Upstream { method: parts.method, path_and_query, headers, body, worker: 0 }
     }
 
     fn replayable(&self) -> bool {
@@ -139,7 +142,8 @@ pub async fn send_once(
     addr: SocketAddr,
     mut up: Upstream,
 ) -> Result<Response<Body>, upstream::Error> {
-    let resp = state.pool.send(addr, None, (&crate::proxy::breakers::unlimited(), 0), up.request(None)).await?;
+    let resp =
+        state.pool.send(addr, None, (&crate::proxy::breakers::unlimited(), 0, up.worker), up.request(None)).await?;
     Ok(strip_response(resp))
 }
 
@@ -190,7 +194,7 @@ pub async fn route(fwd: &Forward<'_>, mut up: Upstream, timeout: Option<Duration
             (r, p) => r.or(p),
         };
         let active = host.state.start();
-        let cluster = (&fwd.cluster.breakers, fwd.cluster.per_connection);
+        let cluster = (&fwd.cluster.breakers, fwd.cluster.per_connection, up.worker);
         let send = host.state.pool.send(addr, host.tls.as_deref(), cluster, up.request(Some(attempt)));
         let result = match limit {
             Some(limit) => match tokio::time::timeout(limit, send).await {

@@ -87,13 +87,25 @@ pub async fn dial(addr: SocketAddr, tls: Option<&Tls>) -> Result<Stream, Error> 
     }
 }
 
+/// Envoy's worker threads in an Istio sidecar (`concurrency: 2`). Envoy keeps one connection
+/// pool per worker; a downstream connection stays on the worker that accepted it, and each
+/// worker's pool may open a first connection to an endpoint whatever `maxConnections` says.
+/// That is the "leeway" Istio's circuit-breaking task shows at `-c 2`; meshrig keeps the same
+/// split so the task's numbers look alike.
+pub const WORKERS: usize = 2;
+
+/// Which cluster a request goes out under: its breakers, `maxRequestsPerConnection` (0:
+/// unlimited), and the worker of the downstream connection it came on.
+pub type Under<'a> = (&'a Arc<Breakers>, u32, usize);
+
 /// The idle connections to one endpoint, and its counters (Envoy's per-host `cx_total`,
 /// `rq_total`, shown by the admin's `/clusters`).
 #[derive(Default)]
 pub struct Pool {
     idle: Mutex<Vec<Conn>>,
-    /// Connections open to this endpoint now (an endpoint with none may always open one).
-    open: Arc<AtomicU64>,
+    /// Connections open to this endpoint now, per worker (a worker with none may always open
+    /// one).
+    open: Arc<[AtomicU64; WORKERS]>,
     connections: AtomicU64,
     requests: AtomicU64,
 }
@@ -104,6 +116,7 @@ pub struct Pool {
 /// `maxRequestsPerConnection`).
 struct Conn {
     key: u64,
+    worker: usize,
     owner: (usize, u64),
     sender: SendRequest<Body>,
     used: u32,
@@ -120,16 +133,20 @@ struct Lease {
 }
 
 impl Pool {
-    fn take_idle(&self, key: u64, owner: (usize, u64)) -> Option<Conn> {
+    fn take_idle(&self, key: u64, owner: (usize, u64), worker: usize) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         // Connections opened under this cluster's previous limits are closed, not reused.
         idle.retain(|c| c.owner.0 != owner.0 || c.owner.1 == owner.1);
-        let i = idle.iter().rposition(|c| c.key == key && c.owner == owner)?;
+        let i = idle.iter().rposition(|c| c.key == key && c.owner == owner && c.worker == worker)?;
         Some(idle.swap_remove(i))
     }
 
-    fn has_idle(&self, key: u64, owner: (usize, u64)) -> bool {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|c| c.key == key && c.owner == owner)
+    fn has_idle(&self, key: u64, owner: (usize, u64), worker: usize) -> bool {
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|c| c.key == key && c.owner == owner && c.worker == worker)
     }
 
     /// A connection whose response was read: idle again (a request waiting for one is woken),
@@ -173,7 +190,7 @@ impl Pool {
         self: &Arc<Self>,
         addr: SocketAddr,
         tls: Option<&Tls>,
-        cluster: (&Arc<Breakers>, u32),
+        cluster: Under<'_>,
         mut req: Request<Body>,
     ) -> Result<Response<Body>, Error> {
         let breakers = cluster.0;
@@ -187,9 +204,10 @@ impl Pool {
         };
         let key = tls.map_or(0, |t| t.key);
         let owner = breakers.owner();
+        let worker = cluster.2 % WORKERS;
         let mut pending = None;
         loop {
-            while let Some(mut conn) = self.take_idle(key, owner) {
+            while let Some(mut conn) = self.take_idle(key, owner, worker) {
                 if conn.sender.ready().await.is_err() {
                     continue;
                 }
@@ -210,19 +228,21 @@ impl Pool {
                 counters.rq_pending_total.fetch_add(1, Ordering::Relaxed);
                 pending = Some(p);
             }
-            // Envoy lets an endpoint with no connection open one whatever the limit, so its
-            // pending requests always have a way to be served.
+            // Envoy lets a worker's pool with no connection to the endpoint open one whatever
+            // the limit, so its pending requests always have a way to be served.
             let slot = breakers.try_acquire(Resource::Connection).or_else(|| {
-                (self.open.load(Ordering::Acquire) == 0).then(|| breakers.acquire_anyway(Resource::Connection))
+                (self.open[worker].load(Ordering::Acquire) == 0).then(|| breakers.acquire_anyway(Resource::Connection))
             });
             let Some(slot) = slot else {
                 counters.cx_overflow.fetch_add(1, Ordering::Relaxed);
                 breakers
-                    .wait_for_connection(|| breakers.remaining(Resource::Connection) > 0 || self.has_idle(key, owner))
+                    .wait_for_connection(|| {
+                        breakers.remaining(Resource::Connection) > 0 || self.has_idle(key, owner, worker)
+                    })
                     .await;
                 continue;
             };
-            let sender = match connect(addr, tls, slot, self.open.clone()).await {
+            let sender = match connect(addr, tls, slot, (self.open.clone(), worker)).await {
                 Ok(s) => s,
                 Err(e) => {
                     counters.cx_connect_fail.fetch_add(1, Ordering::Relaxed);
@@ -232,7 +252,7 @@ impl Pool {
             drop(pending);
             self.connections.fetch_add(1, Ordering::Relaxed);
             counters.cx_total.fetch_add(1, Ordering::Relaxed);
-            let mut conn = Conn { key, owner, sender, used: 0 };
+            let mut conn = Conn { key, worker, owner, sender, used: 0 };
             return match conn.sender.send_request(req).await {
                 Ok(resp) => Ok(self.leased(resp, conn, cluster, request)),
                 Err(e) => Err(classify(addr, e)),
@@ -248,7 +268,7 @@ impl Pool {
         self: &Arc<Self>,
         resp: Response<Incoming>,
         conn: Conn,
-        (breakers, per_connection): (&Arc<Breakers>, u32),
+        (breakers, per_connection, _): Under<'_>,
         request: Guard,
     ) -> Response<Body> {
         let lease = Lease { conn, pool: self.clone(), breakers: breakers.clone(), per_connection, _request: request };
@@ -276,18 +296,18 @@ async fn connect(
     addr: SocketAddr,
     tls: Option<&Tls>,
     slot: Guard,
-    open: Arc<AtomicU64>,
+    (open, worker): (Arc<[AtomicU64; WORKERS]>, usize),
 ) -> Result<SendRequest<Body>, Error> {
     let stream = dial(addr, tls).await?;
     let (sender, conn) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|source| Error::ResetBeforeHeaders { addr, source })?;
-    open.fetch_add(1, Ordering::AcqRel);
+    open[worker].fetch_add(1, Ordering::AcqRel);
     tokio::spawn(async move {
         // Ends when the upstream closes or the last sender is dropped.
         let _ = conn.await;
-        open.fetch_sub(1, Ordering::AcqRel);
+        open[worker].fetch_sub(1, Ordering::AcqRel);
         drop(slot);
     });
     Ok(sender)
@@ -367,7 +387,7 @@ mod tests {
         let (addr, conns) = upstream().await;
         let pool = Arc::new(Pool::default());
         for _ in 0..5 {
-            let resp = pool.send(addr, None, (&crate::proxy::breakers::unlimited(), 0), get(addr)).await.unwrap();
+            let resp = pool.send(addr, None, (&crate::proxy::breakers::unlimited(), 0, 0), get(addr)).await.unwrap();
             let body = resp.into_body().collect().await.unwrap().to_bytes();
             assert_eq!(&body[..], b"hello");
         }
@@ -379,10 +399,10 @@ mod tests {
     async fn a_body_dropped_half_way_does_not_return_its_connection() {
         let (addr, conns) = upstream().await;
         let pool = Arc::new(Pool::default());
-        let resp = pool.send(addr, None, (&crate::proxy::breakers::unlimited(), 0), get(addr)).await.unwrap();
+        let resp = pool.send(addr, None, (&crate::proxy::breakers::unlimited(), 0, 0), get(addr)).await.unwrap();
         drop(resp);
         assert_eq!(pool.idle_count(), 0);
-        let resp = pool.send(addr, None, (&crate::proxy::breakers::unlimited(), 0), get(addr)).await.unwrap();
+        let resp = pool.send(addr, None, (&crate::proxy::breakers::unlimited(), 0, 0), get(addr)).await.unwrap();
         resp.into_body().collect().await.unwrap();
         assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
@@ -394,7 +414,7 @@ mod tests {
             l.local_addr().unwrap()
         };
         let pool = Arc::new(Pool::default());
-        let err = pool.send(addr, None, (&crate::proxy::breakers::unlimited(), 0), get(addr)).await.unwrap_err();
+        let err = pool.send(addr, None, (&crate::proxy::breakers::unlimited(), 0, 0), get(addr)).await.unwrap_err();
         assert!(err.is_connect_failure(), "{err}");
     }
 
@@ -411,7 +431,7 @@ mod tests {
             }
         });
         let pool = Arc::new(Pool::default());
-        let err = pool.send(addr, None, (&crate::proxy::breakers::unlimited(), 0), get(addr)).await.unwrap_err();
+        let err = pool.send(addr, None, (&crate::proxy::breakers::unlimited(), 0, 0), get(addr)).await.unwrap_err();
         assert!(matches!(err, Error::ResetBeforeHeaders { .. }), "{err}");
     }
 }
