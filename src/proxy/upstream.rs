@@ -117,6 +117,10 @@ pub struct Pool {
 struct Conn {
     key: u64,
     worker: usize,
+    /// Its place under `maxConnections` and in the worker's open count, given back as soon as
+    /// the pool drops it (as Envoy's count falls when it closes a connection), or when the
+    /// upstream closes it.
+    place: Arc<Place>,
     owner: (usize, u64),
     sender: SendRequest<Body>,
     used: u32,
@@ -154,7 +158,8 @@ impl Pool {
     fn put_back(&self, mut conn: Conn, per_connection: u32, breakers: &Breakers) {
         conn.used += 1;
         if conn.sender.is_closed() || (per_connection > 0 && conn.used >= per_connection) {
-            return; // dropped: the connection closes, and its task frees its place
+            conn.place.give_back();
+            return; // dropped: the connection closes
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < MAX_IDLE {
@@ -242,7 +247,8 @@ impl Pool {
                     .await;
                 continue;
             };
-            let sender = match connect(addr, tls, slot, (self.open.clone(), worker)).await {
+            let place = Arc::new(Place { slot: Mutex::new(Some(slot)), open: self.open.clone(), worker });
+            let sender = match connect(addr, tls, place.clone()).await {
                 Ok(s) => s,
                 Err(e) => {
                     counters.cx_connect_fail.fetch_add(1, Ordering::Relaxed);
@@ -252,7 +258,7 @@ impl Pool {
             drop(pending);
             self.connections.fetch_add(1, Ordering::Relaxed);
             counters.cx_total.fetch_add(1, Ordering::Relaxed);
-            let mut conn = Conn { key, worker, owner, sender, used: 0 };
+            let mut conn = Conn { key, worker, place, owner, sender, used: 0 };
             return match conn.sender.send_request(req).await {
                 Ok(resp) => Ok(self.leased(resp, conn, cluster, request)),
                 Err(e) => Err(classify(addr, e)),
@@ -290,27 +296,42 @@ fn classify(addr: SocketAddr, e: hyper::Error) -> Error {
     }
 }
 
-/// A new connection; `slot` (its place under `maxConnections`) and the endpoint's count of
-/// open connections are held until it closes.
+/// A new connection; its `place` is held until it closes or the pool drops it.
 async fn connect(
     addr: SocketAddr,
     tls: Option<&Tls>,
-    slot: Guard,
-    (open, worker): (Arc<[AtomicU64; WORKERS]>, usize),
+    place: Arc<Place>,
 ) -> Result<SendRequest<Body>, Error> {
     let stream = dial(addr, tls).await?;
     let (sender, conn) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|source| Error::ResetBeforeHeaders { addr, source })?;
-    open[worker].fetch_add(1, Ordering::AcqRel);
+    place.open[place.worker].fetch_add(1, Ordering::AcqRel);
     tokio::spawn(async move {
         // Ends when the upstream closes or the last sender is dropped.
         let _ = conn.await;
-        open[worker].fetch_sub(1, Ordering::AcqRel);
-        drop(slot);
+        place.give_back();
     });
     Ok(sender)
+}
+
+/// A connection's place under its cluster's `maxConnections` and in its worker's open count.
+struct Place {
+    slot: Mutex<Option<Guard>>,
+    open: Arc<[AtomicU64; WORKERS]>,
+    worker: usize,
+}
+
+impl Place {
+    /// Gives the place back, once (the pool dropping the connection, or the connection ending).
+    fn give_back(&self) {
+        let slot = self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(slot) = slot {
+            self.open[self.worker].fetch_sub(1, Ordering::AcqRel);
+            drop(slot);
+        }
+    }
 }
 
 /// A response body that returns its connection to the pool once read to the end.

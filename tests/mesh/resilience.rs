@@ -43,9 +43,10 @@ fn a_connection_pool_overflows_with_envoys_answer_and_counts_it_across_a_push() 
     let replies = burst(&mesh, 5, "/delay/2");
     let ok = replies.iter().filter(|r| r.status == 200).count();
     let overflowed: Vec<&Reply> = replies.iter().filter(|r| r.status == 503).collect();
-    // One request holds the only connection, one may wait for it; the rest overflow at once.
+    // One request holds the only connection (or two: each of the proxy's two workers may open
+    // a first one, as Envoy's per-worker pools may), one may wait; the rest overflow at once.
     assert!(
-        (1..=2).contains(&ok) && ok + overflowed.len() == 5,
+        (1..=3).contains(&ok) && ok + overflowed.len() == 5,
         "{:?}",
         replies.iter().map(|r| r.status).collect::<Vec<_>>()
     );
