@@ -335,8 +335,10 @@ fn describe_request(c: &Check, target: &Target) -> String {
     if let Some(user) = &r.login {
         out.push_str(&format!(", signed in as {user}"));
     }
-    if r.repeat > 1 {
-        out.push_str(&format!(", {} times", r.repeat));
+    match r.concurrency {
+        Some(c) => out.push_str(&format!(", {} times over {c} connections at once", r.repeat)),
+        None if r.repeat > 1 => out.push_str(&format!(", {} times", r.repeat)),
+        None => {}
     }
     out
 }

@@ -297,11 +297,7 @@ fn classify(addr: SocketAddr, e: hyper::Error) -> Error {
 }
 
 /// A new connection; its `place` is held until it closes or the pool drops it.
-async fn connect(
-    addr: SocketAddr,
-    tls: Option<&Tls>,
-    place: Arc<Place>,
-) -> Result<SendRequest<Body>, Error> {
+async fn connect(addr: SocketAddr, tls: Option<&Tls>, place: Arc<Place>) -> Result<SendRequest<Body>, Error> {
     let stream = dial(addr, tls).await?;
     let (sender, conn) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
