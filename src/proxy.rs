@@ -212,6 +212,15 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let _ = shared.own.set(addrs.values().copied().collect());
     ready::announce(&addrs);
 
+    // Idle upstream connections close within a second of their idle timeout.
+    let reaper = shared.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            reaper.endpoints.reap();
+        }
+    });
     tokio::spawn(watch::run(
         shared.clone(),
         config.control_plane.clone(),

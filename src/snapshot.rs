@@ -542,6 +542,36 @@ pub struct ConnectionPool {
     pub max_retries: u64,
     /// `http.maxRequestsPerConnection`: 0 is unlimited, 1 disables keep-alive.
     pub max_requests_per_connection: u32,
+    /// `tcp.connectTimeout` (meshConfig's 10 s when unset): TCP connect and TLS handshake.
+    #[serde(default = "ten_seconds")]
+    pub connect_timeout_ms: u64,
+    /// `http.idleTimeout`, else `tcp.idleTimeout` (1 h when unset): an idle upstream connection
+    /// is closed after this long.
+    #[serde(default = "one_hour")]
+    pub idle_timeout_ms: u64,
+    /// `tcp.maxConnectionDuration` (0: none): a connection is closed once it is this old and
+    /// idle (Envoy drains it).
+    #[serde(default)]
+    pub max_connection_duration_ms: u64,
+    /// `tcp.tcpKeepalive`: SO_KEEPALIVE on upstream sockets, with the OS's values where unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keepalive: Option<Keepalive>,
+}
+
+/// TCP keepalive probes (`tcp.tcpKeepalive`); `None` fields keep the OS's settings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Keepalive {
+    pub probes: Option<u32>,
+    pub time_s: Option<u32>,
+    pub interval_s: Option<u32>,
+}
+
+fn ten_seconds() -> u64 {
+    10_000
+}
+
+fn one_hour() -> u64 {
+    3_600_000
 }
 
 impl Default for ConnectionPool {
@@ -552,6 +582,10 @@ impl Default for ConnectionPool {
             max_requests: UNLIMITED,
             max_retries: UNLIMITED,
             max_requests_per_connection: 0,
+            connect_timeout_ms: ten_seconds(),
+            idle_timeout_ms: one_hour(),
+            max_connection_duration_ms: 0,
+            keepalive: None,
         }
     }
 }

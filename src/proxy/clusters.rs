@@ -64,6 +64,16 @@ impl Endpoints {
         self.by_addr.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, s| Arc::strong_count(s) > 1);
     }
 
+    /// Closes idle upstream connections past their idle timeout or maximum duration.
+    pub fn reap(&self) {
+        let now = std::time::Instant::now();
+        let states: Vec<Arc<EndpointState>> =
+            self.by_addr.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        for s in states {
+            s.pool.reap(now);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.by_addr.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
@@ -147,8 +157,8 @@ pub struct Cluster {
     pub hosts: Vec<Host>,
     /// The cluster's circuit breakers and counters (kept by name across snapshots).
     pub breakers: Arc<Breakers>,
-    /// `maxRequestsPerConnection` (0: unlimited).
-    pub per_connection: u32,
+    /// How its connections are made and kept (`maxRequestsPerConnection`, timeouts).
+    pub options: crate::proxy::upstream::ConnOptions,
     /// TLS originated to every endpoint (DestinationRule SIMPLE or MUTUAL), resolved ones too.
     origination: Option<Arc<Tls>>,
     next: AtomicUsize,
@@ -182,7 +192,7 @@ impl Cluster {
             discovery: c.discovery.clone(),
             hosts,
             breakers: endpoints.breakers.get(&c.name, Limits::from_pool(&c.pool), c.outlier),
-            per_connection: c.pool.max_requests_per_connection,
+            options: (&c.pool).into(),
             origination,
             next: AtomicUsize::new(start),
         }
@@ -221,7 +231,7 @@ impl Cluster {
             discovery: Discovery::Static,
             hosts,
             breakers: self.breakers.clone(),
-            per_connection: self.per_connection,
+            options: self.options.clone(),
             origination: self.origination.clone(),
             next: AtomicUsize::new(0),
         }

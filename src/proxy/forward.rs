@@ -271,9 +271,9 @@ fn shadow(cluster: &Arc<crate::proxy::clusters::Cluster>, up: &Upstream, rng: &m
     let shadow_host = edits::shadow_host(host_header);
     set_header(req.headers_mut(), "host", &shadow_host);
     let (state, addr, tls) = (host.state.clone(), host.endpoint.address, host.tls.clone());
-    let (breakers, per_connection, worker) = (cluster.breakers.clone(), cluster.per_connection, up.worker);
+    let (breakers, options, worker) = (cluster.breakers.clone(), cluster.options.clone(), up.worker);
     tokio::spawn(async move {
-        if let Ok(resp) = state.pool.send(addr, tls.as_deref(), (&breakers, per_connection, worker), req).await {
+        if let Ok(resp) = state.pool.send(addr, tls.as_deref(), (&breakers, &options, worker), req).await {
             let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
         }
     });

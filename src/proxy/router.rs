@@ -142,8 +142,15 @@ pub async fn send_once(
     addr: SocketAddr,
     mut up: Upstream,
 ) -> Result<Response<Body>, upstream::Error> {
-    let resp =
-        state.pool.send(addr, None, (&crate::proxy::breakers::unlimited(), 0, up.worker), up.request(None)).await?;
+    let resp = state
+        .pool
+        .send(
+            addr,
+            None,
+            (&crate::proxy::breakers::unlimited(), &upstream::ConnOptions::default(), up.worker),
+            up.request(None),
+        )
+        .await?;
     Ok(strip_response(resp))
 }
 
@@ -194,7 +201,7 @@ pub async fn route(fwd: &Forward<'_>, mut up: Upstream, timeout: Option<Duration
             (r, p) => r.or(p),
         };
         let active = host.state.start();
-        let cluster = (&fwd.cluster.breakers, fwd.cluster.per_connection, up.worker);
+        let cluster = (&fwd.cluster.breakers, &fwd.cluster.options, up.worker);
         let send = host.state.pool.send(addr, host.tls.as_deref(), cluster, up.request(Some(attempt)));
         let result = match limit {
             Some(limit) => match tokio::time::timeout(limit, send).await {

@@ -150,7 +150,7 @@ pub async fn connect(shared: &Shared, runtime: &Runtime, req: Request<Incoming>)
 
 /// A connection to `to` (mTLS when `tls` says so), within Envoy's connect timeout.
 async fn open(to: SocketAddr, tls: Option<&Tls>) -> Result<Stream, upstream::Error> {
-    upstream::dial(to, tls).await.inspect_err(|e| log(&format!("tcp: {e}")))
+    upstream::dial(to, tls, &upstream::ConnOptions::default()).await.inspect_err(|e| log(&format!("tcp: {e}")))
 }
 
 /// Connects to `to` and copies bytes both ways until either side closes.

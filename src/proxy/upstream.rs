@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -35,7 +35,7 @@ const MAX_IDLE: usize = 64;
 pub enum Error {
     #[error("connect to {addr}: {source}")]
     ConnectFailure { addr: SocketAddr, source: std::io::Error },
-    #[error("connect to {addr}: timed out after {CONNECT_TIMEOUT:?}")]
+    #[error("connect to {addr}: timed out")]
     ConnectTimeout { addr: SocketAddr },
     /// The connection closed or reset before response headers arrived.
     #[error("{addr} closed the connection before the response headers: {source}")]
@@ -70,17 +70,71 @@ pub struct Tls {
     pub principal: Arc<str>,
 }
 
-/// A connection to `addr`, within the connect timeout, with TLS when `tls` says so.
-pub async fn dial(addr: SocketAddr, tls: Option<&Tls>) -> Result<Stream, Error> {
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+/// How a cluster's connections are made and kept (DestinationRule `connectionPool`'s options
+/// beside its limits).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnOptions {
+    /// `maxRequestsPerConnection` (0: unlimited).
+    pub per_connection: u32,
+    /// TCP connect and TLS handshake, together.
+    pub connect_timeout: Duration,
+    /// An idle connection is closed after this long.
+    pub idle_timeout: Duration,
+    /// A connection this old is closed once idle (`maxConnectionDuration`).
+    pub max_duration: Option<Duration>,
+    pub keepalive: Option<crate::snapshot::Keepalive>,
+}
+
+impl Default for ConnOptions {
+    fn default() -> Self {
+        ConnOptions::from(&crate::snapshot::ConnectionPool::default())
+    }
+}
+
+impl From<&crate::snapshot::ConnectionPool> for ConnOptions {
+    fn from(p: &crate::snapshot::ConnectionPool) -> Self {
+        ConnOptions {
+            per_connection: p.max_requests_per_connection,
+            connect_timeout: Duration::from_millis(p.connect_timeout_ms.max(1)),
+            idle_timeout: Duration::from_millis(p.idle_timeout_ms.max(1)),
+            max_duration: (p.max_connection_duration_ms > 0)
+                .then(|| Duration::from_millis(p.max_connection_duration_ms)),
+            keepalive: p.keepalive,
+        }
+    }
+}
+
+/// SO_KEEPALIVE with the probes' settings (`None`: the OS's).
+fn set_keepalive(stream: &TcpStream, k: &crate::snapshot::Keepalive) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let _ = setsockopt(stream, sockopt::KeepAlive, &true);
+    if let Some(t) = k.time_s {
+        let _ = setsockopt(stream, sockopt::TcpKeepIdle, &t);
+    }
+    if let Some(i) = k.interval_s {
+        let _ = setsockopt(stream, sockopt::TcpKeepInterval, &i);
+    }
+    if let Some(p) = k.probes {
+        let _ = setsockopt(stream, sockopt::TcpKeepCount, &p);
+    }
+}
+
+/// A connection to `addr` with TLS when `tls` says so, connected and handshaken within the
+/// cluster's connect timeout.
+pub async fn dial(addr: SocketAddr, tls: Option<&Tls>, options: &ConnOptions) -> Result<Stream, Error> {
+    let deadline = tokio::time::Instant::now() + options.connect_timeout;
+    let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(source)) => return Err(Error::ConnectFailure { addr, source }),
         Err(_) => return Err(Error::ConnectTimeout { addr }),
     };
     let _ = stream.set_nodelay(true);
+    if let Some(k) = &options.keepalive {
+        set_keepalive(&stream, k);
+    }
     let Some(tls) = tls else { return Ok(Stream::Plain(stream)) };
     let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
-    match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(tls.sni.clone(), stream)).await {
+    match tokio::time::timeout_at(deadline, connector.connect(tls.sni.clone(), stream)).await {
         Ok(Ok(s)) => Ok(Stream::Client(Box::new(s))),
         Ok(Err(e)) => Err(Error::Tls { addr, reason: e.to_string() }),
         Err(_) => Err(Error::ConnectTimeout { addr }),
@@ -94,9 +148,9 @@ pub async fn dial(addr: SocketAddr, tls: Option<&Tls>) -> Result<Stream, Error> 
 /// split so the task's numbers look alike.
 pub const WORKERS: usize = 2;
 
-/// Which cluster a request goes out under: its breakers, `maxRequestsPerConnection` (0:
-/// unlimited), and the worker of the downstream connection it came on.
-pub type Under<'a> = (&'a Arc<Breakers>, u32, usize);
+/// Which cluster a request goes out under: its breakers, its connection options, and the
+/// worker of the downstream connection it came on.
+pub type Under<'a> = (&'a Arc<Breakers>, &'a ConnOptions, usize);
 
 /// The idle connections to one endpoint, and its counters (Envoy's per-host `cx_total`,
 /// `rq_total`, shown by the admin's `/clusters`).
@@ -124,6 +178,16 @@ struct Conn {
     owner: (usize, u64),
     sender: SendRequest<Body>,
     used: u32,
+    opened: Instant,
+    /// While idle: when it is closed (idle timeout, or its maximum duration).
+    expires: Instant,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // Dropped by the pool (or with its request): the connection closes, its place is free.
+        self.place.give_back();
+    }
 }
 
 /// What a request holds until its response is read: its connection, and its place in the
@@ -132,15 +196,17 @@ struct Lease {
     conn: Conn,
     pool: Arc<Pool>,
     breakers: Arc<Breakers>,
-    per_connection: u32,
+    options: ConnOptions,
     _request: Guard,
 }
 
 impl Pool {
     fn take_idle(&self, key: u64, owner: (usize, u64), worker: usize) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        // Connections opened under this cluster's previous limits are closed, not reused.
-        idle.retain(|c| c.owner.0 != owner.0 || c.owner.1 == owner.1);
+        // Connections opened under this cluster's previous limits are closed, not reused; so
+        // are those past their idle timeout or maximum duration.
+        let now = Instant::now();
+        idle.retain(|c| (c.owner.0 != owner.0 || c.owner.1 == owner.1) && c.expires > now);
         let i = idle.iter().rposition(|c| c.key == key && c.owner == owner && c.worker == worker)?;
         Some(idle.swap_remove(i))
     }
@@ -154,18 +220,34 @@ impl Pool {
     }
 
     /// A connection whose response was read: idle again (a request waiting for one is woken),
-    /// or closed when it has carried `maxRequestsPerConnection` requests.
-    fn put_back(&self, mut conn: Conn, per_connection: u32, breakers: &Breakers) {
+    /// or closed when it has carried `maxRequestsPerConnection` requests or lived its
+    /// `maxConnectionDuration`.
+    fn put_back(&self, mut conn: Conn, options: &ConnOptions, breakers: &Breakers) {
         conn.used += 1;
-        if conn.sender.is_closed() || (per_connection > 0 && conn.used >= per_connection) {
-            conn.place.give_back();
+        let now = Instant::now();
+        let end_of_life = options.max_duration.map(|d| conn.opened + d);
+        if conn.sender.is_closed()
+            || (options.per_connection > 0 && conn.used >= options.per_connection)
+            || end_of_life.is_some_and(|t| t <= now)
+        {
             return; // dropped: the connection closes
         }
+        let idle_end = now + options.idle_timeout;
+        conn.expires = end_of_life.map_or(idle_end, |t| t.min(idle_end));
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < MAX_IDLE {
             idle.push(conn);
             drop(idle);
             breakers.connection_freed();
+        }
+    }
+
+    /// Closes idle connections past their idle timeout or maximum duration (the proxy calls
+    /// this every second, so an idle connection closes within a second of its time).
+    pub fn reap(&self, now: Instant) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.iter().any(|c| c.expires <= now) {
+            idle.retain(|c| c.expires > now);
         }
     }
 
@@ -248,7 +330,7 @@ impl Pool {
                 continue;
             };
             let place = Arc::new(Place { slot: Mutex::new(Some(slot)), open: self.open.clone(), worker });
-            let sender = match connect(addr, tls, place.clone()).await {
+            let sender = match connect(addr, tls, cluster.1, place.clone()).await {
                 Ok(s) => s,
                 Err(e) => {
                     counters.cx_connect_fail.fetch_add(1, Ordering::Relaxed);
@@ -258,7 +340,8 @@ impl Pool {
             drop(pending);
             self.connections.fetch_add(1, Ordering::Relaxed);
             counters.cx_total.fetch_add(1, Ordering::Relaxed);
-            let mut conn = Conn { key, worker, place, owner, sender, used: 0 };
+            let now = Instant::now();
+            let mut conn = Conn { key, worker, place, owner, sender, used: 0, opened: now, expires: now };
             return match conn.sender.send_request(req).await {
                 Ok(resp) => Ok(self.leased(resp, conn, cluster, request)),
                 Err(e) => Err(classify(addr, e)),
@@ -274,10 +357,11 @@ impl Pool {
         self: &Arc<Self>,
         resp: Response<Incoming>,
         conn: Conn,
-        (breakers, per_connection, _): Under<'_>,
+        (breakers, options, _): Under<'_>,
         request: Guard,
     ) -> Response<Body> {
-        let lease = Lease { conn, pool: self.clone(), breakers: breakers.clone(), per_connection, _request: request };
+        let lease =
+            Lease { conn, pool: self.clone(), breakers: breakers.clone(), options: options.clone(), _request: request };
         let (parts, body) = resp.into_parts();
         let done = body.is_end_stream();
         let mut body = PooledBody { inner: body, lease: Some(lease) };
@@ -297,8 +381,13 @@ fn classify(addr: SocketAddr, e: hyper::Error) -> Error {
 }
 
 /// A new connection; its `place` is held until it closes or the pool drops it.
-async fn connect(addr: SocketAddr, tls: Option<&Tls>, place: Arc<Place>) -> Result<SendRequest<Body>, Error> {
-    let stream = dial(addr, tls).await?;
+async fn connect(
+    addr: SocketAddr,
+    tls: Option<&Tls>,
+    options: &ConnOptions,
+    place: Arc<Place>,
+) -> Result<SendRequest<Body>, Error> {
+    let stream = dial(addr, tls, options).await?;
     let (sender, conn) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
@@ -339,7 +428,7 @@ struct PooledBody {
 impl PooledBody {
     fn release(&mut self) {
         if let Some(lease) = self.lease.take() {
-            lease.pool.put_back(lease.conn, lease.per_connection, &lease.breakers);
+            lease.pool.put_back(lease.conn, &lease.options, &lease.breakers);
         }
     }
 }
@@ -404,7 +493,10 @@ mod tests {
         let (addr, conns) = upstream().await;
         let pool = Arc::new(Pool::default());
         for _ in 0..5 {
-            let resp = pool.send(addr, None, (&crate::proxy::breakers::unlimited(), 0, 0), get(addr)).await.unwrap();
+            let resp = pool
+                .send(addr, None, (&crate::proxy::breakers::unlimited(), &ConnOptions::default(), 0), get(addr))
+                .await
+                .unwrap();
             let body = resp.into_body().collect().await.unwrap().to_bytes();
             assert_eq!(&body[..], b"hello");
         }
@@ -416,12 +508,84 @@ mod tests {
     async fn a_body_dropped_half_way_does_not_return_its_connection() {
         let (addr, conns) = upstream().await;
         let pool = Arc::new(Pool::default());
-        let resp = pool.send(addr, None, (&crate::proxy::breakers::unlimited(), 0, 0), get(addr)).await.unwrap();
+        let resp = pool
+            .send(addr, None, (&crate::proxy::breakers::unlimited(), &ConnOptions::default(), 0), get(addr))
+            .await
+            .unwrap();
         drop(resp);
         assert_eq!(pool.idle_count(), 0);
-        let resp = pool.send(addr, None, (&crate::proxy::breakers::unlimited(), 0, 0), get(addr)).await.unwrap();
+        let resp = pool
+            .send(addr, None, (&crate::proxy::breakers::unlimited(), &ConnOptions::default(), 0), get(addr))
+            .await
+            .unwrap();
         resp.into_body().collect().await.unwrap();
         assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_close_at_their_idle_timeout_or_maximum_duration() {
+        let (addr, conns) = upstream().await;
+        let pool = Arc::new(Pool::default());
+        let options = ConnOptions {
+            idle_timeout: Duration::from_secs(60),
+            max_duration: Some(Duration::from_secs(600)),
+            ..ConnOptions::default()
+        };
+        let send = |pool: Arc<Pool>, options: ConnOptions| async move {
+            let resp =
+                pool.send(addr, None, (&crate::proxy::breakers::unlimited(), &options, 0), get(addr)).await.unwrap();
+            resp.into_body().collect().await.unwrap();
+        };
+        send(pool.clone(), options.clone()).await;
+        pool.reap(Instant::now() + Duration::from_secs(30));
+        assert_eq!(pool.idle_count(), 1, "idle for 30 s of 60: kept");
+        pool.reap(Instant::now() + Duration::from_secs(61));
+        assert_eq!(pool.idle_count(), 0, "idle past its timeout: closed");
+        send(pool.clone(), options.clone()).await;
+        assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2, "a new connection after the idle one closed");
+        // The maximum duration counts from the connection's opening, whatever the idle time.
+        let short_life = ConnOptions { idle_timeout: Duration::from_secs(3600), ..options };
+        send(pool.clone(), short_life).await;
+        pool.reap(Instant::now() + Duration::from_secs(601));
+        assert_eq!(pool.idle_count(), 0, "past its maximum duration: closed");
+    }
+
+    #[tokio::test]
+    async fn the_connect_timeout_covers_the_tls_handshake_and_keepalive_is_set() {
+        // Accepts, then never speaks TLS.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                held.push(listener.accept().await.unwrap().0);
+            }
+        });
+        let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let tls = Tls {
+            config: Arc::new(config),
+            sni: rustls_pki_types::ServerName::try_from("x.example").unwrap(),
+            key: 1,
+            principal: "x".into(),
+        };
+        let options = ConnOptions { connect_timeout: Duration::from_millis(100), ..ConnOptions::default() };
+        let started = Instant::now();
+        let err = dial(addr, Some(&tls), &options).await.err().expect("no TLS answer");
+        assert!(matches!(err, Error::ConnectTimeout { .. }), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+
+        let keepalive = crate::snapshot::Keepalive { probes: Some(3), time_s: Some(7), interval_s: Some(2) };
+        let options = ConnOptions { keepalive: Some(keepalive), ..ConnOptions::default() };
+        let Ok(crate::proxy::stream::Stream::Plain(s)) = dial(addr, None, &options).await else { panic!("plain") };
+        use nix::sys::socket::{getsockopt, sockopt};
+        assert!(getsockopt(&s, sockopt::KeepAlive).unwrap());
+        assert_eq!(getsockopt(&s, sockopt::TcpKeepIdle).unwrap(), 7);
+        assert_eq!(getsockopt(&s, sockopt::TcpKeepInterval).unwrap(), 2);
+        assert_eq!(getsockopt(&s, sockopt::TcpKeepCount).unwrap(), 3);
     }
 
     #[tokio::test]
@@ -431,7 +595,10 @@ mod tests {
             l.local_addr().unwrap()
         };
         let pool = Arc::new(Pool::default());
-        let err = pool.send(addr, None, (&crate::proxy::breakers::unlimited(), 0, 0), get(addr)).await.unwrap_err();
+        let err = pool
+            .send(addr, None, (&crate::proxy::breakers::unlimited(), &ConnOptions::default(), 0), get(addr))
+            .await
+            .unwrap_err();
         assert!(err.is_connect_failure(), "{err}");
     }
 
@@ -448,7 +615,10 @@ mod tests {
             }
         });
         let pool = Arc::new(Pool::default());
-        let err = pool.send(addr, None, (&crate::proxy::breakers::unlimited(), 0, 0), get(addr)).await.unwrap_err();
+        let err = pool
+            .send(addr, None, (&crate::proxy::breakers::unlimited(), &ConnOptions::default(), 0), get(addr))
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::ResetBeforeHeaders { .. }), "{err}");
     }
 }

@@ -8,8 +8,8 @@ use crate::resources::networking::{
 };
 use crate::resources::validate::parse_duration;
 use crate::snapshot::{
-    ConnectionPool, Cors, Fault, FaultAbort, FaultDelay, HashOn, HeaderOps, Headers, LbPolicy, OutlierDetection,
-    Redirect, RetryPolicy, Rewrite, RoutePolicy, ValueMatch, UNLIMITED,
+    ConnectionPool, Cors, Fault, FaultAbort, FaultDelay, HashOn, HeaderOps, Headers, Keepalive, LbPolicy,
+    OutlierDetection, Redirect, RetryPolicy, Rewrite, RoutePolicy, ValueMatch, UNLIMITED,
 };
 
 /// Istio's retry conditions when `retries` sets `attempts` but no `retryOn`, and of its default
@@ -217,7 +217,8 @@ pub fn connection_pool(dr: Option<&TrafficPolicy>, subset: Option<&TrafficPolicy
     if let Some(sub) = subset.and_then(|tp| pool_block(tp, port)) {
         block = sub;
     }
-    let Some(b) = block else { return ConnectionPool::default() };
+    let defaults = ConnectionPool::default();
+    let Some(b) = block else { return defaults };
     let limit = |v: Option<i32>| v.filter(|v| *v > 0).map_or(UNLIMITED, |v| v as u64);
     let (tcp, http) = (b.tcp.as_ref(), b.http.as_ref());
     ConnectionPool {
@@ -229,7 +230,29 @@ pub fn connection_pool(dr: Option<&TrafficPolicy>, subset: Option<&TrafficPolicy
             .and_then(|h| h.max_requests_per_connection)
             .filter(|v| *v > 0)
             .map_or(0, |v| v as u32),
+        connect_timeout_ms: positive_ms(tcp.and_then(|t| t.connect_timeout.as_deref()))
+            .unwrap_or(defaults.connect_timeout_ms),
+        idle_timeout_ms: positive_ms(http.and_then(|h| h.idle_timeout.as_deref()))
+            .or_else(|| positive_ms(tcp.and_then(|t| t.idle_timeout.as_deref())))
+            .unwrap_or(defaults.idle_timeout_ms),
+        max_connection_duration_ms: positive_ms(tcp.and_then(|t| t.max_connection_duration.as_deref())).unwrap_or(0),
+        keepalive: tcp.and_then(|t| t.tcp_keepalive.as_ref()).map(|k| Keepalive {
+            probes: k.probes.filter(|p| *p > 0),
+            time_s: secs(k.time.as_deref()),
+            interval_s: secs(k.interval.as_deref()),
+        }),
     }
+}
+
+/// A duration field in milliseconds; unset, unparsable (validation reports it) or zero: `None`.
+fn positive_ms(d: Option<&str>) -> Option<u64> {
+    let d = parse_duration(d?).ok()?;
+    Some(d.as_millis() as u64).filter(|ms| *ms > 0)
+}
+
+/// A keepalive duration in whole seconds (the socket option's unit), at least 1.
+fn secs(d: Option<&str>) -> Option<u32> {
+    positive_ms(d).map(|ms| (ms / 1000).clamp(1, u64::from(u32::MAX)) as u32)
 }
 
 /// A cluster's `outlierDetection` for `port`, merged as `connectionPool` (the subset's or
@@ -418,6 +441,30 @@ mod tests {
             })
         };
         assert!(connection_pool(None, None, 8000).is_default());
+        // Connection options: http.idleTimeout wins over tcp.idleTimeout; unset ones keep
+        // meshConfig's and Envoy's defaults.
+        let opts = TrafficPolicy {
+            connection_pool: Some(ConnectionPoolSettings {
+                tcp: Some(TcpSettings {
+                    connect_timeout: Some("250ms".into()),
+                    idle_timeout: Some("30s".into()),
+                    max_connection_duration: Some("1m".into()),
+                    tcp_keepalive: Some(crate::resources::networking::TcpKeepalive {
+                        probes: Some(3),
+                        time: Some("7s".into()),
+                        interval: None,
+                    }),
+                    ..Default::default()
+                }),
+                http: Some(HttpSettings { idle_timeout: Some("5s".into()), ..Default::default() }),
+            }),
+            ..Default::default()
+        };
+        let p = connection_pool(Some(&opts), None, 8000);
+        assert_eq!((p.connect_timeout_ms, p.idle_timeout_ms, p.max_connection_duration_ms), (250, 5_000, 60_000));
+        assert_eq!(p.keepalive, Some(Keepalive { probes: Some(3), time_s: Some(7), interval_s: None }));
+        let d = connection_pool(None, None, 8000);
+        assert_eq!((d.connect_timeout_ms, d.idle_timeout_ms, d.max_connection_duration_ms), (10_000, 3_600_000, 0));
         let top = TrafficPolicy {
             connection_pool: pool(1, 1, 1),
             port_level_settings: vec![PortTrafficPolicy {

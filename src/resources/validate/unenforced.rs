@@ -35,26 +35,15 @@ fn tls_path(path: &str, tls: &Option<crate::resources::networking::ClientTlsSett
     }
 }
 
-/// The circuit-breaker thresholds and `maxRequestsPerConnection` are enforced; the
-/// connection options are not yet.
+/// The circuit-breaker thresholds and the TCP and idle options are enforced. Upstreams are
+/// HTTP/1.1, so only what asks for HTTP/2 upstream is not: `h2UpgradePolicy: UPGRADE`,
+/// `useClientProtocol: true` (an HTTP/2 client's requests still go out as HTTP/1.1) and
+/// `maxConcurrentStreams`.
 fn pool_paths(path: &str, pool: &crate::resources::networking::ConnectionPoolSettings, out: &mut Vec<String>) {
-    if let Some(t) = &pool.tcp {
-        for (name, present) in [
-            ("connectTimeout", t.connect_timeout.is_some()),
-            ("tcpKeepalive", t.tcp_keepalive.is_some()),
-            ("maxConnectionDuration", t.max_connection_duration.is_some()),
-            ("idleTimeout", t.idle_timeout.is_some()),
-        ] {
-            if present {
-                out.push(not_enforced(format!("{path}.tcp.{name}")));
-            }
-        }
-    }
     if let Some(h) = &pool.http {
         for (name, present) in [
-            ("idleTimeout", h.idle_timeout.is_some()),
-            ("h2UpgradePolicy", h.h2_upgrade_policy.is_some()),
-            ("useClientProtocol", h.use_client_protocol.is_some()),
+            ("h2UpgradePolicy", h.h2_upgrade_policy.as_deref() == Some("UPGRADE")),
+            ("useClientProtocol", h.use_client_protocol == Some(true)),
             ("maxConcurrentStreams", h.max_concurrent_streams.is_some()),
         ] {
             if present {
