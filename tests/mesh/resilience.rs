@@ -170,3 +170,38 @@ fn outlier_detection_ejects_a_failing_endpoint_shows_it_and_tries_it_again_later
 fn istios_circuit_breaking_task_on_our_samples() {
     crate::scenarios::circuit_breaking_scenario(&Mesh::up(), &sample(""));
 }
+
+/// `meshrig load --json`, parsed.
+fn load_json(mesh: &Mesh, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["load", "--json"];
+    all.extend_from_slice(args);
+    let out = mesh.run(&all);
+    assert!(out.status.success(), "{}", crate::support::text(&out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", crate::support::text(&out)))
+}
+
+#[test]
+fn meshrig_load_counts_answers_keeps_its_rate_and_calls_out_overflows() {
+    let mesh = Mesh::up();
+    mesh.ok(&["apply", "-f", sample("httpbin/httpbin-gateway.yaml").to_str().unwrap(), "--wait"]);
+    // A path alone goes to the ingress gateway.
+    let v = load_json(&mesh, &["/get", "-H", "Host: httpbin.example.com", "-n", "40", "-c", "4"]);
+    assert_eq!((v["calls"].as_u64(), v["codes"]["200"].as_u64()), (Some(40), Some(40)), "{v}");
+    assert!(v["connections_opened"].as_u64().unwrap() <= 4, "keep-alive: {v}");
+    // Open loop: 25/s for 2 s is exactly 50 calls, due 40 ms apart.
+    let v = load_json(&mesh, &["/status/200", "-q", "25", "-t", "2s", "-c", "2"]);
+    assert_eq!(v["calls"], 50, "{v}");
+    assert!(v["seconds"].as_f64().unwrap() >= 1.9, "{v}");
+    // From a workload, through its sidecar, by the service's name.
+    let v = load_json(&mesh, &["http://httpbin:8000/status/418", "--from", "curl", "-n", "10", "-c", "2"]);
+    assert_eq!(v["codes"]["418"], 10, "{v}");
+    // Under Istio's circuit-breaking rule, five slow calls at once overflow.
+    mesh.apply_yaml("httpbin-dr.yaml", RULE);
+    let v = load_json(&mesh, &["http://httpbin:8000/delay/1", "--from", "curl", "-n", "5", "-c", "5"]);
+    let overflowed = v["overloaded"].as_u64().unwrap();
+    assert!(overflowed >= 2 && v["codes"]["503"] == overflowed && v["codes"]["200"].as_u64().unwrap() >= 1, "{v}");
+    // The summary for people says so.
+    let out = mesh.ok(&["load", "http://httpbin:8000/delay/1", "--from", "curl", "-n", "5", "-c", "5"]);
+    assert!(out.contains("with x-envoy-overloaded: a circuit breaker's overflow"), "{out}");
+    assert!(out.starts_with("5 calls in "), "{out}");
+}

@@ -700,6 +700,12 @@ pub fn circuit_breaking_scenario(mesh: &Mesh, dir: &Path) {
     assert!(curl.status.success(), "{}", crate::support::text(&curl));
     assert!(body.contains("fortio.org/fortio") && body.contains("\"httpbin:8000\""), "{body}");
     assert!(String::from_utf8_lossy(&curl.stderr).starts_with("HTTP/1.1 200 OK"), "headers go to stderr, as fortio's");
+    // The pod serves fortio's echo on 8080; `status=` shapes the answer, and `fortio curl`
+    // fails on anything but 200.
+    let teapot = fortio(&["curl", "http://fortio:8080/echo?status=418"]);
+    let err = String::from_utf8_lossy(&teapot.stderr);
+    assert_eq!(teapot.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("HTTP/1.1 418") && err.contains("Error status 418"), "{err}");
 
     let mut overflows = 0;
     for (c, n) in [("2", 20), ("3", 30)] {
