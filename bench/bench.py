@@ -6,6 +6,8 @@ Positions (same upstream program, meshrig's httpbin `/bytes/N`, for every row):
   meshrig 1 hop   client -> meshrig gateway -> app            (app without a sidecar)
   meshrig 2 hops  client -> meshrig gateway -> sidecar -> app (Istio's ingress path, plaintext hop)
   meshrig 2 hops mTLS   the same with Istio mutual TLS between gateway and sidecar
+  meshrig 2 hops, limits  the plaintext two hops under a DestinationRule with connectionPool
+                  limits (never reached) and outlierDetection: what the bookkeeping costs
   envoy 1 hop     client -> Envoy -> app
   envoy 2 hops    client -> Envoy -> Envoy -> app
   envoy 2 hops mTLS     client -> Envoy -> mTLS -> Envoy -> app (../shared/bench/envoy/envoy-mtls-*)
@@ -327,6 +329,12 @@ def main():
                 "host": "two-hop-mtls.bench",
                 "pids": [mesh.gateway_pid, mesh.mtls_sidecar_pid],
             },
+            {
+                "name": "meshrig 2 hops, limits",
+                "url": gw,
+                "host": "two-hop-limits.bench",
+                "pids": [mesh.gateway_pid, mesh.sidecar_pid],
+            },
             {"name": "envoy 1 hop", "url": f"http://127.0.0.1:{e1.port}{path}", "host": None, "pids": [e1.pid]},
             {"name": "envoy 2 hops", "url": f"http://127.0.0.1:{e2a.port}{path}", "host": None, "pids": [e2a.pid, e2b.pid]},
             {
@@ -351,6 +359,7 @@ def main():
                 results[pos["name"]].append(measure(pos, args))
         loaded = {pos["name"]: [proc_mem_mb(pid) for pid in pos["pids"]] for pos in positions}
         report(positions, results, idle, loaded, args)
+        load_generators([p for p in positions if p["name"] in ("direct", "meshrig 2 hops")], args)
     finally:
         for e in envoys:
             e.stop()
@@ -419,6 +428,47 @@ def ratios(results, idle, loaded, args):
     anon_m = statistics.mean(x["RssAnon"] for x in loaded["meshrig 2 hops"])
     anon_e = statistics.mean(x["RssAnon"] for x in loaded["envoy 2 hops"])
     print(f"RssAnon after load per proxy: meshrig {anon_m:.1f} MB, Envoy {anon_e:.1f} MB, ratio {anon_m / anon_e:.2f}")
+    lim = results["meshrig 2 hops, limits"]
+    for key, what in (("max", "max rps"), ("max_new_conn", "max rps, no keep-alive")):
+        a, b = median([r[key] for r in lim]), median([r[key] for r in m])
+        print(f"limits on (2 hops), {what}: {a:,.0f} against {b:,.0f} without ({(a / b - 1) * 100:+.1f}%)")
+    for rate in args.rates:
+        a = median([r["rates"][rate]["p50"] - x["rates"][rate]["p50"] for r, x in zip(lim, d)])
+        b = median([r["rates"][rate]["p50"] - x["rates"][rate]["p50"] for r, x in zip(m, d)])
+        print(f"limits on (2 hops), added p50 @{rate}: {a:+.3f} ms against {b:+.3f} ms without")
+
+
+def meshrig_load(url, host, seconds, conns, rate):
+    """`meshrig load` at a fixed rate, pinned as oha is; its JSON report."""
+    cmd = ["taskset", "-c", "0", Mesh.binary, "load", url, "--json", "-q", str(rate), "-t", f"{seconds}s", "-c", str(conns)]
+    if host:
+        cmd += ["-H", f"Host: {host}"]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"bench: meshrig load failed: {out.stderr}")
+    data = json.loads(out.stdout)
+    bad = {k: v for k, v in data["codes"].items() if k != "200"}
+    if bad or data["errors"]:
+        sys.exit(f"bench: meshrig load saw non-200 or errors: {data['codes']} {data['errors']}")
+    lat = data["latency_ms"]
+    return {"rps": data["qps"], "requests": data["calls"], "p50": lat["p50"], "p90": lat["p90"], "p99": lat["p99"]}
+
+
+def load_generators(positions, args):
+    """`meshrig load` beside oha on the same targets at the same fixed rate (both open loop,
+    latency from each request's due time), interleaved, medians over the rounds."""
+    rate = args.rates[0]
+    rows = []
+    for pos in positions:
+        got = {"oha": [], "meshrig load": []}
+        for _ in range(args.rounds):
+            got["oha"].append(oha(pos["url"], pos["host"], args.seconds, args.conns, rate))
+            got["meshrig load"].append(meshrig_load(pos["url"], pos["host"], args.seconds, args.conns, rate))
+        for tool, rs in got.items():
+            lat = "/".join(f"{median([r[k] for r in rs]):.2f}" for k in ("p50", "p90", "p99"))
+            rows.append([pos["name"], tool, f"{median([r['rps'] for r in rs]):,.1f}", lat])
+    print(f"\nload generators at {rate}/s, {args.conns} connections, {args.seconds} s, open loop:\n")
+    print_table(["path", "generator", "achieved rps", "p50/p90/p99 ms"], rows, args.markdown)
 
 
 # The fleet is the worst case for push: N httpbin pods behind one Service, so every proxy's
