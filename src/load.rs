@@ -1,8 +1,9 @@
 //! The load generator behind `meshrig load` and the fortio pod's `fortio load`: `connections`
 //! keep-alive HTTP/1.1 connections share one schedule of calls. At a fixed rate (open loop)
-//! call *i* is due at `start + i/qps` and its latency runs from then, so a stalled server shows
-//! in the percentiles instead of slowing the load down (wrk2's coordinated-omission fix); at
-//! `qps = 0` each connection sends as fast as answers come back.
+//! call *i* is due at `start + i/qps`; a call that goes out late because every connection was
+//! busy is timed from when it was due, so a stalled server shows in the percentiles instead of
+//! slowing the load down (wrk2's coordinated-omission fix); at `qps = 0` each connection sends
+//! as fast as answers come back.
 
 pub mod fortio;
 pub mod histogram;
@@ -249,16 +250,23 @@ async fn worker(s: Arc<Shared>) -> Report {
         if deadline.is_some_and(|d| due >= d) {
             break;
         }
-        let now = Instant::now();
-        if due > now {
+        // A call that is due later waits for its time and is timed from when it goes out (the
+        // timer's own slack, up to a millisecond, is the generator's, not the server's). A call
+        // whose time passed while this connection was still busy is timed from when it was
+        // due: the wait the server caused counts (coordinated omission).
+        let free = Instant::now();
+        let sent = if due > free {
             tokio::select! {
                 _ = tokio::time::sleep_until(due.into()) => {}
                 _ = s.halt.notified() => break,
             }
-        } else if o.qps > 0.0 && now - due > Duration::from_millis(1) {
-            report.late += 1;
-        }
-        let sent = if o.qps > 0.0 { due } else { Instant::now() };
+            Instant::now()
+        } else {
+            if o.qps > 0.0 && free - due > Duration::from_millis(1) {
+                report.late += 1;
+            }
+            due
+        };
         let mut req = Request::builder().method(o.method.clone()).uri(uri.clone());
         if let Some(h) = req.headers_mut() {
             *h = o.headers.clone();

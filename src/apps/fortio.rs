@@ -27,7 +27,7 @@ async fn handle(req: Request) -> Response {
         })
         .collect();
     let arg = |name: &str| args.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    if let Some(delay) = arg("delay").and_then(|d| pick(d, |v| crate::load::fortio::go_duration(v))) {
+    if let Some(delay) = arg("delay").and_then(|d| pick(d, crate::load::fortio::go_duration)) {
         tokio::time::sleep(delay.min(Duration::from_secs(1800))).await;
     }
     let status = arg("status")
