@@ -32,6 +32,7 @@ pub mod clusters;
 pub mod connection;
 pub mod decide;
 pub mod edits;
+pub mod exchange;
 pub mod explain;
 pub mod forward;
 pub mod gateway_tls;

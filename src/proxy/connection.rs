@@ -48,6 +48,8 @@ pub struct Connection {
     /// The proxy worker it belongs to, as the kernel spreads Envoy's accepts over its worker
     /// threads (`upstream::WORKERS`): drawn at random, like the kernel's hash of the 4-tuple.
     pub worker: usize,
+    /// The caller its last request's metadata exchange named, decoded once per connection.
+    pub caller: std::sync::Mutex<Option<(http::HeaderValue, Arc<crate::proxy::stats::Peer>)>>,
     /// Close the connection with an RST rather than a FIN when it ends.
     reset: Arc<AtomicBool>,
 }
@@ -66,6 +68,7 @@ impl Connection {
             alpn: None,
             passthrough: false,
             worker: fastrand::usize(..crate::proxy::upstream::WORKERS),
+            caller: std::sync::Mutex::new(None),
             reset: Arc::new(AtomicBool::new(false)),
         }
     }

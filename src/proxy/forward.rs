@@ -16,11 +16,13 @@ use crate::net::{self, Body};
 use crate::proxy::connection::{Connection, Reset};
 use crate::proxy::decide::{self, Decision, Listener};
 use crate::proxy::edits;
+use crate::proxy::exchange;
 use crate::proxy::explain::{self, Routing};
 use crate::proxy::outcome::{self, set_header, Outcome, Reply};
 use crate::proxy::route::{self, RequestView};
 use crate::proxy::router::{self, Routed, Upstream};
 use crate::proxy::runtime::Runtime;
+use crate::proxy::stats::{Reporter, Sides};
 use crate::proxy::Shared;
 use crate::snapshot::{Discovery, MtlsMode, Role};
 
@@ -48,9 +50,13 @@ pub async fn handle(
     }
     let runtime = shared.runtime.borrow().clone();
     let server_header = if runtime.snapshot.proxy.role == Role::Gateway { "istio-envoy" } else { "envoy" };
+    let request_bytes = outcome::request_bytes(&req);
     let (reporter, source) = match direction {
-        Direction::Inbound { .. } => ("destination", runtime.unknown.clone()),
-        _ => ("source", runtime.me.clone()),
+        Direction::Inbound { .. } => (
+            Reporter::Destination,
+            exchange::caller(req.headers_mut(), &conn.caller).unwrap_or_else(|| runtime.unknown.clone()),
+        ),
+        _ => (Reporter::Source, runtime.me.clone()),
     };
     if matches!(direction, Direction::Outbound) && req.method() == http::Method::CONNECT {
         return crate::proxy::tcp::connect(&shared, &runtime, req).await;
@@ -133,15 +139,13 @@ pub async fn handle(
     routed.response.headers_mut().insert(header::SERVER, HeaderValue::from_static(server_header));
     let outcome = Outcome {
         stats: shared.stats.clone(),
-        reporter,
-        source,
-        destination,
-        service,
+        sides: Sides { reporter, source, destination, service, principals },
         code: routed.response.status().as_u16(),
         flags: routed.flags,
         started,
         active: routed.active.take(),
-        principals,
+        request_bytes,
+        response_header_bytes: 0,
     };
     Ok(outcome::finish(routed.response, outcome))
 }
@@ -225,6 +229,10 @@ async fn routed(
             let mut up = Upstream::new(req, policy.retry.attempts > 0 || !fwd.mirrors.is_empty()).await;
             up.worker = conn.worker;
             edge_headers(&mut up.headers);
+            // Istio's metadata exchange, to the mesh's own Services (not to ServiceEntry hosts).
+            if matches!(fwd.cluster.discovery, Discovery::Eds) {
+                exchange::announce(&mut up.headers, &runtime.exchange);
+            }
             edit_request(&fwd, &mut up);
             for mirror in &fwd.mirrors {
                 shadow(mirror, &up, &mut rng);
@@ -289,6 +297,7 @@ fn requested_timeout(headers: &HeaderMap) -> Option<Duration> {
 /// What the client-side proxy adds to a request it forwards (Envoy's edge behaviour).
 fn edge_headers(headers: &mut HeaderMap) {
     headers.remove("x-envoy-upstream-rq-timeout-ms");
+    exchange::strip(headers);
     if !headers.contains_key("x-request-id") {
         set_header(headers, "x-request-id", &request_id());
     }

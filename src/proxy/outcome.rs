@@ -14,11 +14,11 @@ use hyper::body::{Body as _, Frame, SizeHint};
 
 use crate::net::{self, Body};
 use crate::proxy::clusters::ActiveGuard;
-use crate::proxy::stats::{Peer, RequestRecord, Stats};
+use crate::proxy::stats::{RequestRecord, Sides, Stats};
 use crate::proxy::upstream;
 
 /// Envoy's response flags that meshrig sets, printed in Envoy's order (`UT,URX`...).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Flags(u16);
 
 impl Flags {
@@ -143,41 +143,55 @@ impl Reply {
 /// What metrics (and later access logs and traces) learn about one request.
 pub struct Outcome {
     pub stats: Arc<Stats>,
-    pub reporter: &'static str,
-    pub source: Arc<Peer>,
-    pub destination: Arc<Peer>,
-    /// FQDN of the destination service, or the Host header when unknown.
-    pub service: Arc<str>,
+    /// Reporter, peers, service and principals: the series' labels.
+    pub sides: Sides,
     pub code: u16,
     pub flags: Flags,
     pub started: Instant,
     /// Keeps the upstream endpoint counted as busy (least-request) until the response ends.
     pub active: Option<ActiveGuard>,
-    /// Source and destination SPIFFE ids, when the request went over mutual TLS.
-    pub principals: Option<(Arc<str>, Arc<str>)>,
+    /// The request's size (headers and body); the response's headers (its body is counted as
+    /// it passes).
+    pub request_bytes: u64,
+    pub response_header_bytes: u64,
 }
 
 impl Outcome {
-    fn complete(&self) {
+    fn complete(&self, body_bytes: u64) {
         self.stats.record(&RequestRecord {
-            reporter: self.reporter,
-            source: &self.source,
-            destination: &self.destination,
-            service: &self.service,
+            sides: &self.sides,
             code: self.code,
             flags: self.flags,
             millis: self.started.elapsed().as_secs_f64() * 1000.0,
-            principals: self.principals.as_ref().map(|(s, d)| (&**s, &**d)),
+            request_bytes: self.request_bytes,
+            response_bytes: self.response_header_bytes + body_bytes,
         });
     }
 }
 
+/// A request's size as Envoy's `request.total_size` counts it: headers with the `:method` and
+/// `:path` pseudo-headers, and the body its `content-length` announces.
+pub fn request_bytes<B>(req: &http::Request<B>) -> u64 {
+    let pseudo =
+        ":method:path".len() + req.method().as_str().len() + req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    let body: u64 =
+        req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0);
+    header_bytes(req.headers()) + pseudo as u64 + body
+}
+
+/// Header bytes as Envoy's `HeaderMap::byteSize` counts them: names and values.
+pub fn header_bytes(headers: &http::HeaderMap) -> u64 {
+    headers.iter().map(|(k, v)| (k.as_str().len() + v.len()) as u64).sum()
+}
+
 /// Wraps the response body so the outcome is recorded exactly once, when the body ends or is
 /// dropped (a client that hangs up still counts).
-pub fn finish(resp: Response<Body>, outcome: Outcome) -> Response<Body> {
+pub fn finish(resp: Response<Body>, mut outcome: Outcome) -> Response<Body> {
     let (parts, body) = resp.into_parts();
+    // `:status` and its three digits, as Envoy counts the pseudo-header.
+    outcome.response_header_bytes = header_bytes(&parts.headers) + 10;
     let done = body.is_end_stream();
-    let mut recorded = Recorded { inner: body, outcome: Some(outcome) };
+    let mut recorded = Recorded { inner: body, outcome: Some(outcome), bytes: 0 };
     if done {
         recorded.complete();
     }
@@ -187,12 +201,14 @@ pub fn finish(resp: Response<Body>, outcome: Outcome) -> Response<Body> {
 struct Recorded {
     inner: Body,
     outcome: Option<Outcome>,
+    /// Body bytes passed so far.
+    bytes: u64,
 }
 
 impl Recorded {
     fn complete(&mut self) {
         if let Some(o) = self.outcome.take() {
-            o.complete();
+            o.complete(self.bytes);
         }
     }
 }
@@ -209,6 +225,9 @@ impl hyper::body::Body for Recorded {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            self.bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
+        }
         if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) || self.inner.is_end_stream() {
             self.complete();
         }

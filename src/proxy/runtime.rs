@@ -30,6 +30,8 @@ pub struct Runtime {
     pub me: Arc<Peer>,
     /// A peer metrics cannot identify.
     pub unknown: Arc<Peer>,
+    /// The metadata-exchange headers this proxy sends into the mesh (`exchange::headers`).
+    pub exchange: Option<(http::HeaderValue, http::HeaderValue)>,
 }
 
 pub struct Inbound {
@@ -78,6 +80,7 @@ impl Runtime {
         let mut me = Peer::of(&snapshot.proxy);
         me.principal = identity.map(|i| i.spiffe.as_str().into());
         let me = Arc::new(me);
+        let exchange = crate::proxy::exchange::headers(&snapshot.proxy);
         Runtime {
             snapshot,
             outbound,
@@ -88,6 +91,7 @@ impl Runtime {
             clusters,
             me,
             unknown: Arc::new(Peer::unknown()),
+            exchange,
         }
     }
 

@@ -3,21 +3,27 @@
 //! PASSTHROUGH server (the `tls` rule that names the connection's SNI picks), and a sidecar's
 //! inbound listener for a TCP Service port (straight to the app). Decided when the connection
 //! is accepted; everything else on a listener is HTTP. A sidecar's outbound listener opens TCP
-//! tunnels with HTTP CONNECT (`connect`).
+//! tunnels with HTTP CONNECT (`connect`). Every relay reports Istio's TCP metrics: opened
+//! when the upstream connection is up, closed with the bytes both ways when either side ends.
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::net::{self, log, Body};
-use crate::proxy::clusters::Host;
+use crate::proxy::clusters::{Cluster, Host};
 use crate::proxy::connection::{Connection, Relay, Reset};
 use crate::proxy::forward::Direction;
 use crate::proxy::route;
 use crate::proxy::runtime::Runtime;
+use crate::proxy::stats::{ConnectionRecord, Reporter, Sides, Stats};
 use crate::proxy::stream::Stream;
 use crate::proxy::upstream::{self, Tls};
 use crate::proxy::Shared;
@@ -29,14 +35,26 @@ pub fn relay(shared: &Arc<Shared>, direction: Direction, conn: &Connection) -> O
     match direction {
         Direction::Inbound { port } => {
             let inbound = runtime.inbound.get(&port).filter(|i| i.tcp)?;
-            let app = inbound.app;
+            let (app, service) = (inbound.app, inbound.service.clone());
+            let stats = shared.stats.clone();
             Some(Box::new(move |stream, conn| {
                 Box::pin(async move {
                     if !allowed(&runtime, &conn, port) {
                         return;
                     }
+                    let sides = Sides {
+                        reporter: Reporter::Destination,
+                        source: runtime.unknown.clone(),
+                        destination: runtime.me.clone(),
+                        service,
+                        principals: conn.peer_identity.clone().zip(runtime.me.principal.clone()),
+                    };
                     match app {
-                        Some(app) => splice(stream, app).await,
+                        Some(app) => {
+                            if let Ok(upstream) = open(app, None).await {
+                                relay_counted(&stats, &sides, stream, upstream).await;
+                            }
+                        }
                         None => log(&format!("tcp inbound {port}: the app is not started; closing")),
                     }
                 })
@@ -86,26 +104,88 @@ async fn gateway(
     if !allowed(&runtime, &conn, port) {
         return;
     }
-    let Some(host) = pick(&runtime, &rules, &mut fastrand::Rng::new()) else {
+    let Some((cluster, host)) = pick(&runtime, &rules, &mut fastrand::Rng::new()) else {
         return log(&format!("tcp {port}: no cluster or healthy endpoint; closing"));
     };
     if shared.is_own_address(host.endpoint.address) {
         return;
     }
     let _active = host.state.start();
-    if let Ok(mut upstream) = open(host.endpoint.address, host.tls.as_deref()).await {
-        let mut downstream = stream;
-        let _ = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
+    if let Ok(upstream) = open(host.endpoint.address, host.tls.as_deref()).await {
+        relay_counted(&shared.stats, &outbound_sides(&runtime, cluster.service.clone(), host), stream, upstream).await;
+    }
+}
+
+/// A client-side relay's labels: this proxy to the endpoint, mTLS when it originates it.
+fn outbound_sides(runtime: &Runtime, service: Arc<str>, host: &Host) -> Sides {
+    let principals = match &host.tls {
+        Some(_) => runtime.me.principal.clone().zip(host.peer.principal.clone()),
+        None => None,
+    };
+    Sides {
+        reporter: Reporter::Source,
+        source: runtime.me.clone(),
+        destination: host.peer.clone(),
+        service,
+        principals,
+    }
+}
+
+/// Copies bytes both ways until either side ends, reporting the connection to the metrics.
+async fn relay_counted<D, U>(stats: &Stats, sides: &Sides, downstream: D, mut upstream: U)
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    stats.tcp_opened(sides);
+    let mut downstream = Counted { inner: downstream, read: 0, written: 0 };
+    let _ = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
+    let record =
+        ConnectionRecord { sides, flags: Default::default(), received: downstream.read, sent: downstream.written };
+    stats.tcp_closed(&record);
+}
+
+/// A stream that counts the bytes read from and written to it (kept when the copy fails).
+struct Counted<S> {
+    inner: S,
+    read: u64,
+    written: u64,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.read += (buf.filled().len() - before) as u64;
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &polled {
+            self.written += *n as u64;
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
 /// The endpoint for a connection: the first rule's weighted cluster, then the cluster's choice.
-fn pick<'a>(runtime: &'a Runtime, rules: &[TcpRoute], rng: &mut fastrand::Rng) -> Option<&'a Host> {
+fn pick<'a>(runtime: &'a Runtime, rules: &[TcpRoute], rng: &mut fastrand::Rng) -> Option<(&'a Cluster, &'a Host)> {
     let rule = rules.first()?;
     let total = route::total_weight(&rule.clusters);
     let weighted = route::pick_weighted(&rule.clusters, if total == 0 { 0 } else { rng.u64(..total) })?;
     let (_, cluster) = runtime.clusters.get(&weighted.cluster)?;
-    cluster.pick(None, &[], rng)
+    Some((cluster, cluster.pick(None, &[], rng)?))
 }
 
 /// HTTP CONNECT on a sidecar's outbound listener: how a local app opens a TCP connection
@@ -119,30 +199,48 @@ pub async fn connect(shared: &Shared, runtime: &Runtime, req: Request<Incoming>)
     let (host, port) =
         (authority.host().trim_end_matches('.').to_ascii_lowercase(), authority.port_u16().unwrap_or(443));
     let known = runtime.snapshot.outbound_tcp.iter().find(|t| t.port == port && t.domains.contains(&host));
-    let (addr, active, tls) = match known {
+    let (addr, active, tls, sides) = match known {
         Some(t) => match pick(runtime, &t.routes, &mut fastrand::Rng::new()) {
-            Some(h) => (h.endpoint.address, Some(h.state.start()), h.tls.clone()),
+            Some((c, h)) => (
+                h.endpoint.address,
+                Some(h.state.start()),
+                h.tls.clone(),
+                outbound_sides(runtime, c.service.clone(), h),
+            ),
             None => return Ok(net::text(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream")),
         },
         None if runtime.snapshot.outbound_policy == OutboundMode::RegistryOnly => {
             return Ok(net::text(StatusCode::BAD_GATEWAY, ""));
         }
         None => match tokio::net::lookup_host((host.as_str(), port)).await.ok().and_then(|mut a| a.next()) {
-            Some(a) => (a, None, None),
+            // Istio's PassthroughCluster.
+            Some(a) => (
+                a,
+                None,
+                None,
+                Sides {
+                    reporter: Reporter::Source,
+                    source: runtime.me.clone(),
+                    destination: runtime.unknown.clone(),
+                    service: "PassthroughCluster".into(),
+                    principals: None,
+                },
+            ),
             None => return Ok(net::text(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream")),
         },
     };
     if shared.is_own_address(addr) {
         return Err(Reset("the tunnel is addressed to this proxy's own listener"));
     }
-    let Ok(mut upstream) = open(addr, tls.as_deref()).await else {
+    let Ok(upstream) = open(addr, tls.as_deref()).await else {
         let body = "upstream connect error or disconnect/reset before headers. reset reason: connection failure";
         return Ok(net::text(StatusCode::SERVICE_UNAVAILABLE, body));
     };
+    let stats = shared.stats.clone();
     tokio::spawn(async move {
         let _active = active;
         if let Ok(upgraded) = hyper::upgrade::on(req).await {
-            let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(upgraded), &mut upstream).await;
+            relay_counted(&stats, &sides, TokioIo::new(upgraded), upstream).await;
         }
     });
     Ok(net::text(StatusCode::OK, ""))
@@ -151,11 +249,4 @@ pub async fn connect(shared: &Shared, runtime: &Runtime, req: Request<Incoming>)
 /// A connection to `to` (mTLS when `tls` says so), within Envoy's connect timeout.
 async fn open(to: SocketAddr, tls: Option<&Tls>) -> Result<Stream, upstream::Error> {
     upstream::dial(to, tls, &upstream::ConnOptions::default()).await.inspect_err(|e| log(&format!("tcp: {e}")))
-}
-
-/// Connects to `to` and copies bytes both ways until either side closes.
-async fn splice(mut downstream: Stream, to: SocketAddr) {
-    if let Ok(mut upstream) = open(to, None).await {
-        let _ = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
-    }
 }

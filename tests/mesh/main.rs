@@ -17,4 +17,5 @@ mod scenarios;
 mod security;
 mod support;
 mod tcp;
+mod telemetry;
 mod traffic;

@@ -258,12 +258,24 @@ pub fn env_processes(state: &Path) -> Vec<String> {
 
 /// The `istio_requests_total` series a proxy's admin listener reports, as (labels, value).
 pub fn requests_total(admin: SocketAddr) -> Vec<(String, f64)> {
+    series(admin, "istio_requests_total")
+}
+
+/// The series of `metric` (a full sample name: `istio_request_bytes_count`) a proxy's admin
+/// listener reports, as (labels, value).
+pub fn series(admin: SocketAddr, metric: &str) -> Vec<(String, f64)> {
     let body = get(admin, "localhost", "/stats/prometheus").unwrap().body;
+    let prefix = format!("{metric}{{");
     body.lines()
-        .filter_map(|l| l.strip_prefix("istio_requests_total{"))
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
         .filter_map(|l| l.rsplit_once(' '))
         .map(|(labels, v)| (labels.to_string(), v.parse().unwrap()))
         .collect()
+}
+
+/// The sum of `metric` over the series whose labels contain all of `want`.
+pub fn sum(admin: SocketAddr, metric: &str, want: &[&str]) -> f64 {
+    series(admin, metric).iter().filter(|(l, _)| want.iter().all(|w| l.contains(w))).map(|(_, v)| v).sum()
 }
 
 /// The pid listening on 127.0.0.1:`port`, from /proc/net/tcp and the processes' socket fds.

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use crate::support::Mesh;
+use crate::support::{sum, Mesh};
 
 const ECHO: &str = "apiVersion: v1
 kind: Service
@@ -98,6 +98,25 @@ fn tcp_routes_through_the_gateway_split_connections_by_weight() {
     let gateway: SocketAddr = mesh.status()["gateway"]["tcp"].as_str().unwrap().parse().unwrap();
     for _ in 0..10 {
         assert_eq!(echo(gateway, "hello"), "one hello\n", "all connections to v1");
+    }
+    // Istio's TCP metrics, from the gateway (source) and tcp-echo's sidecar (destination): a
+    // connection is counted closed, with its bytes, once either side has ended it.
+    let (gateway_admin, echo_admin) =
+        (mesh.admin_in("istio-system", "istio-ingressgateway"), mesh.admin("tcp-echo-v1"));
+    let v1 =
+        ["destination_workload=\"tcp-echo-v1\"", "destination_service_name=\"tcp-echo\"", "request_protocol=\"tcp\""];
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sum(gateway_admin, "istio_tcp_connections_closed_total", &v1) < 10.0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (admin, reporter) in [(gateway_admin, "reporter=\"source\""), (echo_admin, "reporter=\"destination\"")] {
+        let want: Vec<&str> = v1.iter().copied().chain([reporter]).collect();
+        assert_eq!(sum(admin, "istio_tcp_connections_opened_total", &want), 10.0, "{reporter}");
+        if reporter.contains("source") {
+            assert_eq!(sum(admin, "istio_tcp_connections_closed_total", &want), 10.0);
+            assert_eq!(sum(admin, "istio_tcp_received_bytes_total", &want), 60.0, "10 x `hello\\n`");
+            assert_eq!(sum(admin, "istio_tcp_sent_bytes_total", &want), 100.0, "10 x `one hello\\n`");
+        }
     }
 
     apply(&mesh, "routes.yaml", &routes(80));
