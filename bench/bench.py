@@ -95,9 +95,12 @@ class Mesh:
 
     def __init__(self, workdir):
         self.env = dict(os.environ, MESHRIG_STATE_DIR=os.path.join(workdir, "meshrig"), NO_COLOR="1")
-        self.run("up", "--http-port", "0", "--https-port", "0", "--tcp-port", "0")
+        self.run("up", "--http-port", "0", "--https-port", "0", "--tcp-port", "0", "--tracing-port", "0")
         self.run("apply", "-f", os.path.join(HERE, "mesh.yaml"), "--wait")
+        self.sampling = None
+        self.set_sampling(0)
         status = json.loads(self.run("status", "-o", "json"))
+        self.control_plane_pid = status["control_plane"]["pid"]
         self.gateway = status["gateway"]["http"]
         pods = {(p["namespace"], p["workload"]): p for p in status["pods"]}
         gw = pods[("istio-system", "istio-ingressgateway")]
@@ -111,11 +114,31 @@ class Mesh:
         sidecars = (self.sidecar_pid, self.mtls_sidecar_pid)
         self.app_pids = [pid for p in (two, mtls, plain) for pid in p["pids"] if pid not in sidecars]
 
-    def run(self, *args):
-        out = subprocess.run([self.binary, *args], env=self.env, capture_output=True, text=True)
+    def set_sampling(self, percent):
+        """Istio's mesh config `defaultConfig.tracing.sampling` for every proxy, applied and
+        waited for (a push). Rows without tracing run at 0, as Envoy's configs trace nothing."""
+        if percent == self.sampling:
+            return
+        config = (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\n"
+            f"data:\n  mesh: |\n    defaultConfig:\n      tracing: {{sampling: {percent}}}\n"
+        )
+        self.run("apply", "-f", "-", "--wait", input=config)
+        self.sampling = percent
+
+    def run(self, *args, input=None):
+        out = subprocess.run([self.binary, *args], env=self.env, capture_output=True, text=True, input=input)
         if out.returncode != 0:
             sys.exit(f"bench: meshrig {' '.join(args)} failed:\n{out.stdout}{out.stderr}")
         return out.stdout
+
+    def traced_services(self):
+        status = json.loads(self.run("status", "-o", "json"))
+        address = status["control_plane"].get("tracing")
+        if not address:
+            return []
+        with urllib.request.urlopen(f"http://{address}/api/services", timeout=5) as r:
+            return json.load(r)["data"]
 
     def down(self):
         subprocess.run([self.binary, "down"], env=self.env, capture_output=True)
@@ -335,6 +358,22 @@ def main():
                 "host": "two-hop-limits.bench",
                 "pids": [mesh.gateway_pid, mesh.sidecar_pid],
             },
+            # Tracing: both proxies make a span per request and send them to the control
+            # plane's collector, whose CPU and memory count here (third figure).
+            {
+                "name": "meshrig 2 hops, tracing 1%",
+                "url": gw,
+                "host": "two-hop.bench",
+                "pids": [mesh.gateway_pid, mesh.sidecar_pid, mesh.control_plane_pid],
+                "sampling": 1,
+            },
+            {
+                "name": "meshrig 2 hops, tracing 100%",
+                "url": gw,
+                "host": "two-hop.bench",
+                "pids": [mesh.gateway_pid, mesh.sidecar_pid, mesh.control_plane_pid],
+                "sampling": 100,
+            },
             {"name": "envoy 1 hop", "url": f"http://127.0.0.1:{e1.port}{path}", "host": None, "pids": [e1.pid]},
             {"name": "envoy 2 hops", "url": f"http://127.0.0.1:{e2a.port}{path}", "host": None, "pids": [e2a.pid, e2b.pid]},
             {
@@ -345,8 +384,10 @@ def main():
             },
         ]
         for pos in positions:
+            # The control plane is left where the scheduler puts it, as on a laptop.
             for pid in pos["pids"]:
-                pin(pid, 1)
+                if pid != mesh.control_plane_pid:
+                    pin(pid, 1)
             wait_http(pos["url"], pos["host"])
         for pid in mesh.app_pids:
             pin(pid, 0)
@@ -356,10 +397,14 @@ def main():
         for rnd in range(args.rounds):
             for pos in positions:
                 print(f"round {rnd + 1}/{args.rounds}: {pos['name']}", file=sys.stderr, flush=True)
+                if pos["name"].startswith("meshrig"):
+                    mesh.set_sampling(pos.get("sampling", 0))
                 results[pos["name"]].append(measure(pos, args))
+        mesh.set_sampling(0)
         loaded = {pos["name"]: [proc_mem_mb(pid) for pid in pos["pids"]] for pos in positions}
         report(positions, results, idle, loaded, args)
         load_generators([p for p in positions if p["name"] in ("direct", "meshrig 2 hops")], args)
+        print("\ntracing: the collector's /api/services after the run:", mesh.traced_services(), file=sys.stderr)
     finally:
         for e in envoys:
             e.stop()
@@ -436,6 +481,19 @@ def ratios(results, idle, loaded, args):
         a = median([r["rates"][rate]["p50"] - x["rates"][rate]["p50"] for r, x in zip(lim, d)])
         b = median([r["rates"][rate]["p50"] - x["rates"][rate]["p50"] for r, x in zip(m, d)])
         print(f"limits on (2 hops), added p50 @{rate}: {a:+.3f} ms against {b:+.3f} ms without")
+    for pct in (1, 100):
+        t = results[f"meshrig 2 hops, tracing {pct}%"]
+        a, b = median([r["max"] for r in t]), median([r["max"] for r in m])
+        print(f"tracing {pct}% (2 hops), max rps: {a:,.0f} against {b:,.0f} without ({(a / b - 1) * 100:+.1f}%)")
+        for rate in args.rates:
+            a = median([r["rates"][rate]["p50"] - x["rates"][rate]["p50"] for r, x in zip(t, d)])
+            b = median([r["rates"][rate]["p50"] - x["rates"][rate]["p50"] for r, x in zip(m, d)])
+            ca = median([r["rates"][rate]["cpu_per_1k"] for r in t])
+            cb = median([r["rates"][rate]["cpu_per_1k"] for r in m])
+            print(
+                f"tracing {pct}% (2 hops), added p50 @{rate}: {a:+.3f} ms against {b:+.3f} ms without; "
+                f"CPU s/1k req {ca:.3f} (proxies and collector) against {cb:.3f}"
+            )
 
 
 def meshrig_load(url, host, seconds, conns, rate):

@@ -82,6 +82,9 @@ pub struct ControlPlaneStatus {
     pub address: Option<SocketAddr>,
     pub version: Version,
     pub started: String,
+    /// Where the trace collector answers Jaeger's query API (`/jaeger/api/traces?service=..`).
+    #[serde(default)]
+    pub tracing: Option<SocketAddr>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

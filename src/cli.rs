@@ -115,6 +115,9 @@ pub enum Command {
         /// Localhost port of the ingress gateway's TCP listener, Gateway port 31400 (0 picks a free one).
         #[arg(long)]
         tcp_port: Option<u16>,
+        /// Localhost port of the trace collector's Jaeger query API [default: 16686] (0 picks a free one).
+        #[arg(long)]
+        tracing_port: Option<u16>,
         /// Sample apps to run, remembered for the next `up`: httpbin (with curl), bookinfo, or none
         /// [default on first up: httpbin,bookinfo].
         #[arg(long, value_delimiter = ',')]
@@ -513,8 +516,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(crate::apps::run(app, container_port, &args, &env.dir))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up { http_port, https_port, tcp_port, apps, timeout } => {
-            let ports = lifecycle::GatewayPorts { http: http_port, https: https_port, tcp: tcp_port };
+        Command::Up { http_port, https_port, tcp_port, tracing_port, apps, timeout } => {
+            let ports =
+                lifecycle::GatewayPorts { http: http_port, https: https_port, tcp: tcp_port, tracing: tracing_port };
             runtime()?.block_on(lifecycle::up(&env, ports, apps, timeout))
         }
         Command::Down { purge } => lifecycle::down(&env, purge),

@@ -11,6 +11,7 @@
 //! - `jwks`: RequestAuthentication `jwksUri` key sets, fetched and inlined for the proxies.
 //! - `runner`: Deployments → pods → processes (sidecar injection, image mapping).
 //! - `server`: the HTTP API (`api` has the wire types).
+//! - `traces`: the trace collector and Jaeger's query API on its own port.
 
 pub mod backend;
 pub mod certmanager;
@@ -21,6 +22,7 @@ pub mod runner;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod traces;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -51,6 +53,7 @@ pub async fn run(env: Env) -> Result<(), Error> {
     // Read everything first: a damaged store must not cost the pods that still serve.
     let store = store::Store::load(env.store_file())?;
     let settings = env.settings()?.unwrap_or_default();
+    let tracing_port = settings.tracing_port;
     // Processes a previous control plane of this environment left behind (after a crash) are
     // stopped; their pods are started again from the store.
     let stale: Vec<u32> = reaper::environment_pids(&env.dir).into_iter().filter(|p| !is_control_plane(*p)).collect();
@@ -67,7 +70,16 @@ pub async fn run(env: Env) -> Result<(), Error> {
     let state = Arc::new(state::State::new(env.clone(), settings, store, api, backend, ca));
     env::write_json(&env.control_plane_file(), &ControlPlaneInfo { address, pid: std::process::id() })?;
     state.save_processes();
-    let server = Arc::new(server::Server { state: state.clone(), token, started: env::rfc3339_now(), address });
+    let collector = Arc::new(traces::Collector::default());
+    let tracing = serve_traces(collector.clone(), tracing_port).await;
+    let server = Arc::new(server::Server {
+        state: state.clone(),
+        token,
+        started: env::rfc3339_now(),
+        address,
+        traces: collector,
+        tracing,
+    });
     tokio::spawn(jwks::run(state.clone()));
     tokio::spawn(runner::run(state));
     let mut addrs = ready::Addrs::new();
@@ -76,6 +88,25 @@ pub async fn run(env: Env) -> Result<(), Error> {
     net::log(&format!("control plane listening on {address}"));
     net::serve(listener, move |req, _| server::handle(server.clone(), req)).await;
     Ok(())
+}
+
+/// Jaeger's query API on 127.0.0.1:`port` (16686 unless `up --tracing-port` chose), or on
+/// any free port when that one is taken (`meshrig status` shows where).
+async fn serve_traces(collector: Arc<traces::Collector>, port: u16) -> Option<SocketAddr> {
+    let listener = match net::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await {
+        Ok(l) => l,
+        Err(e) => {
+            net::log(&format!("tracing: port {port} is taken ({e}); serving the Jaeger API on a free port"));
+            net::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.ok()?
+        }
+    };
+    let address = listener.local_addr().ok()?;
+    net::log(&format!("tracing: Jaeger query API on http://{address}/jaeger/api/traces?service=SERVICE"));
+    tokio::spawn(net::serve(listener, move |req, _| {
+        let collector = collector.clone();
+        async move { traces::handle(&collector, &req) }
+    }));
+    Some(address)
 }
 
 /// True for a control-plane process (its argv names the `control-plane` subcommand).

@@ -26,6 +26,9 @@ pub struct Settings {
     /// Localhost port of the ingress gateway's TCP listener (Gateway servers on 31400).
     #[serde(default = "default_tcp_port")]
     pub tcp_port: u16,
+    /// Localhost port of the trace collector's Jaeger query API (16686, Jaeger's own).
+    #[serde(default = "default_tracing_port")]
+    pub tracing_port: u16,
     /// The sample apps `up` runs (`up --apps` changes them); environments from before Bookinfo
     /// was built in keep httpbin only.
     #[serde(default = "httpbin_only")]
@@ -34,6 +37,10 @@ pub struct Settings {
 
 fn default_tcp_port() -> u16 {
     31400
+}
+
+fn default_tracing_port() -> u16 {
+    16686
 }
 
 fn httpbin_only() -> Vec<String> {
@@ -71,6 +78,7 @@ impl Default for Settings {
             http_port: 8080,
             https_port: 8443,
             tcp_port: default_tcp_port(),
+            tracing_port: default_tracing_port(),
             apps: vec!["httpbin".to_string(), "bookinfo".to_string()],
         }
     }

@@ -14,6 +14,7 @@
 //! - `samples`: the project's own sample manifests (httpbin, curl, sleep, the httpbin gateway).
 //! - `api`: the control plane's wire types and client.
 //! - `env`: an environment's state directory.
+//! - `trace`: trace context headers and the span type proxies report (pure).
 //! - `net`: loopback HTTP plumbing; `ready`: the readiness line; `reaper`: stopping processes.
 
 pub mod analyze;
@@ -36,4 +37,5 @@ pub mod resources;
 pub mod samples;
 pub mod snapshot;
 pub mod tls;
+pub mod trace;
 pub mod translate;

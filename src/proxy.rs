@@ -42,6 +42,7 @@ pub mod outlier;
 pub mod route;
 pub mod router;
 pub mod runtime;
+pub mod spans;
 pub mod stats;
 pub mod stream;
 pub mod tcp;
@@ -105,6 +106,8 @@ pub struct Shared {
     pub identity: Option<Arc<identity::Identity>>,
     /// Gateway: container port → its TLS servers by SNI (certificates from Secrets).
     pub gateway_tls: std::sync::Mutex<HashMap<u16, Arc<crate::tls::SniConfigs>>>,
+    /// Finished spans on their way to the control plane's collector.
+    pub spans: Arc<spans::Exporter>,
 }
 
 impl Shared {
@@ -189,6 +192,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         gateway_bound: Default::default(),
         identity,
         gateway_tls: Default::default(),
+        spans: Default::default(),
     });
     let mut addrs = ready::Addrs::new();
     let mut tasks = Vec::new();
@@ -222,6 +226,10 @@ pub async fn run(config: Config) -> Result<(), Error> {
             reaper.endpoints.reap();
         }
     });
+    if config.role != Role::Plain {
+        let (exporter, client) = (shared.spans.clone(), config.control_plane.clone());
+        tokio::spawn(spans::export(exporter, client, config.namespace.clone(), config.pod.clone()));
+    }
     tokio::spawn(watch::run(
         shared.clone(),
         config.control_plane.clone(),

@@ -91,6 +91,17 @@ pub struct Snapshot {
     /// Sidecar and gateway: the JWT rules of the RequestAuthentications that apply here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub jwt: Vec<crate::jwt::Rule>,
+    /// Sidecar and gateway: the share of new traces sampled, in hundredths of a percent
+    /// (mesh config `defaultConfig.tracing.sampling`); `None`: `trace::DEFAULT_SAMPLING`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<u32>,
+}
+
+impl Snapshot {
+    /// The sampling percentage in force.
+    pub fn sampling_percent(&self) -> f64 {
+        self.sampling.map_or(crate::trace::DEFAULT_SAMPLING, |s| f64::from(s) / 100.0)
+    }
 }
 
 /// A TCP service port as a sidecar reaches it: its domains and `tcp` rules.
@@ -117,9 +128,11 @@ impl Snapshot {
             outbound_tcp,
             authz,
             jwt,
+            sampling,
         } = self;
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        (proxy, inbound, outbound, listeners, clusters, outbound_policy, outbound_tcp, authz, jwt).hash(&mut h);
+        (proxy, inbound, outbound, listeners, clusters, outbound_policy, outbound_tcp, authz, jwt, sampling)
+            .hash(&mut h);
         h.finish()
     }
 }

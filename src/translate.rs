@@ -1229,6 +1229,7 @@ pub fn snapshot(world: &World, me: &Workload, version: Version) -> Snapshot {
         snap.outbound_tcp = outbound_tcp(world, me);
     }
     if me.identity.role != Role::Plain {
+        snap.sampling = world.mesh.sampling;
         snap.authz = authorization(world, me);
         snap.jwt = jwt_rules(world, me);
     }

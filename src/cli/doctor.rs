@@ -62,6 +62,7 @@ pub fn run(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
         ("gateway HTTP port", settings.http_port, "--http-port"),
         ("gateway HTTPS port", settings.https_port, "--https-port"),
         ("gateway TCP port", settings.tcp_port, "--tcp-port"),
+        ("tracing (Jaeger API) port", settings.tracing_port, "--tracing-port"),
     ] {
         let free = crate::cli::lifecycle::port_free(port);
         let ok = free || running;

@@ -52,7 +52,19 @@ impl Scratch {
         let out = tokio::process::Command::new(exe)
             .arg("--state-dir")
             .arg(&dir)
-            .args(["up", "--http-port", "0", "--https-port", "0", "--tcp-port", "0", "--apps", "none"])
+            .args([
+                "up",
+                "--http-port",
+                "0",
+                "--https-port",
+                "0",
+                "--tcp-port",
+                "0",
+                "--tracing-port",
+                "0",
+                "--apps",
+                "none",
+            ])
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .output()

@@ -72,6 +72,8 @@ pub struct GatewayPorts {
     pub http: Option<u16>,
     pub https: Option<u16>,
     pub tcp: Option<u16>,
+    /// The trace collector's Jaeger query API.
+    pub tracing: Option<u16>,
 }
 
 pub async fn up(env: &Env, ports: GatewayPorts, apps: Option<Vec<String>>, timeout: u64) -> anyhow::Result<ExitCode> {
@@ -95,6 +97,7 @@ pub async fn up(env: &Env, ports: GatewayPorts, apps: Option<Vec<String>>, timeo
         (&mut settings.http_port, ports.http, "HTTP", "--http-port"),
         (&mut settings.https_port, ports.https, "HTTPS", "--https-port"),
         (&mut settings.tcp_port, ports.tcp, "TCP", "--tcp-port"),
+        (&mut settings.tracing_port, ports.tracing, "tracing (Jaeger API)", "--tracing-port"),
     ] {
         if running.is_some() {
             changed_while_running |= asked.is_some_and(|p| p != *current);
@@ -174,6 +177,11 @@ pub async fn up(env: &Env, ports: GatewayPorts, apps: Option<Vec<String>>, timeo
     }
     if settings.apps.iter().any(|a| a == "bookinfo") {
         eprintln!("  Bookinfo:  http://127.0.0.1:{}/productpage", settings.http_port);
+    }
+    if let Some(tracing) = status.control_plane.tracing {
+        let service =
+            if settings.apps.iter().any(|a| a == "bookinfo") { "productpage.default" } else { "httpbin.default" };
+        eprintln!("  traces (Jaeger API): http://{tracing}/jaeger/api/traces?service={service}");
     }
     if settings.apps.iter().any(|a| a == "httpbin") {
         eprintln!("  try:  meshrig exec curl -- curl -s http://httpbin:8000/headers");
@@ -352,6 +360,9 @@ pub async fn status(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
                 status.control_plane.version
             );
             println!("ingress gateway http://127.0.0.1:{}   tcp 127.0.0.1:{}", settings.http_port, settings.tcp_port);
+            if let Some(tracing) = status.control_plane.tracing {
+                println!("traces          http://{tracing}/jaeger/api/traces?service=SERVICE (Jaeger's query API)");
+            }
             if listening.is_empty() {
                 println!(
                     "gateway ports   none yet: apply a Gateway (a port without a Gateway server refuses connections)"

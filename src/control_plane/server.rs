@@ -23,6 +23,9 @@ pub struct Server {
     pub token: String,
     pub started: String,
     pub address: std::net::SocketAddr,
+    /// The trace collector the proxies send spans to, and its query listener's address.
+    pub traces: Arc<crate::control_plane::traces::Collector>,
+    pub tracing: Option<std::net::SocketAddr>,
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
@@ -79,9 +82,13 @@ pub async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Response<Bod
                 Ok(body) => certificate(&server, &pod, &body),
                 Err(e) => e,
             },
+            (Method::POST, "/v1/spans") => match read_json::<Vec<crate::trace::Span>>(req).await {
+                Ok(spans) => take_spans(&server, &pod, spans),
+                Err(e) => e,
+            },
             _ => error(
                 StatusCode::FORBIDDEN,
-                format!("the credential of pod {pod} is good for its own snapshot and certificate only"),
+                format!("the credential of pod {pod} is good for its own snapshot, certificate and spans only"),
             ),
         };
     }
@@ -100,6 +107,24 @@ pub async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Response<Bod
         (Method::GET, "/v1/credentials") => credential(&server, None, &q),
         _ => error(StatusCode::NOT_FOUND, format!("no API route {} {}", req.method(), req.uri().path())),
     }
+}
+
+/// Spans from a proxy, kept under its own pod's service name (`app.namespace`, or the
+/// workload's name without an `app` label): a proxy cannot report for another workload.
+fn take_spans(server: &Server, pod: &str, spans: Vec<crate::trace::Span>) -> Response<Body> {
+    let identity = server.state.lock().pods.get(pod).map(|p| p.workload.identity.clone());
+    let Some(identity) = identity else {
+        return error(StatusCode::NOT_FOUND, format!("pod {pod} is gone"));
+    };
+    let app = identity.labels.get("app").cloned().unwrap_or_else(|| identity.workload.clone());
+    let process = crate::control_plane::traces::Process {
+        service: format!("{app}.{}", identity.namespace),
+        pod: identity.pod.clone(),
+        namespace: identity.namespace.clone(),
+    };
+    let n = spans.len();
+    server.traces.add(&process, spans);
+    net::json(StatusCode::OK, &serde_json::json!({"accepted": n}))
 }
 
 /// A TLS credential from a Secret. A proxy (`caller`) may read only Secrets of its own
@@ -406,6 +431,7 @@ async fn status(server: &Server, q: &HashMap<String, String>) -> Response<Body> 
             address: Some(server.address),
             version: Version { epoch: state.epoch, counter: inner.counter },
             started: server.started.clone(),
+            tracing: server.tracing,
         },
         pods: inner.pods.values().map(|p| p.status()).collect(),
         settled,

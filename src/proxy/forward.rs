@@ -68,6 +68,7 @@ pub async fn handle(
     };
     let request_line =
         explain_id.as_ref().map(|_| (req.method().to_string(), req.uri().path().to_string(), authority_of(&req)));
+    let span = start_span(&runtime, direction, &mut req, &conn);
     let (mut routed, service, routing) = match direction {
         Direction::Inbound { port } => {
             // The mode may have changed since the connection was accepted (Envoy drains the
@@ -93,9 +94,11 @@ pub async fn handle(
         // The gateway's jwt_authn and RBAC filters run before its router.
         Direction::Gateway { port } => match admit(&runtime, &conn, port, &mut req) {
             Some(refused) => (refused, "unknown".into(), None),
-            None => routed(&runtime, &shared, direction, req, &conn, explain_id.is_some()).await?,
+            None => routed(&runtime, &shared, direction, req, &conn, explain_id.is_some(), span.is_some()).await?,
         },
-        Direction::Outbound => routed(&runtime, &shared, direction, req, &conn, explain_id.is_some()).await?,
+        Direction::Outbound => {
+            routed(&runtime, &shared, direction, req, &conn, explain_id.is_some(), span.is_some()).await?
+        }
     };
     if let (Some(id), Some((method, path, authority)), Some(routing)) = (explain_id, request_line, routing) {
         let status = routed.response.status().as_u16();
@@ -137,7 +140,16 @@ pub async fn handle(
         _ => runtime.me.principal.clone().zip(destination.principal.clone()),
     };
     routed.response.headers_mut().insert(header::SERVER, HeaderValue::from_static(server_header));
+    let span = span.map(|open| {
+        let (operation, cluster) = match (direction, routed.upstream.take()) {
+            (Direction::Inbound { port }, _) => (format!("{service}:{port}/*"), format!("inbound|{port}||")),
+            (_, Some(upstream)) => upstream,
+            (_, None) => (format!("{service}/*"), "-".into()),
+        };
+        crate::proxy::outcome::SpanEnd { open, operation, cluster, exporter: shared.spans.clone() }
+    });
     let outcome = Outcome {
+        span,
         stats: shared.stats.clone(),
         sides: Sides { reporter, source, destination, service, principals },
         code: routed.response.status().as_u16(),
@@ -148,6 +160,53 @@ pub async fn handle(
         response_header_bytes: 0,
     };
     Ok(outcome::finish(routed.response, outcome))
+}
+
+/// This hop's span when the request is traced (sidecars and gateways; a plain forwarder, like
+/// a pod without Envoy, takes no part), with the tags Istio's spans carry from the request.
+/// A client-side proxy gives the request its `x-request-id` here, as Envoy's edge does.
+fn start_span(
+    runtime: &Runtime,
+    direction: Direction,
+    req: &mut Request<Incoming>,
+    conn: &Connection,
+) -> Option<crate::proxy::spans::Open> {
+    if runtime.snapshot.proxy.role == Role::Plain {
+        return None;
+    }
+    let kind = match direction {
+        Direction::Inbound { .. } => crate::trace::Kind::Server,
+        _ => {
+            if !req.headers().contains_key("x-request-id") {
+                set_header(req.headers_mut(), "x-request-id", &request_id());
+            }
+            crate::trace::Kind::Client
+        }
+    };
+    let mut open = crate::proxy::spans::start(
+        req.headers_mut(),
+        kind,
+        runtime.snapshot.sampling_percent(),
+        &mut fastrand::Rng::new(),
+    )?;
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
+    let me = &runtime.snapshot.proxy;
+    open.tags = vec![
+        ("component", "proxy".into()),
+        ("node_id", runtime.exchange.as_ref().and_then(|(id, _)| id.to_str().ok()).unwrap_or("-").into()),
+        ("guid:x-request-id", header("x-request-id")),
+        ("http.method", req.method().to_string()),
+        ("http.url", format!("http://{}{}", authority_of(req), req.uri().path_and_query().map_or("/", |p| p.as_str()))),
+        ("http.protocol", format!("{:?}", req.version())),
+        ("user_agent", header("user-agent")),
+        ("downstream_cluster", "-".into()),
+        ("peer.address", conn.peer.ip().to_string()),
+        ("istio.namespace", me.namespace.clone()),
+        ("istio.mesh_id", "cluster.local".into()),
+        ("istio.canonical_service", me.labels.get("app").cloned().unwrap_or_else(|| me.workload.clone())),
+        ("istio.canonical_revision", me.labels.get("version").cloned().unwrap_or_else(|| "latest".into())),
+    ];
+    Some(open)
 }
 
 /// The request's authority: the URI's (proxy form) or the Host header.
@@ -173,6 +232,7 @@ async fn routed(
     req: Request<Incoming>,
     conn: &Connection,
     explain: bool,
+    traced: bool,
 ) -> Result<(Routed, Arc<str>, Option<Routing>), Reset> {
     let authority = authority_of(&req);
     let listener = listener_of(direction, &req, &authority);
@@ -250,6 +310,11 @@ async fn routed(
                 for (name, value) in edits::response_headers(cors, origin) {
                     set_header(routed.response.headers_mut(), name, &value);
                 }
+            }
+            if traced {
+                // Istio's route decorator names the span: `reviews.default.svc.cluster.local:9080/*`.
+                let port = fwd.cluster.name.split('|').nth(1).unwrap_or_default();
+                routed.upstream = Some((format!("{service}:{port}/*"), fwd.cluster.name.clone()));
             }
             (routed, service)
         }

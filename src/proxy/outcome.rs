@@ -140,8 +140,18 @@ impl Reply {
     }
 }
 
-/// What metrics (and later access logs and traces) learn about one request.
+/// A traced request's span, finished with the outcome.
+pub struct SpanEnd {
+    pub open: crate::proxy::spans::Open,
+    /// Istio's decorator (`reviews.default.svc.cluster.local:9080/*`) and the upstream cluster.
+    pub operation: String,
+    pub cluster: String,
+    pub exporter: Arc<crate::proxy::spans::Exporter>,
+}
+
+/// What metrics and traces (and later access logs) learn about one request.
 pub struct Outcome {
+    pub span: Option<SpanEnd>,
     pub stats: Arc<Stats>,
     /// Reporter, peers, service and principals: the series' labels.
     pub sides: Sides,
@@ -157,15 +167,30 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn complete(&self, body_bytes: u64) {
+    fn complete(mut self, body_bytes: u64) {
+        let response_bytes = self.response_header_bytes + body_bytes;
         self.stats.record(&RequestRecord {
             sides: &self.sides,
             code: self.code,
             flags: self.flags,
             millis: self.started.elapsed().as_secs_f64() * 1000.0,
             request_bytes: self.request_bytes,
-            response_bytes: self.response_header_bytes + body_bytes,
+            response_bytes,
         });
+        if let Some(end) = self.span.take() {
+            let mut tags = vec![
+                ("http.status_code", self.code.to_string()),
+                ("response_flags", self.flags.to_string()),
+                ("upstream_cluster", end.cluster.clone()),
+                ("upstream_cluster.name", end.cluster),
+                ("request_size", self.request_bytes.to_string()),
+                ("response_size", response_bytes.to_string()),
+            ];
+            if self.code >= 500 || self.code == 0 {
+                tags.push(("error", "true".into()));
+            }
+            end.exporter.push(end.open.finish(end.operation, tags));
+        }
     }
 }
 

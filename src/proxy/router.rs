@@ -34,6 +34,8 @@ pub struct Routed {
     pub destination: Option<Arc<Peer>>,
     /// Keeps the endpoint counted as busy until the response ends.
     pub active: Option<ActiveGuard>,
+    /// A traced request's span name and upstream cluster (set by the caller that knows them).
+    pub upstream: Option<(String, String)>,
 }
 
 impl Routed {
@@ -44,13 +46,13 @@ impl Routed {
 
     /// A response that passes through untouched (inbound, passthrough, direct responses).
     pub fn plain(response: Response<Body>) -> Routed {
-        Routed { response, flags: Flags::default(), destination: None, active: None }
+        Routed { response, flags: Flags::default(), destination: None, active: None, upstream: None }
     }
 
     fn failed(reply: Reply, mut flags: Flags, destination: Option<Arc<Peer>>) -> Routed {
         let (response, f) = reply.response();
         flags.set(f);
-        Routed { response, flags, destination, active: None }
+        Routed { response, flags, destination, active: None, upstream: None }
     }
 
     /// True when the response came from an upstream (not from the proxy itself).
@@ -251,7 +253,13 @@ pub async fn route(fwd: &Forward<'_>, mut up: Upstream, timeout: Option<Duration
             flags.set(Flags::RETRY_LIMIT_EXCEEDED);
         }
         return match result {
-            Ok(resp) => Routed { response: strip_response(resp), flags, destination: last_peer, active: Some(active) },
+            Ok(resp) => Routed {
+                response: strip_response(resp),
+                flags,
+                destination: last_peer,
+                active: Some(active),
+                upstream: None,
+            },
             Err(TryError::Upstream(e)) => Routed::failed(Reply::Upstream(e), flags, last_peer),
             Err(TryError::PerTryTimeout) => Routed::failed(Reply::Timeout, flags, last_peer),
         };

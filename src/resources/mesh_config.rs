@@ -1,6 +1,7 @@
 //! Istio's mesh config as meshrig reads it: the `mesh` key of ConfigMap `istio` in
 //! `istio-system` (where `istioctl install --set meshConfig...` puts it). meshrig applies
-//! `outboundTrafficPolicy.mode`; every other field is accepted and reported as not applied.
+//! `outboundTrafficPolicy.mode`, `enableTracing` and `defaultConfig.tracing.sampling`; every
+//! other field is accepted and reported as not applied.
 
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +27,9 @@ pub enum OutboundMode {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MeshConfig {
     pub outbound: OutboundMode,
+    /// The share of new traces sampled, in hundredths of a percent (Istio's 0.01 steps);
+    /// `None` leaves meshrig's default (`trace::DEFAULT_SAMPLING`). `enableTracing: false` is 0.
+    pub sampling: Option<u32>,
 }
 
 /// Is this the ConfigMap that carries the mesh config?
@@ -44,8 +48,17 @@ pub fn parse(mesh: &str) -> Result<(MeshConfig, Vec<String>), String> {
     };
     let mut config = MeshConfig::default();
     let mut unapplied = Vec::new();
+    let mut enabled = true;
     for (k, v) in &map {
         let key = k.as_str().unwrap_or_default();
+        if key == "enableTracing" {
+            enabled = v.as_bool().ok_or("enableTracing: must be true or false")?;
+            continue;
+        }
+        if key == "defaultConfig" {
+            config.sampling = default_config(v, &mut unapplied)?;
+            continue;
+        }
         if key != "outboundTrafficPolicy" {
             unapplied.push(key.to_string());
             continue;
@@ -64,7 +77,34 @@ pub fn parse(mesh: &str) -> Result<(MeshConfig, Vec<String>), String> {
             }
         }
     }
+    if !enabled {
+        config.sampling = Some(0);
+    }
     Ok((config, unapplied))
+}
+
+/// `defaultConfig` (ProxyConfig): `tracing.sampling` (0–100) is applied, the rest reported.
+fn default_config(v: &serde_yaml::Value, unapplied: &mut Vec<String>) -> Result<Option<u32>, String> {
+    let Some(map) = v.as_mapping() else { return Ok(None) };
+    let mut sampling = None;
+    for (k, v) in map {
+        let key = k.as_str().unwrap_or_default();
+        if key != "tracing" {
+            unapplied.push(format!("defaultConfig.{key}"));
+            continue;
+        }
+        for (k, v) in v.as_mapping().into_iter().flatten() {
+            let key = k.as_str().unwrap_or_default();
+            if key != "sampling" {
+                unapplied.push(format!("defaultConfig.tracing.{key}"));
+                continue;
+            }
+            let n = v.as_f64().filter(|n| (0.0..=100.0).contains(n));
+            let n = n.ok_or("defaultConfig.tracing.sampling: must be a number from 0 to 100 (percent)")?;
+            sampling = Some((n * 100.0).round() as u32);
+        }
+    }
+    Ok(sampling)
 }
 
 /// The mesh config a ConfigMap carries (defaults when the key is missing or invalid; apply
@@ -88,5 +128,18 @@ mod tests {
         let e = parse("outboundTrafficPolicy: {mode: DENY}\n").unwrap_err();
         assert!(e.contains("outboundTrafficPolicy.mode") && e.contains("REGISTRY_ONLY"), "{e}");
         assert!(parse("- a\n").is_err());
+    }
+
+    #[test]
+    fn reads_the_tracing_sampling_and_enable_tracing() {
+        let (c, unapplied) = parse("defaultConfig:\n  tracing: {sampling: 1.5, zipkin: {address: x}}\n  holdApplicationUntilProxyStarts: true\n").unwrap();
+        assert_eq!(c.sampling, Some(150));
+        assert_eq!(unapplied, ["defaultConfig.tracing.zipkin", "defaultConfig.holdApplicationUntilProxyStarts"]);
+        assert_eq!(
+            parse("enableTracing: false\ndefaultConfig: {tracing: {sampling: 100}}\n").unwrap().0.sampling,
+            Some(0)
+        );
+        assert_eq!(parse("enableTracing: true\n").unwrap().0.sampling, None);
+        assert!(parse("defaultConfig: {tracing: {sampling: 101}}\n").unwrap_err().contains("0 to 100"));
     }
 }

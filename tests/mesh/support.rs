@@ -27,7 +27,19 @@ impl Mesh {
     pub fn up_with_env(vars: &[(&str, &str)]) -> Mesh {
         let mut mesh =
             Mesh { state: tempfile::tempdir().unwrap(), work: tempfile::tempdir().unwrap(), up_output: String::new() };
-        let mut up = mesh.cmd(&["up", "--http-port", "0", "--https-port", "0", "--tcp-port", "0", "--apps", "httpbin"]);
+        let mut up = mesh.cmd(&[
+            "up",
+            "--http-port",
+            "0",
+            "--https-port",
+            "0",
+            "--tcp-port",
+            "0",
+            "--tracing-port",
+            "0",
+            "--apps",
+            "httpbin",
+        ]);
         up.envs(vars.iter().copied());
         let out = up.output().expect("run meshrig");
         assert!(out.status.success(), "meshrig up failed:\n{}", text(&out));

@@ -112,3 +112,104 @@ spec:
         promtool_accepts(admin);
     }
 }
+
+/// The trace collector's address from `meshrig status -o json`.
+fn tracing_address(mesh: &Mesh) -> SocketAddr {
+    let status = mesh.status();
+    status["control_plane"]["tracing"].as_str().expect("status names the tracing address").parse().unwrap()
+}
+
+/// Jaeger's query API on the collector: its JSON, after checking the answer is 200.
+fn jaeger(addr: SocketAddr, path: &str) -> serde_json::Value {
+    let r = get(addr, "localhost", path).unwrap();
+    assert_eq!(r.status, 200, "{path}: {}", r.body);
+    serde_json::from_str(&r.body).unwrap()
+}
+
+#[test]
+fn a_bookinfo_page_is_one_trace_from_the_gateway_to_ratings_in_jaegers_api() {
+    let mesh = Mesh::up();
+    let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/bookinfo");
+    let file = |f: &str| samples.join(f).display().to_string();
+    mesh.ok(&[
+        "apply",
+        "--wait",
+        "-f",
+        &file("platform/kube/bookinfo.yaml"),
+        "-f",
+        &file("networking/bookinfo-gateway.yaml"),
+        "-f",
+        &file("networking/destination-rule-all.yaml"),
+        "-f",
+        &file("networking/virtual-service-reviews-v3.yaml"),
+    ]);
+    let page = get(mesh.gateway(), "bookinfo.local", "/productpage").unwrap();
+    assert_eq!(page.status, 200, "{}", page.body);
+    let tracing = tracing_address(&mesh);
+
+    // Spans reach the collector within a second or so of the response: wait for the trace.
+    let services = [
+        "istio-ingressgateway.istio-system",
+        "productpage.default",
+        "details.default",
+        "reviews.default",
+        "ratings.default",
+    ];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let trace = loop {
+        let found = jaeger(tracing, "/jaeger/api/traces?service=productpage.default&lookback=1h&limit=20");
+        let complete = found["data"].as_array().unwrap().iter().find(|t| {
+            let named: Vec<&str> =
+                t["processes"].as_object().unwrap().values().filter_map(|p| p["serviceName"].as_str()).collect();
+            services.iter().all(|s| named.contains(s)) && t["spans"].as_array().unwrap().len() >= 8
+        });
+        if let Some(t) = complete {
+            break t.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no complete trace yet: {found:#}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let spans = trace["spans"].as_array().unwrap();
+    let service_of = |span: &serde_json::Value| {
+        trace["processes"][span["processID"].as_str().unwrap()]["serviceName"].as_str().unwrap().to_string()
+    };
+    // The gateway's span is first and the root; every other span's parent is in the trace.
+    assert_eq!(service_of(&spans[0]), "istio-ingressgateway.istio-system", "{trace:#}");
+    assert_eq!(spans[0]["references"].as_array().unwrap().len(), 0);
+    let ids: Vec<&str> = spans.iter().map(|s| s["spanID"].as_str().unwrap()).collect();
+    for s in &spans[1..] {
+        let parent = s["references"][0]["spanID"].as_str().unwrap_or_else(|| panic!("no parent: {s:#}"));
+        assert!(ids.contains(&parent), "parent {parent} of {s:#} is in the trace");
+        assert_eq!(s["traceID"], trace["traceID"]);
+    }
+    // Each hop is a client span on the caller's side and a server span on the callee's, named
+    // by Istio's decorator; ratings answered reviews v3 (red stars).
+    let named = |service: &str, op: &str, kind: &str| {
+        spans.iter().any(|s| {
+            service_of(s) == service
+                && s["operationName"] == op
+                && s["tags"].as_array().unwrap().iter().any(|t| t["key"] == "span.kind" && t["value"] == kind)
+                && s["tags"].as_array().unwrap().iter().any(|t| t["key"] == "http.status_code" && t["value"] == "200")
+        })
+    };
+    assert!(
+        named("istio-ingressgateway.istio-system", "productpage.default.svc.cluster.local:9080/*", "client"),
+        "{trace:#}"
+    );
+    assert!(named("productpage.default", "productpage.default.svc.cluster.local:9080/*", "server"), "{trace:#}");
+    assert!(named("productpage.default", "reviews.default.svc.cluster.local:9080/*", "client"), "{trace:#}");
+    assert!(named("reviews.default", "ratings.default.svc.cluster.local:9080/*", "client"), "{trace:#}");
+    assert!(named("ratings.default", "ratings.default.svc.cluster.local:9080/*", "server"), "{trace:#}");
+
+    // The rest of the query API: services, a trace by id, Jaeger's error for a missing service.
+    let listed = jaeger(tracing, "/api/services");
+    for s in services {
+        assert!(listed["data"].as_array().unwrap().iter().any(|v| v == s), "{s} in {listed}");
+    }
+    let id = trace["traceID"].as_str().unwrap();
+    let by_id = jaeger(tracing, &format!("/jaeger/api/traces/{id}"));
+    assert_eq!(by_id["data"][0]["spans"].as_array().unwrap().len(), spans.len());
+    let bad = get(tracing, "localhost", "/jaeger/api/traces").unwrap();
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("parameter 'service' is required"), "{}", bad.body);
+}

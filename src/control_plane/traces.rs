@@ -1,0 +1,415 @@
+//! The embedded trace collector: spans the proxies send, kept by trace (the oldest traces go
+//! first beyond `MAX_SPANS`), and Jaeger's HTTP query API over them (`/api/services`,
+//! `/api/services/{service}/operations`, `/api/traces?service=..`, `/api/traces/{id}`, also
+//! under `/jaeger/api/`), on its own published port, so Jaeger clients and lab checks read
+//! it as they read a real Jaeger. Services are named `app.namespace`, as Istio names them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+
+use crate::net::{self, Body};
+use crate::trace::{Kind, Span};
+
+/// Spans kept in all; beyond this the oldest traces are forgotten.
+pub const MAX_SPANS: usize = 50_000;
+
+/// Who reported a span: the workload's service name and its pod.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Process {
+    pub service: String,
+    pub pod: String,
+    pub namespace: String,
+}
+
+struct Kept {
+    span: Span,
+    process: Process,
+}
+
+#[derive(Default)]
+struct Store {
+    traces: HashMap<String, Vec<Kept>>,
+    /// Trace ids, first seen first.
+    order: VecDeque<String>,
+    spans: usize,
+}
+
+#[derive(Default)]
+pub struct Collector {
+    store: Mutex<Store>,
+}
+
+/// What `/api/traces` asks for.
+#[derive(Debug, Default, PartialEq)]
+pub struct Query {
+    pub service: String,
+    pub operation: Option<String>,
+    pub limit: usize,
+    /// Microseconds since the epoch.
+    pub start_us: u64,
+    pub end_us: u64,
+    pub min_duration_us: Option<u64>,
+    pub max_duration_us: Option<u64>,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Collector {
+    pub fn add(&self, process: &Process, spans: Vec<Span>) {
+        let mut s = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        for span in spans {
+            let id = span.trace_id.clone();
+            let list = s.traces.entry(id.clone()).or_default();
+            let new = list.is_empty();
+            list.push(Kept { span, process: process.clone() });
+            if new {
+                s.order.push_back(id);
+            }
+            s.spans += 1;
+        }
+        while s.spans > MAX_SPANS {
+            let Some(oldest) = s.order.pop_front() else { break };
+            if let Some(gone) = s.traces.remove(&oldest) {
+                s.spans -= gone.len();
+            }
+        }
+    }
+
+    pub fn services(&self) -> Vec<String> {
+        let s = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        let all: BTreeSet<&str> = s.traces.values().flatten().map(|k| k.process.service.as_str()).collect();
+        all.into_iter().map(str::to_string).collect()
+    }
+
+    pub fn operations(&self, service: &str) -> Vec<(String, Kind)> {
+        let s = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        let all: BTreeSet<(String, &str)> = s
+            .traces
+            .values()
+            .flatten()
+            .filter(|k| k.process.service == service)
+            .map(|k| (k.span.operation.clone(), kind_name(k.span.kind)))
+            .collect();
+        all.into_iter().map(|(op, kind)| (op, if kind == "client" { Kind::Client } else { Kind::Server })).collect()
+    }
+
+    /// Traces with a span of `q.service` (and `q.operation`) that matches, newest first, in
+    /// Jaeger's JSON.
+    pub fn find(&self, q: &Query) -> Vec<Value> {
+        let s = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        let mut hits: Vec<(u64, &Vec<Kept>)> = s
+            .traces
+            .values()
+            .filter_map(|spans| {
+                let matching = spans.iter().any(|k| {
+                    k.process.service == q.service
+                        && q.operation.as_ref().is_none_or(|o| *o == k.span.operation)
+                        && k.span.start_us >= q.start_us
+                        && k.span.start_us <= q.end_us
+                        && q.min_duration_us.is_none_or(|d| k.span.duration_us >= d)
+                        && q.max_duration_us.is_none_or(|d| k.span.duration_us <= d)
+                        && q.tags.iter().all(|(key, value)| k.span.tags.iter().any(|(k2, v2)| k2 == key && v2 == value))
+                });
+                matching.then(|| (spans.iter().map(|k| k.span.start_us).min().unwrap_or(0), spans))
+            })
+            .collect();
+        hits.sort_by_key(|h| std::cmp::Reverse(h.0));
+        hits.into_iter().take(q.limit).map(|(_, spans)| jaeger_trace(spans)).collect()
+    }
+
+    pub fn get(&self, trace_id: &str) -> Option<Value> {
+        let s = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        // Jaeger accepts ids without their leading zeros.
+        let id = format!("{:0>32}", trace_id.to_ascii_lowercase());
+        s.traces.get(&id).map(|spans| jaeger_trace(spans))
+    }
+}
+
+fn kind_name(k: Kind) -> &'static str {
+    match k {
+        Kind::Client => "client",
+        Kind::Server => "server",
+    }
+}
+
+/// One trace in Jaeger's JSON: spans in start order, processes `p1`, `p2`... by service and pod.
+fn jaeger_trace(spans: &[Kept]) -> Value {
+    let mut ordered: Vec<&Kept> = spans.iter().collect();
+    ordered.sort_by_key(|k| k.span.start_us);
+    let mut processes: Vec<&Process> = ordered.iter().map(|k| &k.process).collect();
+    processes.sort();
+    processes.dedup();
+    let pid = |p: &Process| format!("p{}", processes.iter().position(|q| *q == p).unwrap_or(0) + 1);
+    let trace_id = ordered.first().map(|k| k.span.trace_id.clone()).unwrap_or_default();
+    let spans_json: Vec<Value> = ordered
+        .iter()
+        .map(|k| {
+            let s = &k.span;
+            let mut tags: Vec<Value> =
+                s.tags.iter().map(|(k, v)| json!({"key": k, "type": "string", "value": v})).collect();
+            tags.push(json!({"key": "span.kind", "type": "string", "value": kind_name(s.kind)}));
+            let references: Vec<Value> = s
+                .parent_id
+                .iter()
+                .map(|p| json!({"refType": "CHILD_OF", "traceID": s.trace_id, "spanID": p}))
+                .collect();
+            json!({
+                "traceID": s.trace_id,
+                "spanID": s.span_id,
+                "operationName": s.operation,
+                "references": references,
+                "startTime": s.start_us,
+                "duration": s.duration_us,
+                "tags": tags,
+                "logs": [],
+                "processID": pid(&k.process),
+                "warnings": null,
+                "flags": 1,
+            })
+        })
+        .collect();
+    let processes_json: serde_json::Map<String, Value> = processes
+        .iter()
+        .map(|p| {
+            let tags = json!([
+                {"key": "hostname", "type": "string", "value": p.pod},
+                {"key": "namespace", "type": "string", "value": p.namespace},
+            ]);
+            (pid(p), json!({"serviceName": p.service, "tags": tags}))
+        })
+        .collect();
+    json!({"traceID": trace_id, "spans": spans_json, "processes": processes_json, "warnings": null})
+}
+
+/// Jaeger's envelope: `{"data": ..., "total": N, "limit": 0, "offset": 0, "errors": null}`.
+fn envelope(data: Value, total: usize) -> Response<Body> {
+    net::json(StatusCode::OK, &json!({"data": data, "total": total, "limit": 0, "offset": 0, "errors": null}))
+}
+
+fn failure(status: StatusCode, msg: &str) -> Response<Body> {
+    net::json(
+        status,
+        &json!({"data": null, "total": 0, "limit": 0, "offset": 0, "errors": [{"code": status.as_u16(), "msg": msg}]}),
+    )
+}
+
+/// Jaeger's duration syntax (`1.5s`, `100ms`, `2h`) in microseconds.
+fn duration_us(text: &str) -> Option<u64> {
+    let split = text.find(|c: char| c.is_ascii_alphabetic() || c == 'µ')?;
+    let (number, unit) = text.split_at(split);
+    let n: f64 = number.parse().ok()?;
+    let scale = match unit {
+        "ns" => 0.001,
+        "us" | "µs" => 1.0,
+        "ms" => 1e3,
+        "s" => 1e6,
+        "m" => 60e6,
+        "h" => 3600e6,
+        "d" => 86400e6,
+        _ => return None,
+    };
+    (n >= 0.0).then_some((n * scale) as u64)
+}
+
+/// `/api/traces`' parameters, as Jaeger reads them; a message when one is wrong.
+pub fn parse_query(params: &HashMap<String, String>, now_us: u64) -> Result<Query, String> {
+    let service = params.get("service").filter(|s| !s.is_empty()).ok_or("parameter 'service' is required")?.clone();
+    let limit = match params.get("limit") {
+        Some(l) => l.parse::<usize>().map_err(|_| format!("unable to parse param 'limit': {l}"))?,
+        // Jaeger's query service's default (`defaultQueryLimit`).
+        None => 100,
+    };
+    let micros = |name: &str| -> Result<Option<u64>, String> {
+        params
+            .get(name)
+            .map(|v| v.parse::<u64>().map_err(|_| format!("unable to parse param '{name}': {v}")))
+            .transpose()
+    };
+    let end_us = micros("end")?.unwrap_or(now_us);
+    let lookback = match params.get("lookback").map(String::as_str) {
+        None | Some("" | "custom") => None,
+        Some(l) => Some(duration_us(l).ok_or_else(|| format!("unable to parse param 'lookback': {l}"))?),
+    };
+    let start_us = match (micros("start")?, lookback) {
+        (Some(s), _) => s,
+        (None, Some(back)) => end_us.saturating_sub(back),
+        (None, None) => end_us.saturating_sub(2 * 86_400_000_000),
+    };
+    let dur = |name: &str| -> Result<Option<u64>, String> {
+        params
+            .get(name)
+            .filter(|v| !v.is_empty())
+            .map(|v| duration_us(v).ok_or_else(|| format!("unable to parse param '{name}': {v}")))
+            .transpose()
+    };
+    let tags = match params.get("tags") {
+        Some(t) => serde_json::from_str::<BTreeMap<String, String>>(t)
+            .map_err(|e| format!("malformed 'tags' parameter, expecting JSON object: {e}"))?,
+        None => BTreeMap::new(),
+    };
+    Ok(Query {
+        service,
+        operation: params.get("operation").filter(|o| !o.is_empty()).cloned(),
+        limit: if limit == 0 { usize::MAX } else { limit },
+        start_us,
+        end_us,
+        min_duration_us: dur("minDuration")?,
+        max_duration_us: dur("maxDuration")?,
+        tags,
+    })
+}
+
+/// The query string's parameters, percent-decoded (`tags` is JSON).
+fn query_pairs(query: Option<&str>) -> HashMap<String, String> {
+    let decode = |s: &str| {
+        let bytes = crate::apps::httpbin::percent_decode(s, true).unwrap_or_else(|_| s.as_bytes().to_vec());
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter(|s| !s.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_micros() as u64
+}
+
+/// The query API (no credential: it is on loopback, as Jaeger's UI port is in a cluster).
+pub fn handle<B>(collector: &Collector, req: &Request<B>) -> Response<Body> {
+    let path = req.uri().path();
+    let path = path.strip_prefix("/jaeger").unwrap_or(path);
+    if req.method() != Method::GET {
+        return failure(StatusCode::METHOD_NOT_ALLOWED, "the query API is read-only: GET");
+    }
+    let params = query_pairs(req.uri().query());
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["api", "services"] => {
+            let services = collector.services();
+            let n = services.len();
+            envelope(json!(services), n)
+        }
+        ["api", "services", service, "operations"] => {
+            let ops: Vec<String> = collector.operations(service).into_iter().map(|(op, _)| op).collect();
+            let n = ops.len();
+            envelope(json!(ops), n)
+        }
+        ["api", "operations"] => {
+            let Some(service) = params.get("service") else {
+                return failure(StatusCode::BAD_REQUEST, "parameter 'service' is required");
+            };
+            let ops: Vec<Value> = collector
+                .operations(service)
+                .into_iter()
+                .map(|(op, kind)| json!({"name": op, "spanKind": kind_name(kind)}))
+                .collect();
+            let n = ops.len();
+            envelope(json!(ops), n)
+        }
+        ["api", "traces"] => match parse_query(&params, now_us()) {
+            Ok(q) => {
+                let traces = collector.find(&q);
+                let n = traces.len();
+                envelope(json!(traces), n)
+            }
+            Err(msg) => failure(StatusCode::BAD_REQUEST, &msg),
+        },
+        ["api", "traces", id] => match collector.get(id) {
+            Some(t) => envelope(json!([t]), 1),
+            None => failure(StatusCode::NOT_FOUND, "trace not found"),
+        },
+        _ => failure(
+            StatusCode::NOT_FOUND,
+            "Jaeger query API: /api/services, /api/services/{service}/operations, /api/traces?service=, /api/traces/{id} (also under /jaeger)",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(trace: &str, id: &str, parent: Option<&str>, op: &str, start_us: u64, duration_us: u64) -> Span {
+        Span {
+            trace_id: trace.into(),
+            span_id: id.into(),
+            parent_id: parent.map(str::to_string),
+            operation: op.into(),
+            kind: Kind::Server,
+            start_us,
+            duration_us,
+            tags: vec![("http.status_code".into(), "200".into())],
+        }
+    }
+
+    fn process(service: &str) -> Process {
+        Process { service: service.into(), pod: format!("{service}-pod"), namespace: "default".into() }
+    }
+
+    #[test]
+    fn traces_are_found_by_service_operation_time_duration_and_tags_in_jaegers_shape() {
+        let c = Collector::default();
+        let t1 = format!("{:032x}", 1);
+        c.add(
+            &process("istio-ingressgateway.istio-system"),
+            vec![span(&t1, "a", None, "productpage.default.svc.cluster.local:9080/productpage", 1_000, 500)],
+        );
+        c.add(
+            &process("productpage.default"),
+            vec![span(&t1, "b", Some("a"), "productpage.default.svc.cluster.local:9080/*", 1_100, 300)],
+        );
+        c.add(
+            &process("details.default"),
+            vec![span(&format!("{:032x}", 2), "c", None, "details.default.svc.cluster.local:9080/*", 5_000, 50)],
+        );
+        assert_eq!(c.services(), ["details.default", "istio-ingressgateway.istio-system", "productpage.default"]);
+        let q = |pairs: &[(&str, &str)]| {
+            let params = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            parse_query(&params, 10_000).map(|q| c.find(&q))
+        };
+        let found = q(&[("service", "productpage.default")]).unwrap();
+        assert_eq!(found.len(), 1);
+        let trace = &found[0];
+        assert_eq!(trace["spans"][0]["spanID"], "a", "the gateway's span first");
+        assert_eq!(trace["spans"][1]["references"][0]["spanID"], "a");
+        assert_eq!(trace["spans"][1]["references"][0]["refType"], "CHILD_OF");
+        let pid = trace["spans"][1]["processID"].as_str().unwrap();
+        assert_eq!(trace["processes"][pid]["serviceName"], "productpage.default");
+        assert_eq!(
+            q(&[("service", "details.default"), ("lookback", "1ms")]).unwrap().len(),
+            0,
+            "older than the lookback"
+        );
+        assert_eq!(q(&[("service", "details.default"), ("lookback", "1h")]).unwrap().len(), 1);
+        assert_eq!(q(&[("service", "productpage.default"), ("minDuration", "1ms")]).unwrap().len(), 0);
+        assert_eq!(
+            q(&[("service", "productpage.default"), ("tags", r#"{"http.status_code":"200"}"#)]).unwrap().len(),
+            1
+        );
+        assert_eq!(q(&[("service", "productpage.default"), ("operation", "nope")]).unwrap().len(), 0);
+        assert_eq!(q(&[]).unwrap_err(), "parameter 'service' is required");
+        assert!(q(&[("service", "x"), ("limit", "ten")]).unwrap_err().contains("limit"));
+        assert_eq!(c.get("1").unwrap()["spans"].as_array().unwrap().len(), 2, "ids without leading zeros");
+    }
+
+    #[test]
+    fn the_oldest_traces_go_first_when_full() {
+        let c = Collector::default();
+        for t in 0..(MAX_SPANS + 10) {
+            c.add(&process("a.default"), vec![span(&format!("{t:032x}"), "s", None, "op", t as u64, 1)]);
+        }
+        assert!(c.get("0").is_none() && c.get(&format!("{:x}", MAX_SPANS + 9)).is_some());
+        assert_eq!(duration_us("1.5s"), Some(1_500_000));
+        assert_eq!(duration_us("100ms"), Some(100_000));
+        assert_eq!(duration_us("2x"), None);
+    }
+}
