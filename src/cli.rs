@@ -7,6 +7,7 @@ pub mod backend;
 mod doctor;
 pub mod exec;
 pub mod exit;
+mod graph;
 mod kubectl;
 mod lab;
 mod lab_verify;
@@ -334,6 +335,18 @@ pub enum Command {
     /// Labs: list, start, check, verify.
     #[command(subcommand)]
     Lab(LabCommand),
+    /// The service graph from the proxies' metrics: who calls whom, requests, errors, p99, mTLS.
+    Graph {
+        /// Only edges from or to this namespace.
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// Measure rates over this window (`5s`, `1m`); 0: totals since the proxies started.
+        #[arg(short, long, default_value = "0")]
+        window: String,
+        /// Output format: a table for people, or yaml / json for programs.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Whether each proxy runs the config the control plane holds (SYNCED / STALE), as istioctl.
     ProxyStatus {
         /// One pod (`POD`, `POD.NAMESPACE` or a Deployment name); default: every proxy.
@@ -613,6 +626,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 output_threshold,
             };
             runtime()?.block_on(analyze::run(&env, o))
+        }
+        Command::Graph { namespace, window, output } => {
+            runtime()?.block_on(graph::graph(&env, namespace.as_deref(), &window, output))
         }
         Command::ProxyStatus { pod, output } => runtime()?.block_on(proxy_config::status(&env, pod.as_deref(), output)),
         Command::ProxyConfig { section, pod, namespace, output } => {

@@ -251,7 +251,12 @@ pub fn random_hex(n: usize) -> std::io::Result<String> {
 /// Seconds since the epoch with milliseconds, for log lines.
 /// Now as RFC 3339 UTC with milliseconds, for log lines (`2026-11-22T15:57:21.123Z`).
 pub fn timestamp() -> String {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    rfc3339_millis(std::time::SystemTime::now())
+}
+
+/// `2026-11-23T09:30:00.123Z`.
+pub fn rfc3339_millis(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = rfc3339(d.as_secs() as i64);
     format!("{}.{:03}Z", secs.trim_end_matches('Z'), d.subsec_millis())
 }

@@ -14,6 +14,7 @@
 //! - `samples`: the project's own sample manifests (httpbin, curl, sleep, the httpbin gateway).
 //! - `api`: the control plane's wire types and client.
 //! - `env`: an environment's state directory.
+//! - `graph`: the service graph from the proxies' metrics (pure).
 //! - `trace`: trace context headers and the span type proxies report (pure).
 //! - `net`: loopback HTTP plumbing; `ready`: the readiness line; `reaper`: stopping processes.
 
@@ -25,6 +26,7 @@ pub mod ca;
 pub mod cli;
 pub mod control_plane;
 pub mod env;
+pub mod graph;
 pub mod jwt;
 pub mod labs;
 pub mod load;

@@ -26,6 +26,7 @@
 //! - `admin`: `/ready`, `/stats` (Envoy's), `/stats/prometheus`, `/config_dump`, `/clusters`, `/explain`.
 //! - `stats`: Istio's request metrics.
 
+pub mod access_log;
 pub mod admin;
 pub mod breakers;
 pub mod clusters;
@@ -108,9 +109,30 @@ pub struct Shared {
     pub gateway_tls: std::sync::Mutex<HashMap<u16, Arc<crate::tls::SniConfigs>>>,
     /// Finished spans on their way to the control plane's collector.
     pub spans: Arc<spans::Exporter>,
+    /// The access log's writer, for the file the mesh config names (kept across snapshots).
+    access_log: std::sync::Mutex<Option<(String, Arc<access_log::Writer>)>>,
 }
 
 impl Shared {
+    /// The writer for the configured access log (one task per file, kept while it stays the
+    /// same) and whether lines are JSON; `None` when access logging is off.
+    fn access_writer(
+        &self,
+        config: Option<&crate::resources::mesh_config::AccessLog>,
+    ) -> Option<(Arc<access_log::Writer>, bool)> {
+        let config = config?;
+        let mut current = self.access_log.lock().unwrap_or_else(|p| p.into_inner());
+        let writer = match &*current {
+            Some((file, w)) if *file == config.file => w.clone(),
+            _ => {
+                let w = Arc::new(access_log::Writer::start(&config.file));
+                *current = Some((config.file.clone(), w.clone()));
+                w
+            }
+        };
+        Some((writer, config.json))
+    }
+
     pub fn has_config(&self) -> bool {
         self.configured.load(Ordering::Acquire)
     }
@@ -123,7 +145,9 @@ impl Shared {
     /// Swaps in a new snapshot, reconciled with the running one.
     pub fn install(&self, snapshot: crate::snapshot::Snapshot) {
         let previous = self.runtime.borrow().clone();
-        let runtime = Runtime::new(snapshot, Some(&previous), &self.endpoints, self.identity.as_ref());
+        let access_log = self.access_writer(snapshot.access_log.as_ref());
+        let mut runtime = Runtime::new(snapshot, Some(&previous), &self.endpoints, self.identity.as_ref());
+        runtime.access_log = access_log;
         self.runtime.send_replace(Arc::new(runtime));
         drop(previous);
         self.endpoints.sweep();
@@ -193,6 +217,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         identity,
         gateway_tls: Default::default(),
         spans: Default::default(),
+        access_log: Default::default(),
     });
     let mut addrs = ready::Addrs::new();
     let mut tasks = Vec::new();

@@ -95,6 +95,9 @@ pub struct Snapshot {
     /// (mesh config `defaultConfig.tracing.sampling`); `None`: `trace::DEFAULT_SAMPLING`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sampling: Option<u32>,
+    /// Sidecar and gateway: the access log (mesh config `accessLogFile`), off by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<crate::resources::mesh_config::AccessLog>,
 }
 
 impl Snapshot {
@@ -129,9 +132,22 @@ impl Snapshot {
             authz,
             jwt,
             sampling,
+            access_log,
         } = self;
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        (proxy, inbound, outbound, listeners, clusters, outbound_policy, outbound_tcp, authz, jwt, sampling)
+        (
+            proxy,
+            inbound,
+            outbound,
+            listeners,
+            clusters,
+            outbound_policy,
+            outbound_tcp,
+            authz,
+            jwt,
+            sampling,
+            access_log,
+        )
             .hash(&mut h);
         h.finish()
     }

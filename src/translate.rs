@@ -1230,6 +1230,7 @@ pub fn snapshot(world: &World, me: &Workload, version: Version) -> Snapshot {
     }
     if me.identity.role != Role::Plain {
         snap.sampling = world.mesh.sampling;
+        snap.access_log = world.mesh.access_log.clone();
         snap.authz = authorization(world, me);
         snap.jwt = jwt_rules(world, me);
     }

@@ -69,6 +69,12 @@ pub async fn handle(
     let request_line =
         explain_id.as_ref().map(|_| (req.method().to_string(), req.uri().path().to_string(), authority_of(&req)));
     let span = start_span(&runtime, direction, &mut req, &conn);
+    let access = runtime.access_log.clone().map(|(writer, json)| outcome::AccessEnd {
+        writer,
+        json,
+        entry: access_entry(&req, &conn),
+    });
+    let name_upstream = span.is_some() || access.is_some();
     let (mut routed, service, routing) = match direction {
         Direction::Inbound { port } => {
             // The mode may have changed since the connection was accepted (Envoy drains the
@@ -94,10 +100,10 @@ pub async fn handle(
         // The gateway's jwt_authn and RBAC filters run before its router.
         Direction::Gateway { port } => match admit(&runtime, &conn, port, &mut req) {
             Some(refused) => (refused, "unknown".into(), None),
-            None => routed(&runtime, &shared, direction, req, &conn, explain_id.is_some(), span.is_some()).await?,
+            None => routed(&runtime, &shared, direction, req, &conn, explain_id.is_some(), name_upstream).await?,
         },
         Direction::Outbound => {
-            routed(&runtime, &shared, direction, req, &conn, explain_id.is_some(), span.is_some()).await?
+            routed(&runtime, &shared, direction, req, &conn, explain_id.is_some(), name_upstream).await?
         }
     };
     if let (Some(id), Some((method, path, authority)), Some(routing)) = (explain_id, request_line, routing) {
@@ -140,16 +146,24 @@ pub async fn handle(
         _ => runtime.me.principal.clone().zip(destination.principal.clone()),
     };
     routed.response.headers_mut().insert(header::SERVER, HeaderValue::from_static(server_header));
-    let span = span.map(|open| {
-        let (operation, cluster) = match (direction, routed.upstream.take()) {
-            (Direction::Inbound { port }, _) => (format!("{service}:{port}/*"), format!("inbound|{port}||")),
-            (_, Some(upstream)) => upstream,
-            (_, None) => (format!("{service}/*"), "-".into()),
-        };
-        crate::proxy::outcome::SpanEnd { open, operation, cluster, exporter: shared.spans.clone() }
+    let (operation, cluster) = match (direction, routed.upstream.take()) {
+        (Direction::Inbound { port }, _) if name_upstream => {
+            (format!("{service}:{port}/*"), format!("inbound|{port}||"))
+        }
+        (_, Some(upstream)) => upstream,
+        _ => (format!("{service}/*"), "-".into()),
+    };
+    let access = access.map(|mut a| {
+        a.entry.from_upstream = routed.upstream_host.is_some();
+        a.entry.upstream_host = routed.upstream_host;
+        a.entry.upstream_cluster = (cluster != "-").then(|| cluster.clone());
+        a
     });
+    let span =
+        span.map(|open| crate::proxy::outcome::SpanEnd { open, operation, cluster, exporter: shared.spans.clone() });
     let outcome = Outcome {
         span,
+        access,
         stats: shared.stats.clone(),
         sides: Sides { reporter, source, destination, service, principals },
         code: routed.response.status().as_u16(),
@@ -207,6 +221,26 @@ fn start_span(
         ("istio.canonical_revision", me.labels.get("version").cloned().unwrap_or_else(|| "latest".into())),
     ];
     Some(open)
+}
+
+/// What an access-log line knows when the request arrives.
+fn access_entry(req: &Request<Incoming>, conn: &Connection) -> crate::proxy::access_log::Entry {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    crate::proxy::access_log::Entry {
+        start: Some(std::time::SystemTime::now()),
+        method: req.method().to_string(),
+        path: req.uri().path_and_query().map_or_else(|| "/".into(), |p| p.as_str().to_string()),
+        protocol: format!("{:?}", req.version()),
+        bytes_received: header("content-length").and_then(|l| l.parse().ok()).unwrap_or(0),
+        forwarded_for: header("x-forwarded-for"),
+        user_agent: header("user-agent"),
+        request_id: header("x-request-id"),
+        authority: authority_of(req),
+        downstream_local: Some(conn.local),
+        downstream_remote: Some(conn.peer),
+        server_name: conn.sni.clone(),
+        ..Default::default()
+    }
 }
 
 /// The request's authority: the URI's (proxy form) or the Host header.
@@ -381,7 +415,7 @@ async fn inbound(runtime: &Runtime, shared: &Shared, port: u16, req: Request<Inc
     };
     let up = Upstream::new(req, false).await;
     let routed = match router::send_once(&shared.endpoints.get(app), app, up).await {
-        Ok(resp) => Routed::plain(resp),
+        Ok(resp) => Routed { upstream_host: Some(app), ..Routed::plain(resp) },
         Err(e) => Routed::reply(Reply::Upstream(e)),
     };
     (routed, service)
@@ -433,10 +467,12 @@ async fn passthrough(shared: &Shared, authority: &str, req: Request<Incoming>) -
     };
     let mut up = Upstream::new(req, false).await;
     edge_headers(&mut up.headers);
-    let routed = match router::send_once(&shared.endpoints.get(addr), addr, up).await {
-        Ok(resp) => Routed::plain(resp),
+    let mut routed = match router::send_once(&shared.endpoints.get(addr), addr, up).await {
+        Ok(resp) => Routed { upstream_host: Some(addr), ..Routed::plain(resp) },
         Err(e) => Routed::reply(Reply::Upstream(e)),
     };
+    // Istio's name for the cluster of hosts the mesh does not know.
+    routed.upstream = Some((format!("{service}/*"), "PassthroughCluster".into()));
     Ok((routed, service))
 }
 

@@ -1,6 +1,6 @@
 //! One outcome per request: Envoy's response flags, the one table from "why the proxy answered
 //! itself" to the status and body a client sees, and a response body that completes the outcome
-//! when the body ends (or is dropped), for metrics now and access logs and traces later.
+//! when the body ends (or is dropped), for metrics, traces and the access log.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -149,9 +149,17 @@ pub struct SpanEnd {
     pub exporter: Arc<crate::proxy::spans::Exporter>,
 }
 
-/// What metrics and traces (and later access logs) learn about one request.
+/// A request's access-log line, completed with the outcome.
+pub struct AccessEnd {
+    pub writer: Arc<crate::proxy::access_log::Writer>,
+    pub json: bool,
+    pub entry: crate::proxy::access_log::Entry,
+}
+
+/// What metrics, traces and the access log learn about one request.
 pub struct Outcome {
     pub span: Option<SpanEnd>,
+    pub access: Option<AccessEnd>,
     pub stats: Arc<Stats>,
     /// Reporter, peers, service and principals: the series' labels.
     pub sides: Sides,
@@ -191,6 +199,13 @@ impl Outcome {
             }
             end.exporter.push(end.open.finish(end.operation, tags));
         }
+        if let Some(mut a) = self.access.take() {
+            let e = &mut a.entry;
+            (e.code, e.flags, e.bytes_sent) = (self.code, self.flags, body_bytes);
+            e.duration_ms = self.started.elapsed().as_millis() as u64;
+            let line = if a.json { crate::proxy::access_log::json(e) } else { crate::proxy::access_log::text(e) };
+            a.writer.write(line);
+        }
     }
 }
 
@@ -215,6 +230,10 @@ pub fn finish(resp: Response<Body>, mut outcome: Outcome) -> Response<Body> {
     let (parts, body) = resp.into_parts();
     // `:status` and its three digits, as Envoy counts the pseudo-header.
     outcome.response_header_bytes = header_bytes(&parts.headers) + 10;
+    if let Some(a) = &mut outcome.access {
+        a.entry.upstream_service_time =
+            parts.headers.get("x-envoy-upstream-service-time").and_then(|v| v.to_str().ok()).map(str::to_string);
+    }
     let done = body.is_end_stream();
     let mut recorded = Recorded { inner: body, outcome: Some(outcome), bytes: 0 };
     if done {

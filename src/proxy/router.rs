@@ -34,8 +34,11 @@ pub struct Routed {
     pub destination: Option<Arc<Peer>>,
     /// Keeps the endpoint counted as busy until the response ends.
     pub active: Option<ActiveGuard>,
-    /// A traced request's span name and upstream cluster (set by the caller that knows them).
+    /// A traced or logged request's span name and upstream cluster (set by the caller that
+    /// knows them).
     pub upstream: Option<(String, String)>,
+    /// The endpoint that answered.
+    pub upstream_host: Option<SocketAddr>,
 }
 
 impl Routed {
@@ -46,13 +49,20 @@ impl Routed {
 
     /// A response that passes through untouched (inbound, passthrough, direct responses).
     pub fn plain(response: Response<Body>) -> Routed {
-        Routed { response, flags: Flags::default(), destination: None, active: None, upstream: None }
+        Routed {
+            response,
+            flags: Flags::default(),
+            destination: None,
+            active: None,
+            upstream: None,
+            upstream_host: None,
+        }
     }
 
     fn failed(reply: Reply, mut flags: Flags, destination: Option<Arc<Peer>>) -> Routed {
         let (response, f) = reply.response();
         flags.set(f);
-        Routed { response, flags, destination, active: None, upstream: None }
+        Routed { response, flags, destination, active: None, upstream: None, upstream_host: None }
     }
 
     /// True when the response came from an upstream (not from the proxy itself).
@@ -259,6 +269,7 @@ pub async fn route(fwd: &Forward<'_>, mut up: Upstream, timeout: Option<Duration
                 destination: last_peer,
                 active: Some(active),
                 upstream: None,
+                upstream_host: Some(addr),
             },
             Err(TryError::Upstream(e)) => Routed::failed(Reply::Upstream(e), flags, last_peer),
             Err(TryError::PerTryTimeout) => Routed::failed(Reply::Timeout, flags, last_peer),

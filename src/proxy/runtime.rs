@@ -32,6 +32,8 @@ pub struct Runtime {
     pub unknown: Arc<Peer>,
     /// The metadata-exchange headers this proxy sends into the mesh (`exchange::headers`).
     pub exchange: Option<(http::HeaderValue, http::HeaderValue)>,
+    /// The access log's writer and whether it writes JSON, when the mesh config turns it on.
+    pub access_log: Option<(Arc<crate::proxy::access_log::Writer>, bool)>,
 }
 
 pub struct Inbound {
@@ -92,6 +94,7 @@ impl Runtime {
             me,
             unknown: Arc::new(Peer::unknown()),
             exchange,
+            access_log: None,
         }
     }
 

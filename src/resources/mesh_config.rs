@@ -1,7 +1,8 @@
 //! Istio's mesh config as meshrig reads it: the `mesh` key of ConfigMap `istio` in
 //! `istio-system` (where `istioctl install --set meshConfig...` puts it). meshrig applies
-//! `outboundTrafficPolicy.mode`, `enableTracing` and `defaultConfig.tracing.sampling`; every
-//! other field is accepted and reported as not applied.
+//! `outboundTrafficPolicy.mode`, `enableTracing`, `defaultConfig.tracing.sampling`,
+//! `accessLogFile` and `accessLogEncoding`; every other field is accepted and reported as not
+//! applied.
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +31,18 @@ pub struct MeshConfig {
     /// The share of new traces sampled, in hundredths of a percent (Istio's 0.01 steps);
     /// `None` leaves meshrig's default (`trace::DEFAULT_SAMPLING`). `enableTracing: false` is 0.
     pub sampling: Option<u32>,
+    /// `accessLogFile` (empty: off, Istio's default) and `accessLogEncoding`.
+    pub access_log: Option<AccessLog>,
+}
+
+/// Where proxies write their access log, and how.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AccessLog {
+    /// `/dev/stdout` (the proxy's log, `meshrig logs POD -c istio-proxy`), `/dev/stderr`, or a path.
+    pub file: String,
+    /// `accessLogEncoding: JSON` rather than TEXT.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub json: bool,
 }
 
 /// Is this the ConfigMap that carries the mesh config?
@@ -49,8 +62,21 @@ pub fn parse(mesh: &str) -> Result<(MeshConfig, Vec<String>), String> {
     let mut config = MeshConfig::default();
     let mut unapplied = Vec::new();
     let mut enabled = true;
+    let (mut log_file, mut log_json) = (None, false);
     for (k, v) in &map {
         let key = k.as_str().unwrap_or_default();
+        if key == "accessLogFile" {
+            log_file = Some(v.as_str().ok_or("accessLogFile: must be a path, such as /dev/stdout")?.to_string());
+            continue;
+        }
+        if key == "accessLogEncoding" {
+            log_json = match v.as_str() {
+                Some("TEXT") => false,
+                Some("JSON") => true,
+                _ => return Err("accessLogEncoding: must be TEXT or JSON".into()),
+            };
+            continue;
+        }
         if key == "enableTracing" {
             enabled = v.as_bool().ok_or("enableTracing: must be true or false")?;
             continue;
@@ -80,6 +106,7 @@ pub fn parse(mesh: &str) -> Result<(MeshConfig, Vec<String>), String> {
     if !enabled {
         config.sampling = Some(0);
     }
+    config.access_log = log_file.filter(|f| !f.is_empty()).map(|file| AccessLog { file, json: log_json });
     Ok((config, unapplied))
 }
 
@@ -120,9 +147,9 @@ mod tests {
     #[test]
     fn reads_the_outbound_mode_and_names_what_it_does_not_apply() {
         let (c, unapplied) =
-            parse("outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\naccessLogFile: /dev/stdout\n").unwrap();
+            parse("outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\naccessLogFormat: '%START_TIME%'\n").unwrap();
         assert_eq!(c.outbound, OutboundMode::RegistryOnly);
-        assert_eq!(unapplied, ["accessLogFile"]);
+        assert_eq!(unapplied, ["accessLogFormat"]);
         assert_eq!(parse("outboundTrafficPolicy: {}\n").unwrap().0.outbound, OutboundMode::AllowAny);
         assert_eq!(parse("").unwrap().0, MeshConfig::default());
         let e = parse("outboundTrafficPolicy: {mode: DENY}\n").unwrap_err();
@@ -141,5 +168,9 @@ mod tests {
         );
         assert_eq!(parse("enableTracing: true\n").unwrap().0.sampling, None);
         assert!(parse("defaultConfig: {tracing: {sampling: 101}}\n").unwrap_err().contains("0 to 100"));
+        let log = parse("accessLogFile: /dev/stdout\naccessLogEncoding: JSON\n").unwrap().0.access_log.unwrap();
+        assert_eq!((log.file.as_str(), log.json), ("/dev/stdout", true));
+        assert_eq!(parse("accessLogFile: ''\n").unwrap().0.access_log, None, "empty is Istio's off");
+        assert!(parse("accessLogEncoding: XML\n").unwrap_err().contains("TEXT or JSON"));
     }
 }

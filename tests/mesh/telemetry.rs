@@ -111,6 +111,29 @@ spec:
     for admin in [client, server, gateway_admin] {
         promtool_accepts(admin);
     }
+
+    // `meshrig graph` draws the same two edges from the proxies' metrics.
+    let edges: serde_json::Value = serde_json::from_str(&mesh.ok(&["graph", "-o", "json"])).unwrap();
+    let edge = |src: &str| {
+        edges
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["source"]["workload"] == src && e["destination"]["workload"] == "httpbin")
+            .cloned()
+    };
+    let from_curl = edge("curl").unwrap_or_else(|| panic!("{edges:#}"));
+    assert_eq!((from_curl["requests"].as_f64(), from_curl["errors"].as_f64()), (Some(1.0), Some(0.0)));
+    assert_eq!(from_curl["mtls"], true);
+    assert_eq!(from_curl["service"], "httpbin.default.svc.cluster.local");
+    assert_eq!(edge("istio-ingressgateway").unwrap_or_else(|| panic!("{edges:#}"))["requests"].as_f64(), Some(1.0));
+    let table = mesh.ok(&["graph"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("curl.default") && l.contains("→ httpbin.default v1") && l.contains("mTLS")),
+        "{table}"
+    );
 }
 
 /// The trace collector's address from `meshrig status -o json`.
@@ -212,4 +235,79 @@ fn a_bookinfo_page_is_one_trace_from_the_gateway_to_ratings_in_jaegers_api() {
     let bad = get(tracing, "localhost", "/jaeger/api/traces").unwrap();
     assert_eq!(bad.status, 400);
     assert!(bad.body.contains("parameter 'service' is required"), "{}", bad.body);
+}
+
+/// The lines of `meshrig logs WORKLOAD -c istio-proxy` that contain `want`, waiting (bounded)
+/// for the proxy's writer to put them there.
+fn proxy_log_lines(mesh: &Mesh, workload: &str, want: &str) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let log = mesh.ok(&["logs", workload, "-c", "istio-proxy"]);
+        let lines: Vec<String> = log.lines().filter(|l| l.contains(want)).map(str::to_string).collect();
+        if !lines.is_empty() || std::time::Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_mesh_config_turns_on_envoys_access_log_in_text_and_json() {
+    let mesh = Mesh::up();
+    let mesh_config = |extra: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: istio, namespace: istio-system}}\ndata:\n  mesh: |\n    accessLogFile: /dev/stdout\n{extra}"
+        )
+    };
+    let out = mesh.apply_yaml("mesh.yaml", &mesh_config(""));
+    assert!(!out.contains("accessLogFile"), "applied, not warned about: {out}");
+    mesh.ok(&["exec", "curl", "--", "curl", "-s", "-H", "x-request-id: log-me-1", "http://httpbin:8000/status/418"]);
+    // Both sides log the request in Istio's default format: the client its cluster, the
+    // server its inbound cluster, each with the request's id.
+    let client = proxy_log_lines(&mesh, "curl", "log-me-1");
+    assert_eq!(client.len(), 1, "{client:?}");
+    assert!(client[0].contains("\"GET /status/418 HTTP/1.1\" 418 - via_upstream - \"-\" 0 "), "{}", client[0]);
+    assert!(client[0].contains(" outbound|8000||httpbin.default.svc.cluster.local "), "{}", client[0]);
+    assert!(client[0].contains("\"httpbin:8000\""), "{}", client[0]);
+    let server = proxy_log_lines(&mesh, "httpbin", "log-me-1");
+    assert_eq!(server.len(), 1, "{server:?}");
+    assert!(server[0].contains(" 418 - via_upstream ") && server[0].contains(" inbound|8080|| "), "{}", server[0]);
+
+    // JSON carries the same fields, and a local reply says why.
+    mesh.apply_yaml("mesh.yaml", &mesh_config("    accessLogEncoding: JSON\n"));
+    mesh.ok(&["exec", "curl", "--", "curl", "-s", "-H", "x-request-id: log-me-2", "http://httpbin:8000/headers"]);
+    let json = proxy_log_lines(&mesh, "curl", "log-me-2");
+    assert_eq!(json.len(), 1, "{json:?}");
+    let v: serde_json::Value = serde_json::from_str(&json[0]).unwrap_or_else(|e| panic!("{e}: {}", json[0]));
+    assert_eq!(v["response_code"], 200);
+    assert_eq!(v["method"], "GET");
+    assert_eq!(v["upstream_cluster"], "outbound|8000||httpbin.default.svc.cluster.local");
+    mesh.apply_yaml(
+        "fault.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: httpbin}\nspec:\n  hosts: [httpbin]\n  http:\n  - match: [{uri: {prefix: /fault-me}}]\n    fault: {abort: {httpStatus: 555, percentage: {value: 100}}}\n    route: [{destination: {host: httpbin}}]\n  - route: [{destination: {host: httpbin}}]\n",
+    );
+    mesh.ok(&["exec", "curl", "--", "curl", "-s", "-H", "x-request-id: log-me-fault", "http://httpbin:8000/fault-me"]);
+    let fault = proxy_log_lines(&mesh, "curl", "log-me-fault");
+    assert_eq!(fault.len(), 1, "{fault:?}");
+    let v: serde_json::Value = serde_json::from_str(&fault[0]).unwrap();
+    assert_eq!(
+        (&v["response_code"], &v["response_flags"], &v["response_code_details"], &v["upstream_host"]),
+        (
+            &serde_json::json!(555),
+            &serde_json::json!("FI"),
+            &serde_json::json!("fault_filter_abort"),
+            &serde_json::Value::Null
+        ),
+        "{v:#}"
+    );
+
+    // Off: a request is not logged. (On again, the next one is, after it in the same log.)
+    let off = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: |\n    accessLogFile: ''\n";
+    mesh.apply_yaml("mesh.yaml", off);
+    mesh.ok(&["exec", "curl", "--", "curl", "-s", "-H", "x-request-id: log-me-3", "http://httpbin:8000/headers"]);
+    mesh.apply_yaml("mesh.yaml", &mesh_config(""));
+    mesh.ok(&["exec", "curl", "--", "curl", "-s", "-H", "x-request-id: log-me-4", "http://httpbin:8000/headers"]);
+    assert_eq!(proxy_log_lines(&mesh, "curl", "log-me-4").len(), 1);
+    let log = mesh.ok(&["logs", "curl", "-c", "istio-proxy"]);
+    assert!(!log.contains("log-me-3"), "logged while off:\n{log}");
 }
