@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use crate::api::{self, ApplyRequest, Status};
+use crate::api::{self, ApplyRequest, PodStatus, Status};
 use crate::cli::backend::Backend;
 use crate::cli::term::{self, Step};
 use crate::cli::Output;
 use crate::env::{Env, Settings};
+use crate::snapshot::Role;
 use crate::{reaper, resources};
 
 /// The manifests `up` applies: the ingress gateway and the sample apps, each under the name
@@ -34,7 +35,21 @@ pub const MANIFESTS: [(&str, &str, &str); 5] = [
 /// The sample apps `up --apps` accepts.
 pub const APPS: [&str; 2] = ["httpbin", "bookinfo"];
 
+/// A free port for a gateway listener, below the range the OS hands out for `bind(0)` and
+/// outgoing connections: the gateway binds it only when a Gateway server asks for it, and a
+/// port from that range could meanwhile be taken by any connection on the machine.
 fn free_port() -> anyhow::Result<u16> {
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let low = ephemeral_start.saturating_sub(12_000).max(10_000);
+    if low + 100 < ephemeral_start {
+        let mut rng = fastrand::Rng::new();
+        if let Some(p) = (0..200).map(|_| rng.u16(low..ephemeral_start)).find(|p| port_free(*p)) {
+            return Ok(p);
+        }
+    }
     Ok(TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?.local_addr()?.port())
 }
 
@@ -396,10 +411,29 @@ pub async fn wait_ready(
             format!("{} ({}{})", p.key(), p.phase, p.message.as_ref().map(|m| format!(": {m}")).unwrap_or_default())
         })
         .collect();
+    if !waiting.is_empty() {
+        bail!("not ready after {}s: {}; `meshrig status` shows every pod", timeout.as_secs(), waiting.join(", "));
+    }
+    // Every pod runs: some proxy has not acknowledged the config yet.
+    let behind = |p: &&PodStatus| match (version, p.acked) {
+        (Some(target), Some(acked)) => !acked.reached(target),
+        _ => true,
+    };
+    let lagging: Vec<&PodStatus> = status.pods.iter().filter(|p| p.role != Role::Plain).filter(behind).collect();
+    let gateway = lagging.iter().any(|p| p.role == Role::Gateway);
     bail!(
-        "not ready after {}s: {}; `meshrig status` shows every pod",
+        "not ready after {}s: the proxies of {} had not applied the latest config{}; `meshrig status` shows every pod",
         timeout.as_secs(),
-        if waiting.is_empty() { "proxies had not applied the latest config".into() } else { waiting.join(", ") }
+        if lagging.is_empty() {
+            "some pods".to_string()
+        } else {
+            lagging.iter().map(|p| p.key()).collect::<Vec<_>>().join(", ")
+        },
+        if gateway {
+            " (a gateway applies a config once every port its Gateways ask for is listening: is another program using one? `meshrig doctor` finds it)"
+        } else {
+            ""
+        }
     )
 }
 

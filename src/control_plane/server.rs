@@ -122,8 +122,7 @@ fn take_spans(server: &Server, pod: &str, spans: Vec<crate::trace::Span>) -> Res
         pod: identity.pod.clone(),
         namespace: identity.namespace.clone(),
     };
-    let n = spans.len();
-    server.traces.add(&process, spans);
+    let n = server.traces.add(&process, spans);
     net::json(StatusCode::OK, &serde_json::json!({"accepted": n}))
 }
 

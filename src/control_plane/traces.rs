@@ -3,9 +3,12 @@
 //! `/api/services/{service}/operations`, `/api/traces?service=..`, `/api/traces/{id}`, also
 //! under `/jaeger/api/`), on its own published port, so Jaeger clients and lab checks read
 //! it as they read a real Jaeger. Services are named `app.namespace`, as Istio names them.
+//! A kept span is compact: numeric ids, and its strings (operation, tag keys and values,
+//! reporting process) shared with every other span that has the same one.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{Method, Request, Response, StatusCode};
@@ -14,28 +17,95 @@ use serde_json::{json, Value};
 use crate::net::{self, Body};
 use crate::trace::{Kind, Span};
 
-/// Spans kept in all; beyond this the oldest traces are forgotten.
-pub const MAX_SPANS: usize = 50_000;
+/// Spans kept in all; beyond this the oldest traces are forgotten. (About 2,000 Bookinfo
+/// pages, in a few tens of megabytes; see docs/BENCHMARKS.md.)
+pub const MAX_SPANS: usize = 20_000;
 
 /// Who reported a span: the workload's service name and its pod.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Process {
     pub service: String,
     pub pod: String,
     pub namespace: String,
 }
 
+/// One kept span.
 struct Kept {
-    span: Span,
-    process: Process,
+    trace_id: u128,
+    span_id: u64,
+    parent_id: Option<u64>,
+    operation: Arc<str>,
+    kind: Kind,
+    start_us: u64,
+    duration_us: u64,
+    tags: Box<[(Arc<str>, Arc<str>)]>,
+    process: Arc<Process>,
+}
+
+/// Values many spans share, kept once. Those no span holds any more are let go whenever the
+/// table has doubled since it was last swept, so unique values (request ids, URLs) do not
+/// pile up after their spans are gone.
+struct Interner<T: ?Sized> {
+    set: HashSet<Arc<T>>,
+    swept_at: usize,
+}
+
+impl<T: ?Sized> Default for Interner<T> {
+    fn default() -> Self {
+        Interner { set: HashSet::new(), swept_at: 0 }
+    }
+}
+
+impl<T: ?Sized + Hash + Eq> Interner<T> {
+    fn get(&mut self, value: &T, make: impl FnOnce() -> Arc<T>) -> Arc<T> {
+        if let Some(shared) = self.set.get(value) {
+            return shared.clone();
+        }
+        if self.set.len() >= (2 * self.swept_at).max(1024) {
+            self.set.retain(|v| Arc::strong_count(v) > 1);
+            self.swept_at = self.set.len();
+        }
+        let shared = make();
+        self.set.insert(shared.clone());
+        shared
+    }
 }
 
 #[derive(Default)]
 struct Store {
-    traces: HashMap<String, Vec<Kept>>,
+    traces: HashMap<u128, Vec<Kept>>,
     /// Trace ids, first seen first.
-    order: VecDeque<String>,
+    order: VecDeque<u128>,
     spans: usize,
+    strings: Interner<str>,
+    processes: Interner<Process>,
+}
+
+impl Store {
+    fn text(&mut self, s: &str) -> Arc<str> {
+        self.strings.get(s, || Arc::from(s))
+    }
+
+    /// The span in its kept form; `None` when its ids are not hex (Jaeger's own ids are).
+    fn keep(&mut self, span: Span, process: &Arc<Process>) -> Option<Kept> {
+        let hex64 = |s: &str| u64::from_str_radix(s, 16).ok();
+        let parent_id = match span.parent_id.as_deref() {
+            Some(p) => Some(hex64(p)?),
+            None => None,
+        };
+        let tags = span.tags.iter().map(|(k, v)| (self.text(k), self.text(v))).collect();
+        Some(Kept {
+            trace_id: u128::from_str_radix(&span.trace_id, 16).ok()?,
+            span_id: hex64(&span.span_id)?,
+            parent_id,
+            operation: self.text(&span.operation),
+            kind: span.kind,
+            start_us: span.start_us,
+            duration_us: span.duration_us,
+            tags,
+            process: process.clone(),
+        })
+    }
 }
 
 #[derive(Default)]
@@ -58,17 +128,23 @@ pub struct Query {
 }
 
 impl Collector {
-    pub fn add(&self, process: &Process, spans: Vec<Span>) {
+    /// Keeps `spans` as reported by `process`; how many were kept (not those with ids that are
+    /// not hex).
+    pub fn add(&self, process: &Process, spans: Vec<Span>) -> usize {
         let mut s = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        let process = s.processes.get(process, || Arc::new(process.clone()));
+        let mut kept = 0;
         for span in spans {
-            let id = span.trace_id.clone();
-            let list = s.traces.entry(id.clone()).or_default();
+            let Some(span) = s.keep(span, &process) else { continue };
+            let id = span.trace_id;
+            let list = s.traces.entry(id).or_default();
             let new = list.is_empty();
-            list.push(Kept { span, process: process.clone() });
+            list.push(span);
             if new {
                 s.order.push_back(id);
             }
             s.spans += 1;
+            kept += 1;
         }
         while s.spans > MAX_SPANS {
             let Some(oldest) = s.order.pop_front() else { break };
@@ -76,6 +152,7 @@ impl Collector {
                 s.spans -= gone.len();
             }
         }
+        kept
     }
 
     pub fn services(&self) -> Vec<String> {
@@ -86,14 +163,16 @@ impl Collector {
 
     pub fn operations(&self, service: &str) -> Vec<(String, Kind)> {
         let s = self.store.lock().unwrap_or_else(|p| p.into_inner());
-        let all: BTreeSet<(String, &str)> = s
+        let all: BTreeSet<(&str, &str)> = s
             .traces
             .values()
             .flatten()
             .filter(|k| k.process.service == service)
-            .map(|k| (k.span.operation.clone(), kind_name(k.span.kind)))
+            .map(|k| (&*k.operation, kind_name(k.kind)))
             .collect();
-        all.into_iter().map(|(op, kind)| (op, if kind == "client" { Kind::Client } else { Kind::Server })).collect()
+        all.into_iter()
+            .map(|(op, kind)| (op.to_string(), if kind == "client" { Kind::Client } else { Kind::Server }))
+            .collect()
     }
 
     /// Traces with a span of `q.service` (and `q.operation`) that matches, newest first, in
@@ -106,14 +185,16 @@ impl Collector {
             .filter_map(|spans| {
                 let matching = spans.iter().any(|k| {
                     k.process.service == q.service
-                        && q.operation.as_ref().is_none_or(|o| *o == k.span.operation)
-                        && k.span.start_us >= q.start_us
-                        && k.span.start_us <= q.end_us
-                        && q.min_duration_us.is_none_or(|d| k.span.duration_us >= d)
-                        && q.max_duration_us.is_none_or(|d| k.span.duration_us <= d)
-                        && q.tags.iter().all(|(key, value)| k.span.tags.iter().any(|(k2, v2)| k2 == key && v2 == value))
+                        && q.operation.as_ref().is_none_or(|o| **o == *k.operation)
+                        && k.start_us >= q.start_us
+                        && k.start_us <= q.end_us
+                        && q.min_duration_us.is_none_or(|d| k.duration_us >= d)
+                        && q.max_duration_us.is_none_or(|d| k.duration_us <= d)
+                        && q.tags
+                            .iter()
+                            .all(|(key, value)| k.tags.iter().any(|(k2, v2)| **k2 == **key && **v2 == **value))
                 });
-                matching.then(|| (spans.iter().map(|k| k.span.start_us).min().unwrap_or(0), spans))
+                matching.then(|| (spans.iter().map(|k| k.start_us).min().unwrap_or(0), spans))
             })
             .collect();
         hits.sort_by_key(|h| std::cmp::Reverse(h.0));
@@ -123,7 +204,7 @@ impl Collector {
     pub fn get(&self, trace_id: &str) -> Option<Value> {
         let s = self.store.lock().unwrap_or_else(|p| p.into_inner());
         // Jaeger accepts ids without their leading zeros.
-        let id = format!("{:0>32}", trace_id.to_ascii_lowercase());
+        let id = u128::from_str_radix(trace_id, 16).ok()?;
         s.traces.get(&id).map(|spans| jaeger_trace(spans))
     }
 }
@@ -138,34 +219,33 @@ fn kind_name(k: Kind) -> &'static str {
 /// One trace in Jaeger's JSON: spans in start order, processes `p1`, `p2`... by service and pod.
 fn jaeger_trace(spans: &[Kept]) -> Value {
     let mut ordered: Vec<&Kept> = spans.iter().collect();
-    ordered.sort_by_key(|k| k.span.start_us);
-    let mut processes: Vec<&Process> = ordered.iter().map(|k| &k.process).collect();
+    ordered.sort_by_key(|k| k.start_us);
+    let mut processes: Vec<&Process> = ordered.iter().map(|k| &*k.process).collect();
     processes.sort();
     processes.dedup();
     let pid = |p: &Process| format!("p{}", processes.iter().position(|q| *q == p).unwrap_or(0) + 1);
-    let trace_id = ordered.first().map(|k| k.span.trace_id.clone()).unwrap_or_default();
+    let trace_id = ordered.first().map(|k| format!("{:032x}", k.trace_id)).unwrap_or_default();
     let spans_json: Vec<Value> = ordered
         .iter()
-        .map(|k| {
-            let s = &k.span;
+        .map(|s| {
             let mut tags: Vec<Value> =
-                s.tags.iter().map(|(k, v)| json!({"key": k, "type": "string", "value": v})).collect();
+                s.tags.iter().map(|(k, v)| json!({"key": &**k, "type": "string", "value": &**v})).collect();
             tags.push(json!({"key": "span.kind", "type": "string", "value": kind_name(s.kind)}));
             let references: Vec<Value> = s
                 .parent_id
                 .iter()
-                .map(|p| json!({"refType": "CHILD_OF", "traceID": s.trace_id, "spanID": p}))
+                .map(|p| json!({"refType": "CHILD_OF", "traceID": trace_id, "spanID": format!("{p:016x}")}))
                 .collect();
             json!({
-                "traceID": s.trace_id,
-                "spanID": s.span_id,
-                "operationName": s.operation,
+                "traceID": trace_id,
+                "spanID": format!("{:016x}", s.span_id),
+                "operationName": &*s.operation,
                 "references": references,
                 "startTime": s.start_us,
                 "duration": s.duration_us,
                 "tags": tags,
                 "logs": [],
-                "processID": pid(&k.process),
+                "processID": pid(&s.process),
                 "warnings": null,
                 "flags": 1,
             })
@@ -379,8 +459,9 @@ mod tests {
         let found = q(&[("service", "productpage.default")]).unwrap();
         assert_eq!(found.len(), 1);
         let trace = &found[0];
-        assert_eq!(trace["spans"][0]["spanID"], "a", "the gateway's span first");
-        assert_eq!(trace["spans"][1]["references"][0]["spanID"], "a");
+        assert_eq!(trace["spans"][0]["spanID"], "000000000000000a", "the gateway's span first");
+        assert_eq!(trace["spans"][1]["references"][0]["spanID"], "000000000000000a");
+        assert_eq!(trace["spans"][1]["traceID"], t1);
         assert_eq!(trace["spans"][1]["references"][0]["refType"], "CHILD_OF");
         let pid = trace["spans"][1]["processID"].as_str().unwrap();
         assert_eq!(trace["processes"][pid]["serviceName"], "productpage.default");
@@ -405,11 +486,30 @@ mod tests {
     fn the_oldest_traces_go_first_when_full() {
         let c = Collector::default();
         for t in 0..(MAX_SPANS + 10) {
-            c.add(&process("a.default"), vec![span(&format!("{t:032x}"), "s", None, "op", t as u64, 1)]);
+            c.add(&process("a.default"), vec![span(&format!("{t:032x}"), "5", None, "op", t as u64, 1)]);
         }
         assert!(c.get("0").is_none() && c.get(&format!("{:x}", MAX_SPANS + 9)).is_some());
+        assert_eq!(c.add(&process("a.default"), vec![span("not-hex", "5", None, "op", 1, 1)]), 0);
         assert_eq!(duration_us("1.5s"), Some(1_500_000));
         assert_eq!(duration_us("100ms"), Some(100_000));
         assert_eq!(duration_us("2x"), None);
+    }
+
+    #[test]
+    fn strings_are_shared_and_unique_ones_go_with_their_spans() {
+        let c = Collector::default();
+        for t in 0..(3 * MAX_SPANS) {
+            let mut s = span(&format!("{t:032x}"), "5", None, "op", t as u64, 1);
+            s.tags.push(("guid:x-request-id".into(), format!("request-{t}")));
+            c.add(&process("a.default"), vec![s]);
+        }
+        let store = c.store.lock().unwrap();
+        let spans: Vec<&Kept> = store.traces.values().flatten().collect();
+        assert_eq!(spans.len(), MAX_SPANS);
+        assert!(Arc::ptr_eq(&spans[0].operation, &spans[1].operation));
+        assert!(Arc::ptr_eq(&spans[0].tags[0].1, &spans[1].tags[0].1), "the same value, kept once");
+        assert!(Arc::ptr_eq(&spans[0].process, &spans[1].process));
+        // Each kept span holds one unique value; the table holds at most about twice as many.
+        assert!(store.strings.set.len() <= 2 * MAX_SPANS + 8, "{} strings", store.strings.set.len());
     }
 }
