@@ -85,6 +85,28 @@ pub struct ControlPlaneStatus {
     /// Where the trace collector answers Jaeger's query API (`/jaeger/api/traces?service=..`).
     #[serde(default)]
     pub tracing: Option<SocketAddr>,
+    /// The addons it runs (`meshrig addons enable`).
+    #[serde(default)]
+    pub addons: Vec<AddonStatus>,
+}
+
+/// An addon the control plane runs, and how it is doing.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AddonStatus {
+    pub name: String,
+    pub address: Option<SocketAddr>,
+    /// It answers (Prometheus's `/-/ready`).
+    pub ready: bool,
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    /// Why it is not ready, when it is not.
+    pub message: Option<String>,
+}
+
+/// `POST /v1/addons/{name}`: run it or stop it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AddonRequest {
+    pub enabled: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -385,6 +407,11 @@ impl Client {
 
     pub async fn status(&self) -> Result<Status, Error> {
         self.get("/v1/status").await
+    }
+
+    /// Enables (its status) or disables (`None`) an addon.
+    pub async fn addon(&self, name: &str, enabled: bool) -> Result<Option<AddonStatus>, Error> {
+        self.post(&format!("/v1/addons/{name}"), &AddonRequest { enabled }).await
     }
 
     /// Waits until the environment is settled at `version` (the runner has started the pods it

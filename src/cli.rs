@@ -2,6 +2,7 @@
 //!
 //! Exit codes: 0 success; 1 a check or verification failed; 2 usage or runtime error.
 
+pub mod addons;
 pub mod analyze;
 pub mod backend;
 mod doctor;
@@ -123,6 +124,10 @@ pub enum Command {
         /// [default on first up: httpbin,bookinfo].
         #[arg(long, value_delimiter = ',')]
         apps: Option<Vec<String>>,
+        /// Addons to run as well, remembered for the next `up`: prometheus (`meshrig addons
+        /// disable` stops one).
+        #[arg(long, value_delimiter = ',')]
+        addons: Vec<String>,
         /// How long to wait for every pod to be ready, in seconds.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
@@ -335,6 +340,18 @@ pub enum Command {
     /// Labs: list, start, check, verify.
     #[command(subcommand)]
     Lab(LabCommand),
+    /// The addons the control plane runs beside the mesh (Prometheus).
+    #[command(subcommand)]
+    Addons(AddonsCommand),
+    /// Print (and on a desktop open) where an addon answers: prometheus, or jaeger (the trace
+    /// collector's Jaeger API).
+    Dashboard {
+        /// prometheus or jaeger.
+        name: String,
+        /// Print the address only; do not open a browser.
+        #[arg(long)]
+        no_browser: bool,
+    },
     /// The service graph from the proxies' metrics: who calls whom, requests, errors, p99, mTLS.
     Graph {
         /// Only edges from or to this namespace.
@@ -399,6 +416,28 @@ pub enum Command {
         /// The container's `args`.
         #[arg(last = true)]
         args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AddonsCommand {
+    /// Every addon meshrig knows, and whether it runs.
+    List {
+        /// Output format: a table for people, or yaml / json for programs.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Run addons (remembered: `up` starts them again) and wait until they answer.
+    Enable {
+        /// Addon names: prometheus.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Stop addons (their data is kept for the next enable).
+    Disable {
+        /// Addon names: prometheus.
+        #[arg(required = true)]
+        names: Vec<String>,
     },
 }
 
@@ -529,10 +568,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(crate::apps::run(app, container_port, &args, &env.dir))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up { http_port, https_port, tcp_port, tracing_port, apps, timeout } => {
+        Command::Up { http_port, https_port, tcp_port, tracing_port, apps, addons, timeout } => {
             let ports =
                 lifecycle::GatewayPorts { http: http_port, https: https_port, tcp: tcp_port, tracing: tracing_port };
-            runtime()?.block_on(lifecycle::up(&env, ports, apps, timeout))
+            runtime()?.block_on(lifecycle::up(&env, ports, apps, &addons, timeout))
         }
         Command::Down { purge } => lifecycle::down(&env, purge),
         Command::Status { output } => runtime()?.block_on(lifecycle::status(&env, output)),
@@ -607,6 +646,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             &command,
         )),
         Command::Lab(cmd) => runtime()?.block_on(lab::run(&env, cmd)),
+        Command::Addons(AddonsCommand::List { output }) => runtime()?.block_on(addons::list(&env, output)),
+        Command::Addons(AddonsCommand::Enable { names }) => runtime()?.block_on(addons::enable(&env, &names)),
+        Command::Addons(AddonsCommand::Disable { names }) => runtime()?.block_on(addons::disable(&env, &names)),
+        Command::Dashboard { name, no_browser } => runtime()?.block_on(addons::dashboard(&env, &name, !no_browser)),
         Command::Analyze {
             files,
             recursive,

@@ -12,7 +12,9 @@
 //! - `runner`: Deployments → pods → processes (sidecar injection, image mapping).
 //! - `server`: the HTTP API (`api` has the wire types).
 //! - `traces`: the trace collector and Jaeger's query API on its own port.
+//! - `addons`: the addons it runs (Prometheus), supervised, their targets kept current.
 
+pub mod addons;
 pub mod backend;
 pub mod certmanager;
 pub mod gateway_ports;
@@ -67,12 +69,20 @@ pub async fn run(env: Env) -> Result<(), Error> {
     let address = listener.local_addr().map_err(Error::Bind)?;
     let api = state::Api { address, token: token.clone() };
     let backend = Box::new(backend::Local { settings: settings.clone() });
+    let enabled = settings.addons.clone();
     let state = Arc::new(state::State::new(env.clone(), settings, store, api, backend, ca));
     env::write_json(&env.control_plane_file(), &ControlPlaneInfo { address, pid: std::process::id() })?;
     state.save_processes();
     let collector = Arc::new(traces::Collector::default());
     let tracing = serve_traces(collector.clone(), tracing_port).await;
+    let addons = Arc::new(addons::Addons::default());
+    for name in &enabled {
+        if let Err(e) = addons.enable(&state, name) {
+            net::log(&format!("addon {name}: {e}"));
+        }
+    }
     let server = Arc::new(server::Server {
+        addons,
         state: state.clone(),
         token,
         started: env::rfc3339_now(),

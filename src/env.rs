@@ -33,6 +33,16 @@ pub struct Settings {
     /// was built in keep httpbin only.
     #[serde(default = "httpbin_only")]
     pub apps: Vec<String>,
+    /// The addons the control plane runs (`up --addons`, `meshrig addons enable`).
+    #[serde(default)]
+    pub addons: Vec<String>,
+    /// Localhost port of the Prometheus addon (9090, Prometheus's own).
+    #[serde(default = "default_prometheus_port")]
+    pub prometheus_port: u16,
+}
+
+fn default_prometheus_port() -> u16 {
+    crate::addons::PROMETHEUS_PORT
 }
 
 fn default_tcp_port() -> u16 {
@@ -80,6 +90,8 @@ impl Default for Settings {
             tcp_port: default_tcp_port(),
             tracing_port: default_tracing_port(),
             apps: vec!["httpbin".to_string(), "bookinfo".to_string()],
+            addons: Vec::new(),
+            prometheus_port: default_prometheus_port(),
         }
     }
 }

@@ -18,6 +18,7 @@
 //! - `trace`: trace context headers and the span type proxies report (pure).
 //! - `net`: loopback HTTP plumbing; `ready`: the readiness line; `reaper`: stopping processes.
 
+pub mod addons;
 pub mod analyze;
 pub mod api;
 pub mod apps;

@@ -18,7 +18,17 @@ const STARTED: [&[u8]; 3] = [b"control-plane", b"proxy", b"app"];
 /// followed by one of the internal subcommands)?
 pub fn belongs(pid: u32, dir: &Path) -> bool {
     let want = dir.as_os_str().as_encoded_bytes();
-    args(pid).windows(3).any(|w| w[0] == b"--state-dir" && w[1] == want && STARTED.contains(&w[2].as_slice()))
+    let args = args(pid);
+    args.windows(3).any(|w| w[0] == b"--state-dir" && w[1] == want && STARTED.contains(&w[2].as_slice()))
+        || args.iter().any(|a| is_addon_config(a, want))
+}
+
+/// An addon's `--config.file=` inside the environment's `addons/` directory (Prometheus
+/// carries no `--state-dir`; its configuration says whose it is).
+fn is_addon_config(arg: &[u8], dir: &[u8]) -> bool {
+    arg.strip_prefix(b"--config.file=".as_slice())
+        .and_then(|path| path.strip_prefix(dir))
+        .is_some_and(|rest| rest.starts_with(b"/addons/"))
 }
 
 /// The command line of `pid` (empty when it cannot be read).

@@ -82,6 +82,27 @@ pub fn run(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
         });
     }
 
+    // Prometheus is needed only by its addon: missing, it is a problem once the addon is on.
+    let wanted = settings.addons.iter().any(|a| a == "prometheus");
+    findings.push(match crate::addons::prometheus_binary() {
+        Ok(path) => Finding {
+            check: "prometheus (addon)".into(),
+            ok: true,
+            detail: format!("found {}", path.display()),
+            fix: None,
+        },
+        Err(e) => Finding {
+            check: "prometheus (addon)".into(),
+            ok: !wanted,
+            detail: if wanted {
+                "the prometheus addon is enabled but its binary is missing".into()
+            } else {
+                "not installed; only `meshrig addons enable prometheus` needs it".into()
+            },
+            fix: Some(e),
+        },
+    });
+
     let writable =
         env.ensure_dirs().is_ok() && crate::env::write_atomic(&env.dir.join(".doctor"), b"ok", 0o600).is_ok();
     let _ = std::fs::remove_file(env.dir.join(".doctor"));

@@ -91,9 +91,22 @@ pub struct GatewayPorts {
     pub tracing: Option<u16>,
 }
 
-pub async fn up(env: &Env, ports: GatewayPorts, apps: Option<Vec<String>>, timeout: u64) -> anyhow::Result<ExitCode> {
+pub async fn up(
+    env: &Env,
+    ports: GatewayPorts,
+    apps: Option<Vec<String>>,
+    addons: &[String],
+    timeout: u64,
+) -> anyhow::Result<ExitCode> {
     if let Some(bad) = apps.iter().flatten().find(|a| !APPS.contains(&a.as_str()) && a.as_str() != "none") {
         bail!("unknown app {bad:?} for --apps; choose from {} (or none)", APPS.join(", "));
+    }
+    if let Some(bad) = addons.iter().find(|a| !crate::addons::NAMES.contains(&a.as_str())) {
+        bail!("unknown addon {bad:?} for --addons; choose from {}", crate::addons::NAMES.join(", "));
+    }
+    if !addons.is_empty() {
+        // Said before anything starts, so a missing binary costs nothing.
+        crate::addons::prometheus_binary().map_err(|e| anyhow::anyhow!("--addons prometheus: {e}"))?;
     }
     env.ensure_dirs()?;
     eprintln!("meshrig up: environment {:?} ({})", env.name, env.dir.display());
@@ -181,6 +194,21 @@ pub async fn up(env: &Env, ports: GatewayPorts, apps: Option<Vec<String>>, timeo
         );
     }
     step.done(&format!("{} pods ready", status.pods.len()));
+    let mut addons_now = status.control_plane.addons.clone();
+    if !addons.is_empty() {
+        let step = Step::start("addons");
+        match crate::cli::addons::enable_all(&client, addons).await {
+            Ok(started) => {
+                step.done(&format!("addons ready ({})", addons.join(", ")));
+                addons_now.retain(|a| !started.iter().any(|s| s.name == a.name));
+                addons_now.extend(started);
+            }
+            Err(e) => {
+                step.failed("addons");
+                return Err(e);
+            }
+        }
+    }
     eprintln!();
     eprintln!("meshrig is up.");
     eprintln!("  ingress gateway: http://127.0.0.1:{} (Gateway servers on port 80 or 8080)", settings.http_port);
@@ -197,6 +225,9 @@ pub async fn up(env: &Env, ports: GatewayPorts, apps: Option<Vec<String>>, timeo
         let service =
             if settings.apps.iter().any(|a| a == "bookinfo") { "productpage.default" } else { "httpbin.default" };
         eprintln!("  traces (Jaeger API): http://{tracing}/jaeger/api/traces?service={service}");
+    }
+    for addon in &addons_now {
+        eprintln!("  {}", crate::cli::addons::prometheus_hint(addon));
     }
     if settings.apps.iter().any(|a| a == "httpbin") {
         eprintln!("  try:  meshrig exec curl -- curl -s http://httpbin:8000/headers");
@@ -377,6 +408,15 @@ pub async fn status(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
             println!("ingress gateway http://127.0.0.1:{}   tcp 127.0.0.1:{}", settings.http_port, settings.tcp_port);
             if let Some(tracing) = status.control_plane.tracing {
                 println!("traces          http://{tracing}/jaeger/api/traces?service=SERVICE (Jaeger's query API)");
+            }
+            for addon in &status.control_plane.addons {
+                let address = addon.address.map(|a| format!("http://{a}")).unwrap_or_default();
+                let state = if addon.ready {
+                    String::new()
+                } else {
+                    format!("   not ready: {}", addon.message.as_deref().unwrap_or("starting"))
+                };
+                println!("{:<15} {address}{state}", addon.name);
             }
             if listening.is_empty() {
                 println!(

@@ -23,6 +23,8 @@ pub struct Server {
     pub token: String,
     pub started: String,
     pub address: std::net::SocketAddr,
+    /// The addons it runs (Prometheus).
+    pub addons: Arc<crate::control_plane::addons::Addons>,
     /// The trace collector the proxies send spans to, and its query listener's address.
     pub traces: Arc<crate::control_plane::traces::Collector>,
     pub tracing: Option<std::net::SocketAddr>,
@@ -92,6 +94,15 @@ pub async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Response<Bod
             ),
         };
     }
+    if let Some(name) = req.uri().path().strip_prefix("/v1/addons/").map(str::to_string) {
+        if req.method() != Method::POST {
+            return error(StatusCode::METHOD_NOT_ALLOWED, "POST /v1/addons/NAME {\"enabled\": true|false}");
+        }
+        return match read_json::<crate::api::AddonRequest>(req).await {
+            Ok(body) => addon(&server, &name, body.enabled),
+            Err(e) => e,
+        };
+    }
     match (req.method().clone(), req.uri().path()) {
         (Method::POST, "/v1/apply") => match read_json::<ApplyRequest>(req).await {
             Ok(body) => apply(&server, body),
@@ -106,6 +117,19 @@ pub async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Response<Bod
         (Method::GET, "/v1/snapshot") => snapshot(&server, &q).await,
         (Method::GET, "/v1/credentials") => credential(&server, None, &q),
         _ => error(StatusCode::NOT_FOUND, format!("no API route {} {}", req.method(), req.uri().path())),
+    }
+}
+
+/// Runs or stops an addon; its status (null once stopped), or 400 saying why it cannot run.
+fn addon(server: &Server, name: &str, enabled: bool) -> Response<Body> {
+    let result = if enabled {
+        server.addons.enable(&server.state, name).map(Some)
+    } else {
+        server.addons.disable(&server.state, name).map(|_| None)
+    };
+    match result {
+        Ok(status) => net::json(StatusCode::OK, &status),
+        Err(msg) => error(StatusCode::BAD_REQUEST, msg),
     }
 }
 
@@ -431,6 +455,7 @@ async fn status(server: &Server, q: &HashMap<String, String>) -> Response<Body> 
             version: Version { epoch: state.epoch, counter: inner.counter },
             started: server.started.clone(),
             tracing: server.tracing,
+            addons: server.addons.statuses(),
         },
         pods: inner.pods.values().map(|p| p.status()).collect(),
         settled,

@@ -218,6 +218,15 @@ impl State {
         }
     }
 
+    /// Changes the environment's saved settings (as saved now, which `up` may have changed
+    /// since this control plane started) and saves them.
+    pub fn settings_mut(&self, f: impl FnOnce(&mut Settings)) -> Result<Settings, String> {
+        let mut s = self.env.settings().ok().flatten().unwrap_or_else(|| self.settings.clone());
+        f(&mut s);
+        self.env.save_settings(&s).map_err(|e| format!("save {}: {e}", self.env.settings_file().display()))?;
+        Ok(s)
+    }
+
     /// A new credential for the proxy of pod `key` (the one before it stops working).
     pub fn issue_credential(&self, key: &str) -> String {
         let token = crate::env::random_hex(32).unwrap_or_else(|_| format!("{:032x}", fastrand::u128(..)));

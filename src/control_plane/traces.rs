@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{Method, Request, Response, StatusCode};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::net::{self, Body};
@@ -175,9 +176,10 @@ impl Collector {
             .collect()
     }
 
-    /// Traces with a span of `q.service` (and `q.operation`) that matches, newest first, in
-    /// Jaeger's JSON.
-    pub fn find(&self, q: &Query) -> Vec<Value> {
+    /// Traces with a span of `q.service` (and `q.operation`) that matches, newest first: Jaeger's
+    /// response, written straight from the kept spans (no intermediate JSON tree, whose size
+    /// would be many times the answer's).
+    pub fn find(&self, q: &Query) -> Vec<u8> {
         let s = self.store.lock().unwrap_or_else(|p| p.into_inner());
         let mut hits: Vec<(u64, &Vec<Kept>)> = s
             .traces
@@ -198,14 +200,16 @@ impl Collector {
             })
             .collect();
         hits.sort_by_key(|h| std::cmp::Reverse(h.0));
-        hits.into_iter().take(q.limit).map(|(_, spans)| jaeger_trace(spans)).collect()
+        let traces: Vec<TraceOut> = hits.into_iter().take(q.limit).map(|(_, spans)| jaeger_trace(spans)).collect();
+        envelope_bytes(&traces)
     }
 
-    pub fn get(&self, trace_id: &str) -> Option<Value> {
+    /// One trace by id, as Jaeger's response.
+    pub fn get(&self, trace_id: &str) -> Option<Vec<u8>> {
         let s = self.store.lock().unwrap_or_else(|p| p.into_inner());
         // Jaeger accepts ids without their leading zeros.
         let id = u128::from_str_radix(trace_id, 16).ok()?;
-        s.traces.get(&id).map(|spans| jaeger_trace(spans))
+        s.traces.get(&id).map(|spans| envelope_bytes(&[jaeger_trace(spans)]))
     }
 }
 
@@ -216,52 +220,138 @@ fn kind_name(k: Kind) -> &'static str {
     }
 }
 
+/// A trace id as Jaeger writes it: 32 hex digits.
+#[derive(Clone, Copy)]
+struct Hex128(u128);
+
+impl Serialize for Hex128 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{:032x}", self.0))
+    }
+}
+
+/// A span id as Jaeger writes it: 16 hex digits.
+#[derive(Clone, Copy)]
+struct Hex64(u64);
+
+impl Serialize for Hex64 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{:016x}", self.0))
+    }
+}
+
+/// Jaeger's JSON shapes, borrowing from the kept spans.
+#[derive(Serialize)]
+struct TagOut<'a> {
+    key: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    value: &'a str,
+}
+
+fn tag<'a>(key: &'a str, value: &'a str) -> TagOut<'a> {
+    TagOut { key, kind: "string", value }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RefOut {
+    ref_type: &'static str,
+    #[serde(rename = "traceID")]
+    trace_id: Hex128,
+    #[serde(rename = "spanID")]
+    span_id: Hex64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SpanOut<'a> {
+    #[serde(rename = "traceID")]
+    trace_id: Hex128,
+    #[serde(rename = "spanID")]
+    span_id: Hex64,
+    operation_name: &'a str,
+    references: Vec<RefOut>,
+    start_time: u64,
+    duration: u64,
+    tags: Vec<TagOut<'a>>,
+    logs: [(); 0],
+    #[serde(rename = "processID")]
+    process_id: String,
+    warnings: Option<()>,
+    flags: u8,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ProcessOut<'a> {
+    service_name: &'a str,
+    tags: [TagOut<'a>; 2],
+}
+
+#[derive(Serialize)]
+struct TraceOut<'a> {
+    #[serde(rename = "traceID")]
+    trace_id: Hex128,
+    spans: Vec<SpanOut<'a>>,
+    processes: BTreeMap<String, ProcessOut<'a>>,
+    warnings: Option<()>,
+}
+
+/// Jaeger's envelope around `data`: `{"data": [...], "total": N, "limit": 0, "offset": 0, "errors": null}`.
+fn envelope_bytes(data: &[TraceOut]) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Envelope<'a, 'b> {
+        data: &'b [TraceOut<'a>],
+        total: usize,
+        limit: usize,
+        offset: usize,
+        errors: Option<()>,
+    }
+    serde_json::to_vec(&Envelope { data, total: data.len(), limit: 0, offset: 0, errors: None }).unwrap_or_default()
+}
+
 /// One trace in Jaeger's JSON: spans in start order, processes `p1`, `p2`... by service and pod.
-fn jaeger_trace(spans: &[Kept]) -> Value {
+fn jaeger_trace(spans: &[Kept]) -> TraceOut<'_> {
     let mut ordered: Vec<&Kept> = spans.iter().collect();
     ordered.sort_by_key(|k| k.start_us);
     let mut processes: Vec<&Process> = ordered.iter().map(|k| &*k.process).collect();
     processes.sort();
     processes.dedup();
     let pid = |p: &Process| format!("p{}", processes.iter().position(|q| *q == p).unwrap_or(0) + 1);
-    let trace_id = ordered.first().map(|k| format!("{:032x}", k.trace_id)).unwrap_or_default();
-    let spans_json: Vec<Value> = ordered
+    let trace_id = Hex128(ordered.first().map_or(0, |k| k.trace_id));
+    let spans = ordered
         .iter()
         .map(|s| {
-            let mut tags: Vec<Value> =
-                s.tags.iter().map(|(k, v)| json!({"key": &**k, "type": "string", "value": &**v})).collect();
-            tags.push(json!({"key": "span.kind", "type": "string", "value": kind_name(s.kind)}));
-            let references: Vec<Value> = s
-                .parent_id
-                .iter()
-                .map(|p| json!({"refType": "CHILD_OF", "traceID": trace_id, "spanID": format!("{p:016x}")}))
-                .collect();
-            json!({
-                "traceID": trace_id,
-                "spanID": format!("{:016x}", s.span_id),
-                "operationName": &*s.operation,
-                "references": references,
-                "startTime": s.start_us,
-                "duration": s.duration_us,
-                "tags": tags,
-                "logs": [],
-                "processID": pid(&s.process),
-                "warnings": null,
-                "flags": 1,
-            })
+            let mut tags: Vec<TagOut> = s.tags.iter().map(|(k, v)| tag(k, v)).collect();
+            tags.push(tag("span.kind", kind_name(s.kind)));
+            SpanOut {
+                trace_id,
+                span_id: Hex64(s.span_id),
+                operation_name: &s.operation,
+                references: s
+                    .parent_id
+                    .map(|p| RefOut { ref_type: "CHILD_OF", trace_id, span_id: Hex64(p) })
+                    .into_iter()
+                    .collect(),
+                start_time: s.start_us,
+                duration: s.duration_us,
+                tags,
+                logs: [],
+                process_id: pid(&s.process),
+                warnings: None,
+                flags: 1,
+            }
         })
         .collect();
-    let processes_json: serde_json::Map<String, Value> = processes
+    let processes = processes
         .iter()
         .map(|p| {
-            let tags = json!([
-                {"key": "hostname", "type": "string", "value": p.pod},
-                {"key": "namespace", "type": "string", "value": p.namespace},
-            ]);
-            (pid(p), json!({"serviceName": p.service, "tags": tags}))
+            let tags = [tag("hostname", &p.pod), tag("namespace", &p.namespace)];
+            (pid(p), ProcessOut { service_name: &p.service, tags })
         })
         .collect();
-    json!({"traceID": trace_id, "spans": spans_json, "processes": processes_json, "warnings": null})
+    TraceOut { trace_id, spans, processes, warnings: None }
 }
 
 /// Jaeger's envelope: `{"data": ..., "total": N, "limit": 0, "offset": 0, "errors": null}`.
@@ -397,14 +487,18 @@ pub fn handle<B>(collector: &Collector, req: &Request<B>) -> Response<Body> {
         }
         ["api", "traces"] => match parse_query(&params, now_us()) {
             Ok(q) => {
-                let traces = collector.find(&q);
-                let n = traces.len();
-                envelope(json!(traces), n)
+                let mut res = Response::new(net::full(collector.find(&q)));
+                res.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+                res
             }
             Err(msg) => failure(StatusCode::BAD_REQUEST, &msg),
         },
         ["api", "traces", id] => match collector.get(id) {
-            Some(t) => envelope(json!([t]), 1),
+            Some(t) => {
+                let mut res = Response::new(net::full(t));
+                res.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+                res
+            }
             None => failure(StatusCode::NOT_FOUND, "trace not found"),
         },
         _ => failure(
@@ -431,6 +525,15 @@ mod tests {
         }
     }
 
+    /// The traces of a Jaeger response (its `total` checked against them).
+    fn data(body: &[u8]) -> Vec<Value> {
+        let v: Value = serde_json::from_slice(body).unwrap();
+        let traces = v["data"].as_array().unwrap().clone();
+        assert_eq!(v["total"].as_u64(), Some(traces.len() as u64));
+        assert_eq!(v["errors"], Value::Null);
+        traces
+    }
+
     fn process(service: &str) -> Process {
         Process { service: service.into(), pod: format!("{service}-pod"), namespace: "default".into() }
     }
@@ -454,7 +557,7 @@ mod tests {
         assert_eq!(c.services(), ["details.default", "istio-ingressgateway.istio-system", "productpage.default"]);
         let q = |pairs: &[(&str, &str)]| {
             let params = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-            parse_query(&params, 10_000).map(|q| c.find(&q))
+            parse_query(&params, 10_000).map(|q| data(&c.find(&q)))
         };
         let found = q(&[("service", "productpage.default")]).unwrap();
         assert_eq!(found.len(), 1);
@@ -479,7 +582,7 @@ mod tests {
         assert_eq!(q(&[("service", "productpage.default"), ("operation", "nope")]).unwrap().len(), 0);
         assert_eq!(q(&[]).unwrap_err(), "parameter 'service' is required");
         assert!(q(&[("service", "x"), ("limit", "ten")]).unwrap_err().contains("limit"));
-        assert_eq!(c.get("1").unwrap()["spans"].as_array().unwrap().len(), 2, "ids without leading zeros");
+        assert_eq!(data(&c.get("1").unwrap())[0]["spans"].as_array().unwrap().len(), 2, "ids without leading zeros");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! Each test runs its own environment (a temp state dir, ephemeral gateway ports) and stops
 //! it on drop, so tests run in parallel and leave nothing behind.
 
+mod addons;
 mod analyze;
 mod bookinfo;
 mod cli;
