@@ -363,6 +363,7 @@ pub async fn target(client: &api::Client, env: &Env) -> anyhow::Result<Target> {
         workloads,
         gateway_https: SocketAddr::from((Ipv4Addr::LOCALHOST, s.https_port)),
         api: Some(client.clone()),
+        tracing: status.control_plane.tracing,
     })
 }
 

@@ -183,6 +183,68 @@ pub struct Expect {
     /// this block, all must.
     #[serde(default)]
     pub load: Option<LoadExpect>,
+    /// The request's trace, as the collector's Jaeger API gives it (found by the request's
+    /// `x-request-id`, which the ingress gateway's span carries as `guid:x-request-id`).
+    #[serde(default)]
+    pub trace: Option<TraceExpect>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TraceExpect {
+    /// Services (`app.namespace`, as Jaeger lists them) that have a span in the trace.
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// A span with this operation name lasts at least this long.
+    #[serde(default)]
+    pub slow: Option<SlowSpan>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SlowSpan {
+    /// The span's operation name (Istio's: `ratings.default.svc.cluster.local:9080/*`).
+    pub operation: String,
+    pub at_least_ms: u64,
+}
+
+/// What a request's trace held: its services, and each span's operation, service and length.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct TraceSeen {
+    pub services: Vec<String>,
+    pub spans: Vec<(String, String, u64)>,
+}
+
+impl TraceSeen {
+    /// The longest span with this operation, in milliseconds.
+    fn longest(&self, operation: &str) -> Option<u64> {
+        self.spans.iter().filter(|(op, _, _)| op == operation).map(|(_, _, ms)| *ms).max()
+    }
+
+    fn meets(&self, t: &TraceExpect) -> bool {
+        t.services.iter().all(|s| self.services.contains(s))
+            && t.slow.as_ref().is_none_or(|s| self.longest(&s.operation).is_some_and(|ms| ms >= s.at_least_ms))
+    }
+}
+
+/// A Jaeger API answer's first trace, as services and spans.
+pub fn trace_seen(answer: &serde_json::Value) -> Option<TraceSeen> {
+    let trace = answer["data"].get(0)?;
+    let service = |pid: &serde_json::Value| {
+        pid.as_str().and_then(|p| trace["processes"][p]["serviceName"].as_str()).unwrap_or("").to_string()
+    };
+    let spans: Vec<(String, String, u64)> = trace["spans"]
+        .as_array()?
+        .iter()
+        .map(|s| {
+            let op = s["operationName"].as_str().unwrap_or("").to_string();
+            (op, service(&s["processID"]), s["duration"].as_u64().unwrap_or(0) / 1000)
+        })
+        .collect();
+    let mut services: Vec<String> = spans.iter().map(|(_, s, _)| s.clone()).collect();
+    services.sort();
+    services.dedup();
+    Some(TraceSeen { services, spans })
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -286,6 +348,8 @@ pub enum Seen {
         overloaded: u64,
         no_answer: u64,
     },
+    /// The answer was right; this is its trace (None: the collector has none for it).
+    Trace(Option<TraceSeen>),
 }
 
 /// Bodies are kept up to this size for judging (the check only looks for a phrase).
@@ -321,6 +385,8 @@ pub struct Target {
     pub gateway_https: SocketAddr,
     /// The control plane, for the Secrets an HTTPS check trusts and presents.
     pub api: Option<crate::api::Client>,
+    /// The trace collector's Jaeger API, for checks on a request's trace.
+    pub tracing: Option<SocketAddr>,
 }
 
 fn describe_request(c: &Check, target: &Target) -> String {
@@ -364,6 +430,14 @@ fn describe_expect(e: &Expect) -> String {
     if let Some(text) = &e.body_not_contains {
         out.push_str(&format!(" {} {text:?}", if e.body_contains.is_some() { "and without" } else { "without" }));
     }
+    if let Some(t) = &e.trace {
+        if !t.services.is_empty() {
+            out.push_str(&format!(", its trace with spans of {}", t.services.join(", ")));
+        }
+        if let Some(slow) = &t.slow {
+            out.push_str(&format!(", a {} span of at least {} ms", slow.operation, slow.at_least_ms));
+        }
+    }
     if let Some(s) = &e.share {
         match (s.percent, s.at_most) {
             (Some(p), _) => {
@@ -384,7 +458,7 @@ pub fn judge(expect: &Expect, seen: &Seen) -> Result<(), Failure> {
             Seen::Answer { status, .. } => Err(Failure::Status(*status)),
             Seen::Refused => Err(Failure::Refused),
             Seen::Timeout => Err(Failure::Timeout),
-            Seen::Invalid(_) | Seen::Sample { .. } | Seen::Load { .. } => Err(Failure::Body),
+            Seen::Invalid(_) | Seen::Sample { .. } | Seen::Load { .. } | Seen::Trace(_) => Err(Failure::Body),
         };
     }
     match seen {
@@ -410,6 +484,10 @@ pub fn judge(expect: &Expect, seen: &Seen) -> Result<(), Failure> {
             }
         }
         Seen::Load { codes, overloaded, no_answer } => judge_load(expect, codes, *overloaded, *no_answer),
+        Seen::Trace(seen) => match (&expect.trace, seen) {
+            (Some(t), Some(seen)) if seen.meets(t) => Ok(()),
+            _ => Err(Failure::Body),
+        },
     }
 }
 
@@ -503,6 +581,19 @@ fn describe_seen(seen: &Seen, expect: &Expect) -> String {
         Seen::Invalid(why) => format!("the check's request is invalid: {why}"),
         Seen::Sample { matched, total } => format!("{matched} of {total} answers with the text"),
         Seen::Load { .. } => String::new(), // described above
+        Seen::Trace(None) => {
+            "the right answer, but no trace of it in the collector (is tracing off in the mesh config?)".into()
+        }
+        Seen::Trace(Some(t)) => {
+            let mut out = format!("a trace of {} spans across {}", t.spans.len(), t.services.join(", "));
+            if let Some(slow) = expect.trace.as_ref().and_then(|e| e.slow.as_ref()) {
+                match t.longest(&slow.operation) {
+                    Some(ms) => out.push_str(&format!("; its longest {} span took {ms} ms", slow.operation)),
+                    None => out.push_str(&format!("; no span named {}", slow.operation)),
+                }
+            }
+            out
+        }
     }
 }
 
@@ -587,7 +678,51 @@ async fn attempt(client: &net::HttpClient, c: &Check, target: &Target, request_i
     if c.expect.share.is_some() {
         return Seen::Sample { matched, total: c.request.repeat };
     }
+    if let Some(t) = &c.expect.trace {
+        return Seen::Trace(find_trace(client, target, request_id, t).await);
+    }
     seen
+}
+
+/// The trace of the request `request_id` from the collector, waiting (bounded) for its spans:
+/// proxies send them within a second or so of the answer.
+async fn find_trace(
+    client: &net::HttpClient,
+    target: &Target,
+    request_id: &str,
+    want: &TraceExpect,
+) -> Option<TraceSeen> {
+    let tracing = target.tracing?;
+    let tags = serde_json::json!({ "guid:x-request-id": request_id }).to_string();
+    let tags: String = tags
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect();
+    let uri = format!(
+        "http://{tracing}/api/traces?service=istio-ingressgateway.istio-system&lookback=1h&limit=1&tags={tags}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut last = None;
+    loop {
+        if let Some(seen) = get_json(client, &uri).await.as_ref().and_then(trace_seen) {
+            if seen.meets(want) {
+                return Some(seen);
+            }
+            last = Some(seen);
+        }
+        if Instant::now() >= deadline {
+            return last;
+        }
+        // The spans arrive in batches; there is nothing to wait on but the collector itself.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn get_json(client: &net::HttpClient, uri: &str) -> Option<serde_json::Value> {
+    let req = Request::get(uri).body(net::empty()).ok()?;
+    let res = tokio::time::timeout(Duration::from_secs(5), client.request(req)).await.ok()?.ok()?;
+    let body = res.into_body().collect().await.ok()?.to_bytes();
+    serde_json::from_slice(&body).ok()
 }
 
 /// `repeat` requests over `connections` connections at once, with the load generator.
@@ -904,6 +1039,12 @@ pub fn lint(checks: &[Check]) -> Vec<String> {
             }
             _ => {}
         }
+        if c.expect.trace.is_some() && (c.expect.share.is_some() || c.request.concurrency.is_some()) {
+            problems.push(format!(
+                "check {:?} looks for a trace: it sends one request, without share or concurrency",
+                c.id
+            ));
+        }
         if !c.expect.reset && c.expect.status == 0 {
             problems.push(format!("check {:?} expects neither a status nor a reset", c.id));
         }
@@ -920,9 +1061,49 @@ mod tests {
     }
 
     #[test]
+    fn a_trace_is_judged_by_its_services_and_its_slowest_span() {
+        let answer = serde_json::json!({"data": [{
+        "processes": {"p1": {"serviceName": "reviews.default"}, "p2": {"serviceName": "ratings.default"}},
+        "spans": [
+            {"operationName": "ratings.default.svc.cluster.local:9080/*", "processID": "p1", "duration": 2_004_000},
+            {"operationName": "ratings.default.svc.cluster.local:9080/*", "processID": "p2", "duration": 3_000},
+            {"operationName": "reviews.default.svc.cluster.local:9080/*", "processID": "p1", "duration": 2_010_000},
+        ]}]});
+        let seen = trace_seen(&answer).unwrap();
+        assert_eq!(seen.services, ["ratings.default", "reviews.default"]);
+        let e = |services: &[&str], ms: u64| Expect {
+            reset: false,
+            status: 200,
+            body_contains: None,
+            body_not_contains: None,
+            share: None,
+            load: None,
+            trace: Some(TraceExpect {
+                services: services.iter().map(|s| s.to_string()).collect(),
+                slow: Some(SlowSpan { operation: "ratings.default.svc.cluster.local:9080/*".into(), at_least_ms: ms }),
+            }),
+        };
+        let traced = Seen::Trace(Some(seen));
+        assert_eq!(judge(&e(&["reviews.default", "ratings.default"], 2000), &traced), Ok(()));
+        assert_eq!(judge(&e(&["details.default"], 2000), &traced), Err(Failure::Body));
+        assert_eq!(judge(&e(&[], 2500), &traced), Err(Failure::Body));
+        assert!(describe_seen(&traced, &e(&[], 2500))
+            .contains("its longest ratings.default.svc.cluster.local:9080/* span took 2004 ms"));
+        assert_eq!(judge(&e(&[], 0), &Seen::Trace(None)), Err(Failure::Body));
+        assert_eq!(trace_seen(&serde_json::json!({"data": []})), None);
+    }
+
+    #[test]
     fn a_reset_can_be_what_is_expected() {
-        let e =
-            Expect { reset: true, status: 0, body_contains: None, body_not_contains: None, share: None, load: None };
+        let e = Expect {
+            reset: true,
+            status: 0,
+            body_contains: None,
+            body_not_contains: None,
+            share: None,
+            load: None,
+            trace: None,
+        };
         assert_eq!(judge(&e, &Seen::Reset("connection reset by peer".into())), Ok(()));
         assert_eq!(judge(&e, &answer(200, "")), Err(Failure::Status(200)));
         assert_eq!(describe_expect(&e), "the connection reset, without an answer");
@@ -930,8 +1111,15 @@ mod tests {
 
     #[test]
     fn the_verdict_names_the_kind_of_failure() {
-        let e =
-            Expect { reset: false, status: 404, body_contains: None, body_not_contains: None, share: None, load: None };
+        let e = Expect {
+            reset: false,
+            status: 404,
+            body_contains: None,
+            body_not_contains: None,
+            share: None,
+            load: None,
+            trace: None,
+        };
         assert_eq!(judge(&e, &answer(404, "")), Ok(()));
         assert_eq!(judge(&e, &answer(200, "")), Err(Failure::Status(200)));
         assert_eq!(judge(&e, &Seen::Refused), Err(Failure::Refused));
@@ -944,6 +1132,7 @@ mod tests {
             body_not_contains: None,
             share: None,
             load: None,
+            trace: None,
         };
         assert_eq!(judge(&e, &answer(200, "no ratings")), Err(Failure::Body));
         assert_eq!(judge(&e, &answer(200, "two stars")), Ok(()));
@@ -954,6 +1143,7 @@ mod tests {
             body_not_contains: Some("star".into()),
             share: None,
             load: None,
+            trace: None,
         };
         assert_eq!(judge(&e, &answer(200, "Book Reviews")), Ok(()));
         assert_eq!(judge(&e, &answer(200, "Book Reviews, two stars")), Err(Failure::Body));
@@ -972,6 +1162,7 @@ mod tests {
             body_not_contains: None,
             share: None,
             load: Some(LoadExpect { overloaded_at_least: Some(1), failed_at_most: None }),
+            trace: None,
         };
         assert_eq!(judge(&tripped, &seen(&[(200, 8), (503, 22)], 22, 0)), Ok(()));
         // No overflow: the breaker never tripped; app 503s are not overflows; none got through.
@@ -1023,6 +1214,7 @@ mod tests {
             body_not_contains: None,
             share: Some(Share { body_contains: "red".into(), percent: Some(20.0), at_most: None }),
             load: None,
+            trace: None,
         };
         assert_eq!(judge(&e, &Seen::Sample { matched: 61, total: 300 }), Ok(()));
         assert_eq!(judge(&e, &Seen::Sample { matched: 150, total: 300 }), Err(Failure::Body));
@@ -1076,6 +1268,7 @@ hints:
                 body_not_contains: None,
                 share: None,
                 load: None,
+                trace: None,
             },
             hint: String::new(),
             hints: vec![],
