@@ -364,6 +364,7 @@ pub async fn target(client: &api::Client, env: &Env) -> anyhow::Result<Target> {
         gateway_https: SocketAddr::from((Ipv4Addr::LOCALHOST, s.https_port)),
         api: Some(client.clone()),
         tracing: status.control_plane.tracing,
+        admins: status.pods.iter().filter_map(|p| p.proxy_addrs.get(&Listener::Admin).copied()).collect(),
     })
 }
 

@@ -187,6 +187,73 @@ pub struct Expect {
     /// `x-request-id`, which the ingress gateway's span carries as `guid:x-request-id`).
     #[serde(default)]
     pub trace: Option<TraceExpect>,
+    /// What the mesh's own metrics say about the calls the requests caused, as `meshrig graph`
+    /// draws them (every proxy's `istio_requests_total`, before and after the requests).
+    #[serde(default)]
+    pub graph: Option<GraphExpect>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GraphExpect {
+    /// The calling app (`app` label), e.g. `reviews`.
+    pub from: String,
+    /// The called app, e.g. `ratings`.
+    pub to: String,
+    /// With `percent` or `atMost`: the called app's version whose share of the calls is judged.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// The share of `from` → `to` calls that went to `version`, 0 to 100 (give or take chance).
+    #[serde(default)]
+    pub percent: Option<f64>,
+    /// Instead of `percent`: at most this share, 0 to 100.
+    #[serde(default)]
+    pub at_most: Option<f64>,
+    /// At most this share (0 to 100) of `from` → `to` calls failed (5xx, or no answer).
+    #[serde(default)]
+    pub errors_at_most: Option<f64>,
+}
+
+impl GraphExpect {
+    /// The counts of calls to `version` out of `n` it accepts.
+    fn accepts(&self, n: u64) -> (u64, u64) {
+        let n32 = u32::try_from(n).unwrap_or(u32::MAX);
+        match (self.percent, self.at_most) {
+            (Some(p), _) => {
+                let (lo, hi) = acceptance(n32, p / 100.0);
+                (u64::from(lo), u64::from(hi))
+            }
+            (None, Some(m)) => (0, (n as f64 * m / 100.0).floor() as u64),
+            (None, None) => (0, n),
+        }
+    }
+
+    /// Passes, given the calls seen from `from` to `to`: to `version`, in all, failed.
+    fn judge(&self, to_version: u64, total: u64, errors: u64) -> bool {
+        let (lo, hi) = self.accepts(total);
+        let errors_ok = self.errors_at_most.is_none_or(|p| errors as f64 <= total as f64 * p / 100.0);
+        total > 0 && (lo..=hi).contains(&to_version) && errors_ok
+    }
+}
+
+/// The calls `from` → `to` in the window between two scrapes of every proxy: to `version`,
+/// in all, and failed.
+pub fn graph_calls(
+    before: &[crate::graph::Sample],
+    after: &[crate::graph::Sample],
+    g: &GraphExpect,
+) -> (u64, u64, u64) {
+    let edges = crate::graph::edges(Some(before), after, None);
+    let calls = edges.iter().filter(|e| e.source.app == g.from && e.destination.app == g.to);
+    let (mut to_version, mut total, mut errors) = (0.0, 0.0, 0.0);
+    for e in calls {
+        total += e.requests;
+        errors += e.errors;
+        if g.version.as_ref().is_some_and(|v| *v == e.destination.version) {
+            to_version += e.requests;
+        }
+    }
+    (to_version.round() as u64, total.round() as u64, errors.round() as u64)
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -350,6 +417,12 @@ pub enum Seen {
     },
     /// The answer was right; this is its trace (None: the collector has none for it).
     Trace(Option<TraceSeen>),
+    /// The answers were right; the mesh's metrics counted these `from` → `to` calls meanwhile.
+    Graph {
+        to_version: u64,
+        total: u64,
+        errors: u64,
+    },
 }
 
 /// Bodies are kept up to this size for judging (the check only looks for a phrase).
@@ -387,6 +460,8 @@ pub struct Target {
     pub api: Option<crate::api::Client>,
     /// The trace collector's Jaeger API, for checks on a request's trace.
     pub tracing: Option<SocketAddr>,
+    /// Every proxy's admin listener, for checks on the mesh's metrics.
+    pub admins: Vec<SocketAddr>,
 }
 
 fn describe_request(c: &Check, target: &Target) -> String {
@@ -430,6 +505,17 @@ fn describe_expect(e: &Expect) -> String {
     if let Some(text) = &e.body_not_contains {
         out.push_str(&format!(" {} {text:?}", if e.body_contains.is_some() { "and without" } else { "without" }));
     }
+    if let Some(g) = &e.graph {
+        out.push_str(&format!("; in the mesh's metrics, calls from {} to {}", g.from, g.to));
+        match (&g.version, g.percent, g.at_most) {
+            (Some(v), Some(p), _) => out.push_str(&format!(", {p}% of them to {v} (give or take chance)")),
+            (Some(v), None, Some(m)) => out.push_str(&format!(", at most {m}% of them to {v}")),
+            _ => {}
+        }
+        if let Some(p) = g.errors_at_most {
+            out.push_str(&format!(", at most {p}% failed"));
+        }
+    }
     if let Some(t) = &e.trace {
         if !t.services.is_empty() {
             out.push_str(&format!(", its trace with spans of {}", t.services.join(", ")));
@@ -458,7 +544,9 @@ pub fn judge(expect: &Expect, seen: &Seen) -> Result<(), Failure> {
             Seen::Answer { status, .. } => Err(Failure::Status(*status)),
             Seen::Refused => Err(Failure::Refused),
             Seen::Timeout => Err(Failure::Timeout),
-            Seen::Invalid(_) | Seen::Sample { .. } | Seen::Load { .. } | Seen::Trace(_) => Err(Failure::Body),
+            Seen::Invalid(_) | Seen::Sample { .. } | Seen::Load { .. } | Seen::Trace(_) | Seen::Graph { .. } => {
+                Err(Failure::Body)
+            }
         };
     }
     match seen {
@@ -486,6 +574,10 @@ pub fn judge(expect: &Expect, seen: &Seen) -> Result<(), Failure> {
         Seen::Load { codes, overloaded, no_answer } => judge_load(expect, codes, *overloaded, *no_answer),
         Seen::Trace(seen) => match (&expect.trace, seen) {
             (Some(t), Some(seen)) if seen.meets(t) => Ok(()),
+            _ => Err(Failure::Body),
+        },
+        Seen::Graph { to_version, total, errors } => match &expect.graph {
+            Some(g) if g.judge(*to_version, *total, *errors) => Ok(()),
             _ => Err(Failure::Body),
         },
     }
@@ -581,6 +673,22 @@ fn describe_seen(seen: &Seen, expect: &Expect) -> String {
         Seen::Invalid(why) => format!("the check's request is invalid: {why}"),
         Seen::Sample { matched, total } => format!("{matched} of {total} answers with the text"),
         Seen::Load { .. } => String::new(), // described above
+        Seen::Graph { to_version, total, errors } => {
+            let Some(g) = &expect.graph else { return String::new() };
+            if *total == 0 {
+                return format!("no calls from {} to {} in the mesh's metrics", g.from, g.to);
+            }
+            let mut out = format!("{total} calls from {} to {}", g.from, g.to);
+            if let Some(v) = &g.version {
+                let (lo, hi) = g.accepts(*total);
+                out.push_str(&format!(
+                    ", {to_version} of them ({:.0}%) to {v}; {lo} to {hi} would pass",
+                    *to_version as f64 * 100.0 / *total as f64
+                ));
+            }
+            out.push_str(&format!(", {errors} failed ({:.0}%)", *errors as f64 * 100.0 / *total as f64));
+            out
+        }
         Seen::Trace(None) => {
             "the right answer, but no trace of it in the collector (is tracing off in the mesh config?)".into()
         }
@@ -639,6 +747,11 @@ async fn attempt(client: &net::HttpClient, c: &Check, target: &Target, request_i
     }
     let mut seen = Seen::Invalid("the check sends no request (repeat: 0)".into());
     let mut matched = 0u32;
+    // The proxies' counts before the requests, for a graph check.
+    let before = match &c.expect.graph {
+        Some(_) => Some(scrape(client, &target.admins).await),
+        None => None,
+    };
     for i in 0..c.request.repeat {
         // The first request carries the id whose decision record explains a failure; later
         // ones get their own so that each is recorded.
@@ -681,7 +794,26 @@ async fn attempt(client: &net::HttpClient, c: &Check, target: &Target, request_i
     if let Some(t) = &c.expect.trace {
         return Seen::Trace(find_trace(client, target, request_id, t).await);
     }
+    if let (Some(g), Some(before)) = (&c.expect.graph, before) {
+        // A client-side proxy counts a call when its answer ends, before the page's answer does.
+        let after = scrape(client, &target.admins).await;
+        let (to_version, total, errors) = graph_calls(&before, &after, g);
+        return Seen::Graph { to_version, total, errors };
+    }
     seen
+}
+
+/// Every proxy's metrics (a proxy that does not answer adds nothing).
+async fn scrape(client: &net::HttpClient, admins: &[SocketAddr]) -> Vec<crate::graph::Sample> {
+    let mut all = Vec::new();
+    for admin in admins {
+        let Ok(req) = Request::get(format!("http://{admin}/stats/prometheus")).body(net::empty()) else { continue };
+        let Ok(Ok(res)) = tokio::time::timeout(Duration::from_secs(5), client.request(req)).await else { continue };
+        if let Ok(body) = res.into_body().collect().await {
+            all.extend(crate::graph::parse(&String::from_utf8_lossy(&body.to_bytes())));
+        }
+    }
+    all
 }
 
 /// The trace of the request `request_id` from the collector, waiting (bounded) for its spans:
@@ -1039,6 +1171,13 @@ pub fn lint(checks: &[Check]) -> Vec<String> {
             }
             _ => {}
         }
+        if c.expect.graph.as_ref().is_some_and(|g| (g.percent.is_some() || g.at_most.is_some()) != g.version.is_some())
+        {
+            problems.push(format!("check {:?}: a graph share names a `version` and a `percent` or `atMost`", c.id));
+        }
+        if c.expect.graph.is_some() && (c.expect.trace.is_some() || c.request.concurrency.is_some()) {
+            problems.push(format!("check {:?} judges the graph: no trace or concurrency with it", c.id));
+        }
         if c.expect.trace.is_some() && (c.expect.share.is_some() || c.request.concurrency.is_some()) {
             problems.push(format!(
                 "check {:?} looks for a trace: it sends one request, without share or concurrency",
@@ -1058,6 +1197,48 @@ mod tests {
 
     fn answer(status: u16, body: &str) -> Seen {
         Seen::Answer { status, body: body.into() }
+    }
+
+    #[test]
+    fn the_graph_is_judged_by_the_calls_made_between_two_scrapes() {
+        let line = |version: &str, code: u16, n: u32| {
+            format!(
+                "istio_requests_total{{reporter=\"source\",source_workload=\"reviews-v2\",source_workload_namespace=\"default\",source_app=\"reviews\",source_version=\"v2\",destination_workload=\"ratings-{version}\",destination_workload_namespace=\"default\",destination_app=\"ratings\",destination_version=\"{version}\",destination_service=\"ratings.default.svc.cluster.local\",response_code=\"{code}\"}} {n}\n"
+            )
+        };
+        let before = crate::graph::parse(&(line("v1", 200, 100) + &line("faulty", 200, 10) + &line("faulty", 503, 10)));
+        let after = crate::graph::parse(&(line("v1", 200, 140) + &line("faulty", 200, 15) + &line("faulty", 503, 15)));
+        let g = |version: Option<&str>, percent: Option<f64>, at_most: Option<f64>, errors: Option<f64>| GraphExpect {
+            from: "reviews".into(),
+            to: "ratings".into(),
+            version: version.map(str::to_string),
+            percent,
+            at_most,
+            errors_at_most: errors,
+        };
+        // 50 calls in the window: 40 to v1, 10 to faulty (5 of them failed).
+        assert_eq!(graph_calls(&before, &after, &g(Some("faulty"), Some(20.0), None, None)), (10, 50, 5));
+        assert!(g(Some("faulty"), Some(20.0), None, None).judge(10, 50, 5));
+        assert!(!g(Some("faulty"), None, Some(0.0), None).judge(10, 50, 5), "the canary still gets calls");
+        assert!(!g(None, None, None, Some(0.0)).judge(10, 50, 5), "some calls failed");
+        assert!(g(Some("faulty"), None, Some(0.0), Some(0.0)).judge(0, 50, 0));
+        assert!(!g(None, None, None, Some(0.0)).judge(0, 0, 0), "no calls at all proves nothing");
+        let e = Expect {
+            reset: false,
+            status: 200,
+            body_contains: None,
+            body_not_contains: None,
+            share: None,
+            load: None,
+            trace: None,
+            graph: Some(g(Some("faulty"), None, Some(0.0), None)),
+        };
+        let seen = Seen::Graph { to_version: 10, total: 50, errors: 5 };
+        assert_eq!(judge(&e, &seen), Err(Failure::Body));
+        assert_eq!(
+            describe_seen(&seen, &e),
+            "50 calls from reviews to ratings, 10 of them (20%) to faulty; 0 to 0 would pass, 5 failed (10%)"
+        );
     }
 
     #[test]
@@ -1082,6 +1263,7 @@ mod tests {
                 services: services.iter().map(|s| s.to_string()).collect(),
                 slow: Some(SlowSpan { operation: "ratings.default.svc.cluster.local:9080/*".into(), at_least_ms: ms }),
             }),
+            graph: None,
         };
         let traced = Seen::Trace(Some(seen));
         assert_eq!(judge(&e(&["reviews.default", "ratings.default"], 2000), &traced), Ok(()));
@@ -1103,6 +1285,7 @@ mod tests {
             share: None,
             load: None,
             trace: None,
+            graph: None,
         };
         assert_eq!(judge(&e, &Seen::Reset("connection reset by peer".into())), Ok(()));
         assert_eq!(judge(&e, &answer(200, "")), Err(Failure::Status(200)));
@@ -1119,6 +1302,7 @@ mod tests {
             share: None,
             load: None,
             trace: None,
+            graph: None,
         };
         assert_eq!(judge(&e, &answer(404, "")), Ok(()));
         assert_eq!(judge(&e, &answer(200, "")), Err(Failure::Status(200)));
@@ -1133,6 +1317,7 @@ mod tests {
             share: None,
             load: None,
             trace: None,
+            graph: None,
         };
         assert_eq!(judge(&e, &answer(200, "no ratings")), Err(Failure::Body));
         assert_eq!(judge(&e, &answer(200, "two stars")), Ok(()));
@@ -1144,6 +1329,7 @@ mod tests {
             share: None,
             load: None,
             trace: None,
+            graph: None,
         };
         assert_eq!(judge(&e, &answer(200, "Book Reviews")), Ok(()));
         assert_eq!(judge(&e, &answer(200, "Book Reviews, two stars")), Err(Failure::Body));
@@ -1163,6 +1349,7 @@ mod tests {
             share: None,
             load: Some(LoadExpect { overloaded_at_least: Some(1), failed_at_most: None }),
             trace: None,
+            graph: None,
         };
         assert_eq!(judge(&tripped, &seen(&[(200, 8), (503, 22)], 22, 0)), Ok(()));
         // No overflow: the breaker never tripped; app 503s are not overflows; none got through.
@@ -1215,6 +1402,7 @@ mod tests {
             share: Some(Share { body_contains: "red".into(), percent: Some(20.0), at_most: None }),
             load: None,
             trace: None,
+            graph: None,
         };
         assert_eq!(judge(&e, &Seen::Sample { matched: 61, total: 300 }), Ok(()));
         assert_eq!(judge(&e, &Seen::Sample { matched: 150, total: 300 }), Err(Failure::Body));
@@ -1269,6 +1457,7 @@ hints:
                 share: None,
                 load: None,
                 trace: None,
+                graph: None,
             },
             hint: String::new(),
             hints: vec![],
