@@ -67,6 +67,9 @@ pub struct Baseline {
     /// the lab starts or resets (and saved, so `meshrig lab restore` can bring it back).
     #[serde(default)]
     pub owns: Vec<String>,
+    /// Addons the lab needs running (`prometheus`), enabled when it starts.
+    #[serde(default)]
+    pub addons: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

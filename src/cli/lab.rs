@@ -126,12 +126,22 @@ pub async fn baseline(client: &api::Client, lab: &Lab) -> anyhow::Result<Vec<Res
         Some(client.apply(&ApplyRequest { resources, create_only: false, dry_run: false }).await?.version)
     };
     lifecycle::wait_ready(client, version, Duration::from_secs(60)).await?;
+    if !base.addons.is_empty() {
+        crate::cli::addons::enable_all(client, &base.addons)
+            .await
+            .with_context(|| format!("lab {} needs the {} addon", lab.number, base.addons.join(", ")))?;
+    }
     Ok(removed)
+}
+
+/// Is this lab file a manifest (applied), rather than an answer a check reads (a query)?
+pub fn is_manifest(file: &str) -> bool {
+    file.ends_with(".yaml") || file.ends_with(".yml")
 }
 
 pub async fn apply_files(client: &api::Client, lab: &Lab, files: &[String]) -> anyhow::Result<()> {
     let mut resources = Vec::new();
-    for f in files {
+    for f in files.iter().filter(|f| is_manifest(f)) {
         let text = lab.file(f).with_context(|| format!("labs/{}/{f} is missing", lab.dir))?;
         for doc in parse_documents(&format!("labs/{}/{f}", lab.dir), text)? {
             let mut r = doc.resource;
@@ -365,6 +375,13 @@ pub async fn target(client: &api::Client, env: &Env) -> anyhow::Result<Target> {
         api: Some(client.clone()),
         tracing: status.control_plane.tracing,
         admins: status.pods.iter().filter_map(|p| p.proxy_addrs.get(&Listener::Admin).copied()).collect(),
+        prometheus: status
+            .control_plane
+            .addons
+            .iter()
+            .find(|a| a.name == "prometheus" && a.ready)
+            .and_then(|a| a.address),
+        answers: check::Answers::None,
     })
 }
 
@@ -408,7 +425,8 @@ async fn check_cmd(
     // Checks judge the config in force: wait (bounded) until every proxy runs it. If that does
     // not happen, the checks still run and say what they see.
     client.wait_settled(None, Duration::from_secs(10)).await?;
-    let target = target(&client, env).await?;
+    let mut target = target(&client, env).await?;
+    target.answers = check::Answers::Dir(workspace(lab));
     let people = output == Output::Table;
     if people {
         let heading = format!(

@@ -90,6 +90,19 @@ impl Drop for Scratch {
     }
 }
 
+/// The answer files (not manifests) a check reads, as the learner would have them: the
+/// starting ones, replaced by the solution's of the same name.
+fn answers(lab: &Lab, start: &[String], solution: &[String]) -> check::Answers {
+    let mut files = std::collections::BTreeMap::new();
+    for f in start.iter().chain(solution).filter(|f| !crate::cli::lab::is_manifest(f)) {
+        if let Some(text) = lab.file(f) {
+            let name = f.rsplit('/').next().unwrap_or(f);
+            files.insert(name.to_string(), text.to_string());
+        }
+    }
+    check::Answers::Files(files)
+}
+
 /// Runs one lab: starting files, then the solution, each on the lab's baseline.
 async fn verify_lab(lab: &Lab, wait: Duration, bar: &indicatif::ProgressBar) -> anyhow::Result<LabResult> {
     let started = Instant::now();
@@ -100,7 +113,8 @@ async fn verify_lab(lab: &Lab, wait: Duration, bar: &indicatif::ProgressBar) -> 
     bar.set_message(format!("{title}: checks on the starting files"));
     baseline(&client, lab).await?;
     apply_files(&client, lab, &lab.spec.start).await?;
-    let target = target(&client, &scratch.env).await?;
+    let mut target = target(&client, &scratch.env).await?;
+    target.answers = answers(lab, &lab.spec.start, &[]);
     let start = check::run_all(&lab.spec.checks, &target, START_WAIT.min(wait), |_| {}, |_, _, _| {}, |_| {}).await;
     let steps = lab.spec.staged_steps();
     let mut solution = Vec::new();
@@ -108,6 +122,7 @@ async fn verify_lab(lab: &Lab, wait: Duration, bar: &indicatif::ProgressBar) -> 
         bar.set_message(format!("{title}: checks with the solution"));
         baseline(&client, lab).await?;
         apply_files(&client, lab, &lab.spec.solution).await?;
+        target.answers = answers(lab, &lab.spec.start, &lab.spec.solution);
         solution = check::run_all(&lab.spec.checks, &target, wait, |_| {}, |_, _, _| {}, |_| {}).await;
     } else {
         // A lab of steps: each step's solution, on the starting files, passes that step's checks.
@@ -120,6 +135,7 @@ async fn verify_lab(lab: &Lab, wait: Duration, bar: &indicatif::ProgressBar) -> 
             baseline(&client, lab).await?;
             apply_files(&client, lab, &lab.spec.start).await?;
             apply_files(&client, lab, &files).await?;
+            target.answers = answers(lab, &lab.spec.start, &files);
             let checks = lab.spec.checks_for(step);
             solution.extend(check::run_all(&checks, &target, wait, |_| {}, |_, _, _| {}, |_| {}).await);
         }

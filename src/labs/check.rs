@@ -2,6 +2,7 @@
 //! hint for that kind of failure, and the mesh's own reason (the gateway's decision record for
 //! the request, looked up by its `x-request-id`).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -191,6 +192,84 @@ pub struct Expect {
     /// draws them (every proxy's `istio_requests_total`, before and after the requests).
     #[serde(default)]
     pub graph: Option<GraphExpect>,
+    /// A PromQL query the learner wrote in a file of the lab, run in the Prometheus addon beside
+    /// the lab's reference query while the check's requests flow: the same series, values
+    /// within the tolerance.
+    #[serde(default)]
+    pub promql: Option<PromQlExpect>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PromQlExpect {
+    /// The learner's file in the lab's folder (lines starting with `#` are comments).
+    pub file: String,
+    /// The query whose answer is right.
+    pub reference: String,
+    /// How far a value may be from the reference's, in percent (different windows or
+    /// functions give slightly different rates).
+    #[serde(default = "twenty_five")]
+    pub tolerance_percent: f64,
+}
+
+fn twenty_five() -> f64 {
+    25.0
+}
+
+/// A PromQL answer: one value per series, by its labels.
+pub type Vector = Vec<(BTreeMap<String, String>, f64)>;
+
+/// The learner's query without its comments.
+pub fn promql_text(file: &str) -> String {
+    file.lines().filter(|l| !l.trim_start().starts_with('#')).collect::<Vec<_>>().join("\n").trim().to_string()
+}
+
+/// An instant query's answer as a vector (a scalar is one series without labels); Prometheus's
+/// error message otherwise.
+pub fn vector(answer: &serde_json::Value) -> Result<Vector, String> {
+    if answer["status"] != "success" {
+        return Err(answer["error"].as_str().unwrap_or("Prometheus refused the query").to_string());
+    }
+    let value = |v: &serde_json::Value| v[1].as_str().and_then(|s| s.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    match answer["data"]["resultType"].as_str() {
+        Some("vector") => Ok(answer["data"]["result"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .map(|s| {
+                        let labels = s["metric"]
+                            .as_object()
+                            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
+                            .unwrap_or_default();
+                        (labels, value(&s["value"]))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()),
+        Some("scalar") => Ok(vec![(BTreeMap::new(), value(&answer["data"]["result"]))]),
+        other => Err(format!("the query gives a {}, not an instant vector", other.unwrap_or("nothing"))),
+    }
+}
+
+/// Does `got` give the reference's series, each value within `tolerance` percent?
+pub fn same_answer(got: &Vector, want: &Vector, tolerance: f64) -> bool {
+    got.len() == want.len()
+        && want.iter().all(|(labels, w)| {
+            got.iter().any(|(l, g)| l == labels && ((g - w).abs() <= w.abs() * tolerance / 100.0 + 1e-9))
+        })
+}
+
+fn show_vector(v: &Vector) -> String {
+    if v.is_empty() {
+        return "no series".into();
+    }
+    v.iter()
+        .map(|(labels, value)| {
+            let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+            format!("{{{}}} {value:.3}", l.join(","))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -417,6 +496,13 @@ pub enum Seen {
     },
     /// The answer was right; this is its trace (None: the collector has none for it).
     Trace(Option<TraceSeen>),
+    /// The answers were right; Prometheus gave the learner's query (or refused it) and the
+    /// reference query these answers.
+    PromQl {
+        query: String,
+        got: Result<Vector, String>,
+        want: Vector,
+    },
     /// The answers were right; the mesh's metrics counted these `from` → `to` calls meanwhile.
     Graph {
         to_version: u64,
@@ -462,6 +548,34 @@ pub struct Target {
     pub tracing: Option<SocketAddr>,
     /// Every proxy's admin listener, for checks on the mesh's metrics.
     pub admins: Vec<SocketAddr>,
+    /// The Prometheus addon, when it runs.
+    pub prometheus: Option<SocketAddr>,
+    /// Where the learner's answer files are read from.
+    pub answers: Answers,
+}
+
+/// The learner's files a check reads (a PromQL query): the lab's folder in the learner's
+/// workspace, or, for `lab verify`, the lab's own starting or solution files.
+#[derive(Clone, Debug, Default)]
+pub enum Answers {
+    #[default]
+    None,
+    Dir(std::path::PathBuf),
+    Files(BTreeMap<String, String>),
+}
+
+impl Answers {
+    pub fn read(&self, name: &str) -> Result<String, String> {
+        match self {
+            Answers::None => Err(format!("no lab folder to read {name} from")),
+            Answers::Dir(dir) => {
+                let path = dir.join(name);
+                std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read {}: {e} (`meshrig lab start` writes it)", path.display()))
+            }
+            Answers::Files(files) => files.get(name).cloned().ok_or_else(|| format!("the lab has no file {name}")),
+        }
+    }
 }
 
 fn describe_request(c: &Check, target: &Target) -> String {
@@ -505,6 +619,12 @@ fn describe_expect(e: &Expect) -> String {
     if let Some(text) = &e.body_not_contains {
         out.push_str(&format!(" {} {text:?}", if e.body_contains.is_some() { "and without" } else { "without" }));
     }
+    if let Some(p) = &e.promql {
+        out.push_str(&format!(
+            "; in Prometheus, the query in {} gives the same series as `{}`, within {}%",
+            p.file, p.reference, p.tolerance_percent
+        ));
+    }
     if let Some(g) = &e.graph {
         out.push_str(&format!("; in the mesh's metrics, calls from {} to {}", g.from, g.to));
         match (&g.version, g.percent, g.at_most) {
@@ -544,9 +664,12 @@ pub fn judge(expect: &Expect, seen: &Seen) -> Result<(), Failure> {
             Seen::Answer { status, .. } => Err(Failure::Status(*status)),
             Seen::Refused => Err(Failure::Refused),
             Seen::Timeout => Err(Failure::Timeout),
-            Seen::Invalid(_) | Seen::Sample { .. } | Seen::Load { .. } | Seen::Trace(_) | Seen::Graph { .. } => {
-                Err(Failure::Body)
-            }
+            Seen::Invalid(_)
+            | Seen::Sample { .. }
+            | Seen::Load { .. }
+            | Seen::Trace(_)
+            | Seen::Graph { .. }
+            | Seen::PromQl { .. } => Err(Failure::Body),
         };
     }
     match seen {
@@ -580,6 +703,11 @@ pub fn judge(expect: &Expect, seen: &Seen) -> Result<(), Failure> {
             Some(g) if g.judge(*to_version, *total, *errors) => Ok(()),
             _ => Err(Failure::Body),
         },
+        Seen::PromQl { got: Ok(got), want, .. } => match &expect.promql {
+            Some(p) if !want.is_empty() && same_answer(got, want, p.tolerance_percent) => Ok(()),
+            _ => Err(Failure::Body),
+        },
+        Seen::PromQl { got: Err(_), .. } => Err(Failure::Body),
     }
 }
 
@@ -673,6 +801,19 @@ fn describe_seen(seen: &Seen, expect: &Expect) -> String {
         Seen::Invalid(why) => format!("the check's request is invalid: {why}"),
         Seen::Sample { matched, total } => format!("{matched} of {total} answers with the text"),
         Seen::Load { .. } => String::new(), // described above
+        Seen::PromQl { query, got, want } => {
+            let file = expect.promql.as_ref().map_or("", |p| p.file.as_str());
+            if query.is_empty() {
+                return format!("{file} holds no query yet (only comments)");
+            }
+            match got {
+                Err(why) => format!("Prometheus refused the query in {file}: {why}"),
+                Ok(_) if want.is_empty() => {
+                    "Prometheus has no data for the reference query yet (it scrapes every 5 s: the check keeps sending pages; try again)".into()
+                }
+                Ok(got) => format!("{file} gives {}; the right answer now is {}", show_vector(got), show_vector(want)),
+            }
+        }
         Seen::Graph { to_version, total, errors } => {
             let Some(g) = &expect.graph else { return String::new() };
             if *total == 0 {
@@ -794,6 +935,9 @@ async fn attempt(client: &net::HttpClient, c: &Check, target: &Target, request_i
     if let Some(t) = &c.expect.trace {
         return Seen::Trace(find_trace(client, target, request_id, t).await);
     }
+    if let Some(p) = &c.expect.promql {
+        return promql(client, c, &uri, &dest, target, p).await;
+    }
     if let (Some(g), Some(before)) = (&c.expect.graph, before) {
         // A client-side proxy counts a call when its answer ends, before the page's answer does.
         let after = scrape(client, &target.admins).await;
@@ -801,6 +945,60 @@ async fn attempt(client: &net::HttpClient, c: &Check, target: &Target, request_i
         return Seen::Graph { to_version, total, errors };
     }
     seen
+}
+
+/// The learner's query and the reference, run while pages keep flowing: Prometheus needs two
+/// scrapes with traffic between them before a rate means anything, so pages are sent (one every
+/// 200 ms) until the reference query has an answer, for at most 30 s.
+async fn promql(
+    client: &net::HttpClient,
+    c: &Check,
+    uri: &str,
+    dest: &Dest,
+    target: &Target,
+    p: &PromQlExpect,
+) -> Seen {
+    let Some(prometheus) = target.prometheus else {
+        return Seen::Invalid("the Prometheus addon is not running: `meshrig addons enable prometheus`".into());
+    };
+    let query = match target.answers.read(&p.file) {
+        Ok(text) => promql_text(&text),
+        Err(why) => return Seen::Invalid(why),
+    };
+    let ask = |q: String| async move {
+        let encoded: String = q
+            .bytes()
+            .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+            .collect();
+        get_json(client, &format!("http://{prometheus}/api/v1/query?query={encoded}")).await
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let want = loop {
+        let want = ask(p.reference.clone()).await.map(|a| vector(&a)).unwrap_or_else(|| Ok(vec![]));
+        match want {
+            Ok(want) if !want.is_empty() || Instant::now() >= deadline => break want,
+            Err(why) => return Seen::Invalid(format!("the lab's reference query: {why}")),
+            Ok(_) => {}
+        }
+        if let Dest::Client = dest {
+            if let Ok(req) = Request::get(uri)
+                .header(header::HOST, &c.request.host)
+                .header(header::USER_AGENT, "meshrig-lab-check")
+                .body(net::empty())
+            {
+                let _ = send(client, req, c.request.timeout()).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    if query.is_empty() {
+        return Seen::PromQl { query, got: Ok(vec![]), want };
+    }
+    let got = match ask(query.clone()).await {
+        Some(answer) => vector(&answer),
+        None => Err("no answer from Prometheus".into()),
+    };
+    Seen::PromQl { query, got, want }
 }
 
 /// Every proxy's metrics (a proxy that does not answer adds nothing).
@@ -1175,6 +1373,11 @@ pub fn lint(checks: &[Check]) -> Vec<String> {
         {
             problems.push(format!("check {:?}: a graph share names a `version` and a `percent` or `atMost`", c.id));
         }
+        if c.expect.promql.is_some()
+            && (c.expect.graph.is_some() || c.expect.trace.is_some() || c.request.concurrency.is_some())
+        {
+            problems.push(format!("check {:?} runs a PromQL query: no graph, trace or concurrency with it", c.id));
+        }
         if c.expect.graph.is_some() && (c.expect.trace.is_some() || c.request.concurrency.is_some()) {
             problems.push(format!("check {:?} judges the graph: no trace or concurrency with it", c.id));
         }
@@ -1197,6 +1400,49 @@ mod tests {
 
     fn answer(status: u16, body: &str) -> Seen {
         Seen::Answer { status, body: body.into() }
+    }
+
+    #[test]
+    fn a_promql_answer_is_judged_series_by_series_within_the_tolerance() {
+        assert_eq!(promql_text("# a comment\n  # another\nsum(rate(x[1m]))\n  by (v)\n"), "sum(rate(x[1m]))\n  by (v)");
+        let answer = |series: serde_json::Value| serde_json::json!({"status": "success", "data": {"resultType": "vector", "result": series}});
+        let want =
+            vector(&answer(serde_json::json!([{"metric": {"destination_version": "faulty"}, "value": [1.0, "0.50"]}])))
+                .unwrap();
+        let close =
+            vector(&answer(serde_json::json!([{"metric": {"destination_version": "faulty"}, "value": [1.0, "0.55"]}])))
+                .unwrap();
+        let doubled =
+            vector(&answer(serde_json::json!([{"metric": {"destination_version": "faulty"}, "value": [1.0, "1.0"]}])))
+                .unwrap();
+        let unlabelled = vector(&answer(serde_json::json!([{"metric": {}, "value": [1.0, "0.5"]}]))).unwrap();
+        assert!(same_answer(&close, &want, 25.0));
+        assert!(!same_answer(&doubled, &want, 25.0), "both reporters counted");
+        assert!(!same_answer(&unlabelled, &want, 25.0), "one series per version was asked for");
+        assert!(!same_answer(&vec![], &want, 25.0));
+        let scalar = serde_json::json!({"status": "success", "data": {"resultType": "scalar", "result": [1.0, "2"]}});
+        assert_eq!(vector(&scalar).unwrap(), vec![(BTreeMap::new(), 2.0)]);
+        let refused = serde_json::json!({"status": "error", "error": "parse error at char 5"});
+        assert_eq!(vector(&refused).unwrap_err(), "parse error at char 5");
+        let e = Expect {
+            reset: false,
+            status: 200,
+            body_contains: None,
+            body_not_contains: None,
+            share: None,
+            load: None,
+            trace: None,
+            graph: None,
+            promql: Some(PromQlExpect { file: "query.promql".into(), reference: "r".into(), tolerance_percent: 25.0 }),
+        };
+        let seen = Seen::PromQl { query: "q".into(), got: Ok(doubled), want: want.clone() };
+        assert_eq!(judge(&e, &seen), Err(Failure::Body));
+        assert_eq!(
+            describe_seen(&seen, &e),
+            "query.promql gives {destination_version=\"faulty\"} 1.000; the right answer now is {destination_version=\"faulty\"} 0.500"
+        );
+        assert_eq!(judge(&e, &Seen::PromQl { query: "q".into(), got: Ok(close), want }), Ok(()));
+        assert_eq!(judge(&e, &Seen::PromQl { query: "q".into(), got: Ok(vec![]), want: vec![] }), Err(Failure::Body));
     }
 
     #[test]
@@ -1232,6 +1478,7 @@ mod tests {
             load: None,
             trace: None,
             graph: Some(g(Some("faulty"), None, Some(0.0), None)),
+            promql: None,
         };
         let seen = Seen::Graph { to_version: 10, total: 50, errors: 5 };
         assert_eq!(judge(&e, &seen), Err(Failure::Body));
@@ -1264,6 +1511,7 @@ mod tests {
                 slow: Some(SlowSpan { operation: "ratings.default.svc.cluster.local:9080/*".into(), at_least_ms: ms }),
             }),
             graph: None,
+            promql: None,
         };
         let traced = Seen::Trace(Some(seen));
         assert_eq!(judge(&e(&["reviews.default", "ratings.default"], 2000), &traced), Ok(()));
@@ -1286,6 +1534,7 @@ mod tests {
             load: None,
             trace: None,
             graph: None,
+            promql: None,
         };
         assert_eq!(judge(&e, &Seen::Reset("connection reset by peer".into())), Ok(()));
         assert_eq!(judge(&e, &answer(200, "")), Err(Failure::Status(200)));
@@ -1303,6 +1552,7 @@ mod tests {
             load: None,
             trace: None,
             graph: None,
+            promql: None,
         };
         assert_eq!(judge(&e, &answer(404, "")), Ok(()));
         assert_eq!(judge(&e, &answer(200, "")), Err(Failure::Status(200)));
@@ -1318,6 +1568,7 @@ mod tests {
             load: None,
             trace: None,
             graph: None,
+            promql: None,
         };
         assert_eq!(judge(&e, &answer(200, "no ratings")), Err(Failure::Body));
         assert_eq!(judge(&e, &answer(200, "two stars")), Ok(()));
@@ -1330,6 +1581,7 @@ mod tests {
             load: None,
             trace: None,
             graph: None,
+            promql: None,
         };
         assert_eq!(judge(&e, &answer(200, "Book Reviews")), Ok(()));
         assert_eq!(judge(&e, &answer(200, "Book Reviews, two stars")), Err(Failure::Body));
@@ -1350,6 +1602,7 @@ mod tests {
             load: Some(LoadExpect { overloaded_at_least: Some(1), failed_at_most: None }),
             trace: None,
             graph: None,
+            promql: None,
         };
         assert_eq!(judge(&tripped, &seen(&[(200, 8), (503, 22)], 22, 0)), Ok(()));
         // No overflow: the breaker never tripped; app 503s are not overflows; none got through.
@@ -1403,6 +1656,7 @@ mod tests {
             load: None,
             trace: None,
             graph: None,
+            promql: None,
         };
         assert_eq!(judge(&e, &Seen::Sample { matched: 61, total: 300 }), Ok(()));
         assert_eq!(judge(&e, &Seen::Sample { matched: 150, total: 300 }), Err(Failure::Body));
@@ -1458,6 +1712,7 @@ hints:
                 load: None,
                 trace: None,
                 graph: None,
+                promql: None,
             },
             hint: String::new(),
             hints: vec![],
