@@ -343,14 +343,18 @@ pub enum Command {
     /// The addons the control plane runs beside the mesh (Prometheus).
     #[command(subcommand)]
     Addons(AddonsCommand),
-    /// Print (and on a desktop open) where an addon answers: prometheus, or jaeger (the trace
-    /// collector's Jaeger API).
+    /// Serve meshrig's web dashboard (the service graph, traces, golden signals) until Ctrl-C;
+    /// or, with a NAME, print (and on a desktop open) where an addon answers: prometheus, or
+    /// jaeger (the trace collector's Jaeger API).
     Dashboard {
-        /// prometheus or jaeger.
-        name: String,
+        /// prometheus or jaeger; none: meshrig's own dashboard.
+        name: Option<String>,
         /// Print the address only; do not open a browser.
         #[arg(long)]
         no_browser: bool,
+        /// Localhost port of meshrig's own dashboard (20001, Kiali's; 0 picks a free one).
+        #[arg(long, default_value_t = 20001)]
+        port: u16,
     },
     /// The service graph from the proxies' metrics: who calls whom, requests, errors, p99, mTLS.
     Graph {
@@ -649,7 +653,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Addons(AddonsCommand::List { output }) => runtime()?.block_on(addons::list(&env, output)),
         Command::Addons(AddonsCommand::Enable { names }) => runtime()?.block_on(addons::enable(&env, &names)),
         Command::Addons(AddonsCommand::Disable { names }) => runtime()?.block_on(addons::disable(&env, &names)),
-        Command::Dashboard { name, no_browser } => runtime()?.block_on(addons::dashboard(&env, &name, !no_browser)),
+        Command::Dashboard { name: Some(name), no_browser, .. } => {
+            runtime()?.block_on(addons::dashboard(&env, &name, !no_browser))
+        }
+        Command::Dashboard { name: None, no_browser, port } => {
+            runtime()?.block_on(addons::serve_dashboard(&env, port, !no_browser))
+        }
         Command::Analyze {
             files,
             recursive,

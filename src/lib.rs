@@ -26,6 +26,7 @@ pub mod authz;
 pub mod ca;
 pub mod cli;
 pub mod control_plane;
+pub mod dashboard;
 pub mod env;
 pub mod graph;
 pub mod jwt;

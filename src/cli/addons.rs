@@ -1,5 +1,6 @@
-//! `meshrig addons list|enable|disable` and `meshrig dashboard NAME`: the control plane runs
-//! the addons; these ask it to, wait until each answers, and say where it is.
+//! `meshrig addons list|enable|disable` and `meshrig dashboard [NAME]`: the control plane runs
+//! the addons; these ask it to, wait until each answers, and say where it is. Without a name,
+//! `dashboard` serves meshrig's own web dashboard (`dashboard.rs`) from this process.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -123,17 +124,74 @@ pub async fn dashboard(env: &Env, name: &str, open: bool) -> anyhow::Result<Exit
         other => bail!("no dashboard {other:?}: choose prometheus or jaeger (the trace collector's Jaeger API)"),
     };
     println!("{url}");
-    let desktop = std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
-    if open && desktop {
-        // The browser is the desktop's; a failure to open it is said, the address stays printed.
-        if let Err(e) = std::process::Command::new("xdg-open")
-            .arg(&url)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-        {
-            eprintln!("{} could not open a browser (xdg-open: {e}); open the address above", term::warn_mark());
-        }
+    if open {
+        open_browser(&url);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `meshrig dashboard` without a name: serves the web dashboard (`dashboard.rs`) on
+/// 127.0.0.1:`port` (Kiali's 20001 unless chosen; a free one when taken) until interrupted,
+/// scraping the proxies every few seconds (the pods are read again each time, as they come
+/// and go).
+pub async fn serve_dashboard(env: &Env, port: u16, open: bool) -> anyhow::Result<ExitCode> {
+    use crate::dashboard::{self, Scrapes, Sources};
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::sync::Arc;
+    let api = client(env)?;
+    let status = api.status().await?;
+    let sources = Arc::new(Sources { tracing: status.control_plane.tracing });
+    let scrapes = Arc::new(Scrapes::default());
+    let listener = match crate::net::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await {
+        Ok(l) => l,
+        Err(e) if port != 0 => {
+            eprintln!("{} port {port} is taken ({e}); using a free port", term::warn_mark());
+            crate::net::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let address = listener.local_addr()?;
+    let url = format!("http://{address}");
+    // The first scrape before the address is printed: the page has something at once.
+    let http = crate::net::client();
+    let admins = |s: &api::Status| -> Vec<SocketAddr> {
+        s.pods.iter().filter_map(|p| p.proxy_addrs.get(&crate::ready::Listener::Admin).copied()).collect()
+    };
+    scrapes.push(Instant::now(), dashboard::scrape_all(&http, &admins(&status)).await);
+    let (s, api2) = (scrapes.clone(), api.clone());
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(dashboard::SCRAPE_EVERY).await;
+            if let Ok(status) = api2.status().await {
+                s.push(Instant::now(), dashboard::scrape_all(&http, &admins(&status)).await);
+            }
+        }
+    });
+    println!("{url}");
+    eprintln!("meshrig dashboard: the graph, traces and golden signals at {url} (Ctrl-C stops it)");
+    if open {
+        open_browser(&url);
+    }
+    let (src, scr) = (sources.clone(), scrapes.clone());
+    tokio::select! {
+        _ = crate::net::serve(listener, move |req, _| dashboard::handle(req, src.clone(), scr.clone())) => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Opens `url` in the desktop's browser when there is a desktop; says so when it cannot.
+fn open_browser(url: &str) {
+    let desktop = std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
+    if !desktop {
+        return;
+    }
+    if let Err(e) = std::process::Command::new("xdg-open")
+        .arg(url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    {
+        eprintln!("{} could not open a browser (xdg-open: {e}); open the address above", term::warn_mark());
+    }
 }
