@@ -119,7 +119,7 @@ impl Shared {
     fn access_writer(
         &self,
         config: Option<&crate::resources::mesh_config::AccessLog>,
-    ) -> Option<(Arc<access_log::Writer>, bool)> {
+    ) -> Option<(Arc<access_log::Writer>, bool, Option<Arc<crate::resources::telemetry::Filter>>)> {
         let config = config?;
         let mut current = self.access_log.lock().unwrap_or_else(|p| p.into_inner());
         let writer = match &*current {
@@ -130,7 +130,7 @@ impl Shared {
                 w
             }
         };
-        Some((writer, config.json))
+        Some((writer, config.json, config.filter.clone().map(Arc::new)))
     }
 
     pub fn has_config(&self) -> bool {

@@ -20,6 +20,7 @@ pub mod meta;
 pub mod networking;
 pub mod parse;
 pub mod security;
+pub mod telemetry;
 pub mod validate;
 
 use std::fmt;
@@ -128,6 +129,7 @@ const CORE_V1: &[&str] = &["v1"];
 const APPS_V1: &[&str] = &["apps/v1"];
 const CERT_MANAGER: &[&str] = &["cert-manager.io/v1"];
 const ISTIO_SECURITY: &[&str] = &["security.istio.io/v1", "security.istio.io/v1beta1"];
+const ISTIO_TELEMETRY: &[&str] = &["telemetry.istio.io/v1", "telemetry.istio.io/v1alpha1"];
 const ISTIO_NETWORKING: &[&str] =
     &["networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"];
 
@@ -163,6 +165,9 @@ kinds! {
     },
     RequestAuthentication(security::RequestAuthentication) {
         plural: "requestauthentications", short: "ra", versions: ISTIO_SECURITY, namespaced: true
+    },
+    Telemetry(telemetry::Telemetry) {
+        plural: "telemetries", short: "telemetry", versions: ISTIO_TELEMETRY, namespaced: true
     },
 }
 

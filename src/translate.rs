@@ -45,6 +45,7 @@ pub fn reads(kind: Kind) -> bool {
             | Kind::AuthorizationPolicy
             | Kind::Secret
             | Kind::RequestAuthentication
+            | Kind::Telemetry
     )
 }
 
@@ -72,6 +73,8 @@ pub struct World {
     authorization: Vec<(String, Option<Labels>, crate::authz::Policy)>,
     /// Each RequestAuthentication's namespace, selector and JWT rules.
     request_authentication: Vec<(String, Option<Labels>, Vec<crate::jwt::Rule>)>,
+    /// Telemetry resources (sampling and access logging per mesh, namespace, workload).
+    telemetries: Vec<crate::resources::telemetry::Telemetry>,
     /// Each `jwksUri` to fetch and its timeout.
     jwks_timeouts: Vec<(String, std::time::Duration)>,
     /// `namespace/name` → a hash of each Secret's content (never the content: gateways fetch
@@ -118,6 +121,7 @@ impl World {
                     }
                     w.request_authentication.push((ns(&ra.metadata.namespace).to_string(), selector, rules));
                 }
+                Resource::Telemetry(t) => w.telemetries.push(t),
                 Resource::Secret(s) => {
                     use std::hash::{Hash, Hasher};
                     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -1212,6 +1216,29 @@ fn jwt_rules(world: &World, me: &Workload) -> Vec<crate::jwt::Rule> {
 }
 
 /// The snapshot for the proxy of pod `me`.
+/// The sampling and access log of a proxy: its Telemetries (workload > namespace > root
+/// namespace) over the mesh config. The `envoy` provider logs where and as the mesh config
+/// says, else text to the proxy's stdout.
+fn telemetry(world: &World, me: &Workload) -> (Option<u32>, Option<crate::resources::mesh_config::AccessLog>) {
+    use crate::resources::telemetry;
+    let id = &me.identity;
+    let t = telemetry::effective(&telemetry::applicable(&world.telemetries, &id.namespace, &id.labels));
+    let access_log = match t.access_log {
+        Some(true) => {
+            let mut log = world.mesh.access_log.clone().unwrap_or(crate::resources::mesh_config::AccessLog {
+                file: "/dev/stdout".into(),
+                json: world.mesh.access_log_json,
+                filter: None,
+            });
+            log.filter = t.filter;
+            Some(log)
+        }
+        Some(false) => None,
+        None => world.mesh.access_log.clone(),
+    };
+    (t.sampling.or(world.mesh.sampling), access_log)
+}
+
 pub fn snapshot(world: &World, me: &Workload, version: Version) -> Snapshot {
     let mut snap = Snapshot {
         version,
@@ -1229,8 +1256,9 @@ pub fn snapshot(world: &World, me: &Workload, version: Version) -> Snapshot {
         snap.outbound_tcp = outbound_tcp(world, me);
     }
     if me.identity.role != Role::Plain {
-        snap.sampling = world.mesh.sampling;
-        snap.access_log = world.mesh.access_log.clone();
+        let (sampling, access_log) = telemetry(world, me);
+        snap.sampling = sampling;
+        snap.access_log = access_log;
         snap.authz = authorization(world, me);
         snap.jwt = jwt_rules(world, me);
     }

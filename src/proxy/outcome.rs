@@ -153,6 +153,8 @@ pub struct SpanEnd {
 pub struct AccessEnd {
     pub writer: Arc<crate::proxy::access_log::Writer>,
     pub json: bool,
+    /// A Telemetry's filter: only requests it matches are logged.
+    pub filter: Option<Arc<crate::resources::telemetry::Filter>>,
     pub entry: crate::proxy::access_log::Entry,
 }
 
@@ -203,6 +205,15 @@ impl Outcome {
             let e = &mut a.entry;
             (e.code, e.flags, e.bytes_sent) = (self.code, self.flags, body_bytes);
             e.duration_ms = self.started.elapsed().as_millis() as u64;
+            let facts = crate::resources::telemetry::Facts {
+                code: e.code,
+                method: &e.method,
+                host: &e.authority,
+                path: e.path.split('?').next().unwrap_or(""),
+            };
+            if a.filter.as_ref().is_some_and(|f| !f.matches(&facts)) {
+                return;
+            }
             let line = if a.json { crate::proxy::access_log::json(e) } else { crate::proxy::access_log::text(e) };
             a.writer.write(line);
         }

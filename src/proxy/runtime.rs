@@ -33,7 +33,8 @@ pub struct Runtime {
     /// The metadata-exchange headers this proxy sends into the mesh (`exchange::headers`).
     pub exchange: Option<(http::HeaderValue, http::HeaderValue)>,
     /// The access log's writer and whether it writes JSON, when the mesh config turns it on.
-    pub access_log: Option<(Arc<crate::proxy::access_log::Writer>, bool)>,
+    pub access_log:
+        Option<(Arc<crate::proxy::access_log::Writer>, bool, Option<Arc<crate::resources::telemetry::Filter>>)>,
 }
 
 pub struct Inbound {

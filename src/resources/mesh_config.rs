@@ -33,6 +33,8 @@ pub struct MeshConfig {
     pub sampling: Option<u32>,
     /// `accessLogFile` (empty: off, Istio's default) and `accessLogEncoding`.
     pub access_log: Option<AccessLog>,
+    /// `accessLogEncoding: JSON`, also for a Telemetry's `envoy` provider when the file is off.
+    pub access_log_json: bool,
 }
 
 /// Where proxies write their access log, and how.
@@ -43,6 +45,9 @@ pub struct AccessLog {
     /// `accessLogEncoding: JSON` rather than TEXT.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub json: bool,
+    /// A Telemetry's `filter.expression`: only requests it matches are logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<crate::resources::telemetry::Filter>,
 }
 
 /// Is this the ConfigMap that carries the mesh config?
@@ -106,7 +111,8 @@ pub fn parse(mesh: &str) -> Result<(MeshConfig, Vec<String>), String> {
     if !enabled {
         config.sampling = Some(0);
     }
-    config.access_log = log_file.filter(|f| !f.is_empty()).map(|file| AccessLog { file, json: log_json });
+    config.access_log_json = log_json;
+    config.access_log = log_file.filter(|f| !f.is_empty()).map(|file| AccessLog { file, json: log_json, filter: None });
     Ok((config, unapplied))
 }
 

@@ -548,6 +548,7 @@ fn server_field_warnings(r: &Resource) -> Vec<String> {
         Resource::PeerAuthentication(x) => x.status.is_some(),
         Resource::AuthorizationPolicy(x) => x.status.is_some(),
         Resource::RequestAuthentication(x) => x.status.is_some(),
+        Resource::Telemetry(x) => x.status.is_some(),
         Resource::Issuer(x) | Resource::ClusterIssuer(x) => x.status.is_some(),
         Resource::Certificate(x) => x.status.is_some(),
     };

@@ -76,6 +76,10 @@ pub fn validate(r: &Resource) -> Result<Vec<String>, Vec<String>> {
         Resource::PeerAuthentication(pa) => validate_peer_authentication(pa, &mut rep),
         Resource::AuthorizationPolicy(ap) => validate_authorization_policy(ap, &mut rep),
         Resource::RequestAuthentication(ra) => validate_request_authentication(ra, &mut rep),
+        Resource::Telemetry(t) => {
+            let (errors, _) = crate::resources::telemetry::check(t);
+            rep.errors.extend(errors);
+        }
     }
     if rep.errors.is_empty() {
         Ok(rep.warnings)

@@ -311,3 +311,81 @@ fn the_mesh_config_turns_on_envoys_access_log_in_text_and_json() {
     let log = mesh.ok(&["logs", "curl", "-c", "istio-proxy"]);
     assert!(!log.contains("log-me-3"), "logged while off:\n{log}");
 }
+
+#[test]
+fn the_telemetry_api_turns_on_a_filtered_access_log_and_sets_sampling_per_namespace() {
+    let mesh = Mesh::up();
+    // Istio's access-log task: the `envoy` provider mesh-wide, from the root namespace.
+    let out = mesh.apply_yaml(
+        "mesh-default.yaml",
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: mesh-default, namespace: istio-system}\nspec:\n  accessLogging:\n  - providers: [{name: envoy}]\n",
+    );
+    assert!(out.contains("telemetry/mesh-default created"), "{out}");
+    mesh.ok(&["exec", "curl", "--", "curl", "-s", "-H", "x-request-id: tel-1", "http://httpbin:8000/status/200"]);
+    assert_eq!(proxy_log_lines(&mesh, "curl", "tel-1").len(), 1);
+
+    // httpbin's own Telemetry logs only errors, and takes precedence for it (not for curl).
+    mesh.apply_yaml(
+        "httpbin-errors.yaml",
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: httpbin-errors}\nspec:\n  selector: {matchLabels: {app: httpbin}}\n  accessLogging:\n  - providers: [{name: envoy}]\n    filter: {expression: 'response.code >= 400'}\n",
+    );
+    mesh.ok(&["exec", "curl", "--", "curl", "-s", "-H", "x-request-id: tel-ok", "http://httpbin:8000/status/200"]);
+    mesh.ok(&["exec", "curl", "--", "curl", "-s", "-H", "x-request-id: tel-teapot", "http://httpbin:8000/status/418"]);
+    let teapot = proxy_log_lines(&mesh, "httpbin", "tel-teapot");
+    assert_eq!(teapot.len(), 1, "{teapot:?}");
+    assert!(teapot[0].contains(" 418 "), "{}", teapot[0]);
+    assert_eq!(proxy_log_lines(&mesh, "curl", "tel-ok").len(), 1, "curl's sidecar logs everything still");
+    let log = mesh.ok(&["logs", "httpbin", "-c", "istio-proxy"]);
+    assert!(!log.contains("tel-ok"), "httpbin's sidecar logged a 200 its filter excludes:\n{log}");
+
+    // A filter meshrig cannot read is refused with where it stopped, and nothing changes.
+    let file = mesh.work.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: httpbin-errors}\nspec:\n  selector: {matchLabels: {app: httpbin}}\n  accessLogging:\n  - providers: [{name: envoy}]\n    filter: {expression: 'response.duration > 10'}\n",
+    )
+    .unwrap();
+    let bad = mesh.run(&["apply", "-f", file.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && err.contains("spec.accessLogging[0].filter.expression"), "{err}");
+    assert!(err.contains("response.code, request.method"), "{err}");
+
+    // Sampling: 0% in the default namespace (over the demo profile's 100%): a request through
+    // the sidecars leaves no trace of httpbin.
+    mesh.apply_yaml(
+        "no-traces.yaml",
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: no-traces}\nspec:\n  tracing:\n  - randomSamplingPercentage: 0\n",
+    );
+    let tracing = tracing_address(&mesh);
+    let traces_of = |id: &str| -> serde_json::Value {
+        let tags = format!("%7B%22guid%3Ax-request-id%22%3A%22{id}%22%7D");
+        let found =
+            get(tracing, "localhost", &format!("/api/traces?service=httpbin.default&lookback=1h&tags={tags}")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&found.body).unwrap()["data"].clone()
+    };
+    mesh.ok(&["exec", "curl", "--", "curl", "-s", "-H", "x-request-id: tel-untraced", "http://httpbin:8000/get"]);
+    // Then a request whose caller decided to sample it (honoured whatever the rate): once its
+    // spans are in, the earlier request's would be too, through the same proxies' queues.
+    mesh.ok(&[
+        "exec",
+        "curl",
+        "--",
+        "curl",
+        "-s",
+        "-H",
+        "x-request-id: tel-control",
+        "-H",
+        "x-b3-traceid: 0000000000000000000000000000c0de",
+        "-H",
+        "x-b3-spanid: 00000000000000aa",
+        "-H",
+        "x-b3-sampled: 1",
+        "http://httpbin:8000/get",
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while traces_of("tel-control").as_array().is_none_or(|a| a.is_empty()) {
+        assert!(std::time::Instant::now() < deadline, "the sampled request's trace never came");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(traces_of("tel-untraced"), serde_json::json!([]), "a trace at 0% sampling");
+}

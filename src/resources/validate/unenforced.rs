@@ -95,6 +95,7 @@ pub fn unenforced(r: &Resource) -> Vec<String> {
         | Resource::ClusterIssuer(_)
         | Resource::Service(_)
         | Resource::PeerAuthentication(_) => {}
+        Resource::Telemetry(t) => out.extend(crate::resources::telemetry::check(t).1),
         Resource::Certificate(c) => {
             if c.spec.renew_before.is_some() {
                 out.push(
