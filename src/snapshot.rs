@@ -98,6 +98,9 @@ pub struct Snapshot {
     /// Sidecar and gateway: the access log (mesh config `accessLogFile`), off by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<crate::resources::mesh_config::AccessLog>,
+    /// Sidecar and gateway: a Telemetry's custom span tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub span_tags: Vec<(String, crate::resources::telemetry::SpanTag)>,
 }
 
 impl Snapshot {
@@ -133,6 +136,7 @@ impl Snapshot {
             jwt,
             sampling,
             access_log,
+            span_tags,
         } = self;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (
@@ -147,6 +151,7 @@ impl Snapshot {
             jwt,
             sampling,
             access_log,
+            span_tags,
         )
             .hash(&mut h);
         h.finish()

@@ -1219,7 +1219,11 @@ fn jwt_rules(world: &World, me: &Workload) -> Vec<crate::jwt::Rule> {
 /// The sampling and access log of a proxy: its Telemetries (workload > namespace > root
 /// namespace) over the mesh config. The `envoy` provider logs where and as the mesh config
 /// says, else text to the proxy's stdout.
-fn telemetry(world: &World, me: &Workload) -> (Option<u32>, Option<crate::resources::mesh_config::AccessLog>) {
+fn telemetry(
+    world: &World,
+    me: &Workload,
+) -> (Option<u32>, Option<crate::resources::mesh_config::AccessLog>, Vec<(String, crate::resources::telemetry::SpanTag)>)
+{
     use crate::resources::telemetry;
     let id = &me.identity;
     let t = telemetry::effective(&telemetry::applicable(&world.telemetries, &id.namespace, &id.labels));
@@ -1236,7 +1240,7 @@ fn telemetry(world: &World, me: &Workload) -> (Option<u32>, Option<crate::resour
         Some(false) => None,
         None => world.mesh.access_log.clone(),
     };
-    (t.sampling.or(world.mesh.sampling), access_log)
+    (t.sampling.or(world.mesh.sampling), access_log, t.span_tags)
 }
 
 pub fn snapshot(world: &World, me: &Workload, version: Version) -> Snapshot {
@@ -1256,9 +1260,10 @@ pub fn snapshot(world: &World, me: &Workload, version: Version) -> Snapshot {
         snap.outbound_tcp = outbound_tcp(world, me);
     }
     if me.identity.role != Role::Plain {
-        let (sampling, access_log) = telemetry(world, me);
+        let (sampling, access_log, span_tags) = telemetry(world, me);
         snap.sampling = sampling;
         snap.access_log = access_log;
+        snap.span_tags = span_tags;
         snap.authz = authorization(world, me);
         snap.jwt = jwt_rules(world, me);
     }

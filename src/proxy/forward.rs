@@ -221,6 +221,25 @@ fn start_span(
         ("istio.canonical_service", me.labels.get("app").cloned().unwrap_or_else(|| me.workload.clone())),
         ("istio.canonical_revision", me.labels.get("version").cloned().unwrap_or_else(|| "latest".into())),
     ];
+    use crate::resources::telemetry::SpanTag;
+    open.custom = runtime
+        .snapshot
+        .span_tags
+        .iter()
+        .filter_map(|(name, tag)| {
+            let value = match tag {
+                SpanTag::Literal(v) => Some(v.clone()),
+                SpanTag::Environment { name, default } => std::env::var(name).ok().or_else(|| default.clone()),
+                SpanTag::Header { name, default } => req
+                    .headers()
+                    .get(name.as_str())
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+                    .or_else(|| default.clone()),
+            };
+            value.map(|v| (name.clone(), v))
+        })
+        .collect();
     Some(open)
 }
 

@@ -30,6 +30,8 @@ pub struct Open {
     pub kind: Kind,
     pub start: SystemTime,
     pub tags: Vec<(&'static str, String)>,
+    /// A Telemetry's custom tags, with their values.
+    pub custom: Vec<(String, String)>,
 }
 
 /// This hop's span, when the trace is sampled. The headers are rewritten either way so the
@@ -47,7 +49,15 @@ pub fn start(headers: &mut HeaderMap, kind: Kind, sampling: f64, rng: &mut fastr
     if let Some(v) = foreign {
         headers.insert("traceparent", v);
     }
-    sampled.then(|| Open { trace_id, span_id, parent, kind, start: SystemTime::now(), tags: Vec::new() })
+    sampled.then(|| Open {
+        trace_id,
+        span_id,
+        parent,
+        kind,
+        start: SystemTime::now(),
+        tags: Vec::new(),
+        custom: Vec::new(),
+    })
 }
 
 impl Open {
@@ -63,7 +73,7 @@ impl Open {
             kind: self.kind,
             start_us,
             duration_us,
-            tags: self.tags.into_iter().chain(tags).map(|(k, v)| (k.to_string(), v)).collect(),
+            tags: self.tags.into_iter().chain(tags).map(|(k, v)| (k.to_string(), v)).chain(self.custom).collect(),
         }
     }
 }

@@ -56,13 +56,62 @@ pub struct Tracing {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disable_span_reporting: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub custom_tags: Option<serde_json::Value>,
+    pub custom_tags: Option<BTreeMap<String, CustomTag>>,
     #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
     pub match_: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub use_request_id_for_trace_sampling: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enable_istio_tags: Option<bool>,
+}
+
+/// A span tag a Telemetry adds: a literal, or from the proxy's environment or a request header.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CustomTag {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub literal: Option<LiteralTag>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<NamedTag>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<NamedTag>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LiteralTag {
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NamedTag {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_value: Option<String>,
+}
+
+/// Where a custom tag's value comes from, as the proxy is told.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SpanTag {
+    Literal(String),
+    Environment { name: String, default: Option<String> },
+    Header { name: String, default: Option<String> },
+}
+
+impl CustomTag {
+    fn source(&self) -> Option<SpanTag> {
+        match (&self.literal, &self.environment, &self.header) {
+            (Some(l), None, None) => Some(SpanTag::Literal(l.value.clone())),
+            (None, Some(e), None) => {
+                Some(SpanTag::Environment { name: e.name.clone(), default: e.default_value.clone() })
+            }
+            (None, None, Some(h)) => {
+                Some(SpanTag::Header { name: h.name.to_ascii_lowercase(), default: h.default_value.clone() })
+            }
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -95,6 +144,8 @@ pub struct Effective {
     /// `Some(true)`: log (with the filter, if any); `Some(false)`: do not; `None`: mesh config.
     pub access_log: Option<bool>,
     pub filter: Option<Filter>,
+    /// Custom span tags (the most specific Telemetry's set replaces the others entirely).
+    pub span_tags: Vec<(String, SpanTag)>,
 }
 
 /// The Telemetries that apply to a workload, most specific last: the root namespace's
@@ -125,6 +176,9 @@ pub fn effective(applicable: &[&Telemetry]) -> Effective {
             }
             if tr.disable_span_reporting == Some(true) {
                 e.sampling = Some(0);
+            }
+            if let Some(tags) = tr.custom_tags.as_ref().filter(|t| !t.is_empty()) {
+                e.span_tags = tags.iter().filter_map(|(k, t)| Some((k.clone(), t.source()?))).collect();
             }
         }
         if let Some(al) = t.spec.access_logging.first() {
@@ -160,8 +214,12 @@ pub fn check(t: &Telemetry) -> (Vec<String>, Vec<String>) {
                 errors.push(format!("{p}.randomSamplingPercentage: {s} is not between 0 and 100"));
             }
         }
+        for (name, tag) in tr.custom_tags.iter().flatten() {
+            if tag.source().is_none() {
+                errors.push(format!("{p}.customTags.{name}: give exactly one of literal, environment or header"));
+            }
+        }
         for (field, set) in [
-            ("customTags", tr.custom_tags.is_some()),
             ("match", tr.match_.is_some()),
             ("useRequestIdForTraceSampling", tr.use_request_id_for_trace_sampling.is_some()),
             ("enableIstioTags", tr.enable_istio_tags.is_some()),
@@ -442,7 +500,7 @@ mod tests {
     #[test]
     fn the_most_specific_telemetry_that_sets_a_field_wins() {
         let all = vec![
-            telemetry("istio-system", "  tracing: [{randomSamplingPercentage: 10}]\n  accessLogging: [{providers: [{name: envoy}]}]\n"),
+            telemetry("istio-system", "  tracing: [{randomSamplingPercentage: 10, customTags: {team: {literal: {value: mesh}}}}]\n  accessLogging: [{providers: [{name: envoy}]}]\n"),
             telemetry("default", "  tracing: [{randomSamplingPercentage: 50}]\n"),
             telemetry("default", "  selector: {matchLabels: {app: httpbin}}\n  accessLogging: [{providers: [{name: envoy}], filter: {expression: 'response.code >= 400'}}]\n"),
             telemetry("other", "  accessLogging: [{disabled: true}]\n"),
@@ -456,6 +514,9 @@ mod tests {
         assert_eq!((curl.access_log, curl.filter), (Some(true), None), "the mesh-wide log, unfiltered");
         let other = effective(&applicable(&all, "other", &labels("x")));
         assert_eq!((other.sampling, other.access_log), (Some(1000), Some(false)));
+        assert_eq!(other.span_tags, vec![("team".to_string(), SpanTag::Literal("mesh".into()))]);
+        let both = telemetry("default", "  tracing: [{customTags: {x: {literal: {value: a}, header: {name: b}}}}]\n");
+        assert!(check(&both).0[0].contains("exactly one of literal, environment or header"));
         assert_eq!(effective(&[]), Effective::default());
     }
 }

@@ -350,12 +350,6 @@ fn the_telemetry_api_turns_on_a_filtered_access_log_and_sets_sampling_per_namesp
     assert!(!bad.status.success() && err.contains("spec.accessLogging[0].filter.expression"), "{err}");
     assert!(err.contains("response.code, request.method"), "{err}");
 
-    // Sampling: 0% in the default namespace (over the demo profile's 100%): a request through
-    // the sidecars leaves no trace of httpbin.
-    mesh.apply_yaml(
-        "no-traces.yaml",
-        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: no-traces}\nspec:\n  tracing:\n  - randomSamplingPercentage: 0\n",
-    );
     let tracing = tracing_address(&mesh);
     let traces_of = |id: &str| -> serde_json::Value {
         let tags = format!("%7B%22guid%3Ax-request-id%22%3A%22{id}%22%7D");
@@ -363,6 +357,47 @@ fn the_telemetry_api_turns_on_a_filtered_access_log_and_sets_sampling_per_namesp
             get(tracing, "localhost", &format!("/api/traces?service=httpbin.default&lookback=1h&tags={tags}")).unwrap();
         serde_json::from_str::<serde_json::Value>(&found.body).unwrap()["data"].clone()
     };
+
+    // Custom tags for the namespace: a literal, and a request header with a default.
+    let tracing_yaml = |spec: &str| {
+        format!("apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {{name: default-tracing}}\nspec:\n  tracing:\n  - {spec}\n")
+    };
+    mesh.apply_yaml(
+        "tags.yaml",
+        &tracing_yaml(
+            "customTags: {team: {literal: {value: payments}}, user: {header: {name: x-user, defaultValue: anonymous}}}",
+        ),
+    );
+    mesh.ok(&[
+        "exec",
+        "curl",
+        "--",
+        "curl",
+        "-s",
+        "-H",
+        "x-request-id: tel-tags",
+        "-H",
+        "x-user: alice",
+        "http://httpbin:8000/get",
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let trace = loop {
+        let t = traces_of("tel-tags");
+        if t.as_array().is_some_and(|a| a.first().is_some_and(|t| t["spans"].as_array().is_some_and(|s| s.len() == 2)))
+        {
+            break t[0].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no trace of the tagged request: {t}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    for span in trace["spans"].as_array().unwrap() {
+        let tag = |k: &str| span["tags"].as_array().unwrap().iter().find(|t| t["key"] == k).map(|t| t["value"].clone());
+        assert_eq!((tag("team"), tag("user")), (Some("payments".into()), Some("alice".into())), "{span}");
+    }
+
+    // Sampling: 0% in the default namespace (over the demo profile's 100%): a request through
+    // the sidecars leaves no trace of httpbin.
+    mesh.apply_yaml("no-traces.yaml", &tracing_yaml("randomSamplingPercentage: 0"));
     mesh.ok(&["exec", "curl", "--", "curl", "-s", "-H", "x-request-id: tel-untraced", "http://httpbin:8000/get"]);
     // Then a request whose caller decided to sample it (honoured whatever the rate): once its
     // spans are in, the earlier request's would be too, through the same proxies' queues.
