@@ -75,20 +75,7 @@ fn prometheus_scrapes_every_proxy_and_istios_promql_shows_the_canary_split() {
         return;
     };
     let mesh = Mesh::up_with_env(&[("MESHRIG_PROMETHEUS", &binary)]);
-    let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/bookinfo");
-    let file = |f: &str| samples.join(f).display().to_string();
-    mesh.ok(&[
-        "apply",
-        "--wait",
-        "-f",
-        &file("platform/kube/bookinfo.yaml"),
-        "-f",
-        &file("networking/bookinfo-gateway.yaml"),
-        "-f",
-        &file("networking/destination-rule-all.yaml"),
-        "-f",
-        &file("networking/virtual-service-reviews-50-v3.yaml"),
-    ]);
+    mesh.bookinfo_with("virtual-service-reviews-50-v3.yaml");
     let out = mesh.ok(&["addons", "enable", "prometheus"]);
     assert!(out.contains("prometheus: http://127.0.0.1:"), "{out}");
     let status = addon(&mesh);

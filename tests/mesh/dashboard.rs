@@ -57,20 +57,7 @@ fn screenshot(chromium: &str, url: &str, name: &str) {
 #[test]
 fn the_dashboard_draws_bookinfos_graph_and_a_traces_waterfall() {
     let mesh = Mesh::up();
-    let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/bookinfo");
-    let file = |f: &str| samples.join(f).display().to_string();
-    mesh.ok(&[
-        "apply",
-        "--wait",
-        "-f",
-        &file("platform/kube/bookinfo.yaml"),
-        "-f",
-        &file("networking/bookinfo-gateway.yaml"),
-        "-f",
-        &file("networking/destination-rule-all.yaml"),
-        "-f",
-        &file("networking/virtual-service-reviews-v3.yaml"),
-    ]);
+    mesh.bookinfo_with("virtual-service-reviews-v3.yaml");
     for _ in 0..10 {
         assert_eq!(get(mesh.gateway(), "bookinfo.local", "/productpage").unwrap().status, 200);
     }

@@ -72,6 +72,25 @@ impl Mesh {
         self.ok(&["apply", "-f", file.to_str().unwrap(), "--wait"])
     }
 
+    /// Applies the project's Bookinfo, its gateway, every DestinationRule and one of its
+    /// `networking/` VirtualServices, and waits until they are in force.
+    pub fn bookinfo_with(&self, virtual_service: &str) {
+        let samples = sample("bookinfo");
+        let file = |f: &str| samples.join(f).display().to_string();
+        self.ok(&[
+            "apply",
+            "--wait",
+            "-f",
+            &file("platform/kube/bookinfo.yaml"),
+            "-f",
+            &file("networking/bookinfo-gateway.yaml"),
+            "-f",
+            &file("networking/destination-rule-all.yaml"),
+            "-f",
+            &file(&format!("networking/{virtual_service}")),
+        ]);
+    }
+
     pub fn status(&self) -> serde_json::Value {
         let out = self.run(&["status", "-o", "json"]);
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("status -o json: {e}\n{}", text(&out)))

@@ -152,20 +152,7 @@ fn jaeger(addr: SocketAddr, path: &str) -> serde_json::Value {
 #[test]
 fn a_bookinfo_page_is_one_trace_from_the_gateway_to_ratings_in_jaegers_api() {
     let mesh = Mesh::up();
-    let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/bookinfo");
-    let file = |f: &str| samples.join(f).display().to_string();
-    mesh.ok(&[
-        "apply",
-        "--wait",
-        "-f",
-        &file("platform/kube/bookinfo.yaml"),
-        "-f",
-        &file("networking/bookinfo-gateway.yaml"),
-        "-f",
-        &file("networking/destination-rule-all.yaml"),
-        "-f",
-        &file("networking/virtual-service-reviews-v3.yaml"),
-    ]);
+    mesh.bookinfo_with("virtual-service-reviews-v3.yaml");
     let page = get(mesh.gateway(), "bookinfo.local", "/productpage").unwrap();
     assert_eq!(page.status, 200, "{}", page.body);
     let tracing = tracing_address(&mesh);
