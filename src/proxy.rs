@@ -26,6 +26,7 @@
 //! - `admin`: `/ready`, `/stats` (Envoy's), `/stats/prometheus`, `/config_dump`, `/clusters`, `/explain`.
 //! - `stats`: Istio's request metrics.
 
+pub mod access_format;
 pub mod access_log;
 pub mod admin;
 pub mod breakers;
@@ -119,7 +120,7 @@ impl Shared {
     fn access_writer(
         &self,
         config: Option<&crate::resources::mesh_config::AccessLog>,
-    ) -> Option<(Arc<access_log::Writer>, bool, Option<Arc<crate::resources::telemetry::Filter>>)> {
+    ) -> Option<access_log::AccessConfig> {
         let config = config?;
         let mut current = self.access_log.lock().unwrap_or_else(|p| p.into_inner());
         let writer = match &*current {
@@ -130,7 +131,12 @@ impl Shared {
                 w
             }
         };
-        Some((writer, config.json, config.filter.clone().map(Arc::new)))
+        Some(access_log::AccessConfig {
+            writer,
+            json: config.json,
+            filter: config.filter.clone().map(Arc::new),
+            format: config.format.clone().map(Arc::new),
+        })
     }
 
     pub fn has_config(&self) -> bool {

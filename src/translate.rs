@@ -1233,6 +1233,7 @@ fn telemetry(
                 file: "/dev/stdout".into(),
                 json: world.mesh.access_log_json,
                 filter: None,
+                format: world.mesh.access_log_format.clone(),
             });
             log.filter = t.filter;
             Some(log)

@@ -140,6 +140,34 @@ pub fn json(e: &Entry) -> String {
     .to_string()
 }
 
+/// A proxy's access log once its config is in: where lines go, how they are written (JSON, a
+/// format, or Istio's default text), and which requests (a Telemetry's filter).
+#[derive(Clone)]
+pub struct AccessConfig {
+    pub writer: Arc<Writer>,
+    pub json: bool,
+    pub filter: Option<Arc<crate::resources::telemetry::Filter>>,
+    pub format: Option<Arc<Vec<crate::proxy::access_format::Piece>>>,
+}
+
+impl AccessConfig {
+    /// The line for one finished request.
+    pub fn line(&self, e: &Entry) -> String {
+        match (&self.format, self.json) {
+            (_, true) => json(e),
+            (Some(f), false) => {
+                let mut line = crate::proxy::access_format::render(f, e);
+                // Envoy's formats end with their own newline; the writer adds one per line.
+                if line.ends_with('\n') {
+                    line.pop();
+                }
+                line
+            }
+            (None, false) => text(e),
+        }
+    }
+}
+
 /// Where lines go: a task appends them to the configured file (`/dev/stdout`, the proxy's
 /// log, by default) in the order they were queued.
 pub struct Writer {

@@ -69,12 +69,8 @@ pub async fn handle(
     let request_line =
         explain_id.as_ref().map(|_| (req.method().to_string(), req.uri().path().to_string(), authority_of(&req)));
     let span = start_span(&runtime, direction, &mut req, &conn);
-    let access = runtime.access_log.clone().map(|(writer, json, filter)| outcome::AccessEnd {
-        writer,
-        json,
-        filter,
-        entry: access_entry(&req, &conn),
-    });
+    let access =
+        runtime.access_log.clone().map(|config| outcome::AccessEnd { config, entry: access_entry(&req, &conn) });
     let name_upstream = span.is_some() || access.is_some();
     let (mut routed, service, routing) = match direction {
         Direction::Inbound { port } => {

@@ -151,10 +151,7 @@ pub struct SpanEnd {
 
 /// A request's access-log line, completed with the outcome.
 pub struct AccessEnd {
-    pub writer: Arc<crate::proxy::access_log::Writer>,
-    pub json: bool,
-    /// A Telemetry's filter: only requests it matches are logged.
-    pub filter: Option<Arc<crate::resources::telemetry::Filter>>,
+    pub config: crate::proxy::access_log::AccessConfig,
     pub entry: crate::proxy::access_log::Entry,
 }
 
@@ -211,11 +208,10 @@ impl Outcome {
                 host: &e.authority,
                 path: e.path.split('?').next().unwrap_or(""),
             };
-            if a.filter.as_ref().is_some_and(|f| !f.matches(&facts)) {
+            if a.config.filter.as_ref().is_some_and(|f| !f.matches(&facts)) {
                 return;
             }
-            let line = if a.json { crate::proxy::access_log::json(e) } else { crate::proxy::access_log::text(e) };
-            a.writer.write(line);
+            a.config.writer.write(a.config.line(e));
         }
     }
 }

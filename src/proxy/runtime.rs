@@ -33,8 +33,7 @@ pub struct Runtime {
     /// The metadata-exchange headers this proxy sends into the mesh (`exchange::headers`).
     pub exchange: Option<(http::HeaderValue, http::HeaderValue)>,
     /// The access log's writer and whether it writes JSON, when the mesh config turns it on.
-    pub access_log:
-        Option<(Arc<crate::proxy::access_log::Writer>, bool, Option<Arc<crate::resources::telemetry::Filter>>)>,
+    pub access_log: Option<crate::proxy::access_log::AccessConfig>,
 }
 
 pub struct Inbound {

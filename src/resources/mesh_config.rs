@@ -1,8 +1,8 @@
 //! Istio's mesh config as meshrig reads it: the `mesh` key of ConfigMap `istio` in
 //! `istio-system` (where `istioctl install --set meshConfig...` puts it). meshrig applies
 //! `outboundTrafficPolicy.mode`, `enableTracing`, `defaultConfig.tracing.sampling`,
-//! `accessLogFile` and `accessLogEncoding`; every other field is accepted and reported as not
-//! applied.
+//! `accessLogFile`, `accessLogEncoding` and `accessLogFormat` (parsed by
+//! `proxy/access_format.rs`); every other field is accepted and reported as not applied.
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +35,8 @@ pub struct MeshConfig {
     pub access_log: Option<AccessLog>,
     /// `accessLogEncoding: JSON`, also for a Telemetry's `envoy` provider when the file is off.
     pub access_log_json: bool,
+    /// `accessLogFormat`, parsed, for text lines (also a Telemetry's `envoy` provider's).
+    pub access_log_format: Option<Vec<crate::proxy::access_format::Piece>>,
 }
 
 /// Where proxies write their access log, and how.
@@ -48,6 +50,9 @@ pub struct AccessLog {
     /// A Telemetry's `filter.expression`: only requests it matches are logged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<crate::resources::telemetry::Filter>,
+    /// `accessLogFormat`, parsed (text lines only); none: Istio's default format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<Vec<crate::proxy::access_format::Piece>>,
 }
 
 /// Is this the ConfigMap that carries the mesh config?
@@ -67,11 +72,19 @@ pub fn parse(mesh: &str) -> Result<(MeshConfig, Vec<String>), String> {
     let mut config = MeshConfig::default();
     let mut unapplied = Vec::new();
     let mut enabled = true;
-    let (mut log_file, mut log_json) = (None, false);
+    let (mut log_file, mut log_json, mut log_format) = (None, false, None);
     for (k, v) in &map {
         let key = k.as_str().unwrap_or_default();
         if key == "accessLogFile" {
             log_file = Some(v.as_str().ok_or("accessLogFile: must be a path, such as /dev/stdout")?.to_string());
+            continue;
+        }
+        if key == "accessLogFormat" {
+            let text = v.as_str().ok_or("accessLogFormat: must be a string of Envoy's %OPERATORS%")?;
+            if !text.is_empty() {
+                log_format =
+                    Some(crate::proxy::access_format::parse(text).map_err(|e| format!("accessLogFormat: {e}"))?);
+            }
             continue;
         }
         if key == "accessLogEncoding" {
@@ -111,8 +124,19 @@ pub fn parse(mesh: &str) -> Result<(MeshConfig, Vec<String>), String> {
     if !enabled {
         config.sampling = Some(0);
     }
+    if log_json && log_format.is_some() {
+        // A JSON format is an object of operators; meshrig writes its JSON lines with Istio's keys.
+        unapplied.push("accessLogFormat (with accessLogEncoding: JSON)".to_string());
+        log_format = None;
+    }
     config.access_log_json = log_json;
-    config.access_log = log_file.filter(|f| !f.is_empty()).map(|file| AccessLog { file, json: log_json, filter: None });
+    config.access_log_format = log_format.clone();
+    config.access_log = log_file.filter(|f| !f.is_empty()).map(|file| AccessLog {
+        file,
+        json: log_json,
+        filter: None,
+        format: log_format,
+    });
     Ok((config, unapplied))
 }
 
@@ -153,9 +177,9 @@ mod tests {
     #[test]
     fn reads_the_outbound_mode_and_names_what_it_does_not_apply() {
         let (c, unapplied) =
-            parse("outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\naccessLogFormat: '%START_TIME%'\n").unwrap();
+            parse("outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\naccessLogFormat: '%START_TIME%'\nenablePrometheusMerge: true\n").unwrap();
         assert_eq!(c.outbound, OutboundMode::RegistryOnly);
-        assert_eq!(unapplied, ["accessLogFormat"]);
+        assert_eq!(unapplied, ["enablePrometheusMerge"]);
         assert_eq!(parse("outboundTrafficPolicy: {}\n").unwrap().0.outbound, OutboundMode::AllowAny);
         assert_eq!(parse("").unwrap().0, MeshConfig::default());
         let e = parse("outboundTrafficPolicy: {mode: DENY}\n").unwrap_err();

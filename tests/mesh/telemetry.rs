@@ -297,6 +297,20 @@ fn the_mesh_config_turns_on_envoys_access_log_in_text_and_json() {
     assert_eq!(proxy_log_lines(&mesh, "curl", "log-me-4").len(), 1);
     let log = mesh.ok(&["logs", "curl", "-c", "istio-proxy"]);
     assert!(!log.contains("log-me-3"), "logged while off:\n{log}");
+
+    // A format of one's own (Envoy's operators), and one meshrig cannot write is refused.
+    mesh.apply_yaml(
+        "mesh.yaml",
+        &mesh_config("    accessLogFormat: \"%REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% id=%REQ(X-REQUEST-ID)%\\n\"\n"),
+    );
+    mesh.ok(&["exec", "curl", "--", "curl", "-s", "-H", "x-request-id: log-me-5", "http://httpbin:8000/status/503"]);
+    assert_eq!(proxy_log_lines(&mesh, "curl", "log-me-5"), ["GET /status/503 503 - id=log-me-5"]);
+    let file = mesh.work.path().join("bad-format.yaml");
+    std::fs::write(&file, mesh_config("    accessLogFormat: '%START_TIME% %DYNAMIC_METADATA(istio.mixer:status)%'\n"))
+        .unwrap();
+    let bad = mesh.run(&["apply", "-f", file.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && err.contains("accessLogFormat: meshrig's access log does not know"), "{err}");
 }
 
 #[test]
