@@ -114,6 +114,13 @@ pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, String> {
     Ok(collected.to_bytes())
 }
 
+/// `text` for a URL's query string: every byte but ASCII letters and digits as `%XX`.
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
 /// Log lines go to stderr (the process's log file); stdout is reserved for the readiness line.
 pub fn log(msg: &str) {
     eprintln!("{} {msg}", crate::env::timestamp());

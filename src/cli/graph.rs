@@ -13,15 +13,9 @@ use crate::env::Env;
 use crate::graph::{self, Edge, Sample};
 use crate::ready::Listener;
 
-/// Every proxy's samples (a proxy that does not answer is skipped: it has nothing to add).
+/// Every proxy's samples (`dashboard::scrape_all`: a proxy that does not answer adds nothing).
 async fn scrape(admins: &[SocketAddr]) -> Vec<Sample> {
-    let mut all = Vec::new();
-    for admin in admins {
-        if let Ok(bytes) = crate::cli::proxy_config::admin_bytes(*admin, "/stats/prometheus").await {
-            all.extend(graph::parse(&String::from_utf8_lossy(&bytes)));
-        }
-    }
-    all
+    crate::dashboard::scrape_all(&crate::net::client(), admins).await
 }
 
 pub async fn graph(env: &Env, namespace: Option<&str>, window: &str, output: Output) -> anyhow::Result<ExitCode> {

@@ -160,7 +160,7 @@ async fn admin_json(admin: std::net::SocketAddr, path: &str) -> anyhow::Result<s
     Ok(serde_json::from_slice(&admin_bytes(admin, path).await?)?)
 }
 
-pub(crate) async fn admin_bytes(admin: std::net::SocketAddr, path: &str) -> anyhow::Result<Vec<u8>> {
+async fn admin_bytes(admin: std::net::SocketAddr, path: &str) -> anyhow::Result<Vec<u8>> {
     let req = http::Request::get(format!("http://{admin}{path}")).body(net::empty())?;
     let resp = tokio::time::timeout(std::time::Duration::from_secs(5), net::client().request(req))
         .await

@@ -359,6 +359,13 @@ fn envelope(data: Value, total: usize) -> Response<Body> {
     net::json(StatusCode::OK, &json!({"data": data, "total": total, "limit": 0, "offset": 0, "errors": null}))
 }
 
+/// A JSON answer already written (Jaeger's envelope, from the kept spans).
+fn json_bytes(body: Vec<u8>) -> Response<Body> {
+    let mut res = Response::new(net::full(body));
+    res.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    res
+}
+
 fn failure(status: StatusCode, msg: &str) -> Response<Body> {
     net::json(
         status,
@@ -486,19 +493,11 @@ pub fn handle<B>(collector: &Collector, req: &Request<B>) -> Response<Body> {
             envelope(json!(ops), n)
         }
         ["api", "traces"] => match parse_query(&params, now_us()) {
-            Ok(q) => {
-                let mut res = Response::new(net::full(collector.find(&q)));
-                res.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-                res
-            }
+            Ok(q) => json_bytes(collector.find(&q)),
             Err(msg) => failure(StatusCode::BAD_REQUEST, &msg),
         },
         ["api", "traces", id] => match collector.get(id) {
-            Some(t) => {
-                let mut res = Response::new(net::full(t));
-                res.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-                res
-            }
+            Some(t) => json_bytes(t),
             None => failure(StatusCode::NOT_FOUND, "trace not found"),
         },
         _ => failure(

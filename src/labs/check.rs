@@ -890,7 +890,7 @@ async fn attempt(client: &net::HttpClient, c: &Check, target: &Target, request_i
     let mut matched = 0u32;
     // The proxies' counts before the requests, for a graph check.
     let before = match &c.expect.graph {
-        Some(_) => Some(scrape(client, &target.admins).await),
+        Some(_) => Some(crate::dashboard::scrape_all(client, &target.admins).await),
         None => None,
     };
     for i in 0..c.request.repeat {
@@ -940,7 +940,7 @@ async fn attempt(client: &net::HttpClient, c: &Check, target: &Target, request_i
     }
     if let (Some(g), Some(before)) = (&c.expect.graph, before) {
         // A client-side proxy counts a call when its answer ends, before the page's answer does.
-        let after = scrape(client, &target.admins).await;
+        let after = crate::dashboard::scrape_all(client, &target.admins).await;
         let (to_version, total, errors) = graph_calls(&before, &after, g);
         return Seen::Graph { to_version, total, errors };
     }
@@ -966,11 +966,7 @@ async fn promql(
         Err(why) => return Seen::Invalid(why),
     };
     let ask = |q: String| async move {
-        let encoded: String = q
-            .bytes()
-            .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
-            .collect();
-        get_json(client, &format!("http://{prometheus}/api/v1/query?query={encoded}")).await
+        get_json(client, &format!("http://{prometheus}/api/v1/query?query={}", net::percent_encode(&q))).await
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     let want = loop {
@@ -1001,19 +997,6 @@ async fn promql(
     Seen::PromQl { query, got, want }
 }
 
-/// Every proxy's metrics (a proxy that does not answer adds nothing).
-async fn scrape(client: &net::HttpClient, admins: &[SocketAddr]) -> Vec<crate::graph::Sample> {
-    let mut all = Vec::new();
-    for admin in admins {
-        let Ok(req) = Request::get(format!("http://{admin}/stats/prometheus")).body(net::empty()) else { continue };
-        let Ok(Ok(res)) = tokio::time::timeout(Duration::from_secs(5), client.request(req)).await else { continue };
-        if let Ok(body) = res.into_body().collect().await {
-            all.extend(crate::graph::parse(&String::from_utf8_lossy(&body.to_bytes())));
-        }
-    }
-    all
-}
-
 /// The trace of the request `request_id` from the collector, waiting (bounded) for its spans:
 /// proxies send them within a second or so of the answer.
 async fn find_trace(
@@ -1023,11 +1006,7 @@ async fn find_trace(
     want: &TraceExpect,
 ) -> Option<TraceSeen> {
     let tracing = target.tracing?;
-    let tags = serde_json::json!({ "guid:x-request-id": request_id }).to_string();
-    let tags: String = tags
-        .bytes()
-        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect();
+    let tags = net::percent_encode(&serde_json::json!({ "guid:x-request-id": request_id }).to_string());
     let uri = format!(
         "http://{tracing}/api/traces?service=istio-ingressgateway.istio-system&lookback=1h&limit=1&tags={tags}"
     );
