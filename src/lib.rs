@@ -24,6 +24,7 @@ pub mod api;
 pub mod apps;
 pub mod authz;
 pub mod ca;
+pub mod cel;
 pub mod cli;
 pub mod control_plane;
 pub mod dashboard;

@@ -101,6 +101,13 @@ pub struct Snapshot {
     /// Sidecar and gateway: a Telemetry's custom span tags.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub span_tags: Vec<(String, crate::resources::telemetry::SpanTag)>,
+    /// Sidecar and gateway: the Telemetries' metric overrides (disabled metrics, labels).
+    #[serde(default, skip_serializing_if = "crate::snapshot::is_default")]
+    pub metrics: crate::resources::telemetry::MetricRules,
+}
+
+fn is_default<T: Default + PartialEq>(t: &T) -> bool {
+    *t == T::default()
 }
 
 impl Snapshot {
@@ -137,6 +144,7 @@ impl Snapshot {
             sampling,
             access_log,
             span_tags,
+            metrics,
         } = self;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (
@@ -154,6 +162,7 @@ impl Snapshot {
             span_tags,
         )
             .hash(&mut h);
+        metrics.hash(&mut h);
         h.finish()
     }
 }

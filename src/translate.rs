@@ -1265,6 +1265,12 @@ pub fn snapshot(world: &World, me: &Workload, version: Version) -> Snapshot {
         snap.sampling = sampling;
         snap.access_log = access_log;
         snap.span_tags = span_tags;
+        let id = &me.identity;
+        snap.metrics = crate::resources::telemetry::metric_rules(&crate::resources::telemetry::applicable(
+            &world.telemetries,
+            &id.namespace,
+            &id.labels,
+        ));
         snap.authz = authorization(world, me);
         snap.jwt = jwt_rules(world, me);
     }

@@ -146,7 +146,7 @@ pub fn json(e: &Entry) -> String {
 pub struct AccessConfig {
     pub writer: Arc<Writer>,
     pub json: bool,
-    pub filter: Option<Arc<crate::resources::telemetry::Filter>>,
+    pub filter: Option<Arc<crate::cel::Expr>>,
     pub format: Option<Arc<Vec<crate::proxy::access_format::Piece>>>,
 }
 

@@ -71,6 +71,13 @@ pub async fn handle(
     let span = start_span(&runtime, direction, &mut req, &conn);
     let access =
         runtime.access_log.clone().map(|config| outcome::AccessEnd { config, entry: access_entry(&req, &conn) });
+    let request = runtime.capture.as_ref().map(|names| Box::new(capture(&req, &conn, names)));
+    let destination_port = match direction {
+        Direction::Inbound { port } | Direction::Gateway { port } => port,
+        Direction::Outbound => {
+            req.uri().port_u16().or_else(|| authority_of(&req).rsplit_once(':')?.1.parse().ok()).unwrap_or(80)
+        }
+    };
     let name_upstream = span.is_some() || access.is_some();
     let (mut routed, service, routing) = match direction {
         Direction::Inbound { port } => {
@@ -162,7 +169,10 @@ pub async fn handle(
         span,
         access,
         stats: shared.stats.clone(),
-        sides: Sides { reporter, source, destination, service, principals },
+        sides: Sides { reporter, source, destination, service, principals, overrides: runtime.metrics.clone() },
+        request,
+        destination_port,
+        mtls: conn.mtls(),
         code: routed.response.status().as_u16(),
         flags: routed.flags,
         started,
@@ -256,6 +266,29 @@ fn access_entry(req: &Request<Incoming>, conn: &Connection) -> crate::proxy::acc
         downstream_remote: Some(conn.peer),
         server_name: conn.sni.clone(),
         ..Default::default()
+    }
+}
+
+/// What a Telemetry expression may read of the request: its line, and the headers named.
+fn capture(req: &Request<Incoming>, conn: &Connection, names: &[String]) -> crate::cel::Request {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let always = ["user-agent", "x-request-id"];
+    crate::cel::Request {
+        method: req.method().to_string(),
+        host: authority_of(req),
+        path: req.uri().path_and_query().map_or_else(|| "/".into(), |p| p.as_str().to_string()),
+        scheme: if conn.sni.is_some() || conn.mtls() { "https" } else { "http" },
+        protocol: match req.version() {
+            http::Version::HTTP_2 => "HTTP/2",
+            http::Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        },
+        headers: always
+            .iter()
+            .map(|n| n.to_string())
+            .chain(names.iter().filter(|n| !always.contains(&n.as_str())).cloned())
+            .filter_map(|n| Some((header(&n)?, n)).map(|(v, n)| (n, v)))
+            .collect(),
     }
 }
 

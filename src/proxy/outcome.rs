@@ -162,6 +162,12 @@ pub struct Outcome {
     pub stats: Arc<Stats>,
     /// Reporter, peers, service and principals: the series' labels.
     pub sides: Sides,
+    /// The request as a Telemetry expression reads it, when one does (`Runtime::capture`).
+    pub request: Option<Box<crate::cel::Request>>,
+    /// The port the request was addressed to (`destination.port`).
+    pub destination_port: u16,
+    /// The downstream connection was mutual TLS (`connection.mtls`).
+    pub mtls: bool,
     pub code: u16,
     pub flags: Flags,
     pub started: Instant,
@@ -176,7 +182,14 @@ pub struct Outcome {
 impl Outcome {
     fn complete(mut self, body_bytes: u64) {
         let response_bytes = self.response_header_bytes + body_bytes;
+        let facts = crate::cel::Facts {
+            request: self.request.as_deref(),
+            code: Some(self.code),
+            destination_port: Some(self.destination_port),
+            mtls: self.mtls,
+        };
         self.stats.record(&RequestRecord {
+            values: self.sides.overrides.values(self.sides.reporter, &facts),
             sides: &self.sides,
             code: self.code,
             flags: self.flags,
@@ -202,12 +215,6 @@ impl Outcome {
             let e = &mut a.entry;
             (e.code, e.flags, e.bytes_sent) = (self.code, self.flags, body_bytes);
             e.duration_ms = self.started.elapsed().as_millis() as u64;
-            let facts = crate::resources::telemetry::Facts {
-                code: e.code,
-                method: &e.method,
-                host: &e.authority,
-                path: e.path.split('?').next().unwrap_or(""),
-            };
             if a.config.filter.as_ref().is_some_and(|f| !f.matches(&facts)) {
                 return;
             }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::proxy::clusters::{self, Cluster, Endpoints};
 use crate::proxy::identity::Identity;
 use crate::proxy::route::Table;
-use crate::proxy::stats::Peer;
+use crate::proxy::stats::{Overrides, Peer};
 use crate::snapshot::{self, Snapshot};
 
 pub struct Runtime {
@@ -34,6 +34,11 @@ pub struct Runtime {
     pub exchange: Option<(http::HeaderValue, http::HeaderValue)>,
     /// The access log's writer and whether it writes JSON, when the mesh config turns it on.
     pub access_log: Option<crate::proxy::access_log::AccessConfig>,
+    /// The Telemetries' metric overrides (the previous runtime's when unchanged).
+    pub metrics: Arc<Overrides>,
+    /// The request headers a Telemetry expression reads (metric labels, access-log filter);
+    /// `None` when none needs the request, so nothing is captured.
+    pub capture: Option<Arc<[String]>>,
 }
 
 pub struct Inbound {
@@ -83,6 +88,14 @@ impl Runtime {
         me.principal = identity.map(|i| i.spiffe.as_str().into());
         let me = Arc::new(me);
         let exchange = crate::proxy::exchange::headers(&snapshot.proxy);
+        let metrics = match previous {
+            Some(p) if p.snapshot.metrics == snapshot.metrics => p.metrics.clone(),
+            _ => Arc::new(Overrides::new(&snapshot.metrics)),
+        };
+        let mut headers = metrics.headers.clone();
+        let filter = snapshot.access_log.as_ref().and_then(|a| a.filter.as_ref());
+        filter.inspect(|f| f.headers(&mut headers));
+        let capture = (metrics.needs_request() || filter.is_some()).then(|| headers.into());
         Runtime {
             snapshot,
             outbound,
@@ -95,6 +108,8 @@ impl Runtime {
             unknown: Arc::new(Peer::unknown()),
             exchange,
             access_log: None,
+            metrics,
+            capture,
         }
     }
 

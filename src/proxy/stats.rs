@@ -2,6 +2,9 @@
 //! byte and connection counters, `istio_build`) with Istio's labels, in Prometheus text format.
 //! Each side of a request (`Peer`) renders its labels once, when the config that names it is
 //! built; a finished request or connection adds to one series found by a precomputed hash.
+//! A Telemetry's metric overrides (`Overrides`) are compiled once per snapshot: a disabled metric
+//! is not written, a removed label is left out (series that then look alike are summed, as
+//! Envoy's stats with equal tags are one), and an added label's value is evaluated per request.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
@@ -9,7 +12,9 @@ use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
+use crate::cel;
 use crate::proxy::outcome::Flags;
+use crate::resources::telemetry::{Metric, MetricRules, Mode};
 use crate::snapshot::{Endpoint, ProxyIdentity};
 
 /// Envoy's default histogram buckets (milliseconds for durations, bytes for sizes).
@@ -22,6 +27,23 @@ const BUCKETS: [f64; 19] = [
 /// its callers send (Envoy has no such cap; a lab mesh never comes near it).
 const MAX_SERIES: usize = 10_000;
 
+/// The metrics a proxy writes, in the order it writes them: four per request, four per TCP
+/// connection.
+const METRICS: [(Metric, &str, &str); 8] = [
+    (Metric::RequestCount, "istio_requests_total", "Requests processed by the proxy"),
+    (Metric::RequestDuration, "istio_request_duration_milliseconds", "Request duration in milliseconds"),
+    (Metric::RequestSize, "istio_request_bytes", "Request sizes in bytes (headers and body)"),
+    (Metric::ResponseSize, "istio_response_bytes", "Response sizes in bytes (headers and body)"),
+    (Metric::TcpSentBytes, "istio_tcp_sent_bytes_total", "Bytes sent to the downstream client over TCP connections"),
+    (
+        Metric::TcpReceivedBytes,
+        "istio_tcp_received_bytes_total",
+        "Bytes received from the downstream client over TCP connections",
+    ),
+    (Metric::TcpOpenedConnections, "istio_tcp_connections_opened_total", "TCP connections opened"),
+    (Metric::TcpClosedConnections, "istio_tcp_connections_closed_total", "TCP connections closed"),
+];
+
 /// One side of a request or connection as Istio's labels describe it: rendered once.
 #[derive(Debug)]
 pub struct Peer {
@@ -31,8 +53,13 @@ pub struct Peer {
     as_source: Box<str>,
     /// The same labels named `destination_*`.
     as_destination: Box<str>,
+    /// The values of those labels, in `PEER_LABELS` order (for overrides that edit labels).
+    values: [Box<str>; 7],
     hash: u64,
 }
+
+const PEER_LABELS: [&str; 7] =
+    ["workload", "workload_namespace", "app", "version", "canonical_service", "canonical_revision", "cluster"];
 
 impl PartialEq for Peer {
     fn eq(&self, other: &Peer) -> bool {
@@ -52,17 +79,10 @@ impl Peer {
             get(&["service.istio.io/canonical-name", "app.kubernetes.io/name", "app"]).unwrap_or(workload);
         let canonical_revision =
             get(&["service.istio.io/canonical-revision", "app.kubernetes.io/version", "version"]).unwrap_or("latest");
+        let values = [workload, namespace, app, version, canonical_service, canonical_revision, "Kubernetes"];
         let render = |side: &str| {
             let mut out = String::new();
-            for (name, value) in [
-                ("workload", workload),
-                ("workload_namespace", namespace),
-                ("app", app),
-                ("version", version),
-                ("canonical_service", canonical_service),
-                ("canonical_revision", canonical_revision),
-                ("cluster", "Kubernetes"),
-            ] {
+            for (name, value) in PEER_LABELS.iter().zip(values) {
                 label(&mut out, &format!("{side}_{name}"), value);
             }
             out.into_boxed_str()
@@ -70,7 +90,13 @@ impl Peer {
         let as_source = render("source");
         let mut h = DefaultHasher::new();
         as_source.hash(&mut h);
-        Peer { principal: None, as_destination: render("destination"), as_source, hash: h.finish() }
+        Peer {
+            principal: None,
+            as_destination: render("destination"),
+            as_source,
+            values: values.map(Into::into),
+            hash: h.finish(),
+        }
     }
 
     /// A peer nothing is known about: Istio's `unknown` labels.
@@ -84,6 +110,12 @@ impl Peer {
 
     pub fn of(identity: &ProxyIdentity) -> Peer {
         Peer::new(&identity.workload, &identity.namespace, &identity.labels)
+    }
+
+    fn pairs(&self, side: &str, out: &mut Vec<(String, String)>) {
+        for (name, value) in PEER_LABELS.iter().zip(&self.values) {
+            out.push((format!("{side}_{name}"), value.to_string()));
+        }
     }
 }
 
@@ -119,6 +151,85 @@ impl Reporter {
             Reporter::Destination => "destination",
         }
     }
+
+    /// The Telemetry API's name for this side (`match.mode`).
+    fn side(self) -> usize {
+        match self {
+            Reporter::Source => 0,
+            Reporter::Destination => 1,
+        }
+    }
+}
+
+/// A Telemetry's metric overrides for one proxy, compiled once per snapshot. Two with the same
+/// content share an `id`, so a push that changes nothing keeps the series.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    id: u64,
+    off: bool,
+    /// Per side (client, server), per metric (`METRICS` order).
+    rules: [[Rule; 8]; 2],
+    /// Per side: the expressions whose values a series keeps, in order.
+    exprs: [Vec<cel::Expr>; 2],
+    /// The request headers those expressions read.
+    pub headers: Vec<String>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Rule {
+    disabled: bool,
+    /// Label name → `None`: removed; `Some(i)`: set from the series' `i`th value.
+    tags: Vec<(String, Option<usize>)>,
+}
+
+impl Overrides {
+    pub fn new(rules: &MetricRules) -> Overrides {
+        let mut o = Overrides { off: rules.off, ..Default::default() };
+        if *rules != MetricRules::default() {
+            let mut h = DefaultHasher::new();
+            rules.hash(&mut h);
+            o.id = h.finish() | 1;
+        }
+        for r in &rules.rules {
+            let Some(slot) = METRICS.iter().position(|(m, _, _)| *m == r.metric) else { continue };
+            let side = match r.mode {
+                Mode::Client => 0,
+                Mode::Server => 1,
+            };
+            let mut rule = Rule { disabled: r.disabled, tags: Vec::new() };
+            for (name, expr) in &r.tags {
+                let index = expr.as_ref().map(|e| match o.exprs[side].iter().position(|x| x == e) {
+                    Some(i) => i,
+                    None => {
+                        e.headers(&mut o.headers);
+                        o.exprs[side].push(e.clone());
+                        o.exprs[side].len() - 1
+                    }
+                });
+                rule.tags.push((name.clone(), index));
+            }
+            o.rules[side][slot] = rule;
+        }
+        o
+    }
+
+    /// Whether a request's facts are needed (some label is set from an expression).
+    pub fn needs_request(&self) -> bool {
+        self.exprs.iter().any(|e| !e.is_empty())
+    }
+
+    /// The values a series on this side keeps: each expression's, or `unknown` when it cannot
+    /// be evaluated (an absent header, a TCP connection's `request.*`), as Istio's stats do.
+    pub fn values(&self, reporter: Reporter, facts: &cel::Facts) -> Box<[Box<str>]> {
+        self.exprs[reporter.side()]
+            .iter()
+            .map(|e| e.eval(facts).map_or_else(|| "unknown".into(), |v| v.to_string().into_boxed_str()))
+            .collect()
+    }
+
+    fn enabled(&self, reporter: Reporter, slot: usize) -> bool {
+        !self.off && !self.rules[reporter.side()][slot].disabled
+    }
 }
 
 /// What both kinds of series are keyed by.
@@ -131,11 +242,13 @@ pub struct Sides {
     pub service: Arc<str>,
     /// The source's and destination's SPIFFE ids, when the hop was mutual TLS.
     pub principals: Option<(Arc<str>, Arc<str>)>,
+    /// The metric overrides in force when the request came in.
+    pub overrides: Arc<Overrides>,
 }
 
 impl Sides {
     fn hash_into(&self, h: &mut DefaultHasher) {
-        (self.reporter, self.source.hash, self.destination.hash, &*self.service).hash(h);
+        (self.reporter, self.source.hash, self.destination.hash, &*self.service, self.overrides.id).hash(h);
         if let Some((s, d)) = &self.principals {
             (&**s, &**d).hash(h);
         }
@@ -147,16 +260,29 @@ impl Sides {
             && self.destination == o.destination
             && self.service == o.service
             && self.principals == o.principals
+            && self.overrides.id == o.overrides.id
+    }
+
+    fn policy(&self) -> &'static str {
+        match (self.reporter, self.principals.is_some()) {
+            (Reporter::Destination, true) => "mutual_tls",
+            (Reporter::Destination, false) => "none",
+            (Reporter::Source, _) => "unknown",
+        }
+    }
+
+    fn principal_names(&self) -> (&str, &str) {
+        match &self.principals {
+            Some((s, d)) => (s, d),
+            None => ("unknown", "unknown"),
+        }
     }
 
     fn render(&self, out: &mut String) {
         label(out, "reporter", self.reporter.as_str());
         out.push(',');
         out.push_str(&self.source.as_source);
-        let (source_principal, destination_principal) = match &self.principals {
-            Some((s, d)) => (&**s, &**d),
-            None => ("unknown", "unknown"),
-        };
+        let (source_principal, destination_principal) = self.principal_names();
         label(out, "source_principal", source_principal);
         out.push(',');
         out.push_str(&self.destination.as_destination);
@@ -165,12 +291,54 @@ impl Sides {
         label(out, "destination_service", &self.service);
         label(out, "destination_service_name", name);
         label(out, "destination_service_namespace", namespace);
-        let policy = match (self.reporter, self.principals.is_some()) {
-            (Reporter::Destination, true) => "mutual_tls",
-            (Reporter::Destination, false) => "none",
-            (Reporter::Source, _) => "unknown",
-        };
-        label(out, "connection_security_policy", policy);
+        label(out, "connection_security_policy", self.policy());
+    }
+
+    /// The same labels as `render`, as pairs an override can edit.
+    fn pairs(&self) -> Vec<(String, String)> {
+        let mut out = vec![("reporter".to_string(), self.reporter.as_str().to_string())];
+        let (source_principal, destination_principal) = self.principal_names();
+        self.source.pairs("source", &mut out);
+        out.push(("source_principal".into(), source_principal.into()));
+        self.destination.pairs("destination", &mut out);
+        out.push(("destination_principal".into(), destination_principal.into()));
+        let (name, namespace) = split_service(&self.service);
+        out.push(("destination_service".into(), self.service.to_string()));
+        out.push(("destination_service_name".into(), name.into()));
+        out.push(("destination_service_namespace".into(), namespace.into()));
+        out.push(("connection_security_policy".into(), self.policy().into()));
+        out
+    }
+
+    /// One metric's labels for a series: Istio's, then the metric's overrides applied.
+    fn labels(&self, slot: usize, values: &[Box<str>], extra: &[(&str, &str)]) -> String {
+        let rule = &self.overrides.rules[self.reporter.side()][slot];
+        let mut out = String::new();
+        if rule.tags.is_empty() {
+            self.render(&mut out);
+            for (name, value) in extra {
+                label(&mut out, name, value);
+            }
+            return out;
+        }
+        let mut pairs = self.pairs();
+        pairs.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+        for (name, set) in &rule.tags {
+            match set {
+                None => pairs.retain(|(n, _)| n != name),
+                Some(i) => {
+                    let value = values.get(*i).map_or("unknown", |v| v).to_string();
+                    match pairs.iter_mut().find(|(n, _)| n == name) {
+                        Some(pair) => pair.1 = value,
+                        None => pairs.push((name.clone(), value)),
+                    }
+                }
+            }
+        }
+        for (name, value) in &pairs {
+            label(&mut out, name, value);
+        }
+        out
     }
 }
 
@@ -183,6 +351,8 @@ pub struct RequestRecord<'a> {
     /// Headers and body, as Envoy's `request.total_size` and `response.total_size` count them.
     pub request_bytes: u64,
     pub response_bytes: u64,
+    /// The values of the labels the overrides set (`Overrides::values`).
+    pub values: Box<[Box<str>]>,
 }
 
 /// What one closed TCP connection contributes.
@@ -192,6 +362,7 @@ pub struct ConnectionRecord<'a> {
     /// From the downstream client, and sent back to it.
     pub received: u64,
     pub sent: u64,
+    pub values: &'a [Box<str>],
 }
 
 #[derive(Clone, Debug, Default)]
@@ -209,6 +380,14 @@ impl Histogram {
         self.count += 1;
         self.sum += v;
     }
+
+    fn add(&mut self, o: &Histogram) {
+        for (a, b) in self.buckets.iter_mut().zip(o.buckets) {
+            *a += b;
+        }
+        self.count += o.count;
+        self.sum += o.sum;
+    }
 }
 
 #[derive(Debug)]
@@ -216,6 +395,7 @@ struct HttpSeries {
     sides: Sides,
     code: u16,
     flags: Flags,
+    values: Box<[Box<str>]>,
     requests: u64,
     duration: Histogram,
     request_bytes: Histogram,
@@ -226,6 +406,7 @@ struct HttpSeries {
 struct TcpSeries {
     sides: Sides,
     flags: Flags,
+    values: Box<[Box<str>]>,
     opened: u64,
     closed: u64,
     received: u64,
@@ -234,7 +415,7 @@ struct TcpSeries {
 
 #[derive(Default)]
 struct Series {
-    /// By the hash of (sides, code, flags); a collision keeps a short list.
+    /// By the hash of (sides, code, flags, values); a collision keeps a short list.
     http: HashMap<u64, Vec<HttpSeries>>,
     http_count: usize,
     tcp: HashMap<u64, Vec<TcpSeries>>,
@@ -256,14 +437,20 @@ impl Stats {
     }
 
     pub fn record(&self, r: &RequestRecord<'_>) {
+        if r.sides.overrides.off {
+            return;
+        }
         let mut h = DefaultHasher::new();
         r.sides.hash_into(&mut h);
-        (r.code, r.flags).hash(&mut h);
+        (r.code, r.flags, &r.values).hash(&mut h);
         let key = h.finish();
         let mut all = self.lock();
         let Series { http, http_count, .. } = &mut *all;
         let list = http.entry(key).or_default();
-        let i = match list.iter().position(|s| s.code == r.code && s.flags == r.flags && s.sides.same(r.sides)) {
+        let found = list
+            .iter()
+            .position(|s| s.code == r.code && s.flags == r.flags && s.values == r.values && s.sides.same(r.sides));
+        let i = match found {
             Some(i) => i,
             None if *http_count >= MAX_SERIES => return,
             None => {
@@ -272,6 +459,7 @@ impl Stats {
                     sides: r.sides.clone(),
                     code: r.code,
                     flags: r.flags,
+                    values: r.values.clone(),
                     requests: 0,
                     duration: Histogram::default(),
                     request_bytes: Histogram::default(),
@@ -288,104 +476,118 @@ impl Stats {
     }
 
     /// A TCP connection opened (`istio_tcp_connections_opened_total`).
-    pub fn tcp_opened(&self, sides: &Sides) {
-        self.tcp(sides, Flags::default(), |s| s.opened += 1);
+    pub fn tcp_opened(&self, sides: &Sides, values: &[Box<str>]) {
+        self.tcp(sides, Flags::default(), values, |s| s.opened += 1);
     }
 
     /// A TCP connection closed, with the bytes it carried.
     pub fn tcp_closed(&self, r: &ConnectionRecord<'_>) {
-        self.tcp(r.sides, r.flags, |s| {
+        self.tcp(r.sides, r.flags, r.values, |s| {
             s.closed += 1;
             s.received += r.received;
             s.sent += r.sent;
         });
     }
 
-    fn tcp(&self, sides: &Sides, flags: Flags, add: impl FnOnce(&mut TcpSeries)) {
+    fn tcp(&self, sides: &Sides, flags: Flags, values: &[Box<str>], add: impl FnOnce(&mut TcpSeries)) {
+        if sides.overrides.off {
+            return;
+        }
         let mut h = DefaultHasher::new();
         sides.hash_into(&mut h);
-        flags.hash(&mut h);
+        (flags, values).hash(&mut h);
         let key = h.finish();
         let mut all = self.lock();
         let Series { tcp, tcp_count, .. } = &mut *all;
         let list = tcp.entry(key).or_default();
-        let i = match list.iter().position(|s| s.flags == flags && s.sides.same(sides)) {
+        let i = match list.iter().position(|s| s.flags == flags && *s.values == *values && s.sides.same(sides)) {
             Some(i) => i,
             None if *tcp_count >= MAX_SERIES => return,
             None => {
                 *tcp_count += 1;
-                list.push(TcpSeries { sides: sides.clone(), flags, opened: 0, closed: 0, received: 0, sent: 0 });
+                list.push(TcpSeries {
+                    sides: sides.clone(),
+                    flags,
+                    values: values.into(),
+                    opened: 0,
+                    closed: 0,
+                    received: 0,
+                    sent: 0,
+                });
                 list.len() - 1
             }
         };
         add(&mut list[i]);
     }
 
-    /// Prometheus' text exposition format, series sorted by their labels.
+    /// Prometheus' text exposition format, series sorted by their labels; series whose labels
+    /// are equal after the overrides are summed.
     pub fn encode(&self) -> String {
-        let mut http: Vec<(String, u64, [Histogram; 3])> = Vec::new();
-        let mut tcp: Vec<(String, [u64; 4])> = Vec::new();
+        let mut counters: [Vec<(String, u64)>; 8] = Default::default();
+        let mut histograms: [Vec<(String, Histogram)>; 8] = Default::default();
         {
             let all = self.lock();
             for s in all.http.values().flatten() {
-                let mut labels = String::new();
-                s.sides.render(&mut labels);
-                label(&mut labels, "request_protocol", "http");
-                label(&mut labels, "response_code", &s.code.to_string());
-                label(&mut labels, "grpc_response_status", "");
-                label(&mut labels, "response_flags", &s.flags.to_string());
-                http.push((
-                    labels,
-                    s.requests,
-                    [s.duration.clone(), s.request_bytes.clone(), s.response_bytes.clone()],
-                ));
+                let (code, flags) = (s.code.to_string(), s.flags.to_string());
+                let extra = [
+                    ("request_protocol", "http"),
+                    ("response_code", code.as_str()),
+                    ("grpc_response_status", ""),
+                    ("response_flags", flags.as_str()),
+                ];
+                let hists = [&s.duration, &s.request_bytes, &s.response_bytes];
+                for slot in 0..4 {
+                    if !s.sides.overrides.enabled(s.sides.reporter, slot) {
+                        continue;
+                    }
+                    let labels = s.sides.labels(slot, &s.values, &extra);
+                    match slot {
+                        0 => counters[0].push((labels, s.requests)),
+                        _ => histograms[slot].push((labels, hists[slot - 1].clone())),
+                    }
+                }
             }
             for s in all.tcp.values().flatten() {
-                let mut labels = String::new();
-                s.sides.render(&mut labels);
-                label(&mut labels, "request_protocol", "tcp");
-                label(&mut labels, "response_flags", &s.flags.to_string());
-                tcp.push((labels, [s.sent, s.received, s.opened, s.closed]));
+                let flags = s.flags.to_string();
+                let extra = [("request_protocol", "tcp"), ("response_flags", flags.as_str())];
+                for (slot, value) in (4..8).zip([s.sent, s.received, s.opened, s.closed]) {
+                    if s.sides.overrides.enabled(s.sides.reporter, slot) {
+                        counters[slot].push((s.sides.labels(slot, &s.values, &extra), value));
+                    }
+                }
             }
         }
-        http.sort_by(|a, b| a.0.cmp(&b.0));
-        tcp.sort_by(|a, b| a.0.cmp(&b.0));
         let mut out = String::new();
-        header(&mut out, "istio_requests_total", "counter", "Requests processed by the proxy");
-        for (labels, n, _) in &http {
-            let _ = writeln!(out, "istio_requests_total{{{labels}}} {n}");
-        }
-        for (i, (name, help)) in [
-            ("istio_request_duration_milliseconds", "Request duration in milliseconds"),
-            ("istio_request_bytes", "Request sizes in bytes (headers and body)"),
-            ("istio_response_bytes", "Response sizes in bytes (headers and body)"),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            header(&mut out, name, "histogram", help);
-            for (labels, _, hists) in &http {
-                histogram(&mut out, name, labels, &hists[i]);
-            }
-        }
-        for (i, (name, help)) in [
-            ("istio_tcp_sent_bytes_total", "Bytes sent to the downstream client over TCP connections"),
-            ("istio_tcp_received_bytes_total", "Bytes received from the downstream client over TCP connections"),
-            ("istio_tcp_connections_opened_total", "TCP connections opened"),
-            ("istio_tcp_connections_closed_total", "TCP connections closed"),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            header(&mut out, name, "counter", help);
-            for (labels, values) in &tcp {
-                let _ = writeln!(out, "{name}{{{labels}}} {}", values[i]);
+        for (slot, (_, name, help)) in METRICS.iter().enumerate() {
+            if (1..4).contains(&slot) {
+                header(&mut out, name, "histogram", help);
+                for (labels, h) in merged(std::mem::take(&mut histograms[slot]), |a, b| a.add(&b)) {
+                    histogram(&mut out, name, &labels, &h);
+                }
+            } else {
+                header(&mut out, name, "counter", help);
+                for (labels, n) in merged(std::mem::take(&mut counters[slot]), |a, b| *a += b) {
+                    let _ = writeln!(out, "{name}{{{labels}}} {n}");
+                }
             }
         }
         header(&mut out, "istio_build", "gauge", "The proxy's build");
         let _ = writeln!(out, "istio_build{{component=\"proxy\",tag=\"meshrig-{}\"}} 1", env!("CARGO_PKG_VERSION"));
         out
     }
+}
+
+/// Sorted by labels, with equal labels summed into one.
+fn merged<V>(mut series: Vec<(String, V)>, add: impl Fn(&mut V, V)) -> Vec<(String, V)> {
+    series.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out: Vec<(String, V)> = Vec::with_capacity(series.len());
+    for (labels, v) in series {
+        match out.last_mut() {
+            Some(last) if last.0 == labels => add(&mut last.1, v),
+            _ => out.push((labels, v)),
+        }
+    }
+    out
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -432,6 +634,7 @@ mod tests {
                 "spiffe://cluster.local/ns/default/sa/p".into(),
                 "spiffe://cluster.local/ns/default/sa/r".into(),
             )),
+            overrides: Default::default(),
         };
         for millis in [0.3, 7.0] {
             stats.record(&RequestRecord {
@@ -441,6 +644,7 @@ mod tests {
                 millis,
                 request_bytes: 120,
                 response_bytes: 900,
+                values: Box::new([]),
             });
         }
         // Equal peers built apart (a later snapshot) land in the same series.
@@ -453,6 +657,7 @@ mod tests {
             millis: 1.0,
             request_bytes: 1,
             response_bytes: 1,
+            values: Box::new([]),
         });
         let text = stats.encode();
         let line = text.lines().find(|l| l.starts_with("istio_requests_total{")).unwrap();
@@ -499,9 +704,11 @@ mod tests {
             destination: peer("tcp-echo-v1", &[("app", "tcp\"echo")]),
             service: "tcp-echo.default.svc.cluster.local".into(),
             principals: None,
+            overrides: Default::default(),
         };
-        stats.tcp_opened(&sides);
-        stats.tcp_closed(&ConnectionRecord { sides: &sides, flags: Flags::default(), received: 5, sent: 12 });
+        stats.tcp_opened(&sides, &[]);
+        let closed = ConnectionRecord { sides: &sides, flags: Flags::default(), received: 5, sent: 12, values: &[] };
+        stats.tcp_closed(&closed);
         let text = stats.encode();
         let value = |name: &str| {
             text.lines().find(|l| l.starts_with(&format!("{name}{{"))).unwrap().rsplit_once(' ').unwrap().1.to_string()
@@ -515,5 +722,81 @@ mod tests {
         assert!(text.contains("source_canonical_revision=\"latest\""), "{text}");
         assert!(text.contains("request_protocol=\"tcp\""));
         assert!(text.contains("connection_security_policy=\"unknown\""));
+    }
+
+    fn overridden(yaml: &str) -> Arc<Overrides> {
+        let t: crate::resources::telemetry::Telemetry = serde_yaml::from_str(&format!(
+            "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {{name: t, namespace: istio-system}}\nspec:\n{yaml}"
+        ))
+        .unwrap();
+        Arc::new(Overrides::new(&crate::resources::telemetry::metric_rules(&[&t])))
+    }
+
+    fn request(stats: &Stats, sides: &Sides, code: u16, user: Option<&str>) {
+        let r = cel::Request {
+            method: "GET".into(),
+            host: "httpbin:8000".into(),
+            headers: user.map(|u| ("x-user".to_string(), u.to_string())).into_iter().collect(),
+            ..Default::default()
+        };
+        let facts = cel::Facts { request: Some(&r), code: Some(code), destination_port: Some(8000), mtls: false };
+        stats.record(&RequestRecord {
+            sides,
+            code,
+            flags: Flags::default(),
+            millis: 1.0,
+            request_bytes: 1,
+            response_bytes: 1,
+            values: sides.overrides.values(sides.reporter, &facts),
+        });
+    }
+
+    fn lines<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+        text.lines().filter(|l| l.starts_with(&format!("{name}{{"))).collect()
+    }
+
+    #[test]
+    fn overrides_disable_metrics_remove_labels_and_add_labels_from_the_request() {
+        let overrides = overridden(
+            "  metrics:\n  - providers: [{name: prometheus}]\n    overrides:\n    - match: {metric: REQUEST_COUNT, mode: CLIENT}\n      tagOverrides:\n        request_host: {value: request.host}\n        user: {value: \"request.headers['x-user']\"}\n        response_code: {operation: REMOVE}\n        destination_app: {value: \"'renamed'\"}\n    - match: {metric: REQUEST_DURATION}\n      disabled: true\n",
+        );
+        let stats = Stats::new();
+        let client = Sides {
+            reporter: Reporter::Source,
+            source: peer("curl", &[("app", "curl")]),
+            destination: peer("httpbin-v1", &[("app", "httpbin")]),
+            service: "httpbin.default.svc.cluster.local".into(),
+            principals: None,
+            overrides: overrides.clone(),
+        };
+        for (code, user) in [(200, Some("alice")), (503, Some("alice")), (200, None)] {
+            request(&stats, &client, code, user);
+        }
+        let server = Sides { reporter: Reporter::Destination, ..client.clone() };
+        request(&stats, &server, 200, Some("alice"));
+        let text = stats.encode();
+        let count = lines(&text, "istio_requests_total");
+        assert_eq!(
+            count.len(),
+            3,
+            "two client series (the code removed: 200 and 503 summed) and one server: {count:?}"
+        );
+        let alice = count.iter().find(|l| l.contains("user=\"alice\"")).unwrap();
+        assert!(alice.ends_with("} 2") && alice.contains("request_host=\"httpbin:8000\""), "{alice}");
+        assert!(alice.contains("destination_app=\"renamed\"") && !alice.contains("response_code="), "{alice}");
+        assert!(count.iter().any(|l| l.contains("user=\"unknown\"")), "an absent header reads unknown: {count:?}");
+        let server_line = count.iter().find(|l| l.contains("reporter=\"destination\"")).unwrap();
+        assert!(server_line.contains("response_code=\"200\"") && !server_line.contains("user="), "{server_line}");
+        assert!(lines(&text, "istio_request_duration_milliseconds_count").is_empty(), "REQUEST_DURATION disabled");
+        assert_eq!(lines(&text, "istio_request_bytes_count").len(), 3, "untouched metrics keep Istio's labels");
+        // ALL_METRICS disabled: nothing is recorded; a provider other than prometheus: the same.
+        for yaml in [
+            "  metrics:\n  - overrides: [{match: {metric: ALL_METRICS}, disabled: true}]\n",
+            "  metrics:\n  - providers: [{name: stackdriver}]\n",
+        ] {
+            let stats = Stats::new();
+            request(&stats, &Sides { overrides: overridden(yaml), ..client.clone() }, 200, None);
+            assert!(lines(&stats.encode(), "istio_requests_total").is_empty(), "{yaml}");
+        }
     }
 }

@@ -48,6 +48,7 @@ pub fn relay(shared: &Arc<Shared>, direction: Direction, conn: &Connection) -> O
                         destination: runtime.me.clone(),
                         service,
                         principals: conn.peer_identity.clone().zip(runtime.me.principal.clone()),
+                        overrides: runtime.metrics.clone(),
                     };
                     match app {
                         Some(app) => {
@@ -128,6 +129,7 @@ fn outbound_sides(runtime: &Runtime, service: Arc<str>, host: &Host) -> Sides {
         destination: host.peer.clone(),
         service,
         principals,
+        overrides: runtime.metrics.clone(),
     }
 }
 
@@ -137,11 +139,18 @@ where
     D: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    stats.tcp_opened(sides);
+    // A connection has no request: labels set from `request.*` read `unknown`.
+    let values = sides.overrides.values(sides.reporter, &crate::cel::Facts::default());
+    stats.tcp_opened(sides, &values);
     let mut downstream = Counted { inner: downstream, read: 0, written: 0 };
     let _ = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
-    let record =
-        ConnectionRecord { sides, flags: Default::default(), received: downstream.read, sent: downstream.written };
+    let record = ConnectionRecord {
+        sides,
+        flags: Default::default(),
+        received: downstream.read,
+        sent: downstream.written,
+        values: &values,
+    };
     stats.tcp_closed(&record);
 }
 
@@ -224,6 +233,7 @@ pub async fn connect(shared: &Shared, runtime: &Runtime, req: Request<Incoming>)
                     destination: runtime.unknown.clone(),
                     service: "PassthroughCluster".into(),
                     principals: None,
+                    overrides: runtime.metrics.clone(),
                 },
             ),
             None => return Ok(net::text(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream")),

@@ -49,7 +49,7 @@ pub struct AccessLog {
     pub json: bool,
     /// A Telemetry's `filter.expression`: only requests it matches are logged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub filter: Option<crate::resources::telemetry::Filter>,
+    pub filter: Option<crate::cel::Expr>,
     /// `accessLogFormat`, parsed (text lines only); none: Istio's default format.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<Vec<crate::proxy::access_format::Piece>>,

@@ -1,8 +1,8 @@
 //! `telemetry.istio.io/Telemetry`: per mesh (the root namespace, `istio-system`), namespace or
-//! workload (selector), the tracing sampling and the access log a proxy gets; the most specific
-//! one that sets a field wins (workload > namespace > root), as in Istio. Access-log filters
-//! are a small part of CEL: `response.code`, `request.method`/`request.host`/`request.url_path`
-//! compared with `==`, `!=`, `<`, `<=`, `>`, `>=`, joined by `&&`, `||`, `!` and parentheses.
+//! workload (selector), the tracing sampling, the access log and the metric overrides a proxy
+//! gets; the most specific one that sets a field wins (workload > namespace > root), and metric
+//! overrides merge per metric and mode, later over earlier, as in Istio's `mergeMetrics`.
+//! Filters and tag values are CEL expressions (`crate::cel`).
 
 use std::collections::BTreeMap;
 
@@ -35,9 +35,224 @@ pub struct TelemetrySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tracing: Vec<Tracing>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub metrics: Vec<serde_json::Value>,
+    pub metrics: Vec<Metrics>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub access_logging: Vec<AccessLogging>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Metrics {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub providers: Vec<Provider>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<MetricsOverride>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reporting_interval: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetricsOverride {
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub match_: Option<MetricSelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tag_overrides: BTreeMap<String, TagOverride>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetricSelector {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_metric: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TagOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// Istio's standard metrics, as the Telemetry API names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Metric {
+    RequestCount,
+    RequestDuration,
+    RequestSize,
+    ResponseSize,
+    TcpOpenedConnections,
+    TcpClosedConnections,
+    TcpSentBytes,
+    TcpReceivedBytes,
+    GrpcRequestMessages,
+    GrpcResponseMessages,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 10] = [
+        Metric::RequestCount,
+        Metric::RequestDuration,
+        Metric::RequestSize,
+        Metric::ResponseSize,
+        Metric::TcpOpenedConnections,
+        Metric::TcpClosedConnections,
+        Metric::TcpSentBytes,
+        Metric::TcpReceivedBytes,
+        Metric::GrpcRequestMessages,
+        Metric::GrpcResponseMessages,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::RequestCount => "REQUEST_COUNT",
+            Metric::RequestDuration => "REQUEST_DURATION",
+            Metric::RequestSize => "REQUEST_SIZE",
+            Metric::ResponseSize => "RESPONSE_SIZE",
+            Metric::TcpOpenedConnections => "TCP_OPENED_CONNECTIONS",
+            Metric::TcpClosedConnections => "TCP_CLOSED_CONNECTIONS",
+            Metric::TcpSentBytes => "TCP_SENT_BYTES",
+            Metric::TcpReceivedBytes => "TCP_RECEIVED_BYTES",
+            Metric::GrpcRequestMessages => "GRPC_REQUEST_MESSAGES",
+            Metric::GrpcResponseMessages => "GRPC_RESPONSE_MESSAGES",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Metric> {
+        Metric::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
+/// Which side of a proxy's traffic: the client side (sidecar outbound, gateways; reporter
+/// `source`) or the server side (sidecar inbound; reporter `destination`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Mode {
+    Client,
+    Server,
+}
+
+/// `match.mode`: CLIENT, SERVER or (unset, `CLIENT_AND_SERVER`) both.
+fn modes(mode: Option<&str>) -> Result<&'static [Mode], String> {
+    match mode {
+        None | Some("CLIENT_AND_SERVER") => Ok(&[Mode::Client, Mode::Server]),
+        Some("CLIENT") => Ok(&[Mode::Client]),
+        Some("SERVER") => Ok(&[Mode::Server]),
+        Some(other) => Err(format!("{other:?} is not a mode; use CLIENT, SERVER or CLIENT_AND_SERVER")),
+    }
+}
+
+/// One metric's overrides on one side of a proxy, after the hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MetricRule {
+    pub metric: Metric,
+    pub mode: Mode,
+    pub disabled: bool,
+    /// By label name: `None` removes the label, `Some(expr)` sets it (adding a new one).
+    pub tags: Vec<(String, Option<crate::cel::Expr>)>,
+}
+
+/// What a proxy's metrics are told: nothing at all (`off`), or per metric and side.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct MetricRules {
+    /// No metric is reported: `ALL_METRICS` disabled, or a provider other than `prometheus`.
+    pub off: bool,
+    pub rules: Vec<MetricRule>,
+}
+
+/// Istio's built-in metrics provider (mesh config `defaultProviders.metrics`).
+pub const PROMETHEUS_PROVIDER: &str = "prometheus";
+
+/// The metric overrides of the applicable Telemetries merged as Istio's `mergeMetrics` does
+/// (pure): providers from the most specific entry that names some; overrides applied in order
+/// (root, namespace, workload), each setting `disabled` and its tags per metric and mode on top
+/// of the earlier ones; `ALL_METRICS` disabled turns the metrics off until a later override
+/// turns them on again.
+pub fn metric_rules(applicable: &[&Telemetry]) -> MetricRules {
+    let entries: Vec<&Metrics> = applicable.iter().flat_map(|t| &t.spec.metrics).collect();
+    let names = |m: &Metrics| m.providers.iter().map(|p| p.name.to_ascii_lowercase()).collect::<Vec<_>>();
+    let in_scope = entries.iter().rev().map(|m| names(m)).find(|n| !n.is_empty());
+    if in_scope.is_some_and(|n| !n.iter().any(|p| p == PROMETHEUS_PROVIDER)) {
+        return MetricRules { off: true, rules: Vec::new() };
+    }
+    type Merged = (Option<bool>, BTreeMap<String, Option<crate::cel::Expr>>);
+    let mut merged: BTreeMap<(Metric, Mode), Merged> = BTreeMap::new();
+    let mut off = false;
+    let mut parent = vec![PROMETHEUS_PROVIDER.to_string()];
+    for m in entries {
+        let providers = Some(names(m)).filter(|n| !n.is_empty()).unwrap_or_else(|| parent.clone());
+        parent = providers.clone();
+        if !providers.iter().any(|p| p == PROMETHEUS_PROVIDER) {
+            continue;
+        }
+        for o in &m.overrides {
+            let selector = o.match_.clone().unwrap_or_default();
+            if selector.custom_metric.is_some() {
+                continue;
+            }
+            let all = selector.metric.as_deref().is_none_or(|m| m == "ALL_METRICS");
+            if selector.metric.as_deref() == Some("ALL_METRICS") && o.disabled == Some(true) {
+                off = true;
+                continue;
+            }
+            off = false;
+            let metrics: Vec<Metric> = if all {
+                Metric::ALL.to_vec()
+            } else {
+                selector.metric.as_deref().and_then(Metric::parse).into_iter().collect()
+            };
+            for mode in modes(selector.mode.as_deref()).unwrap_or(&[]) {
+                for metric in &metrics {
+                    let entry = merged.entry((*metric, *mode)).or_default();
+                    if o.disabled.is_some() {
+                        entry.0 = o.disabled;
+                    }
+                    for (name, tag) in &o.tag_overrides {
+                        if let Ok(value) = tag.parsed() {
+                            entry.1.insert(name.clone(), value);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if off {
+        return MetricRules { off, rules: Vec::new() };
+    }
+    let rules = merged
+        .into_iter()
+        .map(|((metric, mode), (disabled, tags))| MetricRule {
+            metric,
+            mode,
+            disabled: disabled == Some(true),
+            tags: tags.into_iter().collect(),
+        })
+        .filter(|r| r.disabled || !r.tags.is_empty())
+        .collect();
+    MetricRules { off, rules }
+}
+
+impl TagOverride {
+    /// `None` removes the label; `Some` sets it from the expression.
+    fn parsed(&self) -> Result<Option<crate::cel::Expr>, String> {
+        match (self.operation.as_deref().unwrap_or("UPSERT"), &self.value) {
+            ("REMOVE", None) => Ok(None),
+            ("REMOVE", Some(_)) => Err("value may only be set when the operation is UPSERT".into()),
+            ("UPSERT", None) => {
+                Err("value must be set when the operation is UPSERT (a CEL expression such as request.host)".into())
+            }
+            ("UPSERT", Some(v)) => crate::cel::Expr::parse(v).map(Some).map_err(|e| format!("value: {e}")),
+            (other, _) => Err(format!("operation: {other:?} is not one; use UPSERT or REMOVE")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -143,7 +358,7 @@ pub struct Effective {
     pub sampling: Option<u32>,
     /// `Some(true)`: log (with the filter, if any); `Some(false)`: do not; `None`: mesh config.
     pub access_log: Option<bool>,
-    pub filter: Option<Filter>,
+    pub filter: Option<crate::cel::Expr>,
     /// Custom span tags (the most specific Telemetry's set replaces the others entirely).
     pub span_tags: Vec<(String, SpanTag)>,
 }
@@ -186,7 +401,11 @@ pub fn effective(applicable: &[&Telemetry]) -> Effective {
             let off = al.disabled == Some(true);
             if on || off {
                 e.access_log = Some(on);
-                e.filter = if on { al.filter.as_ref().and_then(|f| Filter::parse(&f.expression).ok()) } else { None };
+                e.filter = if on {
+                    al.filter.as_ref().and_then(|f| crate::cel::Expr::parse_filter(&f.expression).ok())
+                } else {
+                    None
+                };
             }
         }
     }
@@ -201,8 +420,47 @@ pub fn check(t: &Telemetry) -> (Vec<String>, Vec<String>) {
     if t.spec.target_ref.is_some() || !t.spec.target_refs.is_empty() {
         warnings.push(not_yet("spec.targetRef(s)"));
     }
-    if !t.spec.metrics.is_empty() {
-        warnings.push(not_yet("spec.metrics (every proxy reports Istio's standard metrics)"));
+    for (i, m) in t.spec.metrics.iter().enumerate() {
+        let p = format!("spec.metrics[{i}]");
+        if !m.providers.is_empty() && !m.providers.iter().any(|p| p.name.eq_ignore_ascii_case(PROMETHEUS_PROVIDER)) {
+            warnings.push(format!(
+                "{p}.providers: meshrig's metrics provider is `prometheus`; as in Istio, a list without it replaces the default, so the proxies this Telemetry applies to report no Istio metrics"
+            ));
+        }
+        if m.reporting_interval.is_some() {
+            warnings.push(not_yet(&format!(
+                "{p}.reportingInterval (TCP metrics are reported when a connection opens and closes)"
+            )));
+        }
+        for (j, o) in m.overrides.iter().enumerate() {
+            let p = format!("{p}.overrides[{j}]");
+            let selector = o.match_.clone().unwrap_or_default();
+            if let Some(metric) = &selector.metric {
+                if metric != "ALL_METRICS" && Metric::parse(metric).is_none() {
+                    let names: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
+                    errors
+                        .push(format!("{p}.match.metric: {metric:?} is not one of ALL_METRICS, {}", names.join(", ")));
+                }
+            }
+            if selector.custom_metric.is_some() {
+                warnings.push(not_yet(&format!("{p}.match.customMetric (meshrig has Istio's standard metrics only)")));
+            }
+            if let Err(why) = modes(selector.mode.as_deref()) {
+                errors.push(format!("{p}.match.mode: {why}"));
+            }
+            for (name, tag) in &o.tag_overrides {
+                let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !valid {
+                    errors.push(format!(
+                        "{p}.tagOverrides.{name}: not a Prometheus label name (letters, digits and `_`, not starting with a digit)"
+                    ));
+                }
+                if let Err(why) = tag.parsed() {
+                    errors.push(format!("{p}.tagOverrides.{name}.{why}"));
+                }
+            }
+        }
     }
     if t.spec.tracing.len() > 1 {
         warnings.push(not_yet("spec.tracing[1..] (the first entry is used)"));
@@ -246,227 +504,12 @@ pub fn check(t: &Telemetry) -> (Vec<String>, Vec<String>) {
             warnings.push(not_yet(&format!("{p}.match")));
         }
         if let Some(f) = &al.filter {
-            if let Err(why) = Filter::parse(&f.expression) {
+            if let Err(why) = crate::cel::Expr::parse_filter(&f.expression) {
                 errors.push(format!("{p}.filter.expression: {why}"));
             }
         }
     }
     (errors, warnings)
-}
-
-/// An access-log filter: the CEL subset meshrig evaluates.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Filter {
-    And(Box<Filter>, Box<Filter>),
-    Or(Box<Filter>, Box<Filter>),
-    Not(Box<Filter>),
-    Compare(Attribute, Op, Value),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Attribute {
-    ResponseCode,
-    RequestMethod,
-    RequestHost,
-    RequestPath,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Op {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Value {
-    Int(i64),
-    Str(String),
-}
-
-/// What a filter is judged against.
-pub struct Facts<'a> {
-    pub code: u16,
-    pub method: &'a str,
-    pub host: &'a str,
-    pub path: &'a str,
-}
-
-impl Filter {
-    pub fn matches(&self, f: &Facts) -> bool {
-        match self {
-            Filter::And(a, b) => a.matches(f) && b.matches(f),
-            Filter::Or(a, b) => a.matches(f) || b.matches(f),
-            Filter::Not(a) => !a.matches(f),
-            Filter::Compare(attr, op, value) => {
-                let ord = match (attr, value) {
-                    (Attribute::ResponseCode, Value::Int(n)) => i64::from(f.code).cmp(n),
-                    (Attribute::RequestMethod, Value::Str(s)) => f.method.cmp(s.as_str()),
-                    (Attribute::RequestHost, Value::Str(s)) => f.host.cmp(s.as_str()),
-                    (Attribute::RequestPath, Value::Str(s)) => f.path.cmp(s.as_str()),
-                    _ => return false,
-                };
-                use std::cmp::Ordering::*;
-                match op {
-                    Op::Eq => ord == Equal,
-                    Op::Ne => ord != Equal,
-                    Op::Lt => ord == Less,
-                    Op::Le => ord != Greater,
-                    Op::Gt => ord == Greater,
-                    Op::Ge => ord != Less,
-                }
-            }
-        }
-    }
-
-    /// Parses the expression; the message says where it stopped and what meshrig understands.
-    pub fn parse(text: &str) -> Result<Filter, String> {
-        let tokens = tokenize(text)?;
-        let mut p = Parser { tokens, at: 0 };
-        let f = p.or()?;
-        match p.tokens.get(p.at) {
-            None => Ok(f),
-            Some(t) => Err(format!("unexpected {t:?} in {text:?}")),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Token {
-    Ident(String),
-    Int(i64),
-    Str(String),
-    Op(&'static str),
-}
-
-fn tokenize(text: &str) -> Result<Vec<Token>, String> {
-    let mut out = Vec::new();
-    let chars: Vec<char> = text.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        if c.is_whitespace() {
-            i += 1;
-        } else if c.is_ascii_digit() {
-            let start = i;
-            while i < chars.len() && chars[i].is_ascii_digit() {
-                i += 1;
-            }
-            let s: String = chars[start..i].iter().collect();
-            out.push(Token::Int(s.parse().map_err(|_| format!("number {s} is too large"))?));
-        } else if c.is_ascii_alphabetic() || c == '_' {
-            let start = i;
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == '.') {
-                i += 1;
-            }
-            out.push(Token::Ident(chars[start..i].iter().collect()));
-        } else if c == '"' || c == '\'' {
-            let end = chars[i + 1..].iter().position(|d| *d == c).ok_or("a string is not closed")?;
-            out.push(Token::Str(chars[i + 1..i + 1 + end].iter().collect()));
-            i += end + 2;
-        } else {
-            let two: String = chars[i..(i + 2).min(chars.len())].iter().collect();
-            let op = ["&&", "||", "==", "!=", "<=", ">="].into_iter().find(|o| two == *o);
-            match op {
-                Some(o) => {
-                    out.push(Token::Op(o));
-                    i += 2;
-                }
-                None => {
-                    let o = ["<", ">", "!", "(", ")"].into_iter().find(|o| o.starts_with(c));
-                    out.push(Token::Op(o.ok_or_else(|| format!("unexpected {c:?}"))?));
-                    i += 1;
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
-struct Parser {
-    tokens: Vec<Token>,
-    at: usize,
-}
-
-impl Parser {
-    fn eat(&mut self, op: &'static str) -> bool {
-        let found = self.tokens.get(self.at) == Some(&Token::Op(op));
-        if found {
-            self.at += 1;
-        }
-        found
-    }
-
-    fn or(&mut self) -> Result<Filter, String> {
-        let mut left = self.and()?;
-        while self.eat("||") {
-            left = Filter::Or(Box::new(left), Box::new(self.and()?));
-        }
-        Ok(left)
-    }
-
-    fn and(&mut self) -> Result<Filter, String> {
-        let mut left = self.unary()?;
-        while self.eat("&&") {
-            left = Filter::And(Box::new(left), Box::new(self.unary()?));
-        }
-        Ok(left)
-    }
-
-    fn unary(&mut self) -> Result<Filter, String> {
-        if self.eat("!") {
-            return Ok(Filter::Not(Box::new(self.unary()?)));
-        }
-        if self.eat("(") {
-            let inner = self.or()?;
-            if !self.eat(")") {
-                return Err("a `(` is not closed".into());
-            }
-            return Ok(inner);
-        }
-        self.compare()
-    }
-
-    fn compare(&mut self) -> Result<Filter, String> {
-        let attr = match self.tokens.get(self.at) {
-            Some(Token::Ident(name)) => match name.as_str() {
-                "response.code" => Attribute::ResponseCode,
-                "request.method" => Attribute::RequestMethod,
-                "request.host" => Attribute::RequestHost,
-                "request.url_path" | "request.path" => Attribute::RequestPath,
-                other => {
-                    return Err(format!(
-                        "meshrig does not know the attribute {other:?}; it filters on response.code, request.method, request.host and request.url_path"
-                    ))
-                }
-            },
-            other => return Err(format!("expected an attribute such as response.code, found {other:?}")),
-        };
-        self.at += 1;
-        let op = match self.tokens.get(self.at) {
-            Some(Token::Op("==")) => Op::Eq,
-            Some(Token::Op("!=")) => Op::Ne,
-            Some(Token::Op("<")) => Op::Lt,
-            Some(Token::Op("<=")) => Op::Le,
-            Some(Token::Op(">")) => Op::Gt,
-            Some(Token::Op(">=")) => Op::Ge,
-            other => return Err(format!("expected a comparison (==, !=, <, <=, >, >=), found {other:?}")),
-        };
-        self.at += 1;
-        let value = match (attr, self.tokens.get(self.at)) {
-            (Attribute::ResponseCode, Some(Token::Int(n))) => Value::Int(*n),
-            (Attribute::ResponseCode, other) => {
-                return Err(format!("response.code compares with a number, not {other:?}"))
-            }
-            (_, Some(Token::Str(s))) => Value::Str(s.clone()),
-            (_, other) => return Err(format!("request attributes compare with a quoted string, not {other:?}")),
-        };
-        self.at += 1;
-        Ok(Filter::Compare(attr, op, value))
-    }
 }
 
 #[cfg(test)]
@@ -478,23 +521,6 @@ mod tests {
             "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {{name: t, namespace: {ns}}}\nspec:\n{yaml_spec}"
         ))
         .unwrap()
-    }
-
-    fn facts(code: u16) -> Facts<'static> {
-        Facts { code, method: "GET", host: "httpbin:8000", path: "/status/418" }
-    }
-
-    #[test]
-    fn filters_are_the_cel_istios_access_log_task_uses() {
-        let f = Filter::parse("response.code >= 400").unwrap();
-        assert!(f.matches(&facts(418)) && !f.matches(&facts(200)));
-        let f = Filter::parse("response.code >= 500 || (request.method == 'POST' && !(response.code == 201))").unwrap();
-        assert!(f.matches(&facts(503)) && !f.matches(&facts(404)));
-        assert!(Filter::parse("request.url_path != \"/health\"").unwrap().matches(&facts(200)));
-        assert!(Filter::parse("response.duration > 10").unwrap_err().contains("response.code, request.method"));
-        assert!(Filter::parse("response.code >= '400'").unwrap_err().contains("compares with a number"));
-        assert!(Filter::parse("(response.code == 200").unwrap_err().contains("not closed"));
-        assert!(Filter::parse("response.code == 200 200").unwrap_err().contains("unexpected"));
     }
 
     #[test]
@@ -509,7 +535,7 @@ mod tests {
         let httpbin = effective(&applicable(&all, "default", &labels("httpbin")));
         assert_eq!(httpbin.sampling, Some(5000), "the namespace's 50% over the mesh's 10%");
         assert_eq!(httpbin.access_log, Some(true));
-        assert_eq!(httpbin.filter, Some(Filter::parse("response.code >= 400").unwrap()));
+        assert_eq!(httpbin.filter, Some(crate::cel::Expr::parse_filter("response.code >= 400").unwrap()));
         let curl = effective(&applicable(&all, "default", &labels("curl")));
         assert_eq!((curl.access_log, curl.filter), (Some(true), None), "the mesh-wide log, unfiltered");
         let other = effective(&applicable(&all, "other", &labels("x")));
@@ -518,5 +544,58 @@ mod tests {
         let both = telemetry("default", "  tracing: [{customTags: {x: {literal: {value: a}, header: {name: b}}}}]\n");
         assert!(check(&both).0[0].contains("exactly one of literal, environment or header"));
         assert_eq!(effective(&[]), Effective::default());
+    }
+
+    #[test]
+    fn metric_overrides_merge_per_metric_and_mode_later_over_earlier() {
+        let root = telemetry(
+            "istio-system",
+            "  metrics:\n  - overrides:\n    - match: {metric: REQUEST_COUNT}\n      tagOverrides: {request_host: {value: request.host}, source_principal: {operation: REMOVE}}\n",
+        );
+        let ns = telemetry(
+            "default",
+            "  metrics:\n  - overrides:\n    - match: {metric: REQUEST_COUNT, mode: SERVER}\n      tagOverrides: {request_host: {operation: REMOVE}}\n    - match: {mode: CLIENT}\n      disabled: true\n",
+        );
+        let rules = metric_rules(&[&root, &ns]);
+        assert!(!rules.off);
+        let rule = |metric, mode| rules.rules.iter().find(|r| r.metric == metric && r.mode == mode).cloned();
+        let client = rule(Metric::RequestCount, Mode::Client).unwrap();
+        assert!(client.disabled, "the namespace disables every client metric");
+        let host = crate::cel::Expr::parse("request.host").unwrap();
+        assert_eq!(client.tags, vec![("request_host".into(), Some(host)), ("source_principal".into(), None)]);
+        let server = rule(Metric::RequestCount, Mode::Server).unwrap();
+        assert!(!server.disabled);
+        assert_eq!(server.tags, vec![("request_host".into(), None), ("source_principal".into(), None)]);
+        assert!(rule(Metric::TcpSentBytes, Mode::Client).unwrap().disabled);
+        assert_eq!(rule(Metric::TcpSentBytes, Mode::Server), None, "nothing said, nothing kept");
+
+        // ALL_METRICS disabled at the root turns metrics off, until a later override (here the
+        // namespace's) turns them back on, as Istio's mergeMetrics does.
+        let all_off =
+            telemetry("istio-system", "  metrics:\n  - overrides: [{match: {metric: ALL_METRICS}, disabled: true}]\n");
+        assert!(metric_rules(&[&all_off]).off);
+        assert!(!metric_rules(&[&all_off, &ns]).off);
+        // A provider list without prometheus replaces the default: no Istio metrics.
+        let other = telemetry("default", "  metrics:\n  - providers: [{name: stackdriver}]\n");
+        assert!(metric_rules(&[&root, &other]).off);
+        assert!(check(&other).1[0].contains("report no Istio metrics"), "{:?}", check(&other));
+        assert_eq!(metric_rules(&[]), MetricRules::default());
+    }
+
+    #[test]
+    fn metric_overrides_are_checked_field_by_field() {
+        let t = telemetry(
+            "default",
+            "  metrics:\n  - overrides:\n    - match: {metric: REQUEST_COUNTS, mode: BOTH}\n      tagOverrides:\n        ok: {value: request.method}\n        no_value: {operation: UPSERT}\n        removed: {operation: REMOVE, value: x}\n        bad-name: {value: request.host}\n        wrong: {value: 'response.code >= \"500\"'}\n",
+        );
+        let (errors, _) = check(&t);
+        let has = |want: &str| errors.iter().any(|e| e.contains(want));
+        assert!(has("spec.metrics[0].overrides[0].match.metric: \"REQUEST_COUNTS\" is not one of ALL_METRICS, REQUEST_COUNT"), "{errors:#?}");
+        assert!(has("match.mode: \"BOTH\" is not a mode"), "{errors:#?}");
+        assert!(has("tagOverrides.no_value.value must be set when the operation is UPSERT"), "{errors:#?}");
+        assert!(has("tagOverrides.removed.value may only be set when the operation is UPSERT"), "{errors:#?}");
+        assert!(has("tagOverrides.bad-name: not a Prometheus label name"), "{errors:#?}");
+        assert!(has("tagOverrides.wrong.value: cannot compare a number with a string"), "{errors:#?}");
+        assert_eq!(errors.len(), 6, "{errors:#?}");
     }
 }
