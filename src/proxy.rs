@@ -151,9 +151,13 @@ impl Shared {
     /// Swaps in a new snapshot, reconciled with the running one.
     pub fn install(&self, snapshot: crate::snapshot::Snapshot) {
         let previous = self.runtime.borrow().clone();
-        let access_log = self.access_writer(snapshot.access_log.as_ref());
+        let access_log = self.access_writer(snapshot.client.access_log.as_ref());
+        let inbound_access_log = match &snapshot.server {
+            Some(server) => self.access_writer(server.access_log.as_ref()),
+            None => access_log.clone(),
+        };
         let mut runtime = Runtime::new(snapshot, Some(&previous), &self.endpoints, self.identity.as_ref());
-        runtime.access_log = access_log;
+        (runtime.access_log, runtime.inbound_access_log) = (access_log, inbound_access_log);
         self.runtime.send_replace(Arc::new(runtime));
         drop(previous);
         self.endpoints.sweep();

@@ -91,16 +91,14 @@ pub struct Snapshot {
     /// Sidecar and gateway: the JWT rules of the RequestAuthentications that apply here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub jwt: Vec<crate::jwt::Rule>,
-    /// Sidecar and gateway: the share of new traces sampled, in hundredths of a percent
-    /// (mesh config `defaultConfig.tracing.sampling`); `None`: `trace::DEFAULT_SAMPLING`.
+    /// Sidecar and gateway: tracing and the access log of the client side (sidecar outbound,
+    /// gateways).
+    #[serde(default, skip_serializing_if = "crate::snapshot::is_default")]
+    pub client: SideTelemetry,
+    /// Sidecar: the server side's (inbound), when a Telemetry's `match.mode` sets it apart;
+    /// `None`: the same as the client side's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sampling: Option<u32>,
-    /// Sidecar and gateway: the access log (mesh config `accessLogFile`), off by default.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub access_log: Option<crate::resources::mesh_config::AccessLog>,
-    /// Sidecar and gateway: a Telemetry's custom span tags.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub span_tags: Vec<(String, crate::resources::telemetry::SpanTag)>,
+    pub server: Option<SideTelemetry>,
     /// Sidecar and gateway: the Telemetries' metric overrides (disabled metrics, labels).
     #[serde(default, skip_serializing_if = "crate::snapshot::is_default")]
     pub metrics: crate::resources::telemetry::MetricRules,
@@ -111,6 +109,31 @@ fn is_default<T: Default + PartialEq>(t: &T) -> bool {
 }
 
 impl Snapshot {
+    /// Tracing and the access log of one side: inbound (server) or the rest (client).
+    pub fn telemetry(&self, inbound: bool) -> &SideTelemetry {
+        match &self.server {
+            Some(server) if inbound => server,
+            _ => &self.client,
+        }
+    }
+}
+
+/// Tracing and the access log on one side of a proxy (mesh config, then its Telemetries).
+#[derive(Clone, Debug, Default, PartialEq, Hash, Serialize, Deserialize)]
+pub struct SideTelemetry {
+    /// The share of new traces sampled, in hundredths of a percent (mesh config
+    /// `defaultConfig.tracing.sampling`); `None`: `trace::DEFAULT_SAMPLING`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<u32>,
+    /// The access log (mesh config `accessLogFile`), off by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<crate::resources::mesh_config::AccessLog>,
+    /// A Telemetry's custom span tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub span_tags: Vec<(String, crate::resources::telemetry::SpanTag)>,
+}
+
+impl SideTelemetry {
     /// The sampling percentage in force.
     pub fn sampling_percent(&self) -> f64 {
         self.sampling.map_or(crate::trace::DEFAULT_SAMPLING, |s| f64::from(s) / 100.0)
@@ -141,26 +164,12 @@ impl Snapshot {
             outbound_tcp,
             authz,
             jwt,
-            sampling,
-            access_log,
-            span_tags,
+            client,
+            server,
             metrics,
         } = self;
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        (
-            proxy,
-            inbound,
-            outbound,
-            listeners,
-            clusters,
-            outbound_policy,
-            outbound_tcp,
-            authz,
-            jwt,
-            sampling,
-            access_log,
-            span_tags,
-        )
+        (proxy, inbound, outbound, listeners, clusters, outbound_policy, outbound_tcp, authz, jwt, client, server)
             .hash(&mut h);
         metrics.hash(&mut h);
         h.finish()

@@ -1216,17 +1216,13 @@ fn jwt_rules(world: &World, me: &Workload) -> Vec<crate::jwt::Rule> {
 }
 
 /// The snapshot for the proxy of pod `me`.
-/// The sampling and access log of a proxy: its Telemetries (workload > namespace > root
-/// namespace) over the mesh config. The `envoy` provider logs where and as the mesh config
-/// says, else text to the proxy's stdout.
-fn telemetry(
-    world: &World,
-    me: &Workload,
-) -> (Option<u32>, Option<crate::resources::mesh_config::AccessLog>, Vec<(String, crate::resources::telemetry::SpanTag)>)
-{
+/// The sampling, span tags and access log of one side of a proxy: its Telemetries (workload >
+/// namespace > root namespace) over the mesh config. The `envoy` provider logs where and as
+/// the mesh config says, else text to the proxy's stdout.
+fn telemetry(world: &World, me: &Workload, mode: crate::resources::telemetry::Mode) -> crate::snapshot::SideTelemetry {
     use crate::resources::telemetry;
     let id = &me.identity;
-    let t = telemetry::effective(&telemetry::applicable(&world.telemetries, &id.namespace, &id.labels));
+    let t = telemetry::effective(&telemetry::applicable(&world.telemetries, &id.namespace, &id.labels), mode);
     let access_log = match t.access_log {
         Some(true) => {
             let mut log = world.mesh.access_log.clone().unwrap_or(crate::resources::mesh_config::AccessLog {
@@ -1241,7 +1237,7 @@ fn telemetry(
         Some(false) => None,
         None => world.mesh.access_log.clone(),
     };
-    (t.sampling.or(world.mesh.sampling), access_log, t.span_tags)
+    crate::snapshot::SideTelemetry { sampling: t.sampling.or(world.mesh.sampling), access_log, span_tags: t.span_tags }
 }
 
 pub fn snapshot(world: &World, me: &Workload, version: Version) -> Snapshot {
@@ -1261,10 +1257,10 @@ pub fn snapshot(world: &World, me: &Workload, version: Version) -> Snapshot {
         snap.outbound_tcp = outbound_tcp(world, me);
     }
     if me.identity.role != Role::Plain {
-        let (sampling, access_log, span_tags) = telemetry(world, me);
-        snap.sampling = sampling;
-        snap.access_log = access_log;
-        snap.span_tags = span_tags;
+        use crate::resources::telemetry::Mode;
+        let (client, server) = (telemetry(world, me, Mode::Client), telemetry(world, me, Mode::Server));
+        snap.server = (me.identity.role == Role::Sidecar && server != client).then_some(server);
+        snap.client = client;
         let id = &me.identity;
         snap.metrics = crate::resources::telemetry::metric_rules(&crate::resources::telemetry::applicable(
             &world.telemetries,

@@ -69,8 +69,11 @@ pub async fn handle(
     let request_line =
         explain_id.as_ref().map(|_| (req.method().to_string(), req.uri().path().to_string(), authority_of(&req)));
     let span = start_span(&runtime, direction, &mut req, &conn);
-    let access =
-        runtime.access_log.clone().map(|config| outcome::AccessEnd { config, entry: access_entry(&req, &conn) });
+    let access_log = match direction {
+        Direction::Inbound { .. } => &runtime.inbound_access_log,
+        _ => &runtime.access_log,
+    };
+    let access = access_log.clone().map(|config| outcome::AccessEnd { config, entry: access_entry(&req, &conn) });
     let request = runtime.capture.as_ref().map(|names| Box::new(capture(&req, &conn, names)));
     let destination_port = match direction {
         Direction::Inbound { port } | Direction::Gateway { port } => port,
@@ -195,6 +198,8 @@ fn start_span(
     if runtime.snapshot.proxy.role == Role::Plain {
         return None;
     }
+    let inbound = matches!(direction, Direction::Inbound { .. });
+    let telemetry = runtime.snapshot.telemetry(inbound);
     let kind = match direction {
         Direction::Inbound { .. } => crate::trace::Kind::Server,
         _ => {
@@ -204,12 +209,8 @@ fn start_span(
             crate::trace::Kind::Client
         }
     };
-    let mut open = crate::proxy::spans::start(
-        req.headers_mut(),
-        kind,
-        runtime.snapshot.sampling_percent(),
-        &mut fastrand::Rng::new(),
-    )?;
+    let mut open =
+        crate::proxy::spans::start(req.headers_mut(), kind, telemetry.sampling_percent(), &mut fastrand::Rng::new())?;
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
     let me = &runtime.snapshot.proxy;
     open.tags = vec![
@@ -228,8 +229,7 @@ fn start_span(
         ("istio.canonical_revision", me.labels.get("version").cloned().unwrap_or_else(|| "latest".into())),
     ];
     use crate::resources::telemetry::SpanTag;
-    open.custom = runtime
-        .snapshot
+    open.custom = telemetry
         .span_tags
         .iter()
         .filter_map(|(name, tag)| {

@@ -32,8 +32,10 @@ pub struct Runtime {
     pub unknown: Arc<Peer>,
     /// The metadata-exchange headers this proxy sends into the mesh (`exchange::headers`).
     pub exchange: Option<(http::HeaderValue, http::HeaderValue)>,
-    /// The access log's writer and whether it writes JSON, when the mesh config turns it on.
+    /// The access log's writer and whether it writes JSON, when the mesh config turns it on:
+    /// for the client side (outbound, gateway) and the server side (inbound).
     pub access_log: Option<crate::proxy::access_log::AccessConfig>,
+    pub inbound_access_log: Option<crate::proxy::access_log::AccessConfig>,
     /// The Telemetries' metric overrides (the previous runtime's when unchanged).
     pub metrics: Arc<Overrides>,
     /// The request headers a Telemetry expression reads (metric labels, access-log filter);
@@ -93,9 +95,12 @@ impl Runtime {
             _ => Arc::new(Overrides::new(&snapshot.metrics)),
         };
         let mut headers = metrics.headers.clone();
-        let filter = snapshot.access_log.as_ref().and_then(|a| a.filter.as_ref());
-        filter.inspect(|f| f.headers(&mut headers));
-        let capture = (metrics.needs_request() || filter.is_some()).then(|| headers.into());
+        let filters: Vec<&crate::cel::Expr> = [false, true]
+            .iter()
+            .filter_map(|inbound| snapshot.telemetry(*inbound).access_log.as_ref()?.filter.as_ref())
+            .collect();
+        filters.iter().for_each(|f| f.headers(&mut headers));
+        let capture = (metrics.needs_request() || !filters.is_empty()).then(|| headers.into());
         Runtime {
             snapshot,
             outbound,
@@ -108,6 +113,7 @@ impl Runtime {
             unknown: Arc::new(Peer::unknown()),
             exchange,
             access_log: None,
+            inbound_access_log: None,
             metrics,
             capture,
         }

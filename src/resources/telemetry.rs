@@ -168,6 +168,20 @@ pub struct MetricRules {
     pub rules: Vec<MetricRule>,
 }
 
+/// `tracing[].match` and `accessLogging[].match`: which side of the proxy's traffic.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ModeSelector {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+}
+
+impl ModeSelector {
+    fn covers(&self, mode: Mode) -> bool {
+        modes(self.mode.as_deref()).is_ok_and(|m| m.contains(&mode))
+    }
+}
+
 /// Istio's built-in metrics provider (mesh config `defaultProviders.metrics`).
 pub const PROMETHEUS_PROVIDER: &str = "prometheus";
 
@@ -273,7 +287,7 @@ pub struct Tracing {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_tags: Option<BTreeMap<String, CustomTag>>,
     #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
-    pub match_: Option<serde_json::Value>,
+    pub match_: Option<ModeSelector>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub use_request_id_for_trace_sampling: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -339,7 +353,7 @@ pub struct AccessLogging {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<AccessLogFilter>,
     #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
-    pub match_: Option<serde_json::Value>,
+    pub match_: Option<ModeSelector>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -381,32 +395,38 @@ pub fn applicable<'a>(all: &'a [Telemetry], namespace: &str, labels: &BTreeMap<S
     out
 }
 
-/// The hierarchy applied (pure): each field from the most specific Telemetry that sets it.
-pub fn effective(applicable: &[&Telemetry]) -> Effective {
+/// The hierarchy applied for one side of a proxy (pure): each field from the most specific
+/// entry that sets it, among those whose `match.mode` covers the side.
+pub fn effective(applicable: &[&Telemetry], mode: Mode) -> Effective {
     let mut e = Effective::default();
-    for t in applicable {
-        if let Some(tr) = t.spec.tracing.first() {
-            if let Some(p) = tr.random_sampling_percentage {
-                e.sampling = Some((p.clamp(0.0, 100.0) * 100.0).round() as u32);
-            }
-            if tr.disable_span_reporting == Some(true) {
-                e.sampling = Some(0);
-            }
-            if let Some(tags) = tr.custom_tags.as_ref().filter(|t| !t.is_empty()) {
-                e.span_tags = tags.iter().filter_map(|(k, t)| Some((k.clone(), t.source()?))).collect();
-            }
+    let applies = |m: &Option<ModeSelector>| m.as_ref().is_none_or(|m| m.covers(mode));
+    for tr in applicable.iter().flat_map(|t| &t.spec.tracing).filter(|tr| applies(&tr.match_)) {
+        if let Some(p) = tr.random_sampling_percentage {
+            e.sampling = Some((p.clamp(0.0, 100.0) * 100.0).round() as u32);
         }
-        if let Some(al) = t.spec.access_logging.first() {
-            let on = al.disabled != Some(true) && al.providers.iter().any(|p| p.name == ENVOY_PROVIDER);
-            let off = al.disabled == Some(true);
-            if on || off {
-                e.access_log = Some(on);
-                e.filter = if on {
-                    al.filter.as_ref().and_then(|f| crate::cel::Expr::parse_filter(&f.expression).ok())
-                } else {
-                    None
-                };
-            }
+        if tr.disable_span_reporting == Some(true) {
+            e.sampling = Some(0);
+        }
+        if let Some(tags) = tr.custom_tags.as_ref().filter(|t| !t.is_empty()) {
+            e.span_tags = tags.iter().filter_map(|(k, t)| Some((k.clone(), t.source()?))).collect();
+        }
+    }
+    // Access logging, as Istio's mergeLogs: an entry without providers inherits the previous
+    // entry's; the `envoy` provider is on from the last entry that names it for this side.
+    let mut parent: Vec<String> = Vec::new();
+    for al in applicable.iter().flat_map(|t| &t.spec.access_logging) {
+        let named: Vec<String> = al.providers.iter().map(|p| p.name.to_ascii_lowercase()).collect();
+        let providers = if named.is_empty() { parent.clone() } else { named };
+        parent = providers.clone();
+        if !applies(&al.match_) {
+            continue;
+        }
+        if al.disabled == Some(true) {
+            e.access_log = Some(false);
+            e.filter = None;
+        } else if providers.iter().any(|p| p == ENVOY_PROVIDER) {
+            e.access_log = Some(true);
+            e.filter = al.filter.as_ref().and_then(|f| crate::cel::Expr::parse_filter(&f.expression).ok());
         }
     }
     e
@@ -462,9 +482,6 @@ pub fn check(t: &Telemetry) -> (Vec<String>, Vec<String>) {
             }
         }
     }
-    if t.spec.tracing.len() > 1 {
-        warnings.push(not_yet("spec.tracing[1..] (the first entry is used)"));
-    }
     for (i, tr) in t.spec.tracing.iter().enumerate() {
         let p = format!("spec.tracing[{i}]");
         if let Some(s) = tr.random_sampling_percentage {
@@ -472,13 +489,15 @@ pub fn check(t: &Telemetry) -> (Vec<String>, Vec<String>) {
                 errors.push(format!("{p}.randomSamplingPercentage: {s} is not between 0 and 100"));
             }
         }
+        if let Some(Err(why)) = tr.match_.as_ref().map(|m| modes(m.mode.as_deref())) {
+            errors.push(format!("{p}.match.mode: {why}"));
+        }
         for (name, tag) in tr.custom_tags.iter().flatten() {
             if tag.source().is_none() {
                 errors.push(format!("{p}.customTags.{name}: give exactly one of literal, environment or header"));
             }
         }
         for (field, set) in [
-            ("match", tr.match_.is_some()),
             ("useRequestIdForTraceSampling", tr.use_request_id_for_trace_sampling.is_some()),
             ("enableIstioTags", tr.enable_istio_tags.is_some()),
         ] {
@@ -486,9 +505,6 @@ pub fn check(t: &Telemetry) -> (Vec<String>, Vec<String>) {
                 warnings.push(not_yet(&format!("{p}.{field}")));
             }
         }
-    }
-    if t.spec.access_logging.len() > 1 {
-        warnings.push(not_yet("spec.accessLogging[1..] (the first entry is used)"));
     }
     for (i, al) in t.spec.access_logging.iter().enumerate() {
         let p = format!("spec.accessLogging[{i}]");
@@ -500,8 +516,8 @@ pub fn check(t: &Telemetry) -> (Vec<String>, Vec<String>) {
                 ));
             }
         }
-        if al.match_.is_some() {
-            warnings.push(not_yet(&format!("{p}.match")));
+        if let Some(Err(why)) = al.match_.as_ref().map(|m| modes(m.mode.as_deref())) {
+            errors.push(format!("{p}.match.mode: {why}"));
         }
         if let Some(f) = &al.filter {
             if let Err(why) = crate::cel::Expr::parse_filter(&f.expression) {
@@ -532,18 +548,34 @@ mod tests {
             telemetry("other", "  accessLogging: [{disabled: true}]\n"),
         ];
         let labels = |app: &str| BTreeMap::from([("app".to_string(), app.to_string())]);
-        let httpbin = effective(&applicable(&all, "default", &labels("httpbin")));
+        let httpbin = effective(&applicable(&all, "default", &labels("httpbin")), Mode::Server);
         assert_eq!(httpbin.sampling, Some(5000), "the namespace's 50% over the mesh's 10%");
         assert_eq!(httpbin.access_log, Some(true));
         assert_eq!(httpbin.filter, Some(crate::cel::Expr::parse_filter("response.code >= 400").unwrap()));
-        let curl = effective(&applicable(&all, "default", &labels("curl")));
+        let curl = effective(&applicable(&all, "default", &labels("curl")), Mode::Client);
         assert_eq!((curl.access_log, curl.filter), (Some(true), None), "the mesh-wide log, unfiltered");
-        let other = effective(&applicable(&all, "other", &labels("x")));
+        let other = effective(&applicable(&all, "other", &labels("x")), Mode::Client);
         assert_eq!((other.sampling, other.access_log), (Some(1000), Some(false)));
         assert_eq!(other.span_tags, vec![("team".to_string(), SpanTag::Literal("mesh".into()))]);
         let both = telemetry("default", "  tracing: [{customTags: {x: {literal: {value: a}, header: {name: b}}}}]\n");
         assert!(check(&both).0[0].contains("exactly one of literal, environment or header"));
-        assert_eq!(effective(&[]), Effective::default());
+        assert_eq!(effective(&[], Mode::Client), Effective::default());
+
+        // `match.mode` sets the sides apart; an entry without providers inherits the previous
+        // entry's (here the mesh's `envoy`).
+        let sides = telemetry(
+            "default",
+            "  tracing:\n  - {randomSamplingPercentage: 100}\n  - {match: {mode: SERVER}, disableSpanReporting: true}\n  accessLogging:\n  - match: {mode: CLIENT}\n    filter: {expression: 'response.code >= 500'}\n  - match: {mode: SERVER}\n    disabled: true\n",
+        );
+        let on = [&all[0], &sides];
+        let client = effective(&on, Mode::Client);
+        let server = effective(&on, Mode::Server);
+        assert_eq!((client.sampling, server.sampling), (Some(10000), Some(0)));
+        assert_eq!(client.access_log, Some(true));
+        assert_eq!(client.filter, Some(crate::cel::Expr::parse_filter("response.code >= 500").unwrap()));
+        assert_eq!((server.access_log, server.filter), (Some(false), None));
+        let bad = telemetry("default", "  accessLogging: [{match: {mode: INBOUND}}]\n");
+        assert!(check(&bad).0[0].contains("spec.accessLogging[0].match.mode: \"INBOUND\" is not a mode"));
     }
 
     #[test]

@@ -523,3 +523,45 @@ spec:
     assert!(err.contains("spec.metrics[0].overrides[0].tagOverrides.slow.value"), "{err}");
     assert!(err.contains("response.duration"), "{err}");
 }
+
+#[test]
+fn a_telemetry_match_mode_sets_the_client_and_server_sides_apart() {
+    let mesh = Mesh::up();
+    // One Telemetry for the namespace: every sidecar logs its inbound requests, and its
+    // outbound ones only when they fail.
+    mesh.apply_yaml(
+        "sides.yaml",
+        "apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: sides}
+spec:
+  accessLogging:
+  - providers: [{name: envoy}]
+    match: {mode: SERVER}
+  - providers: [{name: envoy}]
+    match: {mode: CLIENT}
+    filter: {expression: 'response.code >= 400'}
+",
+    );
+    let curl = |id: &str, path: &str| {
+        mesh.ok(&[
+            "exec",
+            "curl",
+            "--",
+            "curl",
+            "-s",
+            "-H",
+            &format!("x-request-id: {id}"),
+            &format!("http://httpbin:8000{path}"),
+        ]);
+    };
+    curl("sides-ok", "/status/200");
+    curl("sides-teapot", "/status/418");
+    for id in ["sides-ok", "sides-teapot"] {
+        assert_eq!(proxy_log_lines(&mesh, "httpbin", id).len(), 1, "the server side logs {id}");
+    }
+    // The client side's writer is in order: once the teapot's line is there, the 200's would be.
+    assert_eq!(proxy_log_lines(&mesh, "curl", "sides-teapot").len(), 1);
+    let log = mesh.ok(&["logs", "curl", "-c", "istio-proxy"]);
+    assert!(!log.contains("sides-ok"), "the client side logged a 200 its filter excludes:\n{log}");
+}
