@@ -9,6 +9,8 @@ use serde::Serialize;
 use crate::resources::{Kind, Resource};
 use crate::translate::fqdn;
 
+mod telemetry;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub enum Level {
     Info,
@@ -86,21 +88,26 @@ pub struct Pod {
     pub sidecar: bool,
 }
 
+/// A finding about one item.
+fn message(item: &Item, level: Level, code: &'static str, text: String) -> Message {
+    let r = &item.resource;
+    Message {
+        level,
+        code,
+        kind: r.kind().as_str().to_string(),
+        namespace: if r.kind().namespaced() { r.key().namespace } else { String::new() },
+        name: r.name().to_string(),
+        origin: item.origin.clone(),
+        text,
+    }
+}
+
 /// Every finding about `items` and `pods`, Errors first.
 pub fn analyze(items: &[Item], pods: &[Pod]) -> Vec<Message> {
     let mut out = Vec::new();
-    let say = |out: &mut Vec<Message>, item: &Item, level, code, text: String| {
-        let r = &item.resource;
-        out.push(Message {
-            level,
-            code,
-            kind: r.kind().as_str().to_string(),
-            namespace: if r.kind().namespaced() { r.key().namespace } else { String::new() },
-            name: r.name().to_string(),
-            origin: item.origin.clone(),
-            text,
-        });
-    };
+    let say =
+        |out: &mut Vec<Message>, item: &Item, level, code, text: String| out.push(message(item, level, code, text));
+    telemetry::analyze(items, pods, &mut out);
     let registry = registry(items);
     let gateways: BTreeSet<(String, String)> = items
         .iter()

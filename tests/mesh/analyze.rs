@@ -79,4 +79,29 @@ spec:
         "{}",
         text(&out)
     );
+
+    // Telemetries: two for the namespace, and two whose selectors pick the running httpbin pod.
+    let telemetry = |name: &str, spec: &str| {
+        format!("apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {{name: {name}}}\nspec:\n{spec}---\n")
+    };
+    let file = mesh.work.path().join("telemetry.yaml");
+    let yaml = [
+        telemetry("ns-a", "  tracing: [{randomSamplingPercentage: 10}]\n"),
+        telemetry("ns-b", "  accessLogging: [{providers: [{name: envoy}]}]\n"),
+        telemetry("hb-1", "  selector: {matchLabels: {app: httpbin}}\n"),
+        telemetry("hb-2", "  selector: {matchLabels: {app: httpbin}}\n"),
+    ]
+    .concat();
+    std::fs::write(&file, yaml).unwrap();
+    let out = mesh.run(&["analyze", "-f", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(79), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("Error [IST0160] (Telemetry default/ns-a ") && said.contains("The Telemetries [ns-a ns-b] in namespace \"default\" have no workload selector, which can lead to undefined behavior."), "{said}");
+    assert!(
+        said.contains("Error [IST0159] (Telemetry default/hb-2 ")
+            && said.contains(
+                "The Telemetries [hb-1 hb-2] in namespace \"default\" select the same workload pod \"httpbin"
+            ),
+        "{said}"
+    );
 }
