@@ -42,6 +42,10 @@ pub struct Entry {
     pub downstream_remote: Option<SocketAddr>,
     pub server_name: Option<String>,
     pub route_name: Option<String>,
+    /// The headers a custom format names (`%REQ(x)%`, `%RESP(x)%`) beyond the fields above,
+    /// as `(lower-case name, value)`.
+    pub request_headers: Vec<(String, String)>,
+    pub response_headers: Vec<(String, String)>,
 }
 
 /// Envoy's `%RESPONSE_CODE_DETAILS%` for what meshrig's flags and answers say.

@@ -73,7 +73,10 @@ pub async fn handle(
         Direction::Inbound { .. } => &runtime.inbound_access_log,
         _ => &runtime.access_log,
     };
-    let access = access_log.clone().map(|config| outcome::AccessEnd { config, entry: access_entry(&req, &conn) });
+    let access = access_log.clone().map(|config| {
+        let entry = access_entry(&req, &conn, config.format.as_deref().map(Vec::as_slice));
+        outcome::AccessEnd { config, entry }
+    });
     let request = runtime.capture.as_ref().map(|names| Box::new(capture(&req, &conn, names)));
     let destination_port = match direction {
         Direction::Inbound { port } | Direction::Gateway { port } => port,
@@ -250,8 +253,17 @@ fn start_span(
 }
 
 /// What an access-log line knows when the request arrives.
-fn access_entry(req: &Request<Incoming>, conn: &Connection) -> crate::proxy::access_log::Entry {
+fn access_entry(
+    req: &Request<Incoming>,
+    conn: &Connection,
+    format: Option<&[crate::proxy::access_format::Piece]>,
+) -> crate::proxy::access_log::Entry {
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let request_headers = format
+        .into_iter()
+        .flat_map(|f| crate::proxy::access_format::header_names(f, false))
+        .filter_map(|name| Some((name.to_string(), header(name)?)))
+        .collect();
     crate::proxy::access_log::Entry {
         start: Some(std::time::SystemTime::now()),
         method: req.method().to_string(),
@@ -265,6 +277,7 @@ fn access_entry(req: &Request<Incoming>, conn: &Connection) -> crate::proxy::acc
         downstream_local: Some(conn.local),
         downstream_remote: Some(conn.peer),
         server_name: conn.sni.clone(),
+        request_headers,
         ..Default::default()
     }
 }

@@ -245,8 +245,13 @@ pub fn finish(resp: Response<Body>, mut outcome: Outcome) -> Response<Body> {
     // `:status` and its three digits, as Envoy counts the pseudo-header.
     outcome.response_header_bytes = header_bytes(&parts.headers) + 10;
     if let Some(a) = &mut outcome.access {
-        a.entry.upstream_service_time =
-            parts.headers.get("x-envoy-upstream-service-time").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        a.entry.upstream_service_time = header("x-envoy-upstream-service-time");
+        if let Some(format) = &a.config.format {
+            a.entry.response_headers = crate::proxy::access_format::header_names(format, true)
+                .filter_map(|name| Some((name.to_string(), header(name)?)))
+                .collect();
+        }
     }
     let done = body.is_end_stream();
     let mut recorded = Recorded { inner: body, outcome: Some(outcome), bytes: 0 };

@@ -301,10 +301,22 @@ fn the_mesh_config_turns_on_envoys_access_log_in_text_and_json() {
     // A format of one's own (Envoy's operators), and one meshrig cannot write is refused.
     mesh.apply_yaml(
         "mesh.yaml",
-        &mesh_config("    accessLogFormat: \"%REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% id=%REQ(X-REQUEST-ID)%\\n\"\n"),
+        &mesh_config("    accessLogFormat: \"%REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% id=%REQ(X-REQUEST-ID)% user=%REQ(X-USER?X-GUEST):5% type=%RESP(CONTENT-TYPE)%\\n\"\n"),
     );
-    mesh.ok(&["exec", "curl", "--", "curl", "-s", "-H", "x-request-id: log-me-5", "http://httpbin:8000/status/503"]);
-    assert_eq!(proxy_log_lines(&mesh, "curl", "log-me-5"), ["GET /status/503 503 - id=log-me-5"]);
+    let request = |id: &str, user: &str, path: &str| {
+        let (id, url) = (format!("x-request-id: {id}"), format!("http://httpbin:8000{path}"));
+        mesh.ok(&["exec", "curl", "--", "curl", "-s", "-H", &id, "-H", user, &url]);
+    };
+    request("log-me-5", "x-user: alice-and-bob", "/status/503");
+    assert_eq!(
+        proxy_log_lines(&mesh, "curl", "log-me-5"),
+        ["GET /status/503 503 - id=log-me-5 user=alice type=text/plain; charset=utf-8"]
+    );
+    request("log-me-6", "x-guest: eve", "/headers");
+    assert_eq!(
+        proxy_log_lines(&mesh, "curl", "log-me-6"),
+        ["GET /headers 200 - id=log-me-6 user=eve type=application/json; charset=utf-8"]
+    );
     let file = mesh.work.path().join("bad-format.yaml");
     std::fs::write(&file, mesh_config("    accessLogFormat: '%START_TIME% %DYNAMIC_METADATA(istio.mixer:status)%'\n"))
         .unwrap();
