@@ -362,15 +362,21 @@ pub async fn target(client: &api::Client, env: &Env) -> anyhow::Result<Target> {
         .find(|p| p.role == Role::Gateway && p.namespace == "istio-system")
         .and_then(|p| p.proxy_addrs.get(&Listener::Admin).copied());
     let mut workloads = std::collections::BTreeMap::new();
+    let mut trace_services = std::collections::BTreeMap::new();
     for p in status.pods.iter().filter(|p| p.ready) {
         if let Some(outbound) = p.proxy_addrs.get(&Listener::Outbound) {
-            workloads.entry(format!("{}/{}", p.namespace, p.workload)).or_insert(*outbound);
+            let key = format!("{}/{}", p.namespace, p.workload);
+            // As the proxies name themselves in spans: the `app` label, else the workload.
+            let app = p.labels.get("app").unwrap_or(&p.workload);
+            trace_services.entry(key.clone()).or_insert(format!("{app}.{}", p.namespace));
+            workloads.entry(key).or_insert(*outbound);
         }
     }
     Ok(Target {
         gateway: SocketAddr::from((Ipv4Addr::LOCALHOST, s.http_port)),
         gateway_admin,
         workloads,
+        trace_services,
         gateway_https: SocketAddr::from((Ipv4Addr::LOCALHOST, s.https_port)),
         api: Some(client.clone()),
         tracing: status.control_plane.tracing,

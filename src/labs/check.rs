@@ -540,6 +540,9 @@ pub struct Target {
     pub gateway_admin: Option<SocketAddr>,
     /// `namespace/deployment` → the outbound listener of its (first) pod, for `via: workload`.
     pub workloads: std::collections::BTreeMap<String, SocketAddr>,
+    /// `namespace/deployment` → its service name in traces (`<app>.<namespace>`), for a trace
+    /// check on a request `via: workload`.
+    pub trace_services: std::collections::BTreeMap<String, String>,
     /// The gateway's published HTTPS port (container port 8443).
     pub gateway_https: SocketAddr,
     /// The control plane, for the Secrets an HTTPS check trusts and presents.
@@ -933,7 +936,16 @@ async fn attempt(client: &net::HttpClient, c: &Check, target: &Target, request_i
         return Seen::Sample { matched, total: c.request.repeat };
     }
     if let Some(t) = &c.expect.trace {
-        return Seen::Trace(find_trace(client, target, request_id, t).await);
+        // The trace is found under its first hop: the gateway, or the sending workload.
+        let first = match (c.request.via, &c.request.from) {
+            (Via::Workload, Some(from)) => target.trace_services.get(from).cloned(),
+            _ => Some("istio-ingressgateway.istio-system".to_string()),
+        };
+        let seen = match first {
+            Some(service) => find_trace(client, target, &service, request_id, t).await,
+            None => None,
+        };
+        return Seen::Trace(seen);
     }
     if let Some(p) = &c.expect.promql {
         return promql(client, c, &uri, &dest, target, p).await;
@@ -1002,14 +1014,14 @@ async fn promql(
 async fn find_trace(
     client: &net::HttpClient,
     target: &Target,
+    service: &str,
     request_id: &str,
     want: &TraceExpect,
 ) -> Option<TraceSeen> {
     let tracing = target.tracing?;
     let tags = net::percent_encode(&serde_json::json!({ "guid:x-request-id": request_id }).to_string());
-    let uri = format!(
-        "http://{tracing}/api/traces?service=istio-ingressgateway.istio-system&lookback=1h&limit=1&tags={tags}"
-    );
+    let service = net::percent_encode(service);
+    let uri = format!("http://{tracing}/api/traces?service={service}&lookback=1h&limit=1&tags={tags}");
     let deadline = Instant::now() + Duration::from_secs(4);
     let mut last = None;
     loop {

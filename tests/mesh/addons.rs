@@ -3,9 +3,9 @@
 //! restarted when it dies, stopped by `down`; and what a learner without it is told.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::support::{alive, get, Mesh};
+use crate::support::{alive, get, within, Mesh};
 
 /// `query` percent-encoded for a URL.
 fn encode(query: &str) -> String {
@@ -56,17 +56,8 @@ fn addon(mesh: &Mesh) -> serde_json::Value {
     mesh.status()["control_plane"]["addons"][0].clone()
 }
 
-/// Polls `f` until it returns Some, for at most `limit` (Prometheus scrapes every 5 s).
-fn within<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
+/// How often Prometheus is asked again (it scrapes every 5 s).
+const POLL: Duration = Duration::from_millis(500);
 
 #[test]
 fn prometheus_scrapes_every_proxy_and_istios_promql_shows_the_canary_split() {
@@ -91,23 +82,23 @@ fn prometheus_scrapes_every_proxy_and_istios_promql_shows_the_canary_split() {
         .filter(|p| p["role"] != "plain")
         .map(|p| p["name"].as_str().unwrap().to_string())
         .collect();
-    within(Duration::from_secs(40), "every proxy scraped and up", || {
+    within(Duration::from_secs(40), POLL, "every proxy scraped and up", || {
         let seen = scraped_pods(prometheus);
         let all_up = seen.len() == proxies.len() && seen.iter().all(|(_, h)| h == "up");
-        all_up.then_some(())
+        all_up.then_some(()).ok_or_else(|| format!("{seen:?}"))
     });
 
     // Istio's documented query, while traffic flows (rate needs an increase between scrapes).
     let promql = r#"sum(rate(istio_requests_total{destination_service_name="reviews"}[1m])) by (destination_version)"#;
-    let split = within(Duration::from_secs(60), "reviews' canary split in Prometheus", || {
+    let split = within(Duration::from_secs(60), POLL, "reviews' canary split in Prometheus", || {
         for _ in 0..10 {
             assert_eq!(get(mesh.gateway(), "bookinfo.local", "/productpage").unwrap().status, 200);
         }
         let result = query(prometheus, promql);
         let rate = |v: &str| result.iter().find(|(m, _)| m["destination_version"] == v).map(|(_, r)| *r);
         match (rate("v1"), rate("v3")) {
-            (Some(a), Some(b)) if a > 0.0 && b > 0.0 => Some((a, b)),
-            _ => None,
+            (Some(a), Some(b)) if a > 0.0 && b > 0.0 => Ok((a, b)),
+            _ => Err(format!("{result:?}")),
         }
     });
     assert!(split.0 > 0.0 && split.1 > 0.0, "{split:?}");
@@ -118,23 +109,30 @@ fn prometheus_scrapes_every_proxy_and_istios_promql_shows_the_canary_split() {
 
     // Pods come and go: a deleted Deployment's pod stops being a target.
     mesh.ok(&["delete", "deployment", "ratings-v1"]);
-    within(Duration::from_secs(40), "ratings gone from the targets", || {
-        (!scraped_pods(prometheus).iter().any(|(p, _)| p.starts_with("ratings-v1"))).then_some(())
+    within(Duration::from_secs(40), POLL, "ratings gone from the targets", || {
+        let seen = scraped_pods(prometheus);
+        (!seen.iter().any(|(p, _)| p.starts_with("ratings-v1"))).then_some(()).ok_or_else(|| format!("{seen:?}"))
     });
 
     // Prometheus dies: the control plane starts it again.
     let pid = status["pid"].as_u64().unwrap() as i32;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
-    let again = within(Duration::from_secs(60), "prometheus restarted and ready", || {
+    let again = within(Duration::from_secs(60), POLL, "prometheus restarted and ready", || {
         let a = addon(&mesh);
-        (a["ready"] == true && a["restarts"].as_u64() >= Some(1)).then_some(a)
+        if a["ready"] == true && a["restarts"].as_u64() >= Some(1) {
+            Ok(a)
+        } else {
+            Err(a.to_string())
+        }
     });
     let new_pid = again["pid"].as_u64().unwrap() as u32;
     assert_ne!(new_pid, pid as u32);
 
     // `down` stops it with everything else.
     mesh.ok(&["down"]);
-    within(Duration::from_secs(10), "prometheus stopped by down", || (!alive(new_pid)).then_some(()));
+    within(Duration::from_secs(10), POLL, "prometheus stopped by down", || {
+        (!alive(new_pid)).then_some(()).ok_or_else(|| format!("pid {new_pid} alive"))
+    });
 }
 
 #[test]

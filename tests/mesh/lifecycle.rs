@@ -158,11 +158,10 @@ fn doctor_tells_a_dead_control_plane_apart_from_a_running_one() {
     let pid = mesh.status()["control_plane"]["pid"].as_u64().unwrap().to_string();
     assert!(std::process::Command::new("kill").args(["-9", &pid]).status().unwrap().success());
     // SIGKILL is delivered at once, but the process (and its lock) goes a moment later.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while crate::support::alive(pid.parse().unwrap()) {
-        assert!(std::time::Instant::now() < deadline, "the control plane outlived SIGKILL");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let (limit, every) = (std::time::Duration::from_secs(5), std::time::Duration::from_millis(20));
+    crate::support::within(limit, every, "the control plane gone after SIGKILL", || {
+        (!crate::support::alive(pid.parse().unwrap())).then_some(()).ok_or_else(|| format!("pid {pid} alive"))
+    });
     let dead = mesh.run(&["doctor", "-o", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&dead.stdout).unwrap();
     let finding = cp(&v).unwrap();

@@ -368,3 +368,19 @@ pub fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
     }
     None
 }
+
+/// Polls `f` every `every` until it gives a value, failing after `limit` with `what` and the
+/// last state `f` reported: for what has no signal of its own to wait on (a span on its way to
+/// the collector, a scrape, a process going away).
+pub fn within<T>(limit: Duration, every: Duration, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(last) => {
+                assert!(std::time::Instant::now() < deadline, "not within {limit:?}: {what}; last seen: {last}")
+            }
+        }
+        std::thread::sleep(every);
+    }
+}

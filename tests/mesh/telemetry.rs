@@ -4,8 +4,12 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use crate::support::{get, series, sum, Mesh};
+use crate::support::{get, series, sum, within, Mesh};
+
+/// How often the collector is asked again for spans on their way.
+const POLL: Duration = Duration::from_millis(100);
 
 /// `promtool check metrics` on a proxy's exposition, when CI names promtool
 /// (`MESHRIG_PROMTOOL`; `.ci/run` installs Debian's `prometheus` package for it). It must
@@ -165,20 +169,15 @@ fn a_bookinfo_page_is_one_trace_from_the_gateway_to_ratings_in_jaegers_api() {
         "reviews.default",
         "ratings.default",
     ];
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    let trace = loop {
+    let trace = within(Duration::from_secs(15), POLL, "a complete trace", || {
         let found = jaeger(tracing, "/jaeger/api/traces?service=productpage.default&lookback=1h&limit=20");
         let complete = found["data"].as_array().unwrap().iter().find(|t| {
             let named: Vec<&str> =
                 t["processes"].as_object().unwrap().values().filter_map(|p| p["serviceName"].as_str()).collect();
             services.iter().all(|s| named.contains(s)) && t["spans"].as_array().unwrap().len() >= 8
         });
-        if let Some(t) = complete {
-            break t.clone();
-        }
-        assert!(std::time::Instant::now() < deadline, "no complete trace yet: {found:#}");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
+        complete.cloned().ok_or_else(|| format!("{found:#}"))
+    });
     let spans = trace["spans"].as_array().unwrap();
     let service_of = |span: &serde_json::Value| {
         trace["processes"][span["processID"].as_str().unwrap()]["serviceName"].as_str().unwrap().to_string()
@@ -393,16 +392,11 @@ fn the_telemetry_api_turns_on_a_filtered_access_log_and_sets_sampling_per_namesp
         "x-user: alice",
         "http://httpbin:8000/get",
     ]);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let trace = loop {
+    let trace = within(Duration::from_secs(10), POLL, "the tagged request's trace", || {
         let t = traces_of("tel-tags");
-        if t.as_array().is_some_and(|a| a.first().is_some_and(|t| t["spans"].as_array().is_some_and(|s| s.len() == 2)))
-        {
-            break t[0].clone();
-        }
-        assert!(std::time::Instant::now() < deadline, "no trace of the tagged request: {t}");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
+        let both = t.as_array().and_then(|a| a.first()).filter(|t| t["spans"].as_array().is_some_and(|s| s.len() == 2));
+        both.cloned().ok_or_else(|| t.to_string())
+    });
     for span in trace["spans"].as_array().unwrap() {
         let tag = |k: &str| span["tags"].as_array().unwrap().iter().find(|t| t["key"] == k).map(|t| t["value"].clone());
         assert_eq!((tag("team"), tag("user")), (Some("payments".into()), Some("alice".into())), "{span}");
@@ -430,11 +424,10 @@ fn the_telemetry_api_turns_on_a_filtered_access_log_and_sets_sampling_per_namesp
         "x-b3-sampled: 1",
         "http://httpbin:8000/get",
     ]);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while traces_of("tel-control").as_array().is_none_or(|a| a.is_empty()) {
-        assert!(std::time::Instant::now() < deadline, "the sampled request's trace never came");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    within(Duration::from_secs(10), POLL, "the sampled request's trace", || {
+        let t = traces_of("tel-control");
+        t.as_array().is_some_and(|a| !a.is_empty()).then_some(()).ok_or_else(|| t.to_string())
+    });
     assert_eq!(traces_of("tel-untraced"), serde_json::json!([]), "a trace at 0% sampling");
 }
 
