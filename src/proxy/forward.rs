@@ -78,7 +78,9 @@ pub async fn handle(
         outcome::AccessEnd { config, entry }
     });
     let request = runtime.capture.as_ref().map(|names| Box::new(capture(&req, &conn, names)));
+    // `destination.port` is read only by a Telemetry's expressions: worked out only for them.
     let destination_port = match direction {
+        _ if request.is_none() => 0,
         Direction::Inbound { port } | Direction::Gateway { port } => port,
         Direction::Outbound => {
             req.uri().port_u16().or_else(|| authority_of(&req).rsplit_once(':')?.1.parse().ok()).unwrap_or(80)
