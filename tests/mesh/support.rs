@@ -65,6 +65,17 @@ impl Mesh {
         text(&out)
     }
 
+    /// Writes `yaml` to a file in the work dir, applies it and asserts it is refused; returns
+    /// what apply said on stderr.
+    pub fn apply_refused(&self, name: &str, yaml: &str) -> String {
+        let file = self.work.path().join(name);
+        std::fs::write(&file, yaml).unwrap();
+        let out = self.run(&["apply", "-f", file.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{name} was applied:\n{}", text(&out));
+        err
+    }
+
     /// Writes `yaml` to a file in the work dir and applies it, waiting until it is in force.
     pub fn apply_yaml(&self, name: &str, yaml: &str) -> String {
         let file = self.work.path().join(name);

@@ -351,15 +351,11 @@ fn the_telemetry_api_turns_on_a_filtered_access_log_and_sets_sampling_per_namesp
     assert!(!log.contains("tel-ok"), "httpbin's sidecar logged a 200 its filter excludes:\n{log}");
 
     // A filter meshrig cannot read is refused with where it stopped, and nothing changes.
-    let file = mesh.work.path().join("bad.yaml");
-    std::fs::write(
-        &file,
+    let err = mesh.apply_refused(
+        "bad.yaml",
         "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: httpbin-errors}\nspec:\n  selector: {matchLabels: {app: httpbin}}\n  accessLogging:\n  - providers: [{name: envoy}]\n    filter: {expression: 'response.duration > 10'}\n",
-    )
-    .unwrap();
-    let bad = mesh.run(&["apply", "-f", file.to_str().unwrap()]);
-    let err = String::from_utf8_lossy(&bad.stderr);
-    assert!(!bad.status.success() && err.contains("spec.accessLogging[0].filter.expression"), "{err}");
+    );
+    assert!(err.contains("spec.accessLogging[0].filter.expression"), "{err}");
     assert!(err.contains("it knows request.host, request.method"), "{err}");
 
     let tracing = tracing_address(&mesh);
@@ -516,17 +512,17 @@ spec:
     promtool_accepts(server);
 
     // A tag value meshrig cannot evaluate is refused at apply, naming the field; nothing changes.
-    let file = mesh.work.path().join("bad-metrics.yaml");
-    std::fs::write(
-        &file,
+    let err = mesh.apply_refused(
+        "bad-metrics.yaml",
         "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: httpbin-metrics}\nspec:\n  selector: {matchLabels: {app: httpbin}}\n  metrics:\n  - overrides:\n    - match: {metric: REQUEST_COUNT}\n      tagOverrides:\n        slow: {value: 'response.duration > 1000'}\n",
-    )
-    .unwrap();
-    let bad = mesh.run(&["apply", "-f", file.to_str().unwrap()]);
-    let err = String::from_utf8_lossy(&bad.stderr);
-    assert!(!bad.status.success(), "{err}");
+    );
     assert!(err.contains("spec.metrics[0].overrides[0].tagOverrides.slow.value"), "{err}");
     assert!(err.contains("response.duration"), "{err}");
+    // The overrides in force stay: bob's next request joins his code-less series.
+    curl("bob", "/status/204");
+    let bobs: Vec<_> =
+        series(server, "istio_requests_total").into_iter().filter(|(l, _)| bob.iter().all(|w| l.contains(w))).collect();
+    assert!(bobs.len() == 1 && bobs[0].1 == 3.0, "{bobs:#?}");
 }
 
 #[test]
