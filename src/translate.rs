@@ -152,6 +152,14 @@ impl World {
                 &b.metadata.name,
             ))
         });
+        // Telemetries too: at each level the first (oldest) one applies, as in Istio.
+        w.telemetries.sort_by(|a, b| {
+            (a.metadata.creation_timestamp.as_deref(), ns(&a.metadata.namespace), &a.metadata.name).cmp(&(
+                b.metadata.creation_timestamp.as_deref(),
+                ns(&b.metadata.namespace),
+                &b.metadata.name,
+            ))
+        });
         w.peer_authentications.sort_by(|a, b| {
             (a.metadata.creation_timestamp.as_deref(), ns(&a.metadata.namespace), &a.metadata.name).cmp(&(
                 b.metadata.creation_timestamp.as_deref(),

@@ -377,19 +377,21 @@ pub struct Effective {
     pub span_tags: Vec<(String, SpanTag)>,
 }
 
-/// The Telemetries that apply to a workload, most specific last: the root namespace's
-/// (selector-less), its namespace's (selector-less), then those whose selector matches it.
+/// The Telemetries that apply to a workload, most specific last, as Istio picks them from
+/// `all` (oldest first): the root namespace's first selector-less one, its namespace's first
+/// selector-less one, then the first whose selector matches it. (Two at one level are what
+/// `analyze` reports as IST0160 and IST0159.)
 pub fn applicable<'a>(all: &'a [Telemetry], namespace: &str, labels: &BTreeMap<String, String>) -> Vec<&'a Telemetry> {
     let ns_of = |t: &Telemetry| t.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     fn selector(t: &Telemetry) -> Option<&BTreeMap<String, String>> {
         t.spec.selector.as_ref().map(|s| &s.match_labels).filter(|l| !l.is_empty())
     }
-    let mut out: Vec<&Telemetry> =
-        all.iter().filter(|t| ns_of(t) == crate::resources::mesh_config::NAMESPACE && selector(t).is_none()).collect();
-    if namespace != crate::resources::mesh_config::NAMESPACE {
-        out.extend(all.iter().filter(|t| ns_of(t) == namespace && selector(t).is_none()));
+    let root = crate::resources::mesh_config::NAMESPACE;
+    let mut out: Vec<&Telemetry> = all.iter().find(|t| ns_of(t) == root && selector(t).is_none()).into_iter().collect();
+    if namespace != root {
+        out.extend(all.iter().find(|t| ns_of(t) == namespace && selector(t).is_none()));
     }
-    out.extend(all.iter().filter(|t| {
+    out.extend(all.iter().find(|t| {
         ns_of(t) == namespace && selector(t).is_some_and(|sel| sel.iter().all(|(k, v)| labels.get(k) == Some(v)))
     }));
     out
@@ -560,6 +562,12 @@ mod tests {
         let both = telemetry("default", "  tracing: [{customTags: {x: {literal: {value: a}, header: {name: b}}}}]\n");
         assert!(check(&both).0[0].contains("exactly one of literal, environment or header"));
         assert_eq!(effective(&[], Mode::Client), Effective::default());
+        let two = [
+            telemetry("default", "  tracing: [{randomSamplingPercentage: 20}]\n"),
+            telemetry("default", "  tracing: [{randomSamplingPercentage: 70}]\n"),
+        ];
+        let first = effective(&applicable(&two, "default", &labels("x")), Mode::Client);
+        assert_eq!(first.sampling, Some(2000), "the first (oldest) at one level, as in Istio");
 
         // `match.mode` sets the sides apart; an entry without providers inherits the previous
         // entry's (here the mesh's `envoy`).
