@@ -8,6 +8,9 @@ Positions (same upstream program, meshrig's httpbin `/bytes/N`, for every row):
   meshrig 2 hops mTLS   the same with Istio mutual TLS between gateway and sidecar
   meshrig 2 hops, limits  the plaintext two hops under a DestinationRule with connectionPool
                   limits (never reached) and outlierDetection: what the bookkeeping costs
+  meshrig 2 hops, metric labels  the plaintext two hops under a mesh-wide Telemetry that adds
+                  Istio's customize-metrics task's two labels to REQUEST_COUNT (request_host,
+                  destination_port): a request captured and two expressions evaluated per hop
   envoy 1 hop     client -> Envoy -> app
   envoy 2 hops    client -> Envoy -> Envoy -> app
   envoy 2 hops mTLS     client -> Envoy -> mTLS -> Envoy -> app (../shared/bench/envoy/envoy-mtls-*)
@@ -98,6 +101,7 @@ class Mesh:
         self.run("up", "--http-port", "0", "--https-port", "0", "--tcp-port", "0", "--tracing-port", "0")
         self.run("apply", "-f", os.path.join(HERE, "mesh.yaml"), "--wait")
         self.sampling = None
+        self.metric_labels = None
         self.set_sampling(0)
         status = json.loads(self.run("status", "-o", "json"))
         self.control_plane_pid = status["control_plane"]["pid"]
@@ -125,6 +129,24 @@ class Mesh:
         )
         self.run("apply", "-f", "-", "--wait", input=config)
         self.sampling = percent
+
+    def set_metric_labels(self, on):
+        """A mesh-wide Telemetry with (or without) Istio's customize-metrics task's labels,
+        applied and waited for."""
+        if on == self.metric_labels:
+            return
+        overrides = (
+            "    overrides:\n    - match: {metric: REQUEST_COUNT}\n      tagOverrides:\n"
+            "        destination_port: {value: string(destination.port)}\n"
+            "        request_host: {value: request.host}\n"
+        )
+        telemetry = (
+            "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\n"
+            "metadata: {name: bench-metrics, namespace: istio-system}\n"
+            "spec:\n  metrics:\n  - providers: [{name: prometheus}]\n" + (overrides if on else "")
+        )
+        self.run("apply", "-f", "-", "--wait", input=telemetry)
+        self.metric_labels = on
 
     def run(self, *args, input=None):
         out = subprocess.run([self.binary, *args], env=self.env, capture_output=True, text=True, input=input)
@@ -358,6 +380,13 @@ def main():
                 "host": "two-hop-limits.bench",
                 "pids": [mesh.gateway_pid, mesh.sidecar_pid],
             },
+            {
+                "name": "meshrig 2 hops, metric labels",
+                "url": gw,
+                "host": "two-hop.bench",
+                "pids": [mesh.gateway_pid, mesh.sidecar_pid],
+                "metric_labels": True,
+            },
             # Tracing: both proxies make a span per request and send them to the control
             # plane's collector, whose CPU and memory count here (third figure).
             {
@@ -399,6 +428,7 @@ def main():
                 print(f"round {rnd + 1}/{args.rounds}: {pos['name']}", file=sys.stderr, flush=True)
                 if pos["name"].startswith("meshrig"):
                     mesh.set_sampling(pos.get("sampling", 0))
+                    mesh.set_metric_labels(pos.get("metric_labels", False))
                 results[pos["name"]].append(measure(pos, args))
         mesh.set_sampling(0)
         loaded = {pos["name"]: [proc_mem_mb(pid) for pid in pos["pids"]] for pos in positions}
@@ -481,6 +511,15 @@ def ratios(results, idle, loaded, args):
         a = median([r["rates"][rate]["p50"] - x["rates"][rate]["p50"] for r, x in zip(lim, d)])
         b = median([r["rates"][rate]["p50"] - x["rates"][rate]["p50"] for r, x in zip(m, d)])
         print(f"limits on (2 hops), added p50 @{rate}: {a:+.3f} ms against {b:+.3f} ms without")
+    lab = results["meshrig 2 hops, metric labels"]
+    a, b = median([r["max"] for r in lab]), median([r["max"] for r in m])
+    print(f"metric labels (2 hops), max rps: {a:,.0f} against {b:,.0f} without ({(a / b - 1) * 100:+.1f}%)")
+    for rate in args.rates:
+        a = median([r["rates"][rate]["p50"] - x["rates"][rate]["p50"] for r, x in zip(lab, d)])
+        b = median([r["rates"][rate]["p50"] - x["rates"][rate]["p50"] for r, x in zip(m, d)])
+        ca = median([r["rates"][rate]["cpu_per_1k"] for r in lab])
+        cb = median([r["rates"][rate]["cpu_per_1k"] for r in m])
+        print(f"metric labels (2 hops), added p50 @{rate}: {a:+.3f} ms against {b:+.3f} ms without; CPU s/1k req {ca:.3f} against {cb:.3f}")
     for pct in (1, 100):
         t = results[f"meshrig 2 hops, tracing {pct}%"]
         a, b = median([r["max"] for r in t]), median([r["max"] for r in m])

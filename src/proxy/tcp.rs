@@ -53,7 +53,8 @@ pub fn relay(shared: &Arc<Shared>, direction: Direction, conn: &Connection) -> O
                     match app {
                         Some(app) => {
                             if let Ok(upstream) = open(app, None).await {
-                                relay_counted(&stats, &sides, stream, upstream).await;
+                                let mtls = conn.mtls();
+                                relay_counted(&stats, &sides, (port, mtls), stream, upstream).await;
                             }
                         }
                         None => log(&format!("tcp inbound {port}: the app is not started; closing")),
@@ -113,7 +114,8 @@ async fn gateway(
     }
     let _active = host.state.start();
     if let Ok(upstream) = open(host.endpoint.address, host.tls.as_deref()).await {
-        relay_counted(&shared.stats, &outbound_sides(&runtime, cluster.service.clone(), host), stream, upstream).await;
+        let sides = outbound_sides(&runtime, cluster.service.clone(), host);
+        relay_counted(&shared.stats, &sides, (port, conn.mtls()), stream, upstream).await;
     }
 }
 
@@ -134,13 +136,15 @@ fn outbound_sides(runtime: &Runtime, service: Arc<str>, host: &Host) -> Sides {
 }
 
 /// Copies bytes both ways until either side ends, reporting the connection to the metrics.
-async fn relay_counted<D, U>(stats: &Stats, sides: &Sides, downstream: D, mut upstream: U)
+/// `port` and `mtls`: the downstream connection's (`destination.port`, `connection.mtls`).
+async fn relay_counted<D, U>(stats: &Stats, sides: &Sides, (port, mtls): (u16, bool), downstream: D, mut upstream: U)
 where
     D: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
     // A connection has no request: labels set from `request.*` read `unknown`.
-    let values = sides.overrides.values(sides.reporter, &crate::cel::Facts::default());
+    let facts = crate::cel::Facts { request: None, code: None, destination_port: Some(port), mtls };
+    let values = sides.overrides.values(sides.reporter, &facts);
     stats.tcp_opened(sides, &values);
     let mut downstream = Counted { inner: downstream, read: 0, written: 0 };
     let _ = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
@@ -250,7 +254,7 @@ pub async fn connect(shared: &Shared, runtime: &Runtime, req: Request<Incoming>)
     tokio::spawn(async move {
         let _active = active;
         if let Ok(upgraded) = hyper::upgrade::on(req).await {
-            relay_counted(&stats, &sides, TokioIo::new(upgraded), upstream).await;
+            relay_counted(&stats, &sides, (port, false), TokioIo::new(upgraded), upstream).await;
         }
     });
     Ok(net::text(StatusCode::OK, ""))

@@ -119,6 +119,36 @@ fn tcp_routes_through_the_gateway_split_connections_by_weight() {
         }
     }
 
+    // A Telemetry's labels on TCP metrics read the connection: its port on each side, and
+    // whether it came in over mutual TLS (the gateway's client does not; its hop to tcp-echo does).
+    apply(
+        &mesh,
+        "tcp-labels.yaml",
+        "apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  metrics:
+  - overrides:
+    - match: {metric: TCP_OPENED_CONNECTIONS}
+      tagOverrides:
+        destination_port: {value: string(destination.port)}
+        mtls: {value: string(connection.mtls)}
+",
+    );
+    assert_eq!(echo(gateway, "labels"), "one labels\n");
+    let labelled = |admin, want: &[&str]| {
+        let want: Vec<&str> = v1.iter().chain(want).copied().collect();
+        crate::support::within(Duration::from_secs(10), Duration::from_millis(50), "the labelled connection", || {
+            let n = sum(admin, "istio_tcp_connections_opened_total", &want);
+            (n == 1.0)
+                .then_some(())
+                .ok_or_else(|| format!("{:#?}", crate::support::series(admin, "istio_tcp_connections_opened_total")))
+        })
+    };
+    labelled(gateway_admin, &["reporter=\"source\"", "destination_port=\"31400\"", "mtls=\"false\""]);
+    labelled(echo_admin, &["reporter=\"destination\"", "destination_port=\"9000\"", "mtls=\"true\""]);
+
     apply(&mesh, "routes.yaml", &routes(80));
     let n = 50;
     let v1 = (0..n).filter(|_| echo(gateway, "world") == "one world\n").count();
