@@ -302,7 +302,10 @@ fn capture(req: &Request<Incoming>, conn: &Connection, names: &[String]) -> crat
             .iter()
             .map(|n| n.to_string())
             .chain(names.iter().filter(|n| !always.contains(&n.as_str())).cloned())
-            .filter_map(|n| Some((header(&n)?, n)).map(|(v, n)| (n, v)))
+            .filter_map(|n| {
+                let value = header(&n)?;
+                Some((n, value))
+            })
             .collect(),
     }
 }
