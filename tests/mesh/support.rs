@@ -65,6 +65,16 @@ impl Mesh {
         text(&out)
     }
 
+    /// `curl -s` from the `curl` pod (through its sidecar) with these request headers; the body.
+    pub fn curl(&self, headers: &[&str], url: &str) -> String {
+        let mut args = vec!["exec", "curl", "--", "curl", "-s"];
+        for h in headers {
+            args.extend(["-H", h]);
+        }
+        args.push(url);
+        self.ok(&args)
+    }
+
     /// Writes `yaml` to a file in the work dir, applies it and asserts it is refused; returns
     /// what apply said on stderr.
     pub fn apply_refused(&self, name: &str, yaml: &str) -> String {

@@ -40,7 +40,7 @@ fn promtool_accepts(admin: SocketAddr) {
 #[test]
 fn one_hop_is_reported_by_both_sides_with_the_caller_named_and_its_sizes() {
     let mesh = Mesh::up();
-    let body = mesh.ok(&["exec", "curl", "--", "curl", "-s", "http://httpbin:8000/headers"]);
+    let body = mesh.curl(&[], "http://httpbin:8000/headers");
     // The server-side proxy takes the exchange headers off before the app sees the request.
     assert!(body.contains("X-Forwarded-Client-Cert"), "{body}");
     assert!(!body.to_ascii_lowercase().contains("x-envoy-peer-metadata"), "{body}");
@@ -247,7 +247,7 @@ fn the_mesh_config_turns_on_envoys_access_log_in_text_and_json() {
     };
     let out = mesh.apply_yaml("mesh.yaml", &mesh_config(""));
     assert!(!out.contains("accessLogFile"), "applied, not warned about: {out}");
-    mesh.ok(&["exec", "curl", "--", "curl", "-s", "-H", "x-request-id: log-me-1", "http://httpbin:8000/status/418"]);
+    mesh.curl(&["x-request-id: log-me-1"], "http://httpbin:8000/status/418");
     // Both sides log the request in Istio's default format: the client its cluster, the
     // server its inbound cluster, each with the request's id.
     let client = proxy_log_lines(&mesh, "curl", "log-me-1");
@@ -261,7 +261,7 @@ fn the_mesh_config_turns_on_envoys_access_log_in_text_and_json() {
 
     // JSON carries the same fields, and a local reply says why.
     mesh.apply_yaml("mesh.yaml", &mesh_config("    accessLogEncoding: JSON\n"));
-    mesh.ok(&["exec", "curl", "--", "curl", "-s", "-H", "x-request-id: log-me-2", "http://httpbin:8000/headers"]);
+    mesh.curl(&["x-request-id: log-me-2"], "http://httpbin:8000/headers");
     let json = proxy_log_lines(&mesh, "curl", "log-me-2");
     assert_eq!(json.len(), 1, "{json:?}");
     let v: serde_json::Value = serde_json::from_str(&json[0]).unwrap_or_else(|e| panic!("{e}: {}", json[0]));
@@ -272,7 +272,7 @@ fn the_mesh_config_turns_on_envoys_access_log_in_text_and_json() {
         "fault.yaml",
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: httpbin}\nspec:\n  hosts: [httpbin]\n  http:\n  - match: [{uri: {prefix: /fault-me}}]\n    fault: {abort: {httpStatus: 555, percentage: {value: 100}}}\n    route: [{destination: {host: httpbin}}]\n  - route: [{destination: {host: httpbin}}]\n",
     );
-    mesh.ok(&["exec", "curl", "--", "curl", "-s", "-H", "x-request-id: log-me-fault", "http://httpbin:8000/fault-me"]);
+    mesh.curl(&["x-request-id: log-me-fault"], "http://httpbin:8000/fault-me");
     let fault = proxy_log_lines(&mesh, "curl", "log-me-fault");
     assert_eq!(fault.len(), 1, "{fault:?}");
     let v: serde_json::Value = serde_json::from_str(&fault[0]).unwrap();
@@ -290,9 +290,9 @@ fn the_mesh_config_turns_on_envoys_access_log_in_text_and_json() {
     // Off: a request is not logged. (On again, the next one is, after it in the same log.)
     let off = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: |\n    accessLogFile: ''\n";
     mesh.apply_yaml("mesh.yaml", off);
-    mesh.ok(&["exec", "curl", "--", "curl", "-s", "-H", "x-request-id: log-me-3", "http://httpbin:8000/headers"]);
+    mesh.curl(&["x-request-id: log-me-3"], "http://httpbin:8000/headers");
     mesh.apply_yaml("mesh.yaml", &mesh_config(""));
-    mesh.ok(&["exec", "curl", "--", "curl", "-s", "-H", "x-request-id: log-me-4", "http://httpbin:8000/headers"]);
+    mesh.curl(&["x-request-id: log-me-4"], "http://httpbin:8000/headers");
     assert_eq!(proxy_log_lines(&mesh, "curl", "log-me-4").len(), 1);
     let log = mesh.ok(&["logs", "curl", "-c", "istio-proxy"]);
     assert!(!log.contains("log-me-3"), "logged while off:\n{log}");
@@ -304,7 +304,7 @@ fn the_mesh_config_turns_on_envoys_access_log_in_text_and_json() {
     );
     let request = |id: &str, user: &str, path: &str| {
         let (id, url) = (format!("x-request-id: {id}"), format!("http://httpbin:8000{path}"));
-        mesh.ok(&["exec", "curl", "--", "curl", "-s", "-H", &id, "-H", user, &url]);
+        mesh.curl(&[&id, user], &url);
     };
     request("log-me-5", "x-user: alice-and-bob", "/status/503");
     assert_eq!(
@@ -333,7 +333,7 @@ fn the_telemetry_api_turns_on_a_filtered_access_log_and_sets_sampling_per_namesp
         "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: mesh-default, namespace: istio-system}\nspec:\n  accessLogging:\n  - providers: [{name: envoy}]\n",
     );
     assert!(out.contains("telemetry/mesh-default created"), "{out}");
-    mesh.ok(&["exec", "curl", "--", "curl", "-s", "-H", "x-request-id: tel-1", "http://httpbin:8000/status/200"]);
+    mesh.curl(&["x-request-id: tel-1"], "http://httpbin:8000/status/200");
     assert_eq!(proxy_log_lines(&mesh, "curl", "tel-1").len(), 1);
 
     // httpbin's own Telemetry logs only errors, and takes precedence for it (not for curl).
@@ -341,8 +341,8 @@ fn the_telemetry_api_turns_on_a_filtered_access_log_and_sets_sampling_per_namesp
         "httpbin-errors.yaml",
         "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: httpbin-errors}\nspec:\n  selector: {matchLabels: {app: httpbin}}\n  accessLogging:\n  - providers: [{name: envoy}]\n    filter: {expression: 'response.code >= 400'}\n",
     );
-    mesh.ok(&["exec", "curl", "--", "curl", "-s", "-H", "x-request-id: tel-ok", "http://httpbin:8000/status/200"]);
-    mesh.ok(&["exec", "curl", "--", "curl", "-s", "-H", "x-request-id: tel-teapot", "http://httpbin:8000/status/418"]);
+    mesh.curl(&["x-request-id: tel-ok"], "http://httpbin:8000/status/200");
+    mesh.curl(&["x-request-id: tel-teapot"], "http://httpbin:8000/status/418");
     let teapot = proxy_log_lines(&mesh, "httpbin", "tel-teapot");
     assert_eq!(teapot.len(), 1, "{teapot:?}");
     assert!(teapot[0].contains(" 418 "), "{}", teapot[0]);
@@ -376,18 +376,7 @@ fn the_telemetry_api_turns_on_a_filtered_access_log_and_sets_sampling_per_namesp
             "customTags: {team: {literal: {value: payments}}, user: {header: {name: x-user, defaultValue: anonymous}}}",
         ),
     );
-    mesh.ok(&[
-        "exec",
-        "curl",
-        "--",
-        "curl",
-        "-s",
-        "-H",
-        "x-request-id: tel-tags",
-        "-H",
-        "x-user: alice",
-        "http://httpbin:8000/get",
-    ]);
+    mesh.curl(&["x-request-id: tel-tags", "x-user: alice"], "http://httpbin:8000/get");
     let trace = within(Duration::from_secs(10), POLL, "the tagged request's trace", || {
         let t = traces_of("tel-tags");
         let both = t.as_array().and_then(|a| a.first()).filter(|t| t["spans"].as_array().is_some_and(|s| s.len() == 2));
@@ -401,25 +390,12 @@ fn the_telemetry_api_turns_on_a_filtered_access_log_and_sets_sampling_per_namesp
     // Sampling: 0% in the default namespace (over the demo profile's 100%): a request through
     // the sidecars leaves no trace of httpbin.
     mesh.apply_yaml("no-traces.yaml", &tracing_yaml("randomSamplingPercentage: 0"));
-    mesh.ok(&["exec", "curl", "--", "curl", "-s", "-H", "x-request-id: tel-untraced", "http://httpbin:8000/get"]);
+    mesh.curl(&["x-request-id: tel-untraced"], "http://httpbin:8000/get");
     // Then a request whose caller decided to sample it (honoured whatever the rate): once its
     // spans are in, the earlier request's would be too, through the same proxies' queues.
-    mesh.ok(&[
-        "exec",
-        "curl",
-        "--",
-        "curl",
-        "-s",
-        "-H",
-        "x-request-id: tel-control",
-        "-H",
-        "x-b3-traceid: 0000000000000000000000000000c0de",
-        "-H",
-        "x-b3-spanid: 00000000000000aa",
-        "-H",
-        "x-b3-sampled: 1",
-        "http://httpbin:8000/get",
-    ]);
+    let sampled =
+        ["x-b3-traceid: 0000000000000000000000000000c0de", "x-b3-spanid: 00000000000000aa", "x-b3-sampled: 1"];
+    mesh.curl(&[&["x-request-id: tel-control"][..], &sampled].concat(), "http://httpbin:8000/get");
     within(Duration::from_secs(10), POLL, "the sampled request's trace", || {
         let t = traces_of("tel-control");
         t.as_array().is_some_and(|a| !a.is_empty()).then_some(()).ok_or_else(|| t.to_string())
@@ -449,16 +425,7 @@ spec:
     );
     assert!(out.contains("telemetry/namespace-metrics created"), "{out}");
     let curl = |user: &str, path: &str| {
-        mesh.ok(&[
-            "exec",
-            "curl",
-            "--",
-            "curl",
-            "-s",
-            "-H",
-            &format!("x-user: {user}"),
-            &format!("http://httpbin:8000{path}"),
-        ]);
+        mesh.curl(&[&format!("x-user: {user}")], &format!("http://httpbin:8000{path}"));
     };
     curl("alice", "/status/200");
     curl("alice", "/status/503");
@@ -545,16 +512,7 @@ spec:
 ",
     );
     let curl = |id: &str, path: &str| {
-        mesh.ok(&[
-            "exec",
-            "curl",
-            "--",
-            "curl",
-            "-s",
-            "-H",
-            &format!("x-request-id: {id}"),
-            &format!("http://httpbin:8000{path}"),
-        ]);
+        mesh.curl(&[&format!("x-request-id: {id}")], &format!("http://httpbin:8000{path}"));
     };
     curl("sides-ok", "/status/200");
     curl("sides-teapot", "/status/418");
