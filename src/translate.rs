@@ -1223,14 +1223,15 @@ fn jwt_rules(world: &World, me: &Workload) -> Vec<crate::jwt::Rule> {
         .collect()
 }
 
-/// The snapshot for the proxy of pod `me`.
-/// The sampling, span tags and access log of one side of a proxy: its Telemetries (workload >
-/// namespace > root namespace) over the mesh config. The `envoy` provider logs where and as
-/// the mesh config says, else text to the proxy's stdout.
-fn telemetry(world: &World, me: &Workload, mode: crate::resources::telemetry::Mode) -> crate::snapshot::SideTelemetry {
-    use crate::resources::telemetry;
-    let id = &me.identity;
-    let t = telemetry::effective(&telemetry::applicable(&world.telemetries, &id.namespace, &id.labels), mode);
+/// The sampling, span tags and access log of one side of a proxy: the Telemetries that apply
+/// to it (workload > namespace > root namespace) over the mesh config. The `envoy` provider
+/// logs where and as the mesh config says, else text to the proxy's stdout.
+fn telemetry(
+    world: &World,
+    applicable: &[&crate::resources::telemetry::Telemetry],
+    mode: crate::resources::telemetry::Mode,
+) -> crate::snapshot::SideTelemetry {
+    let t = crate::resources::telemetry::effective(applicable, mode);
     let access_log = match t.access_log {
         Some(true) => {
             let mut log = world.mesh.access_log.clone().unwrap_or(crate::resources::mesh_config::AccessLog {
@@ -1248,6 +1249,7 @@ fn telemetry(world: &World, me: &Workload, mode: crate::resources::telemetry::Mo
     crate::snapshot::SideTelemetry { sampling: t.sampling.or(world.mesh.sampling), access_log, span_tags: t.span_tags }
 }
 
+/// The snapshot for the proxy of pod `me`.
 pub fn snapshot(world: &World, me: &Workload, version: Version) -> Snapshot {
     let mut snap = Snapshot {
         version,
@@ -1265,16 +1267,16 @@ pub fn snapshot(world: &World, me: &Workload, version: Version) -> Snapshot {
         snap.outbound_tcp = outbound_tcp(world, me);
     }
     if me.identity.role != Role::Plain {
-        use crate::resources::telemetry::Mode;
-        let (client, server) = (telemetry(world, me, Mode::Client), telemetry(world, me, Mode::Server));
-        snap.server = (me.identity.role == Role::Sidecar && server != client).then_some(server);
-        snap.client = client;
+        use crate::resources::telemetry::{self, Mode};
         let id = &me.identity;
-        snap.metrics = crate::resources::telemetry::metric_rules(&crate::resources::telemetry::applicable(
-            &world.telemetries,
-            &id.namespace,
-            &id.labels,
-        ));
+        let applicable = telemetry::applicable(&world.telemetries, &id.namespace, &id.labels);
+        snap.client = telemetry(world, &applicable, Mode::Client);
+        // Only a sidecar has a server side (its inbound listeners).
+        if me.identity.role == Role::Sidecar {
+            let server = telemetry(world, &applicable, Mode::Server);
+            snap.server = (server != snap.client).then_some(server);
+        }
+        snap.metrics = telemetry::metric_rules(&applicable);
         snap.authz = authorization(world, me);
         snap.jwt = jwt_rules(world, me);
     }

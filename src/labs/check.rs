@@ -185,7 +185,8 @@ pub struct Expect {
     #[serde(default)]
     pub load: Option<LoadExpect>,
     /// The request's trace, as the collector's Jaeger API gives it (found by the request's
-    /// `x-request-id`, which the ingress gateway's span carries as `guid:x-request-id`).
+    /// `x-request-id`, which its first hop's span carries as `guid:x-request-id`: the ingress
+    /// gateway's, or the sending workload's sidecar's).
     #[serde(default)]
     pub trace: Option<TraceExpect>,
     /// What the mesh's own metrics say about the calls the requests caused, as `meshrig graph`

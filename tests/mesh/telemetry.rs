@@ -226,15 +226,15 @@ fn a_bookinfo_page_is_one_trace_from_the_gateway_to_ratings_in_jaegers_api() {
 /// The lines of `meshrig logs WORKLOAD -c istio-proxy` that contain `want`, waiting (bounded)
 /// for the proxy's writer to put them there.
 fn proxy_log_lines(mesh: &Mesh, workload: &str, want: &str) -> Vec<String> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
+    within(Duration::from_secs(10), POLL, &format!("{want:?} in {workload}'s proxy log"), || {
         let log = mesh.ok(&["logs", workload, "-c", "istio-proxy"]);
         let lines: Vec<String> = log.lines().filter(|l| l.contains(want)).map(str::to_string).collect();
-        if !lines.is_empty() || std::time::Instant::now() > deadline {
-            return lines;
+        if lines.is_empty() {
+            Err(log)
+        } else {
+            Ok(lines)
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    })
 }
 
 #[test]
