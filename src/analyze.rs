@@ -313,12 +313,15 @@ fn subsets(items: &[Item]) -> BTreeMap<String, BTreeSet<String>> {
 }
 
 /// Only what concerns `namespace` (None: everything).
+/// A file's schema errors (IST0106) are always kept: `analyze -f` refuses what `apply` would,
+/// whichever namespace the file's resource is in.
 pub fn in_namespace(messages: Vec<Message>, namespace: Option<&str>) -> Vec<Message> {
     match namespace {
         None => messages,
-        Some(n) => {
-            messages.into_iter().filter(|m| m.namespace == n || (m.kind == "Namespace" && m.name == n)).collect()
-        }
+        Some(n) => messages
+            .into_iter()
+            .filter(|m| m.namespace == n || (m.kind == "Namespace" && m.name == n) || m.code == "IST0106")
+            .collect(),
     }
 }
 

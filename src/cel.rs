@@ -6,27 +6,58 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A checked expression.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Expr {
+/// The longest expression accepted, in characters (Envoy's CEL has no smaller useful one; the
+/// access-log and tag expressions of Istio's tasks are under a hundred).
+pub const MAX_LENGTH: usize = 4096;
+/// The deepest nesting accepted: parentheses, `!`, `? :` and function calls, counted together.
+pub const MAX_DEPTH: usize = 32;
+/// The most values and attributes one expression may hold; each is read on every request.
+pub const MAX_TERMS: usize = 256;
+
+/// A checked expression, kept with the text it was parsed from. A snapshot carries the text
+/// (never the tree, whose depth a JSON reader would have to follow) and a proxy parses it again
+/// with the same limits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Expr {
+    text: String,
+    root: Node,
+}
+
+impl Serialize for Expr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for Expr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Expr, D::Error> {
+        let text = String::deserialize(d)?;
+        Expr::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The tree of an expression. `&&`, `||` and `+` hold their terms side by side, so a long chain
+/// is wide, not deep; the depth is bounded by [`MAX_DEPTH`] at parse time.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Node {
     Int(i64),
     Str(String),
     Bool(bool),
     Attr(Attr),
     /// `request.headers['name']` (the name lower-cased).
     Header(String),
-    Not(Box<Expr>),
-    And(Box<Expr>, Box<Expr>),
-    Or(Box<Expr>, Box<Expr>),
-    Compare(Box<Expr>, Op, Box<Expr>),
-    /// `a + b`: numbers add, strings join.
-    Add(Box<Expr>, Box<Expr>),
+    Not(Box<Node>),
+    And(Vec<Node>),
+    Or(Vec<Node>),
+    Compare(Box<Node>, Op, Box<Node>),
+    /// `a + b + …`: numbers add, strings join (all terms of one type).
+    Add(Vec<Node>),
     /// `cond ? a : b`.
-    If(Box<Expr>, Box<Expr>, Box<Expr>),
+    If(Box<Node>, Box<Node>, Box<Node>),
     /// `string(x)`.
-    ToString(Box<Expr>),
+    ToString(Box<Node>),
     /// `int(x)`.
-    ToInt(Box<Expr>),
+    ToInt(Box<Node>),
 }
 
 /// Envoy's attributes that meshrig's proxies supply.
@@ -177,15 +208,20 @@ impl Facts<'_> {
 }
 
 impl Expr {
-    /// Parses and type-checks; the message says where it stopped and what meshrig knows.
+    /// Parses and type-checks; the message says where it stopped and what meshrig knows, or
+    /// which limit the expression passes.
     pub fn parse(text: &str) -> Result<Expr, String> {
+        let length = text.chars().count();
+        if length > MAX_LENGTH {
+            return Err(format!("the expression is {length} characters long; meshrig accepts at most {MAX_LENGTH}"));
+        }
         let tokens = tokenize(text)?;
-        let mut p = Parser { tokens, at: 0 };
-        let e = p.cond()?;
+        let mut p = Parser { tokens, at: 0, depth: 0, terms: 0 };
+        let root = p.cond()?;
         match p.tokens.get(p.at) {
             None => {
-                e.ty()?;
-                Ok(e)
+                root.ty()?;
+                Ok(Expr { text: text.to_string(), root })
             }
             Some(t) => Err(format!("unexpected {} in {text:?}", t.describe())),
         }
@@ -194,7 +230,7 @@ impl Expr {
     /// An access-log filter: an expression that is true or false.
     pub fn parse_filter(text: &str) -> Result<Expr, String> {
         let e = Expr::parse(text)?;
-        match e.ty()? {
+        match e.root.ty()? {
             Type::Bool => Ok(e),
             t => Err(format!(
                 "a filter must be true or false (such as `response.code >= 400`); {text:?} is {}",
@@ -203,21 +239,43 @@ impl Expr {
         }
     }
 
+    /// The text the expression was parsed from.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     /// The header names the expression reads (lower-case).
     pub fn headers(&self, out: &mut Vec<String>) {
+        self.root.headers(out)
+    }
+
+    /// The value, or `None` when an attribute is absent (CEL's "no such attribute" error).
+    pub fn eval(&self, f: &Facts) -> Option<Value> {
+        self.root.eval(f)
+    }
+
+    /// A filter's verdict: an absent attribute or a non-boolean is false (Envoy logs nothing).
+    pub fn matches(&self, f: &Facts) -> bool {
+        self.root.truth(f) == Some(true)
+    }
+}
+
+impl Node {
+    fn headers(&self, out: &mut Vec<String>) {
         match self {
-            Expr::Header(h) => {
+            Node::Header(h) => {
                 if !out.contains(h) {
                     out.push(h.clone());
                 }
             }
-            Expr::Int(_) | Expr::Str(_) | Expr::Bool(_) | Expr::Attr(_) => {}
-            Expr::Not(a) | Expr::ToString(a) | Expr::ToInt(a) => a.headers(out),
-            Expr::And(a, b) | Expr::Or(a, b) | Expr::Compare(a, _, b) | Expr::Add(a, b) => {
+            Node::Int(_) | Node::Str(_) | Node::Bool(_) | Node::Attr(_) => {}
+            Node::Not(a) | Node::ToString(a) | Node::ToInt(a) => a.headers(out),
+            Node::And(terms) | Node::Or(terms) | Node::Add(terms) => terms.iter().for_each(|t| t.headers(out)),
+            Node::Compare(a, _, b) => {
                 a.headers(out);
                 b.headers(out);
             }
-            Expr::If(c, a, b) => {
+            Node::If(c, a, b) => {
                 c.headers(out);
                 a.headers(out);
                 b.headers(out);
@@ -226,7 +284,7 @@ impl Expr {
     }
 
     fn ty(&self) -> Result<Type, String> {
-        let want = |e: &Expr, t: Type, what: &str| -> Result<(), String> {
+        let want = |e: &Node, t: Type, what: &str| -> Result<(), String> {
             let got = e.ty()?;
             if got == t {
                 Ok(())
@@ -235,24 +293,25 @@ impl Expr {
             }
         };
         Ok(match self {
-            Expr::Int(_) => Type::Int,
-            Expr::Str(_) | Expr::Header(_) => Type::Str,
-            Expr::Bool(_) => Type::Bool,
-            Expr::Attr(a) => a.ty(),
-            Expr::Not(a) => {
+            Node::Int(_) => Type::Int,
+            Node::Str(_) | Node::Header(_) => Type::Str,
+            Node::Bool(_) => Type::Bool,
+            Node::Attr(a) => a.ty(),
+            Node::Not(a) => {
                 want(a, Type::Bool, "`!`")?;
                 Type::Bool
             }
-            Expr::And(a, b) | Expr::Or(a, b) => {
-                want(a, Type::Bool, "`&&` and `||`")?;
-                want(b, Type::Bool, "`&&` and `||`")?;
+            Node::And(terms) | Node::Or(terms) => {
+                for t in terms {
+                    want(t, Type::Bool, "`&&` and `||`")?;
+                }
                 Type::Bool
             }
-            Expr::Compare(a, op, b) => {
+            Node::Compare(a, op, b) => {
                 let (ta, tb) = (a.ty()?, b.ty()?);
                 if ta != tb {
                     let hint = match (&**a, &**b) {
-                        (Expr::Attr(at), other) | (other, Expr::Attr(at)) if at.ty() == Type::Int => {
+                        (Node::Attr(at), other) | (other, Node::Attr(at)) if at.ty() == Type::Int => {
                             format!(" (write {} without quotes)", describe(other))
                         }
                         _ => String::new(),
@@ -270,25 +329,27 @@ impl Expr {
                 }
                 Type::Bool
             }
-            Expr::Add(a, b) => {
-                let ta = a.ty()?;
+            Node::Add(terms) => {
+                let ta = terms[0].ty()?;
                 if ta == Type::Bool {
                     return Err("`+` adds numbers or joins strings".into());
                 }
-                want(b, ta, "`+`")?;
+                for t in &terms[1..] {
+                    want(t, ta, "`+`")?;
+                }
                 ta
             }
-            Expr::If(c, a, b) => {
+            Node::If(c, a, b) => {
                 want(c, Type::Bool, "the condition of `? :`")?;
                 let ta = a.ty()?;
                 want(b, ta, "both branches of `? :`")?;
                 ta
             }
-            Expr::ToString(a) => {
+            Node::ToString(a) => {
                 a.ty()?;
                 Type::Str
             }
-            Expr::ToInt(a) => {
+            Node::ToInt(a) => {
                 if a.ty()? == Type::Bool {
                     return Err("int() takes a number or a string".into());
                 }
@@ -297,18 +358,31 @@ impl Expr {
         })
     }
 
-    /// The value, or `None` when an attribute is absent (CEL's "no such attribute" error).
-    pub fn eval(&self, f: &Facts) -> Option<Value> {
+    fn eval(&self, f: &Facts) -> Option<Value> {
         Some(match self {
-            Expr::Int(n) => Value::Int(*n),
-            Expr::Str(s) => Value::Str(s.clone()),
-            Expr::Bool(b) => Value::Bool(*b),
-            Expr::Attr(a) => f.attr(*a)?,
-            Expr::Header(h) => Value::Str(f.request?.header(h)?.to_string()),
-            Expr::Not(a) => Value::Bool(!a.truth(f)?),
-            Expr::And(a, b) => Value::Bool(a.truth(f)? && b.truth(f)?),
-            Expr::Or(a, b) => Value::Bool(a.truth(f)? || b.truth(f)?),
-            Expr::Compare(a, op, b) => {
+            Node::Int(n) => Value::Int(*n),
+            Node::Str(s) => Value::Str(s.clone()),
+            Node::Bool(b) => Value::Bool(*b),
+            Node::Attr(a) => f.attr(*a)?,
+            Node::Header(h) => Value::Str(f.request?.header(h)?.to_string()),
+            Node::Not(a) => Value::Bool(!a.truth(f)?),
+            Node::And(terms) => {
+                for t in terms {
+                    if !t.truth(f)? {
+                        return Some(Value::Bool(false));
+                    }
+                }
+                Value::Bool(true)
+            }
+            Node::Or(terms) => {
+                for t in terms {
+                    if t.truth(f)? {
+                        return Some(Value::Bool(true));
+                    }
+                }
+                Value::Bool(false)
+            }
+            Node::Compare(a, op, b) => {
                 let ord = match (a.eval(f)?, b.eval(f)?) {
                     (Value::Int(x), Value::Int(y)) => x.cmp(&y),
                     (Value::Str(x), Value::Str(y)) => x.cmp(&y),
@@ -325,20 +399,26 @@ impl Expr {
                     Op::Ge => ord != Less,
                 })
             }
-            Expr::Add(a, b) => match (a.eval(f)?, b.eval(f)?) {
-                (Value::Int(x), Value::Int(y)) => Value::Int(x.checked_add(y)?),
-                (Value::Str(x), Value::Str(y)) => Value::Str(x + &y),
-                _ => return None,
-            },
-            Expr::If(c, a, b) => {
+            Node::Add(terms) => {
+                let mut sum = terms[0].eval(f)?;
+                for t in &terms[1..] {
+                    sum = match (sum, t.eval(f)?) {
+                        (Value::Int(x), Value::Int(y)) => Value::Int(x.checked_add(y)?),
+                        (Value::Str(x), Value::Str(y)) => Value::Str(x + &y),
+                        _ => return None,
+                    };
+                }
+                sum
+            }
+            Node::If(c, a, b) => {
                 if c.truth(f)? {
                     a.eval(f)?
                 } else {
                     b.eval(f)?
                 }
             }
-            Expr::ToString(a) => Value::Str(a.eval(f)?.to_string()),
-            Expr::ToInt(a) => match a.eval(f)? {
+            Node::ToString(a) => Value::Str(a.eval(f)?.to_string()),
+            Node::ToInt(a) => match a.eval(f)? {
                 Value::Int(n) => Value::Int(n),
                 Value::Str(s) => Value::Int(s.trim().parse().ok()?),
                 Value::Bool(_) => return None,
@@ -352,19 +432,14 @@ impl Expr {
             _ => None,
         }
     }
-
-    /// A filter's verdict: an absent attribute or a non-boolean is false (Envoy logs nothing).
-    pub fn matches(&self, f: &Facts) -> bool {
-        self.truth(f) == Some(true)
-    }
 }
 
-fn describe(e: &Expr) -> String {
+fn describe(e: &Node) -> String {
     match e {
-        Expr::Int(n) => n.to_string(),
-        Expr::Str(s) => format!("{s:?}"),
-        Expr::Attr(a) => ATTRIBUTES.iter().find(|(_, x)| x == a).map_or("it", |(n, _)| n).to_string(),
-        Expr::Header(h) => format!("request.headers[{h:?}]"),
+        Node::Int(n) => n.to_string(),
+        Node::Str(s) => format!("{s:?}"),
+        Node::Attr(a) => ATTRIBUTES.iter().find(|(_, x)| x == a).map_or("it", |(n, _)| n).to_string(),
+        Node::Header(h) => format!("request.headers[{h:?}]"),
         _ => "the expression".into(),
     }
 }
@@ -438,6 +513,10 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
 struct Parser {
     tokens: Vec<Token>,
     at: usize,
+    /// Nesting entered so far (parentheses, `!`, `? :`, calls); never above [`MAX_DEPTH`].
+    depth: usize,
+    /// Values and attributes read so far; never above [`MAX_TERMS`].
+    terms: usize,
 }
 
 impl Parser {
@@ -457,34 +536,60 @@ impl Parser {
         }
     }
 
-    fn cond(&mut self) -> Result<Expr, String> {
+    /// Parses `inner` one level deeper; refused past [`MAX_DEPTH`], so the parser's own
+    /// recursion, and every walk of the tree after it, is bounded.
+    fn nested(&mut self, inner: impl FnOnce(&mut Self) -> Result<Node, String>) -> Result<Node, String> {
+        if self.depth == MAX_DEPTH {
+            return Err(format!(
+                "the expression nests deeper than {MAX_DEPTH} levels (parentheses, `!`, `? :` and calls count); write it flatter"
+            ));
+        }
+        self.depth += 1;
+        let node = inner(self);
+        self.depth -= 1;
+        node
+    }
+
+    fn term(&mut self, node: Node) -> Result<Node, String> {
+        self.terms += 1;
+        if self.terms > MAX_TERMS {
+            return Err(format!(
+                "the expression has more than {MAX_TERMS} values and attributes; meshrig accepts at most {MAX_TERMS}"
+            ));
+        }
+        Ok(node)
+    }
+
+    fn cond(&mut self) -> Result<Node, String> {
         let c = self.or()?;
         if !self.eat("?") {
             return Ok(c);
         }
-        let a = self.cond()?;
-        self.expect(":", "`? :`")?;
-        let b = self.cond()?;
-        Ok(Expr::If(Box::new(c), Box::new(a), Box::new(b)))
+        self.nested(|p| {
+            let a = p.cond()?;
+            p.expect(":", "`? :`")?;
+            let b = p.cond()?;
+            Ok(Node::If(Box::new(c), Box::new(a), Box::new(b)))
+        })
     }
 
-    fn or(&mut self) -> Result<Expr, String> {
-        let mut left = self.and()?;
+    fn or(&mut self) -> Result<Node, String> {
+        let mut terms = vec![self.and()?];
         while self.eat("||") {
-            left = Expr::Or(Box::new(left), Box::new(self.and()?));
+            terms.push(self.and()?);
         }
-        Ok(left)
+        Ok(if terms.len() == 1 { terms.pop().unwrap() } else { Node::Or(terms) })
     }
 
-    fn and(&mut self) -> Result<Expr, String> {
-        let mut left = self.relation()?;
+    fn and(&mut self) -> Result<Node, String> {
+        let mut terms = vec![self.relation()?];
         while self.eat("&&") {
-            left = Expr::And(Box::new(left), Box::new(self.relation()?));
+            terms.push(self.relation()?);
         }
-        Ok(left)
+        Ok(if terms.len() == 1 { terms.pop().unwrap() } else { Node::And(terms) })
     }
 
-    fn relation(&mut self) -> Result<Expr, String> {
+    fn relation(&mut self) -> Result<Node, String> {
         let left = self.sum()?;
         let op = match self.tokens.get(self.at) {
             Some(Token::Op("==")) => Op::Eq,
@@ -496,33 +601,35 @@ impl Parser {
             _ => return Ok(left),
         };
         self.at += 1;
-        Ok(Expr::Compare(Box::new(left), op, Box::new(self.sum()?)))
+        Ok(Node::Compare(Box::new(left), op, Box::new(self.sum()?)))
     }
 
-    fn sum(&mut self) -> Result<Expr, String> {
-        let mut left = self.unary()?;
+    fn sum(&mut self) -> Result<Node, String> {
+        let mut terms = vec![self.unary()?];
         while self.eat("+") {
-            left = Expr::Add(Box::new(left), Box::new(self.unary()?));
+            terms.push(self.unary()?);
         }
-        Ok(left)
+        Ok(if terms.len() == 1 { terms.pop().unwrap() } else { Node::Add(terms) })
     }
 
-    fn unary(&mut self) -> Result<Expr, String> {
+    fn unary(&mut self) -> Result<Node, String> {
         if self.eat("!") {
-            return Ok(Expr::Not(Box::new(self.unary()?)));
+            return self.nested(|p| Ok(Node::Not(Box::new(p.unary()?))));
         }
         if self.eat("(") {
-            let inner = self.cond()?;
-            if !self.eat(")") {
-                return Err("a `(` is not closed".into());
-            }
-            return Ok(inner);
+            return self.nested(|p| {
+                let inner = p.cond()?;
+                if !p.eat(")") {
+                    return Err("a `(` is not closed".into());
+                }
+                Ok(inner)
+            });
         }
         let token = self.tokens.get(self.at).cloned();
         self.at += 1;
         match token {
-            Some(Token::Int(n)) => Ok(Expr::Int(n)),
-            Some(Token::Str(s)) => Ok(Expr::Str(s)),
+            Some(Token::Int(n)) => self.term(Node::Int(n)),
+            Some(Token::Str(s)) => self.term(Node::Str(s)),
             Some(Token::Ident(name)) => self.name(name),
             other => Err(format!(
                 "expected a value or an attribute such as response.code, found {}",
@@ -531,17 +638,15 @@ impl Parser {
         }
     }
 
-    fn name(&mut self, name: String) -> Result<Expr, String> {
+    fn name(&mut self, name: String) -> Result<Node, String> {
         match name.as_str() {
-            "true" => return Ok(Expr::Bool(true)),
-            "false" => return Ok(Expr::Bool(false)),
+            "true" => return self.term(Node::Bool(true)),
+            "false" => return self.term(Node::Bool(false)),
             "string" | "int" if self.eat("(") => {
-                let inner = self.cond()?;
-                self.expect(")", &format!("{name}(…)"))?;
-                return Ok(if name == "string" {
-                    Expr::ToString(Box::new(inner))
-                } else {
-                    Expr::ToInt(Box::new(inner))
+                return self.nested(|p| {
+                    let inner = p.cond()?;
+                    p.expect(")", &format!("{name}(…)"))?;
+                    Ok(if name == "string" { Node::ToString(Box::new(inner)) } else { Node::ToInt(Box::new(inner)) })
                 });
             }
             "request.headers" => {
@@ -554,16 +659,16 @@ impl Parser {
                 };
                 self.at += 1;
                 self.expect("]", "request.headers['name']")?;
-                return Ok(Expr::Header(header.to_ascii_lowercase()));
+                return self.term(Node::Header(header.to_ascii_lowercase()));
             }
             _ => {}
         }
         // CEL's field syntax for a map key (`request.headers.foo` is the key `foo`).
         if let Some(header) = name.strip_prefix("request.headers.").filter(|h| !h.contains('.') && *h != "host") {
-            return Ok(Expr::Header(header.to_ascii_lowercase()));
+            return self.term(Node::Header(header.to_ascii_lowercase()));
         }
         match ATTRIBUTES.iter().find(|(n, _)| *n == name) {
-            Some((_, a)) => Ok(Expr::Attr(*a)),
+            Some((_, a)) => self.term(Node::Attr(*a)),
             None => Err(format!("meshrig does not know the attribute {name:?}; it knows {}", known())),
         }
     }
@@ -644,5 +749,44 @@ mod tests {
         assert!(Expr::parse("response.code > 1 ? 'a' : 2").unwrap_err().contains("both branches"));
         assert!(Expr::parse("request.headers[x]").unwrap_err().contains("quoted header name"));
         assert!(Expr::parse("'open").unwrap_err().contains("not closed"));
+    }
+
+    #[test]
+    fn hostile_expressions_are_refused_by_a_named_limit_without_recursing() {
+        let err = |t: &str| Expr::parse(t).unwrap_err();
+        let parens = format!("{}response.code == 200{}", "(".repeat(2000), ")".repeat(2000));
+        assert!(err(&parens).contains("nests deeper than 32"), "{}", err(&parens));
+        let parens = format!("{}response.code == 200{}", "(".repeat(33), ")".repeat(33));
+        assert!(err(&parens).contains("nests deeper than 32"), "{}", err(&parens));
+        let nots = format!("{}true", "!".repeat(200_000));
+        assert!(err(&nots).contains("characters long"));
+        assert!(err(&format!("{}true", "!".repeat(33))).contains("nests deeper"));
+        let choices = "true ? 1 : ".repeat(40) + "0";
+        assert!(err(&choices).contains("nests deeper"), "{}", err(&choices));
+        let ands = vec!["true"; 300].join("&&");
+        assert!(err(&ands).contains(&format!("more than {MAX_TERMS} values")), "{}", err(&ands));
+        let ands = vec!["true"; 8000].join(" && ");
+        assert!(err(&ands).contains("characters long"));
+    }
+
+    #[test]
+    fn the_largest_accepted_expressions_survive_a_json_round_trip_and_evaluate() {
+        // As wide as the limits allow: a chain of OR-ed comparisons, flat in the tree.
+        let term = "request.headers['x-user'] == 'u";
+        let n = MAX_LENGTH / (term.len() + 6);
+        let wide = (0..n).map(|i| format!("{term}{}'", i % 10)).collect::<Vec<_>>().join(" || ");
+        assert!(wide.len() <= MAX_LENGTH && n >= 70, "{n} terms");
+        // As deep as the limits allow.
+        let deep = format!("{}response.code >= 400{}", "(".repeat(MAX_DEPTH), ")".repeat(MAX_DEPTH));
+        let r = Request { headers: vec![("x-user".into(), "u7".into())], ..request() };
+        let f = Facts { request: Some(&r), code: Some(503), destination_port: None, mtls: false };
+        for text in [wide, deep] {
+            let e = Expr::parse_filter(&text).unwrap();
+            let json = serde_json::to_string(&vec![vec![vec![e.clone()]]]).unwrap();
+            let back: Vec<Vec<Vec<Expr>>> = serde_json::from_str(&json).unwrap();
+            assert_eq!(back[0][0][0], e);
+            assert!(back[0][0][0].matches(&f), "{text}");
+        }
+        assert!(serde_json::from_str::<Expr>("\"response.code >=\"").is_err(), "a bad text is refused");
     }
 }

@@ -75,7 +75,9 @@ pub async fn run(env: &Env, o: Options) -> anyhow::Result<ExitCode> {
             let mut resource = d.resource.clone();
             resource.set_default_namespace(&namespace);
             let invalid = validate::validate(&resource).err().unwrap_or_default();
-            files.push(Item { resource, origin: Some(format!("{}:{}", d.file, d.line)), invalid });
+            // An invalid resource is placed at its first bad field's line, as `apply` places it.
+            let field = invalid.first().and_then(|e| e.split_once(": ")).map_or("", |(f, _)| f);
+            files.push(Item { resource, origin: Some(format!("{}:{}", d.file, d.line_of(field))), invalid });
         }
         if files.is_empty() {
             bail!("no resources found in {}", o.files.join(", "));

@@ -9,6 +9,7 @@ mod cli;
 mod dashboard;
 mod egress;
 mod gateway_ports;
+mod hardening;
 mod labs;
 mod lifecycle;
 mod proxy_config;
