@@ -164,12 +164,12 @@ mod tests {
             crate::jwt::verify(std::slice::from_ref(&rule), &token, 1_000 + 60 + 61).unwrap_err(),
             crate::jwt::Refusal::Expired
         );
-        // The same key after a restart; another key does not verify the token.
+        // The same key after a restart; another key (another kid) has no key for the token.
         let again = Issuer::load_or_create(&path).unwrap();
         assert_eq!(again.jwks(), issuer.jwks());
         let other = Issuer::load_or_create(&dir.path().join("other.p8")).unwrap();
         let rule = crate::jwt::Rule { jwks: other.jwks(), ..rule };
-        assert_eq!(crate::jwt::verify(&[rule], &token, 1_010).unwrap_err(), crate::jwt::Refusal::Verification);
+        assert_eq!(crate::jwt::verify(&[rule], &token, 1_010).unwrap_err(), crate::jwt::Refusal::KidAlgMismatch);
         std::fs::write(&path, b"garbage").unwrap();
         assert!(Issuer::load_or_create(&path).err().unwrap().contains("delete it"));
     }

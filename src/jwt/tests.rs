@@ -109,19 +109,104 @@ fn rsa_components(der: &[u8]) -> (Vec<u8>, Vec<u8>) {
     (strip(&der[n_at..n_at + n_len]), strip(&der[e_at..e_at + e_len]))
 }
 
+fn first(rules: &[Rule], h: &http::HeaderMap, query: Option<&str>) -> Option<(String, TokenAt)> {
+    find_tokens(rules, h, query).into_iter().next().map(|f| (f.token, f.at))
+}
+
 #[test]
 fn tokens_are_found_where_the_rules_say() {
     let mut h = http::HeaderMap::new();
     h.insert("authorization", "Bearer abc".parse().unwrap());
     let default = [Rule::default()];
-    assert_eq!(find_token(&default, &h, None), Some(("abc".into(), TokenAt::Header("authorization".into()))));
-    assert_eq!(find_token(&default, &http::HeaderMap::new(), Some("x=1&access_token=qq")).unwrap().0, "qq");
+    assert_eq!(first(&default, &h, None), Some(("abc".into(), TokenAt::Header("authorization".into()))));
+    assert_eq!(first(&default, &http::HeaderMap::new(), Some("x=1&access_token=qq")).unwrap().0, "qq");
     let custom = [Rule { from_headers: vec![("x-jwt".into(), String::new())], ..Default::default() }];
-    assert_eq!(find_token(&custom, &h, None), None, "only the rule's own locations");
+    assert_eq!(first(&custom, &h, None), None, "only the rule's own locations");
     h.insert("x-jwt", "zz".parse().unwrap());
-    assert_eq!(find_token(&custom, &h, None).unwrap().0, "zz");
+    assert_eq!(first(&custom, &h, None).unwrap().0, "zz");
     let cookie = [Rule { from_cookies: vec!["session".into()], ..Default::default() }];
-    assert_eq!(find_token(&cookie, &h, None), None, "a cookie rule does not read Authorization");
+    assert_eq!(first(&cookie, &h, None), None, "a cookie rule does not read Authorization");
     h.insert("cookie", "sessionx=no; session=tok".parse().unwrap());
-    assert_eq!(find_token(&cookie, &h, None), Some(("tok".into(), TokenAt::Cookie("session".into()))));
+    assert_eq!(first(&cookie, &h, None), Some(("tok".into(), TokenAt::Cookie("session".into()))));
+    // Every place is read, not only the first that has a token.
+    let all = find_tokens(&default, &h, Some("access_token=forged"));
+    let tokens: Vec<&str> = all.iter().map(|f| f.token.as_str()).collect();
+    assert_eq!(tokens, ["abc", "forged"]);
+}
+
+fn claims(extra: serde_json::Value) -> serde_json::Value {
+    let mut c = serde_json::json!({"iss": "testing@secure.istio.io", "sub": "x"});
+    c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    c
+}
+
+#[test]
+fn time_claims_are_read_as_envoy_reads_them() {
+    let i = Issuer::new();
+    let rules = [rule(&i)];
+    let refusal = |extra| verify(&rules, &i.token(claims(extra)), NOW).map(|_| ()).unwrap_err().message();
+    // A fraction is dropped: the token expires when its whole second does.
+    let fraction = i.token(claims(serde_json::json!({"exp": (NOW - 100) as f64 + 0.5})));
+    assert_eq!(verify(&rules, &fraction, NOW).unwrap_err(), Refusal::Expired);
+    assert_eq!(refusal(serde_json::json!({"exp": "1800000000"})), "Jwt payload [exp] field is not an integer");
+    assert_eq!(refusal(serde_json::json!({"exp": -5})), "Jwt payload [exp] field is not a positive 64 bit integer");
+    assert_eq!(
+        refusal(serde_json::json!({"exp": 2.001e206})),
+        "Jwt payload [exp] field is not a positive 64 bit integer"
+    );
+    assert_eq!(refusal(serde_json::json!({"nbf": "soon"})), "Jwt payload [nbf] field is not an integer");
+    assert_eq!(refusal(serde_json::json!({"nbf": -1})), "Jwt payload [nbf] field is not a positive 64 bit integer");
+    assert_eq!(refusal(serde_json::json!({"iat": true})), "Jwt payload [iat] field is not an integer");
+    assert_eq!(refusal(serde_json::json!({"aud": ["a", 1]})), "Jwt payload [aud] field is not a string or string list");
+    assert_eq!(refusal(serde_json::json!({"sub": 7})), "Jwt payload [sub] field is not a string");
+    // exp 0 is "no expiry", as in Envoy.
+    assert!(verify(&rules, &i.token(claims(serde_json::json!({"exp": 0}))), NOW).is_ok());
+}
+
+#[test]
+fn malformed_tokens_get_envoys_texts_and_a_wrong_audience_gets_403() {
+    let i = Issuer::new();
+    let mut with_aud = rule(&i);
+    with_aud.audiences = vec!["httpbin".into()];
+    let rules = [with_aud];
+    let refusal = |token: &str| verify(&rules, token, NOW).unwrap_err();
+    let good = i.token(claims(serde_json::json!({"aud": "httpbin"})));
+    let (head, rest) = good.split_once('.').unwrap();
+    let (body, sig) = rest.split_once('.').unwrap();
+    let none = format!("{}.{body}.", enc(br#"{"alg":"none"}"#));
+    assert_eq!(refusal(&none), Refusal::Malformed, "Envoy skips the empty signature section");
+    let none = format!("{}.{body}.{sig}", enc(br#"{"alg":"none"}"#));
+    assert_eq!(refusal(&none).message(), "Jwt header [alg] is not supported");
+    assert_eq!(
+        refusal(&format!("{}.{body}.{sig}", enc(b"{}"))).message(),
+        "Jwt header [alg] field is required and must be a string"
+    );
+    assert_eq!(refusal(&format!("@@.{body}.{sig}")).message(), "Jwt header is an invalid Base64url encoded");
+    assert_eq!(refusal(&format!("{}.{body}.{sig}", enc(b"[1]"))).message(), "Jwt header is an invalid JSON");
+    assert_eq!(refusal(&format!("{head}.@@.{sig}")).message(), "Jwt payload is an invalid Base64url encoded");
+    assert_eq!(refusal(&format!("{head}.{body}.@@")).message(), "Jwt signature is an invalid Base64url encoded");
+    let other_kid = format!("{}.{body}.{sig}", enc(br#"{"alg":"ES256","kid":"k9"}"#));
+    assert_eq!(refusal(&other_kid).message(), "Jwks doesn't have key to match kid or alg from Jwt");
+    let tampered = format!(
+        "{head}.{}.{sig}",
+        enc(claims(serde_json::json!({"aud": "httpbin", "sub": "admin"})).to_string().as_bytes())
+    );
+    assert_eq!(refusal(&tampered), Refusal::Verification);
+    let wrong = refusal(&i.token(claims(serde_json::json!({"aud": "other"}))));
+    assert_eq!((wrong.status(), wrong.message()), (http::StatusCode::FORBIDDEN, "Audiences in Jwt are not allowed"));
+    assert_eq!(Refusal::Expired.status(), http::StatusCode::UNAUTHORIZED);
+    assert!(verify(&rules, &good, NOW).is_ok());
+}
+
+#[test]
+fn a_token_is_only_taken_from_a_place_its_issuers_rule_names() {
+    let i = Issuer::new();
+    let header_rule = Rule { from_headers: vec![("x-jwt".into(), String::new())], ..rule(&i) };
+    let other = Rule { issuer: "other@example".into(), ..rule(&i) };
+    let rules = [header_rule, other];
+    let mut h = http::HeaderMap::new();
+    h.insert("authorization", format!("Bearer {}", i.token(claims(serde_json::json!({})))).parse().unwrap());
+    let found = find_tokens(&rules, &h, None);
+    assert_eq!(found.len(), 1);
+    assert_eq!(verify_found(&rules, &found[0], NOW).unwrap_err(), Refusal::IssuerNotConfigured);
 }

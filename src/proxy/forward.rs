@@ -561,27 +561,18 @@ fn admit<B>(runtime: &Runtime, conn: &Connection, port: u16, req: &mut Request<B
     if snap.authz.is_empty() && snap.jwt.is_empty() {
         return None;
     }
-    let mut verified = None;
-    if let Some((token, at)) = crate::jwt::find_token(&snap.jwt, req.headers(), req.uri().query()) {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        match crate::jwt::verify(&snap.jwt, &token, now) {
-            Ok(v) => {
-                let rule = &snap.jwt[v.rule];
-                if let (TokenAt::Header(name), false) = (&at, rule.forward_original_token) {
-                    req.headers_mut().remove(name.as_str());
-                }
-                if let Some(h) = &rule.output_payload_to_header {
-                    put_header(req.headers_mut(), h, &v.payload);
-                }
-                for (h, claim) in &rule.output_claim_to_headers {
-                    if let Some(value) = v.claims.get(claim).and_then(|c| c.as_str()) {
-                        put_header(req.headers_mut(), h, value);
-                    }
-                }
-                verified = Some(v);
-            }
+    // Every token the request carries where a rule looks must verify (Envoy's jwt_authn: a
+    // forged second token is not let through beside a good one); the first found names the
+    // request's principal.
+    let found = crate::jwt::find_tokens(&snap.jwt, req.headers(), req.uri().query());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut verified = Vec::with_capacity(found.len());
+    // Envoy verifies the last extracted first; the first refusal is the answer.
+    for f in found.iter().rev() {
+        match crate::jwt::verify_found(&snap.jwt, f, now) {
+            Ok(v) => verified.push((f, v)),
             Err(refusal) => {
-                let mut routed = Routed::plain(net::text(http::StatusCode::UNAUTHORIZED, refusal.message()));
+                let mut routed = Routed::plain(net::text(refusal.status(), refusal.message()));
                 let realm = format!(
                     "Bearer realm=\"http://{}{}\", error=\"invalid_token\"",
                     authority_of(req),
@@ -592,6 +583,23 @@ fn admit<B>(runtime: &Runtime, conn: &Connection, port: u16, req: &mut Request<B
             }
         }
     }
+    let mut principal = None;
+    while let Some((f, v)) = verified.pop() {
+        let rule = &snap.jwt[v.rule];
+        if let (TokenAt::Header(name), false) = (&f.at, rule.forward_original_token) {
+            req.headers_mut().remove(name.as_str());
+        }
+        if let Some(h) = &rule.output_payload_to_header {
+            put_header(req.headers_mut(), h, &v.payload);
+        }
+        for (h, claim) in &rule.output_claim_to_headers {
+            if let Some(value) = v.claims.get(claim).and_then(|c| c.as_str()) {
+                put_header(req.headers_mut(), h, value);
+            }
+        }
+        principal.get_or_insert(v);
+    }
+    let verified = principal;
     if snap.authz.is_empty() {
         return None;
     }

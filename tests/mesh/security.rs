@@ -265,14 +265,22 @@ impl JwtIssuer {
         JwtIssuer { key, jwks }
     }
     fn token(&self, exp_in: i64) -> String {
+        self.token_with(serde_json::json!({"exp": now() + exp_in}), r#"{"alg":"ES256","kid":"demo"}"#)
+    }
+    /// A token signed with the key, with these claims beside iss, sub and groups, and this header.
+    fn token_with(&self, extra: serde_json::Value, header: &str) -> String {
         use base64::Engine as _;
         let enc = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-        let claims = serde_json::json!({"iss": "testing@secure.istio.io", "sub": "testing@secure.istio.io", "exp": now + exp_in, "groups": ["group1"]});
-        let signed = format!("{}.{}", enc(br#"{"alg":"ES256","kid":"demo"}"#), enc(claims.to_string().as_bytes()));
+        let mut claims = serde_json::json!({"iss": "testing@secure.istio.io", "sub": "testing@secure.istio.io", "groups": ["group1"]});
+        claims.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let signed = format!("{}.{}", enc(header.as_bytes()), enc(claims.to_string().as_bytes()));
         let sig = self.key.sign(&aws_lc_rs::rand::SystemRandom::new(), signed.as_bytes()).unwrap();
         format!("{signed}.{}", enc(sig.as_ref()))
     }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
 #[test]
@@ -309,6 +317,34 @@ fn request_authentication_at_the_gateway_answers_as_istios_authentication_policy
     assert_eq!(call("/headers", Some(&issuer.token(-30))).status, 200);
     let expired = call("/headers", Some(&issuer.token(-120)));
     assert_eq!((expired.status, expired.body.as_str()), (401, "Jwt is expired"));
+    // Time claims as Envoy reads them: a fraction is dropped, anything but a number refused.
+    let es256 = r#"{"alg":"ES256","kid":"demo"}"#;
+    for (claims, header, text) in [
+        (serde_json::json!({"exp": (now() - 86_400) as f64 + 0.5}), es256, "Jwt is expired"),
+        (serde_json::json!({"exp": (now() - 86_400).to_string()}), es256, "Jwt payload [exp] field is not an integer"),
+        (serde_json::json!({"exp": -1}), es256, "Jwt payload [exp] field is not a positive 64 bit integer"),
+        (serde_json::json!({"nbf": "later"}), es256, "Jwt payload [nbf] field is not an integer"),
+        (serde_json::json!({}), r#"{"alg":"none"}"#, "Jwt header [alg] is not supported"),
+        (
+            serde_json::json!({}),
+            r#"{"alg":"ES256","kid":"unknown"}"#,
+            "Jwks doesn't have key to match kid or alg from Jwt",
+        ),
+    ] {
+        let refused = call("/headers", Some(&issuer.token_with(claims.clone(), header)));
+        assert_eq!((refused.status, refused.body.as_str()), (401, text), "{claims} {header}");
+    }
+    // Every token the request carries is verified: a forged one beside a good one is refused.
+    let auth = format!("Bearer {token}");
+    let both = crate::support::request(
+        gw,
+        "GET",
+        "httpbin.example.com",
+        "/headers?access_token=forged.by.me",
+        &[("Authorization", &auth)],
+    )
+    .unwrap();
+    assert_eq!((both.status, both.body.as_str()), (401, "Jwt header is an invalid Base64url encoded"));
 
     // Require a token: DENY requests without a request principal, then only on /headers.
     let deny = |to: &str| {
@@ -330,6 +366,16 @@ fn request_authentication_at_the_gateway_answers_as_istios_authentication_policy
     );
     assert_eq!(call("/ip", Some(&token)).status, 200);
     assert_eq!(call("/ip", None).status, 403);
+    // A rule with audiences: a token for another audience gets Envoy's 403.
+    mesh.apply_yaml(
+        "jwt.yaml",
+        &format!(
+            "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata:\n  name: jwt-example\n  namespace: istio-system\nspec:\n  selector:\n    matchLabels:\n      istio: ingressgateway\n  jwtRules:\n  - issuer: testing@secure.istio.io\n    jwks: \"{jwks}\"\n    audiences: [httpbin]\n"
+        ),
+    );
+    let other = call("/ip", Some(&issuer.token_with(serde_json::json!({"aud": "bookinfo"}), es256)));
+    assert_eq!((other.status, other.body.as_str()), (403, "Audiences in Jwt are not allowed"));
+    assert_eq!(call("/ip", Some(&issuer.token_with(serde_json::json!({"aud": ["x", "httpbin"]}), es256))).status, 200);
 }
 
 #[test]
