@@ -394,17 +394,15 @@ fn attribute(key: &Key, a: &Attrs<'_>) -> Option<Vec<String>> {
     let ns_sa = a.namespace_and_account();
     let http = a.http.as_ref();
     Some(match key {
+        // A header sent several times is one value, joined with commas, as Istio compares it
+        // (so `x: a` and `x: b` do not match a rule on `a` alone).
         Key::Header(name) => {
-            let values: Vec<String> = http?
-                .headers
-                .get_all(name.as_str())
-                .iter()
-                .filter_map(|v| v.to_str().ok().map(str::to_string))
-                .collect();
+            let values: Vec<&str> =
+                http?.headers.get_all(name.as_str()).iter().filter_map(|v| v.to_str().ok()).collect();
             if values.is_empty() {
                 return None;
             }
-            values
+            vec![values.join(",")]
         }
         Key::SourceIp => vec![a.source_ip.to_string()],
         Key::RemoteIp => vec![a.remote_ip.to_string()],

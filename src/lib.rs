@@ -34,6 +34,7 @@ pub mod jwt;
 pub mod labs;
 pub mod load;
 pub mod net;
+pub mod normalize;
 pub mod proxy;
 pub mod ready;
 pub mod reaper;

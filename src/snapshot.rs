@@ -102,6 +102,10 @@ pub struct Snapshot {
     /// Sidecar and gateway: the Telemetries' metric overrides (disabled metrics, labels).
     #[serde(default, skip_serializing_if = "crate::snapshot::is_default")]
     pub metrics: crate::resources::telemetry::MetricRules,
+    /// Sidecar and gateway: how request paths are normalised (mesh config
+    /// `pathNormalization`); a plain forwarder, outside the mesh, leaves them alone.
+    #[serde(default, skip_serializing_if = "crate::snapshot::is_default")]
+    pub path_normalization: crate::normalize::PathNormalization,
 }
 
 fn is_default<T: Default + PartialEq>(t: &T) -> bool {
@@ -167,11 +171,12 @@ impl Snapshot {
             client,
             server,
             metrics,
+            path_normalization,
         } = self;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (proxy, inbound, outbound, listeners, clusters, outbound_policy, outbound_tcp, authz, jwt, client, server)
             .hash(&mut h);
-        metrics.hash(&mut h);
+        (metrics, path_normalization).hash(&mut h);
         h.finish()
     }
 }

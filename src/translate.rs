@@ -1277,8 +1277,11 @@ pub fn snapshot(world: &World, me: &Workload, version: Version) -> Snapshot {
             snap.server = (server != snap.client).then_some(server);
         }
         snap.metrics = telemetry::metric_rules(&applicable);
+        snap.path_normalization = world.mesh.path_normalization;
         snap.authz = authorization(world, me);
         snap.jwt = jwt_rules(world, me);
+    } else {
+        snap.path_normalization = crate::normalize::PathNormalization::None;
     }
     if me.identity.role == Role::Sidecar {
         snap.inbound = me

@@ -191,6 +191,12 @@ fn conditions_hold_all_together() {
     assert!(allowed(&when, &Req { headers: headers.clone(), ..req() }));
     assert!(!allowed(&when, &req()), "the header is missing");
     assert!(!allowed(&when, &Req { headers: headers.clone(), principal: Some("cluster.local/ns/dev/sa/x"), ..req() }));
+    // Sent twice, a header is its values joined with commas (Istio's normalisation).
+    headers.append("version", "v9".parse().unwrap());
+    assert!(!allowed(&when, &Req { headers: headers.clone(), ..req() }), "v1,v9 is not v1");
+    let joined =
+        policies(&ap("joined", "  rules:\n  - when: [{key: \"request.headers[version]\", values: [\"v1,v9\"]}]"));
+    assert!(allowed(&joined, &Req { headers: headers.clone(), ..req() }));
     let port = policies(&ap("port", "  rules:\n  - when: [{key: destination.port, values: [\"9080\"]}]"));
     assert!(allowed(&port, &req()) && !allowed(&port, &Req { port: 1, ..req() }));
 }

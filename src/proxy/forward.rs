@@ -61,6 +61,8 @@ pub async fn handle(
     if matches!(direction, Direction::Outbound) && req.method() == http::Method::CONNECT {
         return crate::proxy::tcp::connect(&shared, &runtime, req).await;
     }
+    // Before anything reads the request (authorization, routing, telemetry, the upstream).
+    let refused = normalize(&mut req, runtime.snapshot.path_normalization);
     // Only requests that carry their own id are explained (the record costs nothing otherwise).
     let explain_id = match direction {
         Direction::Inbound { .. } => None,
@@ -97,7 +99,7 @@ pub async fn handle(
             if mode == Some(MtlsMode::Strict) && !conn.mtls() {
                 return Err(Reset("plaintext under STRICT mutual TLS"));
             }
-            if let Some(refused) = admit(&runtime, &conn, port, &mut req) {
+            if let Some(refused) = refused.map(Routed::reply).or_else(|| admit(&runtime, &conn, port, &mut req)) {
                 let service = listener.map_or_else(|| "unknown".into(), |i| i.service.clone());
                 (refused, service, None)
             } else {
@@ -110,13 +112,16 @@ pub async fn handle(
             }
         }
         // The gateway's jwt_authn and RBAC filters run before its router.
-        Direction::Gateway { port } => match admit(&runtime, &conn, port, &mut req) {
-            Some(refused) => (refused, "unknown".into(), None),
+        Direction::Gateway { port } => {
+            match refused.map(Routed::reply).or_else(|| admit(&runtime, &conn, port, &mut req)) {
+                Some(refused) => (refused, "unknown".into(), None),
+                None => routed(&runtime, &shared, direction, req, &conn, explain_id.is_some(), name_upstream).await?,
+            }
+        }
+        Direction::Outbound => match refused {
+            Some(reply) => (Routed::reply(reply), "unknown".into(), None),
             None => routed(&runtime, &shared, direction, req, &conn, explain_id.is_some(), name_upstream).await?,
         },
-        Direction::Outbound => {
-            routed(&runtime, &shared, direction, req, &conn, explain_id.is_some(), name_upstream).await?
-        }
     };
     if let (Some(id), Some((method, path, authority)), Some(routing)) = (explain_id, request_line, routing) {
         let status = routed.response.status().as_u16();
@@ -550,6 +555,28 @@ fn destination_port(uri: &Uri, authority: &str) -> u16 {
     }
     let host = route::strip_port(authority);
     authority.get(host.len() + 1..).and_then(|p| p.parse().ok()).unwrap_or(80)
+}
+
+/// Istio's normalisation, before anything reads the request: a method that is not upper case
+/// and a path the normalisation refuses (`%00`) get 400; otherwise the path is rewritten in
+/// place (the query kept as sent), so authorization, routing and the app see the same path.
+fn normalize<B>(req: &mut Request<B>, mode: crate::normalize::PathNormalization) -> Option<Reply> {
+    if !crate::normalize::method_ok(req.method().as_str()) {
+        return Some(Reply::BadMethod);
+    }
+    let path = match crate::normalize::path(req.uri().path(), mode) {
+        Err(_) => return Some(Reply::BadPath),
+        Ok(std::borrow::Cow::Borrowed(_)) => return None,
+        Ok(std::borrow::Cow::Owned(p)) => p,
+    };
+    let path_and_query = match req.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = Some(path_and_query.parse().ok()?);
+    *req.uri_mut() = http::Uri::from_parts(parts).ok()?;
+    None
 }
 
 /// Envoy's jwt_authn then RBAC filters, before routing, for one HTTP request on container

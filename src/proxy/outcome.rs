@@ -90,6 +90,10 @@ pub enum Reply {
     Upstream(upstream::Error),
     Timeout,
     FaultAbort(u16),
+    /// A method that is not upper case: Envoy's HTTP/1 codec refuses it (and closes).
+    BadMethod,
+    /// A path normalisation refuses (`%00`).
+    BadPath,
 }
 
 const RESET_BEFORE_HEADERS: &str = "upstream connect error or disconnect/reset before headers. reset reason: ";
@@ -126,6 +130,8 @@ impl Reply {
                 "fault filter abort".into(),
                 Flags::FAULT_INJECTED,
             ),
+            Reply::BadMethod => (StatusCode::BAD_REQUEST, "Bad Request".into(), Flags::default()),
+            Reply::BadPath => (StatusCode::BAD_REQUEST, String::new(), Flags::default()),
         }
     }
 
@@ -135,6 +141,9 @@ impl Reply {
         if flags.contains(Flags::UPSTREAM_OVERFLOW) {
             // Envoy marks a circuit breaker's answer so clients (and retries) can tell.
             resp.headers_mut().insert("x-envoy-overloaded", http::HeaderValue::from_static("true"));
+        }
+        if matches!(self, Reply::BadMethod) {
+            resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
         }
         (resp, flags)
     }

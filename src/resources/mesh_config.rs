@@ -1,8 +1,9 @@
 //! Istio's mesh config as meshrig reads it: the `mesh` key of ConfigMap `istio` in
 //! `istio-system` (where `istioctl install --set meshConfig...` puts it). meshrig applies
 //! `outboundTrafficPolicy.mode`, `enableTracing`, `defaultConfig.tracing.sampling`,
-//! `accessLogFile`, `accessLogEncoding` and `accessLogFormat` (parsed by
-//! `proxy/access_format.rs`); every other field is accepted and reported as not applied.
+//! `accessLogFile`, `accessLogEncoding`, `accessLogFormat` (parsed by
+//! `proxy/access_format.rs`) and `pathNormalization`; every other field is accepted and
+//! reported as not applied.
 
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +38,8 @@ pub struct MeshConfig {
     pub access_log_json: bool,
     /// `accessLogFormat`, parsed, for text lines (also a Telemetry's `envoy` provider's).
     pub access_log_format: Option<Vec<crate::proxy::access_format::Piece>>,
+    /// `pathNormalization.normalization` (BASE unless set).
+    pub path_normalization: crate::normalize::PathNormalization,
 }
 
 /// Where proxies write their access log, and how.
@@ -93,6 +96,23 @@ pub fn parse(mesh: &str) -> Result<(MeshConfig, Vec<String>), String> {
                 Some("JSON") => true,
                 _ => return Err("accessLogEncoding: must be TEXT or JSON".into()),
             };
+            continue;
+        }
+        if key == "pathNormalization" {
+            let names = crate::normalize::PathNormalization::NAMES.join(", ");
+            let name = match v.get("normalization") {
+                None => "BASE",
+                Some(n) => {
+                    n.as_str().ok_or_else(|| format!("pathNormalization.normalization: must be one of {names}"))?
+                }
+            };
+            config.path_normalization = crate::normalize::PathNormalization::parse(name)
+                .ok_or_else(|| format!("pathNormalization.normalization: {name:?} is not one of {names}"))?;
+            if let Some(m) = v.as_mapping() {
+                for k in m.keys().filter_map(|k| k.as_str()).filter(|k| *k != "normalization") {
+                    unapplied.push(format!("pathNormalization.{k}"));
+                }
+            }
             continue;
         }
         if key == "enableTracing" {
