@@ -59,8 +59,8 @@ pub fn path(path: &str, mode: PathNormalization) -> Result<Cow<'_, str>, Invalid
         return Err(Invalid::NulByte);
     }
     let merge = matches!(mode, PathNormalization::MergeSlashes | PathNormalization::DecodeAndMergeSlashes);
-    let plain =
-        !bytes.iter().any(|b| matches!(b, b'%' | b'\\')) && !has_dot_segment(bytes) && !(merge && path.contains("//"));
+    let special = bytes.iter().any(|b| matches!(b, b'%' | b'\\'));
+    let plain = !(special || has_dot_segment(bytes) || (merge && path.contains("//")));
     if mode == PathNormalization::None || plain {
         return Ok(Cow::Borrowed(path));
     }
