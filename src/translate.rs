@@ -261,8 +261,11 @@ impl World {
     pub fn with_jwks(mut self, fetched: &BTreeMap<String, String>) -> World {
         for (_, _, rules) in &mut self.request_authentication {
             for rule in rules {
-                if let Some(text) = rule.jwks_uri.as_ref().and_then(|u| fetched.get(u)) {
-                    rule.jwks = text.clone();
+                if let Some(uri) = &rule.jwks_uri {
+                    rule.jwks = match fetched.get(uri) {
+                        Some(text) => text.clone(),
+                        None => unfetched_jwks(uri),
+                    };
                 }
             }
         }
@@ -1183,6 +1186,14 @@ fn authorization(world: &World, me: &Workload) -> Vec<crate::authz::Policy> {
         })
         .map(|(_, _, p)| p.clone())
         .collect()
+}
+
+/// What istiod sends while a `jwksUri` is not fetched: a key set whose one RSA key (kid `abc`,
+/// its modulus the URI) verifies nothing, so every token is refused with Envoy's own text.
+fn unfetched_jwks(uri: &str) -> String {
+    use base64::Engine as _;
+    let n = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("Error-IstiodFailedToFetchJwksUri-{uri}"));
+    format!(r#"{{"keys":[ {{"e":"AQAB","kid":"abc","kty":"RSA","n":"{n}"}}]}}"#)
 }
 
 fn jwt_rule(r: &crate::resources::security::JwtRule) -> crate::jwt::Rule {

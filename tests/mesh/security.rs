@@ -422,12 +422,13 @@ fn a_jwks_uri_in_the_mesh_is_fetched_by_the_control_plane_and_the_issuer_sample_
     assert_eq!(call(&[("Authorization", &bearer(&alice))]).status, 403, "a cookie rule ignores Authorization");
     assert_eq!(call(&[("Cookie", &format!("theme=dark; session={alice}"))]).status, 200);
 
-    // Keys nobody serves: `--wait` still returns, and every token fails verification.
+    // Keys nobody serves: `--wait` still returns, and every token is refused as under istiod's
+    // stand-in key set (kid `abc`): the issuer's tokens name another kid.
     let gone = ra("")
         .replace("jwt-issuer.istio-system.svc.cluster.local:8000", "jwt-issuer.istio-system.svc.cluster.local:9999");
     mesh.apply_yaml("jwt.yaml", &gone);
     let refused = call(&[("Authorization", &bearer(&alice))]);
-    assert_eq!((refused.status, refused.body.as_str()), (401, "Jwt verification fails"));
+    assert_eq!((refused.status, refused.body.as_str()), (401, "Jwks doesn't have key to match kid or alg from Jwt"));
 }
 
 /// A TLS server outside the mesh that answers every request with `body` (the destination a
