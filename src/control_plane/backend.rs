@@ -12,12 +12,17 @@ use crate::resources::core::Deployment;
 
 pub trait Backend: Send + Sync {
     /// Ok when this backend can run `deployment` in a namespace with `namespace_labels`, with
-    /// the images it will run as a stand-in; the error is what `apply` reports (field path first).
-    fn admit(
-        &self,
-        deployment: &Deployment,
-        namespace_labels: &BTreeMap<String, String>,
-    ) -> Result<Vec<String>, String>;
+    /// what it will run differently; the error is what `apply` reports (field path first).
+    fn admit(&self, deployment: &Deployment, namespace_labels: &BTreeMap<String, String>) -> Result<Admitted, String>;
+}
+
+/// What a backend says of a Deployment it will run.
+#[derive(Debug, Default)]
+pub struct Admitted {
+    /// Images run as the echo stand-in.
+    pub stand_ins: Vec<String>,
+    /// Warnings for `apply`, field path first.
+    pub warnings: Vec<String>,
 }
 
 /// Processes on loopback: only the images meshrig has built-in apps for.
@@ -31,11 +36,7 @@ pub const MAX_REPLICAS: u32 = 1000;
 pub const MAX_PODS: u64 = 2000;
 
 impl Backend for Local {
-    fn admit(
-        &self,
-        deployment: &Deployment,
-        namespace_labels: &BTreeMap<String, String>,
-    ) -> Result<Vec<String>, String> {
+    fn admit(&self, deployment: &Deployment, namespace_labels: &BTreeMap<String, String>) -> Result<Admitted, String> {
         if deployment.replicas() > MAX_REPLICAS {
             return Err(format!(
                 "spec.replicas: {} is more than the local backend runs ({MAX_REPLICAS} per Deployment; each pod is \
@@ -43,6 +44,7 @@ impl Backend for Local {
                 deployment.replicas()
             ));
         }
-        runner::plan(deployment, namespace_labels, &self.settings).map(|p| p.stand_ins)
+        runner::plan(deployment, namespace_labels, &self.settings)
+            .map(|p| Admitted { stand_ins: p.stand_ins, warnings: p.warnings })
     }
 }

@@ -43,6 +43,18 @@ pub struct PodPlan {
     pub hash: String,
     /// Images meshrig does not know, run as the echo stand-in.
     pub stand_ins: Vec<String>,
+    /// What `apply` warns about: container env the built-in app is not given.
+    pub warnings: Vec<String>,
+}
+
+/// Variables that change how a program loads or runs (the dynamic loader's, the allocator's,
+/// Rust's runtime, TLS roots, meshrig's own settings) rather than what an app does. On the local
+/// backend a built-in app is meshrig's own binary, so they are never passed to it: on Kubernetes
+/// a container's env reaches only that container, here it would reach meshrig.
+pub fn changes_the_binary(name: &str) -> bool {
+    const PREFIXES: [&str; 9] =
+        ["LD_", "MESHRIG_", "RUST_", "MALLOC_", "GLIBC_", "GCONV_", "SSL_CERT_", "OPENSSL_", "AWS_LC_"];
+    PREFIXES.iter().any(|p| name.to_ascii_uppercase().starts_with(p))
 }
 
 /// Istio's injection rules: the pod label `sidecar.istio.io/inject` wins, then the namespace
@@ -78,6 +90,7 @@ pub fn plan(d: &Deployment, ns_labels: &BTreeMap<String, String>, settings: &Set
     let mut env = Vec::new();
     let mut app_args = Vec::new();
     let mut stand_ins = Vec::new();
+    let mut warnings = Vec::new();
     for (i, c) in t.spec.containers.iter().enumerate() {
         let image = c.image.as_deref().unwrap_or("");
         let workload =
@@ -125,7 +138,15 @@ pub fn plan(d: &Deployment, ns_labels: &BTreeMap<String, String>, settings: &Set
                         .map_err(|e| format!("spec.template.spec.containers[{i}].{e}"))?;
                 }
                 env.extend(image_env);
-                for e in &c.env {
+                for (j, e) in c.env.iter().enumerate() {
+                    if changes_the_binary(&e.name) {
+                        warnings.push(format!(
+                            "spec.template.spec.containers[{i}].env[{j}].name: {} is not passed to the app: on the \
+                             local backend the built-in app is meshrig's own binary, and {} would change how it runs",
+                            e.name, e.name
+                        ));
+                        continue;
+                    }
                     env.push((e.name.clone(), e.value.clone().unwrap_or_default()));
                 }
             }
@@ -152,6 +173,7 @@ pub fn plan(d: &Deployment, ns_labels: &BTreeMap<String, String>, settings: &Set
         publish,
         hash,
         stand_ins,
+        warnings,
     })
 }
 

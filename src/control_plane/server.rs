@@ -264,8 +264,12 @@ fn apply(server: &Server, body: ApplyRequest) -> Response<Body> {
                     .unwrap_or_default()
             });
             match state.backend.admit(d, &ns_labels) {
-                Ok(images) if !images.is_empty() => stand_ins.push((batch.len(), key.name.clone(), images)),
-                Ok(_) => {}
+                Ok(admitted) => {
+                    warnings.extend(admitted.warnings);
+                    if !admitted.stand_ins.is_empty() {
+                        stand_ins.push((batch.len(), key.name.clone(), admitted.stand_ins));
+                    }
+                }
                 Err(e) => {
                     errors.push(Finding::new(Some(key.clone()), &e.to_string()));
                     continue;

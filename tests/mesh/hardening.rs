@@ -128,3 +128,29 @@ fn paths_are_normalised_before_authorization_so_a_deny_cannot_be_walked_around()
     );
     assert_eq!(call("GET", "/anything/%61dmin", &[]).status, 200);
 }
+
+#[test]
+fn a_built_in_app_never_gets_variables_that_change_how_meshrigs_binary_runs() {
+    let mesh = Mesh::up();
+    let out = mesh.apply_yaml(
+        "env.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: envtest}\nspec:\n  selector: {matchLabels: {app: envtest}}\n  template:\n    metadata: {labels: {app: envtest}}\n    spec:\n      containers:\n      - name: httpbin\n        image: docker.io/mccutchen/go-httpbin:v2.15.0\n        ports: [{containerPort: 8080}]\n        env:\n        - {name: FOO, value: bar}\n        - {name: LD_PRELOAD, value: /tmp/evil.so}\n        - {name: MESHRIG_STATE_DIR, value: /tmp/elsewhere}\n",
+    );
+    assert!(
+        out.contains("spec.template.spec.containers[0].env[1].name: LD_PRELOAD is not passed to the app")
+            && out.contains("env[2].name: MESHRIG_STATE_DIR is not passed"),
+        "{out}"
+    );
+    let status = mesh.status();
+    let pod = status["pods"].as_array().unwrap().iter().find(|p| p["workload"] == "envtest").unwrap().clone();
+    let environs: Vec<String> = pod["pids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| String::from_utf8_lossy(&std::fs::read(format!("/proc/{p}/environ")).unwrap()).replace('\0', "\n"))
+        .collect();
+    assert!(environs.iter().any(|e| e.lines().any(|l| l == "FOO=bar")), "the app gets its own env: {environs:?}");
+    for e in &environs {
+        assert!(!e.contains("LD_PRELOAD") && !e.contains("/tmp/elsewhere"), "{e}");
+    }
+}
