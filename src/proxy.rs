@@ -145,8 +145,12 @@ impl Shared {
     fn mark_configured(&self) {
         self.configured.store(true, Ordering::Release);
     }
+    /// Is `addr` one of this proxy's own listeners, however it is spelt: the same port on the
+    /// listener's address, on an unspecified one (`0.0.0.0`, `::`), on any loopback (127/8, `::1`)
+    /// or on their IPv4-mapped forms (`::ffff:127.0.0.1`)? A connection there would come back to
+    /// this proxy, which would forward it to itself until out of sockets.
     pub fn is_own_address(&self, addr: SocketAddr) -> bool {
-        self.own.get().is_some_and(|own| own.contains(&addr))
+        self.own.get().is_some_and(|own| own.iter().any(|o| same_listener(*o, addr)))
     }
     /// Swaps in a new snapshot, reconciled with the running one.
     pub fn install(&self, snapshot: crate::snapshot::Snapshot) {
@@ -163,6 +167,21 @@ impl Shared {
         self.endpoints.sweep();
         self.mark_configured();
     }
+}
+
+/// Would a connection to `addr` reach the listener bound at `own`? (Pure.)
+pub fn same_listener(own: SocketAddr, addr: SocketAddr) -> bool {
+    use std::net::IpAddr;
+    if own.port() != addr.port() {
+        return false;
+    }
+    let canonical = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    let (own_ip, ip) = (canonical(own.ip()), canonical(addr.ip()));
+    let local = |ip: IpAddr| ip.is_loopback() || ip.is_unspecified();
+    ip == own_ip || (local(ip) && local(own_ip))
 }
 
 fn loopback0() -> SocketAddr {
@@ -338,5 +357,33 @@ async fn gateway_listeners(shared: Arc<Shared>, publish: BTreeMap<u16, SocketAdd
         if rx.changed().await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_listener;
+
+    #[test]
+    fn a_listener_is_recognised_under_every_local_spelling() {
+        let own: std::net::SocketAddr = "127.0.0.1:15001".parse().unwrap();
+        for addr in [
+            "127.0.0.1:15001",
+            "0.0.0.0:15001",
+            "[::]:15001",
+            "[::1]:15001",
+            "[::ffff:127.0.0.1]:15001",
+            "127.9.9.9:15001",
+            "[::ffff:0.0.0.0]:15001",
+        ] {
+            assert!(same_listener(own, addr.parse().unwrap()), "{addr}");
+        }
+        for addr in ["127.0.0.1:15002", "10.0.0.1:15001", "[2001:db8::1]:15001"] {
+            assert!(!same_listener(own, addr.parse().unwrap()), "{addr}");
+        }
+        let pod_ip: std::net::SocketAddr = "10.244.0.7:15001".parse().unwrap();
+        assert!(same_listener(pod_ip, "10.244.0.7:15001".parse().unwrap()));
+        assert!(!same_listener(pod_ip, "127.0.0.1:15001".parse().unwrap()), "a pod IP listener is not on loopback");
+        assert!(same_listener("0.0.0.0:15001".parse().unwrap(), "127.0.0.1:15001".parse().unwrap()));
     }
 }

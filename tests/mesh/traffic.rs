@@ -126,6 +126,26 @@ fn a_sidecar_asked_to_call_itself_closes_the_connection_and_keeps_serving() {
     // A request for the outbound listener's own address, sent to that listener.
     let err = get(outbound, &outbound.to_string(), "/").err();
     assert!(err.is_some(), "the loop is refused without an answer, as Istio's black hole does");
+    // The same port under another local spelling is the same listener.
+    let port = outbound.port();
+    for host in [
+        format!("0.0.0.0:{port}"),
+        format!("[::ffff:127.0.0.1]:{port}"),
+        format!("127.0.0.2:{port}"),
+        format!("[::]:{port}"),
+    ] {
+        let url = format!("http://{host}/");
+        let err = crate::support::request(outbound, "GET", &host, &url, &[]).err();
+        // Refused at once (the connection closed), not after a loop ran out of sockets or time.
+        let kind = err.as_ref().map(|e| e.kind());
+        assert!(
+            kind.is_some_and(|k| !matches!(k, std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+            "{host}: {err:?}"
+        );
+    }
+    let proxy_pid = pod["pids"][0].as_u64().unwrap();
+    let fds = std::fs::read_dir(format!("/proc/{proxy_pid}/fd")).unwrap().count();
+    assert!(fds < 200, "the sidecar holds {fds} open files after the refused loops");
     // Still serving after the refusal.
     assert_eq!(mesh.http_code("curl", "default", "http://httpbin:8000/status/200"), "200");
 }
