@@ -179,55 +179,119 @@ pub fn parse_documents(file: &str, text: &str) -> Result<Vec<Document>, ParseErr
 
 /// The deepest `[`/`{` nesting accepted; no Kubernetes or Istio object comes near it.
 pub const MAX_NESTING: usize = 64;
+/// A backstop that reads brackets without any YAML rule (quotes, comments and block scalars
+/// count too): whatever the guard below makes of a file, the YAML parser never meets flow
+/// collections nested deeper than this, so it cannot be made to spend quadratic time.
+const MAX_RAW_NESTING: usize = 256;
 /// The largest input `apply` reads from one file or stdin.
 pub const MAX_INPUT: u64 = 16 << 20;
 
-/// Refuses flow collections nested deeper than [`MAX_NESTING`], in one linear pass (quoted
-/// strings and comments skipped), before any YAML parser sees the text.
+fn too_deep(file: &str, line: usize, limit: usize) -> ParseError {
+    ParseError {
+        file: file.to_string(),
+        document: 0,
+        line: Some(line),
+        column: None,
+        field: None,
+        message: format!("nested more than {limit} levels deep"),
+        hint: "no Kubernetes or Istio object nests this deep; check the file is the one you meant".into(),
+        object: None,
+    }
+}
+
+/// Refuses flow collections nested deeper than [`MAX_NESTING`], in one linear pass, before any
+/// YAML parser sees the text. It reads the text as YAML does: a quote opens a quoted scalar only
+/// where a scalar starts (after indentation, `- `, `? `, `: `, an anchor or tag, or inside a flow
+/// collection after `[`, `{` or `,`), `''` and `\"` do not close one, `#` after a space starts a
+/// comment, and the lines of a `|` or `>` block scalar are text. Brackets are counted as flow
+/// collections only where one can start, or inside one.
 fn check_nesting(file: &str, text: &str) -> Result<(), ParseError> {
-    let (mut depth, mut line) = (0usize, 1usize);
-    let mut quote: Option<char> = None;
-    let mut comment = false;
-    let mut prev = '\n';
-    for c in text.chars() {
-        if c == '\n' {
-            // Quoted scalars may span lines: a quote stays open.
-            line += 1;
-            comment = false;
-            prev = c;
-            continue;
-        }
-        if comment {
-            continue;
-        }
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), _) => {}
-            // A quoted scalar starts a token (`don't` is plain text).
-            (None, '\'' | '"') if prev.is_whitespace() || matches!(prev, '[' | '{' | ',' | ':' | '-') => {
-                quote = Some(c)
-            }
-            (None, '#') if prev.is_whitespace() => comment = true,
-            (None, '[' | '{') => {
-                depth += 1;
-                if depth > MAX_NESTING {
-                    return Err(ParseError {
-                        file: file.to_string(),
-                        document: 0,
-                        line: Some(line),
-                        column: None,
-                        field: None,
-                        message: format!("nested more than {MAX_NESTING} levels deep"),
-                        hint: "no Kubernetes or Istio object nests this deep; check the file is the one you meant"
-                            .into(),
-                        object: None,
-                    });
+    let (mut depth, mut raw) = (0usize, 0usize);
+    // The indentation of the line whose value opened a block scalar, while in it.
+    let mut block: Option<usize> = None;
+    let mut quote: Option<u8> = None;
+    for (n, line) in text.split('\n').enumerate() {
+        let number = n + 1;
+        let bytes = line.as_bytes();
+        for &b in bytes {
+            match b {
+                b'[' | b'{' => {
+                    raw += 1;
+                    if raw > MAX_RAW_NESTING {
+                        return Err(too_deep(file, number, MAX_NESTING));
+                    }
                 }
+                b']' | b'}' => raw = raw.saturating_sub(1),
+                _ => {}
             }
-            (None, ']' | '}') => depth = depth.saturating_sub(1),
-            _ => {}
         }
-        prev = c;
+        let indent = bytes.iter().take_while(|b| **b == b' ').count();
+        if let Some(parent) = block {
+            if quote.is_none() && (indent > parent || bytes[indent..].iter().all(|b| b.is_ascii_whitespace())) {
+                continue;
+            }
+            block = None;
+        }
+        // Where a scalar (or a flow collection) may start.
+        let mut at_start = true;
+        let mut i = if quote.is_some() { 0 } else { indent };
+        while i < bytes.len() {
+            let b = bytes[i];
+            if let Some(q) = quote {
+                match b {
+                    b'\\' if q == b'"' => i += 1,
+                    b'\'' if q == b'\'' && bytes.get(i + 1) == Some(&b'\'') => i += 1,
+                    _ if b == q => {
+                        quote = None;
+                        at_start = false;
+                    }
+                    _ => {}
+                }
+                i += 1;
+                continue;
+            }
+            let next_blank = bytes.get(i + 1).is_none_or(|c| c.is_ascii_whitespace());
+            let prev_blank = i == 0 || bytes[i - 1].is_ascii_whitespace();
+            match b {
+                b' ' | b'\t' | b'\r' => {}
+                b'#' if prev_blank => break,
+                b'\'' | b'"' if at_start => quote = Some(b),
+                b'[' | b'{' if at_start || depth > 0 => {
+                    depth += 1;
+                    if depth > MAX_NESTING {
+                        return Err(too_deep(file, number, MAX_NESTING));
+                    }
+                    at_start = true;
+                }
+                b']' | b'}' if depth > 0 => {
+                    depth -= 1;
+                    at_start = false;
+                }
+                b',' if depth > 0 => at_start = true,
+                b'-' | b'?' | b':' if next_blank && (b == b':' || prev_blank) => at_start = true,
+                b'|' | b'>' if at_start && depth == 0 => {
+                    // A block scalar's header: indicators, then only a comment.
+                    let rest = &bytes[i + 1..];
+                    let indicators = rest.iter().take_while(|c| matches!(c, b'1'..=b'9' | b'+' | b'-')).count();
+                    let tail = &rest[indicators..];
+                    let trimmed = tail.iter().position(|c| !c.is_ascii_whitespace());
+                    if indicators <= 2 && trimmed.is_none_or(|p| tail[p] == b'#' && p > 0) {
+                        block = Some(indent);
+                        break;
+                    }
+                    at_start = false;
+                }
+                b'&' | b'!' if at_start => {
+                    // An anchor or a tag: the scalar starts after it.
+                    while i < bytes.len() && !bytes[i].is_ascii_whitespace() {
+                        i += 1;
+                    }
+                    continue;
+                }
+                _ => at_start = false,
+            }
+            i += 1;
+        }
     }
     Ok(())
 }
@@ -759,13 +823,41 @@ spec:
         let e = parse_documents("deep.yaml", &deep).unwrap_err();
         assert!(started.elapsed() < std::time::Duration::from_secs(1), "linear, not quadratic");
         assert!(e.message.contains("nested more than 64"), "{e}");
-        // Brackets inside quotes and comments, and apostrophes in plain text, do not count.
+        // Brackets inside quotes, comments and block scalars, and apostrophes in plain text,
+        // do not count.
         let fine = format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ok\n  annotations: {{note: \"{}\", who: don't}} # {}\n",
-            "[".repeat(200),
-            "{".repeat(200)
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ok\n  annotations: {{note: \"{}\", who: don't, it: 'a''{}'}} # {}\ndata:\n  mesh: |\n    {}\n",
+            "[".repeat(60),
+            "[".repeat(60),
+            "{".repeat(60),
+            "[".repeat(60),
         );
         parse_documents("fine.yaml", &fine).unwrap();
+    }
+
+    #[test]
+    fn a_stray_quote_does_not_switch_the_guard_off() {
+        let deep = |prefix: &str| format!("{prefix}b: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        for prefix in [
+            "a: x '\n",
+            "a: x \"\n",
+            "a: &x \": \"\n",
+            "a: x,'y\n",
+            "a: 'it''s'\n",
+            "a: \"q\\\"\"\n",
+            "# a comment with a ' quote\n",
+            "a: |x\n",
+            "a: b # '\n",
+            "a: don't\nc: \"\n",
+        ] {
+            let started = std::time::Instant::now();
+            let e = parse_documents("quote.yaml", &deep(prefix)).unwrap_err();
+            assert!(started.elapsed() < std::time::Duration::from_millis(500), "{prefix:?}: {:?}", started.elapsed());
+            assert!(e.message.contains("nested more than 64"), "{prefix:?}: {e}");
+        }
+        // In a block scalar the brackets are text, until the indentation ends it.
+        let block = format!("a: |\n  {}\nb: {}\n", "[".repeat(100), "[".repeat(100));
+        assert!(parse_documents("block.yaml", &block).unwrap_err().message.contains("nested more than 64"));
     }
 
     #[test]
