@@ -597,8 +597,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Completion { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(shell, &mut Cli::command(), "meshrig", &mut std::io::stdout());
-            Ok(ExitCode::SUCCESS)
+            // Written whole from a buffer: clap_complete panics when stdout closes mid-way
+            // (`meshrig completion bash | head -1`); a closed pipe ends the command quietly.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "meshrig", &mut script);
+            match std::io::Write::write_all(&mut std::io::stdout().lock(), &script) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::from(141)),
+                other => other.map(|_| ExitCode::SUCCESS).map_err(Into::into),
+            }
         }
         Command::Logs { pod, namespace, container, tail, follow } => {
             runtime()?.block_on(logs::run(&env, &pod, namespace.as_deref(), container.as_deref(), tail, follow))

@@ -43,15 +43,14 @@ pub enum Error {
     Ca(#[from] crate::ca::Error),
     #[error("bind the API listener: {0}")]
     Bind(std::io::Error),
-    #[error("another control plane already runs for this environment (it holds {0}); `meshrig status` shows it, `meshrig down` stops it")]
+    #[error("another control plane already runs for this environment (it holds the lock on {0}); `meshrig status` shows it, `meshrig down` stops it")]
     AlreadyRunning(String),
 }
 
 pub async fn run(env: Env) -> Result<(), Error> {
     env.ensure_dirs()?;
     // One control plane per environment, for as long as this process lives.
-    let _lock = lock::try_lock(&env)?
-        .ok_or_else(|| Error::AlreadyRunning(env.dir.join("control-plane.lock").display().to_string()))?;
+    let _lock = lock::try_lock(&env)?.ok_or_else(|| Error::AlreadyRunning(env.dir.display().to_string()))?;
     // Read everything first: a damaged store must not cost the pods that still serve.
     let store = store::Store::load(env.store_file())?;
     let settings = env.settings()?.unwrap_or_default();

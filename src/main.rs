@@ -25,7 +25,8 @@ fn quiet_on_closed_pipe() {
             .map(String::as_str)
             .or_else(|| info.payload().downcast_ref::<&str>().copied())
             .unwrap_or_default();
-        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+        // println!'s own panic, and a library's `expect` on a write (`kind: BrokenPipe`).
+        if message.contains("Broken pipe") || message.contains("BrokenPipe") {
             std::process::exit(141);
         }
         default(info);

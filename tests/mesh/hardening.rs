@@ -154,3 +154,24 @@ fn a_built_in_app_never_gets_variables_that_change_how_meshrigs_binary_runs() {
         assert!(!e.contains("LD_PRELOAD") && !e.contains("/tmp/elsewhere"), "{e}");
     }
 }
+
+#[test]
+fn a_closed_pipe_ends_a_command_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    for args in [&["completion", "bash"][..], &["completion", "fish"], &["samples", "--help"]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_meshrig"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Read one line, then close the pipe as `| head -1` does.
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(matches!(out.status.code(), Some(0 | 141)), "{args:?}: {:?} {err}", out.status);
+    }
+}

@@ -136,7 +136,17 @@ fn one_control_plane_per_environment_and_a_hung_one_is_reported_not_waited_for()
     // A hung control plane: commands answer within their timeout and say what to do.
     assert!(std::process::Command::new("kill").args(["-STOP", &cp]).status().unwrap().success());
     let out = mesh.cmd(&["status", "-o", "json"]).env("MESHRIG_API_TIMEOUT_MS", "1000").output().unwrap();
+    // Hung, with its files gone: `up` still does not start a second control plane.
+    let saved = std::fs::read(&token).unwrap();
+    for name in ["token", "control-plane.lock"] {
+        if let Some(f) = crate::support::find_file(mesh.state.path(), name) {
+            std::fs::remove_file(f).unwrap();
+        }
+    }
+    let second = mesh.cmd(&["up"]).env("MESHRIG_API_TIMEOUT_MS", "1000").output().unwrap();
+    std::fs::write(&token, saved).unwrap();
     let _ = std::process::Command::new("kill").args(["-CONT", &cp]).status();
+    assert!(!second.status.success(), "{}", crate::support::text(&second));
     assert_eq!(out.status.code(), Some(5), "{}", crate::support::text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!((v["running"].as_bool(), v["answering"].as_bool()), (Some(true), Some(false)));
@@ -145,6 +155,7 @@ fn one_control_plane_per_environment_and_a_hung_one_is_reported_not_waited_for()
         "{v}"
     );
     mesh.ok(&["status"]);
+    assert_eq!(mesh.status()["control_plane"]["pid"].as_u64().unwrap().to_string(), cp, "still the one");
 }
 
 #[test]
