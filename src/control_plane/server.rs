@@ -301,6 +301,22 @@ fn apply(server: &Server, body: ApplyRequest) -> Response<Body> {
             ),
         ));
     }
+    // The applied resources together, against the store's bound.
+    let size = |r: &Resource| serde_json::to_vec(r).map_or(0, |v| v.len() as u64);
+    let bytes =
+        inner.store.objects().iter().filter(|(k, _)| !batch_keys.contains(k)).map(|(_, r)| size(r)).sum::<u64>()
+            + batch.iter().map(|(r, _)| size(r)).sum::<u64>();
+    if bytes > crate::control_plane::store::MAX_BYTES {
+        errors.push(Finding::new(
+            None,
+            &format!(
+                "the environment's applied resources would take {:.1} MiB; meshrig keeps at most {} MiB (delete what \
+                 you no longer need, or keep large data out of the mesh)",
+                bytes as f64 / (1024.0 * 1024.0),
+                crate::control_plane::store::MAX_BYTES >> 20
+            ),
+        ));
+    }
     if !errors.is_empty() {
         return refused(errors);
     }

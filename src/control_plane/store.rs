@@ -33,6 +33,10 @@ pub struct Store {
     objects: BTreeMap<ResourceKey, Resource>,
 }
 
+/// The most the applied resources may take together (serialized), so the store, its file and
+/// every `get` stay small enough to hold and send.
+pub const MAX_BYTES: u64 = 32 << 20;
+
 /// Namespaces that exist in every cluster.
 pub const BUILTIN_NAMESPACES: [&str; 2] = ["default", "kube-system"];
 

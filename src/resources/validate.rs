@@ -57,8 +57,22 @@ impl Report {
 }
 
 /// Validate one resource. `Ok(warnings)` when it may be applied, `Err(errors)` otherwise.
+/// The largest object Kubernetes stores (etcd's request limit).
+pub const MAX_OBJECT_BYTES: usize = 1536 * 1024;
+/// The most a ConfigMap's or Secret's data may hold (Kubernetes' `MaxSecretSize`).
+pub const MAX_DATA_BYTES: usize = 1024 * 1024;
+
 pub fn validate(r: &Resource) -> Result<Vec<String>, Vec<String>> {
     let mut rep = Report::default();
+    let size = serde_json::to_vec(r).map_or(0, |v| v.len());
+    if size > MAX_OBJECT_BYTES {
+        rep.errors.push(format!(
+            "the object is {:.1} MiB; Kubernetes stores at most 1.5 MiB per object (etcd answers \"request is too \
+             large\"); split it, or keep large data out of the cluster",
+            size as f64 / (1024.0 * 1024.0)
+        ));
+        return Err(rep.errors);
+    }
     let kind = r.kind();
     validate_meta(r.meta(), kind.namespaced(), matches!(r, Resource::Service(_) | Resource::Namespace(_)), &mut rep);
     match r {
@@ -89,8 +103,21 @@ pub fn validate(r: &Resource) -> Result<Vec<String>, Vec<String>> {
 }
 
 /// The `istio` ConfigMap in `istio-system` carries the mesh config: it must parse.
+/// Kubernetes' message for data past [`MAX_DATA_BYTES`].
+fn data_size(bytes: usize, rep: &mut Report) {
+    if bytes > MAX_DATA_BYTES {
+        rep.err("data", format!("Too long: must have at most {MAX_DATA_BYTES} bytes (it has {bytes})"));
+    }
+}
+
 fn validate_config_map(cm: &crate::resources::core::ConfigMap, rep: &mut Report) {
     use crate::resources::mesh_config;
+    let binary = cm
+        .binary_data
+        .as_ref()
+        .and_then(|b| b.as_object())
+        .map_or(0, |m| m.iter().map(|(k, v)| k.len() + v.as_str().map_or(0, |s| s.len() / 4 * 3)).sum::<usize>());
+    data_size(cm.data.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() + binary, rep);
     if !mesh_config::is_mesh_config(cm) {
         return;
     }

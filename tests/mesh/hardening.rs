@@ -175,3 +175,39 @@ fn a_closed_pipe_ends_a_command_quietly() {
         assert!(matches!(out.status.code(), Some(0 | 141)), "{args:?}: {:?} {err}", out.status);
     }
 }
+
+#[test]
+fn objects_and_the_store_are_bounded_as_kubernetes_bounds_them() {
+    let mesh = Mesh::up();
+    let config_map = |name: &str, bytes: usize| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}}}\ndata:\n  blob: {}\n", "x".repeat(bytes))
+    };
+    let err = mesh.apply_refused("big.yaml", &config_map("big", 1_200_000));
+    assert!(
+        err.contains("big.yaml:4: ConfigMap default/big: data: Too long: must have at most 1048576 bytes"),
+        "{err}"
+    );
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: huge}}\nstringData:\n  blob: {}\n",
+        "x".repeat(1_700_000)
+    );
+    let err = mesh.apply_refused("huge.yaml", &secret);
+    assert!(err.contains("Kubernetes stores at most 1.5 MiB per object"), "{err}");
+    // Many objects of allowed size: the store's bound, all or nothing.
+    let part = |from: usize| (from..from + 12).map(|i| config_map(&format!("part-{i}"), 1_000_000)).collect::<Vec<_>>();
+    mesh.ok(&["apply", "-f", &write(&mesh, "a.yaml", &part(0).join("---\n"))]);
+    mesh.ok(&["apply", "-f", &write(&mesh, "b.yaml", &part(12).join("---\n"))]);
+    let err = mesh.apply_refused("c.yaml", &part(24).join("---\n"));
+    assert!(err.contains("meshrig keeps at most 32 MiB"), "{err}");
+    let listed = mesh.ok(&["get", "configmaps"]);
+    assert!(listed.contains("part-23") && !listed.contains("part-24") && !listed.contains("big"), "{listed}");
+    mesh.ok(&["delete", "configmap", "part-0"]);
+    mesh.apply_yaml("one.yaml", &config_map("part-24", 1_000_000));
+    assert!(mesh.ok(&["get", "configmaps"]).contains("part-24"));
+}
+
+fn write(mesh: &Mesh, name: &str, text: &str) -> String {
+    let file = mesh.work.path().join(name);
+    std::fs::write(&file, text).unwrap();
+    file.display().to_string()
+}

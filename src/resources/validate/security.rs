@@ -30,6 +30,9 @@ pub(super) fn validate_peer_authentication(pa: &PeerAuthentication, rep: &mut Re
 /// warning when a certificate or key is not PEM (a gateway could not use it).
 pub(super) fn validate_secret(s: &crate::resources::core::Secret, rep: &mut Report) {
     use base64::Engine as _;
+    let bytes = s.data.iter().map(|(k, v)| k.len() + v.trim().len() / 4 * 3).sum::<usize>()
+        + s.string_data.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+    super::data_size(bytes, rep);
     for key in s.keys() {
         let ok = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if !ok {
