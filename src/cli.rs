@@ -131,6 +131,10 @@ pub enum Command {
         /// How long to wait for every pod to be ready, in seconds.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
+        /// The most connections each proxy listener holds at once, remembered for the next `up`
+        /// [default: 4096]; past it a new connection is closed as it arrives.
+        #[arg(long)]
+        max_connections: Option<usize>,
     },
     /// Stop every process of the environment; applied config is kept unless --purge.
     Down {
@@ -410,6 +414,9 @@ pub enum Command {
         /// PORT=ADDR: publish a gateway container port on a localhost address.
         #[arg(long)]
         publish: Vec<String>,
+        /// The most connections each listener holds at once.
+        #[arg(long, default_value_t = crate::env::DEFAULT_MAX_CONNECTIONS)]
+        max_connections: usize,
     },
     /// (internal) Run a built-in app.
     #[command(hide = true)]
@@ -542,7 +549,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(crate::control_plane::run(env))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Proxy { role, namespace, pod, inbound_ports, control_plane, publish } => {
+        Command::Proxy { role, namespace, pod, inbound_ports, control_plane, publish, max_connections } => {
             let role = match role.as_str() {
                 "sidecar" => crate::snapshot::Role::Sidecar,
                 "gateway" => crate::snapshot::Role::Gateway,
@@ -561,8 +568,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 )
             })?;
             let control_plane = crate::api::Client::new(control_plane, token);
-            let config =
-                crate::proxy::Config { role, control_plane, namespace, pod, inbound_ports, publish: published };
+            let config = crate::proxy::Config {
+                role,
+                control_plane,
+                namespace,
+                pod,
+                inbound_ports,
+                publish: published,
+                max_connections,
+            };
             // Two workers, as Istio sizes its proxies.
             runtime()?.block_on(crate::proxy::run(config))?;
             Ok(ExitCode::SUCCESS)
@@ -572,9 +586,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(crate::apps::run(app, container_port, &args, &env.dir))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up { http_port, https_port, tcp_port, tracing_port, apps, addons, timeout } => {
-            let ports =
-                lifecycle::GatewayPorts { http: http_port, https: https_port, tcp: tcp_port, tracing: tracing_port };
+        Command::Up { http_port, https_port, tcp_port, tracing_port, apps, addons, timeout, max_connections } => {
+            let ports = lifecycle::GatewayPorts {
+                http: http_port,
+                https: https_port,
+                tcp: tcp_port,
+                tracing: tracing_port,
+                max_connections,
+            };
             runtime()?.block_on(lifecycle::up(&env, ports, apps, &addons, timeout))
         }
         Command::Down { purge } => lifecycle::down(&env, purge),

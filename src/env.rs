@@ -39,6 +39,18 @@ pub struct Settings {
     /// Localhost port of the Prometheus addon (9090, Prometheus's own).
     #[serde(default = "default_prometheus_port")]
     pub prometheus_port: u16,
+    /// The most connections each proxy listener holds at once (`up --max-connections`); past
+    /// it a new connection is closed as it arrives, as Envoy's connection limit does.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+/// Per proxy listener: room for a 1024-connection load test through the gateway, and a bound
+/// on what a storm of idle connections can hold.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+fn default_max_connections() -> usize {
+    DEFAULT_MAX_CONNECTIONS
 }
 
 fn default_prometheus_port() -> u16 {
@@ -92,6 +104,7 @@ impl Default for Settings {
             apps: vec!["httpbin".to_string(), "bookinfo".to_string()],
             addons: Vec::new(),
             prometheus_port: default_prometheus_port(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }

@@ -86,12 +86,16 @@ pub struct Config {
     pub inbound_ports: Vec<u16>,
     /// Gateway: container port → the localhost address it is published on (8080 → 127.0.0.1:8080).
     pub publish: BTreeMap<u16, SocketAddr>,
+    /// The most connections each listener holds at once.
+    pub max_connections: usize,
 }
 
 /// State every listener of the proxy shares.
 pub struct Shared {
     pub runtime: channel::Sender<Arc<Runtime>>,
     pub stats: Arc<stats::Stats>,
+    /// Each listener's connection limit (`up --max-connections`).
+    pub max_connections: usize,
     /// Per-endpoint state (pools, active requests) that outlives snapshots.
     pub endpoints: clusters::Endpoints,
     /// The addresses this proxy listens on (a request addressed to one of them is a loop).
@@ -196,8 +200,13 @@ fn serve(shared: &Arc<Shared>, listener: tokio::net::TcpListener, direction: Dir
     let shared = shared.clone();
     let relay_shared = shared.clone();
     let accept_shared = shared.clone();
+    let limits = connection::Limits {
+        max_connections: shared.max_connections,
+        header_timeout: matches!(direction, Direction::Gateway { .. }).then_some(connection::GATEWAY_HEADER_TIMEOUT),
+    };
     tokio::spawn(connection::serve(
         listener,
+        limits,
         move || accept(&accept_shared, direction),
         move |conn: &connection::Connection| tcp::relay(&relay_shared, direction, conn),
         move |req, conn| forward::handle(shared.clone(), direction, req, conn),
@@ -237,6 +246,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let shared = Arc::new(Shared {
         runtime: tx,
         stats: Arc::new(stats::Stats::new()),
+        max_connections: config.max_connections,
         endpoints: clusters::Endpoints::default(),
         own: OnceLock::new(),
         configured: AtomicBool::new(false),

@@ -89,6 +89,8 @@ pub struct GatewayPorts {
     pub tcp: Option<u16>,
     /// The trace collector's Jaeger query API.
     pub tracing: Option<u16>,
+    /// `--max-connections`: each proxy listener's connection limit.
+    pub max_connections: Option<usize>,
 }
 
 pub async fn up(
@@ -145,15 +147,23 @@ pub async fn up(
     if let Some(apps) = apps {
         settings.apps = apps.into_iter().filter(|a| a != "none").collect();
     }
+    match ports.max_connections {
+        Some(0) => bail!("--max-connections must be at least 1"),
+        Some(n) if running.is_some() && n != settings.max_connections => changed_while_running = true,
+        Some(n) => settings.max_connections = n,
+        None => {}
+    }
     if running.is_none() || env.settings()?.is_some_and(|saved| saved.apps != settings.apps) {
         env.save_settings(&settings)?;
     } else if changed_while_running {
         eprintln!(
-            "{} the environment is running with HTTP port {}, HTTPS port {} and TCP port {}; `meshrig down` first to change them",
+            "{} the environment is running with HTTP port {}, HTTPS port {}, TCP port {} and at most {} connections per \
+             proxy listener; `meshrig down` first to change them",
             term::warn_mark(),
             settings.http_port,
             settings.https_port,
-            settings.tcp_port
+            settings.tcp_port,
+            settings.max_connections
         );
     }
 

@@ -415,6 +415,7 @@ async fn start(state: &State, key: &str, plan: &PodPlan) -> Result<Procs, String
     // The proxy's own credential, not the environment's token: it can fetch only this pod's
     // snapshot and certificate.
     proxy.env(crate::proxy::TOKEN_ENV, state.issue_credential(key));
+    proxy.args(["--max-connections", &state.settings.max_connections.to_string()]);
     for p in &plan.inbound_ports {
         proxy.args(["--inbound-port", &p.to_string()]);
     }

@@ -27,6 +27,40 @@ use crate::tls::Chain;
 /// (a client that says nothing is taken as plaintext; under STRICT it is reset).
 const SNIFF_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The most request-header bytes (request line included) a listener reads: Envoy's default
+/// `max_request_headers_kb` (60 KiB). More is answered 431 and the connection closed.
+pub const MAX_REQUEST_HEADERS: usize = 60 * 1024;
+
+/// What one listener allows a client.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections held at once; past it a new connection is closed as it arrives.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers (and, between requests, how
+    /// long a keep-alive connection may idle): the edge's guard against slowloris clients.
+    pub header_timeout: Option<Duration>,
+}
+
+/// A gateway's request-header timeout. Sidecars keep Envoy's default (none): their clients are
+/// other proxies' pools, whose idle connections must not be closed under them.
+pub const GATEWAY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Counts a listener's open connections; a slot is given back when its connection ends.
+struct Slot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Slot {
+    fn take(open: &Arc<std::sync::atomic::AtomicUsize>, max: usize) -> Option<Slot> {
+        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;
+        Some(Slot(open.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// What is known about a downstream connection, for every request on it.
 #[derive(Debug)]
 pub struct Connection {
@@ -246,19 +280,26 @@ fn terminated(tls: tokio_rustls::server::TlsStream<TcpStream>, mut conn: Connect
 /// `accept` says how its transport is settled, then `relay` decides from the connection's
 /// record whether it is relayed as bytes; otherwise `handler` gets every HTTP request with it.
 /// A handler's `Err(Reset)` closes the connection with an RST, without a response.
-pub async fn serve<A, F, Fut, R>(listener: TcpListener, accept: A, relay: R, handler: F)
+pub async fn serve<A, F, Fut, R>(listener: TcpListener, limits: Limits, accept: A, relay: R, handler: F)
 where
     A: Fn() -> Accept,
     F: Fn(Request<Incoming>, Arc<Connection>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Response<Body>, Reset>> + Send + 'static,
     R: Fn(&Connection) -> Option<Relay> + Clone + Send + Sync + 'static,
 {
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
         let (stream, peer) = net::accept(&listener).await;
+        let Some(slot) = Slot::take(&open, limits.max_connections) else {
+            // Over the limit: closed at once (Envoy's downstream_cx_overflow).
+            drop(stream);
+            continue;
+        };
         let transport = accept();
         let handler = handler.clone();
         let relay = relay.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let Some((stream, conn)) = establish(stream, peer, transport).await else { return };
             let conn = Arc::new(conn);
             if let Some(relay) = relay(&conn) {
@@ -280,14 +321,18 @@ where
             // HTTP/2 when TLS negotiated it (a gateway's HTTPS port offers `h2`); HTTP/1.1 otherwise.
             if conn_alpn_h2 {
                 let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .max_header_list_size(MAX_REQUEST_HEADERS as u32)
                     .serve_connection(TokioIo::new(io), service)
                     .await;
             } else {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(io), service)
-                    .with_upgrades()
-                    .await;
+                let mut http1 = hyper::server::conn::http1::Builder::new();
+                http1.keep_alive(true).max_header_size(MAX_REQUEST_HEADERS);
+                if let Some(t) = limits.header_timeout {
+                    http1.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(t);
+                } else {
+                    http1.header_read_timeout(None);
+                }
+                let _ = http1.serve_connection(TokioIo::new(io), service).with_upgrades().await;
             }
         });
     }

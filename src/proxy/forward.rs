@@ -488,7 +488,7 @@ async fn inbound(runtime: &Runtime, shared: &Shared, port: u16, req: Request<Inc
     let up = Upstream::new(req, false).await;
     let routed = match router::send_once(&shared.endpoints.get(app), app, up).await {
         Ok(resp) => Routed { upstream_host: Some(app), ..Routed::plain(resp) },
-        Err(e) => Routed::reply(Reply::Upstream(e)),
+        Err(reply) => Routed::reply(reply),
     };
     (routed, service)
 }
@@ -541,7 +541,7 @@ async fn passthrough(shared: &Shared, authority: &str, req: Request<Incoming>) -
     edge_headers(&mut up.headers);
     let mut routed = match router::send_once(&shared.endpoints.get(addr), addr, up).await {
         Ok(resp) => Routed { upstream_host: Some(addr), ..Routed::plain(resp) },
-        Err(e) => Routed::reply(Reply::Upstream(e)),
+        Err(reply) => Routed::reply(reply),
     };
     // Istio's name for the cluster of hosts the mesh does not know.
     routed.upstream = Some((format!("{service}/*"), "PassthroughCluster".into()));
@@ -562,7 +562,7 @@ fn destination_port(uri: &Uri, authority: &str) -> u16 {
 /// place (the query kept as sent), so authorization, routing and the app see the same path.
 fn normalize<B>(req: &mut Request<B>, mode: crate::normalize::PathNormalization) -> Option<Reply> {
     if !crate::normalize::method_ok(req.method().as_str()) {
-        return Some(Reply::BadMethod);
+        return Some(Reply::BadRequest);
     }
     let path = match crate::normalize::path(req.uri().path(), mode) {
         Err(_) => return Some(Reply::BadPath),

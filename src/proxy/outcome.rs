@@ -34,8 +34,9 @@ impl Flags {
     pub const NO_CLUSTER: Flags = Flags(1 << 9); // NC
     pub const RBAC_ACCESS_DENIED: Flags = Flags(1 << 10); // RBAC
     pub const UPSTREAM_OVERFLOW: Flags = Flags(1 << 11); // UO
+    pub const DOWNSTREAM_PROTOCOL_ERROR: Flags = Flags(1 << 12); // DPE
 
-    const NAMES: [(Flags, &'static str); 12] = [
+    const NAMES: [(Flags, &'static str); 13] = [
         (Flags::NO_HEALTHY_UPSTREAM, "UH"),
         (Flags::UPSTREAM_TIMEOUT, "UT"),
         (Flags::UPSTREAM_CONNECT_FAILURE, "UF"),
@@ -48,6 +49,7 @@ impl Flags {
         (Flags::NO_CLUSTER, "NC"),
         (Flags::RBAC_ACCESS_DENIED, "RBAC"),
         (Flags::UPSTREAM_OVERFLOW, "UO"),
+        (Flags::DOWNSTREAM_PROTOCOL_ERROR, "DPE"),
     ];
 
     pub fn set(&mut self, f: Flags) {
@@ -90,8 +92,9 @@ pub enum Reply {
     Upstream(upstream::Error),
     Timeout,
     FaultAbort(u16),
-    /// A method that is not upper case: Envoy's HTTP/1 codec refuses it (and closes).
-    BadMethod,
+    /// What the client sent is not HTTP Envoy's codec accepts (a method that is not upper case,
+    /// a malformed chunked body): 400, and the connection is closed.
+    BadRequest,
     /// A path normalisation refuses (`%00`).
     BadPath,
 }
@@ -130,7 +133,7 @@ impl Reply {
                 "fault filter abort".into(),
                 Flags::FAULT_INJECTED,
             ),
-            Reply::BadMethod => (StatusCode::BAD_REQUEST, "Bad Request".into(), Flags::default()),
+            Reply::BadRequest => (StatusCode::BAD_REQUEST, "Bad Request".into(), Flags::DOWNSTREAM_PROTOCOL_ERROR),
             Reply::BadPath => (StatusCode::BAD_REQUEST, String::new(), Flags::default()),
         }
     }
@@ -142,7 +145,7 @@ impl Reply {
             // Envoy marks a circuit breaker's answer so clients (and retries) can tell.
             resp.headers_mut().insert("x-envoy-overloaded", http::HeaderValue::from_static("true"));
         }
-        if matches!(self, Reply::BadMethod) {
+        if matches!(self, Reply::BadRequest) {
             resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
         }
         (resp, flags)

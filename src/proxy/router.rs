@@ -77,6 +77,9 @@ pub struct Upstream {
     pub path_and_query: String,
     pub headers: HeaderMap,
     body: ReqBody,
+    /// Set when the client's body turned out malformed (a bad chunk): the answer is then Envoy's
+    /// 400, not the upstream failure that the cut-off body caused.
+    client_failed: Arc<std::sync::atomic::AtomicBool>,
     /// The proxy worker of the downstream connection (its upstream connections are that
     /// worker's, as Envoy's pools are per worker).
     pub worker: usize,
@@ -102,18 +105,27 @@ impl Upstream {
         }
         let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
         let small = body.size_hint().upper().is_some_and(|n| n <= REPLAY_LIMIT);
+        let client_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let body = if body.is_end_stream() {
             ReqBody::Replayable(Bytes::new())
         } else if keep_body && small {
             match body.collect().await {
                 Ok(c) => ReqBody::Replayable(c.to_bytes()),
-                // The client went away mid-body: nothing to send; the try fails as a reset would.
-                Err(_) => ReqBody::Replayable(Bytes::new()),
+                // The body broke off (malformed, or the client went away): nothing to send.
+                Err(_) => {
+                    client_failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    ReqBody::Replayable(Bytes::new())
+                }
             }
         } else {
             ReqBody::Stream(Some(body))
         };
-        Upstream { method: parts.method, path_and_query, headers, body, worker: 0 }
+        Upstream { method: parts.method, path_and_query, headers, body, client_failed, worker: 0 }
+    }
+
+    /// Did the client's body break off (so the request, not the upstream, failed)?
+    pub fn client_failed(&self) -> bool {
+        self.client_failed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn replayable(&self) -> bool {
@@ -135,7 +147,17 @@ impl Upstream {
         let body = match &mut self.body {
             ReqBody::Replayable(b) if b.is_empty() => net::empty(),
             ReqBody::Replayable(b) => net::full(b.clone()),
-            ReqBody::Stream(s) => s.take().map(|b| b.boxed()).unwrap_or_else(net::empty),
+            ReqBody::Stream(s) => match s.take() {
+                Some(b) => {
+                    let failed = self.client_failed.clone();
+                    b.map_err(move |e| {
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                        e
+                    })
+                    .boxed()
+                }
+                None => net::empty(),
+            },
         };
         let mut req = Request::new(body);
         *req.method_mut() = self.method.clone();
@@ -153,8 +175,11 @@ pub async fn send_once(
     state: &Arc<EndpointState>,
     addr: SocketAddr,
     mut up: Upstream,
-) -> Result<Response<Body>, upstream::Error> {
-    let resp = state
+) -> Result<Response<Body>, Reply> {
+    if up.client_failed() {
+        return Err(Reply::BadRequest);
+    }
+    let sent = state
         .pool
         .send(
             addr,
@@ -162,8 +187,12 @@ pub async fn send_once(
             (&crate::proxy::breakers::unlimited(), &upstream::ConnOptions::default(), up.worker),
             up.request(None),
         )
-        .await?;
-    Ok(strip_response(resp))
+        .await;
+    match sent {
+        Ok(resp) => Ok(strip_response(resp)),
+        Err(_) if up.client_failed() => Err(Reply::BadRequest),
+        Err(e) => Err(Reply::Upstream(e)),
+    }
 }
 
 fn strip_response(resp: Response<Body>) -> Response<Body> {
@@ -190,6 +219,9 @@ pub async fn route(fwd: &Forward<'_>, mut up: Upstream, timeout: Option<Duration
     }
     if let Some(status) = fwd.fault.abort {
         return Routed::failed(Reply::FaultAbort(status), flags, None);
+    }
+    if up.client_failed() {
+        return Routed::failed(Reply::BadRequest, flags, None);
     }
     let retry = if up.replayable() { &policy.retry } else { &NO_RETRY };
     let tries = 1 + retry.attempts;
@@ -228,8 +260,9 @@ pub async fn route(fwd: &Forward<'_>, mut up: Upstream, timeout: Option<Duration
         let last = attempt == tries;
         let seen = match &result {
             Ok(resp) => Some(crate::proxy::outlier::Outcome::Status(resp.status().as_u16())),
-            // An overflow says nothing about the endpoint.
+            // An overflow, or a client's broken body, says nothing about the endpoint.
             Err(TryError::Upstream(upstream::Error::Overflow)) => None,
+            Err(TryError::Upstream(_)) if up.client_failed() => None,
             Err(_) => Some(crate::proxy::outlier::Outcome::LocalFailure),
         };
         if let Some(seen) = seen {
@@ -271,6 +304,7 @@ pub async fn route(fwd: &Forward<'_>, mut up: Upstream, timeout: Option<Duration
                 upstream: None,
                 upstream_host: Some(addr),
             },
+            Err(TryError::Upstream(_)) if up.client_failed() => Routed::failed(Reply::BadRequest, flags, last_peer),
             Err(TryError::Upstream(e)) => Routed::failed(Reply::Upstream(e), flags, last_peer),
             Err(TryError::PerTryTimeout) => Routed::failed(Reply::Timeout, flags, last_peer),
         };

@@ -211,3 +211,63 @@ fn write(mesh: &Mesh, name: &str, text: &str) -> String {
     std::fs::write(&file, text).unwrap();
     file.display().to_string()
 }
+
+#[test]
+fn the_gateway_holds_envoys_limits_on_headers_bodies_and_connections() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let mesh = Mesh::up();
+    mesh.ok(&["down"]);
+    let ports = ["--http-port", "0", "--https-port", "0", "--tcp-port", "0", "--tracing-port", "0"];
+    mesh.ok(&[&["up", "--max-connections", "20"][..], &ports].concat());
+    mesh.ok(&["apply", "-f", crate::support::sample("httpbin/httpbin-gateway.yaml").to_str().unwrap(), "--wait"]);
+    let gw = mesh.gateway();
+    let call = |headers: &[(&str, &str)]| crate::support::request(gw, "GET", "httpbin.example.com", "/get", headers);
+
+    // Request headers: up to Envoy's 60 KiB, then 431.
+    let big = "x".repeat(50 * 1024);
+    assert_eq!(call(&[("x-big", &big)]).unwrap().status, 200);
+    let bigger = "x".repeat(61 * 1024);
+    assert_eq!(call(&[("x-big", &bigger)]).unwrap().status, 431);
+
+    // A malformed chunked body is the client's fault: 400, not the upstream's 503.
+    let mut s = TcpStream::connect(gw).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"POST /post HTTP/1.1\r\nHost: httpbin.example.com\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+
+    // Connections past --max-connections are closed as they arrive; the others keep working.
+    let held: Vec<TcpStream> = (0..30).map(|_| TcpStream::connect(gw).unwrap()).collect();
+    let closed = held
+        .iter()
+        .filter(|c| {
+            let mut c = *c;
+            c.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            matches!(c.read(&mut [0u8; 1]), Ok(0) | Err(_))
+                && c.write_all(b"GET /get HTTP/1.1\r\nHost: httpbin.example.com\r\n\r\n").is_ok()
+                && {
+                    let mut buf = [0u8; 12];
+                    !matches!(c.read(&mut buf), Ok(n) if n > 0)
+                }
+        })
+        .count();
+    assert!(closed >= 10, "only {closed} of 30 connections past a limit of 20 were refused");
+    drop(held);
+    within(Duration::from_secs(5), POLL, "the gateway serving again", || {
+        call(&[]).map_err(|e| e.to_string()).and_then(|r| (r.status == 200).then_some(()).ok_or(r.body))
+    });
+
+    // Headers sent too slowly: the connection is closed after the header timeout.
+    let mut slow = TcpStream::connect(gw).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    slow.write_all(b"GET /get HTTP/1.1\r\nHost: httpbin.example.com\r\n").unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(5) && waited < Duration::from_secs(15), "closed after {waited:?}");
+    assert!(!String::from_utf8_lossy(&rest).contains("200 OK"), "{}", String::from_utf8_lossy(&rest));
+}
