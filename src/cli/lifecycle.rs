@@ -93,6 +93,12 @@ pub struct GatewayPorts {
     pub max_connections: Option<usize>,
 }
 
+/// What the local backend cannot isolate, said by `status` (and README, and lab 06).
+const LOCAL_ISOLATION: &str =
+    "on the local backend every app also listens on a loopback port of its own (app_addrs in \
+`status -o json`); a program on this machine can call it directly, past its sidecar's mutual TLS and \
+authorization policies (on Kubernetes a pod's network namespace leaves the sidecar the only way in)";
+
 pub async fn up(
     env: &Env,
     ports: GatewayPorts,
@@ -401,7 +407,7 @@ pub async fn status(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
     let listening = gateway_ports(&status).await;
     match output {
         Output::Json | Output::Yaml => {
-            let v = serde_json::json!({"environment": env.name, "running": true, "state_dir": env.dir, "gateway": {"http": format!("127.0.0.1:{}", settings.http_port), "https": format!("127.0.0.1:{}", settings.https_port), "tcp": format!("127.0.0.1:{}", settings.tcp_port), "listening": listening}, "control_plane": status.control_plane, "pods": status.pods});
+            let v = serde_json::json!({"environment": env.name, "running": true, "state_dir": env.dir, "gateway": {"http": format!("127.0.0.1:{}", settings.http_port), "https": format!("127.0.0.1:{}", settings.https_port), "tcp": format!("127.0.0.1:{}", settings.tcp_port), "listening": listening}, "control_plane": status.control_plane, "pods": status.pods, "isolation": LOCAL_ISOLATION});
             if output == Output::Json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -437,6 +443,7 @@ pub async fn status(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
             }
             println!();
             print!("{}", pods_table(&status));
+            println!("\nnote: {LOCAL_ISOLATION}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -271,3 +271,24 @@ fn the_gateway_holds_envoys_limits_on_headers_bodies_and_connections() {
     assert!(waited >= Duration::from_secs(5) && waited < Duration::from_secs(15), "closed after {waited:?}");
     assert!(!String::from_utf8_lossy(&rest).contains("200 OK"), "{}", String::from_utf8_lossy(&rest));
 }
+
+#[test]
+fn status_says_what_the_local_backend_cannot_isolate_and_it_is_true() {
+    let mesh = Mesh::up();
+    mesh.apply_yaml(
+        "strict.yaml",
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: istio-system}\nspec:\n  mtls: {mode: STRICT}\n",
+    );
+    let table = mesh.ok(&["status"]);
+    assert!(
+        table.contains("note: on the local backend every app also listens on a loopback port of its own"),
+        "{table}"
+    );
+    let status = mesh.status();
+    assert!(status["isolation"].as_str().unwrap().contains("past its sidecar's mutual TLS"), "{status}");
+    // What the note says: httpbin's own port answers a plain client, STRICT or not.
+    let pod = status["pods"].as_array().unwrap().iter().find(|p| p["workload"] == "httpbin").unwrap();
+    let app: std::net::SocketAddr = pod["app_addrs"]["8080"].as_str().unwrap().parse().unwrap();
+    assert_eq!(crate::support::get(app, "httpbin", "/get").unwrap().status, 200);
+    assert_eq!(mesh.http_code("curl", "default", "http://httpbin:8000/get"), "200", "through the sidecars");
+}
