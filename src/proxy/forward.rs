@@ -573,9 +573,14 @@ fn normalize<B>(req: &mut Request<B>, mode: crate::normalize::PathNormalization)
         Some(q) => format!("{path}?{q}"),
         None => path,
     };
+    // Fails closed: a path that cannot be written back is refused, never passed on as sent.
     let mut parts = req.uri().clone().into_parts();
-    parts.path_and_query = Some(path_and_query.parse().ok()?);
-    *req.uri_mut() = http::Uri::from_parts(parts).ok()?;
+    let Ok(path_and_query) = path_and_query.parse() else { return Some(Reply::BadPath) };
+    parts.path_and_query = Some(path_and_query);
+    match http::Uri::from_parts(parts) {
+        Ok(uri) => *req.uri_mut() = uri,
+        Err(_) => return Some(Reply::BadPath),
+    }
     None
 }
 
