@@ -292,3 +292,23 @@ fn status_says_what_the_local_backend_cannot_isolate_and_it_is_true() {
     assert_eq!(crate::support::get(app, "httpbin", "/get").unwrap().status, 200);
     assert_eq!(mesh.http_code("curl", "default", "http://httpbin:8000/get"), "200", "through the sidecars");
 }
+
+#[test]
+fn a_stray_quote_does_not_let_deep_yaml_reach_the_parser() {
+    let mesh = Mesh::up();
+    // `a: x '` is plain text in YAML (the quote does not open a string); the flow below it is
+    // 100,000 deep. Refused by the nesting guard, with the line, before any YAML parser runs.
+    let hostile = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: x}}\ndata:\n  a: x '\n  b: {}{}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let file = mesh.work.path().join("quote.yaml");
+    std::fs::write(&file, hostile).unwrap();
+    for args in [&["apply", "--dry-run", "-f"][..], &["analyze", "-f"]] {
+        let out = mesh.run(&[args, &[file.to_str().unwrap()]].concat());
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(4), "{args:?}: {all}");
+        assert!(all.contains("quote.yaml:6") && all.contains("nested more than 64 levels deep"), "{all}");
+    }
+}
