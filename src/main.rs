@@ -4,6 +4,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// jemalloc, purging freed pages in the background within a second (`.cargo/config.toml`), so
+/// memory a burst of connections used goes back to the system when they close.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     quiet_on_closed_pipe();
     let cli = meshrig::cli::Cli::parse();
