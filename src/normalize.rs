@@ -70,6 +70,11 @@ pub fn path(path: &str, mode: PathNormalization) -> Result<Cow<'_, str>, Invalid
     if merge {
         out.dedup_by(|a, b| *a == b'/' && *b == b'/');
     }
+    // One pass of decoding can make a `%00` (`%%300` → `%00`): refused as the original would be,
+    // so nothing downstream decodes a NUL the check did not see.
+    if out.windows(3).any(|w| w == b"%00") {
+        return Err(Invalid::NulByte);
+    }
     // Only ASCII was decoded, and only whole `%HH` triples: the bytes stay valid UTF-8.
     Ok(Cow::Owned(String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())))
 }
@@ -162,6 +167,8 @@ mod tests {
         assert_eq!(path("/a%00b", Base), Err(Invalid::NulByte));
         assert_eq!(path("/a%00b", None), Err(Invalid::NulByte), "always refused");
         assert_eq!(norm("/x/../admin", None), "/x/../admin");
+        // Found by the fuzzer: decoding `%30` after a lone `%` makes a `%00`.
+        assert_eq!(path("1%%300/a/b/gt'", Base), Err(Invalid::NulByte));
     }
 
     #[test]
