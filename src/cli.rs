@@ -12,6 +12,7 @@ mod graph;
 mod kubectl;
 mod lab;
 mod lab_verify;
+mod lab_watch;
 pub mod lifecycle;
 mod load;
 pub mod logs;
@@ -365,7 +366,8 @@ pub enum Command {
         /// Only edges from or to this namespace.
         #[arg(short, long)]
         namespace: Option<String>,
-        /// Measure rates over this window (`5s`, `1m`); 0: totals since the proxies started.
+        /// Measure rates over the next WINDOW (`5s`, `1m`: the command waits that long, then
+        /// prints); 0: totals since the proxies started, at once.
         #[arg(short, long, default_value = "0")]
         window: String,
         /// Output format: a table for people, or yaml / json for programs.
@@ -454,8 +456,26 @@ pub enum AddonsCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum LabCommand {
-    /// List the labs and your progress.
-    List,
+    /// List the labs and your progress ("n of 13 done", the step you are on).
+    List {
+        /// Output format: a table for people, or yaml / json for programs.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Print lab N's text in the terminal, with this environment's addresses (default: the
+    /// current lab).
+    Show {
+        /// The lab (default: the one started last).
+        lab: Option<String>,
+    },
+    /// Apply the lab's files and check them again on every save, until Ctrl-C.
+    Watch {
+        /// The lab (default: the one started last).
+        lab: Option<String>,
+        /// Seconds each check may retry before it counts as failed.
+        #[arg(long, default_value_t = 5)]
+        wait: u64,
+    },
     /// Bring the mesh to lab N's baseline and write its starting files into ./meshrig-labs/.
     Start {
         /// The lab's number (`1`, `01`) or directory name.
@@ -496,19 +516,26 @@ pub enum LabCommand {
         #[arg(long)]
         all: bool,
     },
-    /// Show (or apply) the solution of lab N.
+    /// Show (or apply) the solution of the step you are on in lab N.
     Solution {
         /// The lab (default: the one started last).
         lab: Option<String>,
-        /// Apply it instead of printing it.
+        /// Apply it instead of printing it (with the starting files it does not replace).
         #[arg(long)]
         apply: bool,
+        /// In a lab of steps, this step's solution (default: the step you are on).
+        #[arg(long)]
+        step: Option<u32>,
     },
     /// Prove the course, each lab in a scratch environment of its own (yours is not touched):
     /// its starting files fail every check it teaches and its solution passes them all.
     Verify {
         /// Labs to verify (default: all).
         labs: Vec<String>,
+        /// Walk the labs in order in one scratch environment, as a learner does: each step fails
+        /// before its solution and passes after it.
+        #[arg(long)]
+        in_order: bool,
         /// Seconds each check may retry before it counts as failed.
         #[arg(long, default_value_t = 10)]
         wait: u64,

@@ -29,7 +29,11 @@ pub async fn graph(env: &Env, namespace: Option<&str>, window: &str, output: Out
         (None, None)
     } else {
         let before = scrape(&admins).await;
-        // The measurement window itself: the rates are over this time.
+        // The measurement window itself: the rates are over this time, from now on (the proxies
+        // keep counters, not history).
+        if output == Output::Table {
+            eprintln!("measuring the next {} (rates over that window)...", humantime(window));
+        }
         tokio::time::sleep(window).await;
         (Some(before), Some(window.as_secs_f64()))
     };
@@ -44,7 +48,7 @@ pub async fn graph(env: &Env, namespace: Option<&str>, window: &str, output: Out
         return Ok(ExitCode::SUCCESS);
     }
     if edges.is_empty() {
-        let when = if window.is_zero() { "yet".to_string() } else { format!("in the last {window:?}") };
+        let when = if window.is_zero() { "yet".to_string() } else { format!("in those {}", humantime(window)) };
         println!(
             "no requests between workloads {when}: send some traffic (`meshrig load /productpage`) and look again"
         );
@@ -52,6 +56,20 @@ pub async fn graph(env: &Env, namespace: Option<&str>, window: &str, output: Out
     }
     print!("{}", render(&edges, seconds.is_some()));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `10s`, `1m30s`, `500ms`.
+fn humantime(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 != 0 {
+        return format!("{ms}ms");
+    }
+    let (m, s) = (ms / 60_000, ms / 1000 % 60);
+    match (m, s) {
+        (0, s) => format!("{s}s"),
+        (m, 0) => format!("{m}m"),
+        (m, s) => format!("{m}m{s}s"),
+    }
 }
 
 fn name(n: &graph::Node) -> String {

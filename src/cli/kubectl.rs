@@ -144,7 +144,9 @@ pub async fn label_namespace(env: &Env, name: &str, labels: &[String], overwrite
     }
     let client = Backend::local(env).client()?;
     let mut found = client.list(Kind::Namespace, None, Some(name)).await?;
-    let Some(mut ns) = found.pop() else { bail!("namespace {name:?} not found") };
+    let Some(mut ns) = found.pop() else {
+        return Err(crate::cli::exit::NotFound(format!("namespace {name:?} not found; `meshrig get namespaces` lists them")).into());
+    };
     let meta = ns.meta_mut();
     meta.labels = edit_labels(std::mem::take(&mut meta.labels), &edits, overwrite)?;
     let resp = client.apply(&ApplyRequest { resources: vec![ns], create_only: false, dry_run: false }).await?;
@@ -170,7 +172,9 @@ pub async fn describe(env: &Env, kind: &str, name: &str, namespace: &str) -> any
         .filter(|p| p.namespace == namespace)
         .find(|p| p.name == name || p.workload == name)
         .ok_or_else(|| {
-            anyhow!("pod {name:?} not found in namespace {namespace:?}; `meshrig get pods -n {namespace}` lists them")
+            crate::cli::exit::NotFound(format!(
+                "pod {name:?} not found in namespace {namespace:?}; `meshrig get pods -n {namespace}` lists them"
+            ))
         })?;
     let deployment = client.list(Kind::Deployment, Some(namespace), Some(&pod.workload)).await?;
     let containers = match deployment.first() {

@@ -19,7 +19,12 @@ use crate::snapshot::Role;
 
 pub async fn run(env: &Env, cmd: LabCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        LabCommand::List => list(env),
+        LabCommand::List { output } => list(env, output),
+        LabCommand::Show { lab } => show(env, &current(env, lab)?).await,
+        LabCommand::Watch { lab, wait } => {
+            let lab = current(env, lab)?;
+            crate::cli::lab_watch::run(env, &lab, Duration::from_secs(wait)).await
+        }
         LabCommand::Start { lab } => start(env, &labs::find(&lab)?).await,
         LabCommand::Next => next(env).await,
         LabCommand::Reset { lab } => reset(env, &current(env, lab)?).await,
@@ -29,23 +34,51 @@ pub async fn run(env: &Env, cmd: LabCommand) -> anyhow::Result<ExitCode> {
             check_cmd(env, &lab, Duration::from_secs(wait), step, output).await
         }
         LabCommand::Hint { lab, all } => hint(env, &current(env, lab)?, all),
-        LabCommand::Solution { lab, apply } => {
+        LabCommand::Solution { lab, apply, step } => {
             let lab = current(env, lab)?;
+            let step = step_of(env, &lab, step)?;
+            let steps = lab.spec.staged_steps();
+            let which = if steps > 0 { format!("step {step} of {steps} of lab {}", lab.number) } else { format!("lab {}", lab.number) };
             if apply {
                 let client = crate::cli::backend::Backend::local(env).client()?;
-                apply_files(&client, &lab, &lab.spec.solution).await?;
-                eprintln!("{} applied the solution of lab {}", term::pass_mark(), lab.number);
+                apply_files(&client, &lab, &lab.spec.solved_files(step)).await?;
+                eprintln!("{} applied the solution of {which}; `meshrig lab check` checks it", term::pass_mark());
             } else {
-                for f in &lab.spec.solution {
+                eprintln!("# the solution of {which}");
+                for f in &lab.spec.step_solution(step) {
                     println!("# labs/{}/{f}", lab.dir);
                     print!("{}", lab.file(f).unwrap_or(""));
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
-        LabCommand::Verify { labs: ids, wait, jobs, junit, output } => {
-            crate::cli::lab_verify::run(&ids, Duration::from_secs(wait), jobs, junit.as_deref(), output).await
+        LabCommand::Verify { labs: ids, in_order, wait, jobs, junit, output } => {
+            let wait = Duration::from_secs(wait);
+            if in_order {
+                crate::cli::lab_verify::run_in_order(&ids, wait, junit.as_deref(), output).await
+            } else {
+                crate::cli::lab_verify::run(&ids, wait, jobs, junit.as_deref(), output).await
+            }
         }
+    }
+}
+
+/// The step the learner is on (1 in a lab of one final state).
+pub fn current_step(env: &Env, lab: &Lab) -> u32 {
+    progress(env).step.get(&lab.number).copied().unwrap_or(1).clamp(1, lab.spec.staged_steps().max(1))
+}
+
+/// The step `lab check` and `lab solution` work on: the one asked for (checked against the
+/// lab), else the one the learner is on (1 in a lab of one final state).
+fn step_of(env: &Env, lab: &Lab, asked: Option<u32>) -> anyhow::Result<u32> {
+    let steps = lab.spec.staged_steps();
+    match asked {
+        Some(n) if steps == 0 || n == 0 || n > steps => {
+            let has = if steps == 0 { "its checks judge one final state".to_string() } else { format!("its checks belong to steps 1 to {steps}") };
+            Err(crate::cli::exit::Usage(format!("lab {} has no step {n} ({has})", lab.number)).into())
+        }
+        Some(n) => Ok(n),
+        None => Ok(current_step(env, lab)),
     }
 }
 
@@ -66,37 +99,96 @@ fn current(env: &Env, id: Option<String>) -> anyhow::Result<Lab> {
     }
 }
 
-fn list(env: &Env) -> anyhow::Result<ExitCode> {
+#[derive(serde::Serialize)]
+struct ListRow {
+    lab: String,
+    dir: String,
+    title: String,
+    summary: String,
+    passed: bool,
+    current: bool,
+    /// In a lab of steps: the step the learner is on (and of how many).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    step: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    steps: Option<u32>,
+}
+
+fn list(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
     let p = progress(env);
-    for lab in labs::all()? {
-        let mark = if p.passed.contains(&lab.number) {
+    let all = labs::all()?;
+    let rows: Vec<ListRow> = all
+        .iter()
+        .map(|lab| {
+            let steps = lab.spec.staged_steps();
+            let current = p.current.as_deref() == Some(&lab.number);
+            ListRow {
+                lab: lab.number.clone(),
+                dir: lab.dir.clone(),
+                title: lab.spec.title.clone(),
+                summary: lab.spec.summary.clone(),
+                passed: p.passed.contains(&lab.number),
+                current,
+                step: (steps > 0 && current).then(|| p.step.get(&lab.number).copied().unwrap_or(1)),
+                steps: (steps > 0).then_some(steps),
+            }
+        })
+        .collect();
+    let done = rows.iter().filter(|r| r.passed).count();
+    if output != Output::Table {
+        let data = serde_json::json!({"done": done, "total": rows.len(), "current": p.current, "labs": rows});
+        crate::cli::print_data(output, &data)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for r in &rows {
+        let mark = if r.passed {
             term::result_mark(true)
-        } else if p.current.as_deref() == Some(&lab.number) {
+        } else if r.current {
             "→".into()
         } else {
             " ".into()
         };
-        println!("{mark} {}  {:<28} {}", lab.number, lab.spec.title, lab.spec.summary);
+        let at = match (r.step, r.steps) {
+            (Some(step), Some(steps)) if !r.passed => format!("  (step {step} of {steps})"),
+            _ => String::new(),
+        };
+        println!("{mark} {}  {:<28} {}{at}", r.lab, r.title, r.summary);
     }
+    println!();
+    println!("{done} of {} done", rows.len());
     Ok(ExitCode::SUCCESS)
 }
 
-fn workspace(lab: &Lab) -> PathBuf {
-    let base = std::env::var_os("MESHRIG_LABS_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("meshrig-labs"));
-    base.join(&lab.dir)
+/// Where the learner's copy of the lab is: where `lab start` wrote it (remembered), else
+/// `$MESHRIG_LABS_DIR/NN-slug` or `./meshrig-labs/NN-slug`.
+pub fn workspace(env: &Env, lab: &Lab) -> PathBuf {
+    if let Some(dir) = std::env::var_os("MESHRIG_LABS_DIR") {
+        return PathBuf::from(dir).join(&lab.dir);
+    }
+    if let Some(dir) = progress(env).workspaces.get(&lab.number) {
+        return dir.clone();
+    }
+    PathBuf::from("meshrig-labs").join(&lab.dir)
 }
 
-/// Brings the mesh to the lab's baseline: its namespaces exist, every resource of the kinds it
-/// owns is gone (in every namespace), its manifests are applied and every proxy is synced.
-/// Returns what was removed.
+/// Where `lab start` writes a lab's files: `$MESHRIG_LABS_DIR` or `./meshrig-labs`, absolute.
+fn new_workspace(lab: &Lab) -> PathBuf {
+    let base = std::env::var_os("MESHRIG_LABS_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("meshrig-labs"));
+    let dir = base.join(&lab.dir);
+    std::path::absolute(&dir).unwrap_or(dir)
+}
+
+/// Brings the mesh to the lab's baseline (`labs::baseline`): its namespaces exist, mesh config
+/// and the course's objects it does not start from are gone (in every namespace), its manifests
+/// are applied and every proxy is synced. Returns what was removed.
 pub async fn baseline(client: &api::Client, lab: &Lab) -> anyhow::Result<Vec<Resource>> {
     let base = &lab.spec.baseline;
-    let mut removed = Vec::new();
-    for k in &base.owns {
-        let kind =
-            Kind::from_user(k).with_context(|| format!("lab {}: unknown kind {k:?} in baseline.owns", lab.number))?;
-        removed.extend(client.list(kind, None, None).await?);
+    let course = labs::baseline::course_objects(&labs::all()?);
+    let mut existing = Vec::new();
+    for kind in labs::baseline::kinds_to_list(lab, &course) {
+        existing.extend(client.list(kind, None, None).await?);
     }
+    let removed = labs::baseline::to_remove(lab, &course, &existing);
     if !removed.is_empty() {
         client.delete(removed.iter().map(Resource::key).collect()).await?;
     }
@@ -108,18 +200,7 @@ pub async fn baseline(client: &api::Client, lab: &Lab) -> anyhow::Result<Vec<Res
     }
     let mut resources: Vec<Resource> =
         parse_documents("lab baseline", &text)?.into_iter().map(|d| d.resource).collect();
-    for m in &base.manifests {
-        let text = labs::manifest(m).with_context(|| format!("manifest {m} is not built in"))?;
-        resources.extend(parse_documents(&format!("samples/{m}"), text)?.into_iter().map(|d| d.resource));
-    }
-    for f in &base.files {
-        let text = lab.file(f).with_context(|| format!("labs/{}/{f} is missing", lab.dir))?;
-        for doc in parse_documents(&format!("labs/{}/{f}", lab.dir), text)? {
-            let mut r = doc.resource;
-            r.set_default_namespace(&base.namespace);
-            resources.push(r);
-        }
-    }
+    resources.extend(labs::baseline::resources(lab).map_err(anyhow::Error::msg)?);
     let version = if resources.is_empty() {
         None
     } else {
@@ -134,10 +215,7 @@ pub async fn baseline(client: &api::Client, lab: &Lab) -> anyhow::Result<Vec<Res
     Ok(removed)
 }
 
-/// Is this lab file a manifest (applied), rather than an answer a check reads (a query)?
-pub fn is_manifest(file: &str) -> bool {
-    file.ends_with(".yaml") || file.ends_with(".yml")
-}
+pub use crate::labs::is_manifest;
 
 pub async fn apply_files(client: &api::Client, lab: &Lab, files: &[String]) -> anyhow::Result<()> {
     let mut resources = Vec::new();
@@ -176,10 +254,9 @@ fn save_removed(env: &Env, lab: &Lab, removed: &[Resource]) -> anyhow::Result<()
     }
     crate::env::write_atomic(&path, text.as_bytes(), 0o600)?;
     eprintln!(
-        "{} lab {} owns {}: removed {} resource(s) that were in the mesh:",
+        "{} lab {} starts without the mesh config and lab objects it does not use: removed {} resource(s):",
         term::warn_mark(),
         lab.number,
-        lab.spec.baseline.owns.join(", "),
         removed.len()
     );
     for r in removed {
@@ -189,22 +266,78 @@ fn save_removed(env: &Env, lab: &Lab, removed: &[Resource]) -> anyhow::Result<()
     Ok(())
 }
 
-/// The README with this environment's real addresses.
-fn rendered_readme(env: &Env, lab: &Lab) -> anyhow::Result<String> {
-    let s = env.settings()?.unwrap_or_default();
-    let vars = labs::Vars {
+/// This environment's addresses for a lab's texts: from its settings, and from the running
+/// control plane when it answers (the Prometheus addon's and the trace collector's real ports).
+pub async fn vars(env: &Env, lab: &Lab) -> labs::Vars {
+    let s = env.settings().ok().flatten().unwrap_or_default();
+    let status = match crate::cli::backend::Backend::local(env).client() {
+        Ok(c) => tokio::time::timeout(Duration::from_secs(3), c.status()).await.ok().and_then(Result::ok),
+        Err(_) => None,
+    };
+    let prometheus = status
+        .as_ref()
+        .and_then(|st| st.control_plane.addons.iter().find(|a| a.name == "prometheus").and_then(|a| a.address))
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| format!("127.0.0.1:{}", s.prometheus_port));
+    let jaeger = status
+        .as_ref()
+        .and_then(|st| st.control_plane.tracing)
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| format!("127.0.0.1:{}", s.tracing_port));
+    labs::Vars {
         gateway: format!("http://127.0.0.1:{}", s.http_port),
         gateway_address: format!("127.0.0.1:{}", s.http_port),
-        workspace: workspace(lab).display().to_string(),
-    };
-    labs::render(lab.readme(), &vars).map_err(anyhow::Error::msg)
+        http_port: s.http_port.to_string(),
+        gateway_https: format!("https://127.0.0.1:{}", s.https_port),
+        https_port: s.https_port.to_string(),
+        gateway_tcp: format!("127.0.0.1:{}", s.tcp_port),
+        prometheus: format!("http://{prometheus}"),
+        jaeger: format!("http://{jaeger}"),
+        dashboard: "http://127.0.0.1:20001".into(),
+        workspace: workspace(env, lab).display().to_string(),
+    }
 }
 
-/// The learner's files as the lab gives them: starting files and the rendered README.
-fn starting_files(env: &Env, lab: &Lab) -> anyhow::Result<Vec<(String, String)>> {
-    let mut files: Vec<(String, String)> =
-        lab.spec.start.iter().map(|f| (f.clone(), lab.file(f).unwrap_or("").to_string())).collect();
-    files.push(("README.md".into(), rendered_readme(env, lab)?));
+/// The README with this environment's real addresses.
+async fn rendered_readme(env: &Env, lab: &Lab) -> anyhow::Result<String> {
+    labs::render(lab.readme(), &vars(env, lab).await).map_err(anyhow::Error::msg)
+}
+
+/// `lab show`: the lab's text in the terminal, rendered with this environment's addresses.
+async fn show(env: &Env, lab: &Lab) -> anyhow::Result<ExitCode> {
+    let text = rendered_readme(env, lab).await?;
+    let color = term::color(term::Stream::Stdout);
+    for line in text.lines() {
+        if color && line.starts_with('#') {
+            println!("\x1b[1m{}\x1b[0m", line.trim_start_matches('#').trim());
+        } else {
+            println!("{line}");
+        }
+    }
+    let steps = lab.spec.staged_steps();
+    let p = progress(env);
+    println!();
+    if p.current.as_deref() != Some(&lab.number) {
+        println!("Start it with `meshrig lab start {}`.", lab.number);
+    } else if steps > 0 {
+        let step = p.step.get(&lab.number).copied().unwrap_or(1);
+        println!("You are on step {step} of {steps}; your files are in {}.", workspace(env, lab).display());
+    } else {
+        println!("Your files are in {}.", workspace(env, lab).display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The learner's files as the lab gives them: starting files and the README, rendered with this
+/// environment's addresses.
+async fn starting_files(env: &Env, lab: &Lab) -> anyhow::Result<Vec<(String, String)>> {
+    let vars = vars(env, lab).await;
+    let mut files = Vec::new();
+    for f in &lab.spec.start {
+        let text = labs::render(lab.file(f).unwrap_or(""), &vars).map_err(|e| anyhow::anyhow!("labs/{}/{f}: {e}", lab.dir))?;
+        files.push((f.clone(), text));
+    }
+    files.push(("README.md".into(), rendered_readme(env, lab).await?));
     Ok(files)
 }
 
@@ -219,8 +352,11 @@ async fn start(env: &Env, lab: &Lab) -> anyhow::Result<ExitCode> {
     let client = crate::cli::backend::Backend::local(env).client()?;
     let removed = baseline(&client, lab).await?;
     save_removed(env, lab, &removed)?;
-    let dir = workspace(lab);
-    for (f, text) in starting_files(env, lab)? {
+    let dir = new_workspace(lab);
+    let mut p = progress(env);
+    p.workspaces.insert(lab.number.clone(), dir.clone());
+    save_progress(env, &p)?;
+    for (f, text) in starting_files(env, lab).await? {
         let path = dir.join(&f);
         // Never overwrite the learner's work (`lab reset` does, keeping a backup); the README is
         // the lab's, rendered with this environment's addresses.
@@ -244,8 +380,14 @@ async fn start(env: &Env, lab: &Lab) -> anyhow::Result<ExitCode> {
         println!("  {}", dir.join(f).display());
     }
     println!();
-    println!("Read README.md, edit the files, apply them:   meshrig apply -f {}", dir.display());
-    println!("then check your work:                          meshrig lab check");
+    println!("Read it here:                                  meshrig lab show");
+    if lab.spec.start.iter().any(|f| is_manifest(f)) {
+        println!("Edit the files, apply them:                    meshrig apply -f {}", dir.display());
+        println!("then check your work:                          meshrig lab check");
+    } else {
+        println!("Edit the files (nothing to apply), then check: meshrig lab check");
+    }
+    println!("or apply and check on every save:              meshrig lab watch");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -271,9 +413,9 @@ async fn reset(env: &Env, lab: &Lab) -> anyhow::Result<ExitCode> {
     let client = crate::cli::backend::Backend::local(env).client()?;
     let removed = baseline(&client, lab).await?;
     save_removed(env, lab, &removed)?;
-    let dir = workspace(lab);
+    let dir = workspace(env, lab);
     let stamp = crate::env::timestamp().replace(':', "");
-    for (f, text) in starting_files(env, lab)? {
+    for (f, text) in starting_files(env, lab).await? {
         let path = dir.join(&f);
         match std::fs::read_to_string(&path) {
             Ok(existing) if existing == text => continue,
@@ -391,6 +533,59 @@ pub async fn target(client: &api::Client, env: &Env) -> anyhow::Result<Target> {
     })
 }
 
+/// Saves what a check of `step` proved: a passed step moves the learner on; a lab of steps is
+/// passed when its last step is. Returns whether the lab is now passed.
+pub fn record(env: &Env, lab: &Lab, step: u32, step_passed: bool) -> anyhow::Result<bool> {
+    let steps = lab.spec.staged_steps();
+    let mut p = progress(env);
+    if step_passed && step < steps {
+        p.step.insert(lab.number.clone(), step + 1);
+    }
+    let passed = step_passed && step >= steps;
+    if passed && !p.passed.contains(&lab.number) {
+        p.passed.push(lab.number.clone());
+    }
+    save_progress(env, &p)?;
+    Ok(passed)
+}
+
+/// After a passed lab: how far the learner is, and the command that goes on.
+pub fn what_next(env: &Env, lab: &Lab) -> anyhow::Result<String> {
+    let p = progress(env);
+    let all = labs::all()?;
+    let done = all.iter().filter(|l| p.passed.contains(&l.number)).count();
+    Ok(match all.iter().skip_while(|l| l.number != lab.number).nth(1) {
+        Some(next) => format!(
+            "{done} of {} labs done. Next: `meshrig lab next` starts lab {} ({}).",
+            all.len(),
+            next.number,
+            next.spec.title
+        ),
+        None => format!("{done} of {} labs done: that was the last lab.", all.len()),
+    })
+}
+
+/// `1 check`, `4 checks`.
+pub fn count(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+/// `1 of 4 checks failed, 3 not judged (they need the failed one to pass first)`: counts that
+/// add up, a check that was never judged not counted as failed.
+pub fn failure_summary(outcomes: &[Outcome]) -> String {
+    let failed = outcomes.iter().filter(|o| !o.passed && !o.skipped).count();
+    let skipped = outcomes.iter().filter(|o| o.skipped).count();
+    let mut line = format!("{failed} of {} failed", count(outcomes.len(), "check"));
+    if skipped > 0 {
+        line.push_str(&format!(", {skipped} not judged (they need the failed ones to pass first)"));
+    }
+    line
+}
+
 /// Prints one outcome as it is known (stdout, for people).
 pub fn print_outcome(o: &Outcome) {
     if o.passed {
@@ -419,20 +614,14 @@ async fn check_cmd(
     output: Output,
 ) -> anyhow::Result<ExitCode> {
     let steps = lab.spec.staged_steps();
-    let step = match step {
-        Some(n) if steps == 0 || n == 0 || n > steps => {
-            anyhow::bail!("lab {} has no step {n} to check (its checks belong to steps 1 to {steps})", lab.number)
-        }
-        Some(n) => n,
-        None => progress(env).step.get(&lab.number).copied().unwrap_or(1).clamp(1, steps.max(1)),
-    };
+    let step = step_of(env, lab, step)?;
     let checks = lab.spec.checks_for(step);
     let client = crate::cli::backend::Backend::local(env).client()?;
     // Checks judge the config in force: wait (bounded) until every proxy runs it. If that does
     // not happen, the checks still run and say what they see.
     client.wait_settled(None, Duration::from_secs(10)).await?;
     let mut target = target(&client, env).await?;
-    target.answers = check::Answers::Dir(workspace(lab));
+    target.answers = check::Answers::Dir(workspace(env, lab));
     let people = output == Output::Table;
     if people {
         let heading = format!(
@@ -474,13 +663,7 @@ async fn check_cmd(
     )
     .await;
     let step_passed = outcomes.iter().all(|o| o.passed);
-    // A lab of steps is passed when its last step is; a passed step moves the learner on.
-    let passed = step_passed && step >= steps;
-    if step_passed && step < steps {
-        let mut p = progress(env);
-        p.step.insert(lab.number.clone(), step + 1);
-        save_progress(env, &p)?;
-    }
+    let passed = record(env, lab, step, step_passed)?;
     // When something failed, what the analyzer finds in the lab's namespace often says why.
     let analysis: Vec<String> = if step_passed {
         Vec::new()
@@ -504,9 +687,9 @@ async fn check_cmd(
                 lab.spec.steps.get(step as usize).map(|s| format!("{}: {}", s.title, s.text)).unwrap_or_default();
             println!("Lab {}: step {step} of {steps} passed. Next, step {}: {next}", lab.number, step + 1);
         } else if failed == 0 {
-            println!("Lab {}: all {} checks passed", lab.number, outcomes.len());
+            println!("Lab {}: {} passed", lab.number, count(outcomes.len(), "check"));
         } else {
-            println!("Lab {}: {failed} of {} checks failed", lab.number, outcomes.len());
+            println!("Lab {}: {}", lab.number, failure_summary(&outcomes));
         }
     } else {
         let data = serde_json::json!({
@@ -519,12 +702,8 @@ async fn check_cmd(
         });
         crate::cli::print_data(output, &data)?;
     }
-    if passed {
-        let mut p = progress(env);
-        if !p.passed.contains(&lab.number) {
-            p.passed.push(lab.number.clone());
-        }
-        save_progress(env, &p)?;
+    if passed && people {
+        println!("{}", what_next(env, lab)?);
     }
     Ok(if step_passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -1,6 +1,8 @@
 //! `lab verify`: each lab in a scratch environment of its own (own state dir, own ports, removed
 //! afterwards), so the learner's environment and files are never touched; labs run in parallel
-//! up to `--jobs`; results as lines, JSON/YAML, and JUnit XML for an instructor's CI.
+//! up to `--jobs`. `lab verify --in-order` walks the course as a learner does instead: one
+//! scratch environment, the labs in order, each step failing before its solution and passing
+//! after it. Results as lines, JSON/YAML, and JUnit XML for an instructor's CI.
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -41,10 +43,9 @@ struct Scratch {
 }
 
 impl Scratch {
-    async fn up(lab: &Lab) -> anyhow::Result<Scratch> {
+    async fn up(name: &str) -> anyhow::Result<Scratch> {
         let dir = std::env::temp_dir().join(format!(
-            "meshrig-verify-{}-{}",
-            lab.number,
+            "meshrig-verify-{name}-{}",
             crate::env::random_hex(4).unwrap_or_default()
         ));
         let scratch = Scratch { env: Env::resolve("verify", Some(dir.clone()))? };
@@ -108,7 +109,7 @@ async fn verify_lab(lab: &Lab, wait: Duration, bar: &indicatif::ProgressBar) -> 
     let started = Instant::now();
     let title = format!("lab {} {}", lab.number, lab.spec.title);
     bar.set_message(format!("{title}: starting a scratch environment"));
-    let scratch = Scratch::up(lab).await?;
+    let scratch = Scratch::up(&lab.number).await?;
     let client = Backend::local(&scratch.env).client()?;
     bar.set_message(format!("{title}: checks on the starting files"));
     baseline(&client, lab).await?;
@@ -222,20 +223,114 @@ pub async fn run(
     }
     results.sort_by_key(|(i, _)| *i);
     let results: Vec<LabResult> = results.into_iter().map(|(_, r)| r).collect();
+    report(&results, junit, output, false)
+}
+
+/// The summary line, the JUnit file and the data (the per-lab lines are printed as labs end).
+fn report(results: &[LabResult], junit: Option<&Path>, output: Output, in_order: bool) -> anyhow::Result<ExitCode> {
     let verified = results.iter().filter(|r| r.verified).count();
     if let Some(path) = junit {
-        write_junit(path, &results)?;
+        write_junit(path, results)?;
         eprintln!("{} wrote {}", term::pass_mark(), path.display());
     }
-    if people {
-        println!("{verified} of {} labs verified", results.len());
+    if output == Output::Table {
+        let how = if in_order { " in order, in one environment" } else { "" };
+        println!("{verified} of {} labs verified{how}", results.len());
     } else {
         crate::cli::print_data(
             output,
-            &serde_json::json!({"verified": verified, "total": results.len(), "labs": results}),
+            &serde_json::json!({"verified": verified, "total": results.len(), "inOrder": in_order, "labs": results}),
         )?;
     }
     Ok(if verified == results.len() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `lab verify --in-order`: the course as a learner walks it, in one scratch environment. Each
+/// lab starts as `lab start` starts it (on whatever the lab before left); in each step the
+/// checks are judged first as the learner finds them (the starting files applied, or the step
+/// before solved), then after `lab solution --apply` for that step.
+pub async fn run_in_order(
+    ids: &[String],
+    wait: Duration,
+    junit: Option<&Path>,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    let labs: Vec<Lab> =
+        if ids.is_empty() { labs::all()? } else { ids.iter().map(|i| labs::find(i)).collect::<Result<_, _>>()? };
+    let people = output == Output::Table;
+    let bar = indicatif::ProgressBar::new_spinner();
+    if !people || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar.set_message("starting a scratch environment");
+    let scratch = Scratch::up("in-order").await?;
+    let client = Backend::local(&scratch.env).client()?;
+    let mut results = Vec::new();
+    for lab in &labs {
+        let result = match walk_lab(&client, &scratch.env, lab, wait, &bar).await {
+            Ok(r) => r,
+            Err(e) => LabResult {
+                lab: lab.number.clone(),
+                title: lab.spec.title.clone(),
+                verified: false,
+                problems: vec![format!("could not run: {e:#}")],
+                start: vec![],
+                solution: vec![],
+                seconds: 0.0,
+            },
+        };
+        if people {
+            bar.suspend(|| print_result(&result));
+        }
+        results.push(result);
+    }
+    bar.finish_and_clear();
+    drop(scratch);
+    report(&results, junit, output, true)
+}
+
+/// One lab of the walk: `lab start`, then per step: judged as found, solved, judged again.
+async fn walk_lab(
+    client: &crate::api::Client,
+    env: &Env,
+    lab: &Lab,
+    wait: Duration,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<LabResult> {
+    let started = Instant::now();
+    let title = format!("lab {} {}", lab.number, lab.spec.title);
+    bar.set_message(format!("{title}: lab start"));
+    baseline(client, lab).await?;
+    let mut target = target(client, env).await?;
+    let steps = lab.spec.staged_steps().max(1);
+    let (mut start, mut solution) = (Vec::new(), Vec::new());
+    let mut answers_now = answers(lab, &lab.spec.start, &[]);
+    for step in 1..=steps {
+        let checks = lab.spec.checks_for(step);
+        if step == 1 {
+            bar.set_message(format!("{title}: the starting files applied"));
+            apply_files(client, lab, &lab.spec.start).await?;
+        }
+        bar.set_message(format!("{title}: step {step} before its solution"));
+        target.answers = answers_now;
+        start.extend(check::run_all(&checks, &target, START_WAIT.min(wait), |_| {}, |_, _, _| {}, |_| {}).await);
+        bar.set_message(format!("{title}: step {step} with `lab solution --apply`"));
+        apply_files(client, lab, &lab.spec.solved_files(step)).await?;
+        answers_now = answers(lab, &lab.spec.start, &lab.spec.step_solution(step));
+        target.answers = answers_now.clone();
+        solution.extend(check::run_all(&checks, &target, wait, |_| {}, |_, _, _| {}, |_| {}).await);
+    }
+    let problems = problems(&start, &solution);
+    Ok(LabResult {
+        lab: lab.number.clone(),
+        title: lab.spec.title.clone(),
+        verified: problems.is_empty(),
+        problems,
+        start,
+        solution,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }
 
 fn print_result(r: &LabResult) {

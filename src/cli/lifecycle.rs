@@ -367,12 +367,16 @@ pub async fn gateway_ports(status: &Status) -> Vec<GatewayPort> {
     tokio::time::timeout(Duration::from_secs(2), answer).await.ok().flatten().unwrap_or_default()
 }
 
-/// `80 → http://127.0.0.1:8080   9000 → http://127.0.0.1:9000` (TCP ports without `http://`).
+/// `80 → http://127.0.0.1:8080   443 → https://127.0.0.1:8443   31400 → tcp 127.0.0.1:31400`.
 fn ports_line(ports: &[GatewayPort]) -> String {
     ports
         .iter()
         .map(|p| {
-            let scheme = if p.container_port == 31400 { "tcp " } else { "http://" };
+            let scheme = match p.port {
+                31400 => "tcp ",
+                443 => "https://",
+                _ => "http://",
+            };
             format!("{} → {scheme}{}", p.port, p.address)
         })
         .collect::<Vec<_>>()
@@ -421,7 +425,10 @@ pub async fn status(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
                 status.control_plane.pid,
                 status.control_plane.version
             );
-            println!("ingress gateway http://127.0.0.1:{}   tcp 127.0.0.1:{}", settings.http_port, settings.tcp_port);
+            println!(
+                "ingress gateway http://127.0.0.1:{}   https://127.0.0.1:{}   tcp 127.0.0.1:{}",
+                settings.http_port, settings.https_port, settings.tcp_port
+            );
             if let Some(tracing) = status.control_plane.tracing {
                 println!("traces          http://{tracing}/jaeger/api/traces?service=SERVICE (Jaeger's query API)");
             }
@@ -514,5 +521,7 @@ mod tests {
         assert_eq!((ports[0].port, ports[0].container_port), (80, 8080));
         assert_eq!(ports[1].address, "127.0.0.1:9000".parse().unwrap());
         assert_eq!(ports_line(&ports), "80 → http://127.0.0.1:18080   9000 → http://127.0.0.1:9000");
+        let tls = parse_listeners("0.0.0.0_8443::127.0.0.1:18443\n0.0.0.0_31400::127.0.0.1:31400\n");
+        assert_eq!(ports_line(&tls), "443 → https://127.0.0.1:18443   31400 → tcp 127.0.0.1:31400", "each with its scheme");
     }
 }

@@ -59,7 +59,8 @@ pub async fn run(
         .or_else(|| status.pods.iter().find(|p| p.namespace == ns && p.workload == name));
     let Some(found) = found else {
         let known: Vec<String> = status.pods.iter().filter(|p| p.namespace == ns).map(|p| p.name.clone()).collect();
-        bail!("no pod {name:?} in namespace {ns}; pods there: {}", known.join(", "));
+        let msg = format!("no pod {name:?} in namespace {ns}; pods there: {}", known.join(", "));
+        return Err(crate::cli::exit::NotFound(msg).into());
     };
     let path = log_file(env, found, container)?;
     let mut file = std::fs::File::open(&path).with_context(|| format!("no log yet at {}", path.display()))?;

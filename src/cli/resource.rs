@@ -149,19 +149,21 @@ pub async fn delete(
             })
             .collect()
     } else {
-        let (kind, names) = args.split_first().ok_or_else(|| anyhow!("give -f FILE, or KIND NAME"))?;
-        let kind = Kind::from_user(kind).ok_or_else(|| anyhow!("unknown kind {kind:?}"))?;
-        if names.is_empty() {
-            bail!("give the name of the {} to delete", kind.as_str());
+        let (kinds, names) = args.split_first().ok_or_else(|| anyhow!("give -f FILE, or KIND NAME"))?;
+        let mut keys = Vec::new();
+        for (kind, slash_name) in split_kinds(kinds) {
+            let kind = Kind::from_user(kind)
+                .ok_or_else(|| crate::cli::exit::Usage(format!("unknown kind {kind:?}; `meshrig get --help` lists them")))?;
+            let names: Vec<&str> = slash_name.into_iter().chain(names.iter().map(String::as_str)).collect();
+            if names.is_empty() {
+                return Err(crate::cli::exit::Usage(format!("give the name of the {} to delete", kind.as_str())).into());
+            }
+            for n in names {
+                let namespace = if kind.namespaced() { ns.to_string() } else { String::new() };
+                keys.push(ResourceKey { kind, namespace, name: n.to_string() });
+            }
         }
-        names
-            .iter()
-            .map(|n| ResourceKey {
-                kind,
-                namespace: if kind.namespaced() { ns.to_string() } else { String::new() },
-                name: n.clone(),
-            })
-            .collect()
+        keys
     };
     let client = crate::cli::backend::Backend::local(env).client()?;
     let resp = client.delete(keys).await?;
@@ -175,7 +177,7 @@ pub async fn delete(
             a => println!("{} {}", describe(&r.key), a.as_str()),
         }
     }
-    Ok(if missing { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if missing { ExitCode::from(crate::cli::exit::NOT_FOUND) } else { ExitCode::SUCCESS })
 }
 
 /// What `get` lists: one name or all, one namespace or all (None), and a label selector.
@@ -186,20 +188,44 @@ pub struct Query<'a> {
     pub selector: Option<&'a Selector>,
 }
 
-pub async fn get(env: &Env, kind: &str, q: Query<'_>, output: Output) -> anyhow::Result<ExitCode> {
-    let client = crate::cli::backend::Backend::local(env).client()?;
-    match kind.to_ascii_lowercase().as_str() {
-        "pod" | "pods" | "po" => return get_pods(&client, q, output, false).await,
-        "all" => return get_all(&client, q, output).await,
-        _ => {}
+/// kubectl's forms of what to get: `vs`, `vs,dr` (comma lists), `vs/reviews`.
+fn split_kinds(arg: &str) -> Vec<(&str, Option<&str>)> {
+    arg.split(',').filter(|k| !k.is_empty()).map(|k| match k.split_once('/') {
+        Some((kind, name)) => (kind, Some(name)),
+        None => (k, None),
+    }).collect()
+}
+
+pub async fn get(env: &Env, kinds: &str, q: Query<'_>, output: Output) -> anyhow::Result<ExitCode> {
+    let parts = split_kinds(kinds);
+    if parts.len() > 1 && output != Output::Table {
+        bail!("`get {kinds}` lists several kinds as tables; `-o {}` takes one kind at a time", output_name(output));
     }
-    let k = Kind::from_user(kind).ok_or_else(|| {
-        anyhow!(
-            "unknown kind {kind:?}; known: pods, all, {}",
-            Kind::ALL.iter().map(|k| k.plural()).collect::<Vec<_>>().join(", ")
-        )
-    })?;
-    get_kind(&client, k, q, output, false).await
+    let client = crate::cli::backend::Backend::local(env).client()?;
+    let mut code = ExitCode::SUCCESS;
+    for (i, (kind, name)) in parts.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        let q = Query { name: name.or(q.name), ..q };
+        let one = match kind.to_ascii_lowercase().as_str() {
+            "pod" | "pods" | "po" => get_pods(&client, q, output, parts.len() > 1).await?,
+            "all" => get_all(&client, q, output).await?,
+            _ => {
+                let k = Kind::from_user(kind).ok_or_else(|| {
+                    crate::cli::exit::Usage(format!(
+                        "unknown kind {kind:?}; known: pods, all, {}",
+                        Kind::ALL.iter().map(|k| k.plural()).collect::<Vec<_>>().join(", ")
+                    ))
+                })?;
+                get_kind(&client, k, q, output, parts.len() > 1).await?
+            }
+        };
+        if one != ExitCode::SUCCESS {
+            code = one;
+        }
+    }
+    Ok(code)
 }
 
 /// `get all`: pods, services and deployments, as kubectl shows them (names prefixed by kind).
@@ -240,7 +266,7 @@ async fn get_kind(
     if items.is_empty() {
         if let Some(n) = name {
             eprintln!("error: {} {n:?} not found", k.as_str());
-            return Ok(ExitCode::from(1));
+            return Ok(ExitCode::from(crate::cli::exit::NOT_FOUND));
         }
         eprintln!("No resources found{}.", namespace.map(|n| format!(" in {n} namespace")).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
