@@ -7,7 +7,9 @@
 //! answer must be. Each check retries until a deadline because mesh config is eventually
 //! consistent.
 
+pub mod advice;
 pub mod baseline;
+pub mod body;
 pub mod check;
 
 use include_dir::{include_dir, Dir};

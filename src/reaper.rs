@@ -31,6 +31,55 @@ fn is_addon_config(arg: &[u8], dir: &[u8]) -> bool {
         .is_some_and(|rest| rest.starts_with(b"/addons/"))
 }
 
+/// The process listening on TCP `port` (any local address, IPv4 or IPv6), read from `/proc`;
+/// None when nothing listens there or it cannot be told (another user's process, not Linux).
+pub fn port_holder(port: u16) -> Option<u32> {
+    let mut inode = None;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        inode = text.lines().skip(1).find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let local_port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
+            (local_port == port && f.get(3) == Some(&"0A")).then(|| f.get(9).map(|s| s.to_string()))?
+        });
+        if inode.is_some() {
+            break;
+        }
+    }
+    let target = format!("socket:[{}]", inode?);
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+        if fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == target)) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// Who `pid` is, for a message: `python3 -m http.server 8080 (pid 4242)`.
+pub fn describe(pid: u32) -> String {
+    let args: Vec<String> = args(pid).iter().filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    let mut line = args.join(" ");
+    if line.chars().count() > 80 {
+        line = line.chars().take(80).collect::<String>() + "…";
+    }
+    if line.is_empty() {
+        line = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string();
+    }
+    format!("{line} (pid {pid})")
+}
+
+/// Which of the environment's processes `pid` is: `control-plane`, `proxy` or `app`, when it
+/// is one of them.
+pub fn role_in(pid: u32, dir: &Path) -> Option<String> {
+    let want = dir.as_os_str().as_encoded_bytes();
+    let args = args(pid);
+    args.windows(3)
+        .find(|w| w[0] == b"--state-dir" && w[1] == want && STARTED.contains(&w[2].as_slice()))
+        .map(|w| String::from_utf8_lossy(&w[2]).into_owned())
+}
+
 /// The command line of `pid` (empty when it cannot be read).
 pub fn args(pid: u32) -> Vec<Vec<u8>> {
     std::fs::read(format!("/proc/{pid}/cmdline"))

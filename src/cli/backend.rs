@@ -39,6 +39,13 @@ impl<'a> Backend<'a> {
             }
         }
         if crate::control_plane::lock::held(env) {
+            // Another `up` may be starting it this very moment: give it what is left of the time
+            // a start takes (a control plane that has been up a while and does not answer is hung,
+            // and is not waited for).
+            if let Some(client) = self.wait_ready(self.start_time_left()).await {
+                return Ok((client, false));
+            }
+            let reached = self.client();
             let why = match reached {
                 Err(e) => e.to_string(),
                 Ok(_) => "it does not answer: it may be hung or still starting".into(),
@@ -66,10 +73,45 @@ impl<'a> Backend<'a> {
             _ => None,
         };
         let Some(addrs) = addrs else {
+            // Lost a race with another `up`: its control plane took the lock; use it.
+            if crate::control_plane::lock::held(env) {
+                if let Some(client) = self.wait_ready(Duration::from_secs(20)).await {
+                    return Ok((client, false));
+                }
+            }
             bail!("the control plane did not start; see {}", log_path.display());
         };
         let client = api::Client::new(addrs[&ready::Listener::Api], env.read_token()?);
         Ok((client, true))
+    }
+
+    /// How long to wait for a control plane that holds the lock but does not answer: the time a
+    /// start takes while it has not recorded itself yet (another `up` is starting it), none once
+    /// it has (a recorded control plane that does not answer is hung, and is not waited for).
+    fn start_time_left(&self) -> Duration {
+        let Backend::Local(env) = self;
+        let recorded = matches!(env.control_plane(), Ok(Some(info)) if reaper::belongs(info.pid, &env.dir));
+        if recorded {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(20)
+        }
+    }
+
+    /// Waits (bounded) for a control plane someone else is starting to answer.
+    async fn wait_ready(&self, within: Duration) -> Option<api::Client> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Ok(client) = self.client() {
+                if client.ready().await {
+                    return Some(client);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Stops every process of the environment (the control plane first, so nothing restarts a

@@ -58,24 +58,29 @@ pub fn run(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
         }),
     }
 
-    for (what, port, flag) in [
-        ("gateway HTTP port", settings.http_port, "--http-port"),
-        ("gateway HTTPS port", settings.https_port, "--https-port"),
-        ("gateway TCP port", settings.tcp_port, "--tcp-port"),
-        ("tracing (Jaeger API) port", settings.tracing_port, "--tracing-port"),
+    for (what, port, flag, ours) in [
+        ("gateway HTTP port", settings.http_port, "--http-port", "proxy"),
+        ("gateway HTTPS port", settings.https_port, "--https-port", "proxy"),
+        ("gateway TCP port", settings.tcp_port, "--tcp-port", "proxy"),
+        ("tracing (Jaeger API) port", settings.tracing_port, "--tracing-port", "control-plane"),
     ] {
         let free = crate::cli::lifecycle::port_free(port);
-        let ok = free || running;
+        let holder = if free { None } else { crate::reaper::port_holder(port) };
+        let role = holder.and_then(|pid| crate::reaper::role_in(pid, &env.dir));
+        let who = |role: &str| if role == "proxy" { "this environment's ingress gateway" } else { "this environment's control plane (its trace collector)" };
+        let (ok, detail) = match (free, holder, role.as_deref()) {
+            (true, _, _) => (true, "free".to_string()),
+            (false, Some(pid), Some(r)) if r == ours => (true, format!("in use by {} (pid {pid})", who(r))),
+            (false, Some(pid), Some(r)) => (false, format!("in use by {}, not the one that should hold it (pid {pid})", who(r))),
+            (false, Some(pid), None) => (false, format!("in use by another program: {}", crate::reaper::describe(pid))),
+            // Cannot be told (another user's process): ours only if the environment runs.
+            (false, None, _) if running => (true, "in use (by this environment, as it is running; the holder cannot be read)".into()),
+            (false, None, _) => (false, "in use by another program (it cannot be named: another user's?)".into()),
+        };
         findings.push(Finding {
             check: format!("{what} {port}"),
             ok,
-            detail: if free {
-                "free".into()
-            } else if running {
-                "in use (by this environment's gateway, if it is up)".into()
-            } else {
-                "in use by another program".into()
-            },
+            detail,
             fix: (!ok).then(|| {
                 format!("stop the program using port {port}, or `meshrig up {flag} PORT` (0 picks a free port)")
             }),

@@ -533,6 +533,26 @@ pub async fn target(client: &api::Client, env: &Env) -> anyhow::Result<Target> {
     })
 }
 
+/// Every mesh config object, for `advise`.
+pub async fn mesh_config(client: &api::Client) -> Vec<Resource> {
+    let mut resources = Vec::new();
+    for kind in Kind::ALL.iter().copied().filter(|k| labs::baseline::is_mesh_config(*k)) {
+        resources.extend(client.list(kind, None, None).await.unwrap_or_default());
+    }
+    resources
+}
+
+/// A failed check's hint looks at the learner's resources first (`labs::advice`): what that
+/// finds comes before the check's own hint.
+pub fn advise(lab: &Lab, resources: &[Resource], o: &mut Outcome) {
+    if o.passed || o.skipped {
+        return;
+    }
+    if let Some(first) = labs::advice::advise(lab, &o.saw, resources).first() {
+        o.hint = format!("{first}. If that is not it: {}", o.hint);
+    }
+}
+
 /// Saves what a check of `step` proved: a passed step moves the learner on; a lab of steps is
 /// passed when its last step is. Returns whether the lab is now passed.
 pub fn record(env: &Env, lab: &Lab, step: u32, step_passed: bool) -> anyhow::Result<bool> {
@@ -638,7 +658,8 @@ async fn check_cmd(
         }
     }
     let spinner = std::cell::RefCell::new(None::<indicatif::ProgressBar>);
-    let outcomes = check::run_all(
+    let config = mesh_config(&client).await;
+    let mut outcomes = check::run_all(
         &checks,
         &target,
         wait,
@@ -657,11 +678,16 @@ async fn check_cmd(
                 s.finish_and_clear();
             }
             if people {
-                print_outcome(o);
+                let mut o = o.clone();
+                advise(lab, &config, &mut o);
+                print_outcome(&o);
             }
         },
     )
     .await;
+    for o in outcomes.iter_mut() {
+        advise(lab, &config, o);
+    }
     let step_passed = outcomes.iter().all(|o| o.passed);
     let passed = record(env, lab, step, step_passed)?;
     // When something failed, what the analyzer finds in the lab's namespace often says why.

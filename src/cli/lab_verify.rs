@@ -142,7 +142,7 @@ async fn verify_lab(lab: &Lab, wait: Duration, bar: &indicatif::ProgressBar) -> 
         }
     }
     drop(scratch);
-    let problems = problems(&start, &solution);
+    let problems = problems(&start, &solution, false);
     Ok(LabResult {
         lab: lab.number.clone(),
         title: lab.spec.title.clone(),
@@ -155,14 +155,25 @@ async fn verify_lab(lab: &Lab, wait: Duration, bar: &indicatif::ProgressBar) -> 
 }
 
 /// What makes a lab fail verification (pure).
-pub fn problems(start: &[Outcome], solution: &[Outcome]) -> Vec<String> {
+/// In order (`in_order`), a step's checks are first judged with the step before solved, where a
+/// `kept:` check may pass.
+pub fn problems(start: &[Outcome], solution: &[Outcome], in_order: bool) -> Vec<String> {
     let mut out = Vec::new();
-    for o in start.iter().filter(|o| o.passed && !o.guard) {
-        out.push(format!(
-            "check {:?} passes on the starting files, so the lab does not teach it: change the starting files, \
-             or mark it `guard:` with the reason it may pass",
-            o.id
-        ));
+    for o in start.iter().filter(|o| o.passed && !o.guard && !(in_order && o.kept)) {
+        out.push(if in_order {
+            format!(
+                "check {:?} passes before its step's solution (on the starting files, or with the step before \
+                 solved), so the step does not teach it: change the files, or mark it `kept:` (the step before \
+                 built it) or `guard:` with the reason it may pass",
+                o.id
+            )
+        } else {
+            format!(
+                "check {:?} passes on the starting files, so the lab does not teach it: change the starting files, \
+                 or mark it `guard:` with the reason it may pass",
+                o.id
+            )
+        });
     }
     for o in solution.iter().filter(|o| !o.passed) {
         let mut p = format!("the solution fails check {:?}: saw {}; expected {}", o.id, o.saw, o.expected);
@@ -321,7 +332,7 @@ async fn walk_lab(
         target.answers = answers_now.clone();
         solution.extend(check::run_all(&checks, &target, wait, |_| {}, |_, _, _| {}, |_| {}).await);
     }
-    let problems = problems(&start, &solution);
+    let problems = problems(&start, &solution, true);
     Ok(LabResult {
         lab: lab.number.clone(),
         title: lab.spec.title.clone(),
@@ -452,6 +463,7 @@ mod tests {
             passed,
             skipped: false,
             guard,
+            kept: false,
             saw: "status 404 & more".into(),
             expected: "status 200".into(),
             hint: String::new(),
@@ -466,11 +478,15 @@ mod tests {
     fn a_lab_must_fail_what_it_teaches_and_pass_with_its_solution() {
         let start = [outcome("a", false, false), outcome("b", true, true)];
         let solution = [outcome("a", true, false), outcome("b", true, true)];
-        assert!(problems(&start, &solution).is_empty(), "a passing guard is allowed");
+        assert!(problems(&start, &solution, false).is_empty(), "a passing guard is allowed");
         let start = [outcome("a", true, false)];
-        assert!(problems(&start, &solution[..1])[0].contains("passes on the starting files"));
+        assert!(problems(&start, &solution[..1], false)[0].contains("passes on the starting files"));
         let solution = [outcome("a", false, false)];
-        let p = problems(&[outcome("a", false, false)], &solution);
+        let mut kept = outcome("k", true, false);
+        kept.kept = true;
+        assert!(problems(std::slice::from_ref(&kept), &[], true).is_empty(), "in order, a kept check may pass before its step");
+        assert!(problems(&[kept], &[], false)[0].contains("passes on the starting files"), "but not on the starting files");
+        let p = problems(&[outcome("a", false, false)], &solution, false);
         assert!(p[0].contains("the solution fails check \"a\"") && p[0].contains("(mesh: no route)"), "{p:?}");
     }
 

@@ -81,7 +81,11 @@ async fn round(env: &Env, lab: &Lab, dir: &Path, wait: Duration) -> anyhow::Resu
     }
     let mut target = lab::target(&client, env).await?;
     target.answers = check::Answers::Dir(dir.to_path_buf());
-    let outcomes = check::run_all(&lab.spec.checks_for(step), &target, wait, |_| {}, |_, _, _| {}, |_| {}).await;
+    let config = lab::mesh_config(&client).await;
+    let mut outcomes = check::run_all(&lab.spec.checks_for(step), &target, wait, |_| {}, |_, _, _| {}, |_| {}).await;
+    for o in outcomes.iter_mut() {
+        lab::advise(lab, &config, o);
+    }
     lines.extend(outcomes.iter().flat_map(outcome_lines));
     let step_passed = outcomes.iter().all(|o| o.passed);
     let passed = lab::record(env, lab, step, step_passed)?;

@@ -34,6 +34,11 @@ pub struct Check {
     /// check to fail on the starting files.
     #[serde(default)]
     pub guard: Option<String>,
+    /// Set (with the reason) for a check of step N that already passes once step N-1 is solved:
+    /// it makes sure step N keeps what the step before built. `lab verify --in-order` lets it
+    /// pass before step N's solution; it must still fail on the starting files.
+    #[serde(default)]
+    pub kept: Option<String>,
     /// The step of the lab this check judges (1-based), in a lab whose steps are states one
     /// after the other (a canary at 20%, then 50%, then 100%); none: the lab has one final state.
     #[serde(default)]
@@ -523,6 +528,9 @@ pub struct Outcome {
     /// True when the check was not run because a check it needs failed.
     pub skipped: bool,
     pub guard: bool,
+    /// The check keeps what the step before built (`kept:`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kept: bool,
     pub saw: String,
     pub expected: String,
     pub hint: String,
@@ -789,15 +797,14 @@ fn describe_seen(seen: &Seen, expect: &Expect) -> String {
     match seen {
         Seen::Answer { status, body } if *status == expect.status => match &expect.body_not_contains {
             Some(t) if body.contains(t.as_str()) => format!("status {status} with {t:?} in the body"),
-            _ => {
-                let shown: String = body.chars().take(120).collect();
-                format!("status {status} without the expected text (body starts {shown:?})")
-            }
+            _ => format!(
+                "status {status} without the expected text: {}",
+                super::body::view(body, expect.body_contains.as_deref())
+            ),
         },
         Seen::Answer { status, body } if body.trim().is_empty() => format!("status {status}, empty body"),
         Seen::Answer { status, body } => {
-            let first = body.lines().next().unwrap_or("").chars().take(100).collect::<String>();
-            format!("status {status} ({first:?})")
+            format!("status {status}: {}", super::body::view(body, expect.body_contains.as_deref()))
         }
         Seen::Refused => "connection refused: nothing listens there (no Gateway server for that port yet?)".into(),
         Seen::Reset(why) => format!("no HTTP answer: {why}"),
@@ -1253,6 +1260,7 @@ pub fn not_judged(c: &Check, needed: &str) -> Outcome {
         passed: false,
         skipped: true,
         guard: c.guard.is_some(),
+        kept: c.kept.is_some(),
         saw: format!("not judged yet: it needs \"{needed}\" to pass first"),
         expected: describe_expect(&c.expect),
         hint: format!("fix \"{needed}\" first"),
@@ -1295,6 +1303,7 @@ pub async fn run(c: &Check, target: &Target, wait: Duration, mut retrying: impl 
                 passed: verdict.is_ok(),
                 skipped: false,
                 guard: c.guard.is_some(),
+                kept: c.kept.is_some(),
                 saw: format!("{} from {}", describe_seen(&seen, &c.expect), describe_request(c, target)),
                 expected: describe_expect(&c.expect),
                 hint,
@@ -1350,6 +1359,9 @@ pub fn lint(checks: &[Check]) -> Vec<String> {
         }
         if c.guard.as_deref().is_some_and(|g| g.trim().is_empty()) {
             problems.push(format!("check {:?} is a guard without a reason", c.id));
+        }
+        if c.kept.as_deref().is_some_and(|g| g.trim().is_empty()) || (c.kept.is_some() && c.step.is_none_or(|s| s < 2)) {
+            problems.push(format!("check {:?}: `kept:` needs a reason and a step after the first", c.id));
         }
         let from_ok = c.request.from.as_deref().is_some_and(|f| f.split('/').filter(|p| !p.is_empty()).count() == 2);
         match c.request.via {
@@ -1710,6 +1722,7 @@ hints:
             hints: vec![],
             needs: needs.iter().map(|s| s.to_string()).collect(),
             guard: None,
+            kept: None,
             step: None,
         };
         assert!(lint(&[mk("a", &[]), mk("b", &["a"])]).is_empty());
