@@ -187,8 +187,10 @@ pub fn all() -> Result<Vec<Lab>, Error> {
         render(lab.readme(), &Vars::example())
             .map_err(|message| Error::Invalid { dir: dir.clone(), message: format!("README.md: {message}") })?;
         for step in &lab.spec.steps {
-            render(&step.text, &Vars::example())
-                .map_err(|message| Error::Invalid { dir: dir.clone(), message: format!("step {:?}: {message}", step.title) })?;
+            render(&step.text, &Vars::example()).map_err(|message| Error::Invalid {
+                dir: dir.clone(),
+                message: format!("step {:?}: {message}", step.title),
+            })?;
         }
         for m in &lab.spec.baseline.manifests {
             if manifest(m).is_none() {
@@ -314,8 +316,7 @@ pub fn render(text: &str, vars: &Vars) -> Result<String, String> {
         let after = &rest[start + 2..];
         let end = after.find("}}").ok_or_else(|| "`{{` without `}}`".to_string())?;
         let name = after[..end].trim();
-        let value =
-            vars.get(name).ok_or_else(|| format!("unknown variable {{{{ {name} }}}}; known: {VAR_NAMES}"))?;
+        let value = vars.get(name).ok_or_else(|| format!("unknown variable {{{{ {name} }}}}; known: {VAR_NAMES}"))?;
         out.push_str(value);
         rest = &after[end + 2..];
     }

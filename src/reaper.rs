@@ -59,7 +59,8 @@ pub fn port_holder(port: u16) -> Option<u32> {
 
 /// Who `pid` is, for a message: `python3 -m http.server 8080 (pid 4242)`.
 pub fn describe(pid: u32) -> String {
-    let args: Vec<String> = args(pid).iter().filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    let args: Vec<String> =
+        args(pid).iter().filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
     let mut line = args.join(" ");
     if line.chars().count() > 80 {
         line = line.chars().take(80).collect::<String>() + "…";

@@ -67,14 +67,24 @@ pub fn run(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
         let free = crate::cli::lifecycle::port_free(port);
         let holder = if free { None } else { crate::reaper::port_holder(port) };
         let role = holder.and_then(|pid| crate::reaper::role_in(pid, &env.dir));
-        let who = |role: &str| if role == "proxy" { "this environment's ingress gateway" } else { "this environment's control plane (its trace collector)" };
+        let who = |role: &str| {
+            if role == "proxy" {
+                "this environment's ingress gateway"
+            } else {
+                "this environment's control plane (its trace collector)"
+            }
+        };
         let (ok, detail) = match (free, holder, role.as_deref()) {
             (true, _, _) => (true, "free".to_string()),
             (false, Some(pid), Some(r)) if r == ours => (true, format!("in use by {} (pid {pid})", who(r))),
-            (false, Some(pid), Some(r)) => (false, format!("in use by {}, not the one that should hold it (pid {pid})", who(r))),
+            (false, Some(pid), Some(r)) => {
+                (false, format!("in use by {}, not the one that should hold it (pid {pid})", who(r)))
+            }
             (false, Some(pid), None) => (false, format!("in use by another program: {}", crate::reaper::describe(pid))),
             // Cannot be told (another user's process): ours only if the environment runs.
-            (false, None, _) if running => (true, "in use (by this environment, as it is running; the holder cannot be read)".into()),
+            (false, None, _) if running => {
+                (true, "in use (by this environment, as it is running; the holder cannot be read)".into())
+            }
             (false, None, _) => (false, "in use by another program (it cannot be named: another user's?)".into()),
         };
         findings.push(Finding {

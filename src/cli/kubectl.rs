@@ -145,7 +145,10 @@ pub async fn label_namespace(env: &Env, name: &str, labels: &[String], overwrite
     let client = Backend::local(env).client()?;
     let mut found = client.list(Kind::Namespace, None, Some(name)).await?;
     let Some(mut ns) = found.pop() else {
-        return Err(crate::cli::exit::NotFound(format!("namespace {name:?} not found; `meshrig get namespaces` lists them")).into());
+        return Err(crate::cli::exit::NotFound(format!(
+            "namespace {name:?} not found; `meshrig get namespaces` lists them"
+        ))
+        .into());
     };
     let meta = ns.meta_mut();
     meta.labels = edit_labels(std::mem::take(&mut meta.labels), &edits, overwrite)?;

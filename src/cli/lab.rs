@@ -38,10 +38,15 @@ pub async fn run(env: &Env, cmd: LabCommand) -> anyhow::Result<ExitCode> {
             let lab = current(env, lab)?;
             let step = step_of(env, &lab, step)?;
             let steps = lab.spec.staged_steps();
-            let which = if steps > 0 { format!("step {step} of {steps} of lab {}", lab.number) } else { format!("lab {}", lab.number) };
+            let which = if steps > 0 {
+                format!("step {step} of {steps} of lab {}", lab.number)
+            } else {
+                format!("lab {}", lab.number)
+            };
             if apply {
                 let client = crate::cli::backend::Backend::local(env).client()?;
                 apply_files(&client, &lab, &lab.spec.solved_files(step)).await?;
+                write_answers(env, &lab, &lab.spec.step_solution(step))?;
                 eprintln!("{} applied the solution of {which}; `meshrig lab check` checks it", term::pass_mark());
             } else {
                 eprintln!("# the solution of {which}");
@@ -63,6 +68,31 @@ pub async fn run(env: &Env, cmd: LabCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The solution's answer files (a PromQL query: not applied, read by a check) written into the
+/// learner's workspace; a file the learner changed is kept beside as `NAME.bak-TIMESTAMP`.
+fn write_answers(env: &Env, lab: &Lab, files: &[String]) -> anyhow::Result<()> {
+    let dir = workspace(env, lab);
+    let stamp = crate::env::timestamp().replace(':', "");
+    for f in files.iter().filter(|f| !is_manifest(f)) {
+        let name = f.rsplit('/').next().unwrap_or(f);
+        let path = dir.join(name);
+        let text = lab.file(f).unwrap_or("");
+        match std::fs::read_to_string(&path) {
+            Ok(existing) if existing == text => continue,
+            Ok(_) => {
+                let backup = dir.join(format!("{name}.bak-{stamp}"));
+                std::fs::rename(&path, &backup)
+                    .with_context(|| format!("keep {} as {}", path.display(), backup.display()))?;
+                eprintln!("{} your {} is kept as {}", term::pass_mark(), path.display(), backup.display());
+            }
+            Err(_) => {}
+        }
+        write_file(&path, text)?;
+        eprintln!("{} wrote the solution's {} into {}", term::pass_mark(), name, dir.display());
+    }
+    Ok(())
+}
+
 /// The step the learner is on (1 in a lab of one final state).
 pub fn current_step(env: &Env, lab: &Lab) -> u32 {
     progress(env).step.get(&lab.number).copied().unwrap_or(1).clamp(1, lab.spec.staged_steps().max(1))
@@ -74,7 +104,11 @@ fn step_of(env: &Env, lab: &Lab, asked: Option<u32>) -> anyhow::Result<u32> {
     let steps = lab.spec.staged_steps();
     match asked {
         Some(n) if steps == 0 || n == 0 || n > steps => {
-            let has = if steps == 0 { "its checks judge one final state".to_string() } else { format!("its checks belong to steps 1 to {steps}") };
+            let has = if steps == 0 {
+                "its checks judge one final state".to_string()
+            } else {
+                format!("its checks belong to steps 1 to {steps}")
+            };
             Err(crate::cli::exit::Usage(format!("lab {} has no step {n} ({has})", lab.number)).into())
         }
         Some(n) => Ok(n),
@@ -334,7 +368,8 @@ async fn starting_files(env: &Env, lab: &Lab) -> anyhow::Result<Vec<(String, Str
     let vars = vars(env, lab).await;
     let mut files = Vec::new();
     for f in &lab.spec.start {
-        let text = labs::render(lab.file(f).unwrap_or(""), &vars).map_err(|e| anyhow::anyhow!("labs/{}/{f}: {e}", lab.dir))?;
+        let text =
+            labs::render(lab.file(f).unwrap_or(""), &vars).map_err(|e| anyhow::anyhow!("labs/{}/{f}: {e}", lab.dir))?;
         files.push((f.clone(), text));
     }
     files.push(("README.md".into(), rendered_readme(env, lab).await?));

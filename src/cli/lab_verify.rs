@@ -44,10 +44,8 @@ struct Scratch {
 
 impl Scratch {
     async fn up(name: &str) -> anyhow::Result<Scratch> {
-        let dir = std::env::temp_dir().join(format!(
-            "meshrig-verify-{name}-{}",
-            crate::env::random_hex(4).unwrap_or_default()
-        ));
+        let dir = std::env::temp_dir()
+            .join(format!("meshrig-verify-{name}-{}", crate::env::random_hex(4).unwrap_or_default()));
         let scratch = Scratch { env: Env::resolve("verify", Some(dir.clone()))? };
         let exe = std::env::current_exe().context("cannot find the meshrig binary")?;
         let out = tokio::process::Command::new(exe)
@@ -484,8 +482,14 @@ mod tests {
         let solution = [outcome("a", false, false)];
         let mut kept = outcome("k", true, false);
         kept.kept = true;
-        assert!(problems(std::slice::from_ref(&kept), &[], true).is_empty(), "in order, a kept check may pass before its step");
-        assert!(problems(&[kept], &[], false)[0].contains("passes on the starting files"), "but not on the starting files");
+        assert!(
+            problems(std::slice::from_ref(&kept), &[], true).is_empty(),
+            "in order, a kept check may pass before its step"
+        );
+        assert!(
+            problems(&[kept], &[], false)[0].contains("passes on the starting files"),
+            "but not on the starting files"
+        );
         let p = problems(&[outcome("a", false, false)], &solution, false);
         assert!(p[0].contains("the solution fails check \"a\"") && p[0].contains("(mesh: no route)"), "{p:?}");
     }

@@ -522,6 +522,10 @@ mod tests {
         assert_eq!(ports[1].address, "127.0.0.1:9000".parse().unwrap());
         assert_eq!(ports_line(&ports), "80 → http://127.0.0.1:18080   9000 → http://127.0.0.1:9000");
         let tls = parse_listeners("0.0.0.0_8443::127.0.0.1:18443\n0.0.0.0_31400::127.0.0.1:31400\n");
-        assert_eq!(ports_line(&tls), "443 → https://127.0.0.1:18443   31400 → tcp 127.0.0.1:31400", "each with its scheme");
+        assert_eq!(
+            ports_line(&tls),
+            "443 → https://127.0.0.1:18443   31400 → tcp 127.0.0.1:31400",
+            "each with its scheme"
+        );
     }
 }

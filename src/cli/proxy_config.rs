@@ -85,7 +85,10 @@ fn find<'a>(pods: &'a [PodStatus], name: &str, namespace: Option<&str>) -> anyho
         .or_else(|| pods.iter().find(|p| p.namespace == ns && p.workload == name))
         .ok_or_else(|| {
             let known: Vec<String> = pods.iter().map(|p| format!("{}.{}", p.name, p.namespace)).collect();
-            anyhow::Error::new(crate::cli::exit::NotFound(format!("no pod {name:?} in namespace {ns}; pods: {}", known.join(", "))))
+            anyhow::Error::new(crate::cli::exit::NotFound(format!(
+                "no pod {name:?} in namespace {ns}; pods: {}",
+                known.join(", ")
+            )))
         })
 }
 

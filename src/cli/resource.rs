@@ -152,8 +152,9 @@ pub async fn delete(
         let (kinds, names) = args.split_first().ok_or_else(|| anyhow!("give -f FILE, or KIND NAME"))?;
         let mut keys = Vec::new();
         for (kind, slash_name) in split_kinds(kinds) {
-            let kind = Kind::from_user(kind)
-                .ok_or_else(|| crate::cli::exit::Usage(format!("unknown kind {kind:?}; `meshrig get --help` lists them")))?;
+            let kind = Kind::from_user(kind).ok_or_else(|| {
+                crate::cli::exit::Usage(format!("unknown kind {kind:?}; `meshrig get --help` lists them"))
+            })?;
             let names: Vec<&str> = slash_name.into_iter().chain(names.iter().map(String::as_str)).collect();
             if names.is_empty() {
                 return Err(crate::cli::exit::Usage(format!("give the name of the {} to delete", kind.as_str())).into());
@@ -190,10 +191,13 @@ pub struct Query<'a> {
 
 /// kubectl's forms of what to get: `vs`, `vs,dr` (comma lists), `vs/reviews`.
 fn split_kinds(arg: &str) -> Vec<(&str, Option<&str>)> {
-    arg.split(',').filter(|k| !k.is_empty()).map(|k| match k.split_once('/') {
-        Some((kind, name)) => (kind, Some(name)),
-        None => (k, None),
-    }).collect()
+    arg.split(',')
+        .filter(|k| !k.is_empty())
+        .map(|k| match k.split_once('/') {
+            Some((kind, name)) => (kind, Some(name)),
+            None => (k, None),
+        })
+        .collect()
 }
 
 pub async fn get(env: &Env, kinds: &str, q: Query<'_>, output: Output) -> anyhow::Result<ExitCode> {

@@ -11,7 +11,8 @@ use crate::resources::{Kind, Resource};
 fn lab_namespaces(lab: &Lab) -> BTreeSet<String> {
     let mut out = BTreeSet::from([lab.spec.baseline.namespace.clone(), "istio-system".to_string()]);
     let s = &lab.spec;
-    let files = s.start.iter().chain(&s.solution).chain(&s.baseline.files).chain(s.steps.iter().flat_map(|st| &st.solution));
+    let files =
+        s.start.iter().chain(&s.solution).chain(&s.baseline.files).chain(s.steps.iter().flat_map(|st| &st.solution));
     for f in files.filter(|f| super::is_manifest(f)) {
         for r in super::baseline::file_resources(lab, f).unwrap_or_default() {
             out.insert(r.key().namespace);
@@ -23,7 +24,8 @@ fn lab_namespaces(lab: &Lab) -> BTreeSet<String> {
 /// Does the lab teach (or set up) this kind?
 fn lab_uses(lab: &Lab, kind: Kind) -> bool {
     let s = &lab.spec;
-    let files = s.start.iter().chain(&s.solution).chain(&s.baseline.files).chain(s.steps.iter().flat_map(|st| &st.solution));
+    let files =
+        s.start.iter().chain(&s.solution).chain(&s.baseline.files).chain(s.steps.iter().flat_map(|st| &st.solution));
     files
         .filter(|f| super::is_manifest(f))
         .any(|f| super::baseline::file_resources(lab, f).unwrap_or_default().iter().any(|r| r.kind() == kind))
@@ -61,7 +63,11 @@ pub fn advise(lab: &Lab, saw: &str, resources: &[Resource]) -> Vec<String> {
             out.push(format!(
                 "the 403 comes from an authorization policy, not from the app: {} in force, and this lab uses none. \
                  `meshrig get authorizationpolicies -A` shows them; delete them (or `meshrig lab reset`)",
-                if policies.len() == 1 { format!("{} is", policies[0]) } else { format!("{} are", policies.join(", ")) }
+                if policies.len() == 1 {
+                    format!("{} is", policies[0])
+                } else {
+                    format!("{} are", policies.join(", "))
+                }
             ));
         }
     }
@@ -126,7 +132,10 @@ mod tests {
             "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews, namespace: foo}\nspec: {hosts: [reviews], http: [{route: [{destination: {host: reviews, subset: v1}}]}]}\n",
         );
         let a = advise(&lab, "status 200", &rs);
-        assert!(a[0].contains("your VirtualService \"reviews\" is in namespace \"foo\"") && a[0].contains("-n default"), "{a:?}");
+        assert!(
+            a[0].contains("your VirtualService \"reviews\" is in namespace \"foo\"") && a[0].contains("-n default"),
+            "{a:?}"
+        );
         // Lab 06's namespaces are its own.
         let lab6 = crate::labs::find("6").unwrap();
         let rs = parse("apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: foo}\nspec: {mtls: {mode: STRICT}}\n");

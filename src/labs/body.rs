@@ -72,8 +72,24 @@ pub fn visible_lines(html: &str) -> (Option<String>, Vec<String>) {
                 }
                 if matches!(
                     name.as_str(),
-                    "p" | "div" | "br" | "li" | "tr" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "blockquote" | "dt" | "dd"
-                        | "body" | "title" | "table" | "small" | "em"
+                    "p" | "div"
+                        | "br"
+                        | "li"
+                        | "tr"
+                        | "h1"
+                        | "h2"
+                        | "h3"
+                        | "h4"
+                        | "h5"
+                        | "h6"
+                        | "blockquote"
+                        | "dt"
+                        | "dd"
+                        | "body"
+                        | "title"
+                        | "table"
+                        | "small"
+                        | "em"
                 ) && !in_title
                 {
                     push_line(&mut lines, &mut line);
@@ -108,7 +124,12 @@ fn push_line(lines: &mut Vec<String>, line: &mut String) {
 }
 
 fn entities(s: &str) -> String {
-    s.replace("&nbsp;", " ").replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&#39;", "'").replace("&amp;", "&")
+    s.replace("&nbsp;", " ")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
 }
 
 fn html(body: &str, expected: Option<&str>) -> String {
@@ -156,7 +177,7 @@ fn json(v: &serde_json::Value, expected: Option<&str>) -> String {
     let want = expected.map(words).unwrap_or_default();
     let mut scored: Vec<(usize, &(String, String))> =
         all.iter().map(|kv| (likeness(&format!("{} {}", kv.0, kv.1), &want), kv)).filter(|(s, _)| *s > 0).collect();
-    scored.sort_by(|a, b| b.0.cmp(&a.0));
+    scored.sort_by_key(|s| std::cmp::Reverse(s.0));
     if scored.is_empty() {
         return format!("JSON {}", quote(&v.to_string()));
     }

@@ -1360,7 +1360,8 @@ pub fn lint(checks: &[Check]) -> Vec<String> {
         if c.guard.as_deref().is_some_and(|g| g.trim().is_empty()) {
             problems.push(format!("check {:?} is a guard without a reason", c.id));
         }
-        if c.kept.as_deref().is_some_and(|g| g.trim().is_empty()) || (c.kept.is_some() && c.step.is_none_or(|s| s < 2)) {
+        if c.kept.as_deref().is_some_and(|g| g.trim().is_empty()) || (c.kept.is_some() && c.step.is_none_or(|s| s < 2))
+        {
             problems.push(format!("check {:?}: `kept:` needs a reason and a step after the first", c.id));
         }
         let from_ok = c.request.from.as_deref().is_some_and(|f| f.split('/').filter(|p| !p.is_empty()).count() == 2);

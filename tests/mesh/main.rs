@@ -6,6 +6,7 @@ mod addons;
 mod analyze;
 mod bookinfo;
 mod cli;
+mod course;
 mod dashboard;
 mod egress;
 mod gateway_ports;
