@@ -96,6 +96,18 @@ impl Spec {
         self.checks.iter().filter_map(|c| c.step).max().unwrap_or(0)
     }
 
+    /// Every manifest the lab's own files hold: setup, starting, solution and step solution files.
+    pub fn manifest_files(&self) -> Vec<String> {
+        let files = self.baseline.files.iter().chain(&self.start).chain(&self.solution);
+        let mut out: Vec<String> = Vec::new();
+        for f in files.chain(self.steps.iter().flat_map(|s| &s.solution)).filter(|f| is_manifest(f)) {
+            if !out.contains(f) {
+                out.push(f.clone());
+            }
+        }
+        out
+    }
+
     /// The files that solve `step` (the lab's solution when the step names none, or the lab has
     /// one final state).
     pub fn step_solution(&self, step: u32) -> Vec<String> {

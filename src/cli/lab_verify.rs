@@ -37,6 +37,20 @@ pub struct LabResult {
     pub seconds: f64,
 }
 
+impl LabResult {
+    fn could_not_run(lab: &Lab, e: &anyhow::Error) -> LabResult {
+        LabResult {
+            lab: lab.number.clone(),
+            title: lab.spec.title.clone(),
+            verified: false,
+            problems: vec![format!("could not run: {e:#}")],
+            start: vec![],
+            solution: vec![],
+            seconds: 0.0,
+        }
+    }
+}
+
 /// A mesh of its own for one lab: started with the real binary, stopped and removed on drop.
 struct Scratch {
     env: Env,
@@ -183,6 +197,16 @@ pub fn problems(start: &[Outcome], solution: &[Outcome], in_order: bool) -> Vec<
     out
 }
 
+/// The labs named (all when none is), in course order as given.
+fn chosen(ids: &[String]) -> anyhow::Result<Vec<Lab>> {
+    Ok(if ids.is_empty() { labs::all()? } else { ids.iter().map(|i| labs::find(i)).collect::<Result<_, _>>()? })
+}
+
+/// Progress on stderr only for people at a terminal.
+fn bars_shown(people: bool) -> bool {
+    people && std::io::IsTerminal::is_terminal(&std::io::stderr())
+}
+
 pub async fn run(
     ids: &[String],
     wait: Duration,
@@ -190,11 +214,10 @@ pub async fn run(
     junit: Option<&Path>,
     output: Output,
 ) -> anyhow::Result<ExitCode> {
-    let labs: Vec<Lab> =
-        if ids.is_empty() { labs::all()? } else { ids.iter().map(|i| labs::find(i)).collect::<Result<_, _>>()? };
+    let labs = chosen(ids)?;
     let people = output == Output::Table;
     let bars = indicatif::MultiProgress::new();
-    if !people || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+    if !bars_shown(people) {
         bars.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let slots = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
@@ -208,15 +231,7 @@ pub async fn run(
             bar.enable_steady_tick(Duration::from_millis(120));
             let result = match verify_lab(&lab, wait, &bar).await {
                 Ok(r) => r,
-                Err(e) => LabResult {
-                    lab: lab.number.clone(),
-                    title: lab.spec.title.clone(),
-                    verified: false,
-                    problems: vec![format!("could not run: {e:#}")],
-                    start: vec![],
-                    solution: vec![],
-                    seconds: 0.0,
-                },
+                Err(e) => LabResult::could_not_run(&lab, &e),
             };
             bar.finish_and_clear();
             (i, result)
@@ -264,11 +279,10 @@ pub async fn run_in_order(
     junit: Option<&Path>,
     output: Output,
 ) -> anyhow::Result<ExitCode> {
-    let labs: Vec<Lab> =
-        if ids.is_empty() { labs::all()? } else { ids.iter().map(|i| labs::find(i)).collect::<Result<_, _>>()? };
+    let labs = chosen(ids)?;
     let people = output == Output::Table;
     let bar = indicatif::ProgressBar::new_spinner();
-    if !people || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+    if !bars_shown(people) {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     bar.enable_steady_tick(Duration::from_millis(120));
@@ -279,15 +293,7 @@ pub async fn run_in_order(
     for lab in &labs {
         let result = match walk_lab(&client, &scratch.env, lab, wait, &bar).await {
             Ok(r) => r,
-            Err(e) => LabResult {
-                lab: lab.number.clone(),
-                title: lab.spec.title.clone(),
-                verified: false,
-                problems: vec![format!("could not run: {e:#}")],
-                start: vec![],
-                solution: vec![],
-                seconds: 0.0,
-            },
+            Err(e) => LabResult::could_not_run(lab, &e),
         };
         if people {
             bar.suspend(|| print_result(&result));

@@ -10,25 +10,13 @@ use crate::resources::{Kind, Resource};
 /// The namespaces a lab's config belongs in: its own, `istio-system`, and those its files name.
 fn lab_namespaces(lab: &Lab) -> BTreeSet<String> {
     let mut out = BTreeSet::from([lab.spec.baseline.namespace.clone(), "istio-system".to_string()]);
-    let s = &lab.spec;
-    let files =
-        s.start.iter().chain(&s.solution).chain(&s.baseline.files).chain(s.steps.iter().flat_map(|st| &st.solution));
-    for f in files.filter(|f| super::is_manifest(f)) {
-        for r in super::baseline::file_resources(lab, f).unwrap_or_default() {
-            out.insert(r.key().namespace);
-        }
-    }
+    out.extend(super::baseline::lab_objects(lab).iter().map(|r| r.key().namespace));
     out
 }
 
 /// Does the lab teach (or set up) this kind?
 fn lab_uses(lab: &Lab, kind: Kind) -> bool {
-    let s = &lab.spec;
-    let files =
-        s.start.iter().chain(&s.solution).chain(&s.baseline.files).chain(s.steps.iter().flat_map(|st| &st.solution));
-    files
-        .filter(|f| super::is_manifest(f))
-        .any(|f| super::baseline::file_resources(lab, f).unwrap_or_default().iter().any(|r| r.kind() == kind))
+    super::baseline::lab_objects(lab).iter().any(|r| r.kind() == kind)
 }
 
 /// What the learner's resources say about a failed check that saw `saw`; the mesh's config

@@ -38,6 +38,11 @@ pub fn resources(lab: &Lab) -> Result<Vec<Resource>, String> {
     Ok(out)
 }
 
+/// Every object the lab's own files hold.
+pub fn lab_objects(lab: &Lab) -> Vec<Resource> {
+    lab.spec.manifest_files().iter().flat_map(|f| file_resources(lab, f).unwrap_or_default()).collect()
+}
+
 /// One of the lab's files as resources, in the lab's namespace unless they name one.
 pub fn file_resources(lab: &Lab, file: &str) -> Result<Vec<Resource>, String> {
     let text = lab.file(file).ok_or_else(|| format!("labs/{}/{file} is missing", lab.dir))?;
@@ -55,10 +60,8 @@ pub fn file_resources(lab: &Lab, file: &str) -> Result<Vec<Resource>, String> {
 pub fn course_objects(course: &[Lab]) -> BTreeSet<ResourceKey> {
     let mut out = BTreeSet::new();
     for lab in course {
-        let s = &lab.spec;
-        let files = s.start.iter().chain(&s.solution).chain(s.steps.iter().flat_map(|st| &st.solution));
-        for f in files.chain(&s.baseline.files).filter(|f| super::is_manifest(f)) {
-            for r in file_resources(lab, f).unwrap_or_default() {
+        for f in lab.spec.manifest_files() {
+            for r in file_resources(lab, &f).unwrap_or_default() {
                 if !is_mesh_config(r.kind()) && r.kind() != Kind::Namespace {
                     out.insert(r.key());
                 }

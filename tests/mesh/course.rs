@@ -173,34 +173,28 @@ fn kubectl_forms_exit_codes_graph_window_and_status_schemes() {
     assert!(status.contains("https://127.0.0.1:"), "the HTTPS port with its scheme:\n{status}");
 }
 
+/// `doctor -o json`'s finding for the gateway's HTTP port.
+fn doctor_http_port(mesh: &Mesh) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_slice(&mesh.run(&["doctor", "-o", "json"]).stdout).unwrap();
+    let found =
+        v["checks"].as_array().unwrap().iter().find(|c| c["check"].as_str().unwrap().starts_with("gateway HTTP port"));
+    found.unwrap_or_else(|| panic!("no HTTP port finding: {v}")).clone()
+}
+
 #[test]
 fn doctor_names_who_holds_a_port_and_concurrent_ups_share_one_control_plane() {
     let mesh = Mesh::up();
     // The gateway binds its HTTP port once a Gateway server asks for port 80.
     let gateway = crate::support::sample("httpbin/httpbin-gateway.yaml");
     mesh.ok(&["apply", "--wait", "-f", gateway.to_str().unwrap()]);
-    let v: serde_json::Value = serde_json::from_slice(&mesh.run(&["doctor", "-o", "json"]).stdout).unwrap();
-    let http = v["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["check"].as_str().unwrap().starts_with("gateway HTTP port"))
-        .unwrap()
-        .clone();
-    assert_eq!(http["ok"], true, "{v}");
+    let http = doctor_http_port(&mesh);
+    assert_eq!(http["ok"], true, "{http}");
     assert!(http["detail"].as_str().unwrap().contains("this environment's ingress gateway (pid"), "{http}");
     mesh.ok(&["down"]);
     let port: u16 = http["check"].as_str().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
     let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&mesh.run(&["doctor", "-o", "json"]).stdout).unwrap();
-    let http = v["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["check"].as_str().unwrap().starts_with("gateway HTTP port"))
-        .unwrap()
-        .clone();
-    assert_eq!(http["ok"], false, "{v}");
+    let http = doctor_http_port(&mesh);
+    assert_eq!(http["ok"], false, "{http}");
     let detail = http["detail"].as_str().unwrap();
     assert!(detail.contains("another program") && detail.contains(&format!("(pid {})", std::process::id())), "{http}");
     drop(squatter);
