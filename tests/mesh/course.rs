@@ -27,6 +27,13 @@ fn walkable(mesh: &Mesh) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Where `lab start N` wrote the lab's files.
+fn workspace(mesh: &Mesh, n: &str) -> std::path::PathBuf {
+    let base = mesh.work.path().join("meshrig-labs");
+    let dir = std::fs::read_dir(&base).unwrap().flatten().find(|e| e.file_name().to_string_lossy().starts_with(n));
+    dir.unwrap_or_else(|| panic!("no folder for lab {n} in {}", base.display())).path()
+}
+
 fn code(mesh: &Mesh, args: &[&str]) -> Option<i32> {
     mesh.run(args).status.code()
 }
@@ -36,7 +43,8 @@ fn a_learner_walking_the_course_in_order_passes_every_step_with_lab_solution_app
     let mesh = Mesh::up();
     for lab in walkable(&mesh) {
         let n = lab["lab"].as_str().unwrap();
-        mesh.ok(&["lab", "start", n]);
+        let started = mesh.ok(&["lab", "start", n]);
+        let status = mesh.status();
         // What earlier labs left is gone when the next starts: lab 05's routes and its flaky
         // ratings, lab 07's allow-nothing.
         match n {
@@ -48,8 +56,38 @@ fn a_learner_walking_the_course_in_order_passes_every_step_with_lab_solution_app
                 );
                 assert_eq!(code(&mesh, &["get", "vs", "reviews"]), Some(6), "lab 05's routes are gone");
             }
-            "08" => assert_eq!(code(&mesh, &["get", "ap", "allow-nothing"]), Some(6), "lab 07's policy is gone"),
+            "08" => {
+                assert_eq!(code(&mesh, &["get", "ap", "allow-nothing"]), Some(6), "lab 07's policy is gone");
+                // The README's curl goes to this environment's HTTPS port, and its `get` works.
+                let https = status["gateway"]["https"].as_str().unwrap().rsplit(':').next().unwrap().to_string();
+                let readme = std::fs::read_to_string(workspace(&mesh, n).join("README.md")).unwrap();
+                let pin =
+                    format!("--resolve httpbin.example.com:{https}:127.0.0.1 https://httpbin.example.com:{https}/");
+                assert!(readme.contains(&pin), "lab 08's curl names this environment's port {https}:\n{readme}");
+                let both = mesh.ok(&["get", "issuers,certificates", "-n", "istio-system"]);
+                assert!(both.contains("example-ca-issuer") && both.contains("example-ca"), "{both}");
+            }
+            "11" => assert!(!started.contains("apply -f"), "lab 11 has nothing to apply:\n{started}"),
+            "13" => assert_eq!(code(&mesh, &["get", "vs", "ratings"]), Some(0), "lab 13's 80/20 release is in place"),
             _ => {}
+        }
+        if n == "02" {
+            // A route applied to the wrong namespace: the hint names it before guessing.
+            mesh.ok(&["create", "namespace", "elsewhere"]);
+            let solution =
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("labs/02-request-routing/solution/reviews.yaml");
+            mesh.ok(&["apply", "-n", "elsewhere", "-f", solution.to_str().unwrap()]);
+            let out = mesh.run(&["lab", "check", "--wait", "1", "-o", "json"]);
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let o = &v["checks"][0];
+            assert!(o["hint"].as_str().unwrap().contains("is in namespace \"elsewhere\""), "{o}");
+        }
+        if n == "04" {
+            // A failing page check shows the page's title and text, not `<!DOCTYPE html>`.
+            let out = mesh.run(&["lab", "check", "--wait", "1", "-o", "json"]);
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let saw = v["checks"][0]["saw"].as_str().unwrap();
+            assert!(saw.contains("a page titled \"Simple Bookstore App\"") && !saw.contains("DOCTYPE"), "{saw}");
         }
         let steps = lab["steps"].as_u64().unwrap_or(1);
         for step in 1..=steps {
