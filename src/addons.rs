@@ -17,8 +17,8 @@ use crate::snapshot::Role;
 /// The addons `addons enable` and `up --addons` know.
 pub const NAMES: [&str; 1] = ["prometheus"];
 
-/// Prometheus's own port (Istio's addon Service uses it too).
-pub const PROMETHEUS_PORT: u16 = 9090;
+/// Prometheus's own port (Istio's addon Service uses it too); the settings' default.
+pub use crate::env::PROMETHEUS_PORT;
 
 /// How often every proxy is scraped. Istio's addon says 15s; 5s lets a learner see a change
 /// in `rate(...[1m])` within seconds of sending traffic, at no cost worth counting on loopback.

@@ -382,7 +382,7 @@ fn operation_matches(o: &Operation, a: &Attrs<'_>, deny: bool) -> bool {
     o.ports.iter().all(|f| field(f, Some(|p: &u16| *p == a.destination_port)))
         && http_field(&o.hosts, a, deny, |h, v: &Value| {
             let host = h.host.to_ascii_lowercase();
-            let bare = crate::proxy::route::strip_port(&host);
+            let bare = crate::uri::strip_port(&host);
             v.matches(&host) || v.matches(bare)
         })
         && http_field(&o.methods, a, deny, |h, v: &Value| v.matches(h.method))

@@ -53,8 +53,12 @@ fn default_max_connections() -> usize {
     DEFAULT_MAX_CONNECTIONS
 }
 
+/// Prometheus's own port (Istio's addon Service uses it too): where the addon listens unless
+/// the settings say otherwise.
+pub const PROMETHEUS_PORT: u16 = 9090;
+
 fn default_prometheus_port() -> u16 {
-    crate::addons::PROMETHEUS_PORT
+    PROMETHEUS_PORT
 }
 
 fn default_tcp_port() -> u16 {

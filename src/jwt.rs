@@ -180,7 +180,7 @@ pub fn find_tokens(rules: &[Rule], headers: &http::HeaderMap, query: Option<&str
         }
     }
     for (p, rules) in params {
-        if let Some(v) = crate::proxy::route::query_param(query, &p) {
+        if let Some(v) = crate::uri::query_param(query, &p) {
             found.push(Found { token: v.to_string(), at: TokenAt::Param(p), rules });
         }
     }

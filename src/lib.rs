@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - `cli`: the commands users type (`up`, `apply`, `lab check`, ...).
-//! - `resources`: strict Kubernetes and Istio API types, YAML parsing with file/line errors, validation.
+//! - `resources`: strict Kubernetes and Istio API types, YAML parsing with file/line errors.
+//! - `validate`: Istio's semantic rules over those types, and the fields meshrig does not enforce yet.
 //! - `control_plane`: store, runner (Deployments → processes), API server.
 //! - `registry`: the workloads translation reads (identity, labels, addresses).
 //! - `translate`: resources + workloads → one proxy's snapshot (pure).
@@ -18,6 +19,7 @@
 //! - `trace`: trace context headers and the span type proxies report (pure).
 //! - `net`: loopback HTTP plumbing; `ready`: the readiness line; `reaper`: stopping processes.
 
+pub mod access_format;
 pub mod addons;
 pub mod analyze;
 pub mod api;
@@ -45,3 +47,5 @@ pub mod snapshot;
 pub mod tls;
 pub mod trace;
 pub mod translate;
+pub mod uri;
+pub mod validate;

@@ -10,7 +10,10 @@
 //! - `certmanager`: cert-manager's Certificate, Issuer, ClusterIssuer.
 //! - `parse`: multi-document YAML → `Document`s, errors with absolute file:line:column.
 //! - `locate`: the line of a field path in a document (for findings made after parsing).
-//! - `validate`: Istio's semantic rules, and the list of fields meshrig does not enforce yet.
+
+/// Istio's root namespace: mesh-wide policies (PeerAuthentication, RequestAuthentication,
+/// AuthorizationPolicy, Telemetry) live there.
+pub const ROOT_NAMESPACE: &str = "istio-system";
 
 pub mod certmanager;
 pub mod core;
@@ -21,7 +24,6 @@ pub mod networking;
 pub mod parse;
 pub mod security;
 pub mod telemetry;
-pub mod validate;
 
 use std::fmt;
 
@@ -30,7 +32,6 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub use self::meta::{IntOrString, LabelSelector, ObjectMeta};
 pub use self::networking::{DestinationRule, Gateway, VirtualService};
 pub use self::parse::{parse_documents, Document, ParseError};
-pub use self::validate::{unenforced, validate};
 
 /// Every kind meshrig stores, in apply order (namespaces first, routing last): its Rust type,
 /// plural, kubectl short name, accepted apiVersions (the first preferred) and scope. This table

@@ -59,7 +59,8 @@ pub fn write(dir: &Path, force: bool) -> Result<Vec<PathBuf>, Error> {
 
 #[cfg(test)]
 mod tests {
-    use crate::resources::{parse_documents, validate};
+    use crate::resources::parse_documents;
+    use crate::validate::validate;
 
     #[test]
     fn every_sample_parses_and_validates_and_has_istios_paths() {

@@ -29,7 +29,7 @@ pub mod mtls;
 pub mod policy;
 
 pub const DOMAIN: &str = "svc.cluster.local";
-pub const ROOT_NAMESPACE: &str = "istio-system";
+pub use crate::resources::ROOT_NAMESPACE;
 
 /// The kinds translation reads; the control plane copies only these into a [`World`].
 pub fn reads(kind: Kind) -> bool {
@@ -112,10 +112,7 @@ impl World {
                     let rules: Vec<crate::jwt::Rule> = ra.spec.jwt_rules.iter().map(jwt_rule).collect();
                     for (rule, spec) in rules.iter().zip(&ra.spec.jwt_rules) {
                         if let Some(uri) = &rule.jwks_uri {
-                            let timeout = spec
-                                .timeout
-                                .as_deref()
-                                .and_then(|t| crate::resources::validate::parse_duration(t).ok());
+                            let timeout = spec.timeout.as_deref().and_then(|t| crate::validate::parse_duration(t).ok());
                             w.jwks_timeouts.push((uri.clone(), timeout.unwrap_or(std::time::Duration::from_secs(5))));
                         }
                     }

@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
             r.set_default_namespace("default");
             r
         })
-        .filter(|r| meshrig::resources::validate::validate(r).is_ok())
+        .filter(|r| meshrig::validate::validate(r).is_ok())
         .collect();
     let pods = [
         pod("istio-system", "istio-ingressgateway", &[("istio", "ingressgateway")], Role::Gateway),

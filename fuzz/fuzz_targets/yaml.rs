@@ -3,7 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use meshrig::resources::{parse::parse_documents, validate};
+use meshrig::resources::parse::parse_documents;
+use meshrig::validate;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

@@ -43,7 +43,7 @@ impl Config {
         annotations: &BTreeMap<String, String>,
     ) -> Result<Config, String> {
         let delay_ms = match annotations.get(DELAY) {
-            Some(d) => crate::resources::validate::parse_duration(d)
+            Some(d) => crate::validate::parse_duration(d)
                 .map_err(|e| format!("annotation {DELAY}: {e}"))?
                 .as_millis()
                 .min(3_600_000) as u64,

@@ -669,38 +669,9 @@ fn path_param(req: &Request, prefix: &str) -> String {
     String::from_utf8_lossy(&percent_decode(raw, false).unwrap_or_else(|_| raw.into())).into_owned()
 }
 
-/// Decode `%XX` escapes (and `+` as space when `plus` is set), Go's `unescape`.
-pub(crate) fn percent_decode(s: &str, plus: bool) -> Result<Vec<u8>, String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 3;
-                    }
-                    _ => {
-                        let end = (i + 3).min(b.len());
-                        let esc = String::from_utf8_lossy(&b[i..end]);
-                        return Err(format!("invalid URL escape {}", go_quote(&esc)));
-                    }
-                }
-            }
-            b'+' if plus => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    Ok(out)
+/// Decode `%XX` escapes (and `+` as space when `plus` is set), Go's `unescape` and its error.
+fn percent_decode(s: &str, plus: bool) -> Result<Vec<u8>, String> {
+    crate::uri::percent_decode(s, plus).map_err(|esc| format!("invalid URL escape {}", go_quote(&esc)))
 }
 
 /// Go's `url.ParseQuery`: the values that parsed, and the first error if any.

@@ -1,4 +1,5 @@
-//! Table tests of the authorization decision: Istio's semantics, case by case.
+//! Table tests of the authorization decision: Istio's semantics, case by case (a test module:
+//! `authz.rs` declares it under #[cfg(test)]).
 
 use std::net::IpAddr;
 
@@ -11,7 +12,7 @@ fn policies(yaml: &str) -> Vec<Policy> {
         .into_iter()
         .filter_map(|d| match d.resource {
             Resource::AuthorizationPolicy(ap) => {
-                crate::resources::validate::validate(&Resource::AuthorizationPolicy(ap.clone()))
+                crate::validate::validate(&Resource::AuthorizationPolicy(ap.clone()))
                     .unwrap_or_else(|e| panic!("{e:?}"));
                 compile(&ap)
             }

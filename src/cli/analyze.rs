@@ -9,8 +9,9 @@ use crate::analyze::{self, Item, Level, Message};
 use crate::api;
 use crate::cli::Output;
 use crate::env::Env;
-use crate::resources::{validate, Kind};
+use crate::resources::Kind;
 use crate::snapshot::Role;
+use crate::validate;
 
 /// istioctl's exit code when analyzers found issues at or above the failure threshold.
 pub const ISSUES_FOUND: u8 = 79;

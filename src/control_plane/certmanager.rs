@@ -211,8 +211,7 @@ fn params(c: &Certificate) -> Result<CertificateParams, String> {
     for ip in &s.ip_addresses {
         p.subject_alt_names.push(SanType::IpAddress(ip.parse().map_err(|_| format!("`{ip}` is not an IP address"))?));
     }
-    let duration =
-        s.duration.as_deref().map(crate::resources::validate::parse_duration).transpose()?.unwrap_or(DEFAULT_DURATION);
+    let duration = s.duration.as_deref().map(crate::validate::parse_duration).transpose()?.unwrap_or(DEFAULT_DURATION);
     let now = SystemTime::now();
     p.not_before = now.into();
     p.not_after = (now + duration).into();

@@ -226,14 +226,14 @@ fn apply(server: &Server, body: ApplyRequest) -> Response<Body> {
     for mut r in body.resources {
         r.set_default_namespace("default");
         let key = r.key();
-        let mut warnings = match resources::validate::validate(&r) {
+        let mut warnings = match crate::validate::validate(&r) {
             Ok(w) => w,
             Err(es) => {
                 errors.extend(es.iter().map(|e| Finding::new(Some(key.clone()), e)));
                 continue;
             }
         };
-        warnings.extend(resources::validate::unenforced(&r));
+        warnings.extend(crate::validate::unenforced(&r));
         if let Resource::Namespace(n) = &r {
             new_namespaces.insert(n.metadata.name.clone(), n.metadata.labels.clone());
         }

@@ -442,7 +442,7 @@ pub fn parse_query(params: &HashMap<String, String>, now_us: u64) -> Result<Quer
 /// The query string's parameters, percent-decoded (`tags` is JSON).
 fn query_pairs(query: Option<&str>) -> HashMap<String, String> {
     let decode = |s: &str| {
-        let bytes = crate::apps::httpbin::percent_decode(s, true).unwrap_or_else(|_| s.as_bytes().to_vec());
+        let bytes = crate::uri::percent_decode_lossy(s, true);
         String::from_utf8_lossy(&bytes).into_owned()
     };
     query

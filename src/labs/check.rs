@@ -925,7 +925,7 @@ async fn attempt(client: &net::HttpClient, c: &Check, target: &Target, request_i
             Dest::Client => send(client, r, c.request.timeout()).await,
             Dest::Proxy(proxy) => send_through(*proxy, r, c.request.timeout()).await,
             Dest::Tls(config) => {
-                let sni = crate::proxy::route::strip_port(&c.request.host).to_string();
+                let sni = crate::uri::strip_port(&c.request.host).to_string();
                 send_tls(target.gateway_https, sni, config.clone(), r, c.request.timeout()).await
             }
         };

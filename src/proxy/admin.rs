@@ -39,7 +39,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
             net::text(StatusCode::OK, &text)
         }
         "/explain" => {
-            let id = crate::proxy::route::query_param(req.uri().query(), "id").unwrap_or_default();
+            let id = crate::uri::query_param(req.uri().query(), "id").unwrap_or_default();
             match shared.explain.find(id) {
                 Some(record) => net::json(StatusCode::OK, &*record),
                 None => net::text(
@@ -63,9 +63,9 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
 /// (`cluster.outbound|8000||httpbin.default.svc.cluster.local.upstream_rq_pending_overflow: 21`),
 /// filtered by a regular expression (`filter=`), as text or `format=json`.
 fn envoy_stats(shared: &Shared, query: Option<&str>) -> Response<Body> {
-    let param = |name| crate::proxy::route::query_param(query, name);
+    let param = |name| crate::uri::query_param(query, name);
     // A filter naming a cluster carries `|`, sent as `%7C`.
-    let decoded = |f: &str| crate::apps::httpbin::percent_decode(f, true).unwrap_or_else(|_| f.as_bytes().to_vec());
+    let decoded = |f: &str| crate::uri::percent_decode_lossy(f, true);
     let filter = match param("filter").map(|f| regex::Regex::new(&String::from_utf8_lossy(&decoded(f)))) {
         None => None,
         Some(Ok(re)) => Some(re),

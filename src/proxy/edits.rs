@@ -75,7 +75,7 @@ pub fn redirect_location(r: &Redirect, scheme: &str, authority: &str, path_and_q
 }
 
 fn split_host_port(authority: &str) -> (&str, Option<&str>) {
-    let host = crate::proxy::route::strip_port(authority);
+    let host = crate::uri::strip_port(authority);
     (host, authority.get(host.len() + 1..).filter(|p| !p.is_empty()))
 }
 

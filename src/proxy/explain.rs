@@ -89,7 +89,7 @@ fn gateway_port(container: u16) -> String {
 
 /// The decision, in words. `table` is the route table the decision looked in.
 pub fn routing(decision: &Decision<'_>, listener: Listener, table: Option<&Table>, authority: &str) -> Routing {
-    let host = crate::proxy::route::strip_port(authority);
+    let host = crate::uri::strip_port(authority);
     match decision {
         Decision::Reply { reply: Reply::NoRoute, service } => {
             let reason = match (listener, table) {

@@ -306,27 +306,7 @@ fn header_value<'a>(req: &RequestView<'a>, name: &str) -> Option<Cow<'a, str>> {
     }
 }
 
-/// The first value of query parameter `name` (`?key` alone counts as the empty string).
-pub fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
-    query?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then_some(v)
-    })
-}
-
-/// `host:port` → `host`; IPv6 literals in brackets keep their brackets.
-pub fn strip_port(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        return match authority.find(']') {
-            Some(end) => &authority[..=end],
-            None => authority,
-        };
-    }
-    match authority.rsplit_once(':') {
-        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
-        _ => authority,
-    }
-}
+pub use crate::uri::{query_param, strip_port};
 
 /// Picks a cluster by relative weight; `roll` is a uniform number in `0..total`.
 pub fn pick_weighted(clusters: &[snapshot::WeightedCluster], roll: u64) -> Option<&snapshot::WeightedCluster> {
@@ -481,12 +461,5 @@ mod tests {
         assert_eq!(pick(0), Some("a"));
         assert_eq!(pick(1), Some("b"));
         assert_eq!(pick(3), Some("b"));
-    }
-
-    #[test]
-    fn strip_port_handles_ipv6_and_plain_hosts() {
-        assert_eq!(strip_port("httpbin:8000"), "httpbin");
-        assert_eq!(strip_port("httpbin"), "httpbin");
-        assert_eq!(strip_port("[::1]:80"), "[::1]");
     }
 }

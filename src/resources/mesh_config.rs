@@ -2,7 +2,7 @@
 //! `istio-system` (where `istioctl install --set meshConfig...` puts it). meshrig applies
 //! `outboundTrafficPolicy.mode`, `enableTracing`, `defaultConfig.tracing.sampling`,
 //! `accessLogFile`, `accessLogEncoding`, `accessLogFormat` (parsed by
-//! `proxy/access_format.rs`) and `pathNormalization`; every other field is accepted and
+//! `access_format.rs`) and `pathNormalization`; every other field is accepted and
 //! reported as not applied.
 
 use serde::{Deserialize, Serialize};
@@ -37,7 +37,7 @@ pub struct MeshConfig {
     /// `accessLogEncoding: JSON`, also for a Telemetry's `envoy` provider when the file is off.
     pub access_log_json: bool,
     /// `accessLogFormat`, parsed, for text lines (also a Telemetry's `envoy` provider's).
-    pub access_log_format: Option<Vec<crate::proxy::access_format::Piece>>,
+    pub access_log_format: Option<Vec<crate::access_format::Piece>>,
     /// `pathNormalization.normalization` (BASE unless set).
     pub path_normalization: crate::normalize::PathNormalization,
 }
@@ -55,7 +55,7 @@ pub struct AccessLog {
     pub filter: Option<crate::cel::Expr>,
     /// `accessLogFormat`, parsed (text lines only); none: Istio's default format.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub format: Option<Vec<crate::proxy::access_format::Piece>>,
+    pub format: Option<Vec<crate::access_format::Piece>>,
 }
 
 /// Is this the ConfigMap that carries the mesh config?
@@ -85,8 +85,7 @@ pub fn parse(mesh: &str) -> Result<(MeshConfig, Vec<String>), String> {
         if key == "accessLogFormat" {
             let text = v.as_str().ok_or("accessLogFormat: must be a string of Envoy's %OPERATORS%")?;
             if !text.is_empty() {
-                log_format =
-                    Some(crate::proxy::access_format::parse(text).map_err(|e| format!("accessLogFormat: {e}"))?);
+                log_format = Some(crate::access_format::parse(text).map_err(|e| format!("accessLogFormat: {e}"))?);
             }
             continue;
         }

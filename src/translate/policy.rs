@@ -6,11 +6,11 @@ use crate::resources::networking::{
     self, ConnectionPoolSettings, CorsPolicy, HeaderOperations, HttpFaultInjection, HttpRedirect, HttpRetry, HttpRoute,
     LoadBalancerSettings, Percent, StringMatch, TrafficPolicy,
 };
-use crate::resources::validate::parse_duration;
 use crate::snapshot::{
     ConnectionPool, Cors, Fault, FaultAbort, FaultDelay, HashOn, HeaderOps, Headers, Keepalive, LbPolicy,
     OutlierDetection, Redirect, RetryPolicy, Rewrite, RoutePolicy, ValueMatch, UNLIMITED,
 };
+use crate::validate::parse_duration;
 
 /// Istio's retry conditions when `retries` sets `attempts` but no `retryOn`, and of its default
 /// policy (503 is not retried since Istio 1.24).

@@ -11,7 +11,8 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use meshrig::resources::{parse_documents, unenforced, validate, Kind, Resource};
+use meshrig::resources::{parse_documents, Kind, Resource};
+use meshrig::validate::{unenforced, validate};
 
 const NEEDS: &str = "conformance: needs MESHRIG_ISTIO_SAMPLES=<Istio's samples folder> (.ci/run sets it)";
 

@@ -18,7 +18,7 @@ pub(super) fn validate_peer_authentication(pa: &PeerAuthentication, rep: &mut Re
             rep.err(format!("spec.portLevelMtls[{port}]"), "port must be in the range 1..65535");
         }
     }
-    if selected && pa.metadata.namespace.as_deref() == Some(crate::translate::ROOT_NAMESPACE) {
+    if selected && pa.metadata.namespace.as_deref() == Some(crate::resources::ROOT_NAMESPACE) {
         rep.warn(
             "spec.selector",
             "a PeerAuthentication with a selector in the root namespace (istio-system) applies to no other namespace; drop the selector for a mesh-wide policy",
@@ -324,7 +324,8 @@ pub(super) fn validate_request_authentication(
 
 #[cfg(test)]
 mod tests {
-    use crate::resources::{parse_documents, validate};
+    use crate::resources::parse_documents;
+    use crate::validate::validate;
 
     fn check(spec: &str) -> Result<Vec<String>, Vec<String>> {
         let yaml = format!(

@@ -104,7 +104,7 @@ mod tests {
             "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: e, namespace: default}}\nspec: {spec}\n"
         );
         let doc = parse_documents("se.yaml", &yaml).unwrap().remove(0);
-        crate::resources::validate(&doc.resource).err().unwrap_or_default()
+        crate::validate::validate(&doc.resource).err().unwrap_or_default()
     }
 
     #[test]
