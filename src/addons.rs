@@ -42,11 +42,7 @@ pub fn prometheus_binary() -> Result<PathBuf, String> {
             Err(format!("MESHRIG_PROMETHEUS={} is not an executable file: {PROMETHEUS_HINT}", path.display()))
         };
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("prometheus"))
-        .find(|p| is_executable(p))
-        .ok_or_else(|| format!("prometheus was not found on PATH: {PROMETHEUS_HINT}"))
+    which::which("prometheus").map_err(|_| format!("prometheus was not found on PATH: {PROMETHEUS_HINT}"))
 }
 
 fn is_executable(path: &Path) -> bool {

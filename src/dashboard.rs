@@ -132,10 +132,7 @@ async fn scrape(client: &net::HttpClient, admin: SocketAddr) -> Vec<Sample> {
 
 /// `window=10s` in a query string (Go durations, as `meshrig graph --window`); 10 s without.
 fn window(query: Option<&str>) -> Duration {
-    query
-        .unwrap_or("")
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("window="))
+    crate::uri::query_param(query, "window")
         .and_then(crate::load::fortio::go_duration)
         .unwrap_or(Duration::from_secs(10))
 }

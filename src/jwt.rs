@@ -35,6 +35,58 @@ pub struct Rule {
     /// `(header, claim)`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub output_claim_to_headers: Vec<(String, String)>,
+    /// `jwks` parsed, once per rule (so once per snapshot, not per request).
+    #[serde(skip)]
+    pub parsed: KeySet,
+}
+
+/// A rule's key set, parsed on first use and kept with the rule, marked with the `jwks` text it
+/// came from (its buffer's address and length: a rule given other keys parses those). It takes
+/// no part in equality or hashing (it is derived from `jwks`), and a clone parses afresh.
+#[derive(Default)]
+pub struct KeySet(std::sync::OnceLock<((usize, usize), Vec<serde_json::Value>)>);
+
+impl Clone for KeySet {
+    fn clone(&self) -> Self {
+        KeySet::default()
+    }
+}
+
+impl PartialEq for KeySet {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for KeySet {}
+
+impl std::hash::Hash for KeySet {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
+}
+
+impl std::fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() { "KeySet(parsed)" } else { "KeySet(not yet)" })
+    }
+}
+
+impl Rule {
+    /// The keys of `jwks` (none when it is not a key set), parsed the first time they are asked for.
+    pub fn keys(&self) -> std::borrow::Cow<'_, [serde_json::Value]> {
+        let parse = || {
+            serde_json::from_str::<serde_json::Value>(&self.jwks)
+                .ok()
+                .and_then(|v| v.get("keys").and_then(|k| k.as_array()).cloned())
+                .unwrap_or_default()
+        };
+        let mark = (self.jwks.as_ptr() as usize, self.jwks.len());
+        let (at, keys) = self.parsed.0.get_or_init(|| (mark, parse()));
+        if *at == mark {
+            std::borrow::Cow::Borrowed(keys)
+        } else {
+            std::borrow::Cow::Owned(parse())
+        }
+    }
 }
 
 /// Why a token was refused, with Envoy's texts (its `jwt_verify` status strings) and codes.
@@ -231,9 +283,8 @@ pub fn verify_found(rules: &[Rule], found: &Found, now: u64) -> Result<Verified,
     if !rule.audiences.is_empty() && !jwt.aud.iter().any(|a| rule.audiences.iter().any(|w| w == a)) {
         return Err(Refusal::Audience);
     }
-    let keys: serde_json::Value = serde_json::from_str(&rule.jwks).map_err(|_| Refusal::KidAlgMismatch)?;
     let mut matched = false;
-    for k in keys["keys"].as_array().into_iter().flatten() {
+    for k in rule.keys().iter() {
         let (kid, alg) = (k["kid"].as_str().unwrap_or(""), k["alg"].as_str().unwrap_or(""));
         if (!jwt.kid.is_empty() && !kid.is_empty() && kid != jwt.kid) || (!alg.is_empty() && alg != jwt.alg) {
             continue;

@@ -30,6 +30,7 @@ pub mod cel;
 pub mod cli;
 pub mod control_plane;
 pub mod dashboard;
+pub mod duration;
 pub mod env;
 pub mod graph;
 pub mod jwt;

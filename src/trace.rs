@@ -114,6 +114,13 @@ pub struct Span {
     pub tags: Vec<(String, String)>,
 }
 
+/// A random UUID v4, as Envoy generates for `x-request-id` (and httpbin's `/uuid`).
+pub fn request_id() -> String {
+    let mut b = [0u8; 16];
+    fastrand::fill(&mut b);
+    uuid::Builder::from_random_bytes(b).into_uuid().hyphenated().to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1214,6 +1214,7 @@ fn jwt_rule(r: &crate::resources::security::JwtRule) -> crate::jwt::Rule {
             .iter()
             .map(|c| (c.header.clone(), c.claim.clone()))
             .collect(),
+        parsed: Default::default(),
     }
 }
 

@@ -173,40 +173,20 @@ fn is_wildcard_domain(s: &str) -> bool {
 /// Parse a protobuf/Go-style duration: `10s`, `1.5s`, `100ms`, `1m30s`, `1h`, `250us`, `5ns`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
-    if t.is_empty() {
-        return Err("empty duration".into());
-    }
     if t.starts_with('-') {
         return Err(format!("duration `{s}` must not be negative"));
     }
-    let mut rest = t;
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("duration `{s}` has no unit (use e.g. `10s`, `100ms`, `1m`, `1h`)"))?;
-        if num_len == 0 {
-            return Err(format!("invalid duration `{s}`"));
+    match crate::duration::parse(t) {
+        Ok(ns) => Ok(Duration::from_nanos(ns.unsigned_abs())),
+        Err(e) if e.contains("missing unit") => {
+            Err(format!("duration `{s}` has no unit (use e.g. `10s`, `100ms`, `1m`, `1h`)"))
         }
-        let n: f64 = rest[..num_len].parse().map_err(|_| format!("invalid number in duration `{s}`"))?;
-        rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let factor = match &rest[..unit_len] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" => 1e-6,
-            "ns" => 1e-9,
-            u => return Err(format!("unknown unit `{u}` in duration `{s}` (use h, m, s, ms, us or ns)")),
-        };
-        total += n * factor;
-        rest = &rest[unit_len..];
+        Err(e) if e.contains("unknown unit") => {
+            Err(format!("{} (use h, m, s, ms, us or ns)", e.trim_start_matches("time: ")))
+        }
+        Err(_) if t.is_empty() => Err("empty duration".into()),
+        Err(_) => Err(format!("invalid duration `{s}` (Go's syntax: `10s`, `1.5s`, `1m30s`)")),
     }
-    if !total.is_finite() || total > 315_576_000_000.0 {
-        return Err(format!("duration `{s}` is out of range"));
-    }
-    Ok(Duration::from_secs_f64(total))
 }
 
 /// A duration that must be ≥ 1ms.
@@ -434,6 +414,9 @@ mod tests {
         assert!(parse_duration("10x").is_err());
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("").is_err());
+        assert!(parse_duration("10").unwrap_err().contains("has no unit"));
+        assert!(parse_duration("10x").unwrap_err().contains("unknown unit \"x\""));
+        assert!(parse_duration("99999999999h").unwrap_err().contains("invalid duration"));
     }
 
     const DR_HEAD: &str =

@@ -18,14 +18,7 @@ pub fn router() -> Router {
 
 async fn handle(req: Request) -> Response {
     let query = req.uri().query().unwrap_or("").to_string();
-    let args: Vec<(String, String)> = query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(k), decode(v))
-        })
-        .collect();
+    let args: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
     let arg = |name: &str| args.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     if let Some(delay) = arg("delay").and_then(|d| pick(d, crate::load::fortio::go_duration)) {
         tokio::time::sleep(delay.min(Duration::from_secs(1800))).await;
@@ -92,33 +85,6 @@ fn describe(req: &Request) -> String {
         out.push_str(&format!("{}: {}\n", k, String::from_utf8_lossy(v.as_bytes())));
     }
     out
-}
-
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() && hex(bytes[i + 1]).is_some() && hex(bytes[i + 2]).is_some() => {
-                out.push(hex(bytes[i + 1]).unwrap_or(0) * 16 + hex(bytes[i + 2]).unwrap_or(0));
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
 }
 
 #[cfg(test)]

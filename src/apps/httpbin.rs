@@ -188,7 +188,7 @@ async fn user_agent(req: Request) -> Response {
 }
 
 async fn uuid(_req: Request) -> Response {
-    json(StatusCode::OK, J::Obj(vec![("uuid".into(), J::str(uuid_v4()))]))
+    json(StatusCode::OK, J::Obj(vec![("uuid".into(), J::str(crate::trace::request_id()))]))
 }
 
 async fn status(req: Request) -> Response {
@@ -834,7 +834,7 @@ fn parse_go_float(s: &str) -> Option<f64> {
 /// go-httpbin's `parseBoundedDuration`: a Go duration string, else float seconds
 /// (truncated to milliseconds); returns nanoseconds or the error text.
 fn parse_bounded_duration(input: &str, min: i64, max: i64) -> Result<i64, String> {
-    let d = match parse_go_duration(input) {
+    let d = match crate::duration::parse(input).ok() {
         Some(d) => d,
         None => match parse_go_float(input) {
             Some(f) => ((f * 1000.0) as i64).saturating_mul(1_000_000),
@@ -842,113 +842,12 @@ fn parse_bounded_duration(input: &str, min: i64, max: i64) -> Result<i64, String
         },
     };
     if d > max {
-        Err(format!("duration {} longer than {}", go_duration_string(d), go_duration_string(max)))
+        Err(format!("duration {} longer than {}", crate::duration::string(d), crate::duration::string(max)))
     } else if d < min {
-        Err(format!("duration {} shorter than {}", go_duration_string(d), go_duration_string(min)))
+        Err(format!("duration {} shorter than {}", crate::duration::string(d), crate::duration::string(min)))
     } else {
         Ok(d)
     }
-}
-
-/// Go's `time.ParseDuration`, in nanoseconds.
-fn parse_go_duration(input: &str) -> Option<i64> {
-    let (neg, mut s) = match input.as_bytes().first() {
-        Some(b'-') => (true, &input[1..]),
-        Some(b'+') => (false, &input[1..]),
-        _ => (false, input),
-    };
-    if s == "0" {
-        return Some(0);
-    }
-    if s.is_empty() {
-        return None;
-    }
-    let mut total: u128 = 0;
-    while !s.is_empty() {
-        let first = s.as_bytes()[0];
-        if !(first == b'.' || first.is_ascii_digit()) {
-            return None;
-        }
-        let int_len = s.bytes().take_while(u8::is_ascii_digit).count();
-        let int_part: u128 =
-            if int_len > 0 { s[..int_len].parse::<u128>().ok().filter(|v| *v < 1u128 << 63)? } else { 0 };
-        s = &s[int_len..];
-        let mut frac: f64 = 0.0;
-        let mut frac_len = 0;
-        if let Some(rest) = s.strip_prefix('.') {
-            frac_len = rest.bytes().take_while(u8::is_ascii_digit).count();
-            if frac_len > 0 {
-                frac = format!("0.{}", &rest[..frac_len]).parse().ok()?;
-            }
-            s = &rest[frac_len..];
-        }
-        if int_len == 0 && frac_len == 0 {
-            return None;
-        }
-        let unit_len = s.bytes().take_while(|b| *b != b'.' && !b.is_ascii_digit()).count();
-        let unit: u128 = match &s[..unit_len] {
-            "ns" => 1,
-            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            _ => return None,
-        };
-        s = &s[unit_len..];
-        let mut v = int_part.checked_mul(unit)?;
-        v += (frac * unit as f64) as u128;
-        total += v;
-        if total > 1u128 << 63 {
-            return None;
-        }
-    }
-    if neg {
-        Some((total as i128).wrapping_neg() as i64)
-    } else {
-        i64::try_from(total).ok()
-    }
-}
-
-/// Go's `time.Duration.String`.
-fn go_duration_string(d: i64) -> String {
-    if d == 0 {
-        return "0s".into();
-    }
-    let sign = if d < 0 { "-" } else { "" };
-    let u = d.unsigned_abs();
-    let frac = |v: u64, digits: u32| -> String {
-        let p = 10u64.pow(digits);
-        let (int, rem) = (v / p, v % p);
-        if rem == 0 {
-            int.to_string()
-        } else {
-            let f = format!("{rem:0width$}", width = digits as usize);
-            format!("{int}.{}", f.trim_end_matches('0'))
-        }
-    };
-    if u < 1_000_000_000 {
-        let (v, unit) = if u < 1_000 {
-            (frac(u, 0), "ns")
-        } else if u < 1_000_000 {
-            (frac(u, 3), "\u{b5}s")
-        } else {
-            (frac(u, 6), "ms")
-        };
-        return format!("{sign}{v}{unit}");
-    }
-    let secs = u / 1_000_000_000;
-    let sub = u % 1_000_000_000;
-    let mut out = format!("{}s", frac((secs % 60) * 1_000_000_000 + sub, 9));
-    let mins = secs / 60;
-    if mins > 0 {
-        out = format!("{}m{out}", mins % 60);
-        let hours = mins / 60;
-        if hours > 0 {
-            out = format!("{hours}h{out}");
-        }
-    }
-    format!("{sign}{out}")
 }
 
 fn parse_bounded_status(input: &str, min: i64, max: i64) -> Result<i64, String> {
@@ -960,31 +859,8 @@ fn parse_bounded_status(input: &str, min: i64, max: i64) -> Result<i64, String> 
 }
 
 fn base64_url(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-fn uuid_v4() -> String {
-    let mut b = [0u8; 16];
-    for x in &mut b {
-        *x = fastrand::u8(..);
-    }
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE.encode(data)
 }
 
 // ---------------------------------------------------------------------------
@@ -1546,16 +1422,16 @@ mod tests {
 
     #[test]
     fn go_formatting_helpers() {
-        assert_eq!(go_duration_string(11_000_000_000), "11s");
-        assert_eq!(go_duration_string(10_500_000_000), "10.5s");
-        assert_eq!(go_duration_string(3_600_000_000_000), "1h0m0s");
-        assert_eq!(go_duration_string(100_000_000), "100ms");
-        assert_eq!(go_duration_string(1_500), "1.5\u{b5}s");
-        assert_eq!(go_duration_string(-1_000_000_000), "-1s");
-        assert_eq!(parse_go_duration("1h2m3.5s"), Some(3_723_500_000_000));
-        assert_eq!(parse_go_duration("150ms"), Some(150_000_000));
-        assert_eq!(parse_go_duration("1.5"), None);
-        assert_eq!(parse_go_duration("-2s"), Some(-2_000_000_000));
+        assert_eq!(crate::duration::string(11_000_000_000), "11s");
+        assert_eq!(crate::duration::string(10_500_000_000), "10.5s");
+        assert_eq!(crate::duration::string(3_600_000_000_000), "1h0m0s");
+        assert_eq!(crate::duration::string(100_000_000), "100ms");
+        assert_eq!(crate::duration::string(1_500), "1.5\u{b5}s");
+        assert_eq!(crate::duration::string(-1_000_000_000), "-1s");
+        assert_eq!(crate::duration::parse("1h2m3.5s"), Ok(3_723_500_000_000));
+        assert_eq!(crate::duration::parse("150ms"), Ok(150_000_000));
+        assert!(crate::duration::parse("1.5").is_err());
+        assert_eq!(crate::duration::parse("-2s"), Ok(-2_000_000_000));
         assert_eq!(parse_bounded_duration("-1", 0, MAX_DURATION_NS), Err("duration -1s shorter than 0s".to_string()));
         assert_eq!(canonical_header_key("x-b3-traceid"), "X-B3-Traceid");
         assert_eq!(canonical_header_key("content-type"), "Content-Type");

@@ -16,8 +16,7 @@ struct Finding {
 }
 
 fn on_path(program: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(program)).find(|p| p.is_file()))
+    which::which(program).ok()
 }
 
 pub fn run(env: &Env, output: Output) -> anyhow::Result<ExitCode> {

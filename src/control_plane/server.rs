@@ -45,16 +45,7 @@ fn refused(findings: Vec<Finding>) -> Response<Body> {
 }
 
 fn query(req: &Request<Incoming>) -> HashMap<String, String> {
-    req.uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|s| !s.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (k.to_string(), v.to_string())
-        })
-        .collect()
+    form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect()
 }
 
 pub async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Response<Body> {

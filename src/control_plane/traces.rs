@@ -441,19 +441,7 @@ pub fn parse_query(params: &HashMap<String, String>, now_us: u64) -> Result<Quer
 
 /// The query string's parameters, percent-decoded (`tags` is JSON).
 fn query_pairs(query: Option<&str>) -> HashMap<String, String> {
-    let decode = |s: &str| {
-        let bytes = crate::uri::percent_decode_lossy(s, true);
-        String::from_utf8_lossy(&bytes).into_owned()
-    };
-    query
-        .unwrap_or("")
-        .split('&')
-        .filter(|s| !s.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(k), decode(v))
-        })
-        .collect()
+    form_urlencoded::parse(query.unwrap_or("").as_bytes()).into_owned().collect()
 }
 
 fn now_us() -> u64 {

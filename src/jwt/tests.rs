@@ -210,3 +210,13 @@ fn a_token_is_only_taken_from_a_place_its_issuers_rule_names() {
     assert_eq!(found.len(), 1);
     assert_eq!(verify_found(&rules, &found[0], NOW).unwrap_err(), Refusal::IssuerNotConfigured);
 }
+
+#[test]
+fn a_rules_key_set_is_parsed_once_and_follows_new_keys() {
+    let rule = Rule { jwks: r#"{"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "a"}]}"#.into(), ..Rule::default() };
+    assert!(matches!(rule.keys(), std::borrow::Cow::Borrowed(_)), "the first call parses and keeps");
+    assert!(matches!(rule.keys(), std::borrow::Cow::Borrowed(k) if k.len() == 1), "later calls reuse it");
+    let moved = Rule { jwks: r#"{"keys": []}"#.into(), ..rule };
+    assert!(moved.keys().is_empty(), "a rule given other keys reads those, not the kept ones");
+    assert!(Rule { jwks: "not json".into(), ..Rule::default() }.keys().is_empty());
+}

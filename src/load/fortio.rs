@@ -176,26 +176,7 @@ pub fn go_duration(s: &str) -> Option<Duration> {
     if let Ok(secs) = s.parse::<f64>() {
         return (secs >= 0.0 && secs.is_finite()).then(|| Duration::from_secs_f64(secs));
     }
-    let mut total = 0.0;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        let n: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let scale = match &rest[..unit_end] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        total += n * scale;
-        rest = &rest[unit_end..];
-    }
-    Some(Duration::from_secs_f64(total))
+    crate::duration::parse_std(s)
 }
 
 /// Go's `%g` (shortest) and `%.Ng`: exponent form below 1e-4 or at/above 10^precision.
@@ -228,33 +209,6 @@ fn trim_zeros(s: &str) -> &str {
         s.trim_end_matches('0').trim_end_matches('.')
     } else {
         s
-    }
-}
-
-/// Go's `time.Duration` text: `59.8524ms`, `5.000942213s`, `1m2.5s`.
-pub fn go_duration_text(d: Duration) -> String {
-    let ns = d.as_nanos();
-    let trimmed = |whole: u128, frac: u128, width: usize, unit: &str| {
-        let f = format!("{frac:0width$}");
-        let f = f.trim_end_matches('0');
-        if f.is_empty() {
-            format!("{whole}{unit}")
-        } else {
-            format!("{whole}.{f}{unit}")
-        }
-    };
-    if ns < 1_000 {
-        format!("{ns}ns")
-    } else if ns < 1_000_000 {
-        trimmed(ns / 1_000, ns % 1_000, 3, "µs")
-    } else if ns < 1_000_000_000 {
-        trimmed(ns / 1_000_000, ns % 1_000_000, 6, "ms")
-    } else if ns < 60_000_000_000 {
-        trimmed(ns / 1_000_000_000, ns % 1_000_000_000, 9, "s")
-    } else {
-        let mins = ns / 60_000_000_000;
-        let rest = ns % 60_000_000_000;
-        format!("{mins}m{}", trimmed(rest / 1_000_000_000, rest % 1_000_000_000, 9, "s"))
     }
 }
 
@@ -376,7 +330,7 @@ pub fn header(spec: &OptionsSpec, url: &str) -> String {
     let procs = std::thread::available_parallelism().map_or(1, |n| n.get());
     let what = match (spec.calls, spec.duration) {
         (Some(n), _) => format!("for {n} calls"),
-        (None, Some(d)) => format!("for {}", go_duration_text(d)),
+        (None, Some(d)) => format!("for {}", crate::duration::string_std(d)),
         (None, None) => "until interrupted".into(),
     };
     let mut out = format!(
@@ -392,7 +346,11 @@ pub fn header(spec: &OptionsSpec, url: &str) -> String {
             n % c as u64
         ),
         (false, None, Some(d)) => {
-            writeln!(out, "Starting at max qps with {c} thread(s) [gomax {procs}] for {}", go_duration_text(d))
+            writeln!(
+                out,
+                "Starting at max qps with {c} thread(s) [gomax {procs}] for {}",
+                crate::duration::string_std(d)
+            )
         }
         (true, Some(n), _) => writeln!(
             out,
@@ -408,7 +366,7 @@ pub fn header(spec: &OptionsSpec, url: &str) -> String {
                 out,
                 "Starting at {} qps with {c} thread(s) [gomax {procs}] for {} : {each} calls each (total {})",
                 g(spec.qps, None),
-                go_duration_text(d),
+                crate::duration::string_std(d),
                 each * c as u64
             )
         }
@@ -425,7 +383,12 @@ pub fn header(spec: &OptionsSpec, url: &str) -> String {
 pub fn report(r: &Report, spec: &OptionsSpec, url: &http::Uri) -> String {
     let mut out = String::new();
     let calls = r.calls();
-    let _ = writeln!(out, "Ended after {} : {calls} calls. qps={}", go_duration_text(r.elapsed), g(r.qps(), Some(5)));
+    let _ = writeln!(
+        out,
+        "Ended after {} : {calls} calls. qps={}",
+        crate::duration::string_std(r.elapsed),
+        g(r.qps(), Some(5))
+    );
     histogram(&mut out, "Aggregated Function Time", &r.latency, &spec.percentiles);
     histogram(&mut out, "Error cases", &r.error_latency, &spec.percentiles);
     let _ = writeln!(out, "Sockets used: {} (for perfect keepalive, would be {})", r.sockets, r.options_connections);
@@ -493,9 +456,9 @@ mod tests {
         assert_eq!(g(3913.0, Some(9)), "3913");
         assert_eq!(g(99.9, None), "99.9");
         assert_eq!(g(123456.0, Some(4)), "1.235e+05");
-        assert_eq!(go_duration_text(Duration::from_micros(59_852)), "59.852ms");
-        assert_eq!(go_duration_text(Duration::from_secs(5)), "5s");
-        assert_eq!(go_duration_text(Duration::from_millis(62_500)), "1m2.5s");
+        assert_eq!(crate::duration::string_std(Duration::from_micros(59_852)), "59.852ms");
+        assert_eq!(crate::duration::string_std(Duration::from_secs(5)), "5s");
+        assert_eq!(crate::duration::string_std(Duration::from_millis(62_500)), "1m2.5s");
         assert_eq!(go_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(go_duration("2"), Some(Duration::from_secs(2)));
         assert_eq!(go_duration("5x"), None);

@@ -2,7 +2,6 @@
 //! retries; or one straight try for inbound and passthrough), answer locally from one table
 //! (`outcome::Reply`), and one outcome per request, completed when the response body ends.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -697,21 +696,7 @@ fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
     set_header(headers, "x-forwarded-for", &value);
 }
 
-/// A random UUID v4, as Envoy generates for `x-request-id`.
-pub fn request_id() -> String {
-    let mut b = [0u8; 16];
-    fastrand::fill(&mut b);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let mut s = String::with_capacity(36);
-    for (i, x) in b.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            s.push('-');
-        }
-        let _ = write!(s, "{x:02x}");
-    }
-    s
-}
+pub use crate::trace::request_id;
 
 #[cfg(test)]
 mod tests {

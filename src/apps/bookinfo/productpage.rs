@@ -127,36 +127,7 @@ async fn logout(headers: HeaderMap) -> Response {
 
 /// A field of an `application/x-www-form-urlencoded` body.
 pub fn form_field(body: &[u8], name: &str) -> Option<String> {
-    let text = std::str::from_utf8(body).ok()?;
-    text.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (url_decode(k) == name).then(|| url_decode(v))
-    })
-}
-
-fn hex(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
-}
-
-fn url_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h * 16 + l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    form_urlencoded::parse(body).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
 
 // ---------------------------------------------------------------------------
@@ -271,6 +242,6 @@ mod tests {
         assert_eq!(form_field(b"username=jason&passwd=x", "username").as_deref(), Some("jason"));
         assert_eq!(form_field(b"username=a+b%21&passwd=", "username").as_deref(), Some("a b!"));
         assert_eq!(form_field(b"passwd=", "username"), None);
-        assert_eq!(url_decode("100%"), "100%");
+        assert_eq!(form_field(b"x=100%", "x").as_deref(), Some("100%"));
     }
 }
