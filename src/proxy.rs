@@ -33,6 +33,7 @@ pub mod breakers;
 pub mod clusters;
 pub mod connection;
 pub mod decide;
+pub mod drain;
 pub mod edits;
 pub mod exchange;
 pub mod explain;
@@ -116,6 +117,8 @@ pub struct Shared {
     pub spans: Arc<spans::Exporter>,
     /// The access log's writer, for the file the mesh config names (kept across snapshots).
     access_log: std::sync::Mutex<Option<(String, Arc<access_log::Writer>)>>,
+    /// Set on SIGTERM: listeners close, connections finish their request and close.
+    pub drain: Arc<drain::Drain>,
 }
 
 impl Shared {
@@ -207,6 +210,7 @@ fn serve(shared: &Arc<Shared>, listener: tokio::net::TcpListener, direction: Dir
     tokio::spawn(connection::serve(
         listener,
         limits,
+        shared.drain.clone(),
         move || accept(&accept_shared, direction),
         move |conn: &connection::Connection| tcp::relay(&relay_shared, direction, conn),
         move |req, conn| forward::handle(shared.clone(), direction, req, conn),
@@ -257,6 +261,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         gateway_tls: Default::default(),
         spans: Default::default(),
         access_log: Default::default(),
+        drain: Default::default(),
     });
     let mut addrs = ready::Addrs::new();
     let mut tasks = Vec::new();
@@ -300,10 +305,16 @@ pub async fn run(config: Config) -> Result<(), Error> {
         config.namespace.clone(),
         config.pod.clone(),
     ));
-    if config.role == Role::Gateway {
-        gateway_listeners(shared, config.publish, config.control_plane.clone()).await;
-    } else {
-        std::future::pending::<()>().await;
+    let serving = async {
+        if config.role == Role::Gateway {
+            gateway_listeners(shared.clone(), config.publish, config.control_plane.clone()).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        _ = serving => {}
+        _ = drain::signalled() => drain::drain_then_exit(&shared.drain).await,
     }
     Ok(())
 }

@@ -329,7 +329,9 @@ async fn supervise(state: Arc<State>, key: String, plan: PodPlan, mut stop: ones
                         msg
                     }
                     _ = &mut stop => {
-                        kill_all(&mut procs).await;
+                        // The pod left the registry before `stop` was sent, so proxies stop
+                        // routing to it; its own proxy drains what is in flight.
+                        terminate_all(&mut procs).await;
                         return;
                     }
                 }
@@ -381,6 +383,23 @@ async fn futures_select_all<F: std::future::Future<Output = String> + Unpin>(mut
         std::task::Poll::Pending
     })
     .await
+}
+
+/// Stops a pod as the kubelet does: SIGTERM to every process, SIGKILL for what is still running
+/// after the proxy's drain time (and a second to exit).
+async fn terminate_all(procs: &mut Procs) {
+    for (_, child) in procs.iter_mut() {
+        if let Some(pid) = child.id() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+        }
+    }
+    let deadline = tokio::time::Instant::now() + crate::proxy::drain::DRAIN_TIME + Duration::from_secs(1);
+    for (_, child) in procs.iter_mut() {
+        if tokio::time::timeout_at(deadline, child.wait()).await.is_err() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
 }
 
 async fn kill_all(procs: &mut Procs) {

@@ -276,12 +276,20 @@ fn terminated(tls: tokio_rustls::server::TlsStream<TcpStream>, mut conn: Connect
     (Stream::Server(Box::new(tls)), conn)
 }
 
-/// Accepts on `listener` until the task is dropped; each connection runs on its own task.
+/// Accepts on `listener` until the task is dropped or the proxy drains (`drain`: the listener
+/// is closed, and each HTTP connection closes once its request in flight is answered); each
+/// connection runs on its own task.
 /// `accept` says how its transport is settled, then `relay` decides from the connection's
 /// record whether it is relayed as bytes; otherwise `handler` gets every HTTP request with it.
 /// A handler's `Err(Reset)` closes the connection with an RST, without a response.
-pub async fn serve<A, F, Fut, R>(listener: TcpListener, limits: Limits, accept: A, relay: R, handler: F)
-where
+pub async fn serve<A, F, Fut, R>(
+    listener: TcpListener,
+    limits: Limits,
+    drain: Arc<super::drain::Drain>,
+    accept: A,
+    relay: R,
+    handler: F,
+) where
     A: Fn() -> Accept,
     F: Fn(Request<Incoming>, Arc<Connection>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Response<Body>, Reset>> + Send + 'static,
@@ -289,7 +297,11 @@ where
 {
     let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
-        let (stream, peer) = net::accept(&listener).await;
+        let (stream, peer) = tokio::select! {
+            accepted = net::accept(&listener) => accepted,
+            // Draining: the listener is dropped, so new connections are refused.
+            _ = drain.started() => return,
+        };
         let Some(slot) = Slot::take(&open, limits.max_connections) else {
             // Over the limit: closed at once (Envoy's downstream_cx_overflow).
             drop(stream);
@@ -298,8 +310,11 @@ where
         let transport = accept();
         let handler = handler.clone();
         let relay = relay.clone();
+        let counted = drain.open();
+        let drain = drain.clone();
         tokio::spawn(async move {
             let _slot = slot;
+            let _counted = counted;
             let Some((stream, conn)) = establish(stream, peer, transport).await else { return };
             let conn = Arc::new(conn);
             if let Some(relay) = relay(&conn) {
@@ -319,11 +334,19 @@ where
                 }
             });
             // HTTP/2 when TLS negotiated it (a gateway's HTTPS port offers `h2`); HTTP/1.1 otherwise.
+            // On drain, each connection finishes the request in flight and closes (HTTP/2: GOAWAY).
             if conn_alpn_h2 {
-                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
                     .max_header_list_size(MAX_REQUEST_HEADERS as u32)
-                    .serve_connection(TokioIo::new(io), service)
-                    .await;
+                    .serve_connection(TokioIo::new(io), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = drain.started() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
             } else {
                 let mut http1 = hyper::server::conn::http1::Builder::new();
                 http1.keep_alive(true).max_header_size(MAX_REQUEST_HEADERS);
@@ -332,7 +355,15 @@ where
                 } else {
                     http1.header_read_timeout(None);
                 }
-                let _ = http1.serve_connection(TokioIo::new(io), service).with_upgrades().await;
+                let conn = http1.serve_connection(TokioIo::new(io), service).with_upgrades();
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = drain.started() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
             }
         });
     }

@@ -8,6 +8,7 @@ mod bookinfo;
 mod cli;
 mod course;
 mod dashboard;
+mod drain;
 mod egress;
 mod gateway_ports;
 mod hardening;
