@@ -205,31 +205,69 @@ async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Re
     serde_json::from_slice(&bytes).map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
 }
 
-/// Validates the whole batch, then applies all of it or none.
+/// Validates the whole batch, then applies all of it or none. The work (validation, admission,
+/// certificate keys, port probes, the bounds) runs outside the state lock, against a clone of
+/// the store; the lock is held only to take that clone and to commit, and the plan is made again
+/// if another change landed in between.
 fn apply(server: &Server, body: ApplyRequest) -> Response<Body> {
     let state = &server.state;
-    let mut inner = state.lock();
     let mut errors = Vec::new();
-    let mut batch = Vec::new();
-    let mut new_namespaces: HashMap<String, std::collections::BTreeMap<String, String>> = HashMap::new();
-    // (batch index, deployment, images) of Deployments run as the echo stand-in.
-    let mut stand_ins: Vec<(usize, String, Vec<String>)> = Vec::new();
+    let mut checked = Vec::new();
     for mut r in body.resources {
         r.set_default_namespace("default");
         let key = r.key();
-        let mut warnings = match crate::validate::validate(&r) {
-            Ok(w) => w,
-            Err(es) => {
-                errors.extend(es.iter().map(|e| Finding::new(Some(key.clone()), e)));
+        match crate::validate::validate(&r) {
+            Ok(mut warnings) => {
+                warnings.extend(crate::validate::unenforced(&r));
+                checked.push((r, warnings));
+            }
+            Err(es) => errors.extend(es.iter().map(|e| Finding::new(Some(key.clone()), e))),
+        }
+    }
+    // A few tries against fresh clones; then the plan is made under the lock, so an apply is
+    // never starved by a stream of others.
+    for attempt in 0..4 {
+        let planned = if attempt < 3 {
+            let store = state.lock().store.clone();
+            let batch = plan(state, &store, checked.clone(), errors.clone());
+            let mut inner = state.lock();
+            if inner.store.generation() != store.generation() {
                 continue;
             }
+            commit(state, &mut inner, batch, (body.dry_run, body.create_only))
+        } else {
+            let mut inner = state.lock();
+            let store = inner.store.clone();
+            let batch = plan(state, &store, checked.clone(), errors.clone());
+            commit(state, &mut inner, batch, (body.dry_run, body.create_only))
         };
-        warnings.extend(crate::validate::unenforced(&r));
-        if let Resource::Namespace(n) = &r {
-            new_namespaces.insert(n.metadata.name.clone(), n.metadata.labels.clone());
-        }
+        return planned;
+    }
+    unreachable!("the last attempt plans under the lock")
+}
+
+/// The checks that need the store, against `store`: namespaces, admission, notes, certificates,
+/// the bounds. The batch to commit, or every reason it is refused.
+fn plan(
+    state: &State,
+    store: &crate::control_plane::store::Store,
+    checked: Vec<(Resource, Vec<String>)>,
+    mut errors: Vec<Finding>,
+) -> Result<Vec<(Resource, Vec<String>)>, Vec<Finding>> {
+    let mut batch = Vec::new();
+    let new_namespaces: HashMap<String, std::collections::BTreeMap<String, String>> = checked
+        .iter()
+        .filter_map(|(r, _)| match r {
+            Resource::Namespace(n) => Some((n.metadata.name.clone(), n.metadata.labels.clone())),
+            _ => None,
+        })
+        .collect();
+    // (batch index, deployment, images) of Deployments run as the echo stand-in.
+    let mut stand_ins: Vec<(usize, String, Vec<String>)> = Vec::new();
+    for (r, mut warnings) in checked {
+        let key = r.key();
         if key.kind.namespaced()
-            && !inner.store.namespace_exists(&key.namespace)
+            && !store.namespace_exists(&key.namespace)
             && !new_namespaces.contains_key(&key.namespace)
         {
             errors.push(Finding {
@@ -244,8 +282,7 @@ fn apply(server: &Server, body: ApplyRequest) -> Response<Body> {
         }
         if let Resource::Deployment(d) = &r {
             let ns_labels = new_namespaces.get(&key.namespace).cloned().unwrap_or_else(|| {
-                inner
-                    .store
+                store
                     .get(&resources::ResourceKey {
                         kind: Kind::Namespace,
                         namespace: String::new(),
@@ -273,15 +310,15 @@ fn apply(server: &Server, body: ApplyRequest) -> Response<Body> {
         let note = stand_in_note(&stand_ins);
         batch[*first].1.push(note);
     }
-    gateway_port_notes(state, &inner.store, &mut batch);
+    gateway_port_notes(state, store, &mut batch);
     if errors.is_empty() {
-        crate::control_plane::certmanager::issue(&inner.store, &mut batch);
+        crate::control_plane::certmanager::issue(store, &mut batch);
     }
     // Pods of every Deployment once this batch is in, against the environment's bound.
     let replicas = |r: &Resource| if let Resource::Deployment(d) = r { u64::from(d.replicas()) } else { 0 };
     let batch_keys: std::collections::HashSet<resources::ResourceKey> = batch.iter().map(|(r, _)| r.key()).collect();
     let pods: u64 =
-        inner.store.objects().iter().filter(|(k, _)| !batch_keys.contains(k)).map(|(_, r)| replicas(r)).sum::<u64>()
+        store.objects().iter().filter(|(k, _)| !batch_keys.contains(k)).map(|(_, r)| replicas(r)).sum::<u64>()
             + batch.iter().map(|(r, _)| replicas(r)).sum::<u64>();
     if pods > crate::control_plane::backend::MAX_PODS {
         errors.push(Finding::new(
@@ -294,9 +331,8 @@ fn apply(server: &Server, body: ApplyRequest) -> Response<Body> {
     }
     // The applied resources together, against the store's bound.
     let size = |r: &Resource| serde_json::to_vec(r).map_or(0, |v| v.len() as u64);
-    let bytes =
-        inner.store.objects().iter().filter(|(k, _)| !batch_keys.contains(k)).map(|(_, r)| size(r)).sum::<u64>()
-            + batch.iter().map(|(r, _)| size(r)).sum::<u64>();
+    let bytes = store.objects().iter().filter(|(k, _)| !batch_keys.contains(k)).map(|(_, r)| size(r)).sum::<u64>()
+        + batch.iter().map(|(r, _)| size(r)).sum::<u64>();
     if bytes > crate::control_plane::store::MAX_BYTES {
         errors.push(Finding::new(
             None,
@@ -308,25 +344,40 @@ fn apply(server: &Server, body: ApplyRequest) -> Response<Body> {
             ),
         ));
     }
-    if !errors.is_empty() {
-        return refused(errors);
+    if errors.is_empty() {
+        Ok(batch)
+    } else {
+        Err(errors)
     }
-    if body.dry_run {
+}
+
+/// Commits a plan made against the store as it still is (the lock held): all of it or none.
+fn commit(
+    state: &State,
+    inner: &mut crate::control_plane::state::Inner,
+    planned: Result<Vec<(Resource, Vec<String>)>, Vec<Finding>>,
+    (dry_run, create_only): (bool, bool),
+) -> Response<Body> {
+    let batch = match planned {
+        Ok(b) => b,
+        Err(errors) => return refused(errors),
+    };
+    if dry_run {
         let results = batch
             .iter()
             .map(|(r, w)| crate::api::ResourceResult {
                 key: r.key(),
-                action: inner.store.plan(r, body.create_only),
+                action: inner.store.plan(r, create_only),
                 warnings: w.clone(),
             })
             .collect();
         return net::json(StatusCode::OK, &ChangeResponse { results, version: state.version() });
     }
-    match inner.store.apply(batch, body.create_only) {
+    match inner.store.apply(batch, create_only) {
         Ok(results) => {
             let changed = results.iter().any(|r| r.action != Action::Unchanged);
             let version =
-                if changed { state.bump(&mut inner) } else { Version { epoch: state.epoch, counter: inner.counter } };
+                if changed { state.bump(inner) } else { Version { epoch: state.epoch, counter: inner.counter } };
             net::json(StatusCode::OK, &ChangeResponse { results, version })
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("nothing was applied: {e}")),

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -28,9 +29,14 @@ struct OnDisk {
     resources: Vec<Resource>,
 }
 
+/// Cloning is cheap (the objects are shared until one side changes them): `apply` plans against a
+/// clone outside the state lock.
+#[derive(Clone)]
 pub struct Store {
     path: PathBuf,
-    objects: BTreeMap<ResourceKey, Resource>,
+    objects: Arc<BTreeMap<ResourceKey, Resource>>,
+    /// Bumped by every change, so a plan made on a clone knows whether it still holds.
+    generation: u64,
 }
 
 /// The most the applied resources may take together (serialized), so the store, its file and
@@ -53,7 +59,7 @@ impl Store {
         for r in disk.resources {
             objects.insert(r.key(), r);
         }
-        let mut store = Store { path, objects };
+        let mut store = Store { path, objects: Arc::new(objects), generation: 0 };
         for ns in BUILTIN_NAMESPACES {
             let key = ResourceKey { kind: Kind::Namespace, namespace: String::new(), name: ns.into() };
             if !store.objects.contains_key(&key) {
@@ -75,12 +81,17 @@ impl Store {
         self.objects.get(key)
     }
 
+    /// Changes so far (a clone taken at generation N is current while this is still N).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     fn insert_new(&mut self, mut r: Resource) {
         let meta = r.meta_mut();
         meta.creation_timestamp = Some(env::rfc3339_now());
         meta.uid = Some(env::random_hex(16).unwrap_or_default());
         meta.generation = Some(1);
-        self.objects.insert(r.key(), r);
+        Arc::make_mut(&mut self.objects).insert(r.key(), r);
     }
 
     /// What applying `r` would do, without doing it.
@@ -113,7 +124,7 @@ impl Store {
                     meta.creation_timestamp = old.creation_timestamp;
                     meta.uid = old.uid;
                     meta.generation = Some(old.generation.unwrap_or(1) + 1);
-                    self.objects.insert(key.clone(), r);
+                    Arc::make_mut(&mut self.objects).insert(key.clone(), r);
                 }
                 _ => {}
             }
@@ -123,6 +134,7 @@ impl Store {
             self.objects = before;
             return Err(e);
         }
+        self.generation += 1;
         Ok(results)
     }
 
@@ -131,9 +143,10 @@ impl Store {
         let before = self.objects.clone();
         let mut results = Vec::new();
         for key in keys {
-            let action = if self.objects.remove(key).is_some() { Action::Deleted } else { Action::NotFound };
+            let objects = Arc::make_mut(&mut self.objects);
+            let action = if objects.remove(key).is_some() { Action::Deleted } else { Action::NotFound };
             if key.kind == Kind::Namespace && action == Action::Deleted {
-                self.objects.retain(|k, _| k.namespace != key.name);
+                objects.retain(|k, _| k.namespace != key.name);
             }
             results.push(ResourceResult { key: key.clone(), action, warnings: vec![] });
         }
@@ -141,6 +154,7 @@ impl Store {
             self.objects = before;
             return Err(e);
         }
+        self.generation += 1;
         Ok(results)
     }
 

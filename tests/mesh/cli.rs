@@ -270,3 +270,44 @@ spec:
         "{err}"
     );
 }
+
+/// Applies race each other (each plans outside the control plane's lock, then commits against
+/// the store as it still is): every one lands, none is lost; so do racing deletes.
+#[test]
+fn concurrent_applies_and_deletes_all_land() {
+    let mesh = Mesh::up();
+    let race = |args: Vec<Vec<String>>| {
+        let threads: Vec<_> = args
+            .into_iter()
+            .map(|a| {
+                let mut cmd = mesh.cmd(&a.iter().map(String::as_str).collect::<Vec<_>>());
+                std::thread::spawn(move || cmd.output().unwrap())
+            })
+            .collect();
+        for t in threads {
+            let out = t.join().unwrap();
+            assert!(out.status.success(), "{}", text(&out));
+        }
+    };
+    let files: Vec<String> = (0..8)
+        .map(|i| {
+            let path = mesh.work.path().join(format!("vs{i}.yaml"));
+            std::fs::write(
+                &path,
+                format!(
+                    "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: race-{i}}}\n\
+                     spec: {{hosts: [race-{i}.example.com], http: [{{route: [{{destination: {{host: httpbin}}}}]}}]}}\n"
+                ),
+            )
+            .unwrap();
+            path.display().to_string()
+        })
+        .collect();
+    race(files.iter().map(|f| vec!["apply".into(), "-f".into(), f.clone()]).collect());
+    let listed = mesh.ok(&["get", "vs"]);
+    for i in 0..8 {
+        assert!(listed.contains(&format!("race-{i}")), "race-{i} landed:\n{listed}");
+    }
+    race((0..8).map(|i| vec!["delete".into(), "vs".into(), format!("race-{i}")]).collect());
+    assert!(!mesh.ok(&["get", "vs"]).contains("race-"), "every delete landed");
+}
