@@ -61,10 +61,7 @@ const POLL: Duration = Duration::from_millis(500);
 
 #[test]
 fn prometheus_scrapes_every_proxy_and_istios_promql_shows_the_canary_split() {
-    let Ok(binary) = std::env::var("MESHRIG_PROMETHEUS") else {
-        eprintln!("MESHRIG_PROMETHEUS is not set: the Prometheus addon is not tried (.ci/run sets it)");
-        return;
-    };
+    let Some(binary) = crate::support::tool("MESHRIG_PROMETHEUS", "the Prometheus addon") else { return };
     let mesh = Mesh::up_with_env(&[("MESHRIG_PROMETHEUS", &binary)]);
     mesh.bookinfo_with("virtual-service-reviews-50-v3.yaml");
     let out = mesh.ok(&["addons", "enable", "prometheus"]);

@@ -13,12 +13,13 @@ fn walkable(mesh: &Mesh) -> Vec<serde_json::Value> {
     let out = mesh.ok(&["lab", "list", "-o", "json"]);
     let v: serde_json::Value = serde_json::from_str(out.trim_end()).unwrap_or_else(|e| panic!("{e}: {out}"));
     let labs_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("labs");
+    let prometheus = crate::support::tool("MESHRIG_PROMETHEUS", "the labs that need Prometheus").is_some();
     v["labs"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|l| {
-            std::env::var_os("MESHRIG_PROMETHEUS").is_some()
+            prometheus
                 || !std::fs::read_to_string(labs_dir.join(l["dir"].as_str().unwrap()).join("lab.yaml"))
                     .unwrap()
                     .contains("addons: [prometheus]")

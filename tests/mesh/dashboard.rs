@@ -92,10 +92,7 @@ fn the_dashboard_draws_bookinfos_graph_and_a_traces_waterfall() {
     assert_eq!(traces.status, 200, "{}", traces.body);
     assert!(get(d.address, "localhost", "/").unwrap().body.starts_with("<!doctype html>"));
 
-    let Ok(chromium) = std::env::var("MESHRIG_CHROMIUM") else {
-        eprintln!("MESHRIG_CHROMIUM is not set: the page is not rendered in a browser (.ci/run sets it)");
-        return;
-    };
+    let Some(chromium) = crate::support::tool("MESHRIG_CHROMIUM", "rendering the page in a browser") else { return };
     let url = format!("http://{}/", d.address);
     let dom = rendered(&chromium, &url);
     for (src, dst) in

@@ -158,9 +158,10 @@ pub fn bookinfo_scenario(mesh: &Mesh, dir: &Path) {
     let delayed = until(Some(&cookie), "the reviews error", &|p| p.contains("Error fetching product reviews"));
     assert!(delayed.contains("Sorry, product reviews are currently unavailable for this book."), "{delayed}");
     assert!(started.elapsed() >= std::time::Duration::from_secs(6), "two tries of 3 s: {:?}", started.elapsed());
-    let quick = std::time::Instant::now();
-    assert!(page(None).contains("Book Reviews"));
-    assert!(quick.elapsed() < std::time::Duration::from_secs(3), "anonymous users are not delayed");
+    // Anonymous users are not delayed: their page has its reviews (a delay would have made
+    // productpage give up on them, as it did for jason).
+    let anonymous = page(None);
+    assert!(anonymous.contains("Book Reviews") && !anonymous.contains("Sorry, product reviews"), "{anonymous}");
 
     // Traffic shifting: 50/50 between v1 (no stars) and v3 (red). Over 40 pages both show up
     // unless the split is broken (all 40 alike by chance: 2 × 0.5^40).

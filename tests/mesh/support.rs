@@ -405,3 +405,20 @@ pub fn within<T>(limit: Duration, every: Duration, what: &str, mut f: impl FnMut
         std::thread::sleep(every);
     }
 }
+
+/// An outside tool a test needs (`MESHRIG_PROMETHEUS`, `MESHRIG_CHROMIUM`, `MESHRIG_PROMTOOL`):
+/// its path, or None when it is not named, which plain `cargo test` allows (it needs nothing
+/// outside the repository) and CI (`CI` set) does not: there a missing tool fails the test
+/// rather than letting it pass without doing its work.
+pub fn tool(var: &str, what: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(path) if !path.is_empty() => Some(path),
+        _ if std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false") => {
+            panic!("{var} is not set under CI: {what} cannot be left out (.ci/run sets it)")
+        }
+        _ => {
+            eprintln!("{var} is not set: {what} is left out (.ci/run sets it)");
+            None
+        }
+    }
+}

@@ -16,8 +16,7 @@ const POLL: Duration = Duration::from_millis(100);
 /// parse (exit 1 is a format error) and lint clean but for the one problem Istio's own metric
 /// name has: promtool wants seconds, Istio's name says milliseconds (exit 3, lint only).
 fn promtool_accepts(admin: SocketAddr) {
-    let Ok(promtool) = std::env::var("MESHRIG_PROMTOOL") else {
-        eprintln!("MESHRIG_PROMTOOL is not set: the exposition is not checked with promtool");
+    let Some(promtool) = crate::support::tool("MESHRIG_PROMTOOL", "checking the exposition with promtool") else {
         return;
     };
     let text = get(admin, "localhost", "/stats/prometheus").unwrap().body;
