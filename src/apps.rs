@@ -128,7 +128,8 @@ pub async fn run(app: App, container_port: u16, args: &[String], state_dir: &std
     let mut addrs = ready::Addrs::new();
     addrs.insert(ready::Listener::App(container_port), listener.local_addr()?);
     ready::announce(&addrs);
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await
+    // On SIGTERM (the runner stopping the pod) the requests in flight are answered first.
+    crate::shutdown::serve_app(listener, router).await
 }
 
 #[cfg(test)]

@@ -44,6 +44,7 @@ pub mod reaper;
 pub mod registry;
 pub mod resources;
 pub mod samples;
+pub mod shutdown;
 pub mod snapshot;
 pub mod tls;
 pub mod trace;

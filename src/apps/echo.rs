@@ -167,7 +167,9 @@ pub async fn run(container_port: u16, args: &[String]) -> std::io::Result<()> {
         addrs.insert(ready::Listener::App(port), listener.local_addr()?);
         let echo = Echo { config: config.clone(), port, pod: pod.clone(), namespace: namespace.clone() };
         let router = Router::new().fallback(handle).with_state(echo);
-        servers.spawn(async move { axum::serve(listener, router).await });
+        servers.spawn(crate::shutdown::serve_with(move |stop| async move {
+            axum::serve(listener, router).with_graceful_shutdown(stop).await
+        }));
     }
     ready::announce(&addrs);
     match servers.join_next().await {

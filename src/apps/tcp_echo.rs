@@ -43,7 +43,11 @@ pub async fn run(args: &[String]) -> std::io::Result<()> {
             }
         });
     }
-    while tasks.join_next().await.is_some() {}
+    // A signal ends it at once: a line echo has nothing in flight worth waiting for.
+    tokio::select! {
+        _ = async { while tasks.join_next().await.is_some() {} } => {}
+        _ = crate::shutdown::signalled() => {}
+    }
     Ok(())
 }
 

@@ -7,11 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{watch, Notify};
 
-/// Istio's default `terminationDrainDuration`.
-pub const DRAIN_TIME: Duration = Duration::from_secs(5);
+pub use crate::shutdown::{signalled, DRAIN_TIME};
 
 /// The proxy's drain state: whether it is draining, and its open downstream connections.
 #[derive(Debug)]
@@ -76,17 +74,6 @@ impl Drain {
                 return self.open_connections() == 0;
             }
         }
-    }
-}
-
-/// Resolves at the first SIGTERM or SIGINT.
-pub async fn signalled() {
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
     }
 }
 

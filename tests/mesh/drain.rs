@@ -30,3 +30,34 @@ fn a_request_in_flight_through_the_gateway_completes_when_the_gateway_gets_sigte
         (!crate::support::alive(pid as u32)).then_some(()).ok_or(format!("pid {pid} still alive"))
     });
 }
+
+#[test]
+fn a_request_in_flight_to_a_pod_being_deleted_is_answered() {
+    let mesh = Mesh::up();
+    let admin = mesh.admin("curl");
+    let call = mesh.cmd(&[
+        "exec",
+        "curl",
+        "--",
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "http://httpbin:8000/delay/2",
+    ]);
+    let slow = std::thread::spawn(move || {
+        let mut call = call;
+        call.output().unwrap()
+    });
+    within(Duration::from_secs(10), Duration::from_millis(20), "the call in flight at curl's sidecar", || {
+        let clusters = get(admin, "localhost", "/clusters").map(|r| r.body).unwrap_or_default();
+        clusters.lines().any(|l| l.contains("httpbin") && l.ends_with("rq_active::1")).then_some(()).ok_or(clusters)
+    });
+    // The pod is stopped as the kubelet does: its sidecar and httpbin both get SIGTERM and finish
+    // what is in flight.
+    mesh.ok(&["delete", "deployment", "httpbin"]);
+    let out = slow.join().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{}", crate::support::text(&out));
+}
