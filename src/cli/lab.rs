@@ -1,4 +1,6 @@
-//! `lab list|start|next|reset|restore|check|hint|solution`; `lab verify` is in `lab_verify`.
+//! `lab list|show|start|next|reset|restore|check|hint|solution`, the baseline carried out, the
+//! environment's addresses for lab texts and the learner's progress; `lab verify` is in `lab_verify`,
+//! `lab watch` in `lab_watch`.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
