@@ -358,7 +358,7 @@ pub enum Command {
         #[arg(long)]
         no_browser: bool,
         /// Localhost port of meshrig's own dashboard (20001, Kiali's; 0 picks a free one).
-        #[arg(long, default_value_t = 20001)]
+        #[arg(long, default_value_t = addons::DASHBOARD_PORT)]
         port: u16,
     },
     /// The service graph from the proxies' metrics: who calls whom, requests, errors, p99, mTLS.

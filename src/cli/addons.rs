@@ -130,6 +130,9 @@ pub async fn dashboard(env: &Env, name: &str, open: bool) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
+/// `meshrig dashboard`'s port unless `--port` says otherwise (Kiali's).
+pub const DASHBOARD_PORT: u16 = 20001;
+
 /// `meshrig dashboard` without a name: serves the web dashboard (`dashboard.rs`) on
 /// 127.0.0.1:`port` (Kiali's 20001 unless chosen; a free one when taken) until interrupted,
 /// scraping the proxies every few seconds (the pods are read again each time, as they come

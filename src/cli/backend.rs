@@ -42,7 +42,7 @@ impl<'a> Backend<'a> {
             // Another `up` may be starting it this very moment: give it what is left of the time
             // a start takes (a control plane that has been up a while and does not answer is hung,
             // and is not waited for).
-            if let Some(client) = self.wait_ready(self.start_time_left()).await {
+            if let Some(client) = self.wait_ready(self.wait_for_a_starter()).await {
                 return Ok((client, false));
             }
             let reached = self.client();
@@ -88,7 +88,7 @@ impl<'a> Backend<'a> {
     /// How long to wait for a control plane that holds the lock but does not answer: the time a
     /// start takes while it has not recorded itself yet (another `up` is starting it), none once
     /// it has (a recorded control plane that does not answer is hung, and is not waited for).
-    fn start_time_left(&self) -> Duration {
+    fn wait_for_a_starter(&self) -> Duration {
         let Backend::Local(env) = self;
         let recorded = matches!(env.control_plane(), Ok(Some(info)) if reaper::belongs(info.pid, &env.dir));
         if recorded {

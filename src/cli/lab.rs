@@ -77,22 +77,28 @@ fn write_answers(env: &Env, lab: &Lab, files: &[String]) -> anyhow::Result<()> {
     let stamp = crate::env::timestamp().replace(':', "");
     for f in files.iter().filter(|f| !is_manifest(f)) {
         let name = f.rsplit('/').next().unwrap_or(f);
-        let path = dir.join(name);
-        let text = lab.file(f).unwrap_or("");
-        match std::fs::read_to_string(&path) {
-            Ok(existing) if existing == text => continue,
-            Ok(_) => {
-                let backup = dir.join(format!("{name}.bak-{stamp}"));
-                std::fs::rename(&path, &backup)
-                    .with_context(|| format!("keep {} as {}", path.display(), backup.display()))?;
-                eprintln!("{} your {} is kept as {}", term::pass_mark(), path.display(), backup.display());
-            }
-            Err(_) => {}
+        if replace_keeping(&dir, name, lab.file(f).unwrap_or(""), &stamp, true)? {
+            eprintln!("{} wrote the solution's {} into {}", term::pass_mark(), name, dir.display());
         }
-        write_file(&path, text)?;
-        eprintln!("{} wrote the solution's {} into {}", term::pass_mark(), name, dir.display());
     }
     Ok(())
+}
+
+/// Writes `text` to `dir/name` unless the file already says exactly that; a different file there
+/// is kept beside as `NAME.bak-STAMP` when `backup` is set. Returns whether it wrote.
+fn replace_keeping(dir: &Path, name: &str, text: &str, stamp: &str, backup: bool) -> anyhow::Result<bool> {
+    let path = dir.join(name);
+    match std::fs::read_to_string(&path) {
+        Ok(existing) if existing == text => return Ok(false),
+        Ok(_) if backup => {
+            let kept = dir.join(format!("{name}.bak-{stamp}"));
+            std::fs::rename(&path, &kept).with_context(|| format!("keep {} as {}", path.display(), kept.display()))?;
+            eprintln!("{} your {} is kept as {}", term::pass_mark(), path.display(), kept.display());
+        }
+        _ => {}
+    }
+    write_file(&path, text)?;
+    Ok(true)
 }
 
 /// The step the learner is on (1 in a lab of one final state).
@@ -329,7 +335,7 @@ pub async fn vars(env: &Env, lab: &Lab) -> labs::Vars {
         gateway_tcp: format!("127.0.0.1:{}", s.tcp_port),
         prometheus: format!("http://{prometheus}"),
         jaeger: format!("http://{jaeger}"),
-        dashboard: "http://127.0.0.1:20001".into(),
+        dashboard: format!("http://127.0.0.1:{}", crate::cli::addons::DASHBOARD_PORT),
         workspace: workspace(env, lab).display().to_string(),
     }
 }
@@ -453,19 +459,10 @@ async fn reset(env: &Env, lab: &Lab) -> anyhow::Result<ExitCode> {
     let dir = workspace(env, lab);
     let stamp = crate::env::timestamp().replace(':', "");
     for (f, text) in starting_files(env, lab).await? {
-        let path = dir.join(&f);
-        match std::fs::read_to_string(&path) {
-            Ok(existing) if existing == text => continue,
-            Ok(_) if f != "README.md" => {
-                let backup = dir.join(format!("{f}.bak-{stamp}"));
-                std::fs::rename(&path, &backup)
-                    .with_context(|| format!("keep {} as {}", path.display(), backup.display()))?;
-                eprintln!("{} your {} is kept as {}", term::pass_mark(), path.display(), backup.display());
-            }
-            _ => {}
+        // The README is the lab's, not the learner's: it is rewritten without a backup.
+        if replace_keeping(&dir, &f, &text, &stamp, f != "README.md")? {
+            eprintln!("{} restored {}", term::pass_mark(), dir.join(&f).display());
         }
-        write_file(&path, &text)?;
-        eprintln!("{} restored {}", term::pass_mark(), path.display());
     }
     let mut p = progress(env);
     p.current = Some(lab.number.clone());

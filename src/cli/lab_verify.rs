@@ -141,10 +141,7 @@ async fn verify_lab(lab: &Lab, wait: Duration, bar: &indicatif::ProgressBar) -> 
         // A lab of steps: each step's solution, on the starting files, passes that step's checks.
         for step in 1..=steps {
             bar.set_message(format!("{title}: checks of step {step} with its solution"));
-            let files = match lab.spec.steps.get(step as usize - 1) {
-                Some(s) if !s.solution.is_empty() => s.solution.clone(),
-                _ => lab.spec.solution.clone(),
-            };
+            let files = lab.spec.step_solution(step);
             baseline(&client, lab).await?;
             apply_files(&client, lab, &lab.spec.start).await?;
             apply_files(&client, lab, &files).await?;

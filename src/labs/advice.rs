@@ -8,22 +8,18 @@ use super::Lab;
 use crate::resources::{Kind, Resource};
 
 /// The namespaces a lab's config belongs in: its own, `istio-system`, and those its files name.
-fn lab_namespaces(lab: &Lab) -> BTreeSet<String> {
+fn lab_namespaces(lab: &Lab, objects: &[Resource]) -> BTreeSet<String> {
     let mut out = BTreeSet::from([lab.spec.baseline.namespace.clone(), "istio-system".to_string()]);
-    out.extend(super::baseline::lab_objects(lab).iter().map(|r| r.key().namespace));
+    out.extend(objects.iter().map(|r| r.key().namespace));
     out
-}
-
-/// Does the lab teach (or set up) this kind?
-fn lab_uses(lab: &Lab, kind: Kind) -> bool {
-    super::baseline::lab_objects(lab).iter().any(|r| r.kind() == kind)
 }
 
 /// What the learner's resources say about a failed check that saw `saw`; the mesh's config
 /// objects are `resources`. Most telling first.
 pub fn advise(lab: &Lab, saw: &str, resources: &[Resource]) -> Vec<String> {
     let mut out = Vec::new();
-    let home = lab_namespaces(lab);
+    let objects = super::baseline::lab_objects(lab);
+    let home = lab_namespaces(lab, &objects);
     let lab_ns = &lab.spec.baseline.namespace;
     for r in resources.iter().filter(|r| crate::labs::baseline::is_mesh_config(r.kind())) {
         let key = r.key();
@@ -41,7 +37,7 @@ pub fn advise(lab: &Lab, saw: &str, resources: &[Resource]) -> Vec<String> {
             ));
         }
     }
-    if saw.contains("403") && !lab_uses(lab, Kind::AuthorizationPolicy) {
+    if saw.contains("403") && !objects.iter().any(|r| r.kind() == Kind::AuthorizationPolicy) {
         let policies: Vec<String> = resources
             .iter()
             .filter(|r| r.kind() == Kind::AuthorizationPolicy)
