@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::{header, Method, Request, StatusCode};
+use http::{header, Method, StatusCode};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::env::Env;
@@ -321,8 +321,8 @@ impl Client {
     }
 
     pub async fn ready(&self) -> bool {
-        let req = Request::get(format!("http://{}/ready", self.address)).body(net::empty()).expect("valid request");
-        matches!(tokio::time::timeout(Duration::from_secs(2), self.http.request(req)).await, Ok(Ok(r)) if r.status().is_success())
+        let req = self.http.get(format!("http://{}/ready", self.address)).send();
+        matches!(tokio::time::timeout(Duration::from_secs(2), req).await, Ok(Ok(r)) if r.status().is_success())
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
@@ -363,20 +363,18 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<T, Error> {
-        let req = Request::builder()
-            .method(method)
-            .uri(format!("http://{}{}", self.address, path))
-            .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(body.map(net::full).unwrap_or_else(net::empty))
-            .expect("valid request");
-        let resp = self
+        let mut req = self
             .http
-            .request(req)
-            .await
-            .map_err(|e| Error::Unreachable { address: self.address, reason: error_chain(&e) })?;
+            .request(method, format!("http://{}{}", self.address, path))
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(body) = body {
+            req = req.body(body);
+        }
+        let unreachable = |e: reqwest::Error| Error::Unreachable { address: self.address, reason: error_chain(&e) };
+        let resp = req.send().await.map_err(unreachable)?;
         let status = resp.status();
-        let bytes = net::read_body(resp.into_body(), 64 << 20).await.map_err(Error::Decode)?;
+        let bytes = net::read_all(resp, 64 << 20).await.map_err(Error::Decode)?;
         if status != StatusCode::OK {
             let (message, findings) = serde_json::from_slice::<ErrorBody>(&bytes)
                 .map(|b| (b.error, b.findings))
@@ -426,14 +424,4 @@ impl Client {
     }
 }
 
-/// An error and its causes on one line (hyper's errors hide the useful part in `source`).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub use crate::net::error_chain;

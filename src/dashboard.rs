@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use serde::Serialize;
 
 use crate::graph::{self, Edge, Sample};
@@ -122,10 +121,8 @@ pub async fn scrape_all(client: &net::HttpClient, admins: &[SocketAddr]) -> Vec<
 }
 
 async fn scrape(client: &net::HttpClient, admin: SocketAddr) -> Vec<Sample> {
-    let Ok(req) = Request::get(format!("http://{admin}/stats/prometheus")).body(net::empty()) else { return vec![] };
-    let Ok(Ok(res)) = tokio::time::timeout(Duration::from_secs(5), client.request(req)).await else { return vec![] };
-    match res.into_body().collect().await {
-        Ok(body) => graph::parse(&String::from_utf8_lossy(&body.to_bytes())),
+    match net::get(client, &format!("http://{admin}/stats/prometheus"), Duration::from_secs(5)).await {
+        Ok((_, body)) => graph::parse(&String::from_utf8_lossy(&body)),
         Err(_) => vec![],
     }
 }
@@ -145,23 +142,14 @@ async fn traces(client: &net::HttpClient, tracing: Option<SocketAddr>, path_and_
             &serde_json::json!({"errors": [{"msg": "the trace collector is not listening"}]}),
         );
     };
-    let Ok(req) = Request::get(format!("http://{tracing}{path_and_query}")).body(net::empty()) else {
-        return net::text(StatusCode::BAD_REQUEST, "bad path");
-    };
-    match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
-        Ok(Ok(res)) => {
-            let status = res.status();
-            match res.into_body().collect().await {
-                Ok(body) => {
-                    let mut out = Response::new(net::full(body.to_bytes()));
-                    *out.status_mut() = status;
-                    out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                    out
-                }
-                Err(e) => net::text(StatusCode::BAD_GATEWAY, &e.to_string()),
-            }
+    match net::get(client, &format!("http://{tracing}{path_and_query}"), Duration::from_secs(10)).await {
+        Ok((status, body)) => {
+            let mut out = Response::new(net::full(body));
+            *out.status_mut() = status;
+            out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            out
         }
-        _ => net::text(StatusCode::BAD_GATEWAY, "the trace collector did not answer"),
+        Err(e) => net::text(StatusCode::BAD_GATEWAY, &format!("the trace collector did not answer: {e}")),
     }
 }
 

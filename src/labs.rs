@@ -11,6 +11,7 @@ pub mod advice;
 pub mod baseline;
 pub mod body;
 pub mod check;
+pub mod probe;
 
 use include_dir::{include_dir, Dir};
 use serde::{Deserialize, Serialize};

@@ -10,8 +10,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 /// The body type every handler returns and every client sends.
@@ -98,14 +97,42 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-pub type HttpClient = Client<HttpConnector, Body>;
+pub type HttpClient = reqwest::Client;
 
-/// A pooled HTTP/1.1 client for plain `http://` URIs.
+/// A pooled HTTP/1.1 client for the mesh's own endpoints (the control plane's API, the proxies'
+/// admins, the addons): never through a proxy the user's shell names in `HTTP_PROXY`.
 pub fn client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(10)));
-    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector)
+    reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .http1_only()
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()
+        .expect("a client with no TLS settings builds")
+}
+
+/// `GET url`: the status and the body (up to 64 MiB), all within `within`.
+pub async fn get(client: &HttpClient, url: &str, within: Duration) -> Result<(StatusCode, Bytes), String> {
+    let answer = async {
+        let resp = client.get(url).send().await.map_err(|e| error_chain(&e))?;
+        let status = resp.status();
+        Ok((status, read_all(resp, 64 << 20).await?))
+    };
+    tokio::time::timeout(within, answer).await.map_err(|_| format!("no answer within {within:?}"))?
+}
+
+/// A client's answer read to the end, up to `limit` bytes.
+pub async fn read_all(mut resp: reqwest::Response, limit: usize) -> Result<Bytes, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| error_chain(&e))? {
+        if body.len() + chunk.len() > limit {
+            return Err(format!("the answer is larger than {limit} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.into())
 }
 
 /// Collects a response body, up to `limit` bytes.
@@ -124,4 +151,16 @@ pub fn percent_encode(text: &str) -> String {
 /// Log lines go to stderr (the process's log file); stdout is reserved for the readiness line.
 pub fn log(msg: &str) {
     eprintln!("{} {msg}", crate::env::timestamp());
+}
+
+/// An error and its causes on one line (hyper's errors hide the useful part in `source`).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }

@@ -1,12 +1,12 @@
-//! How the built-in apps call other services: through the pod's sidecar (the `HTTP_PROXY` the
-//! runner sets), one new connection per request as Bookinfo's clients do, with a deadline.
+//! How the built-in apps call other services: through the pod's sidecar when `HTTP_PROXY` is
+//! set (the local runner sets it), directly otherwise (a Kubernetes pod, whose traffic the
+//! sidecar captures); one new connection per request as Bookinfo's clients do, with a deadline.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::TokioIo;
+use http::{header, HeaderMap, StatusCode};
 
 /// What a call got back: the status and the body.
 #[derive(Debug)]
@@ -18,8 +18,6 @@ pub struct Reply {
 /// Why a call got no answer (the apps treat every one alike, as their real clients do).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("no HTTP_PROXY: the pod has no proxy to send through")]
-    NoProxy,
     #[error("timed out after {0:?}")]
     Timeout(Duration),
     #[error("{0}")]
@@ -29,31 +27,41 @@ pub enum Error {
 /// Largest answer an app reads (Bookinfo's are a few hundred bytes).
 const MAX_BODY: usize = 1 << 20;
 
-/// `GET url` with `headers`, through the sidecar, within `timeout` (connect to last byte).
+/// The apps' client: `HTTP_PROXY`/`http_proxy` from the environment when set, no pooled
+/// connection (Bookinfo's clients open one per call), plain HTTP/1.1.
+fn client() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .http1_only()
+            .build()
+            .expect("a client with no TLS settings builds")
+    })
+}
+
+/// `GET url` with `headers` (the `Host` is the URL's), within `timeout` (connect to last byte).
 pub async fn get(url: &str, headers: &HeaderMap, timeout: Duration) -> Result<Reply, Error> {
-    let proxy = std::env::var("http_proxy").or_else(|_| std::env::var("HTTP_PROXY")).map_err(|_| Error::NoProxy)?;
-    let proxy = proxy.trim_start_matches("http://").trim_end_matches('/').to_string();
-    match tokio::time::timeout(timeout, exchange(&proxy, url, headers)).await {
+    match tokio::time::timeout(timeout, exchange(url, headers)).await {
         Ok(r) => r,
         Err(_) => Err(Error::Timeout(timeout)),
     }
 }
 
-async fn exchange(proxy: &str, url: &str, headers: &HeaderMap) -> Result<Reply, Error> {
-    let io = |e: &dyn std::fmt::Display| Error::Io(e.to_string());
-    let uri: http::Uri = url.parse().map_err(|e| io(&e))?;
-    let host = uri.authority().map(|a| a.to_string()).unwrap_or_default();
-    let stream = tokio::net::TcpStream::connect(proxy).await.map_err(|e| io(&e))?;
-    let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| io(&e))?;
-    tokio::spawn(conn);
-    let mut req = Request::builder().method(Method::GET).uri(uri).body(Full::new(Bytes::new())).map_err(|e| io(&e))?;
-    *req.headers_mut() = headers.clone();
-    req.headers_mut().insert(header::HOST, host.parse().map_err(|e| io(&e))?);
-    let resp = sender.send_request(req).await.map_err(|e| io(&e))?;
+async fn exchange(url: &str, headers: &HeaderMap) -> Result<Reply, Error> {
+    let io = |e: reqwest::Error| Error::Io(crate::net::error_chain(&e));
+    let mut resp = client().get(url).headers(headers.clone()).send().await.map_err(io)?;
     let status = resp.status();
-    let body = Limited::new(resp.into_body(), MAX_BODY).collect().await.map_err(|e| io(&e))?.to_bytes();
-    Ok(Reply { status, body })
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(io)? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(Error::Io(format!("the answer is larger than {MAX_BODY} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Reply { status, body: body.into() })
 }
 
 /// The headers of `incoming` named in `names`, to send on (trace context and the like).

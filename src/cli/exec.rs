@@ -105,12 +105,10 @@ async fn pilot_agent(pod: &api::PodStatus, command: &[String]) -> anyhow::Result
         .get(&Listener::Admin)
         .ok_or_else(|| anyhow!("pod {} has no istio-proxy (no sidecar)", pod.name))?;
     let url = format!("http://{admin}/{}", path.trim_start_matches('/'));
-    let req = http::Request::get(url).body(crate::net::empty())?;
-    let resp = tokio::time::timeout(std::time::Duration::from_secs(5), crate::net::client().request(req))
+    let (status, bytes) = crate::net::get(&crate::net::client(), &url, std::time::Duration::from_secs(5))
         .await
-        .map_err(|_| anyhow!("the proxy did not answer within 5 s"))??;
-    let ok = resp.status().is_success();
-    let bytes = crate::net::read_body(resp.into_body(), 64 << 20).await.map_err(|e| anyhow!(e))?;
+        .map_err(|e| anyhow!("the proxy did not answer: {e}"))?;
+    let ok = status.is_success();
     use std::io::Write as _;
     std::io::stdout().write_all(&bytes)?;
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })

@@ -356,15 +356,10 @@ pub async fn gateway_ports(status: &Status) -> Vec<GatewayPort> {
         })
         .and_then(|p| p.proxy_addrs.get(&crate::ready::Listener::Admin).copied());
     let Some(admin) = admin else { return vec![] };
-    let Ok(req) = http::Request::get(format!("http://{admin}/listeners")).body(crate::net::empty()) else {
-        return vec![];
-    };
-    let answer = async {
-        let resp = crate::net::client().request(req).await.ok()?;
-        let body = http_body_util::BodyExt::collect(resp.into_body()).await.ok()?.to_bytes();
-        Some(parse_listeners(&String::from_utf8_lossy(&body)))
-    };
-    tokio::time::timeout(Duration::from_secs(2), answer).await.ok().flatten().unwrap_or_default()
+    match crate::net::get(&crate::net::client(), &format!("http://{admin}/listeners"), Duration::from_secs(2)).await {
+        Ok((_, body)) => parse_listeners(&String::from_utf8_lossy(&body)),
+        Err(_) => vec![],
+    }
 }
 
 /// `80 → http://127.0.0.1:8080   443 → https://127.0.0.1:8443   31400 → tcp 127.0.0.1:31400`.

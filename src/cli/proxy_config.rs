@@ -164,14 +164,12 @@ async fn admin_json(admin: std::net::SocketAddr, path: &str) -> anyhow::Result<s
 }
 
 async fn admin_bytes(admin: std::net::SocketAddr, path: &str) -> anyhow::Result<Vec<u8>> {
-    let req = http::Request::get(format!("http://{admin}{path}")).body(net::empty())?;
-    let resp = tokio::time::timeout(std::time::Duration::from_secs(5), net::client().request(req))
+    let (status, bytes) = net::get(&net::client(), &format!("http://{admin}{path}"), std::time::Duration::from_secs(5))
         .await
-        .map_err(|_| anyhow!("the proxy did not answer within 5 s"))??;
-    if !resp.status().is_success() {
-        bail!("the proxy answered {}", resp.status());
+        .map_err(|e| anyhow!("the proxy did not answer: {e}"))?;
+    if !status.is_success() {
+        bail!("the proxy answered {status}");
     }
-    let bytes = net::read_body(resp.into_body(), 64 << 20).await.map_err(|e| anyhow!(e))?;
     Ok(bytes.to_vec())
 }
 

@@ -137,15 +137,10 @@ fn start(binary: &std::path::Path, dir: &std::path::Path, address: SocketAddr, s
 
 /// Does Prometheus at `address` answer `/-/ready` with 200?
 async fn is_ready(client: &crate::net::HttpClient, address: SocketAddr) -> bool {
-    let Ok(uri) = format!("http://{address}/-/ready").parse::<http::Uri>() else { return false };
-    let req = http::Request::get(uri).body(crate::net::empty());
-    match req {
-        Ok(req) => matches!(
-            tokio::time::timeout(Duration::from_secs(2), client.request(req)).await,
-            Ok(Ok(r)) if r.status() == http::StatusCode::OK
-        ),
-        Err(_) => false,
-    }
+    matches!(
+        crate::net::get(client, &format!("http://{address}/-/ready"), Duration::from_secs(2)).await,
+        Ok((http::StatusCode::OK, _))
+    )
 }
 
 async fn supervise(

@@ -2,7 +2,7 @@
 //! the proxies' JWT rules, as istiod does (proxies never fetch keys themselves). A URI whose
 //! host is a Service in the mesh (`name.ns`, `name.ns.svc`, `name.ns.svc.cluster.local`) is
 //! fetched from one of its ready pods directly, so STRICT mTLS does not stand in the way;
-//! any other host is fetched over the network (https with the system's roots).
+//! any other host is fetched over the network (https with the platform's trusted roots).
 //!
 //! Keys are fetched when a URI first appears, again every 20 minutes (istiod's default), and
 //! a failed fetch is retried when the mesh changes or after 10 seconds. Until a fetch works,
@@ -13,12 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{header, Request, StatusCode};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use http::StatusCode;
 
 use crate::control_plane::state::State;
 use crate::net::log;
@@ -97,68 +92,46 @@ pub async fn fetch(world: &World, uri: &str) -> Result<String, String> {
     };
     let host = parsed.host().ok_or("the URI has no host")?.to_string();
     let port = parsed.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let path = parsed.path_and_query().map_or("/", |p| p.as_str()).to_string();
-    let stream = match world.mesh_app_addresses(&host, port) {
-        Some(addrs) => {
-            if https {
-                return Err(format!(
-                    "{host} is a Service in the mesh: use http:// (the control plane fetches from its pods directly)"
-                ));
-            }
-            let addr = addrs.first().ok_or_else(|| format!("Service {host} port {port} has no ready pod"))?;
-            TcpStream::connect(addr).await.map_err(|e| format!("{addr}: {e}"))?
+    // A Service in the mesh is reached at one of its pods, never through a proxy; anything else
+    // through the network as the environment says (an `HTTPS_PROXY` included). Redirects are
+    // followed, as istiod's Go client does.
+    let client = reqwest::Client::builder().user_agent("meshrig-control-plane").http1_only();
+    let mut url = uri.to_string();
+    let mut authority = None;
+    let client = if let Some(addrs) = world.mesh_app_addresses(&host, port) {
+        if https {
+            return Err(format!(
+                "{host} is a Service in the mesh: use http:// (the control plane fetches from its pods directly)"
+            ));
         }
-        None => TcpStream::connect((host.as_str(), port)).await.map_err(|e| format!("{host}:{port}: {e}"))?,
-    };
-    let authority = parsed.authority().map(|a| a.to_string()).unwrap_or(host.clone());
-    let (status, body) = if https {
-        let tls = tls_connect(&host, stream).await?;
-        get(tls, &authority, &path).await?
+        let addr = addrs.first().ok_or_else(|| format!("Service {host} port {port} has no ready pod"))?;
+        // The pod's own address (the port a URL names would override a resolved one).
+        url = format!("http://{addr}{}", parsed.path_and_query().map_or("/", |p| p.as_str()));
+        authority = parsed.authority().map(|a| a.to_string());
+        client.no_proxy()
     } else {
-        get(stream, &authority, &path).await?
+        client
     };
-    if status != StatusCode::OK {
-        return Err(format!("answered {status}"));
+    let client = client.build().map_err(|e| crate::net::error_chain(&e))?;
+    let fail = |e: reqwest::Error| crate::net::error_chain(&e);
+    let mut req = client.get(url);
+    if let Some(authority) = authority {
+        req = req.header(http::header::HOST, authority);
     }
-    let text = String::from_utf8(body.to_vec()).map_err(|_| "the answer is not text".to_string())?;
+    let mut resp = req.send().await.map_err(fail)?;
+    if resp.status() != StatusCode::OK {
+        return Err(format!("answered {}", resp.status()));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(fail)? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(format!("the key set is larger than {MAX_BODY} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8(body).map_err(|_| "the answer is not text".to_string())?;
     crate::jwt::check_jwks(&text)?;
     Ok(text)
-}
-
-async fn get<S>(stream: S, authority: &str, path: &str) -> Result<(StatusCode, Bytes), String>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let io = |e: &dyn std::fmt::Display| e.to_string();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| io(&e))?;
-    tokio::spawn(conn);
-    let req = Request::get(path)
-        .header(header::HOST, authority)
-        .header(header::USER_AGENT, "meshrig-control-plane")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| io(&e))?;
-    let resp = sender.send_request(req).await.map_err(|e| io(&e))?;
-    let status = resp.status();
-    let body = Limited::new(resp.into_body(), MAX_BODY).collect().await.map_err(|e| io(&e))?.to_bytes();
-    Ok((status, body))
-}
-
-async fn tls_connect(host: &str, stream: TcpStream) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    let found = rustls_native_certs::load_native_certs();
-    roots.add_parsable_certificates(found.certs);
-    if roots.is_empty() {
-        return Err(
-            "no trusted root certificates on this machine (install ca-certificates, or set SSL_CERT_FILE)".into()
-        );
-    }
-    let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = rustls_pki_types::ServerName::try_from(host.to_string()).map_err(|e| format!("{host}: {e}"))?;
-    tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, stream).await.map_err(|e| format!("TLS: {e}"))
 }
 
 /// The fetched key sets by URI (the ones that worked), for translation.

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use http::{header, Request};
-use http_body_util::BodyExt;
+use http::header;
 use serde::{Deserialize, Serialize};
 
+use crate::labs::probe::{self, Dest, Outgoing, Route};
 use crate::net;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -517,9 +517,6 @@ pub enum Seen {
     },
 }
 
-/// Bodies are kept up to this size for judging (the check only looks for a phrase).
-const BODY_LIMIT: usize = 64 * 1024;
-
 #[derive(Clone, Debug, Serialize)]
 pub struct Outcome {
     pub id: String,
@@ -857,16 +854,6 @@ fn describe_seen(seen: &Seen, expect: &Expect) -> String {
     }
 }
 
-/// Where one attempt's requests go.
-enum Dest {
-    /// The gateway's HTTP port, with the shared client.
-    Client,
-    /// A workload's outbound listener, as its HTTP proxy.
-    Proxy(SocketAddr),
-    /// The gateway's HTTPS port, with this client config.
-    Tls(std::sync::Arc<rustls::ClientConfig>),
-}
-
 /// One attempt: sign in if the check says so, then send the request `repeat` times; the first
 /// answer that fails the expectation is what was seen.
 async fn attempt(client: &net::HttpClient, c: &Check, target: &Target, request_id: &str) -> Seen {
@@ -880,22 +867,27 @@ async fn attempt(client: &net::HttpClient, c: &Check, target: &Target, request_i
     // Where this attempt's requests go, decided once: the gateway (HTTP, or HTTPS with the
     // check's Secrets, read now since the learner may have just made them), or a workload's
     // outbound listener in proxy form, as the app's HTTP_PROXY setting sends it.
-    let (uri, dest) = match (c.request.via, &c.request.tls) {
+    let dest = match (c.request.via, &c.request.tls) {
         (Via::Gateway, Some(t)) => match tls_client(target, t).await {
-            Ok(config) => (c.request.path.clone(), Dest::Tls(config)),
+            Ok(config) => Dest::Tls(target.gateway_https, Box::new(config)),
             Err(why) => return Seen::Invalid(why),
         },
-        (Via::Gateway, None) => (format!("http://{}{}", target.gateway, c.request.path), Dest::Client),
+        (Via::Gateway, None) => Dest::Gateway(target.gateway),
         (Via::Workload, _) => {
             let from = c.request.from.as_deref().unwrap_or_default();
             let Some(outbound) = target.workloads.get(from) else {
                 return Seen::Invalid(format!("no running pod of {from} to send the request from"));
             };
-            (format!("http://{}{}", c.request.host, c.request.path), Dest::Proxy(*outbound))
+            Dest::Proxy(*outbound)
         }
     };
+    let route = match Route::new(dest, &c.request.host, client) {
+        Ok(r) => r,
+        Err(why) => return Seen::Invalid(why),
+    };
+    let uri = route.url(&c.request.host, &c.request.path);
     if let Some(connections) = c.request.concurrency {
-        return load(c, &uri, &dest, target, connections).await;
+        return load(c, &uri, &route.dest, connections).await;
     }
     let mut seen = Seen::Invalid("the check sends no request (repeat: 0)".into());
     let mut matched = 0u32;
@@ -908,27 +900,18 @@ async fn attempt(client: &net::HttpClient, c: &Check, target: &Target, request_i
         // The first request carries the id whose decision record explains a failure; later
         // ones get their own so that each is recorded.
         let id = if i == 0 { request_id.to_string() } else { format!("{request_id}-{i}") };
-        let mut req = Request::builder()
-            .method(c.request.method.as_str())
-            .uri(uri.as_str())
-            .header(header::HOST, &c.request.host)
-            .header(header::USER_AGENT, "meshrig-lab-check")
-            .header("x-request-id", &id);
-        if let Some(cookie) = &cookie {
-            req = req.header(header::COOKIE, cookie);
-        }
-        let r = match req.body(net::empty()) {
-            Ok(r) => r,
+        let mut headers = http::HeaderMap::new();
+        headers.insert(header::USER_AGENT, http::HeaderValue::from_static("meshrig-lab-check"));
+        match http::HeaderValue::from_str(&id) {
+            Ok(v) => headers.insert("x-request-id", v),
             Err(e) => return Seen::Invalid(e.to_string()),
         };
-        seen = match &dest {
-            Dest::Client => send(client, r, c.request.timeout()).await,
-            Dest::Proxy(proxy) => send_through(*proxy, r, c.request.timeout()).await,
-            Dest::Tls(config) => {
-                let sni = crate::uri::strip_port(&c.request.host).to_string();
-                send_tls(target.gateway_https, sni, config.clone(), r, c.request.timeout()).await
-            }
-        };
+        if let Some(cookie) = cookie.as_deref().and_then(|c| http::HeaderValue::from_str(c).ok()) {
+            headers.insert(header::COOKIE, cookie);
+        }
+        let out =
+            Outgoing { method: &c.request.method, host: &c.request.host, path: &c.request.path, headers, body: None };
+        seen = route.send(out, c.request.timeout()).await;
         if let (Some(share), Seen::Answer { status, body }) = (&c.expect.share, &seen) {
             if *status != c.expect.status {
                 return seen;
@@ -956,7 +939,7 @@ async fn attempt(client: &net::HttpClient, c: &Check, target: &Target, request_i
         return Seen::Trace(seen);
     }
     if let Some(p) = &c.expect.promql {
-        return promql(client, c, &uri, &dest, target, p).await;
+        return promql(client, c, &route, target, p).await;
     }
     if let (Some(g), Some(before)) = (&c.expect.graph, before) {
         // A client-side proxy counts a call when its answer ends, before the page's answer does.
@@ -970,14 +953,7 @@ async fn attempt(client: &net::HttpClient, c: &Check, target: &Target, request_i
 /// The learner's query and the reference, run while pages keep flowing: Prometheus needs two
 /// scrapes with traffic between them before a rate means anything, so pages are sent (one every
 /// 200 ms) until the reference query has an answer, for at most 30 s.
-async fn promql(
-    client: &net::HttpClient,
-    c: &Check,
-    uri: &str,
-    dest: &Dest,
-    target: &Target,
-    p: &PromQlExpect,
-) -> Seen {
+async fn promql(client: &net::HttpClient, c: &Check, route: &Route, target: &Target, p: &PromQlExpect) -> Seen {
     let Some(prometheus) = target.prometheus else {
         return Seen::Invalid("the Prometheus addon is not running: `meshrig addons enable prometheus`".into());
     };
@@ -986,7 +962,8 @@ async fn promql(
         Err(why) => return Seen::Invalid(why),
     };
     let ask = |q: String| async move {
-        get_json(client, &format!("http://{prometheus}/api/v1/query?query={}", net::percent_encode(&q))).await
+        let uri = format!("http://{prometheus}/api/v1/query?query={}", net::percent_encode(&q));
+        probe::get_json(client, &uri, Duration::from_secs(5)).await
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     let want = loop {
@@ -996,14 +973,11 @@ async fn promql(
             Err(why) => return Seen::Invalid(format!("the lab's reference query: {why}")),
             Ok(_) => {}
         }
-        if let Dest::Client = dest {
-            if let Ok(req) = Request::get(uri)
-                .header(header::HOST, &c.request.host)
-                .header(header::USER_AGENT, "meshrig-lab-check")
-                .body(net::empty())
-            {
-                let _ = send(client, req, c.request.timeout()).await;
-            }
+        if let Dest::Gateway(_) = route.dest {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(header::USER_AGENT, http::HeaderValue::from_static("meshrig-lab-check"));
+            let out = Outgoing { method: "GET", host: &c.request.host, path: &c.request.path, headers, body: None };
+            let _ = route.send(out, c.request.timeout()).await;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
@@ -1033,7 +1007,7 @@ async fn find_trace(
     let deadline = Instant::now() + Duration::from_secs(4);
     let mut last = None;
     loop {
-        if let Some(seen) = get_json(client, &uri).await.as_ref().and_then(trace_seen) {
+        if let Some(seen) = probe::get_json(client, &uri, Duration::from_secs(5)).await.as_ref().and_then(trace_seen) {
             if seen.meets(want) {
                 return Some(seen);
             }
@@ -1047,19 +1021,12 @@ async fn find_trace(
     }
 }
 
-async fn get_json(client: &net::HttpClient, uri: &str) -> Option<serde_json::Value> {
-    let req = Request::get(uri).body(net::empty()).ok()?;
-    let res = tokio::time::timeout(Duration::from_secs(5), client.request(req)).await.ok()?.ok()?;
-    let body = res.into_body().collect().await.ok()?.to_bytes();
-    serde_json::from_slice(&body).ok()
-}
-
 /// `repeat` requests over `connections` connections at once, with the load generator.
-async fn load(c: &Check, uri: &str, dest: &Dest, target: &Target, connections: u32) -> Seen {
+async fn load(c: &Check, uri: &str, dest: &Dest, connections: u32) -> Seen {
     let load_target = match dest {
         Dest::Proxy(proxy) => crate::load::Target::via(uri, *proxy),
-        Dest::Client => crate::load::Target::via(uri, target.gateway),
-        Dest::Tls(_) => Err("a check with concurrency goes over plain HTTP only".to_string()),
+        Dest::Gateway(gateway) => crate::load::Target::via(uri, *gateway),
+        Dest::Tls(..) => Err("a check with concurrency goes over plain HTTP only".to_string()),
     };
     let mut load_target = match load_target {
         Ok(t) => t,
@@ -1089,14 +1056,14 @@ async fn load(c: &Check, uri: &str, dest: &Dest, target: &Target, connections: u
 /// Signs in on Bookinfo's product page through the gateway; the session cookie, or what was seen.
 async fn login(client: &net::HttpClient, c: &Check, target: &Target, user: &str) -> Result<String, Seen> {
     let form: String = format!("username={}&passwd=", user.replace('&', "%26").replace('=', "%3D").replace(' ', "+"));
-    let req = Request::post(format!("http://{}/login", target.gateway))
+    let req = client
+        .post(format!("http://{}/login", target.gateway))
         .header(header::HOST, &c.request.host)
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
         .header(header::REFERER, format!("http://{}/productpage", c.request.host))
         .header(header::USER_AGENT, "meshrig-lab-check")
-        .body(net::full(form))
-        .map_err(|e| Seen::Invalid(e.to_string()))?;
-    let resp = match tokio::time::timeout(c.request.timeout(), client.request(req)).await {
+        .body(form);
+    let resp = match tokio::time::timeout(c.request.timeout(), req.send()).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return Err(Seen::Reset(format!("signing in: {}", crate::api::error_chain(&e)))),
         Err(_) => return Err(Seen::Timeout),
@@ -1117,7 +1084,7 @@ async fn login(client: &net::HttpClient, c: &Check, target: &Target, user: &str)
 }
 
 /// A TLS client that trusts the CA of the check's Secret and presents its client Secret.
-async fn tls_client(target: &Target, t: &CheckTls) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+async fn tls_client(target: &Target, t: &CheckTls) -> Result<rustls::ClientConfig, String> {
     let api = target.api.as_ref().ok_or("no control plane to read Secrets from")?;
     let secret = |name: &str| {
         let name = name.to_string();
@@ -1153,97 +1120,13 @@ async fn tls_client(target: &Target, t: &CheckTls) -> Result<std::sync::Arc<rust
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(std::sync::Arc::new(config))
-}
-
-/// Sends `req` over TLS to `addr` (SNI `sni`) on a connection of its own.
-async fn send_tls(
-    addr: SocketAddr,
-    sni: String,
-    config: std::sync::Arc<rustls::ClientConfig>,
-    req: Request<net::Body>,
-    timeout: Duration,
-) -> Seen {
-    let connect = async {
-        let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let name = rustls_pki_types::ServerName::try_from(sni).map_err(|e| e.to_string())?;
-        let connector = tokio_rustls::TlsConnector::from(config);
-        connector.connect(name, stream).await.map_err(|e| format!("TLS handshake: {e}"))
-    };
-    send_on(connect, req, timeout).await
-}
-
-/// Sends `req` (absolute URI) to the HTTP proxy at `proxy` on a connection of its own.
-async fn send_through(proxy: SocketAddr, req: Request<net::Body>, timeout: Duration) -> Seen {
-    let connect = async { tokio::net::TcpStream::connect(proxy).await.map_err(|e| e.to_string()) };
-    send_on(connect, req, timeout).await
-}
-
-/// Sends `req` on the connection `connect` makes (HTTP/1.1), all within `timeout`.
-async fn send_on<IO>(
-    connect: impl std::future::Future<Output = Result<IO, String>>,
-    req: Request<net::Body>,
-    timeout: Duration,
-) -> Seen
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-{
-    let handshake = async {
-        let io = connect.await?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
-            .await
-            .map_err(|e| crate::api::error_chain(&e))?;
-        tokio::spawn(conn);
-        Ok::<_, String>(sender)
-    };
-    let mut sender = match tokio::time::timeout(timeout, handshake).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) if e.contains("refused") => return Seen::Refused,
-        Ok(Err(e)) => return Seen::Reset(e),
-        Err(_) => return Seen::Timeout,
-    };
-    read_answer(sender.send_request(req), timeout).await
-}
-
-async fn send(client: &net::HttpClient, req: Request<net::Body>, timeout: Duration) -> Seen {
-    read_answer(client.request(req), timeout).await
-}
-
-/// The answer to a request under way, read to the end within `timeout`.
-async fn read_answer<E: std::error::Error + 'static>(
-    resp: impl std::future::Future<Output = Result<http::Response<hyper::body::Incoming>, E>>,
-    timeout: Duration,
-) -> Seen {
-    let answer = async {
-        let resp = resp.await.map_err(|e| crate::api::error_chain(&e))?;
-        let status = resp.status().as_u16();
-        let mut body = Vec::new();
-        let mut stream = resp.into_body();
-        while let Some(frame) = stream.frame().await {
-            let frame = frame.map_err(|e| format!("the body broke off: {}", crate::api::error_chain(&e)))?;
-            if let Ok(data) = frame.into_data() {
-                body.extend_from_slice(&data[..data.len().min(BODY_LIMIT.saturating_sub(body.len()))]);
-            }
-        }
-        Ok::<_, String>(Seen::Answer { status, body: String::from_utf8_lossy(&body).into() })
-    };
-    match tokio::time::timeout(timeout, answer).await {
-        Ok(Ok(seen)) => seen,
-        Ok(Err(chain)) if chain.contains("refused") => Seen::Refused,
-        Ok(Err(chain)) => Seen::Reset(chain),
-        Err(_) => Seen::Timeout,
-    }
+    Ok(config)
 }
 
 /// The gateway's decision record for the request, if it kept one.
 async fn mesh_reason(client: &net::HttpClient, admin: SocketAddr, request_id: &str) -> Option<String> {
-    let req = Request::get(format!("http://{admin}/explain?id={request_id}")).body(net::empty()).ok()?;
-    let resp = tokio::time::timeout(Duration::from_secs(2), client.request(req)).await.ok()?.ok()?;
-    if !resp.status().is_success() {
-        return None;
-    }
-    let body = resp.into_body().collect().await.ok()?.to_bytes();
-    let record: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    let record =
+        probe::get_json(client, &format!("http://{admin}/explain?id={request_id}"), Duration::from_secs(2)).await?;
     let reason = record.get("reason")?.as_str()?;
     let flags = record.get("response_flags").and_then(|f| f.as_str()).filter(|f| *f != "-");
     Some(match flags {
