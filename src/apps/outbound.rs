@@ -97,3 +97,24 @@ pub const TRACE_HEADERS: [&str; 16] = [
     "grpc-trace-bin",
     "sw8",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without `HTTP_PROXY` (a Kubernetes pod, whose traffic the sidecar captures) an app calls
+    /// the service directly, with the URL's host as `Host`.
+    #[tokio::test]
+    async fn without_a_proxy_an_app_calls_directly() {
+        assert!(std::env::var_os("HTTP_PROXY").is_none() && std::env::var_os("http_proxy").is_none());
+        let listener = crate::net::bind(([127, 0, 0, 1], 0).into()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(crate::net::serve(listener, |req, _| async move {
+            let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
+            crate::net::text(StatusCode::OK, &format!("host={host}"))
+        }));
+        let reply = get(&format!("http://{addr}/details/0"), &HeaderMap::new(), Duration::from_secs(5)).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.body, format!("host={addr}").into_bytes());
+    }
+}
