@@ -14,7 +14,7 @@ pub mod outbound;
 pub mod tcp_echo;
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 
 use crate::ready;
 
@@ -107,10 +107,17 @@ fn image_repository(image: &str) -> String {
     repo.strip_prefix("library/").map(str::to_string).unwrap_or(repo)
 }
 
-/// Runs a built-in app on loopback; announces `{"<container port>": addr}` once bound. `args`
-/// are the container's (tcp-echo reads its ports and prefix from them; echo its ports);
-/// `state_dir` is the environment's (the JWT issuer keeps its key there).
-pub async fn run(app: App, container_port: u16, args: &[String], state_dir: &std::path::Path) -> std::io::Result<()> {
+/// Runs a built-in app on `listen` (a loopback port 0 on the local backend); announces
+/// `{"<container port>": addr}` once bound. `args` are the container's (tcp-echo reads its
+/// ports and prefix from them; echo its ports, on loopback); `state_dir` is the environment's
+/// (the JWT issuer keeps its key there).
+pub async fn run(
+    app: App,
+    container_port: u16,
+    listen: SocketAddr,
+    args: &[String],
+    state_dir: &std::path::Path,
+) -> std::io::Result<()> {
     let router = match app {
         App::TcpEcho => return tcp_echo::run(args).await,
         App::Echo => return echo::run(container_port, args).await,
@@ -124,7 +131,7 @@ pub async fn run(app: App, container_port: u16, args: &[String], state_dir: &std
         App::Reviews => bookinfo::reviews::router(bookinfo::reviews::Config::from_env()),
         App::Ratings => bookinfo::ratings::router(bookinfo::ratings::Version::from_env()),
     };
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
     let mut addrs = ready::Addrs::new();
     addrs.insert(ready::Listener::App(container_port), listener.local_addr()?);
     ready::announce(&addrs);

@@ -419,6 +419,11 @@ pub enum Command {
         /// The most connections each listener holds at once.
         #[arg(long, default_value_t = crate::env::DEFAULT_MAX_CONNECTIONS)]
         max_connections: usize,
+        /// Listen on Istio's fixed ports (outbound 15001, inbound 15006, admin 15000, health
+        /// 15021, stats 15090) for traffic that iptables redirects, and route each connection
+        /// by its original destination; without it, loopback ports the OS picks.
+        #[arg(long)]
+        capture: bool,
     },
     /// (internal) Run a built-in app.
     #[command(hide = true)]
@@ -426,6 +431,10 @@ pub enum Command {
         name: String,
         #[arg(long)]
         container_port: u16,
+        /// Where to listen (a pod listens on its container port on every address); default:
+        /// a loopback port the OS picks.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
         /// The container's `args`.
         #[arg(last = true)]
         args: Vec<String>,
@@ -576,7 +585,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(crate::control_plane::run(env))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Proxy { role, namespace, pod, inbound_ports, control_plane, publish, max_connections } => {
+        Command::Proxy { role, namespace, pod, inbound_ports, control_plane, publish, max_connections, capture } => {
             let role = match role.as_str() {
                 "sidecar" => crate::snapshot::Role::Sidecar,
                 "gateway" => crate::snapshot::Role::Gateway,
@@ -603,14 +612,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 inbound_ports,
                 publish: published,
                 max_connections,
+                listen: if capture { crate::proxy::Listen::Capture } else { crate::proxy::Listen::Loopback },
             };
             // Two workers, as Istio sizes its proxies.
             runtime()?.block_on(crate::proxy::run(config))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::App { name, container_port, args } => {
+        Command::App { name, container_port, listen, args } => {
             let app = crate::apps::App::from_name(&name).ok_or_else(|| anyhow::anyhow!("unknown app {name:?}"))?;
-            runtime()?.block_on(crate::apps::run(app, container_port, &args, &env.dir))?;
+            let listen = listen.unwrap_or(std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)));
+            runtime()?.block_on(crate::apps::run(app, container_port, listen, &args, &env.dir))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Up { http_port, https_port, tcp_port, tracing_port, apps, addons, timeout, max_connections } => {

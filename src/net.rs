@@ -141,11 +141,9 @@ pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, String> {
     Ok(collected.to_bytes())
 }
 
-/// `text` for a URL's query string: every byte but ASCII letters and digits as `%XX`.
+/// `text` as one value of a URL's query string (`application/x-www-form-urlencoded`).
 pub fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
 /// Log lines go to stderr (the process's log file); stdout is reserved for the readiness line.

@@ -1,7 +1,10 @@
 //! The proxy: one process per pod, a sidecar, an ingress gateway, or the plain forwarder.
 //!
-//! It binds its listeners first (all on loopback; every port ephemeral except the gateway's
-//! published ones), announces them on stdout, then follows the control plane's snapshots.
+//! It binds its listeners first, announces them on stdout, then follows the control plane's
+//! snapshots. Its listeners are where `Listen` says: loopback ports the OS picks (every one but
+//! the gateway's published ports) on the local backend, whose apps send through `HTTP_PROXY`;
+//! or Istio's fixed ports in a pod's network namespace, where iptables redirects the pod's
+//! traffic and each connection is routed by its original destination (`SO_ORIGINAL_DST`).
 //!
 //! # Layout
 //! - `connection`: accept, settle the transport (mTLS, PERMISSIVE, STRICT), then a record of
@@ -89,6 +92,28 @@ pub struct Config {
     pub publish: BTreeMap<u16, SocketAddr>,
     /// The most connections each listener holds at once.
     pub max_connections: usize,
+    /// Where the listeners are.
+    pub listen: Listen,
+}
+
+/// Where a proxy's listeners are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listen {
+    /// Loopback ports the OS picks (the local backend sends traffic to them by address).
+    Loopback,
+    /// Istio's fixed ports on every address, for traffic iptables redirects to them.
+    Capture,
+}
+
+/// Istio's proxy ports: where iptables sends a pod's outbound (15001) and inbound (15006)
+/// traffic, the admin on localhost (15000), the readiness probe (15021) and the merged stats
+/// Prometheus scrapes (15090).
+pub mod ports {
+    pub const OUTBOUND: u16 = 15001;
+    pub const INBOUND: u16 = 15006;
+    pub const ADMIN: u16 = 15000;
+    pub const HEALTH: u16 = 15021;
+    pub const STATS: u16 = 15090;
 }
 
 /// State every listener of the proxy shares.
@@ -199,6 +224,16 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
     net::bind(addr).await.map_err(|source| Error::Bind { addr, source })
 }
 
+/// A captured inbound listener's direction for one connection: the port the client dialled.
+fn captured(direction: Direction, original_dst: Option<SocketAddr>) -> Direction {
+    match direction {
+        Direction::Inbound { port: 0 } => Direction::Inbound { port: original_dst.map_or(0, |d| d.port()) },
+        d => d,
+    }
+}
+
+/// Serves `listener` in `direction`; `Direction::Inbound { port: 0 }` is a captured inbound
+/// listener, whose connections are each for the port they were sent to.
 fn serve(shared: &Arc<Shared>, listener: tokio::net::TcpListener, direction: Direction) -> JoinHandle<()> {
     let shared = shared.clone();
     let relay_shared = shared.clone();
@@ -211,15 +246,16 @@ fn serve(shared: &Arc<Shared>, listener: tokio::net::TcpListener, direction: Dir
         listener,
         limits,
         shared.drain.clone(),
-        move || accept(&accept_shared, direction),
-        move |conn: &connection::Connection| tcp::relay(&relay_shared, direction, conn),
-        move |req, conn| forward::handle(shared.clone(), direction, req, conn),
+        move |original_dst| accept(&accept_shared, captured(direction, original_dst)),
+        move |conn: &connection::Connection| tcp::relay(&relay_shared, captured(direction, conn.original_dst), conn),
+        move |req, conn| forward::handle(shared.clone(), captured(direction, conn.original_dst), req, conn),
     ))
 }
 
 /// How a listener takes a new connection: a sidecar's inbound port by its PeerAuthentication
 /// mode (mTLS needs the workload's certificate); everything else plaintext.
 fn accept(shared: &Shared, direction: Direction) -> connection::Accept {
+    // (A captured inbound connection's direction names the port it was sent to.)
     use crate::snapshot::MtlsMode;
     if let Direction::Gateway { port } = direction {
         let tls = shared.gateway_tls.lock().unwrap_or_else(|e| e.into_inner()).get(&port).cloned();
@@ -238,13 +274,14 @@ fn accept(shared: &Shared, direction: Direction) -> connection::Accept {
 
 pub async fn run(config: Config) -> Result<(), Error> {
     crate::tls::install_default();
+    let pod_key = format!("{}/{}", config.namespace, config.pod);
     // A sidecar or gateway has its certificate before it says it is ready.
     let identity = match config.role {
         Role::Plain => None,
-        Role::Sidecar | Role::Gateway => Some(identity::obtain(&config.control_plane).await),
+        Role::Sidecar | Role::Gateway => Some(identity::obtain(&config.control_plane, &pod_key).await),
     };
     if let Some(id) = &identity {
-        tokio::spawn(identity::renew(id.clone(), config.control_plane.clone()));
+        tokio::spawn(identity::renew(id.clone(), config.control_plane.clone(), pod_key.clone()));
     }
     let (tx, _rx) = channel::channel(Arc::new(Runtime::empty()));
     let shared = Arc::new(Shared {
@@ -266,17 +303,34 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let mut addrs = ready::Addrs::new();
     let mut tasks = Vec::new();
 
-    let admin = bind(loopback0()).await?;
+    let capture = config.listen == Listen::Capture;
+    let any = |port: u16| SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+    let admin = bind(if capture { SocketAddr::from((Ipv4Addr::LOCALHOST, ports::ADMIN)) } else { loopback0() }).await?;
     addrs.insert(Listener::Admin, admin.local_addr().expect("bound"));
-    let s = shared.clone();
-    tasks.push(tokio::spawn(net::serve(admin, move |req, _| admin::handle(s.clone(), req))));
+    let mut admins = vec![admin];
+    if capture {
+        // The kubelet's readiness probe and Prometheus reach the pod's address, not localhost.
+        admins.push(bind(any(ports::HEALTH)).await?);
+        admins.push(bind(any(ports::STATS)).await?);
+    }
+    for admin in admins {
+        let s = shared.clone();
+        tasks.push(tokio::spawn(net::serve(admin, move |req, _| admin::handle(s.clone(), req))));
+    }
 
     if config.role != Role::Gateway {
-        let outbound = bind(loopback0()).await?;
+        let outbound = bind(if capture { any(ports::OUTBOUND) } else { loopback0() }).await?;
         addrs.insert(Listener::Outbound, outbound.local_addr().expect("bound"));
         tasks.push(serve(&shared, outbound, Direction::Outbound));
     }
-    if config.role == Role::Sidecar {
+    if config.role == Role::Sidecar && capture {
+        // One listener for every port: a connection is for the port it was sent to.
+        let l = bind(any(ports::INBOUND)).await?;
+        for port in &config.inbound_ports {
+            addrs.insert(Listener::Inbound(*port), l.local_addr().expect("bound"));
+        }
+        tasks.push(serve(&shared, l, Direction::Inbound { port: 0 }));
+    } else if config.role == Role::Sidecar {
         for port in &config.inbound_ports {
             let l = bind(loopback0()).await?;
             addrs.insert(Listener::Inbound(*port), l.local_addr().expect("bound"));

@@ -107,6 +107,14 @@ pub async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Response<Bod
         (Method::GET, "/v1/status") => status(&server, &q).await,
         (Method::GET, "/v1/snapshot") => snapshot(&server, &q).await,
         (Method::GET, "/v1/credentials") => credential(&server, None, &q),
+        // A proxy started by hand with the environment's token names its pod.
+        (Method::POST, "/v1/certificates") => {
+            let pod = format!("{}/{}", q.get("namespace").map_or("", |s| s), q.get("pod").map_or("", |s| s));
+            match read_json::<CertificateRequest>(req).await {
+                Ok(body) => certificate(&server, &pod, &body),
+                Err(e) => e,
+            }
+        }
         _ => error(StatusCode::NOT_FOUND, format!("no API route {} {}", req.method(), req.uri().path())),
     }
 }

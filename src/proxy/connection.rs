@@ -89,9 +89,8 @@ pub struct Connection {
 }
 
 impl Connection {
-    fn accepted(stream: &TcpStream, peer: SocketAddr) -> Connection {
+    fn accepted(stream: &TcpStream, peer: SocketAddr, original_dst: Option<SocketAddr>) -> Connection {
         let local = stream.local_addr().unwrap_or(peer);
-        let original_dst = original_dst(stream).filter(|d| *d != local);
         Connection {
             peer,
             local,
@@ -160,8 +159,13 @@ async fn starts_with_tls(stream: &TcpStream) -> bool {
 
 /// Settles the transport of an accepted connection; `None` when it was refused (reset, or a
 /// failed handshake).
-async fn establish(stream: TcpStream, peer: SocketAddr, accept: Accept) -> Option<(Stream, Connection)> {
-    let conn = Connection::accepted(&stream, peer);
+async fn establish(
+    stream: TcpStream,
+    peer: SocketAddr,
+    original_dst: Option<SocketAddr>,
+    accept: Accept,
+) -> Option<(Stream, Connection)> {
+    let conn = Connection::accepted(&stream, peer, original_dst);
     let config = match accept {
         Accept::Plain => return Some((Stream::Plain(stream), conn)),
         Accept::Permissive(config) => {
@@ -280,7 +284,8 @@ fn terminated(tls: tokio_rustls::server::TlsStream<TcpStream>, mut conn: Connect
 /// is closed, and each HTTP connection closes once its request in flight is answered); each
 /// connection runs on its own task.
 /// `accept` says how its transport is settled, then `relay` decides from the connection's
-/// record whether it is relayed as bytes; otherwise `handler` gets every HTTP request with it.
+/// record whether it is relayed as bytes (`accept` gets the connection's original destination
+/// when iptables redirected it); otherwise `handler` gets every HTTP request with it.
 /// A handler's `Err(Reset)` closes the connection with an RST, without a response.
 pub async fn serve<A, F, Fut, R>(
     listener: TcpListener,
@@ -290,7 +295,7 @@ pub async fn serve<A, F, Fut, R>(
     relay: R,
     handler: F,
 ) where
-    A: Fn() -> Accept,
+    A: Fn(Option<SocketAddr>) -> Accept,
     F: Fn(Request<Incoming>, Arc<Connection>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Response<Body>, Reset>> + Send + 'static,
     R: Fn(&Connection) -> Option<Relay> + Clone + Send + Sync + 'static,
@@ -307,7 +312,10 @@ pub async fn serve<A, F, Fut, R>(
             drop(stream);
             continue;
         };
-        let transport = accept();
+        // Where the client connected, when iptables redirected it here (not when it connected
+        // to this listener itself).
+        let original = original_dst(&stream).filter(|d| stream.local_addr().is_ok_and(|l| l != *d));
+        let transport = accept(original);
         let handler = handler.clone();
         let relay = relay.clone();
         let counted = drain.open();
@@ -315,7 +323,7 @@ pub async fn serve<A, F, Fut, R>(
         tokio::spawn(async move {
             let _slot = slot;
             let _counted = counted;
-            let Some((stream, conn)) = establish(stream, peer, transport).await else { return };
+            let Some((stream, conn)) = establish(stream, peer, original, transport).await else { return };
             let conn = Arc::new(conn);
             if let Some(relay) = relay(&conn) {
                 return relay(stream, conn).await;

@@ -83,9 +83,7 @@ pub async fn handle(
     let destination_port = match direction {
         _ if request.is_none() => 0,
         Direction::Inbound { port } | Direction::Gateway { port } => port,
-        Direction::Outbound => {
-            req.uri().port_u16().or_else(|| authority_of(&req).rsplit_once(':')?.1.parse().ok()).unwrap_or(80)
-        }
+        Direction::Outbound => outbound_port(&req, &conn, &authority_of(&req)),
     };
     let name_upstream = span.is_some() || access.is_some();
     let (mut routed, service, routing) = match direction {
@@ -103,7 +101,7 @@ pub async fn handle(
                 (refused, service, None)
             } else {
                 client_cert_header(req.headers_mut(), &conn, runtime.me.principal.as_deref());
-                let (mut r, s) = inbound(&runtime, &shared, port, req).await;
+                let (mut r, s) = inbound(&runtime, &shared, port, conn.original_dst.is_some(), req).await;
                 if mode == Some(MtlsMode::Disable) && conn.mtls() {
                     r.response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
                 }
@@ -323,11 +321,17 @@ fn authority_of<B>(req: &Request<B>) -> String {
         .unwrap_or_default()
 }
 
-fn listener_of<B>(direction: Direction, req: &Request<B>, authority: &str) -> Listener {
+fn listener_of<B>(direction: Direction, req: &Request<B>, conn: &Connection, authority: &str) -> Listener {
     match direction {
         Direction::Gateway { port } => Listener::Gateway { port },
-        _ => Listener::Outbound { port: destination_port(req.uri(), authority) },
+        _ => Listener::Outbound { port: outbound_port(req, conn, authority) },
     }
+}
+
+/// The port an outbound request is for: the one the app dialled when its connection was
+/// captured (Envoy picks the listener by the original destination), else the request's.
+fn outbound_port<B>(req: &Request<B>, conn: &Connection, authority: &str) -> u16 {
+    conn.original_dst.map_or_else(|| destination_port(req.uri(), authority), |d| d.port())
 }
 
 async fn routed(
@@ -340,7 +344,7 @@ async fn routed(
     traced: bool,
 ) -> Result<(Routed, Arc<str>, Option<Routing>), Reset> {
     let authority = authority_of(&req);
-    let listener = listener_of(direction, &req, &authority);
+    let listener = listener_of(direction, &req, conn, &authority);
     let mut rng = fastrand::Rng::new();
     let view = RequestView {
         method: req.method().as_str(),
@@ -373,7 +377,7 @@ async fn routed(
             }
             (Routed::plain(resp), service)
         }
-        Decision::Passthrough => passthrough(shared, &authority, req).await?,
+        Decision::Passthrough => passthrough(shared, &authority, conn.original_dst, req).await?,
         Decision::Forward(fwd) => {
             let service = fwd.cluster.service.clone();
             // DNS and ORIGINAL_DST clusters (ServiceEntries) get their endpoints now.
@@ -474,12 +478,23 @@ fn edge_headers(headers: &mut HeaderMap) {
     headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
 }
 
-async fn inbound(runtime: &Runtime, shared: &Shared, port: u16, req: Request<Incoming>) -> (Routed, Arc<str>) {
-    let Some(inbound) = runtime.inbound.get(&port) else {
-        return (Routed::reply(Reply::NoRoute), "unknown".into());
+/// An inbound request to the app's `port`. A captured connection reaches the app on
+/// localhost at the port it was sent to, also when no Service names the port (Istio's
+/// InboundPassthroughCluster).
+async fn inbound(
+    runtime: &Runtime,
+    shared: &Shared,
+    port: u16,
+    captured: bool,
+    req: Request<Incoming>,
+) -> (Routed, Arc<str>) {
+    let on_localhost = SocketAddr::from(([127, 0, 0, 1], port));
+    let (service, app) = match runtime.inbound.get(&port) {
+        Some(inbound) => (inbound.service.clone(), inbound.app.or(captured.then_some(on_localhost))),
+        None if captured => ("InboundPassthroughCluster".into(), Some(on_localhost)),
+        None => return (Routed::reply(Reply::NoRoute), "unknown".into()),
     };
-    let service = inbound.service.clone();
-    let Some(app) = inbound.app else {
+    let Some(app) = app else {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let e = crate::proxy::upstream::Error::ConnectFailure { addr, source: std::io::ErrorKind::NotConnected.into() };
         return (Routed::reply(Reply::Upstream(e)), service);
@@ -520,13 +535,24 @@ async fn resolve(cluster: &crate::proxy::clusters::Cluster, authority: &str, por
 /// Istio's `ALLOW_ANY`: a host the mesh does not know goes where it points. A request that
 /// points back at this proxy is closed unanswered, as Istio's outbound listener black-holes
 /// traffic addressed to itself (otherwise it would forward to itself until out of sockets).
-async fn passthrough(shared: &Shared, authority: &str, req: Request<Incoming>) -> Result<(Routed, Arc<str>), Reset> {
+/// A request for a host the mesh does not know, sent on as it was: to the address the app
+/// dialled when its connection was captured (Envoy's ORIGINAL_DST cluster), else to what the
+/// request's host resolves to.
+async fn passthrough(
+    shared: &Shared,
+    authority: &str,
+    original_dst: Option<SocketAddr>,
+    req: Request<Incoming>,
+) -> Result<(Routed, Arc<str>), Reset> {
     let service: Arc<str> = "PassthroughCluster".into();
     let port = destination_port(req.uri(), authority);
     let host = route::strip_port(authority).trim_start_matches('[').trim_end_matches(']').to_string();
-    let addrs: Vec<SocketAddr> = match tokio::net::lookup_host((host.as_str(), port)).await {
-        Ok(a) => a.collect(),
-        Err(_) => vec![],
+    let addrs: Vec<SocketAddr> = match original_dst {
+        Some(dst) => vec![dst],
+        None => match tokio::net::lookup_host((host.as_str(), port)).await {
+            Ok(a) => a.collect(),
+            Err(_) => vec![],
+        },
     };
     if addrs.iter().any(|a| shared.is_own_address(*a)) {
         return Err(Reset("the request is addressed to this proxy's own listener"));

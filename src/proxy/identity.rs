@@ -27,23 +27,34 @@ impl Identity {
     }
 }
 
-/// A new key and a certificate for it.
-async fn request(client: &api::Client) -> Result<(CertificateResponse, String), String> {
+/// A new key and a certificate for it, for the pod `key` (`namespace/pod`).
+async fn request(client: &api::Client, pod: &str) -> Result<(CertificateResponse, String), String> {
     let key = KeyPair::generate().map_err(|e| e.to_string())?;
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
     let csr = params.serialize_request(&key).and_then(|c| c.pem()).map_err(|e| e.to_string())?;
     let resp: CertificateResponse =
-        client.post("/v1/certificates", &CertificateRequest { csr }).await.map_err(|e| e.to_string())?;
+        client.post(&certificates_path(pod), &CertificateRequest { csr }).await.map_err(|e| e.to_string())?;
     Ok((resp, key.serialize_pem()))
+}
+
+/// `POST /v1/certificates?namespace=NS&pod=NAME`: a proxy's own credential is good for its own
+/// pod only; the environment's token (a proxy started by hand) names the pod.
+fn certificates_path(pod: &str) -> String {
+    let (namespace, name) = pod.split_once('/').unwrap_or(("", pod));
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("namespace", namespace)
+        .append_pair("pod", name)
+        .finish();
+    format!("/v1/certificates?{query}")
 }
 
 /// The proxy's identity, asked for until the control plane answers (a proxy without one
 /// could not speak mTLS, so it does not announce itself ready before).
-pub async fn obtain(client: &api::Client) -> Arc<Identity> {
+pub async fn obtain(client: &api::Client, pod: &str) -> Arc<Identity> {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match request(client).await.and_then(|(resp, key)| {
+        match request(client, pod).await.and_then(|(resp, key)| {
             let ck = tls::certified_key(&resp.cert_chain, &key)?;
             let mtls = Mtls::new(ck, &resp.root)?;
             Ok(Identity { spiffe: resp.identity, mtls, pems: RwLock::new((resp.cert_chain, resp.root)) })
@@ -70,7 +81,7 @@ fn now_secs() -> i64 {
 
 /// Renews the certificate for as long as the proxy runs; a failure keeps the current one and
 /// tries again soon (it is still valid for the other half of its life).
-pub async fn renew(identity: Arc<Identity>, client: api::Client) {
+pub async fn renew(identity: Arc<Identity>, client: api::Client, pod: String) {
     loop {
         let (chain, _) = identity.pems();
         let wait = match tls::describe(&chain).ok().and_then(|c| c.into_iter().next()) {
@@ -80,7 +91,9 @@ pub async fn renew(identity: Arc<Identity>, client: api::Client) {
         tokio::time::sleep(Duration::from_secs(wait as u64)).await;
         let mut backoff = Duration::from_secs(1);
         loop {
-            match request(&client).await.and_then(|(resp, key)| Ok((tls::certified_key(&resp.cert_chain, &key)?, resp)))
+            match request(&client, &pod)
+                .await
+                .and_then(|(resp, key)| Ok((tls::certified_key(&resp.cert_chain, &key)?, resp)))
             {
                 Ok((ck, resp)) => {
                     identity.mtls.slot.set(ck);

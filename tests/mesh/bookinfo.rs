@@ -17,8 +17,12 @@ fn up_runs_bookinfo_by_default_and_remembers_the_apps() {
     let out = mesh.run(&["down"]);
     assert!(out.status.success(), "{}", text(&out));
     // A fresh environment brought up the way a user does: Bookinfo's page on the gateway.
-    let fresh =
-        Mesh { state: tempfile::tempdir().unwrap(), work: tempfile::tempdir().unwrap(), up_output: String::new() };
+    let fresh = Mesh {
+        state: tempfile::tempdir().unwrap(),
+        work: tempfile::tempdir().unwrap(),
+        up_output: String::new(),
+        netns: None,
+    };
     let up = fresh.run(&["up", "--http-port", "0", "--https-port", "0", "--tcp-port", "0"]);
     assert!(up.status.success(), "{}", text(&up));
     assert!(text(&up).contains("/productpage"), "up says where Bookinfo is:\n{}", text(&up));

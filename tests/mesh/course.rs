@@ -239,8 +239,12 @@ fn doctor_names_who_holds_a_port_and_concurrent_ups_share_one_control_plane() {
     drop(squatter);
 
     // Two `up`s at once in a fresh environment: both succeed, one control plane.
-    let fresh =
-        Mesh { state: tempfile::tempdir().unwrap(), work: tempfile::tempdir().unwrap(), up_output: String::new() };
+    let fresh = Mesh {
+        state: tempfile::tempdir().unwrap(),
+        work: tempfile::tempdir().unwrap(),
+        up_output: String::new(),
+        netns: None,
+    };
     let args =
         ["up", "--http-port", "0", "--https-port", "0", "--tcp-port", "0", "--tracing-port", "0", "--apps", "none"];
     let a = fresh.cmd(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();

@@ -5,6 +5,7 @@
 mod addons;
 mod analyze;
 mod bookinfo;
+mod capture;
 mod cli;
 mod course;
 mod dashboard;

@@ -10,6 +10,8 @@ pub struct Mesh {
     pub state: tempfile::TempDir,
     pub work: tempfile::TempDir,
     pub up_output: String,
+    /// The network namespace the environment runs in (every command is run there too).
+    pub netns: Option<String>,
 }
 
 /// One of the project's own samples (`samples/` in the repository), by Istio's path.
@@ -25,8 +27,18 @@ impl Mesh {
 
     /// `meshrig up` with extra environment variables (the control plane inherits them).
     pub fn up_with_env(vars: &[(&str, &str)]) -> Mesh {
-        let mut mesh =
-            Mesh { state: tempfile::tempdir().unwrap(), work: tempfile::tempdir().unwrap(), up_output: String::new() };
+        Mesh::up_in(None, vars)
+    }
+
+    /// `meshrig up` run inside the network namespace `netns` (as `ip netns exec` runs it), or
+    /// here.
+    pub fn up_in(netns: Option<&str>, vars: &[(&str, &str)]) -> Mesh {
+        let mut mesh = Mesh {
+            state: tempfile::tempdir().unwrap(),
+            work: tempfile::tempdir().unwrap(),
+            up_output: String::new(),
+            netns: netns.map(str::to_string),
+        };
         let mut up = mesh.cmd(&[
             "up",
             "--http-port",
@@ -48,7 +60,14 @@ impl Mesh {
     }
 
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_meshrig"));
+        let mut c = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_meshrig")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_meshrig")),
+        };
         c.args(args).env("MESHRIG_STATE_DIR", self.state.path()).env("NO_COLOR", "1").current_dir(self.work.path());
         c.env_remove("MESHRIG_ENV");
         c
