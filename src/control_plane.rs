@@ -90,12 +90,25 @@ pub async fn run(env: Env) -> Result<(), Error> {
         tracing,
     });
     tokio::spawn(jwks::run(state.clone()));
+    let state_for_stop = state.clone();
     tokio::spawn(runner::run(state));
     let mut addrs = ready::Addrs::new();
     addrs.insert(ready::Listener::Api, address);
     ready::announce(&addrs);
     net::log(&format!("control plane listening on {address}"));
-    net::serve(listener, move |req, _| server::handle(server.clone(), req)).await;
+    tokio::select! {
+        _ = net::serve(listener, move |req, _| server::handle(server.clone(), req)) => {}
+        // Stopped (SIGTERM, as Kubernetes stops istiod): the API stops accepting and the process
+        // exits. A change being committed is not cut: the store is written and swapped under
+        // the state lock, in code that does not yield, and the lock is taken once more here.
+        // The pods keep serving on the config they hold (the process exits without dropping
+        // the runner, whose children would go with it); the next `meshrig up` takes them over.
+        _ = crate::shutdown::signalled() => {
+            net::log("stopping: the API no longer accepts; the pods keep serving what they were last sent");
+            drop(state_for_stop.lock());
+            std::process::exit(0);
+        }
+    }
     Ok(())
 }
 

@@ -52,6 +52,31 @@ fn a_control_plane_crash_loses_no_applied_config() {
 }
 
 #[test]
+fn a_control_plane_told_to_stop_exits_at_once_and_its_pods_keep_serving() {
+    let mesh = Mesh::up();
+    let solution =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("labs/01-ingress-gateway/solution/gateway.yaml");
+    mesh.ok(&["apply", "--wait", "-f", solution.to_str().unwrap()]);
+    let gateway = mesh.gateway();
+    let cp = mesh.status()["control_plane"]["pid"].as_u64().unwrap() as u32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(cp as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    // It handles the signal (its log says so) and exits; nothing has to kill it.
+    crate::support::within(
+        std::time::Duration::from_secs(5),
+        std::time::Duration::from_millis(20),
+        "the control plane exits on SIGTERM",
+        || (!crate::support::alive(cp)).then_some(()).ok_or(format!("pid {cp} still alive")),
+    );
+    let log = std::fs::read_to_string(mesh.state.path().join("logs/control-plane.log")).unwrap_or_default();
+    assert!(log.contains("stopping: the API no longer accepts"), "{log}");
+    // The pods serve on; `up` takes them over with everything that was applied.
+    assert_eq!(get(gateway, "httpbin.example.com", "/status/200").unwrap().status, 200);
+    let up = mesh.ok(&["up"]);
+    assert!(up.contains("control plane started"), "{up}");
+    assert_eq!(get(mesh.gateway(), "httpbin.example.com", "/delay/0").unwrap().status, 200);
+}
+
+#[test]
 fn a_gateway_that_cannot_bind_its_port_is_not_synced_and_binds_once_the_port_is_free() {
     let mesh = Mesh::up();
     let gw = mesh.gateway();
