@@ -16,7 +16,7 @@ use crate::env::Env;
 const READY_WITHIN: Duration = Duration::from_secs(90);
 
 fn client(env: &Env) -> anyhow::Result<api::Client> {
-    crate::cli::backend::Backend::local(env)
+    crate::cli::backend::Backend::for_env(env)
         .client()
         .map_err(|e| anyhow!("{e}; `meshrig up` starts the environment first"))
 }
@@ -157,9 +157,8 @@ pub async fn serve_dashboard(env: &Env, port: u16, open: bool) -> anyhow::Result
     let url = format!("http://{address}");
     // The first scrape before the address is printed: the page has something at once.
     let http = crate::net::client();
-    let admins = |s: &api::Status| -> Vec<SocketAddr> {
-        s.pods.iter().filter_map(|p| p.proxy_addrs.get(&crate::ready::Listener::Admin).copied()).collect()
-    };
+    let backend_env = env.clone();
+    let admins = move |s: &api::Status| crate::cli::backend::Backend::for_env(&backend_env).admins(s);
     scrapes.push(Instant::now(), dashboard::scrape_all(&http, &admins(&status)).await);
     let (s, api2) = (scrapes.clone(), api.clone());
     tokio::spawn(async move {

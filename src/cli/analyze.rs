@@ -84,7 +84,7 @@ pub async fn run(env: &Env, o: Options) -> anyhow::Result<ExitCode> {
             bail!("no resources found in {}", o.files.join(", "));
         }
     }
-    let client = crate::cli::backend::Backend::local(env).client()?;
+    let client = crate::cli::backend::Backend::for_env(env).client()?;
     let (items, pods) = inputs(&client, files).await?;
     let scope = if o.all_namespaces { None } else { Some(namespace.as_str()) };
     let messages: Vec<Message> = analyze::in_namespace(analyze::analyze(&items, &pods), scope)

@@ -1,9 +1,13 @@
 //! The seam between the commands and where the mesh runs: find the control plane, start it,
-//! stop everything. `Local` (processes on loopback, found through the environment's state dir
-//! and /proc) is the only backend today; a kind backend is another variant with the same
+//! stop everything, and reach what runs: a pod's proxy admin and outbound listener, its
+//! containers' logs, a command run as if inside it, and where lab checks send (the probe's
+//! target). `Local` (processes on loopback, found through the environment's state dir and
+//! /proc) is the only backend today; a kind backend is another variant with the same
 //! operations, and the commands above do not change.
 
-use std::process::Stdio;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -11,6 +15,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::api;
 use crate::env::Env;
+use crate::labs::check::{Answers, Target};
+use crate::snapshot::Role;
 use crate::{ready, reaper};
 
 pub enum Backend<'a> {
@@ -19,8 +25,91 @@ pub enum Backend<'a> {
 }
 
 impl<'a> Backend<'a> {
-    pub fn local(env: &'a Env) -> Backend<'a> {
+    /// The environment's backend (the local one: nothing else exists yet).
+    pub fn for_env(env: &'a Env) -> Backend<'a> {
         Backend::Local(env)
+    }
+
+    /// A pod's proxy admin listener, as this machine reaches it.
+    pub fn admin(&self, pod: &api::PodStatus) -> Option<SocketAddr> {
+        pod.proxy_addrs.get(&ready::Listener::Admin).copied()
+    }
+
+    /// Every pod's proxy admin listener (for the metrics of the whole mesh).
+    pub fn admins(&self, status: &api::Status) -> Vec<SocketAddr> {
+        status.pods.iter().filter_map(|p| self.admin(p)).collect()
+    }
+
+    /// Where a pod's own traffic goes out through its proxy (an HTTP proxy, as its apps use).
+    pub fn outbound(&self, pod: &api::PodStatus) -> Option<SocketAddr> {
+        pod.proxy_addrs.get(&ready::Listener::Outbound).copied()
+    }
+
+    /// The log file of one of a pod's containers (`istio-proxy` or the app's).
+    pub fn log_file(&self, pod: &api::PodStatus, container: &str) -> PathBuf {
+        let Backend::Local(env) = self;
+        env.logs_dir().join(format!("{}.{}.{container}.log", pod.namespace, pod.name))
+    }
+
+    /// Runs `program args` as if inside `pod`: here, the host's program with the pod's proxy as
+    /// its HTTP proxy and the pod's name as `HOSTNAME`.
+    pub fn exec(&self, pod: &api::PodStatus, program: &str, args: &[String]) -> anyhow::Result<ExitCode> {
+        let proxy = self.outbound(pod).ok_or_else(|| anyhow::anyhow!("pod {} has no outbound listener", pod.name))?;
+        let url = format!("http://{proxy}");
+        let status = std::process::Command::new(program)
+            .args(args)
+            .env("http_proxy", &url)
+            .env("HTTP_PROXY", &url)
+            .env("HOSTNAME", &pod.name)
+            .env_remove("no_proxy")
+            .env_remove("NO_PROXY")
+            .env_remove("all_proxy")
+            .env_remove("ALL_PROXY")
+            .status()
+            .map_err(|e| anyhow::anyhow!("cannot run {program:?}: {e}"))?;
+        Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
+    }
+
+    /// Where lab checks reach the mesh: the gateway's published ports (and its admin, for the
+    /// reasons behind its answers), each workload's outbound listener, every admin, the trace
+    /// collector and Prometheus.
+    pub async fn probe_target(&self, client: &api::Client) -> anyhow::Result<Target> {
+        let Backend::Local(env) = self;
+        let s = env.settings()?.unwrap_or_default();
+        let status = client.status().await?;
+        let gateway_admin = status
+            .pods
+            .iter()
+            .find(|p| p.role == Role::Gateway && p.namespace == "istio-system")
+            .and_then(|p| self.admin(p));
+        let mut workloads = std::collections::BTreeMap::new();
+        let mut trace_services = std::collections::BTreeMap::new();
+        for p in status.pods.iter().filter(|p| p.ready) {
+            if let Some(outbound) = self.outbound(p) {
+                let key = format!("{}/{}", p.namespace, p.workload);
+                // As the proxies name themselves in spans: the `app` label, else the workload.
+                let app = p.labels.get("app").unwrap_or(&p.workload);
+                trace_services.entry(key.clone()).or_insert(format!("{app}.{}", p.namespace));
+                workloads.entry(key).or_insert(outbound);
+            }
+        }
+        Ok(Target {
+            gateway: SocketAddr::from((Ipv4Addr::LOCALHOST, s.http_port)),
+            gateway_admin,
+            workloads,
+            trace_services,
+            gateway_https: SocketAddr::from((Ipv4Addr::LOCALHOST, s.https_port)),
+            api: Some(client.clone()),
+            tracing: status.control_plane.tracing,
+            admins: self.admins(&status),
+            prometheus: status
+                .control_plane
+                .addons
+                .iter()
+                .find(|a| a.name == "prometheus" && a.ready)
+                .and_then(|a| a.address),
+            answers: Answers::None,
+        })
     }
 
     /// The running control plane's client (NotRunning when the environment is down).

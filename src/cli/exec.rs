@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail};
 
 use crate::api;
+use crate::cli::backend::Backend;
 use crate::env::Env;
-use crate::ready::Listener;
 
 pub async fn run(
     env: &Env,
@@ -19,13 +19,12 @@ pub async fn run(
     container: Option<&str>,
     command: &[String],
 ) -> anyhow::Result<ExitCode> {
+    let backend = Backend::for_env(env);
     let pod = &ready_pod(env, workload, namespace).await?;
     if container == Some("istio-proxy") {
-        return pilot_agent(pod, command).await;
+        return pilot_agent(&backend, pod, command).await;
     }
-    let proxy =
-        pod.proxy_addrs.get(&Listener::Outbound).ok_or_else(|| anyhow!("pod {} has no outbound listener", pod.name))?;
-    let url = format!("http://{proxy}");
+    let proxy = backend.outbound(pod).ok_or_else(|| anyhow!("pod {} has no outbound listener", pod.name))?;
     let (program, args) = command
         .split_first()
         .ok_or_else(|| anyhow!("give a command after --, e.g. -- curl -s http://httpbin:8000/get"))?;
@@ -38,34 +37,20 @@ pub async fn run(
                 pod.workload
             );
         }
-        return crate::cli::load::fortio(*proxy, args).await;
+        return crate::cli::load::fortio(proxy, args).await;
     }
-    let status = std::process::Command::new(program)
-        .args(args)
-        .env("http_proxy", &url)
-        .env("HTTP_PROXY", &url)
-        .env("HOSTNAME", &pod.name)
-        .env_remove("no_proxy")
-        .env_remove("NO_PROXY")
-        .env_remove("all_proxy")
-        .env_remove("ALL_PROXY")
-        .status()
-        .map_err(|e| anyhow!("cannot run {program:?}: {e}"))?;
-    Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
+    backend.exec(pod, program, args)
 }
 
 /// The outbound listener (sidecar or plain forwarder) of `workload`'s ready pod.
 pub async fn outbound_of(env: &Env, workload: &str, namespace: &str) -> anyhow::Result<std::net::SocketAddr> {
     let pod = ready_pod(env, workload, namespace).await?;
-    pod.proxy_addrs
-        .get(&Listener::Outbound)
-        .copied()
-        .ok_or_else(|| anyhow!("pod {} has no outbound listener", pod.name))
+    Backend::for_env(env).outbound(&pod).ok_or_else(|| anyhow!("pod {} has no outbound listener", pod.name))
 }
 
 /// `workload` (a Deployment, `deploy/NAME` or a pod name): its ready pod, or why there is none.
 async fn ready_pod(env: &Env, workload: &str, namespace: &str) -> anyhow::Result<api::PodStatus> {
-    let client = crate::cli::backend::Backend::local(env).client()?;
+    let client = Backend::for_env(env).client()?;
     let status = client.status().await?;
     let name = workload
         .strip_prefix("deploy/")
@@ -90,7 +75,7 @@ async fn ready_pod(env: &Env, workload: &str, namespace: &str) -> anyhow::Result
 
 /// `pilot-agent request METHOD PATH` in the `istio-proxy` container: the proxy's admin answer,
 /// printed as Envoy's admin gives it (`stats`, `clusters`, `config_dump`, `listeners`, `certs`).
-async fn pilot_agent(pod: &api::PodStatus, command: &[String]) -> anyhow::Result<ExitCode> {
+async fn pilot_agent(backend: &Backend<'_>, pod: &api::PodStatus, command: &[String]) -> anyhow::Result<ExitCode> {
     let words: Vec<&str> = command.iter().map(String::as_str).collect();
     let path = match words.as_slice() {
         ["pilot-agent", "request", method, path] if method.eq_ignore_ascii_case("GET") => *path,
@@ -100,10 +85,7 @@ async fn pilot_agent(pod: &api::PodStatus, command: &[String]) -> anyhow::Result
              listeners, certs); run other commands from the app's container (leave out -c)"
         ),
     };
-    let admin = pod
-        .proxy_addrs
-        .get(&Listener::Admin)
-        .ok_or_else(|| anyhow!("pod {} has no istio-proxy (no sidecar)", pod.name))?;
+    let admin = backend.admin(pod).ok_or_else(|| anyhow!("pod {} has no istio-proxy (no sidecar)", pod.name))?;
     let url = format!("http://{admin}/{}", path.trim_start_matches('/'));
     let (status, bytes) = crate::net::get(&crate::net::client(), &url, std::time::Duration::from_secs(5))
         .await

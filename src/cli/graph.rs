@@ -11,7 +11,6 @@ use crate::cli::term::table;
 use crate::cli::Output;
 use crate::env::Env;
 use crate::graph::{self, Edge, Sample};
-use crate::ready::Listener;
 
 /// Every proxy's samples (`dashboard::scrape_all`: a proxy that does not answer adds nothing).
 async fn scrape(admins: &[SocketAddr]) -> Vec<Sample> {
@@ -21,10 +20,9 @@ async fn scrape(admins: &[SocketAddr]) -> Vec<Sample> {
 pub async fn graph(env: &Env, namespace: Option<&str>, window: &str, output: Output) -> anyhow::Result<ExitCode> {
     let window = crate::load::fortio::go_duration(window)
         .ok_or_else(|| anyhow!("--window {window}: not a duration (5s, 1m; 0 for totals since the proxies started)"))?;
-    let client = crate::cli::backend::Backend::local(env).client()?;
-    let status = client.status().await?;
-    let admins: Vec<SocketAddr> =
-        status.pods.iter().filter_map(|p| p.proxy_addrs.get(&Listener::Admin).copied()).collect();
+    let backend = crate::cli::backend::Backend::for_env(env);
+    let status = backend.client()?.status().await?;
+    let admins = backend.admins(&status);
     let (before, seconds) = if window.is_zero() {
         (None, None)
     } else {

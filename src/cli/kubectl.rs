@@ -60,7 +60,7 @@ pub async fn create_namespace(env: &Env, name: &str) -> anyhow::Result<ExitCode>
     let ns =
         Resource::from_value(serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
             .map_err(|e| anyhow!(e))?;
-    let client = Backend::local(env).client()?;
+    let client = Backend::for_env(env).client()?;
     let resp = client.apply(&ApplyRequest { resources: vec![ns], create_only: true, dry_run: false }).await?;
     if resp.results.iter().any(|r| r.action == crate::api::Action::Unchanged) {
         bail!("namespace {name:?} already exists");
@@ -128,7 +128,7 @@ pub async fn create_secret(
     mut secret: Resource,
 ) -> anyhow::Result<ExitCode> {
     secret.set_default_namespace(namespace.unwrap_or("default"));
-    let client = Backend::local(env).client()?;
+    let client = Backend::for_env(env).client()?;
     let resp = client.apply(&ApplyRequest { resources: vec![secret], create_only: true, dry_run: false }).await?;
     if resp.results.iter().any(|r| r.action == crate::api::Action::Unchanged) {
         bail!("secrets {name:?} already exists (`meshrig delete secret {name}` first, or `meshrig apply -f` a changed one)");
@@ -142,7 +142,7 @@ pub async fn label_namespace(env: &Env, name: &str, labels: &[String], overwrite
     if edits.is_empty() {
         bail!("give at least one label: key=value to set, key- to remove");
     }
-    let client = Backend::local(env).client()?;
+    let client = Backend::for_env(env).client()?;
     let mut found = client.list(Kind::Namespace, None, Some(name)).await?;
     let Some(mut ns) = found.pop() else {
         return Err(crate::cli::exit::NotFound(format!(
@@ -167,7 +167,7 @@ pub async fn describe(env: &Env, kind: &str, name: &str, namespace: &str) -> any
     if !matches!(kind.to_ascii_lowercase().as_str(), "pod" | "pods" | "po") {
         bail!("`describe` shows pods so far (`meshrig describe pod NAME`); `meshrig get {kind} NAME -o yaml` shows any object");
     }
-    let client = Backend::local(env).client()?;
+    let client = Backend::for_env(env).client()?;
     let status = client.status().await?;
     let pod = status
         .pods

@@ -2,7 +2,6 @@
 //! environment's addresses for lab texts and the learner's progress; `lab verify` is in `lab_verify`,
 //! `lab watch` in `lab_watch`.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -14,10 +13,8 @@ use crate::cli::{lifecycle, term, LabCommand, Output};
 use crate::env::Env;
 use crate::labs::check::{self, Outcome, Target};
 use crate::labs::{self, Lab, Progress};
-use crate::ready::Listener;
 use crate::resources::parse::parse_documents;
 use crate::resources::{Kind, Resource};
-use crate::snapshot::Role;
 
 pub async fn run(env: &Env, cmd: LabCommand) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -46,7 +43,7 @@ pub async fn run(env: &Env, cmd: LabCommand) -> anyhow::Result<ExitCode> {
                 format!("lab {}", lab.number)
             };
             if apply {
-                let client = crate::cli::backend::Backend::local(env).client()?;
+                let client = crate::cli::backend::Backend::for_env(env).client()?;
                 apply_files(&client, &lab, &lab.spec.solved_files(step)).await?;
                 write_answers(env, &lab, &lab.spec.step_solution(step))?;
                 eprintln!("{} applied the solution of {which}; `meshrig lab check` checks it", term::pass_mark());
@@ -312,7 +309,7 @@ fn save_removed(env: &Env, lab: &Lab, removed: &[Resource]) -> anyhow::Result<()
 /// control plane when it answers (the Prometheus addon's and the trace collector's real ports).
 pub async fn vars(env: &Env, lab: &Lab) -> labs::Vars {
     let s = env.settings().ok().flatten().unwrap_or_default();
-    let status = match crate::cli::backend::Backend::local(env).client() {
+    let status = match crate::cli::backend::Backend::for_env(env).client() {
         Ok(c) => tokio::time::timeout(Duration::from_secs(3), c.status()).await.ok().and_then(Result::ok),
         Err(_) => None,
     };
@@ -392,7 +389,7 @@ fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 async fn start(env: &Env, lab: &Lab) -> anyhow::Result<ExitCode> {
-    let client = crate::cli::backend::Backend::local(env).client()?;
+    let client = crate::cli::backend::Backend::for_env(env).client()?;
     let removed = baseline(&client, lab).await?;
     save_removed(env, lab, &removed)?;
     let dir = new_workspace(lab);
@@ -453,7 +450,7 @@ async fn next(env: &Env) -> anyhow::Result<ExitCode> {
 /// The mesh back at the lab's baseline, the starting files back as the lab gave them; an edited
 /// file is kept beside as `NAME.bak-TIMESTAMP`.
 async fn reset(env: &Env, lab: &Lab) -> anyhow::Result<ExitCode> {
-    let client = crate::cli::backend::Backend::local(env).client()?;
+    let client = crate::cli::backend::Backend::for_env(env).client()?;
     let removed = baseline(&client, lab).await?;
     save_removed(env, lab, &removed)?;
     let dir = workspace(env, lab);
@@ -494,7 +491,7 @@ async fn restore(env: &Env, file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
     let resources: Vec<Resource> =
         parse_documents(&path.display().to_string(), &text)?.into_iter().map(|d| d.resource).collect();
-    let client = crate::cli::backend::Backend::local(env).client()?;
+    let client = crate::cli::backend::Backend::for_env(env).client()?;
     let resp = client.apply(&ApplyRequest { resources, create_only: false, dry_run: false }).await?;
     for r in &resp.results {
         eprintln!("{} {} {}", term::pass_mark(), r.key, r.action.as_str());
@@ -527,44 +524,9 @@ fn hint(env: &Env, lab: &Lab, all: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Where a lab's checks send requests: the gateway's published port 80 (and its admin listener
-/// for the reasons behind its answers), or a workload's outbound listener.
+/// Where a lab's checks send requests (the backend's probe target).
 pub async fn target(client: &api::Client, env: &Env) -> anyhow::Result<Target> {
-    let s = env.settings()?.unwrap_or_default();
-    let status = client.status().await?;
-    let gateway_admin = status
-        .pods
-        .iter()
-        .find(|p| p.role == Role::Gateway && p.namespace == "istio-system")
-        .and_then(|p| p.proxy_addrs.get(&Listener::Admin).copied());
-    let mut workloads = std::collections::BTreeMap::new();
-    let mut trace_services = std::collections::BTreeMap::new();
-    for p in status.pods.iter().filter(|p| p.ready) {
-        if let Some(outbound) = p.proxy_addrs.get(&Listener::Outbound) {
-            let key = format!("{}/{}", p.namespace, p.workload);
-            // As the proxies name themselves in spans: the `app` label, else the workload.
-            let app = p.labels.get("app").unwrap_or(&p.workload);
-            trace_services.entry(key.clone()).or_insert(format!("{app}.{}", p.namespace));
-            workloads.entry(key).or_insert(*outbound);
-        }
-    }
-    Ok(Target {
-        gateway: SocketAddr::from((Ipv4Addr::LOCALHOST, s.http_port)),
-        gateway_admin,
-        workloads,
-        trace_services,
-        gateway_https: SocketAddr::from((Ipv4Addr::LOCALHOST, s.https_port)),
-        api: Some(client.clone()),
-        tracing: status.control_plane.tracing,
-        admins: status.pods.iter().filter_map(|p| p.proxy_addrs.get(&Listener::Admin).copied()).collect(),
-        prometheus: status
-            .control_plane
-            .addons
-            .iter()
-            .find(|a| a.name == "prometheus" && a.ready)
-            .and_then(|a| a.address),
-        answers: check::Answers::None,
-    })
+    crate::cli::backend::Backend::for_env(env).probe_target(client).await
 }
 
 /// Every mesh config object, for `advise`.
@@ -670,7 +632,7 @@ async fn check_cmd(
     let steps = lab.spec.staged_steps();
     let step = step_of(env, lab, step)?;
     let checks = lab.spec.checks_for(step);
-    let client = crate::cli::backend::Backend::local(env).client()?;
+    let client = crate::cli::backend::Backend::for_env(env).client()?;
     // Checks judge the config in force: wait (bounded) until every proxy runs it. If that does
     // not happen, the checks still run and say what they see.
     client.wait_settled(None, Duration::from_secs(10)).await?;

@@ -98,7 +98,7 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        Backend::local(&self.env).stop();
+        Backend::for_env(&self.env).stop();
         let _ = std::fs::remove_dir_all(&self.env.dir);
     }
 }
@@ -122,7 +122,7 @@ async fn verify_lab(lab: &Lab, wait: Duration, bar: &indicatif::ProgressBar) -> 
     let title = format!("lab {} {}", lab.number, lab.spec.title);
     bar.set_message(format!("{title}: starting a scratch environment"));
     let scratch = Scratch::up(&lab.number).await?;
-    let client = Backend::local(&scratch.env).client()?;
+    let client = Backend::for_env(&scratch.env).client()?;
     bar.set_message(format!("{title}: checks on the starting files"));
     baseline(&client, lab).await?;
     apply_files(&client, lab, &lab.spec.start).await?;
@@ -285,7 +285,7 @@ pub async fn run_in_order(
     bar.enable_steady_tick(Duration::from_millis(120));
     bar.set_message("starting a scratch environment");
     let scratch = Scratch::up("in-order").await?;
-    let client = Backend::local(&scratch.env).client()?;
+    let client = Backend::for_env(&scratch.env).client()?;
     let mut results = Vec::new();
     for lab in &labs {
         let result = match walk_lab(&client, &scratch.env, lab, wait, &bar).await {

@@ -38,7 +38,7 @@ fn stamp(dir: &Path) -> Stamp {
 /// Returns the screen's lines and whether the lab (or the step) passed.
 async fn round(env: &Env, lab: &Lab, dir: &Path, wait: Duration) -> anyhow::Result<(Vec<String>, bool)> {
     let mut lines = Vec::new();
-    let client = crate::cli::backend::Backend::local(env).client()?;
+    let client = crate::cli::backend::Backend::for_env(env).client()?;
     let docs = match crate::cli::resource::load(&[dir.display().to_string()], false) {
         Ok(d) => d,
         Err(e) => {

@@ -118,7 +118,7 @@ pub async fn up(
     }
     env.ensure_dirs()?;
     eprintln!("meshrig up: environment {:?} ({})", env.name, env.dir.display());
-    let running = Backend::local(env).client().ok();
+    let running = Backend::for_env(env).client().ok();
     let running = match running {
         Some(c) if c.ready().await => Some(c),
         _ => None,
@@ -177,7 +177,7 @@ pub async fn up(
         check_store(env)?;
     }
     let step = Step::start("control plane");
-    let (client, started) = match Backend::local(env).ensure_running().await {
+    let (client, started) = match Backend::for_env(env).ensure_running().await {
         Ok(c) => c,
         Err(e) => {
             step.failed("control plane");
@@ -229,8 +229,11 @@ pub async fn up(
     eprintln!("meshrig is up.");
     eprintln!("  ingress gateway: http://127.0.0.1:{} (Gateway servers on port 80 or 8080)", settings.http_port);
     eprintln!("                   tcp 127.0.0.1:{} (Gateway TCP servers on port 31400)", settings.tcp_port);
-    let others: Vec<GatewayPort> =
-        gateway_ports(&status).await.into_iter().filter(|p| !matches!(p.container_port, 8080 | 8443 | 31400)).collect();
+    let others: Vec<GatewayPort> = gateway_ports(&Backend::for_env(env), &status)
+        .await
+        .into_iter()
+        .filter(|p| !matches!(p.container_port, 8080 | 8443 | 31400))
+        .collect();
     if !others.is_empty() {
         eprintln!("                   other Gateway ports: {}", ports_line(&others));
     }
@@ -305,7 +308,7 @@ fn pods_table(status: &Status) -> String {
 }
 
 pub fn down(env: &Env, purge: bool) -> anyhow::Result<ExitCode> {
-    let stopped = Backend::local(env).stop();
+    let stopped = Backend::for_env(env).stop();
     eprintln!("{} stopped {stopped} process(es) of environment {:?}", term::pass_mark(), env.name);
     if purge {
         if env.dir.exists() {
@@ -347,14 +350,14 @@ pub fn parse_listeners(text: &str) -> Vec<GatewayPort> {
 }
 
 /// The ports the ingress gateway listens on now, asked of the gateway itself.
-pub async fn gateway_ports(status: &Status) -> Vec<GatewayPort> {
+pub async fn gateway_ports(backend: &Backend<'_>, status: &Status) -> Vec<GatewayPort> {
     let admin = status
         .pods
         .iter()
         .find(|p| {
             p.role == crate::snapshot::Role::Gateway && p.labels.get("istio").is_some_and(|v| v == "ingressgateway")
         })
-        .and_then(|p| p.proxy_addrs.get(&crate::ready::Listener::Admin).copied());
+        .and_then(|p| backend.admin(p));
     let Some(admin) = admin else { return vec![] };
     match crate::net::get(&crate::net::client(), &format!("http://{admin}/listeners"), Duration::from_secs(2)).await {
         Ok((_, body)) => parse_listeners(&String::from_utf8_lossy(&body)),
@@ -381,7 +384,7 @@ fn ports_line(ports: &[GatewayPort]) -> String {
 /// The environment's status; when it is not running, a report that says so (valid JSON or
 /// YAML with `-o`) and exit code 3, not an error.
 pub async fn status(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
-    let reached = match Backend::local(env).client() {
+    let reached = match Backend::for_env(env).client() {
         Ok(client) => client.status().await,
         Err(e) => Err(e),
     };
@@ -403,7 +406,7 @@ pub async fn status(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
         }
     };
     let settings = env.settings()?.unwrap_or_else(Settings::default);
-    let listening = gateway_ports(&status).await;
+    let listening = gateway_ports(&Backend::for_env(env), &status).await;
     match output {
         Output::Json | Output::Yaml => {
             let v = serde_json::json!({"environment": env.name, "running": true, "state_dir": env.dir, "gateway": {"http": format!("127.0.0.1:{}", settings.http_port), "https": format!("127.0.0.1:{}", settings.https_port), "tcp": format!("127.0.0.1:{}", settings.tcp_port), "listening": listening}, "control_plane": status.control_plane, "pods": status.pods, "isolation": LOCAL_ISOLATION});

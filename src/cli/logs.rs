@@ -15,7 +15,7 @@ use crate::cli::backend::Backend;
 use crate::env::Env;
 
 /// The log file of `container` in `pod`, and the containers the pod has.
-fn log_file(env: &Env, pod: &PodStatus, container: Option<&str>) -> anyhow::Result<PathBuf> {
+fn log_file(backend: &Backend<'_>, pod: &PodStatus, container: Option<&str>) -> anyhow::Result<PathBuf> {
     let mut containers = vec!["istio-proxy".to_string()];
     if let Some(app) = &pod.app {
         containers.insert(0, app.clone());
@@ -25,7 +25,7 @@ fn log_file(env: &Env, pod: &PodStatus, container: Option<&str>) -> anyhow::Resu
         Some(c) => bail!("pod {} has no container {c:?}; its containers: {}", pod.key(), containers.join(", ")),
         None => containers[0].clone(),
     };
-    Ok(env.logs_dir().join(format!("{}.{}.{chosen}.log", pod.namespace, pod.name)))
+    Ok(backend.log_file(pod, &chosen))
 }
 
 /// The last `n` lines of `text` (all of it when `n` is None).
@@ -49,7 +49,8 @@ pub async fn run(
     lines: Option<usize>,
     follow: bool,
 ) -> anyhow::Result<ExitCode> {
-    let status = Backend::local(env).client()?.status().await?;
+    let backend = Backend::for_env(env);
+    let status = backend.client()?.status().await?;
     let ns = namespace.unwrap_or("default");
     let name = pod.strip_prefix("deploy/").or_else(|| pod.strip_prefix("pod/")).unwrap_or(pod);
     let found = status
@@ -62,7 +63,7 @@ pub async fn run(
         let msg = format!("no pod {name:?} in namespace {ns}; pods there: {}", known.join(", "));
         return Err(crate::cli::exit::NotFound(msg).into());
     };
-    let path = log_file(env, found, container)?;
+    let path = log_file(&backend, found, container)?;
     let mut file = std::fs::File::open(&path).with_context(|| format!("no log yet at {}", path.display()))?;
     let mut text = String::new();
     file.read_to_string(&mut text).with_context(|| format!("read {}", path.display()))?;

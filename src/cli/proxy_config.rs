@@ -26,7 +26,7 @@ fn sync_state(acked: Option<Version>, current: Version) -> &'static str {
 }
 
 pub async fn status(env: &Env, pod: Option<&str>, output: Output) -> anyhow::Result<ExitCode> {
-    let client = crate::cli::backend::Backend::local(env).client()?;
+    let client = crate::cli::backend::Backend::for_env(env).client()?;
     let status = client.status().await?;
     let current = status.control_plane.version;
     let pods: Vec<&PodStatus> = match pod {
@@ -109,13 +109,11 @@ pub async fn config(
     namespace: Option<&str>,
     output: Output,
 ) -> anyhow::Result<ExitCode> {
-    let client = crate::cli::backend::Backend::local(env).client()?;
+    let client = crate::cli::backend::Backend::for_env(env).client()?;
     let status = client.status().await?;
     let pod = find(&status.pods, pod, namespace)?;
-    let admin = pod
-        .proxy_addrs
-        .get(&Listener::Admin)
-        .ok_or_else(|| anyhow!("pod {} has no proxy admin listener", pod.key()))?;
+    let backend = crate::cli::backend::Backend::for_env(env);
+    let admin = &backend.admin(pod).ok_or_else(|| anyhow!("pod {} has no proxy admin listener", pod.key()))?;
     if section == Section::Secret {
         let certs =
             admin_json(*admin, "/certs").await.with_context(|| format!("reading {}'s certificates", pod.key()))?;

@@ -80,7 +80,7 @@ pub async fn apply(
             r
         })
         .collect();
-    let client = crate::cli::backend::Backend::local(env).client()?;
+    let client = crate::cli::backend::Backend::for_env(env).client()?;
     let resp = match client.apply(&ApplyRequest { resources, create_only: false, dry_run }).await {
         Err(api::Error::Status { status, findings, message }) if !findings.is_empty() => {
             let located: Vec<String> = findings.iter().map(|f| locate(&docs, namespace, f)).collect();
@@ -166,7 +166,7 @@ pub async fn delete(
         }
         keys
     };
-    let client = crate::cli::backend::Backend::local(env).client()?;
+    let client = crate::cli::backend::Backend::for_env(env).client()?;
     let resp = client.delete(keys).await?;
     let mut missing = false;
     for r in &resp.results {
@@ -205,7 +205,7 @@ pub async fn get(env: &Env, kinds: &str, q: Query<'_>, output: Output) -> anyhow
     if parts.len() > 1 && output != Output::Table {
         bail!("`get {kinds}` lists several kinds as tables; `-o {}` takes one kind at a time", output_name(output));
     }
-    let client = crate::cli::backend::Backend::local(env).client()?;
+    let client = crate::cli::backend::Backend::for_env(env).client()?;
     let mut code = ExitCode::SUCCESS;
     for (i, (kind, name)) in parts.iter().enumerate() {
         if i > 0 {
