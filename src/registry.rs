@@ -1,11 +1,11 @@
 //! The registry translation reads: each workload's identity, labels, service account, named
-//! ports and addresses. Nothing about how a backend runs it (pids, restarts, phases) lives here;
-//! the local runner keeps that beside it, and a kind backend would fill the same record.
+//! ports, and where traffic for each of its ports goes. The backend fills it (the local runner
+//! from the addresses its processes announce; a kind backend from the Pod's IP); nothing about
+//! how a backend runs a pod (pids, restarts, phases, listener addresses) lives here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
-use crate::ready::{Addrs, Listener};
 use crate::snapshot::ProxyIdentity;
 
 /// One pod as the mesh sees it.
@@ -16,12 +16,13 @@ pub struct Workload {
     pub port_names: BTreeMap<String, u16>,
     /// Its processes run and announced their listeners: it can be an endpoint.
     pub serving: bool,
-    /// The proxy's listeners.
-    pub proxy: Addrs,
-    /// The app's listener for each container port.
-    pub app: BTreeMap<u16, SocketAddr>,
-    /// Gateway: container port → the localhost address its listener is published on.
-    pub published: BTreeMap<u16, SocketAddr>,
+    /// Container port → where the mesh sends traffic for it (an endpoint's address).
+    pub destinations: BTreeMap<u16, SocketAddr>,
+    /// Container port → where the app itself listens, as the pod's own sidecar reaches it (and
+    /// the control plane, fetching a key set from it directly).
+    pub apps: BTreeMap<u16, SocketAddr>,
+    /// The container ports the pod's sidecar takes inbound traffic for.
+    pub intercepted: BTreeSet<u16>,
 }
 
 impl Workload {
@@ -30,9 +31,9 @@ impl Workload {
             identity,
             port_names: BTreeMap::new(),
             serving: false,
-            proxy: Addrs::new(),
-            app: BTreeMap::new(),
-            published: BTreeMap::new(),
+            destinations: BTreeMap::new(),
+            apps: BTreeMap::new(),
+            intercepted: BTreeSet::new(),
         }
     }
 
@@ -40,19 +41,8 @@ impl Workload {
         format!("{}/{}", self.identity.namespace, self.identity.pod)
     }
 
-    /// Where traffic for container `port` goes: the sidecar's inbound listener when the pod
-    /// has one, otherwise the app itself; for a gateway, the listener published for the port
-    /// (so the mesh reaches `istio-ingressgateway` as Istio's sidecars do).
+    /// Where traffic for container `port` goes.
     pub fn endpoint(&self, port: u16) -> Option<SocketAddr> {
-        self.proxy
-            .get(&Listener::Inbound(port))
-            .or_else(|| self.app.get(&port))
-            .or_else(|| self.published.get(&port))
-            .copied()
-    }
-
-    /// The container ports the sidecar has an inbound listener for, ascending.
-    pub fn inbound_ports(&self) -> impl Iterator<Item = u16> + '_ {
-        self.proxy.keys().filter_map(|l| if let Listener::Inbound(p) = l { Some(*p) } else { None })
+        self.destinations.get(&port).copied()
     }
 }

@@ -296,7 +296,7 @@ impl World {
                 .values()
                 .filter(|w| w.serving && w.identity.namespace == svc_ns)
                 .filter(|w| !svc.spec.selector.is_empty() && selects(&svc.spec.selector, &w.identity.labels))
-                .filter_map(|w| w.app.get(&target_port(sp, w)?).copied())
+                .filter_map(|w| w.apps.get(&target_port(sp, w)?).copied())
                 .collect(),
         )
     }
@@ -1294,10 +1294,11 @@ pub fn snapshot(world: &World, me: &Workload, version: Version) -> Snapshot {
     }
     if me.identity.role == Role::Sidecar {
         snap.inbound = me
-            .inbound_ports()
-            .map(|port| InboundPort {
+            .intercepted
+            .iter()
+            .map(|&port| InboundPort {
                 port,
-                app: me.app.get(&port).copied(),
+                app: me.apps.get(&port).copied(),
                 tcp: inbound_is_tcp(world, me, port),
                 service: inbound_service(world, me, port),
                 mtls: world.peer_mode(me, port),

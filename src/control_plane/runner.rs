@@ -237,7 +237,7 @@ fn reconcile(state: &Arc<State>, handles: &mut HashMap<String, Handle>) {
         let pod = &inner.pods[&key];
         let id = (pod.workload.identity.namespace.clone(), pod.workload.identity.workload.clone());
         let keep = match desired.get(&id) {
-            Some((p, replicas)) if p.hash == pod.template_hash => {
+            Some((p, replicas)) if p.hash == pod.run.template_hash => {
                 let n = kept.entry(id).or_default();
                 *n += 1;
                 *n <= *replicas
@@ -267,8 +267,9 @@ fn reconcile(state: &Arc<State>, handles: &mut HashMap<String, Handle>) {
                 role: p.role,
             });
             workload.port_names = p.port_names.clone();
-            workload.published = p.publish.clone();
-            let pod = Pod::new(workload, p.app.map(|(a, _)| a.name().to_string()), p.hash.clone());
+            let mut pod = Pod::new(workload, p.app.map(|(a, _)| a.name().to_string()), p.hash.clone());
+            pod.run.published = p.publish.clone();
+            pod.set_listeners(None, None);
             let key = pod.key();
             inner.pods.insert(key.clone(), pod);
             let (stop, stop_rx) = oneshot::channel();
@@ -318,9 +319,9 @@ async fn supervise(state: Arc<State>, key: String, plan: PodPlan, mut stop: ones
                 let pids: Vec<u32> = procs.iter().filter_map(|(_, c)| c.id()).collect();
                 state.update_pod(&key, |p, v| {
                     p.set_phase(Phase::Running);
-                    p.running_since = v;
-                    p.pids = pids;
-                    p.message = None;
+                    p.run.running_since = v;
+                    p.run.pids = pids;
+                    p.run.message = None;
                 });
                 let exited = wait_any(&mut procs);
                 tokio::select! {
@@ -344,9 +345,9 @@ async fn supervise(state: Arc<State>, key: String, plan: PodPlan, mut stop: ones
         log(&format!("pod {key}: {message}; restarting in {backoff:?}"));
         state.update_pod(&key, |p, _| {
             p.set_phase(Phase::CrashLoopBackOff);
-            p.restarts = restarts;
-            p.message = Some(message.clone());
-            p.pids.clear();
+            p.run.restarts = restarts;
+            p.run.message = Some(message.clone());
+            p.run.pids.clear();
         });
         // A real backoff between restarts (CrashLoopBackOff), not a readiness wait.
         tokio::select! {
@@ -443,7 +444,7 @@ async fn start(state: &State, key: &str, plan: &PodPlan) -> Result<Procs, String
     }
     let (child, addrs) = spawn(proxy, &log("istio-proxy")).await.map_err(|e| format!("proxy: {e}"))?;
     procs.push(("istio-proxy", child));
-    state.update_pod(key, |p, _| p.workload.proxy = addrs.clone());
+    state.update_pod(key, |p, _| p.set_listeners(Some(addrs.clone()), None));
 
     if let Some((app, port)) = plan.app {
         let outbound = addrs.get(&Listener::Outbound).map(|a| format!("http://{a}")).unwrap_or_default();
@@ -464,7 +465,7 @@ async fn start(state: &State, key: &str, plan: &PodPlan) -> Result<Procs, String
                     .into_iter()
                     .filter_map(|(l, a)| if let Listener::App(p) = l { Some((p, a)) } else { None })
                     .collect();
-                state.update_pod(key, |p, _| p.workload.app = app_addrs);
+                state.update_pod(key, |p, _| p.set_listeners(None, Some(app_addrs)));
             }
             Err(e) => {
                 kill_all(&mut procs).await;

@@ -555,11 +555,11 @@ async fn snapshot(server: &Server, q: &HashMap<String, String>) -> Response<Body
             return error(StatusCode::NOT_FOUND, format!("pod {key} is not known to this control plane"));
         };
         if acked.epoch == state.epoch {
-            pod.acked = Some(acked);
+            pod.push.acked = Some(acked);
             state.progress.send_modify(|n| *n += 1);
         }
         // What the proxy holds, if this poll acknowledges a version we know the content of.
-        pod.pushed.and_then(|p| p.held_at(acked))
+        pod.push.pushed.and_then(|p| p.held_at(acked))
     };
     let mut rx = state.changes.subscribe();
     if acked.epoch == state.epoch {
@@ -576,7 +576,7 @@ async fn snapshot(server: &Server, q: &HashMap<String, String>) -> Response<Body
     let hash = snap.content_hash();
     let unchanged = held == Some(hash);
     if let Some(pod) = state.lock().pods.get_mut(&key) {
-        pod.pushed = Some(Pushed::next(pod.pushed, view.version, hash));
+        pod.push.pushed = Some(Pushed::next(pod.push.pushed, view.version, hash));
     }
     if unchanged {
         net::json(StatusCode::OK, &Push::Unchanged(view.version))

@@ -11,15 +11,24 @@ use crate::api::{Phase, PodStatus};
 use crate::control_plane::backend::Backend;
 use crate::control_plane::store::Store;
 use crate::env::{Env, Settings};
+use crate::ready::{Addrs, Listener};
 use crate::registry::Workload;
 use crate::resources::Resource;
 use crate::snapshot::Version;
 use crate::translate::{self, World};
 
-/// A pod as the local runner keeps it: the workload the mesh sees, and how it runs.
+/// A pod as the control plane keeps it: the workload the mesh sees (the registry's record), how
+/// the local runner runs it, and what its proxy was pushed.
 #[derive(Clone, Debug)]
 pub struct Pod {
     pub workload: Workload,
+    pub run: Run,
+    pub push: Push,
+}
+
+/// The runner's bookkeeping of a pod: its processes, their phase and listeners.
+#[derive(Clone, Debug)]
+pub struct Run {
     pub app: Option<String>,
     pub template_hash: String,
     phase: Phase,
@@ -29,6 +38,18 @@ pub struct Pod {
     pub message: Option<String>,
     pub created: String,
     pub pids: Vec<u32>,
+    /// The listeners its proxy announced.
+    pub proxy: Addrs,
+    /// The app's listener for each container port, as announced.
+    pub app_addrs: BTreeMap<u16, SocketAddr>,
+    /// Gateway: container port → the localhost address its listener is published on.
+    pub published: BTreeMap<u16, SocketAddr>,
+}
+
+/// The push bookkeeping of a pod's proxy.
+#[derive(Clone, Debug, Default)]
+pub struct Push {
+    /// The version its proxy last acknowledged.
     pub acked: Option<Version>,
     /// What its proxy was last given: a poll that acknowledges a version in that range tells
     /// what the proxy holds, so unchanged content is not resent.
@@ -63,8 +84,7 @@ impl Pushed {
 
 impl Pod {
     pub fn new(workload: Workload, app: Option<String>, template_hash: String) -> Pod {
-        Pod {
-            workload,
+        let run = Run {
             app,
             template_hash,
             phase: Phase::Pending,
@@ -73,9 +93,11 @@ impl Pod {
             message: None,
             created: crate::env::rfc3339_now(),
             pids: vec![],
-            acked: None,
-            pushed: None,
-        }
+            proxy: Addrs::new(),
+            app_addrs: BTreeMap::new(),
+            published: BTreeMap::new(),
+        };
+        Pod { workload, run, push: Push::default() }
     }
 
     pub fn key(&self) -> String {
@@ -83,17 +105,32 @@ impl Pod {
     }
 
     pub fn phase(&self) -> Phase {
-        self.phase
+        self.run.phase
     }
 
     /// Sets the phase; the workload serves (can be an endpoint) exactly while Running.
     pub fn set_phase(&mut self, phase: Phase) {
-        self.phase = phase;
+        self.run.phase = phase;
         self.workload.serving = phase == Phase::Running;
     }
 
+    /// Records the listeners the pod's processes announced, and registers where the mesh
+    /// reaches each of its ports.
+    pub fn set_listeners(&mut self, proxy: Option<Addrs>, app: Option<BTreeMap<u16, SocketAddr>>) {
+        if let Some(proxy) = proxy {
+            self.run.proxy = proxy;
+        }
+        if let Some(app) = app {
+            self.run.app_addrs = app;
+        }
+        let (destinations, intercepted) = destinations(&self.run.proxy, &self.run.app_addrs, &self.run.published);
+        self.workload.destinations = destinations;
+        self.workload.intercepted = intercepted;
+        self.workload.apps = self.run.app_addrs.clone();
+    }
+
     pub fn ready(&self) -> bool {
-        self.phase == Phase::Running && self.acked.is_some_and(|a| a.reached(self.running_since))
+        self.run.phase == Phase::Running && self.push.acked.is_some_and(|a| a.reached(self.run.running_since))
     }
 
     pub fn status(&self) -> PodStatus {
@@ -105,18 +142,38 @@ impl Pod {
             labels: id.labels.clone(),
             service_account: id.service_account.clone(),
             role: id.role,
-            app: self.app.clone(),
-            phase: self.phase,
+            app: self.run.app.clone(),
+            phase: self.run.phase,
             ready: self.ready(),
-            restarts: self.restarts,
-            message: self.message.clone(),
-            created: self.created.clone(),
-            proxy_addrs: self.workload.proxy.clone(),
-            app_addrs: self.workload.app.clone(),
-            pids: self.pids.clone(),
-            acked: self.acked,
+            restarts: self.run.restarts,
+            message: self.run.message.clone(),
+            created: self.run.created.clone(),
+            proxy_addrs: self.run.proxy.clone(),
+            app_addrs: self.run.app_addrs.clone(),
+            pids: self.run.pids.clone(),
+            acked: self.push.acked,
         }
     }
+}
+
+/// Where the mesh reaches each container port of a local pod: its sidecar's inbound listener,
+/// else the app itself; for a gateway, the listener published for the port (so the mesh reaches
+/// `istio-ingressgateway` as Istio's sidecars do). And the ports the sidecar intercepts. Pure.
+pub fn destinations(
+    proxy: &Addrs,
+    app: &BTreeMap<u16, SocketAddr>,
+    published: &BTreeMap<u16, SocketAddr>,
+) -> (BTreeMap<u16, SocketAddr>, std::collections::BTreeSet<u16>) {
+    let intercepted: std::collections::BTreeSet<u16> =
+        proxy.keys().filter_map(|l| if let Listener::Inbound(p) = l { Some(*p) } else { None }).collect();
+    let mut out = BTreeMap::new();
+    for (port, addr) in published.iter().chain(app.iter()) {
+        out.insert(*port, *addr);
+    }
+    for port in &intercepted {
+        out.insert(*port, proxy[&Listener::Inbound(*port)]);
+    }
+    (out, intercepted)
 }
 
 pub struct Inner {
@@ -262,7 +319,7 @@ impl State {
         let inner = self.lock();
         let current = Version { epoch: self.epoch, counter: inner.counter };
         *self.reconciled.borrow() >= target
-            && inner.pods.values().all(|p| p.ready() && p.acked.is_some_and(|a| a.reached(current)))
+            && inner.pods.values().all(|p| p.ready() && p.push.acked.is_some_and(|a| a.reached(current)))
             && Self::jwks_tried(&inner)
     }
 
@@ -325,12 +382,12 @@ impl State {
         let mut pids_changed = false;
         let mut visible = false;
         if let Some(pod) = inner.pods.get_mut(key) {
-            let (pids, workload) = (pod.pids.clone(), pod.workload.clone());
+            let (pids, workload) = (pod.run.pids.clone(), pod.workload.clone());
             f(pod, next);
-            pids_changed = pod.pids != pids;
+            pids_changed = pod.run.pids != pids;
             visible = pod.workload != workload;
-            if !visible && pod.running_since == next {
-                pod.running_since = current;
+            if !visible && pod.run.running_since == next {
+                pod.run.running_since = current;
             }
         }
         if visible {
@@ -361,7 +418,7 @@ impl State {
     /// Records every pid we started, so `down` can stop them even if we crash.
     pub fn save_processes(&self) {
         let inner = self.lock();
-        let pids: Vec<u32> = inner.pods.values().flat_map(|p| p.pids.iter().copied()).collect();
+        let pids: Vec<u32> = inner.pods.values().flat_map(|p| p.run.pids.iter().copied()).collect();
         drop(inner);
         let record = Processes { control_plane: std::process::id(), pids };
         if let Err(e) = crate::env::write_json(&self.env.processes_file(), &record) {
@@ -379,8 +436,27 @@ pub struct Processes {
 
 #[cfg(test)]
 mod tests {
-    use super::Pushed;
+    use super::{destinations, Pushed};
+    use crate::ready::{Addrs, Listener};
     use crate::snapshot::Version;
+    use std::collections::BTreeMap;
+    use std::net::SocketAddr;
+
+    fn a(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn a_port_is_reached_at_the_sidecar_else_the_app_else_where_a_gateway_publishes_it() {
+        let mut proxy = Addrs::new();
+        proxy.insert(Listener::Admin, a(1));
+        proxy.insert(Listener::Inbound(8080), a(2));
+        let app = BTreeMap::from([(8080, a(3)), (9090, a(4))]);
+        let published = BTreeMap::from([(8443, a(5)), (9090, a(6))]);
+        let (to, intercepted) = destinations(&proxy, &app, &published);
+        assert_eq!(to, BTreeMap::from([(8080, a(2)), (8443, a(5)), (9090, a(4))]));
+        assert_eq!(intercepted.into_iter().collect::<Vec<_>>(), vec![8080]);
+    }
 
     fn v(counter: u64) -> Version {
         Version { epoch: 7, counter }

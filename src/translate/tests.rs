@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use super::*;
-use crate::ready::Listener;
 use crate::resources::parse::parse_documents;
 use crate::resources::ResourceKey;
 use crate::snapshot::{Discovery, ProxyIdentity};
@@ -58,8 +57,9 @@ fn pod(ns: &str, name: &str, labels: &[(&str, &str)], role: Role) -> Workload {
 /// A sidecar-injected httpbin pod whose inbound listener for 8080 is at `port`.
 fn httpbin(name: &str, version: &str, port: u16) -> Workload {
     let mut p = pod("default", name, &[("app", "httpbin"), ("version", version)], Role::Sidecar);
-    p.proxy.insert(Listener::Inbound(8080), addr(port));
-    p.app.insert(8080, addr(port + 1));
+    p.destinations.insert(8080, addr(port));
+    p.intercepted.insert(8080);
+    p.apps.insert(8080, addr(port + 1));
     p
 }
 
@@ -433,8 +433,8 @@ spec:
     let res = resources(yaml);
     let gw = gateway_pod();
     let mut echo = pod("default", "tcp-echo-a", &[("app", "tcp-echo")], Role::Sidecar);
-    echo.proxy.insert(Listener::Inbound(9000), addr(4000));
-    echo.proxy.insert(Listener::Inbound(8080), addr(4001));
+    echo.destinations.extend([(9000, addr(4000)), (8080, addr(4001))]);
+    echo.intercepted.extend([9000, 8080]);
     let all = world(&res, &[gw.clone(), echo.clone()]);
     let snap = snapshot(&all, &gw, Version::default());
     let l = snap.listeners.iter().find(|l| l.port == 31400).expect("a TCP listener");
