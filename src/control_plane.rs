@@ -54,7 +54,6 @@ pub async fn run(env: Env) -> Result<(), Error> {
     // Read everything first: a damaged store must not cost the pods that still serve.
     let store = store::Store::load(env.store_file())?;
     let settings = env.settings()?.unwrap_or_default();
-    let tracing_port = settings.tracing_port;
     // Processes a previous control plane of this environment left behind (after a crash) are
     // stopped; their pods are started again from the store.
     let stale: Vec<u32> = reaper::environment_pids(&env.dir).into_iter().filter(|p| !is_control_plane(*p)).collect();
@@ -62,6 +61,55 @@ pub async fn run(env: Env) -> Result<(), Error> {
         net::log(&format!("stopping {} process(es) left by an earlier run", stale.len()));
         reaper::stop(&stale, Duration::from_secs(2));
     }
+    let started = start(env, store, settings, Workloads::Runner).await?;
+    let mut addrs = ready::Addrs::new();
+    addrs.insert(ready::Listener::Api, started.address);
+    ready::announce(&addrs);
+    net::log(&format!("control plane listening on {}", started.address));
+    // Stopped (SIGTERM, as Kubernetes stops istiod): the API stops accepting and the process
+    // exits. A change being committed is not cut: the store is written and swapped under the
+    // state lock, in code that does not yield, and the lock is taken once more here. The pods
+    // keep serving on the config they hold (the process exits without dropping the runner,
+    // whose children would go with it); the next `meshrig up` takes them over.
+    tokio::select! {
+        _ = started.serving => {}
+        _ = crate::shutdown::signalled() => {
+            net::log("stopping: the API no longer accepts; the pods keep serving what they were last sent");
+            drop(started.state.lock());
+            std::process::exit(0);
+        }
+    }
+    Ok(())
+}
+
+/// Who runs the pods the store asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workloads {
+    /// The local runner: Deployments become processes on this machine.
+    Runner,
+    /// Nobody: the caller registers pods itself (the in-process test tier, `testing.rs`).
+    Registered,
+}
+
+/// A control plane serving its API.
+pub struct Started {
+    pub state: Arc<state::State>,
+    pub address: SocketAddr,
+    pub token: String,
+    /// The API server; it runs until dropped.
+    pub serving: tokio::task::JoinHandle<()>,
+}
+
+/// Starts a control plane for `env` over `store`: its API on a loopback port the OS picks
+/// (written to the environment's `control-plane.json`), the trace collector, the enabled
+/// addons, the JWKS fetcher, and the runner when `workloads` says so.
+pub async fn start(
+    env: Env,
+    store: store::Store,
+    settings: env::Settings,
+    workloads: Workloads,
+) -> Result<Started, Error> {
+    let tracing_port = settings.tracing_port;
     let token = env.token()?;
     let ca = crate::ca::Ca::load_or_create(&env.dir.join("ca"))?;
     let listener = net::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.map_err(Error::Bind)?;
@@ -83,33 +131,32 @@ pub async fn run(env: Env) -> Result<(), Error> {
     let server = Arc::new(server::Server {
         addons,
         state: state.clone(),
-        token,
+        token: token.clone(),
         started: env::rfc3339_now(),
         address,
         traces: collector,
         tracing,
     });
     tokio::spawn(jwks::run(state.clone()));
-    let state_for_stop = state.clone();
-    tokio::spawn(runner::run(state));
-    let mut addrs = ready::Addrs::new();
-    addrs.insert(ready::Listener::Api, address);
-    ready::announce(&addrs);
-    net::log(&format!("control plane listening on {address}"));
-    tokio::select! {
-        _ = net::serve(listener, move |req, _| server::handle(server.clone(), req)) => {}
-        // Stopped (SIGTERM, as Kubernetes stops istiod): the API stops accepting and the process
-        // exits. A change being committed is not cut: the store is written and swapped under
-        // the state lock, in code that does not yield, and the lock is taken once more here.
-        // The pods keep serving on the config they hold (the process exits without dropping
-        // the runner, whose children would go with it); the next `meshrig up` takes them over.
-        _ = crate::shutdown::signalled() => {
-            net::log("stopping: the API no longer accepts; the pods keep serving what they were last sent");
-            drop(state_for_stop.lock());
-            std::process::exit(0);
+    match workloads {
+        Workloads::Runner => drop(tokio::spawn(runner::run(state.clone()))),
+        // Nothing to reconcile: every version is as reconciled as it will be.
+        Workloads::Registered => {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let mut changes = state.changes.subscribe();
+                loop {
+                    let seen = *changes.borrow_and_update();
+                    state.reconciled.send_replace(seen);
+                    if changes.changed().await.is_err() {
+                        return;
+                    }
+                }
+            });
         }
     }
-    Ok(())
+    let serving = tokio::spawn(net::serve(listener, move |req, _| server::handle(server.clone(), req)));
+    Ok(Started { state, address, token, serving })
 }
 
 /// Jaeger's query API on 127.0.0.1:`port` (16686 unless `up --tracing-port` chose), or on

@@ -46,6 +46,8 @@ pub mod resources;
 pub mod samples;
 pub mod shutdown;
 pub mod snapshot;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod tls;
 pub mod trace;
 pub mod translate;

@@ -272,7 +272,28 @@ fn accept(shared: &Shared, direction: Direction) -> connection::Accept {
     }
 }
 
+/// The proxy process: started, announced (`READY`), serving until SIGTERM, then drained.
 pub async fn run(config: Config) -> Result<(), Error> {
+    let started = start(config).await?;
+    ready::announce(&started.addrs);
+    tokio::select! {
+        _ = started.serving => {}
+        _ = drain::signalled() => drain::drain_then_exit(&started.shared.drain).await,
+    }
+    Ok(())
+}
+
+/// A proxy serving: its listeners' addresses and its shared state.
+pub struct Started {
+    pub addrs: ready::Addrs,
+    pub shared: Arc<Shared>,
+    /// Runs for the proxy's life (a gateway's listeners follow its Gateway servers here).
+    pub serving: JoinHandle<()>,
+}
+
+/// Starts a proxy in this process: its certificate first (sidecars and gateways), then its
+/// listeners, then it follows the control plane.
+pub async fn start(config: Config) -> Result<Started, Error> {
     crate::tls::install_default();
     let pod_key = format!("{}/{}", config.namespace, config.pod);
     // A sidecar or gateway has its certificate before it says it is ready.
@@ -338,7 +359,6 @@ pub async fn run(config: Config) -> Result<(), Error> {
         }
     }
     let _ = shared.own.set(addrs.values().copied().collect());
-    ready::announce(&addrs);
 
     // Idle upstream connections close within a second of their idle timeout.
     let reaper = shared.clone();
@@ -359,18 +379,11 @@ pub async fn run(config: Config) -> Result<(), Error> {
         config.namespace.clone(),
         config.pod.clone(),
     ));
-    let serving = async {
-        if config.role == Role::Gateway {
-            gateway_listeners(shared.clone(), config.publish, config.control_plane.clone()).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
+    let serving = match config.role {
+        Role::Gateway => tokio::spawn(gateway_listeners(shared.clone(), config.publish, config.control_plane.clone())),
+        _ => tokio::spawn(std::future::pending::<()>()),
     };
-    tokio::select! {
-        _ = serving => {}
-        _ = drain::signalled() => drain::drain_then_exit(&shared.drain).await,
-    }
-    Ok(())
+    Ok(Started { addrs, shared, serving })
 }
 
 /// Binds and unbinds the gateway's listeners as Gateway servers come and go: like Envoy, a
