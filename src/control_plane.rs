@@ -5,6 +5,7 @@
 //! - `store`: applied resources, persisted, all-or-nothing.
 //! - `certmanager`: Certificates issued into Secrets by `selfSigned` and `ca` issuers.
 //! - `backend`: what runs workloads, as the API sees it (admission); `Local` today.
+//! - `credentials`: who a proxy is, from its bearer token (`PodTokens` locally).
 //! - `gateway_ports`: where the ingress gateway publishes each Gateway server, said at apply.
 //! - `lock`: one control plane per environment (a file lock held for its life).
 //! - `state`: store + pods + the version counter + the world view, shared by everything below.
@@ -17,6 +18,7 @@
 pub mod addons;
 pub mod backend;
 pub mod certmanager;
+pub mod credentials;
 pub mod gateway_ports;
 pub mod jwks;
 pub mod lock;

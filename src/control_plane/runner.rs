@@ -249,7 +249,7 @@ fn reconcile(state: &Arc<State>, handles: &mut HashMap<String, Handle>) {
                 let _ = h.stop.send(());
             }
             inner.pods.remove(&key);
-            inner.credentials.retain(|_, pod| *pod != key);
+            state.credentials.revoke(&key);
             changed = true;
         }
     }

@@ -1,7 +1,7 @@
 //! The control plane's shared state: the store, the pods the runner runs, and the version
 //! counter every change bumps (proxies long-poll on it).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 use crate::api::{Phase, PodStatus};
 use crate::control_plane::backend::Backend;
+use crate::control_plane::credentials::{Credentials, PodTokens};
 use crate::control_plane::store::Store;
 use crate::env::{Env, Settings};
 use crate::ready::{Addrs, Listener};
@@ -180,9 +181,6 @@ pub struct Inner {
     pub store: Store,
     pub pods: BTreeMap<String, Pod>,
     pub counter: u64,
-    /// Each running proxy's own credential (the stand-in for a projected service-account
-    /// token) → its pod's key. A credential is good for that pod's snapshot and certificate only.
-    pub credentials: HashMap<String, String>,
     /// Every RequestAuthentication `jwksUri` the control plane has tried, by URI (`jwks.rs`).
     pub jwks: BTreeMap<String, crate::control_plane::jwks::Fetched>,
 }
@@ -196,6 +194,9 @@ pub struct State {
     pub api: Api,
     /// What runs the workloads; `apply` asks it to admit Deployments.
     pub backend: Box<dyn Backend>,
+    /// Who a proxy is, from its bearer token (the stand-in for a projected service-account
+    /// token): good for its own pod's snapshot, certificate and spans only.
+    pub credentials: Box<dyn Credentials>,
     pub epoch: u64,
     pub inner: Mutex<Inner>,
     /// The config version proxies see: bumped by every change to the store or to a workload
@@ -258,14 +259,9 @@ impl State {
             settings,
             api,
             backend,
+            credentials: Box::new(PodTokens::default()),
             epoch,
-            inner: Mutex::new(Inner {
-                store,
-                pods: BTreeMap::new(),
-                counter: 1,
-                credentials: HashMap::new(),
-                jwks: BTreeMap::new(),
-            }),
+            inner: Mutex::new(Inner { store, pods: BTreeMap::new(), counter: 1, jwks: BTreeMap::new() }),
             changes: watch::channel(1).0,
             reconciled: watch::channel(0).0,
             progress: watch::channel(0).0,
@@ -286,16 +282,12 @@ impl State {
 
     /// A new credential for the proxy of pod `key` (the one before it stops working).
     pub fn issue_credential(&self, key: &str) -> String {
-        let token = crate::env::random_hex(32).unwrap_or_else(|_| format!("{:032x}", fastrand::u128(..)));
-        let mut inner = self.lock();
-        inner.credentials.retain(|_, pod| pod != key);
-        inner.credentials.insert(token.clone(), key.to_string());
-        token
+        self.credentials.issue(key)
     }
 
     /// The pod a proxy credential belongs to.
     pub fn credential_owner(&self, token: &str) -> Option<String> {
-        self.lock().credentials.get(token).cloned()
+        self.credentials.owner(token)
     }
 
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
