@@ -12,7 +12,7 @@ use crate::api::{
     Action, ApplyRequest, CertificateRequest, CertificateResponse, ChangeResponse, ControlPlaneStatus, DeleteRequest,
     ErrorBody, Finding, Push, Status,
 };
-use crate::control_plane::state::{Pushed, State};
+use crate::control_plane::state::State;
 use crate::net::{self, Body};
 use crate::resources::{self, Kind, Resource};
 use crate::snapshot::Version;
@@ -135,8 +135,7 @@ fn addon(server: &Server, name: &str, enabled: bool) -> Response<Body> {
 /// Spans from a proxy, kept under its own pod's service name (`app.namespace`, or the
 /// workload's name without an `app` label): a proxy cannot report for another workload.
 fn take_spans(server: &Server, pod: &str, spans: Vec<crate::trace::Span>) -> Response<Body> {
-    let identity = server.state.lock().pods.get(pod).map(|p| p.workload.identity.clone());
-    let Some(identity) = identity else {
+    let Some(identity) = server.state.pod_identity(pod) else {
         return error(StatusCode::NOT_FOUND, format!("pod {pod} is gone"));
     };
     let app = identity.labels.get("app").cloned().unwrap_or_else(|| identity.workload.clone());
@@ -156,19 +155,15 @@ fn credential(server: &Server, caller: Option<&str>, q: &HashMap<String, String>
     let Some((ns, secret_name)) = name.split_once('/') else {
         return error(StatusCode::BAD_REQUEST, "name=NAMESPACE/NAME");
     };
-    let inner = server.state.lock();
+    let state = &server.state;
     if let Some(pod) = caller {
-        let allowed = inner.pods.get(pod).is_some_and(|p| {
-            p.workload.identity.role == crate::snapshot::Role::Gateway && p.workload.identity.namespace == ns
-        });
+        let allowed =
+            state.pod_identity(pod).is_some_and(|id| id.role == crate::snapshot::Role::Gateway && id.namespace == ns);
         if !allowed {
             return error(StatusCode::FORBIDDEN, format!("pod {pod} may not read Secrets in namespace {ns}"));
         }
     }
-    let secret = |n: &str| match inner.store.get(&resources::ResourceKey::new(Kind::Secret, ns, n)) {
-        Some(Resource::Secret(s)) => Some(s.clone()),
-        _ => None,
-    };
+    let secret = |n: &str| state.secret(ns, n);
     let Some(s) = secret(secret_name) else {
         return error(StatusCode::NOT_FOUND, format!("secret {name} not found"));
     };
@@ -186,14 +181,10 @@ fn credential(server: &Server, caller: Option<&str>, q: &HashMap<String, String>
 
 /// Signs the CSR of pod `key`'s proxy for the pod's own identity (its service account).
 fn certificate(server: &Server, key: &str, body: &CertificateRequest) -> Response<Body> {
-    let identity = {
-        let inner = server.state.lock();
-        let Some(pod) = inner.pods.get(key) else {
-            return error(StatusCode::NOT_FOUND, format!("pod {key} is not known to this control plane"));
-        };
-        let id = &pod.workload.identity;
-        crate::ca::spiffe_id(&id.namespace, &id.service_account)
+    let Some(id) = server.state.pod_identity(key) else {
+        return error(StatusCode::NOT_FOUND, format!("pod {key} is not known to this control plane"));
     };
+    let identity = crate::ca::spiffe_id(&id.namespace, &id.service_account);
     match server.state.ca.sign_workload(&body.csr, &identity, server.state.cert_ttl) {
         Ok(cert_chain) => net::json(
             StatusCode::OK,
@@ -443,35 +434,14 @@ fn gateway_port_notes(
 /// Deletes the keys, all or nothing; a Namespace takes everything in it along (as Kubernetes'
 /// namespace deletion does), and `default` cannot be deleted (as in Kubernetes).
 fn delete(server: &Server, body: DeleteRequest) -> Response<Body> {
-    let state = &server.state;
-    let mut inner = state.lock();
-    let mut keys = body.keys;
-    if keys.iter().any(|k| k.kind == Kind::Namespace && k.name == "default") {
+    if body.keys.iter().any(|k| k.kind == Kind::Namespace && k.name == "default") {
         return error(
             StatusCode::UNPROCESSABLE_ENTITY,
             "namespace \"default\" may not be deleted (as in Kubernetes); delete what is in it instead",
         );
     }
-    let namespaces: Vec<String> = keys
-        .iter()
-        .filter(|k| k.kind == Kind::Namespace && inner.store.namespace_exists(&k.name))
-        .map(|k| k.name.clone())
-        .collect();
-    if !namespaces.is_empty() {
-        let inside = inner.store.objects().keys().filter(|k| namespaces.contains(&k.namespace) && !keys.contains(k));
-        let inside: Vec<resources::ResourceKey> = inside.cloned().collect();
-        // What is inside goes first, so the results read in the order things were removed.
-        keys = inside.into_iter().chain(keys).collect();
-    }
-    match inner.store.delete(&keys) {
-        Ok(results) => {
-            let version = if results.iter().any(|r| r.action == Action::Deleted) {
-                state.bump(&mut inner)
-            } else {
-                Version { epoch: state.epoch, counter: inner.counter }
-            };
-            net::json(StatusCode::OK, &ChangeResponse { results, version })
-        }
+    match server.state.delete(body.keys) {
+        Ok((results, version)) => net::json(StatusCode::OK, &ChangeResponse { results, version }),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("nothing was deleted: {e}")),
     }
 }
@@ -480,16 +450,7 @@ fn list(server: &Server, q: &HashMap<String, String>) -> Response<Body> {
     let Some(kind) = q.get("kind").and_then(|k| Kind::from_user(k)) else {
         return error(StatusCode::BAD_REQUEST, "kind is required");
     };
-    let inner = server.state.lock();
-    let items: Vec<&Resource> = inner
-        .store
-        .objects()
-        .iter()
-        .filter(|(k, _)| k.kind == kind)
-        .filter(|(k, _)| q.get("namespace").is_none_or(|ns| !kind.namespaced() || &k.namespace == ns))
-        .filter(|(k, _)| q.get("name").is_none_or(|n| &k.name == n))
-        .map(|(_, r)| r)
-        .collect();
+    let items = server.state.list(kind, q.get("namespace").map(String::as_str), q.get("name").map(String::as_str));
     net::json(StatusCode::OK, &items)
 }
 
@@ -517,17 +478,17 @@ async fn status(server: &Server, q: &HashMap<String, String>) -> Response<Body> 
             settled = state.settled(target);
         }
     }
-    let inner = state.lock();
+    let (version, pods) = state.pods_status();
     let status = Status {
         control_plane: ControlPlaneStatus {
             pid: std::process::id(),
             address: Some(server.address),
-            version: Version { epoch: state.epoch, counter: inner.counter },
+            version,
             started: server.started.clone(),
             tracing: server.tracing,
             addons: server.addons.statuses(),
         },
-        pods: inner.pods.values().map(|p| p.status()).collect(),
+        pods,
         settled,
     };
     net::json(StatusCode::OK, &status)
@@ -549,17 +510,9 @@ async fn snapshot(server: &Server, q: &HashMap<String, String>) -> Response<Body
         counter: q.get("counter").and_then(|v| v.parse().ok()).unwrap_or(0),
     };
     let state = &server.state;
-    let held = {
-        let mut inner = state.lock();
-        let Some(pod) = inner.pods.get_mut(&key) else {
-            return error(StatusCode::NOT_FOUND, format!("pod {key} is not known to this control plane"));
-        };
-        if acked.epoch == state.epoch {
-            pod.push.acked = Some(acked);
-            state.progress.send_modify(|n| *n += 1);
-        }
-        // What the proxy holds, if this poll acknowledges a version we know the content of.
-        pod.push.pushed.and_then(|p| p.held_at(acked))
+    // What the proxy holds, if this poll acknowledges a version we know the content of.
+    let Some(held) = state.acknowledge(&key, acked) else {
+        return error(StatusCode::NOT_FOUND, format!("pod {key} is not known to this control plane"));
     };
     let mut rx = state.changes.subscribe();
     if acked.epoch == state.epoch {
@@ -575,9 +528,7 @@ async fn snapshot(server: &Server, q: &HashMap<String, String>) -> Response<Body
     let snap = Arc::new(translate::snapshot(&view.world, me, view.version));
     let hash = snap.content_hash();
     let unchanged = held == Some(hash);
-    if let Some(pod) = state.lock().pods.get_mut(&key) {
-        pod.push.pushed = Some(Pushed::next(pod.push.pushed, view.version, hash));
-    }
+    state.record_push(&key, view.version, hash);
     if unchanged {
         net::json(StatusCode::OK, &Push::Unchanged(view.version))
     } else {

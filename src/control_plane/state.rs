@@ -280,6 +280,89 @@ impl State {
         Ok(s)
     }
 
+    /// The identity of pod `key`, if the control plane knows it.
+    pub fn pod_identity(&self, key: &str) -> Option<crate::snapshot::ProxyIdentity> {
+        self.lock().pods.get(key).map(|p| p.workload.identity.clone())
+    }
+
+    /// The Secret `namespace/name`, if it is stored.
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<crate::resources::core::Secret> {
+        let key = crate::resources::ResourceKey::new(crate::resources::Kind::Secret, namespace, name);
+        match self.lock().store.get(&key) {
+            Some(Resource::Secret(s)) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    /// The stored objects of `kind`, in a namespace and by name when given.
+    pub fn list(&self, kind: crate::resources::Kind, namespace: Option<&str>, name: Option<&str>) -> Vec<Resource> {
+        let inner = self.lock();
+        inner
+            .store
+            .objects()
+            .iter()
+            .filter(|(k, _)| k.kind == kind)
+            .filter(|(k, _)| namespace.is_none_or(|ns| !kind.namespaced() || k.namespace == ns))
+            .filter(|(k, _)| name.is_none_or(|n| k.name == n))
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
+    /// Deletes the keys, all or nothing; a Namespace takes everything in it along (as
+    /// Kubernetes' namespace deletion does). What happened to each key, and the version after.
+    pub fn delete(
+        &self,
+        mut keys: Vec<crate::resources::ResourceKey>,
+    ) -> Result<(Vec<crate::api::ResourceResult>, Version), crate::control_plane::store::Error> {
+        use crate::resources::Kind;
+        let mut inner = self.lock();
+        let namespaces: Vec<String> = keys
+            .iter()
+            .filter(|k| k.kind == Kind::Namespace && inner.store.namespace_exists(&k.name))
+            .map(|k| k.name.clone())
+            .collect();
+        if !namespaces.is_empty() {
+            let inside =
+                inner.store.objects().keys().filter(|k| namespaces.contains(&k.namespace) && !keys.contains(k));
+            let inside: Vec<crate::resources::ResourceKey> = inside.cloned().collect();
+            // What is inside goes first, so the results read in the order things were removed.
+            keys = inside.into_iter().chain(keys).collect();
+        }
+        let results = inner.store.delete(&keys)?;
+        let version = if results.iter().any(|r| r.action == crate::api::Action::Deleted) {
+            self.bump(&mut inner)
+        } else {
+            Version { epoch: self.epoch, counter: inner.counter }
+        };
+        Ok((results, version))
+    }
+
+    /// The version and every pod's status, as one consistent read.
+    pub fn pods_status(&self) -> (Version, Vec<PodStatus>) {
+        let inner = self.lock();
+        (Version { epoch: self.epoch, counter: inner.counter }, inner.pods.values().map(|p| p.status()).collect())
+    }
+
+    /// Pod `key`'s proxy polls having applied `acked`: recorded (it may make the pod ready);
+    /// the content hash it holds, when this control plane pushed that version's content.
+    /// `None` when the pod is unknown.
+    pub fn acknowledge(&self, key: &str, acked: Version) -> Option<Option<u64>> {
+        let mut inner = self.lock();
+        let pod = inner.pods.get_mut(key)?;
+        if acked.epoch == self.epoch {
+            pod.push.acked = Some(acked);
+            self.progress.send_modify(|n| *n += 1);
+        }
+        Some(pod.push.pushed.and_then(|p| p.held_at(acked)))
+    }
+
+    /// Pod `key`'s proxy is being sent the content `hash` translated at `version`.
+    pub fn record_push(&self, key: &str, version: Version, hash: u64) {
+        if let Some(pod) = self.lock().pods.get_mut(key) {
+            pod.push.pushed = Some(Pushed::next(pod.push.pushed, version, hash));
+        }
+    }
+
     /// A new credential for the proxy of pod `key` (the one before it stops working).
     pub fn issue_credential(&self, key: &str) -> String {
         self.credentials.issue(key)
