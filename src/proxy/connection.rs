@@ -347,14 +347,7 @@ pub async fn serve<A, F, Fut, R>(
                 let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
                     .max_header_list_size(MAX_REQUEST_HEADERS as u32)
                     .serve_connection(TokioIo::new(io), service);
-                tokio::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => {}
-                    _ = drain.started() => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.await;
-                    }
-                }
+                until_drained(conn, &drain, |c| c.graceful_shutdown()).await;
             } else {
                 let mut http1 = hyper::server::conn::http1::Builder::new();
                 http1.keep_alive(true).max_header_size(MAX_REQUEST_HEADERS);
@@ -364,15 +357,22 @@ pub async fn serve<A, F, Fut, R>(
                     http1.header_read_timeout(None);
                 }
                 let conn = http1.serve_connection(TokioIo::new(io), service).with_upgrades();
-                tokio::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => {}
-                    _ = drain.started() => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.await;
-                    }
-                }
+                until_drained(conn, &drain, |c| c.graceful_shutdown()).await;
             }
         });
+    }
+}
+
+/// Serves `conn` to its end; once the proxy drains, `shutdown` tells it to finish the request
+/// in flight and close (HTTP/1.1: `Connection: close`; HTTP/2: GOAWAY), and it is served to
+/// that end.
+async fn until_drained<C: Future>(conn: C, drain: &super::drain::Drain, shutdown: impl FnOnce(std::pin::Pin<&mut C>)) {
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = drain.started() => {
+            shutdown(conn.as_mut());
+            let _ = conn.await;
+        }
     }
 }
