@@ -582,7 +582,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let env = env_of(&cli)?;
     match cli.command {
         Command::ControlPlane => {
-            runtime()?.block_on(crate::control_plane::run(env))?;
+            let local = |s: &crate::env::Settings| -> Box<dyn crate::control_plane::backend::Backend> {
+                Box::new(crate::backend::local::Local { settings: s.clone() })
+            };
+            runtime()?.block_on(crate::control_plane::run(env, local))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Proxy { role, namespace, pod, inbound_ports, control_plane, publish, max_connections, capture } => {

@@ -1,28 +1,28 @@
-//! The control plane: one process per environment. It owns the store, runs the workloads
-//! (local backend) and serves every proxy its snapshot.
+//! The control plane: one process per environment. It owns the store, has its backend run the
+//! workloads (the local runner) and serves every proxy its snapshot.
 //!
 //! # Layout
 //! - `store`: applied resources, persisted, all-or-nothing.
 //! - `certmanager`: Certificates issued into Secrets by `selfSigned` and `ca` issuers.
-//! - `backend`: what runs workloads, as the API sees it (admission); `Local` today.
+//! - `backend`: what runs workloads (admission, the workload source); `backend::local` today.
 //! - `credentials`: who a proxy is, from its bearer token (`PodTokens` locally).
 //! - `gateway_ports`: where the ingress gateway publishes each Gateway server, said at apply.
 //! - `lock`: one control plane per environment (a file lock held for its life).
 //! - `state`: store + pods + the version counter + the world view, shared by everything below.
 //! - `jwks`: RequestAuthentication `jwksUri` key sets, fetched and inlined for the proxies.
-//! - `runner`: Deployments → pods → processes (sidecar injection, image mapping).
+//! - `backoff`: restarts with back-off, as the kubelet's CrashLoopBackOff.
 //! - `server`: the HTTP API (`api` has the wire types).
 //! - `traces`: the trace collector and Jaeger's query API on its own port.
 //! - `addons`: the addons it runs (Prometheus), supervised, their targets kept current.
 
 pub mod addons;
 pub mod backend;
+pub mod backoff;
 pub mod certmanager;
 pub mod credentials;
 pub mod gateway_ports;
 pub mod jwks;
 pub mod lock;
-pub mod runner;
 pub mod server;
 pub mod state;
 pub mod store;
@@ -49,7 +49,9 @@ pub enum Error {
     AlreadyRunning(String),
 }
 
-pub async fn run(env: Env) -> Result<(), Error> {
+/// The control-plane process for `env`, its workloads run by the backend `backend` makes from
+/// the environment's settings.
+pub async fn run(env: Env, backend: impl FnOnce(&env::Settings) -> Box<dyn backend::Backend>) -> Result<(), Error> {
     env.ensure_dirs()?;
     // One control plane per environment, for as long as this process lives.
     let _lock = lock::try_lock(&env)?.ok_or_else(|| Error::AlreadyRunning(env.dir.display().to_string()))?;
@@ -63,7 +65,8 @@ pub async fn run(env: Env) -> Result<(), Error> {
         net::log(&format!("stopping {} process(es) left by an earlier run", stale.len()));
         reaper::stop(&stale, Duration::from_secs(2));
     }
-    let started = start(env, store, settings, Workloads::Runner).await?;
+    let backend = backend(&settings);
+    let started = start(env, store, settings, backend).await?;
     let mut addrs = ready::Addrs::new();
     addrs.insert(ready::Listener::Api, started.address);
     ready::announce(&addrs);
@@ -84,15 +87,6 @@ pub async fn run(env: Env) -> Result<(), Error> {
     Ok(())
 }
 
-/// Who runs the pods the store asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Workloads {
-    /// The local runner: Deployments become processes on this machine.
-    Runner,
-    /// Nobody: the caller registers pods itself (the in-process test tier, `testing.rs`).
-    Registered,
-}
-
 /// A control plane serving its API.
 pub struct Started {
     pub state: Arc<state::State>,
@@ -104,12 +98,12 @@ pub struct Started {
 
 /// Starts a control plane for `env` over `store`: its API on a loopback port the OS picks
 /// (written to the environment's `control-plane.json`), the trace collector, the enabled
-/// addons, the JWKS fetcher, and the runner when `workloads` says so.
+/// addons, the JWKS fetcher, and `backend`'s workloads.
 pub async fn start(
     env: Env,
     store: store::Store,
     settings: env::Settings,
-    workloads: Workloads,
+    backend: Box<dyn backend::Backend>,
 ) -> Result<Started, Error> {
     let tracing_port = settings.tracing_port;
     let token = env.token()?;
@@ -117,7 +111,6 @@ pub async fn start(
     let listener = net::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.map_err(Error::Bind)?;
     let address = listener.local_addr().map_err(Error::Bind)?;
     let api = state::Api { address, token: token.clone() };
-    let backend = Box::new(backend::Local { settings: settings.clone() });
     let enabled = settings.addons.clone();
     let state = Arc::new(state::State::new(env.clone(), settings, store, api, backend, ca));
     env::write_json(&env.control_plane_file(), &ControlPlaneInfo { address, pid: std::process::id() })?;
@@ -140,23 +133,7 @@ pub async fn start(
         tracing,
     });
     tokio::spawn(jwks::run(state.clone()));
-    match workloads {
-        Workloads::Runner => drop(tokio::spawn(runner::run(state.clone()))),
-        // Nothing to reconcile: every version is as reconciled as it will be.
-        Workloads::Registered => {
-            let state = state.clone();
-            tokio::spawn(async move {
-                let mut changes = state.changes.subscribe();
-                loop {
-                    let seen = *changes.borrow_and_update();
-                    state.reconciled.send_replace(seen);
-                    if changes.changed().await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    }
+    state.backend.run(state.clone());
     let serving = tokio::spawn(net::serve(listener, move |req, _| server::handle(server.clone(), req)));
     Ok(Started { state, address, token, serving })
 }

@@ -25,6 +25,7 @@ pub mod analyze;
 pub mod api;
 pub mod apps;
 pub mod authz;
+pub mod backend;
 pub mod ca;
 pub mod cel;
 pub mod cli;

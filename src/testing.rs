@@ -1,6 +1,6 @@
 //! The middle test tier (`cfg(test)`, or the `testing` feature for other crates' tests): a
 //! control plane and sidecars in one process, on loopback ports the OS picks, over a store in
-//! a directory the test gives and pods the test registers (no runner, no child process), so
+//! a directory the test gives and pods the test registers (a backend that runs nothing), so
 //! push, pool and mTLS interactions are tested in milliseconds rather than through ten
 //! processes. Everything below is the real code: the API server, translation, the proxies.
 
@@ -10,11 +10,40 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::api::{self, ApplyRequest};
-use crate::control_plane::{self, state::Pod as PodRecord, Started, Workloads};
+use crate::control_plane::backend::{Admitted, Backend};
+use crate::control_plane::state::{Pod as PodRecord, State};
+use crate::control_plane::{self, Started};
 use crate::env::{Env, Settings};
 use crate::ready::Listener;
 use crate::registry::Workload;
 use crate::snapshot::{ProxyIdentity, Role, Version};
+
+/// The test's backend: it runs nothing (the test registers its pods), so every version is as
+/// reconciled as it will be.
+struct Registered;
+
+impl Backend for Registered {
+    fn admit(&self, _: &crate::resources::core::Deployment, _: &BTreeMap<String, String>) -> Result<Admitted, String> {
+        Ok(Admitted::default())
+    }
+
+    fn max_pods(&self) -> Option<u64> {
+        None
+    }
+
+    fn run(&self, state: std::sync::Arc<State>) {
+        tokio::spawn(async move {
+            let mut changes = state.changes.subscribe();
+            loop {
+                let seen = *changes.borrow_and_update();
+                state.reconciled.send_replace(seen);
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
 
 /// A control plane in this process, and the pods registered with it.
 pub struct Mesh {
@@ -65,7 +94,7 @@ impl Mesh {
         env.ensure_dirs().expect("the state directory");
         let store = control_plane::store::Store::load(env.store_file()).expect("an empty store");
         let settings = Settings { tracing_port: 0, ..Settings::default() };
-        let control_plane = control_plane::start(env.clone(), store, settings, Workloads::Registered)
+        let control_plane = control_plane::start(env.clone(), store, settings, Box::new(Registered))
             .await
             .expect("the control plane starts");
         Mesh { control_plane, env }

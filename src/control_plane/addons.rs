@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 
 use crate::addons;
 use crate::api::AddonStatus;
-use crate::control_plane::runner::{backoff, crashes_after};
+use crate::control_plane::backoff::{backoff, crashes_after};
 use crate::control_plane::state::State;
 use crate::net::log;
 

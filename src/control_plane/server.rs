@@ -319,12 +319,11 @@ fn plan(
     let pods: u64 =
         store.objects().iter().filter(|(k, _)| !batch_keys.contains(k)).map(|(_, r)| replicas(r)).sum::<u64>()
             + batch.iter().map(|(r, _)| replicas(r)).sum::<u64>();
-    if pods > crate::control_plane::backend::MAX_PODS {
+    if let Some(max) = state.backend.max_pods().filter(|max| pods > *max) {
         errors.push(Finding::new(
             None,
             &format!(
-                "the environment would run {pods} pods; the local backend runs at most {} (lower spec.replicas)",
-                crate::control_plane::backend::MAX_PODS
+                "the environment would run {pods} pods; the local backend runs at most {max} (lower spec.replicas)"
             ),
         ));
     }
