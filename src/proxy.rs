@@ -268,7 +268,7 @@ fn accept(shared: &Shared, direction: Direction) -> connection::Accept {
     match mode {
         MtlsMode::Disable => connection::Accept::Plain,
         MtlsMode::Strict => connection::Accept::Strict(identity.mtls.server()),
-        MtlsMode::Permissive | MtlsMode::Unset => connection::Accept::Permissive(identity.mtls.server()),
+        MtlsMode::Permissive => connection::Accept::Permissive(identity.mtls.server()),
     }
 }
 

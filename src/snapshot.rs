@@ -9,8 +9,30 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::resources::mesh_config::OutboundMode;
-pub use crate::resources::security::MtlsMode;
+/// How a sidecar's inbound port takes connections: the PeerAuthentication modes composed for
+/// the port (an unset mode is already resolved, to PERMISSIVE when nothing is set anywhere).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum MtlsMode {
+    /// Plaintext only.
+    Disable,
+    /// mTLS and plaintext on the same port.
+    #[default]
+    Permissive,
+    /// mTLS only: a plaintext connection is reset.
+    Strict,
+}
+
+/// Where a sidecar sends a host the mesh does not know (`outboundTrafficPolicy.mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OutboundMode {
+    /// Pass it through (`PassthroughCluster`).
+    #[default]
+    AllowAny,
+    /// Answer 502 (`BlackHoleCluster`).
+    RegistryOnly,
+}
 
 /// Which snapshot a proxy holds. `epoch` is random per control-plane start, so a proxy that
 /// reconnects to a restarted control plane never mistakes an old counter for a current one.
@@ -193,13 +215,9 @@ pub struct InboundPort {
     /// The Service port is TCP (by name or `appProtocol`): connections are relayed as bytes.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tcp: bool,
-    /// The PeerAuthentication mode in force for this port (never UNSET).
-    #[serde(default = "permissive")]
+    /// The PeerAuthentication mode in force for this port.
+    #[serde(default)]
     pub mtls: MtlsMode,
-}
-
-fn permissive() -> MtlsMode {
-    MtlsMode::Permissive
 }
 
 #[derive(Clone, Debug, PartialEq, Hash, Serialize, Deserialize)]
@@ -551,6 +569,20 @@ pub struct Cluster {
     pub outlier: Option<OutlierDetection>,
 }
 
+impl Cluster {
+    /// Istio's SNI for mTLS to this cluster, from its name (`outbound|PORT|SUBSET|FQDN`).
+    pub fn istio_sni(&self) -> String {
+        let subset = self.name.split('|').nth(2).unwrap_or_default();
+        istio_sni(self.port, subset, &self.service)
+    }
+}
+
+/// Istio's SNI for mTLS to a cluster (`BuildDNSSrvSubsetKey`): `outbound_.<port>_.<subset>_.<fqdn>`,
+/// so `outbound_.8000_._.httpbin...` without a subset.
+pub fn istio_sni(port: u16, subset: &str, fqdn: &str) -> String {
+    format!("outbound_.{port}_.{subset}_.{fqdn}")
+}
+
 /// A cluster's outlier detection (DestinationRule `outlierDetection`, present means on).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct OutlierDetection {
@@ -777,4 +809,21 @@ pub struct Endpoint {
 /// `outbound|<port>|<subset>|<fqdn>`, Envoy's cluster name as Istio writes it.
 pub fn cluster_name(port: u16, subset: &str, fqdn: &str) -> String {
     format!("outbound|{port}|{subset}|{fqdn}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn istios_sni_names_port_subset_and_host() {
+        assert_eq!(
+            istio_sni(8000, "", "httpbin.default.svc.cluster.local"),
+            "outbound_.8000_._.httpbin.default.svc.cluster.local"
+        );
+        assert_eq!(
+            istio_sni(9080, "v1", "reviews.default.svc.cluster.local"),
+            "outbound_.9080_.v1_.reviews.default.svc.cluster.local"
+        );
+    }
 }

@@ -1272,7 +1272,10 @@ pub fn snapshot(world: &World, me: &Workload, version: Version) -> Snapshot {
     }
     // A pod without a sidecar is outside the mesh: nothing restricts where it connects.
     if me.identity.role == Role::Sidecar {
-        snap.outbound_policy = world.mesh.outbound;
+        snap.outbound_policy = match world.mesh.outbound {
+            crate::resources::mesh_config::OutboundMode::AllowAny => crate::snapshot::OutboundMode::AllowAny,
+            crate::resources::mesh_config::OutboundMode::RegistryOnly => crate::snapshot::OutboundMode::RegistryOnly,
+        };
         snap.outbound_tcp = outbound_tcp(world, me);
     }
     if me.identity.role != Role::Plain {
@@ -1301,7 +1304,7 @@ pub fn snapshot(world: &World, me: &Workload, version: Version) -> Snapshot {
                 app: me.apps.get(&port).copied(),
                 tcp: inbound_is_tcp(world, me, port),
                 service: inbound_service(world, me, port),
-                mtls: world.peer_mode(me, port),
+                mtls: mtls::inbound_mode(world.peer_mode(me, port)),
             })
             .collect();
     }

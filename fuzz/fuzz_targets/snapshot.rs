@@ -17,7 +17,9 @@ fn pod(namespace: &str, name: &str, labels: &[(&str, &str)], role: Role) -> Work
         role,
     });
     w.serving = true;
-    w.app.insert(8080, "127.0.0.1:18080".parse().unwrap());
+    let app = "127.0.0.1:18080".parse().unwrap();
+    w.destinations.insert(8080, app);
+    w.apps.insert(8080, app);
     w
 }
 

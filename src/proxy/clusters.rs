@@ -106,11 +106,7 @@ fn upstream_tls(c: &snapshot::Cluster, e: &Endpoint, identity: Option<&Identity>
         }
         ClusterTls::IstioMutual { sni, subject_alt_names } => (sni.clone(), subject_alt_names.clone()),
     };
-    let sni = sni.unwrap_or_else(|| {
-        let mut parts = c.name.splitn(4, '|');
-        let subset = parts.nth(2).unwrap_or_default();
-        crate::translate::mtls::sni(c.port, subset, &c.service)
-    });
+    let sni = sni.unwrap_or_else(|| c.istio_sni());
     let server_name = rustls_pki_types::ServerName::try_from(sni.clone())
         .unwrap_or_else(|_| rustls_pki_types::ServerName::try_from("outbound").expect("a valid name"));
     let mut h = std::collections::hash_map::DefaultHasher::new();

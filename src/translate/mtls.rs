@@ -22,6 +22,15 @@ fn selects(selector: &Labels, labels: &Labels) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
+/// The mode an inbound port is sent with (`peer_mode` never leaves it unset).
+pub fn inbound_mode(mode: MtlsMode) -> crate::snapshot::MtlsMode {
+    match mode {
+        MtlsMode::Disable => crate::snapshot::MtlsMode::Disable,
+        MtlsMode::Strict => crate::snapshot::MtlsMode::Strict,
+        MtlsMode::Permissive | MtlsMode::Unset => crate::snapshot::MtlsMode::Permissive,
+    }
+}
+
 /// The mode for container `port` of a workload in `namespace` with `labels`, given every
 /// PeerAuthentication oldest first (the oldest wins among several at one level). Start
 /// PERMISSIVE, then the mesh policy (root namespace, no selector), the namespace's, the
@@ -88,12 +97,6 @@ pub fn cluster_tls(dr: Option<&TrafficPolicy>, subset: Option<&TrafficPolicy>, p
         Some("MUTUAL") => ClusterTls::Mutual(originate()),
         _ => ClusterTls::Disable,
     }
-}
-
-/// Istio's SNI for mTLS to a cluster (`BuildDNSSrvSubsetKey`): `outbound_.<port>_.<subset>_.<fqdn>`,
-/// so `outbound_.8000_._.httpbin...` without a subset.
-pub fn sni(port: u16, subset: &str, fqdn: &str) -> String {
-    format!("outbound_.{port}_.{subset}_.{fqdn}")
 }
 
 #[cfg(test)]
@@ -174,18 +177,6 @@ mod tests {
         assert_eq!(
             cluster_tls(Some(&dr), Some(&subset), 8000),
             ClusterTls::IstioMutual { sni: None, subject_alt_names: vec![] }
-        );
-    }
-
-    #[test]
-    fn istios_sni_names_port_subset_and_host() {
-        assert_eq!(
-            sni(8000, "", "httpbin.default.svc.cluster.local"),
-            "outbound_.8000_._.httpbin.default.svc.cluster.local"
-        );
-        assert_eq!(
-            sni(9080, "v1", "reviews.default.svc.cluster.local"),
-            "outbound_.9080_.v1_.reviews.default.svc.cluster.local"
         );
     }
 }
