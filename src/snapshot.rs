@@ -166,11 +166,14 @@ impl SideTelemetry {
     }
 }
 
-/// A TCP service port as a sidecar reaches it: its domains and `tcp` rules.
+/// A TCP service port as a sidecar reaches it: its domains, its cluster IPs (a captured
+/// connection to one of them at `port` is this service's) and `tcp` rules.
 #[derive(Clone, Debug, PartialEq, Hash, Serialize, Deserialize)]
 pub struct TcpHost {
     pub port: u16,
     pub domains: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<std::net::IpAddr>,
     pub routes: Vec<TcpRoute>,
 }
 

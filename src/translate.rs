@@ -1151,9 +1151,20 @@ fn outbound_tcp(world: &World, me: &Workload) -> Vec<TcpHost> {
                     clusters: vec![WeightedCluster { cluster, weight: 100, headers: Default::default() }],
                 });
             }
-            out.push(TcpHost { port: sp.port, domains: service_domains(svc, &me.identity.namespace), routes });
+            let domains = service_domains(svc, &me.identity.namespace);
+            out.push(TcpHost { port: sp.port, domains, addresses: cluster_ips(svc), routes });
         }
     }
+    out
+}
+
+/// A Service's cluster IPs (`clusterIP`, `clusterIPs`; none for a headless one or where the
+/// backend gives Services none, as the local one does).
+fn cluster_ips(svc: &Service) -> Vec<std::net::IpAddr> {
+    let mut out: Vec<std::net::IpAddr> =
+        svc.spec.cluster_ip.iter().chain(svc.spec.cluster_ips.iter()).filter_map(|ip| ip.parse().ok()).collect();
+    out.sort();
+    out.dedup();
     out
 }
 

@@ -76,7 +76,19 @@ pub fn relay(shared: &Arc<Shared>, direction: Direction, conn: &Connection) -> O
             let shared = shared.clone();
             Some(Box::new(move |stream, conn| Box::pin(gateway(shared, runtime, port, rules, stream, conn))))
         }
-        _ => None,
+        // A captured connection to a Service's cluster IP at one of its TCP ports (Envoy's
+        // `clusterIP:port` listener): relayed by the mesh's `tcp` rules for that service.
+        Direction::Outbound => {
+            let dst = conn.original_dst?;
+            let host = runtime
+                .snapshot
+                .outbound_tcp
+                .iter()
+                .find(|t| t.port == dst.port() && t.addresses.contains(&dst.ip()))?;
+            let rules = host.routes.clone();
+            let shared = shared.clone();
+            Some(Box::new(move |stream, _conn| Box::pin(to_cluster(shared, runtime, dst.port(), rules, stream, false))))
+        }
     }
 }
 
@@ -106,6 +118,18 @@ async fn gateway(
     if !allowed(&runtime, &conn, port) {
         return;
     }
+    to_cluster(shared, runtime, port, rules, stream, conn.mtls()).await;
+}
+
+/// Relays `stream` to an endpoint the first rule picks (`mtls`: the downstream connection's).
+async fn to_cluster(
+    shared: Arc<Shared>,
+    runtime: Arc<Runtime>,
+    port: u16,
+    rules: Vec<TcpRoute>,
+    stream: Stream,
+    mtls: bool,
+) {
     let Some((cluster, host)) = pick(&runtime, &rules, &mut fastrand::Rng::new()) else {
         return log(&format!("tcp {port}: no cluster or healthy endpoint; closing"));
     };
@@ -115,7 +139,7 @@ async fn gateway(
     let _active = host.state.start();
     if let Ok(upstream) = open(host.endpoint.address, host.tls.as_deref()).await {
         let sides = outbound_sides(&runtime, cluster.service.clone(), host);
-        relay_counted(&shared.stats, &sides, (port, conn.mtls()), stream, upstream).await;
+        relay_counted(&shared.stats, &sides, (port, mtls), stream, upstream).await;
     }
 }
 

@@ -172,6 +172,32 @@ fn a_captured_sidecar_routes_by_original_destination_in_a_network_namespace() {
         "deny-status.yaml",
         "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: deny-status\n  namespace: default\nspec:\n  selector:\n    matchLabels:\n      app: httpbin\n  action: DENY\n  rules:\n  - to:\n    - operation:\n        paths: [\"/status/*\"]\n",
     );
+    // tcp-echo with a cluster IP, as Kubernetes gives every Service one.
+    mesh.apply_yaml(
+        "tcp-echo.yaml",
+        "apiVersion: v1
+kind: Service
+metadata: {name: tcp-echo}
+spec:
+  clusterIP: 10.96.0.20
+  ports: [{name: tcp, port: 9000}]
+  selector: {app: tcp-echo}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: tcp-echo}
+spec:
+  selector: {matchLabels: {app: tcp-echo}}
+  template:
+    metadata: {labels: {app: tcp-echo}}
+    spec:
+      containers:
+      - name: tcp-echo
+        image: docker.io/istio/tcp-echo-server:1.3
+        args: ['9000', one]
+        ports: [{containerPort: 9000}]
+",
+    );
     let pod = mesh.pod("httpbin");
     let cp = std::fs::read_to_string(mesh.state.path().join("control-plane.json")).expect("control-plane.json");
     let cp: serde_json::Value = serde_json::from_str(&cp).unwrap();
@@ -239,6 +265,14 @@ fn a_captured_sidecar_routes_by_original_destination_in_a_network_namespace() {
     let (code, body) = curl_in(&net.pod, &["-H", "Host: nowhere.invalid", "http://10.77.0.1:9000/get"]);
     assert_eq!(code, 200, "outbound passthrough to the original destination: {body}");
 
+    // Raw TCP to a Service's cluster IP and TCP port: relayed by the mesh to tcp-echo.
+    let echo = Command::new("ip")
+        .args(["netns", "exec", &net.pod, "timeout", "5", "bash", "-c"])
+        .arg("exec 3<>/dev/tcp/10.96.0.20/9000; echo world >&3; read -r line <&3; echo \"$line\"")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&echo.stdout).trim(), "one world", "tcp-echo by cluster IP: {}", text(&echo));
+
     // The captured proxy counted what it handled: inbound to httpbin, and the passthrough.
     let (_, stats) = curl_in(&net.pod, &["http://127.0.0.1:15090/stats/prometheus"]);
     let count = |needle: &[&str]| {
@@ -247,6 +281,12 @@ fn a_captured_sidecar_routes_by_original_destination_in_a_network_namespace() {
     assert!(count(&["reporter=\"destination\"", "response_code=\"403\""]) > 0, "{stats}");
     assert!(count(&["reporter=\"source\"", "destination_service_name=\"httpbin\""]) > 0, "{stats}");
     assert!(count(&["PassthroughCluster"]) > 0, "{stats}");
+    let tcp = stats.lines().filter(|l| {
+        l.starts_with("istio_tcp_connections_opened_total")
+            && l.contains("reporter=\"source\"")
+            && l.contains("destination_service_name=\"tcp-echo\"")
+    });
+    assert!(tcp.count() > 0, "{stats}");
     eprintln!("capture: every check passed");
     drop(mesh);
 }
