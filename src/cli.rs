@@ -582,10 +582,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let env = env_of(&cli)?;
     match cli.command {
         Command::ControlPlane => {
-            let local = |s: &crate::env::Settings| -> Box<dyn crate::control_plane::backend::Backend> {
-                Box::new(crate::backend::local::Local { settings: s.clone() })
+            // The backend the environment's settings name.
+            let backend = |s: &crate::env::Settings| -> Box<dyn crate::control_plane::backend::Backend> {
+                match s.backend {
+                    crate::env::BackendKind::Local => Box::new(crate::backend::local::Local { settings: s.clone() }),
+                }
             };
-            runtime()?.block_on(crate::control_plane::run(env, local))?;
+            runtime()?.block_on(crate::control_plane::run(env, backend))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Proxy { role, namespace, pod, inbound_ports, control_plane, publish, max_connections, capture } => {

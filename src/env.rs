@@ -43,6 +43,17 @@ pub struct Settings {
     /// it a new connection is closed as it arrives, as Envoy's connection limit does.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Where the environment runs; the commands and the control plane pick their backend by it.
+    #[serde(default)]
+    pub backend: BackendKind,
+}
+
+/// The backends meshrig has: `local`, processes on this machine's loopback.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    #[default]
+    Local,
 }
 
 /// Per proxy listener: room for a 1024-connection load test through the gateway, and a bound
@@ -109,6 +120,7 @@ impl Default for Settings {
             addons: Vec::new(),
             prometheus_port: default_prometheus_port(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            backend: BackendKind::Local,
         }
     }
 }
@@ -353,6 +365,16 @@ pub fn age(created: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_environment_from_before_backends_runs_locally_and_an_unknown_backend_is_refused() {
+        let old: Settings = serde_json::from_str(r#"{"http_port": 8080, "https_port": 8443}"#).unwrap();
+        assert_eq!(old.backend, BackendKind::Local);
+        let written = serde_json::to_string(&Settings::default()).unwrap();
+        assert!(written.contains(r#""backend":"local""#), "{written}");
+        let err = serde_json::from_str::<Settings>(r#"{"http_port": 1, "https_port": 2, "backend": "kind"}"#);
+        assert!(err.unwrap_err().to_string().contains("unknown variant `kind`"));
+    }
 
     #[test]
     fn rfc3339_round_trips() {

@@ -25,9 +25,13 @@ pub enum Backend<'a> {
 }
 
 impl<'a> Backend<'a> {
-    /// The environment's backend (the local one: nothing else exists yet).
+    /// The environment's backend, as its settings say (an environment not yet brought up
+    /// gets the default, `local`).
     pub fn for_env(env: &'a Env) -> Backend<'a> {
-        Backend::Local(env)
+        let kind = env.settings().ok().flatten().map(|s| s.backend).unwrap_or_default();
+        match kind {
+            crate::env::BackendKind::Local => Backend::Local(env),
+        }
     }
 
     /// A pod's proxy admin listener, as this machine reaches it.
