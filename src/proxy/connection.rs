@@ -89,8 +89,7 @@ pub struct Connection {
 }
 
 impl Connection {
-    fn accepted(stream: &TcpStream, peer: SocketAddr, original_dst: Option<SocketAddr>) -> Connection {
-        let local = stream.local_addr().unwrap_or(peer);
+    fn accepted(peer: SocketAddr, local: SocketAddr, original_dst: Option<SocketAddr>) -> Connection {
         Connection {
             peer,
             local,
@@ -161,11 +160,11 @@ async fn starts_with_tls(stream: &TcpStream) -> bool {
 /// failed handshake).
 async fn establish(
     stream: TcpStream,
-    peer: SocketAddr,
+    (peer, local): (SocketAddr, SocketAddr),
     original_dst: Option<SocketAddr>,
     accept: Accept,
 ) -> Option<(Stream, Connection)> {
-    let conn = Connection::accepted(&stream, peer, original_dst);
+    let conn = Connection::accepted(peer, local, original_dst);
     let config = match accept {
         Accept::Plain => return Some((Stream::Plain(stream), conn)),
         Accept::Permissive(config) => {
@@ -314,7 +313,8 @@ pub async fn serve<A, F, Fut, R>(
         };
         // Where the client connected, when iptables redirected it here (not when it connected
         // to this listener itself).
-        let original = original_dst(&stream).filter(|d| stream.local_addr().is_ok_and(|l| l != *d));
+        let local = stream.local_addr().unwrap_or(peer);
+        let original = original_dst(&stream).filter(|d| *d != local);
         let transport = accept(original);
         let handler = handler.clone();
         let relay = relay.clone();
@@ -323,7 +323,7 @@ pub async fn serve<A, F, Fut, R>(
         tokio::spawn(async move {
             let _slot = slot;
             let _counted = counted;
-            let Some((stream, conn)) = establish(stream, peer, original, transport).await else { return };
+            let Some((stream, conn)) = establish(stream, (peer, local), original, transport).await else { return };
             let conn = Arc::new(conn);
             if let Some(relay) = relay(&conn) {
                 return relay(stream, conn).await;
