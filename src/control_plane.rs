@@ -1,14 +1,15 @@
-//! The control plane: one process per environment. It owns the store, has its backend run the
+//! The control plane: one process per environment. It reads its config source, has its backend run the
 //! workloads (the local runner) and serves every proxy its snapshot.
 //!
 //! # Layout
-//! - `store`: applied resources, persisted, all-or-nothing.
+//! - `config`: the config source (the applied resources, read and written) as a trait, with the
+//!   API server's write semantics as pure functions; `store`: the local one, persisted.
 //! - `certmanager`: Certificates issued into Secrets by `selfSigned` and `ca` issuers.
 //! - `backend`: what runs workloads (admission, the workload source); `backend::local` today.
 //! - `credentials`: who a proxy is, from its bearer token (`PodTokens` locally).
 //! - `gateway_ports`: where the ingress gateway publishes each Gateway server, said at apply.
 //! - `lock`: one control plane per environment (a file lock held for its life).
-//! - `state`: store + pods + the version counter + the world view, shared by everything below.
+//! - `state`: config source + pods + the version counter + the world view, shared by everything below.
 //! - `jwks`: RequestAuthentication `jwksUri` key sets, fetched and inlined for the proxies.
 //! - `backoff`: restarts with back-off, as the kubelet's CrashLoopBackOff.
 //! - `server`: the HTTP API (`api` has the wire types).
@@ -19,6 +20,7 @@ pub mod addons;
 pub mod backend;
 pub mod backoff;
 pub mod certmanager;
+pub mod config;
 pub mod credentials;
 pub mod gateway_ports;
 pub mod jwks;
@@ -66,7 +68,7 @@ pub async fn run(env: Env, backend: impl FnOnce(&env::Settings) -> Box<dyn backe
         reaper::stop(&stale, Duration::from_secs(2));
     }
     let backend = backend(&settings);
-    let started = start(env, store, settings, backend).await?;
+    let started = start(env, Box::new(store), settings, backend).await?;
     let mut addrs = ready::Addrs::new();
     addrs.insert(ready::Listener::Api, started.address);
     ready::announce(&addrs);
@@ -96,12 +98,12 @@ pub struct Started {
     pub serving: tokio::task::JoinHandle<()>,
 }
 
-/// Starts a control plane for `env` over `store`: its API on a loopback port the OS picks
+/// Starts a control plane for `env` over `config`: its API on a loopback port the OS picks
 /// (written to the environment's `control-plane.json`), the trace collector, the enabled
 /// addons, the JWKS fetcher, and `backend`'s workloads.
 pub async fn start(
     env: Env,
-    store: store::Store,
+    config: Box<dyn config::ConfigSource>,
     settings: env::Settings,
     backend: Box<dyn backend::Backend>,
 ) -> Result<Started, Error> {
@@ -112,7 +114,7 @@ pub async fn start(
     let address = listener.local_addr().map_err(Error::Bind)?;
     let api = state::Api { address, token: token.clone() };
     let enabled = settings.addons.clone();
-    let state = Arc::new(state::State::new(env.clone(), settings, store, api, backend, ca));
+    let state = Arc::new(state::State::new(env.clone(), settings, config, api, backend, ca));
     env::write_json(&env.control_plane_file(), &ControlPlaneInfo { address, pid: std::process::id() })?;
     state.save_processes();
     let collector = Arc::new(traces::Collector::default());

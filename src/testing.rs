@@ -88,13 +88,13 @@ impl Pod {
 }
 
 impl Mesh {
-    /// A control plane over a store in `dir` (a fresh temporary directory), with no pods.
+    /// A control plane over an in-memory config source and no pods; its state (CA, token) in `dir`.
     pub async fn start(dir: &Path) -> Mesh {
         let env = Env::resolve("testing", Some(dir.to_path_buf())).expect("an environment name");
         env.ensure_dirs().expect("the state directory");
-        let store = control_plane::store::Store::load(env.store_file()).expect("an empty store");
         let settings = Settings { tracing_port: 0, ..Settings::default() };
-        let control_plane = control_plane::start(env.clone(), store, settings, Box::new(Registered))
+        let config = Box::new(control_plane::config::Memory::default());
+        let control_plane = control_plane::start(env.clone(), config, settings, Box::new(Registered))
             .await
             .expect("the control plane starts");
         Mesh { control_plane, env }

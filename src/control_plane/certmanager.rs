@@ -11,7 +11,7 @@ use rcgen::{
     KeyUsagePurpose, SanType,
 };
 
-use crate::control_plane::store::Store;
+use crate::control_plane::config::Objects;
 use crate::resources::certmanager::Certificate;
 use crate::resources::core::Secret;
 use crate::resources::{Kind, Resource, ResourceKey};
@@ -25,9 +25,9 @@ const DEFAULT_DURATION: Duration = Duration::from_secs(2160 * 3600);
 
 type Batch = Vec<(Resource, Vec<String>)>;
 
-/// The object with `key`, from the batch (what is being applied) or else the store.
-fn find<'a>(store: &'a Store, batch: &'a Batch, key: &ResourceKey) -> Option<&'a Resource> {
-    batch.iter().rev().map(|(r, _)| r).find(|r| &r.key() == key).or_else(|| store.get(key))
+/// The object with `key`, from the batch (what is being applied) or else the applied objects.
+fn find<'a>(objects: &'a Objects, batch: &'a Batch, key: &ResourceKey) -> Option<&'a Resource> {
+    batch.iter().rev().map(|(r, _)| r).find(|r| &r.key() == key).or_else(|| objects.get(key))
 }
 
 fn spec_hash(c: &Certificate) -> String {
@@ -38,7 +38,7 @@ fn spec_hash(c: &Certificate) -> String {
 
 /// Adds to `batch` the Secrets its Certificates need; a Certificate that cannot be issued yet
 /// gets a warning saying why.
-pub fn issue(store: &Store, batch: &mut Batch) {
+pub fn issue(objects: &Objects, batch: &mut Batch) {
     let issuers_in_batch: Vec<ResourceKey> = batch
         .iter()
         .filter(|(r, _)| matches!(r.kind(), Kind::Issuer | Kind::ClusterIssuer))
@@ -50,7 +50,7 @@ pub fn issue(store: &Store, batch: &mut Batch) {
         .filter_map(|(i, (r, _))| if let Resource::Certificate(c) = r { Some((Some(i), c.clone())) } else { None })
         .collect();
     // Certificates already applied whose issuer arrives now.
-    for (key, r) in store.objects() {
+    for (key, r) in objects.all() {
         let Resource::Certificate(c) = r else { continue };
         if candidates
             .iter()
@@ -66,12 +66,12 @@ pub fn issue(store: &Store, batch: &mut Batch) {
         let ns = cert.metadata.namespace.clone().unwrap_or_else(|| "default".into());
         let secret_key = ResourceKey::new(Kind::Secret, &ns, &cert.spec.secret_name);
         let hash = spec_hash(&cert);
-        if let Some(Resource::Secret(s)) = find(store, batch, &secret_key) {
+        if let Some(Resource::Secret(s)) = find(objects, batch, &secret_key) {
             if s.metadata.annotations.get(SPEC_ANNOTATION) == Some(&hash) {
                 continue;
             }
         }
-        match secret_for(store, batch, &cert, &ns, &hash) {
+        match secret_for(objects, batch, &cert, &ns, &hash) {
             Ok(secret) => {
                 let note =
                     format!("Certificate {ns}/{} issued into Secret {}", cert.metadata.name, cert.spec.secret_name);
@@ -93,9 +93,9 @@ fn issuer_key(c: &Certificate, ns: &str) -> ResourceKey {
     }
 }
 
-fn secret_for(store: &Store, batch: &Batch, c: &Certificate, ns: &str, hash: &str) -> Result<Secret, String> {
+fn secret_for(objects: &Objects, batch: &Batch, c: &Certificate, ns: &str, hash: &str) -> Result<Secret, String> {
     let ikey = issuer_key(c, ns);
-    let issuer = match find(store, batch, &ikey) {
+    let issuer = match find(objects, batch, &ikey) {
         Some(Resource::Issuer(i) | Resource::ClusterIssuer(i)) => i,
         _ => {
             return Err(format!(
@@ -112,7 +112,7 @@ fn secret_for(store: &Store, batch: &Batch, c: &Certificate, ns: &str, hash: &st
     } else if let Some(ca) = &issuer.spec.ca {
         let ca_ns = if ikey.kind == Kind::ClusterIssuer { CLUSTER_RESOURCE_NAMESPACE } else { ns };
         let Some(Resource::Secret(ca_secret)) =
-            find(store, batch, &ResourceKey::new(Kind::Secret, ca_ns, &ca.secret_name))
+            find(objects, batch, &ResourceKey::new(Kind::Secret, ca_ns, &ca.secret_name))
         else {
             return Err(format!(
                 "the CA Secret {ca_ns}/{} of issuer {} does not exist",

@@ -227,17 +227,17 @@ fn apply(server: &Server, body: ApplyRequest) -> Response<Body> {
     // never starved by a stream of others.
     for attempt in 0..4 {
         let planned = if attempt < 3 {
-            let store = state.lock().store.clone();
-            let batch = plan(state, &store, checked.clone(), errors.clone());
+            let objects = state.lock().config.objects().clone();
+            let batch = plan(state, &objects, checked.clone(), errors.clone());
             let mut inner = state.lock();
-            if inner.store.generation() != store.generation() {
+            if inner.config.objects().generation() != objects.generation() {
                 continue;
             }
             commit(state, &mut inner, batch, (body.dry_run, body.create_only))
         } else {
             let mut inner = state.lock();
-            let store = inner.store.clone();
-            let batch = plan(state, &store, checked.clone(), errors.clone());
+            let objects = inner.config.objects().clone();
+            let batch = plan(state, &objects, checked.clone(), errors.clone());
             commit(state, &mut inner, batch, (body.dry_run, body.create_only))
         };
         return planned;
@@ -249,7 +249,7 @@ fn apply(server: &Server, body: ApplyRequest) -> Response<Body> {
 /// the bounds. The batch to commit, or every reason it is refused.
 fn plan(
     state: &State,
-    store: &crate::control_plane::store::Store,
+    store: &crate::control_plane::config::Objects,
     checked: Vec<(Resource, Vec<String>)>,
     mut errors: Vec<Finding>,
 ) -> Result<Vec<(Resource, Vec<String>)>, Vec<Finding>> {
@@ -316,9 +316,8 @@ fn plan(
     // Pods of every Deployment once this batch is in, against the environment's bound.
     let replicas = |r: &Resource| if let Resource::Deployment(d) = r { u64::from(d.replicas()) } else { 0 };
     let batch_keys: std::collections::HashSet<resources::ResourceKey> = batch.iter().map(|(r, _)| r.key()).collect();
-    let pods: u64 =
-        store.objects().iter().filter(|(k, _)| !batch_keys.contains(k)).map(|(_, r)| replicas(r)).sum::<u64>()
-            + batch.iter().map(|(r, _)| replicas(r)).sum::<u64>();
+    let pods: u64 = store.all().iter().filter(|(k, _)| !batch_keys.contains(k)).map(|(_, r)| replicas(r)).sum::<u64>()
+        + batch.iter().map(|(r, _)| replicas(r)).sum::<u64>();
     if let Some(max) = state.backend.max_pods().filter(|max| pods > *max) {
         errors.push(Finding::new(
             None,
@@ -329,7 +328,7 @@ fn plan(
     }
     // The applied resources together, against the store's bound.
     let size = |r: &Resource| serde_json::to_vec(r).map_or(0, |v| v.len() as u64);
-    let bytes = store.objects().iter().filter(|(k, _)| !batch_keys.contains(k)).map(|(_, r)| size(r)).sum::<u64>()
+    let bytes = store.all().iter().filter(|(k, _)| !batch_keys.contains(k)).map(|(_, r)| size(r)).sum::<u64>()
         + batch.iter().map(|(r, _)| size(r)).sum::<u64>();
     if bytes > crate::control_plane::store::MAX_BYTES {
         errors.push(Finding::new(
@@ -365,13 +364,13 @@ fn commit(
             .iter()
             .map(|(r, w)| crate::api::ResourceResult {
                 key: r.key(),
-                action: inner.store.plan(r, create_only),
+                action: inner.config.objects().plan(r, create_only),
                 warnings: w.clone(),
             })
             .collect();
         return net::json(StatusCode::OK, &ChangeResponse { results, version: state.version() });
     }
-    match inner.store.apply(batch, create_only) {
+    match inner.config.apply(batch, create_only) {
         Ok(results) => {
             let changed = results.iter().any(|r| r.action != Action::Unchanged);
             let version =
@@ -407,7 +406,7 @@ fn stand_in_note(stand_ins: &[(usize, String, Vec<String>)]) -> String {
 /// them another program holds.
 fn gateway_port_notes(
     state: &State,
-    store: &crate::control_plane::store::Store,
+    store: &crate::control_plane::config::Objects,
     batch: &mut [(Resource, Vec<String>)],
 ) {
     use crate::control_plane::gateway_ports;
@@ -418,7 +417,7 @@ fn gateway_port_notes(
     });
     let labels = gateway_ports::ingress_labels();
     let before = gateway_ports::served_ports(
-        store.objects().values().filter_map(|r| if let Resource::Gateway(g) = r { Some(g) } else { None }),
+        store.all().values().filter_map(|r| if let Resource::Gateway(g) = r { Some(g) } else { None }),
         service.as_ref(),
         &labels,
     );

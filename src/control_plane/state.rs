@@ -9,8 +9,8 @@ use tokio::sync::watch;
 
 use crate::api::{Phase, PodStatus};
 use crate::control_plane::backend::Backend;
+use crate::control_plane::config::ConfigSource;
 use crate::control_plane::credentials::{Credentials, PodTokens};
-use crate::control_plane::store::Store;
 use crate::env::{Env, Settings};
 use crate::ready::{Addrs, Listener};
 use crate::registry::Workload;
@@ -178,7 +178,8 @@ pub fn destinations(
 }
 
 pub struct Inner {
-    pub store: Store,
+    /// The applied resources: where they are read and changes are written.
+    pub config: Box<dyn ConfigSource>,
     pub pods: BTreeMap<String, Pod>,
     pub counter: u64,
     /// Every RequestAuthentication `jwksUri` the control plane has tried, by URI (`jwks.rs`).
@@ -243,7 +244,7 @@ impl State {
     pub fn new(
         env: Env,
         settings: Settings,
-        store: Store,
+        config: Box<dyn ConfigSource>,
         api: Api,
         backend: Box<dyn Backend>,
         ca: crate::ca::Ca,
@@ -261,7 +262,7 @@ impl State {
             backend,
             credentials: Box::new(PodTokens::default()),
             epoch,
-            inner: Mutex::new(Inner { store, pods: BTreeMap::new(), counter: 1, jwks: BTreeMap::new() }),
+            inner: Mutex::new(Inner { config, pods: BTreeMap::new(), counter: 1, jwks: BTreeMap::new() }),
             changes: watch::channel(1).0,
             reconciled: watch::channel(0).0,
             progress: watch::channel(0).0,
@@ -288,7 +289,7 @@ impl State {
     /// The Secret `namespace/name`, if it is stored.
     pub fn secret(&self, namespace: &str, name: &str) -> Option<crate::resources::core::Secret> {
         let key = crate::resources::ResourceKey::new(crate::resources::Kind::Secret, namespace, name);
-        match self.lock().store.get(&key) {
+        match self.lock().config.objects().get(&key) {
             Some(Resource::Secret(s)) => Some(s.clone()),
             _ => None,
         }
@@ -298,8 +299,9 @@ impl State {
     pub fn list(&self, kind: crate::resources::Kind, namespace: Option<&str>, name: Option<&str>) -> Vec<Resource> {
         let inner = self.lock();
         inner
-            .store
+            .config
             .objects()
+            .all()
             .iter()
             .filter(|(k, _)| k.kind == kind)
             .filter(|(k, _)| namespace.is_none_or(|ns| !kind.namespaced() || k.namespace == ns))
@@ -313,22 +315,22 @@ impl State {
     pub fn delete(
         &self,
         mut keys: Vec<crate::resources::ResourceKey>,
-    ) -> Result<(Vec<crate::api::ResourceResult>, Version), crate::control_plane::store::Error> {
+    ) -> Result<(Vec<crate::api::ResourceResult>, Version), crate::control_plane::config::WriteError> {
         use crate::resources::Kind;
         let mut inner = self.lock();
         let namespaces: Vec<String> = keys
             .iter()
-            .filter(|k| k.kind == Kind::Namespace && inner.store.namespace_exists(&k.name))
+            .filter(|k| k.kind == Kind::Namespace && inner.config.objects().namespace_exists(&k.name))
             .map(|k| k.name.clone())
             .collect();
         if !namespaces.is_empty() {
             let inside =
-                inner.store.objects().keys().filter(|k| namespaces.contains(&k.namespace) && !keys.contains(k));
+                inner.config.objects().all().keys().filter(|k| namespaces.contains(&k.namespace) && !keys.contains(k));
             let inside: Vec<crate::resources::ResourceKey> = inside.cloned().collect();
             // What is inside goes first, so the results read in the order things were removed.
             keys = inside.into_iter().chain(keys).collect();
         }
-        let results = inner.store.delete(&keys)?;
+        let results = inner.config.delete(&keys)?;
         let version = if results.iter().any(|r| r.action == crate::api::Action::Deleted) {
             self.bump(&mut inner)
         } else {
@@ -439,7 +441,7 @@ impl State {
         let inner = self.lock();
         let version = Version { epoch: self.epoch, counter: inner.counter };
         let resources: Vec<Resource> =
-            inner.store.objects().values().filter(|r| translate::reads(r.kind())).cloned().collect();
+            inner.config.objects().all().values().filter(|r| translate::reads(r.kind())).cloned().collect();
         let workloads: Vec<Workload> = inner.pods.values().map(|p| p.workload.clone()).collect();
         let jwks = crate::control_plane::jwks::texts(&inner.jwks);
         drop(inner);
@@ -480,7 +482,7 @@ impl State {
     /// Every `jwksUri` in the store has been tried against the current config: fetched, or failed
     /// with the pods as they are now (a failure before its Service's pods were ready does not count).
     fn jwks_tried(inner: &Inner) -> bool {
-        inner.store.objects().values().all(|r| match r {
+        inner.config.objects().all().values().all(|r| match r {
             Resource::RequestAuthentication(ra) => ra.spec.jwt_rules.iter().filter(|r| r.jwks.is_none()).all(|r| {
                 r.jwks_uri.as_ref().is_none_or(|uri| {
                     inner.jwks.get(uri).is_some_and(|f| f.text.is_some() || f.at_counter >= inner.counter)

@@ -215,14 +215,17 @@ fn reconcile(state: &Arc<State>, handles: &mut HashMap<String, Handle>) {
     let mut inner = state.lock();
     // Desired: (namespace, deployment, hash) → (plan, replicas).
     let mut desired: BTreeMap<(String, String), (PodPlan, u32)> = BTreeMap::new();
-    for r in inner.store.objects().values() {
+    for r in inner.config.objects().all().values() {
         let Resource::Deployment(d) = r else { continue };
         let ns = d.metadata.namespace.clone().unwrap_or_else(|| "default".into());
-        let ns_labels =
-            match inner.store.get(&ResourceKey { kind: Kind::Namespace, namespace: String::new(), name: ns.clone() }) {
-                Some(n) => n.meta().labels.clone(),
-                None => continue,
-            };
+        let ns_labels = match inner.config.objects().get(&ResourceKey {
+            kind: Kind::Namespace,
+            namespace: String::new(),
+            name: ns.clone(),
+        }) {
+            Some(n) => n.meta().labels.clone(),
+            None => continue,
+        };
         match plan(d, &ns_labels, settings) {
             Ok(p) => {
                 desired.insert((ns, d.metadata.name.clone()), (p, d.replicas()));
