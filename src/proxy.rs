@@ -151,7 +151,7 @@ impl Shared {
     /// same) and whether lines are JSON; `None` when access logging is off.
     fn access_writer(
         &self,
-        config: Option<&crate::resources::mesh_config::AccessLog>,
+        config: Option<&crate::snapshot::telemetry::AccessLog>,
     ) -> Option<access_log::AccessConfig> {
         let config = config?;
         let mut current = self.access_log.lock().unwrap_or_else(|p| p.into_inner());

@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub mod telemetry;
+
 /// How a sidecar's inbound port takes connections: the PeerAuthentication modes composed for
 /// the port (an unset mode is already resolved, to PERMISSIVE when nothing is set anywhere).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -123,7 +125,7 @@ pub struct Snapshot {
     pub server: Option<SideTelemetry>,
     /// Sidecar and gateway: the Telemetries' metric overrides (disabled metrics, labels).
     #[serde(default, skip_serializing_if = "crate::snapshot::is_default")]
-    pub metrics: crate::resources::telemetry::MetricRules,
+    pub metrics: telemetry::MetricRules,
     /// Sidecar and gateway: how request paths are normalised (mesh config
     /// `pathNormalization`); a plain forwarder, outside the mesh, leaves them alone.
     #[serde(default, skip_serializing_if = "crate::snapshot::is_default")]
@@ -153,10 +155,10 @@ pub struct SideTelemetry {
     pub sampling: Option<u32>,
     /// The access log (mesh config `accessLogFile`), off by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub access_log: Option<crate::resources::mesh_config::AccessLog>,
+    pub access_log: Option<telemetry::AccessLog>,
     /// A Telemetry's custom span tags.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub span_tags: Vec<(String, crate::resources::telemetry::SpanTag)>,
+    pub span_tags: Vec<(String, telemetry::SpanTag)>,
 }
 
 impl SideTelemetry {

@@ -27,6 +27,7 @@ use crate::snapshot::{
 mod delegate;
 pub mod mtls;
 pub mod policy;
+pub mod telemetry;
 
 pub const DOMAIN: &str = "svc.cluster.local";
 pub use crate::resources::ROOT_NAMESPACE;
@@ -1243,32 +1244,6 @@ fn jwt_rules(world: &World, me: &Workload) -> Vec<crate::jwt::Rule> {
         .collect()
 }
 
-/// The sampling, span tags and access log of one side of a proxy: the Telemetries that apply
-/// to it (workload > namespace > root namespace) over the mesh config. The `envoy` provider
-/// logs where and as the mesh config says, else text to the proxy's stdout.
-fn telemetry(
-    world: &World,
-    applicable: &[&crate::resources::telemetry::Telemetry],
-    mode: crate::resources::telemetry::Mode,
-) -> crate::snapshot::SideTelemetry {
-    let t = crate::resources::telemetry::effective(applicable, mode);
-    let access_log = match t.access_log {
-        Some(true) => {
-            let mut log = world.mesh.access_log.clone().unwrap_or(crate::resources::mesh_config::AccessLog {
-                file: "/dev/stdout".into(),
-                json: world.mesh.access_log_json,
-                filter: None,
-                format: world.mesh.access_log_format.clone(),
-            });
-            log.filter = t.filter;
-            Some(log)
-        }
-        Some(false) => None,
-        None => world.mesh.access_log.clone(),
-    };
-    crate::snapshot::SideTelemetry { sampling: t.sampling.or(world.mesh.sampling), access_log, span_tags: t.span_tags }
-}
-
 /// The snapshot for the proxy of pod `me`.
 pub fn snapshot(world: &World, me: &Workload, version: Version) -> Snapshot {
     let mut snap = Snapshot {
@@ -1290,13 +1265,13 @@ pub fn snapshot(world: &World, me: &Workload, version: Version) -> Snapshot {
         snap.outbound_tcp = outbound_tcp(world, me);
     }
     if me.identity.role != Role::Plain {
-        use crate::resources::telemetry::{self, Mode};
+        use crate::snapshot::telemetry::Mode;
         let id = &me.identity;
         let applicable = telemetry::applicable(&world.telemetries, &id.namespace, &id.labels);
-        snap.client = telemetry(world, &applicable, Mode::Client);
+        snap.client = telemetry::side(&world.mesh, &applicable, Mode::Client);
         // Only a sidecar has a server side (its inbound listeners).
         if me.identity.role == Role::Sidecar {
-            let server = telemetry(world, &applicable, Mode::Server);
+            let server = telemetry::side(&world.mesh, &applicable, Mode::Server);
             snap.server = (server != snap.client).then_some(server);
         }
         snap.metrics = telemetry::metric_rules(&applicable);

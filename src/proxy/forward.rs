@@ -235,7 +235,7 @@ fn start_span(
         ("istio.canonical_service", me.labels.get("app").cloned().unwrap_or_else(|| me.workload.clone())),
         ("istio.canonical_revision", me.labels.get("version").cloned().unwrap_or_else(|| "latest".into())),
     ];
-    use crate::resources::telemetry::SpanTag;
+    use crate::snapshot::telemetry::SpanTag;
     open.custom = telemetry
         .span_tags
         .iter()

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::cel;
 use crate::proxy::outcome::Flags;
-use crate::resources::telemetry::{Metric, MetricRules, Mode};
+use crate::snapshot::telemetry::{Metric, MetricRules, Mode};
 use crate::snapshot::{Endpoint, ProxyIdentity};
 
 /// Envoy's default histogram buckets (milliseconds for durations, bytes for sizes).
@@ -729,7 +729,7 @@ mod tests {
             "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {{name: t, namespace: istio-system}}\nspec:\n{yaml}"
         ))
         .unwrap();
-        Arc::new(Overrides::new(&crate::resources::telemetry::metric_rules(&[&t])))
+        Arc::new(Overrides::new(&crate::translate::telemetry::metric_rules(&[&t])))
     }
 
     fn request(stats: &Stats, sides: &Sides, code: u16, user: Option<&str>) {

@@ -32,30 +32,14 @@ pub struct MeshConfig {
     /// The share of new traces sampled, in hundredths of a percent (Istio's 0.01 steps);
     /// `None` leaves meshrig's default (`trace::DEFAULT_SAMPLING`). `enableTracing: false` is 0.
     pub sampling: Option<u32>,
-    /// `accessLogFile` (empty: off, Istio's default) and `accessLogEncoding`.
-    pub access_log: Option<AccessLog>,
+    /// `accessLogFile`; none (or empty): off, Istio's default.
+    pub access_log_file: Option<String>,
     /// `accessLogEncoding: JSON`, also for a Telemetry's `envoy` provider when the file is off.
     pub access_log_json: bool,
     /// `accessLogFormat`, parsed, for text lines (also a Telemetry's `envoy` provider's).
     pub access_log_format: Option<Vec<crate::access_format::Piece>>,
     /// `pathNormalization.normalization` (BASE unless set).
     pub path_normalization: crate::normalize::PathNormalization,
-}
-
-/// Where proxies write their access log, and how.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct AccessLog {
-    /// `/dev/stdout` (the proxy's log, `meshrig logs POD -c istio-proxy`), `/dev/stderr`, or a path.
-    pub file: String,
-    /// `accessLogEncoding: JSON` rather than TEXT.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub json: bool,
-    /// A Telemetry's `filter.expression`: only requests it matches are logged.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub filter: Option<crate::cel::Expr>,
-    /// `accessLogFormat`, parsed (text lines only); none: Istio's default format.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub format: Option<Vec<crate::access_format::Piece>>,
 }
 
 /// Is this the ConfigMap that carries the mesh config?
@@ -149,13 +133,8 @@ pub fn parse(mesh: &str) -> Result<(MeshConfig, Vec<String>), String> {
         log_format = None;
     }
     config.access_log_json = log_json;
-    config.access_log_format = log_format.clone();
-    config.access_log = log_file.filter(|f| !f.is_empty()).map(|file| AccessLog {
-        file,
-        json: log_json,
-        filter: None,
-        format: log_format,
-    });
+    config.access_log_format = log_format;
+    config.access_log_file = log_file.filter(|f| !f.is_empty());
     Ok((config, unapplied))
 }
 
@@ -217,9 +196,9 @@ mod tests {
         );
         assert_eq!(parse("enableTracing: true\n").unwrap().0.sampling, None);
         assert!(parse("defaultConfig: {tracing: {sampling: 101}}\n").unwrap_err().contains("0 to 100"));
-        let log = parse("accessLogFile: /dev/stdout\naccessLogEncoding: JSON\n").unwrap().0.access_log.unwrap();
-        assert_eq!((log.file.as_str(), log.json), ("/dev/stdout", true));
-        assert_eq!(parse("accessLogFile: ''\n").unwrap().0.access_log, None, "empty is Istio's off");
+        let log = parse("accessLogFile: /dev/stdout\naccessLogEncoding: JSON\n").unwrap().0;
+        assert_eq!((log.access_log_file.as_deref(), log.access_log_json), (Some("/dev/stdout"), true));
+        assert_eq!(parse("accessLogFile: ''\n").unwrap().0.access_log_file, None, "empty is Istio's off");
         assert!(parse("accessLogEncoding: XML\n").unwrap_err().contains("TEXT or JSON"));
     }
 }
