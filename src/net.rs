@@ -102,15 +102,24 @@ pub type HttpClient = reqwest::Client;
 /// A pooled HTTP/1.1 client for the mesh's own endpoints (the control plane's API, the proxies'
 /// admins, the addons): never through a proxy the user's shell names in `HTTP_PROXY`.
 pub fn client() -> HttpClient {
-    reqwest::Client::builder()
+    builder()
         .no_proxy()
-        .tcp_nodelay(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .http1_only()
         .connect_timeout(Duration::from_secs(10))
         .pool_idle_timeout(Duration::from_secs(30))
         .build()
         .expect("a client with no TLS settings builds")
+}
+
+/// What every client of meshrig's starts from, as `curl` behaves: HTTP/1.1, redirects
+/// answered rather than followed, `TCP_NODELAY`.
+pub fn builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().tcp_nodelay(true).redirect(reqwest::redirect::Policy::none()).http1_only()
+}
+
+/// `builder()` with a new connection for every request, as a learner's `curl` and Bookinfo's
+/// clients open one per call.
+pub fn per_request() -> reqwest::ClientBuilder {
+    builder().pool_max_idle_per_host(0)
 }
 
 /// `GET url`: the status and the body (up to 64 MiB), all within `within`.

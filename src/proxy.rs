@@ -234,13 +234,19 @@ fn captured(direction: Direction, original_dst: Option<SocketAddr>) -> Direction
 
 /// Serves `listener` in `direction`; `Direction::Inbound { port: 0 }` is a captured inbound
 /// listener, whose connections are each for the port they were sent to.
-fn serve(shared: &Arc<Shared>, listener: tokio::net::TcpListener, direction: Direction) -> JoinHandle<()> {
+fn serve(
+    shared: &Arc<Shared>,
+    listener: tokio::net::TcpListener,
+    direction: Direction,
+    redirected: bool,
+) -> JoinHandle<()> {
     let shared = shared.clone();
     let relay_shared = shared.clone();
     let accept_shared = shared.clone();
     let limits = connection::Limits {
         max_connections: shared.max_connections,
         header_timeout: matches!(direction, Direction::Gateway { .. }).then_some(connection::GATEWAY_HEADER_TIMEOUT),
+        redirected,
     };
     tokio::spawn(connection::serve(
         listener,
@@ -342,7 +348,7 @@ pub async fn start(config: Config) -> Result<Started, Error> {
     if config.role != Role::Gateway {
         let outbound = bind(if capture { any(ports::OUTBOUND) } else { loopback0() }).await?;
         addrs.insert(Listener::Outbound, outbound.local_addr().expect("bound"));
-        tasks.push(serve(&shared, outbound, Direction::Outbound));
+        tasks.push(serve(&shared, outbound, Direction::Outbound, capture));
     }
     if config.role == Role::Sidecar && capture {
         // One listener for every port: a connection is for the port it was sent to.
@@ -350,12 +356,12 @@ pub async fn start(config: Config) -> Result<Started, Error> {
         for port in &config.inbound_ports {
             addrs.insert(Listener::Inbound(*port), l.local_addr().expect("bound"));
         }
-        tasks.push(serve(&shared, l, Direction::Inbound { port: 0 }));
+        tasks.push(serve(&shared, l, Direction::Inbound { port: 0 }, true));
     } else if config.role == Role::Sidecar {
         for port in &config.inbound_ports {
             let l = bind(loopback0()).await?;
             addrs.insert(Listener::Inbound(*port), l.local_addr().expect("bound"));
-            tasks.push(serve(&shared, l, Direction::Inbound { port: *port }));
+            tasks.push(serve(&shared, l, Direction::Inbound { port: *port }, false));
         }
     }
     let _ = shared.own.set(addrs.values().copied().collect());
@@ -429,7 +435,7 @@ async fn gateway_listeners(shared: Arc<Shared>, publish: BTreeMap<u16, SocketAdd
                     let at = l.local_addr().expect("bound");
                     log(&format!("gateway: listening for port {port} on {at}"));
                     shared.gateway_bound.lock().unwrap_or_else(|e| e.into_inner()).insert(port, at);
-                    bound.insert(port, serve(&shared, l, Direction::Gateway { port }));
+                    bound.insert(port, serve(&shared, l, Direction::Gateway { port }, false));
                 }
                 Err(e) => {
                     all_bound = false;

@@ -78,10 +78,8 @@ impl Pod {
     /// A client that sends through this pod's sidecar, as its app does (one connection per
     /// request).
     pub fn client(&self) -> reqwest::Client {
-        reqwest::Client::builder()
+        crate::net::per_request()
             .proxy(reqwest::Proxy::http(format!("http://{}", self.outbound())).expect("a proxy URL"))
-            .pool_max_idle_per_host(0)
-            .http1_only()
             .build()
             .expect("a client with no TLS settings builds")
     }

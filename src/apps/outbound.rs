@@ -31,15 +31,7 @@ const MAX_BODY: usize = 1 << 20;
 /// connection (Bookinfo's clients open one per call), plain HTTP/1.1.
 fn client() -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .pool_max_idle_per_host(0)
-            .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .http1_only()
-            .build()
-            .expect("a client with no TLS settings builds")
-    })
+    CLIENT.get_or_init(|| crate::net::per_request().build().expect("a client with no TLS settings builds"))
 }
 
 /// `GET url` with `headers` (the `Host` is the URL's), within `timeout` (connect to last byte).

@@ -48,21 +48,15 @@ impl Route {
         let fail = |e: reqwest::Error| crate::net::error_chain(&e);
         let client = match &dest {
             Dest::Gateway(_) => shared.clone(),
-            Dest::Proxy(outbound) => reqwest::Client::builder()
+            Dest::Proxy(outbound) => net::per_request()
                 .proxy(reqwest::Proxy::http(format!("http://{outbound}")).map_err(fail)?)
-                .pool_max_idle_per_host(0)
-                .redirect(reqwest::redirect::Policy::none())
-                .http1_only()
                 .build()
                 .map_err(fail)?,
             // The gateway's HTTPS port answers for the SNI the URL names: resolve it there.
-            Dest::Tls(addr, config) => reqwest::Client::builder()
+            Dest::Tls(addr, config) => net::per_request()
                 .no_proxy()
                 .tls_backend_preconfigured((**config).clone())
                 .resolve(crate::uri::strip_port(host), *addr)
-                .pool_max_idle_per_host(0)
-                .redirect(reqwest::redirect::Policy::none())
-                .http1_only()
                 .build()
                 .map_err(fail)?,
         };

@@ -39,6 +39,9 @@ pub struct Limits {
     /// How long a client may take to send a request's headers (and, between requests, how
     /// long a keep-alive connection may idle): the edge's guard against slowloris clients.
     pub header_timeout: Option<Duration>,
+    /// iptables may redirect connections here (capture): each one's original destination is
+    /// read. A loopback listener's clients dial it themselves, so the syscall is skipped.
+    pub redirected: bool,
 }
 
 /// A gateway's request-header timeout. Sidecars keep Envoy's default (none): their clients are
@@ -314,7 +317,7 @@ pub async fn serve<A, F, Fut, R>(
         // Where the client connected, when iptables redirected it here (not when it connected
         // to this listener itself).
         let local = stream.local_addr().unwrap_or(peer);
-        let original = original_dst(&stream).filter(|d| *d != local);
+        let original = if limits.redirected { original_dst(&stream).filter(|d| *d != local) } else { None };
         let transport = accept(original);
         let handler = handler.clone();
         let relay = relay.clone();
