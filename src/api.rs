@@ -231,6 +231,9 @@ pub enum Error {
     Status { status: u16, message: String, findings: Vec<Finding> },
     #[error("unexpected answer from the control plane: {0}")]
     Decode(String),
+    /// The client's own token cannot be had.
+    #[error("{0}")]
+    Credentials(String),
     #[error(transparent)]
     Env(#[from] crate::env::Error),
 }
@@ -294,8 +297,16 @@ impl std::fmt::Display for Finding {
 #[derive(Clone)]
 pub struct Client {
     address: SocketAddr,
-    token: String,
+    token: Token,
     http: net::HttpClient,
+}
+
+/// Where a client's bearer token comes from: given, or a file read at every call (a projected
+/// ServiceAccount token, which the kubelet rotates in place).
+#[derive(Clone)]
+enum Token {
+    Fixed(String),
+    File(std::path::PathBuf),
 }
 
 impl std::fmt::Debug for Client {
@@ -307,7 +318,21 @@ impl std::fmt::Debug for Client {
 
 impl Client {
     pub fn new(address: SocketAddr, token: String) -> Client {
-        Client { address, token, http: net::client() }
+        Client { address, token: Token::Fixed(token), http: net::client() }
+    }
+
+    /// A client whose token is the content of `path`, read at every call.
+    pub fn with_token_file(address: SocketAddr, path: std::path::PathBuf) -> Client {
+        Client { address, token: Token::File(path), http: net::client() }
+    }
+
+    fn bearer(&self) -> Result<String, Error> {
+        match &self.token {
+            Token::Fixed(t) => Ok(t.clone()),
+            Token::File(path) => std::fs::read_to_string(path)
+                .map(|t| t.trim().to_string())
+                .map_err(|e| Error::Credentials(format!("read the token file {}: {e}", path.display()))),
+        }
     }
 
     /// The client for a running environment, from its state directory.
@@ -366,7 +391,7 @@ impl Client {
         let mut req = self
             .http
             .request(method, format!("http://{}{}", self.address, path))
-            .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.bearer()?))
             .header(header::CONTENT_TYPE, "application/json");
         if let Some(body) = body {
             req = req.body(body);

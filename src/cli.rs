@@ -9,6 +9,7 @@ mod doctor;
 pub mod exec;
 pub mod exit;
 mod graph;
+mod kind;
 mod kubectl;
 mod lab;
 mod lab_verify;
@@ -44,6 +45,25 @@ pub struct Cli {
     pub state_dir: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `image` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum ImageCommand {
+    /// Write the image of this binary as an OCI archive that `docker load` and `kind load
+    /// image-archive` take: the binary, the libraries it loads, the CA roots.
+    Save {
+        /// The archive to write.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+    },
+}
+
+/// `up --backend`.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum BackendArg {
+    Local,
+    Kind,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -136,6 +156,37 @@ pub enum Command {
         /// [default: 4096]; past it a new connection is closed as it arrives.
         #[arg(long)]
         max_connections: Option<usize>,
+        /// Where the mesh runs: local (processes on this machine's loopback, the default) or
+        /// kind (a kind cluster; so far only with --dry-run).
+        #[arg(long, value_enum)]
+        backend: Option<BackendArg>,
+        /// With --backend kind: print the kind config and every manifest `up` would apply, as
+        /// one YAML stream, touching neither Docker nor a cluster.
+        #[arg(long)]
+        dry_run: bool,
+        /// With --backend kind: run Istio's sample images as meshrig's built-in apps (builtin,
+        /// the default: no internet needed) or pull them (upstream).
+        #[arg(long, value_enum)]
+        sample_images: Option<crate::backend::kind::SampleImages>,
+    },
+    /// Add the sidecar to every workload of a file, as istioctl kube-inject does (for the kind
+    /// backend: istio-init and istio-proxy with meshrig's image).
+    KubeInject {
+        /// A file of Kubernetes YAML, or - for stdin.
+        #[arg(short = 'f', long = "filename")]
+        filename: String,
+        /// Where to write the result (default: stdout).
+        #[arg(short = 'o', long = "output")]
+        output: Option<String>,
+        /// Istio's sample images as meshrig's built-in apps (builtin, the default) or as they are
+        /// (upstream).
+        #[arg(long, value_enum)]
+        sample_images: Option<crate::backend::kind::SampleImages>,
+    },
+    /// meshrig's container image, made from this binary (for the kind backend).
+    Image {
+        #[command(subcommand)]
+        what: ImageCommand,
     },
     /// Stop every process of the environment; applied config is kept unless --purge.
     Down {
@@ -410,9 +461,14 @@ pub enum Command {
         pod: String,
         #[arg(long = "inbound-port")]
         inbound_ports: Vec<u16>,
-        /// The control plane's API address (its token comes in MESHRIG_PROXY_TOKEN).
+        /// The control plane's API, HOST:PORT (a name is resolved when the proxy starts). Its
+        /// token comes in MESHRIG_PROXY_TOKEN, or from --token-file.
         #[arg(long)]
-        control_plane: std::net::SocketAddr,
+        control_plane: String,
+        /// A file holding the proxy's token, read at every call (a projected ServiceAccount
+        /// token in a Kubernetes pod).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
         /// PORT=ADDR: publish a gateway container port on a localhost address.
         #[arg(long)]
         publish: Vec<String>,
@@ -591,7 +647,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(crate::control_plane::run(env, backend))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Proxy { role, namespace, pod, inbound_ports, control_plane, publish, max_connections, capture } => {
+        Command::Proxy {
+            role,
+            namespace,
+            pod,
+            inbound_ports,
+            control_plane,
+            token_file,
+            publish,
+            max_connections,
+            capture,
+        } => {
             let role = match role.as_str() {
                 "sidecar" => crate::snapshot::Role::Sidecar,
                 "gateway" => crate::snapshot::Role::Gateway,
@@ -603,13 +669,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let (port, addr) = p.split_once('=').ok_or_else(|| anyhow::anyhow!("--publish takes PORT=ADDR"))?;
                 published.insert(port.parse()?, addr.parse()?);
             }
-            let token = std::env::var(crate::proxy::TOKEN_ENV).map_err(|_| {
-                anyhow::anyhow!(
-                    "{} is not set: proxies are started by the control plane (`meshrig up`), which sets it",
-                    crate::proxy::TOKEN_ENV
-                )
-            })?;
-            let control_plane = crate::api::Client::new(control_plane, token);
+            let address = runtime()?
+                .block_on(crate::net::resolve(&control_plane, std::time::Duration::from_secs(60)))
+                .map_err(anyhow::Error::msg)?;
+            let control_plane = match token_file {
+                Some(path) => crate::api::Client::with_token_file(address, path),
+                None => {
+                    let token = std::env::var(crate::proxy::TOKEN_ENV).map_err(|_| {
+                        anyhow::anyhow!(
+                            "{} is not set and no --token-file is given: proxies are started by the control plane \
+                             (`meshrig up`), which sets it",
+                            crate::proxy::TOKEN_ENV
+                        )
+                    })?;
+                    crate::api::Client::new(address, token)
+                }
+            };
             let config = crate::proxy::Config {
                 role,
                 control_plane,
@@ -630,7 +705,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(crate::apps::run(app, container_port, listen, &args, &env.dir))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up { http_port, https_port, tcp_port, tracing_port, apps, addons, timeout, max_connections } => {
+        Command::Up {
+            http_port,
+            https_port,
+            tcp_port,
+            tracing_port,
+            apps,
+            addons,
+            timeout,
+            max_connections,
+            backend,
+            dry_run,
+            sample_images,
+        } => {
             let ports = lifecycle::GatewayPorts {
                 http: http_port,
                 https: https_port,
@@ -638,7 +725,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tracing: tracing_port,
                 max_connections,
             };
-            runtime()?.block_on(lifecycle::up(&env, ports, apps, &addons, timeout))
+            match backend {
+                Some(BackendArg::Kind) => kind::up(&env, &ports, sample_images, dry_run),
+                _ if dry_run => anyhow::bail!(
+                    "--dry-run is for --backend kind (the local backend starts processes on this machine: `meshrig up`)"
+                ),
+                _ if sample_images.is_some() => anyhow::bail!("--sample-images is for --backend kind"),
+                _ => runtime()?.block_on(lifecycle::up(&env, ports, apps, &addons, timeout)),
+            }
+        }
+        Command::Image { what: ImageCommand::Save { output } } => kind::image_save(&output),
+        Command::KubeInject { filename, output, sample_images } => {
+            kind::kube_inject(&env, &filename, output.as_deref(), sample_images)
         }
         Command::Down { purge } => lifecycle::down(&env, purge),
         Command::Status { output } => runtime()?.block_on(lifecycle::status(&env, output)),

@@ -92,6 +92,32 @@ pub async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, SocketAdd
     }
 }
 
+/// `HOST:PORT` (a socket address, or a name DNS answers for, as a Service's in a cluster) as
+/// the first address it resolves to, retried until `within` passes (a pod may start before
+/// its DNS answers).
+pub async fn resolve(host_port: &str, within: Duration) -> Result<SocketAddr, String> {
+    if let Ok(addr) = host_port.parse() {
+        return Ok(addr);
+    }
+    if !host_port.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) {
+        return Err(format!("{host_port:?} is not HOST:PORT"));
+    }
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let reason = match tokio::net::lookup_host(host_port).await {
+            Ok(mut addrs) => match addrs.next() {
+                Some(a) => return Ok(a),
+                None => "no address".to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!("cannot resolve {host_port}: {reason}"));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Binds a loopback listener; `addr` may use port 0.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await

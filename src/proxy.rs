@@ -386,7 +386,9 @@ pub async fn start(config: Config) -> Result<Started, Error> {
         config.pod.clone(),
     ));
     let serving = match config.role {
-        Role::Gateway => tokio::spawn(gateway_listeners(shared.clone(), config.publish, config.control_plane.clone())),
+        Role::Gateway => {
+            tokio::spawn(gateway_listeners(shared.clone(), config.publish, config.control_plane.clone(), config.listen))
+        }
         _ => tokio::spawn(std::future::pending::<()>()),
     };
     Ok(Started { addrs, shared, serving })
@@ -395,10 +397,17 @@ pub async fn start(config: Config) -> Result<Started, Error> {
 /// Binds and unbinds the gateway's listeners as Gateway servers come and go: like Envoy, a
 /// port without a Gateway server refuses connections. A published gateway (the ingress
 /// gateway, given `--publish`) publishes every other port too, by `env::extra_gateway_port`;
-/// any other gateway listens on ports the OS picks.
-async fn gateway_listeners(shared: Arc<Shared>, publish: BTreeMap<u16, SocketAddr>, api: crate::api::Client) {
+/// any other gateway listens on ports the OS picks; a gateway in a pod (`Listen::Capture`)
+/// listens on each port on every address, as Envoy's gateway listeners do.
+async fn gateway_listeners(
+    shared: Arc<Shared>,
+    publish: BTreeMap<u16, SocketAddr>,
+    api: crate::api::Client,
+    listen: Listen,
+) {
     let address = |port: u16| match publish.get(&port) {
         Some(a) => *a,
+        None if listen == Listen::Capture => SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
         None if publish.is_empty() => loopback0(),
         None => SocketAddr::from((Ipv4Addr::LOCALHOST, crate::env::extra_gateway_port(port))),
     };

@@ -75,3 +75,31 @@ spec: {mtls: {mode: STRICT}}
     let (status, error) = get(&plain, &format!("http://{}/headers", httpbin.inbound(8080))).await;
     assert_eq!(status, 0, "a plaintext client gets no answer under STRICT: {error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_file_is_read_at_every_call_and_the_control_plane_is_reached_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = Mesh::start(dir.path()).await;
+    let name = format!("localhost:{}", mesh.control_plane.address.port());
+    let address = crate::net::resolve(&name, Duration::from_secs(5)).await.expect("localhost resolves");
+    assert_eq!(address.port(), mesh.control_plane.address.port());
+    assert!(crate::net::resolve("istiod.istio-system.svc", Duration::ZERO).await.unwrap_err().contains("HOST:PORT"));
+
+    let file = dir.path().join("istio-token");
+    std::fs::write(&file, format!("{}\n", mesh.control_plane.token)).unwrap();
+    let client = crate::api::Client::with_token_file(address, file.clone());
+    let namespaces = |c: &crate::api::Client| {
+        let c = c.clone();
+        async move { c.list(crate::resources::Kind::Namespace, None, None).await }
+    };
+    assert!(namespaces(&client).await.is_ok());
+    // The kubelet rotates the token in place: the next call reads the new one.
+    std::fs::write(&file, "not-the-token").unwrap();
+    match namespaces(&client).await {
+        Err(crate::api::Error::Status { status, .. }) => assert_eq!(status, 401),
+        other => panic!("a wrong token is refused: {other:?}"),
+    }
+    std::fs::remove_file(&file).unwrap();
+    let missing = namespaces(&client).await.unwrap_err().to_string();
+    assert!(missing.contains("istio-token"), "{missing}");
+}

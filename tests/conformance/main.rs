@@ -157,3 +157,41 @@ fn istios_fortio_and_httpbin_follow_the_circuit_breaking_task() {
     let dir = istio_samples();
     scenarios::circuit_breaking_scenario(&support::Mesh::up(), &dir);
 }
+
+#[test]
+#[ignore = "conformance: needs MESHRIG_ISTIO_SAMPLES=<Istio's samples folder> (.ci/run sets it)"]
+fn kube_inject_of_istios_bookinfo_adds_the_proxy_and_a_net_admin_init_to_every_deployment() {
+    let file = istio_samples().join("bookinfo/platform/kube/bookinfo.yaml");
+    let state = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meshrig"))
+        .args(["--state-dir", state.path().to_str().unwrap(), "kube-inject", "-f", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let input = std::fs::read_to_string(&file).unwrap();
+    let count = |text: &str| {
+        serde_yaml::Deserializer::from_str(text)
+            .map(|d| <serde_json::Value as serde::Deserialize>::deserialize(d).unwrap())
+            .filter(|d| !d.is_null())
+            .collect::<Vec<_>>()
+    };
+    let (before, after) = (count(&input), count(&text));
+    assert_eq!(before.len(), after.len(), "every document comes out, in order");
+    let deployments: Vec<&serde_json::Value> = after.iter().filter(|d| d["kind"] == "Deployment").collect();
+    assert_eq!(deployments.len(), 6, "details, ratings, reviews v1-v3, productpage");
+    for d in deployments {
+        let spec = &d["spec"]["template"]["spec"];
+        let name = d["metadata"]["name"].as_str().unwrap();
+        let containers = spec["containers"].as_array().unwrap();
+        assert!(containers.iter().any(|c| c["name"] == "istio-proxy"), "{name}: {containers:?}");
+        let init = spec["initContainers"].as_array().unwrap().iter().find(|c| c["name"] == "istio-init").unwrap();
+        let added = init["securityContext"]["capabilities"]["add"].as_array().unwrap();
+        assert!(added.iter().any(|c| c == "NET_ADMIN"), "{name}: {added:?}");
+    }
+    for (b, a) in before.iter().zip(&after) {
+        if b["kind"] != "Deployment" {
+            assert_eq!(b, a, "{} {} is left as it is", b["kind"], b["metadata"]["name"]);
+        }
+    }
+}

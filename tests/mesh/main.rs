@@ -9,6 +9,7 @@ mod capture;
 mod cli;
 mod course;
 mod dashboard;
+mod docker;
 mod drain;
 mod egress;
 mod gateway_ports;

@@ -1,0 +1,351 @@
+//! The kind backend's rendering and injection, checked as data: what each document must hold.
+
+use clap::Parser;
+use serde_json::Value;
+
+use super::inject::{inject, Outcome};
+use super::render::{self, Plan};
+use super::SampleImages;
+
+fn plan() -> Plan {
+    Plan {
+        env: "lab".into(),
+        image: "docker.io/library/meshrig:0.1.0-abcdef012345".into(),
+        http_port: 18080,
+        https_port: 18443,
+        tcp_port: 31401,
+        sample_images: SampleImages::Builtin,
+    }
+}
+
+fn all_documents() -> Vec<Value> {
+    render::manifests(&plan()).unwrap().into_iter().flat_map(|r| r.documents).collect()
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} among the manifests"))
+}
+
+/// A container's command line with the pod's `$(VAR)`s filled in, as the kubelet does.
+fn command_line(container: &Value) -> Vec<String> {
+    let args = container["args"].as_array().expect("args");
+    let mut line = vec!["meshrig".to_string()];
+    line.extend(
+        args.iter().map(|a| a.as_str().unwrap().replace("$(POD_NAMESPACE)", "default").replace("$(POD_NAME)", "web-1")),
+    );
+    line
+}
+
+fn parses(line: &[String]) {
+    if let Err(e) = crate::cli::Cli::try_parse_from(line) {
+        panic!("meshrig does not take the command line {line:?}: {e}");
+    }
+}
+
+#[test]
+fn the_kind_config_publishes_the_gateways_node_ports_on_the_environments_ports() {
+    let config = render::cluster_config(&plan()).unwrap();
+    assert_eq!(config.documents.len(), 1);
+    let c = &config.documents[0];
+    assert_eq!((c["kind"].as_str(), c["apiVersion"].as_str()), (Some("Cluster"), Some("kind.x-k8s.io/v1alpha4")));
+    assert_eq!(c["name"], "meshrig-lab");
+    let node = &c["nodes"][0];
+    assert!(node["image"].as_str().unwrap().starts_with("kindest/node:v1.32.2@sha256:"), "pinned by digest");
+    let mappings: Vec<(u64, u64, &str)> = node["extraPortMappings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["containerPort"].as_u64().unwrap(),
+                m["hostPort"].as_u64().unwrap(),
+                m["listenAddress"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(mappings, [(30080, 18080, "127.0.0.1"), (30443, 18443, "127.0.0.1"), (31400, 31401, "127.0.0.1")]);
+
+    // The gateway Service's NodePorts are the ones published.
+    let docs = all_documents();
+    let svc = find(&docs, "Service", "istio-ingressgateway");
+    assert_eq!(svc["spec"]["type"], "NodePort");
+    let node_ports: Vec<(u64, u64)> = svc["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| Some((p["nodePort"].as_u64()?, p["port"].as_u64()?)))
+        .collect();
+    assert_eq!(node_ports, [(30080, 80), (30443, 443), (31400, 31400)]);
+}
+
+#[test]
+fn the_manifests_hold_istiod_its_mesh_config_the_webhooks_and_the_gateway() {
+    let docs = all_documents();
+    let istiod = find(&docs, "Deployment", "istiod");
+    assert_eq!(istiod["metadata"]["namespace"], "istio-system");
+    let labels = &istiod["spec"]["template"]["metadata"]["labels"];
+    assert_eq!((labels["app"].as_str(), labels["istio"].as_str()), (Some("istiod"), Some("pilot")));
+    let container = &istiod["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], plan().image);
+    let env = container["env"].as_array().unwrap();
+    assert!(env.iter().any(|e| e["name"] == "CLUSTER_ID" && e["value"] == "Kubernetes"), "{env:?}");
+    assert_eq!(find(&docs, "Service", "istiod")["spec"]["selector"]["app"], "istiod");
+
+    // The mesh config is one meshrig's own parser takes.
+    let mesh = find(&docs, "ConfigMap", "istio")["data"]["mesh"].as_str().unwrap();
+    let (config, _) = crate::resources::mesh_config::parse(mesh).unwrap();
+    assert_eq!(config, crate::resources::mesh_config::MeshConfig::default(), "the default mesh, nothing changed");
+
+    // istiod may read what translation reads, and review proxies' tokens.
+    let role = find(&docs, "ClusterRole", "istiod-clusterrole-istio-system");
+    let rules = role["rules"].as_array().unwrap();
+    let allows = |group: &str, resource: &str, verb: &str| {
+        rules.iter().any(|r| {
+            r["apiGroups"].as_array().unwrap().iter().any(|g| g == group)
+                && r["resources"].as_array().unwrap().iter().any(|x| x == resource || x == "*")
+                && r["verbs"].as_array().unwrap().iter().any(|v| v == verb)
+        })
+    };
+    assert!(allows("", "pods", "watch") && allows("", "services", "list"));
+    assert!(allows("networking.istio.io", "virtualservices", "watch"));
+    assert!(allows("authentication.k8s.io", "tokenreviews", "create"));
+
+    let injector = find(&docs, "MutatingWebhookConfiguration", "istio-sidecar-injector");
+    let by_namespace = &injector["webhooks"][0];
+    assert_eq!(by_namespace["clientConfig"]["service"]["name"], "istiod");
+    let e = &by_namespace["namespaceSelector"]["matchExpressions"][0];
+    assert_eq!((e["key"].as_str(), e["operator"].as_str()), (Some("istio-injection"), Some("In")));
+    assert_eq!(e["values"][0], "enabled");
+    let not_off = &by_namespace["objectSelector"]["matchExpressions"][0];
+    assert_eq!(not_off["values"][0], "false", "a YAML string, not a boolean");
+    let validator = find(&docs, "ValidatingWebhookConfiguration", "istio-validator-istio-system");
+    let groups = validator["webhooks"][0]["rules"][0]["apiGroups"].as_array().unwrap();
+    assert!(groups.iter().any(|g| g == "security.istio.io"), "{groups:?}");
+
+    let gateway = find(&docs, "Deployment", "istio-ingressgateway");
+    let pod = &gateway["spec"]["template"];
+    assert_eq!(pod["metadata"]["labels"]["istio"], "ingressgateway");
+    parses(&command_line(&pod["spec"]["containers"][0]));
+}
+
+#[test]
+fn every_istio_kind_has_a_crd_serving_each_version_meshrig_accepts() {
+    let docs = all_documents();
+    let vs = find(&docs, "CustomResourceDefinition", "virtualservices.networking.istio.io");
+    assert_eq!(vs["spec"]["scope"], "Namespaced");
+    assert_eq!(vs["spec"]["names"]["shortNames"][0], "vs");
+    let versions: Vec<(&str, bool)> = vs["spec"]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["name"].as_str().unwrap(), v["storage"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(versions, [("v1", true), ("v1beta1", false), ("v1alpha3", false)]);
+    for name in [
+        "gateways.networking.istio.io",
+        "destinationrules.networking.istio.io",
+        "serviceentries.networking.istio.io",
+        "peerauthentications.security.istio.io",
+        "authorizationpolicies.security.istio.io",
+        "requestauthentications.security.istio.io",
+        "telemetries.telemetry.istio.io",
+        "certificates.cert-manager.io",
+    ] {
+        find(&docs, "CustomResourceDefinition", name);
+    }
+    assert_eq!(find(&docs, "CustomResourceDefinition", "clusterissuers.cert-manager.io")["spec"]["scope"], "Cluster");
+    assert!(
+        !docs.iter().any(|d| d["kind"] == "CustomResourceDefinition" && d["spec"]["group"] == ""),
+        "no CRD for core kinds"
+    );
+}
+
+fn deployment(yaml: &str) -> Value {
+    render::parse_stream(yaml).unwrap().remove(0)
+}
+
+const RATINGS: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ratings-v1, labels: {app: ratings, version: v1}}
+spec:
+  selector: {matchLabels: {app: ratings, version: v1}}
+  template:
+    metadata: {labels: {app: ratings, version: v1}}
+    spec:
+      serviceAccountName: bookinfo-ratings
+      containers:
+      - name: ratings
+        image: docker.io/istio/examples-bookinfo-ratings-v1:1.20.3
+        imagePullPolicy: IfNotPresent
+        ports: [{containerPort: 9080}]
+";
+
+#[test]
+fn injection_adds_the_init_and_proxy_containers_and_runs_sample_images_as_built_in_apps() {
+    let mut d = deployment(RATINGS);
+    assert_eq!(inject(&mut d, &plan()).unwrap(), Outcome::Injected);
+    let pod = &d["spec"]["template"];
+    let init = &pod["spec"]["initContainers"][0];
+    assert_eq!(init["name"], "istio-init");
+    let caps = &init["securityContext"]["capabilities"]["add"];
+    assert!(caps.as_array().unwrap().iter().any(|c| c == "NET_ADMIN"), "{caps}");
+    let args = command_line(init).join(" ");
+    assert!(args.contains("--proxy-uid=1337") && args.contains("--exclude-inbound-ports=15090,15021,15020"), "{args}");
+
+    let containers = pod["spec"]["containers"].as_array().unwrap();
+    assert_eq!(containers.iter().map(|c| c["name"].as_str().unwrap()).collect::<Vec<_>>(), ["ratings", "istio-proxy"]);
+    let proxy = &containers[1];
+    assert_eq!(proxy["securityContext"]["runAsUser"], 1337);
+    assert_eq!(proxy["readinessProbe"]["httpGet"]["port"], 15021);
+    let line = command_line(proxy);
+    assert!(line.contains(&"--inbound-port=9080".to_string()) && line.contains(&"--capture".to_string()), "{line:?}");
+    parses(&line);
+
+    // Istio's ratings image runs as meshrig's ratings app, with the version its image sets.
+    let app = &containers[0];
+    assert_eq!(app["image"], plan().image);
+    let line = command_line(app);
+    assert_eq!(&line[2..4], ["app", "ratings"]);
+    parses(&line);
+    assert!(app["env"].as_array().unwrap().iter().any(|e| e["name"] == "SERVICE_VERSION" && e["value"] == "v1"));
+
+    let meta = &pod["metadata"];
+    assert_eq!(meta["labels"]["security.istio.io/tlsMode"], "istio");
+    assert_eq!(meta["labels"]["service.istio.io/canonical-name"], "ratings");
+    assert_eq!(meta["labels"]["service.istio.io/canonical-revision"], "v1");
+    let status: Value = serde_json::from_str(meta["annotations"][super::inject::STATUS].as_str().unwrap()).unwrap();
+    assert_eq!(status["containers"][0], "istio-proxy");
+    assert_eq!(meta["annotations"]["kubectl.kubernetes.io/default-container"], "ratings");
+
+    // Once is enough.
+    assert_eq!(inject(&mut d, &plan()).unwrap(), Outcome::Skipped("already injected".into()));
+    assert_eq!(d["spec"]["template"]["spec"]["containers"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn upstream_images_are_left_to_be_pulled_and_opted_out_pods_are_left_alone() {
+    let mut d = deployment(RATINGS);
+    inject(&mut d, &Plan { sample_images: SampleImages::Upstream, ..plan() }).unwrap();
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "docker.io/istio/examples-bookinfo-ratings-v1:1.20.3"
+    );
+
+    let off = RATINGS.replace(
+        "metadata: {labels: {app: ratings, version: v1}}",
+        "metadata: {labels: {app: ratings, sidecar.istio.io/inject: \"false\"}}",
+    );
+    let mut d = deployment(&off);
+    let before = d.clone();
+    assert!(matches!(inject(&mut d, &plan()).unwrap(), Outcome::Skipped(_)));
+    assert_eq!(d, before);
+
+    let mut svc =
+        deployment("apiVersion: v1\nkind: Service\nmetadata: {name: ratings}\nspec: {ports: [{port: 9080}]}\n");
+    let before = svc.clone();
+    assert_eq!(inject(&mut svc, &plan()).unwrap(), Outcome::NotAWorkload);
+    assert_eq!(svc, before);
+}
+
+#[test]
+fn the_projects_own_bookinfo_gets_a_sidecar_in_every_deployment() {
+    let text = include_str!("../../../samples/bookinfo/platform/kube/bookinfo.yaml");
+    let mut docs = render::parse_stream(text).unwrap();
+    let mut injected = 0;
+    for d in &mut docs {
+        if inject(d, &plan()).unwrap() == Outcome::Injected {
+            injected += 1;
+            let names: Vec<&str> = d["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|c| c["name"].as_str())
+                .collect();
+            assert!(names.contains(&"istio-proxy"), "{names:?}");
+        }
+    }
+    assert_eq!(injected, docs.iter().filter(|d| d["kind"] == "Deployment").count());
+    assert!(injected >= 6);
+}
+
+mod image {
+    use super::super::image::{archive, layer, parse_ldd, tar, Entry};
+    use std::path::{Path, PathBuf};
+
+    fn untar(bytes: &[u8]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.tar");
+        std::fs::write(&file, bytes).unwrap();
+        let out = std::process::Command::new("tar").arg("-xf").arg(&file).arg("-C").arg(dir.path()).output().unwrap();
+        assert!(out.status.success(), "GNU tar reads it: {}", String::from_utf8_lossy(&out.stderr));
+        std::fs::remove_file(file).unwrap();
+        dir
+    }
+
+    fn sha256(p: &Path) -> String {
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &std::fs::read(p).unwrap());
+        d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn the_tar_stream_is_one_gnu_tar_extracts_with_modes_and_long_paths() {
+        use std::os::unix::fs::PermissionsExt;
+        let long = format!("{}/{}", "d".repeat(120), "f".repeat(90));
+        let entries = vec![
+            Entry::Dir { path: "tmp".into(), mode: 0o1777 },
+            Entry::Dir { path: "usr/local/bin".into(), mode: 0o755 },
+            Entry::File { path: "usr/local/bin/tool".into(), mode: 0o755, data: b"#!/bin/sh\n".to_vec() },
+            Entry::File { path: long.clone(), mode: 0o644, data: vec![7; 1000] },
+        ];
+        let dir = untar(&tar(&entries).unwrap());
+        let mode = |p: &str| std::fs::metadata(dir.path().join(p)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode("tmp"), 0o1777);
+        assert_eq!(mode("usr/local/bin/tool"), 0o755);
+        assert_eq!(std::fs::read(dir.path().join(&long)).unwrap(), vec![7; 1000]);
+        assert!(tar(&[Entry::File { path: "x".repeat(300), mode: 0o644, data: vec![] }]).is_err());
+    }
+
+    #[test]
+    fn ldds_answer_gives_the_libraries_and_the_loader() {
+        let text = "\tlinux-vdso.so.1 (0x00007ffd)\n\tlibgcc_s.so.1 => /lib/x86_64-linux-gnu/libgcc_s.so.1 (0x00007f)\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f)\n\t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n";
+        assert_eq!(
+            parse_ldd(text),
+            ["/lib/x86_64-linux-gnu/libgcc_s.so.1", "/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"]
+                .map(PathBuf::from)
+        );
+    }
+
+    #[test]
+    fn the_archive_is_an_oci_layout_whose_digests_hold_and_a_docker_manifest() {
+        let tag = "docker.io/library/meshrig:0.1.0-abc";
+        let entries = layer(b"binary".to_vec(), &[], Some(b"roots".to_vec())).unwrap();
+        let dir = untar(&archive(tag, tar(&entries).unwrap()).unwrap());
+        let json = |p: &str| -> serde_json::Value {
+            serde_json::from_slice(&std::fs::read(dir.path().join(p)).unwrap()).unwrap()
+        };
+        assert_eq!(json("oci-layout")["imageLayoutVersion"], "1.0.0");
+        // Every blob is named by its digest.
+        for e in std::fs::read_dir(dir.path().join("blobs/sha256")).unwrap() {
+            let e = e.unwrap();
+            assert_eq!(sha256(&e.path()), e.file_name().to_string_lossy());
+        }
+        let index = json("index.json");
+        let m = &index["manifests"][0];
+        assert_eq!(m["annotations"]["io.containerd.image.name"], tag);
+        let manifest = json(&format!("blobs/{}", m["digest"].as_str().unwrap().replace(':', "/")));
+        let config = json(&format!("blobs/{}", manifest["config"]["digest"].as_str().unwrap().replace(':', "/")));
+        assert_eq!(config["rootfs"]["diff_ids"][0], manifest["layers"][0]["digest"]);
+        assert_eq!(config["config"]["Entrypoint"][0], "/usr/local/bin/meshrig");
+        let docker = json("manifest.json");
+        assert_eq!(docker[0]["RepoTags"][0], tag);
+        assert!(dir.path().join(docker[0]["Layers"][0].as_str().unwrap()).is_file());
+        // The layer holds the binary and the roots.
+        let layer_path = dir.path().join(docker[0]["Layers"][0].as_str().unwrap());
+        let root = untar(&std::fs::read(layer_path).unwrap());
+        assert_eq!(std::fs::read(root.path().join("usr/local/bin/meshrig")).unwrap(), b"binary");
+        assert_eq!(std::fs::read(root.path().join("etc/ssl/certs/ca-certificates.crt")).unwrap(), b"roots");
+        assert!(root.path().join("tmp").is_dir());
+    }
+}

@@ -1,0 +1,129 @@
+//! The kind backend's commands so far: `up --backend kind --dry-run` (the kind config and every
+//! manifest `up` would apply, as one YAML stream), `kube-inject` (istioctl's verb) and
+//! `image save`.
+
+use std::io::{Read, Write};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, Context};
+
+use crate::backend::kind::inject::{self, Outcome};
+use crate::backend::kind::render::{self, Plan};
+use crate::backend::kind::{self, SampleImages};
+use crate::cli::lifecycle::GatewayPorts;
+use crate::env::Env;
+
+/// The plan for `env`: the ports asked for, else the environment's saved ones, else the
+/// defaults. Nothing is saved.
+pub fn plan(env: &Env, ports: &GatewayPorts, sample_images: Option<SampleImages>) -> anyhow::Result<Plan> {
+    let saved = env.settings()?.unwrap_or_default();
+    let binary = std::env::current_exe().and_then(std::fs::read).context("read meshrig's own binary")?;
+    Ok(Plan {
+        env: env.name.clone(),
+        image: kind::image_tag(&binary),
+        http_port: ports.http.unwrap_or(saved.http_port),
+        https_port: ports.https.unwrap_or(saved.https_port),
+        tcp_port: ports.tcp.unwrap_or(saved.tcp_port),
+        sample_images: sample_images.unwrap_or_default(),
+    })
+}
+
+/// `up --backend kind`: with `--dry-run`, prints what would be created and applied.
+pub fn up(
+    env: &Env,
+    ports: &GatewayPorts,
+    sample_images: Option<SampleImages>,
+    dry_run: bool,
+) -> anyhow::Result<ExitCode> {
+    let plan = plan(env, ports, sample_images)?;
+    if !dry_run {
+        eprintln!(
+            "{} meshrig up --backend kind: creating the cluster is not built yet. `meshrig up --backend kind \
+             --dry-run` prints the kind config and the manifests it will apply; the local backend (`meshrig up`) \
+             runs the whole mesh today.",
+            crate::cli::term::fail_mark()
+        );
+        return Ok(ExitCode::from(crate::cli::exit::NOT_RUNNING));
+    }
+    let mut out = String::new();
+    out.push_str(&format!(
+        "# meshrig up --backend kind --dry-run: environment {:?}, cluster {}, image {}\n",
+        plan.env,
+        kind::cluster_name(&plan.env),
+        plan.image
+    ));
+    out.push_str("# kind create cluster --config (this document)\n");
+    let cluster = render::cluster_config(&plan)?;
+    out.push_str(&format!("# Source: {}\n{}", cluster.source, ensure_newline(&cluster.text)));
+    for r in render::manifests(&plan)? {
+        out.push_str(&format!("---\n# Source: {}\n{}", r.source, ensure_newline(r.text.trim_start_matches("---\n"))));
+    }
+    write_stdout(&out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ensure_newline(s: &str) -> String {
+    let s = s.trim_start_matches('\n');
+    if s.ends_with('\n') {
+        s.to_string()
+    } else {
+        format!("{s}\n")
+    }
+}
+
+fn write_stdout(s: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(s.as_bytes()).and_then(|_| stdout.flush()) {
+        // A closed pipe (`| head`) is the reader's choice, not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("write to stdout"),
+    }
+}
+
+/// `kube-inject -f FILE`: every document of FILE (- for stdin), workloads injected, to stdout
+/// or `-o FILE`; what was not injected and why on stderr.
+pub fn kube_inject(
+    env: &Env,
+    file: &str,
+    output: Option<&str>,
+    sample_images: Option<SampleImages>,
+) -> anyhow::Result<ExitCode> {
+    let text = if file == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).context("read stdin")?;
+        s
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("read {file}"))?
+    };
+    let mut docs = render::parse_stream(&text).map_err(|e| anyhow!("{file}: {e}"))?;
+    let plan = plan(env, &GatewayPorts::default(), sample_images)?;
+    for doc in &mut docs {
+        let what = format!(
+            "{} {}",
+            doc.get("kind").and_then(|v| v.as_str()).unwrap_or("(no kind)"),
+            doc.pointer("/metadata/name").and_then(|v| v.as_str()).unwrap_or("(no name)")
+        );
+        match inject::inject(doc, &plan).map_err(|e| anyhow!("{file}: {what}: {e}"))? {
+            Outcome::Skipped(why) => eprintln!("{what}: not injected: {why}"),
+            Outcome::Injected | Outcome::NotAWorkload => {}
+        }
+    }
+    let yaml: Vec<String> = docs.iter().map(serde_yaml::to_string).collect::<Result<_, _>>()?;
+    let out = yaml.join("---\n");
+    match output {
+        Some(path) if path != "-" => std::fs::write(path, out).with_context(|| format!("write {path}"))?,
+        _ => write_stdout(&out)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `image save -o FILE`: the image of this binary, as an archive.
+pub fn image_save(output: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let binary = std::env::current_exe().context("find meshrig's own binary")?;
+    let (tag, archive) = kind::image::save(&binary).map_err(|e| anyhow!("image save: {e}"))?;
+    let tmp = output.with_extension("partial");
+    std::fs::write(&tmp, &archive).with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, output).with_context(|| format!("write {}", output.display()))?;
+    println!("{} ({:.1} MB): {tag}", output.display(), archive.len() as f64 / 1e6);
+    Ok(ExitCode::SUCCESS)
+}
