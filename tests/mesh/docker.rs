@@ -146,6 +146,7 @@ fn the_image_of_this_binary_loads_into_docker_and_runs_an_app_and_a_sidecar() {
     // The binary runs in the image, with nothing but what the layer holds.
     let version = daemon.run(&["run", "--rm", "--network", "none", short, "--version"]).unwrap();
     assert!(version.starts_with("meshrig "), "{version}");
+    eprintln!("docker: {} loaded; in it: {}", short, version.trim());
 
     // A built-in app from the image, on the host's network.
     let (mut app, line) = run_ready(
