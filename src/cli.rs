@@ -235,11 +235,15 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Check what the local backend needs, with a fix for each problem.
+    /// Check what the local backend needs (or, --backend kind, the kind backend: kind, Docker,
+    /// ports), with a fix for each problem.
     Doctor {
         /// Output format: a table for people, or yaml / json for programs.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
+        /// The backend to check for: local (the default) or kind (exits 3 when it cannot run).
+        #[arg(long, value_enum)]
+        backend: Option<BackendArg>,
     },
     /// Apply resources from files, directories or - (stdin), all or nothing.
     Apply {
@@ -740,7 +744,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Down { purge } => lifecycle::down(&env, purge),
         Command::Status { output } => runtime()?.block_on(lifecycle::status(&env, output)),
-        Command::Doctor { output } => doctor::run(&env, output),
+        Command::Doctor { output, backend: Some(BackendArg::Kind) } => doctor::kind(&env, output),
+        Command::Doctor { output, backend: _ } => doctor::run(&env, output),
         Command::Create { what: Create::Namespace { name } } => {
             runtime()?.block_on(kubectl::create_namespace(&env, &name))
         }

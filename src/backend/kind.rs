@@ -6,6 +6,7 @@
 
 pub mod image;
 pub mod inject;
+pub mod preflight;
 pub mod render;
 #[cfg(test)]
 mod tests;

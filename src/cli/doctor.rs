@@ -1,4 +1,5 @@
-//! `doctor`: what the local backend needs, each result with a fix.
+//! `doctor`: what the local backend needs (or, `--backend kind`, the kind backend's preflight),
+//! each result with a fix.
 
 use std::process::ExitCode;
 
@@ -17,6 +18,27 @@ struct Finding {
 
 fn on_path(program: &str) -> Option<std::path::PathBuf> {
     which::which(program).ok()
+}
+
+/// `doctor --backend kind`: exit 3 when the backend cannot run, 1 for any other problem.
+pub fn kind(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
+    let settings = env.settings()?.unwrap_or_else(Settings::default);
+    let ports = [
+        ("gateway HTTP port", settings.http_port),
+        ("gateway HTTPS port", settings.https_port),
+        ("gateway TCP port", settings.tcp_port),
+    ];
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let checks = runtime.block_on(crate::backend::kind::preflight::run(&ports, crate::cli::lifecycle::port_free));
+    let blocked = checks.iter().any(|c| c.blocking && !c.ok);
+    let findings: Vec<Finding> =
+        checks.into_iter().map(|c| Finding { check: c.check, ok: c.ok, detail: c.detail, fix: c.fix }).collect();
+    let all_ok = print(&findings, output)?;
+    Ok(match (blocked, all_ok) {
+        (true, _) => ExitCode::from(crate::cli::exit::NOT_RUNNING),
+        (false, true) => ExitCode::SUCCESS,
+        (false, false) => ExitCode::from(1),
+    })
 }
 
 pub fn run(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
@@ -127,6 +149,12 @@ pub fn run(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
         fix: (!writable).then(|| "make it writable, or choose another with MESHRIG_STATE_DIR=/some/dir".into()),
     });
 
+    let all_ok = print(&findings, output)?;
+    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Prints the findings as `output` asks; whether all of them are fine.
+fn print(findings: &[Finding], output: Output) -> anyhow::Result<bool> {
     let all_ok = findings.iter().all(|f| f.ok);
     match output {
         Output::Json => {
@@ -134,7 +162,7 @@ pub fn run(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
         }
         Output::Yaml => print!("{}", serde_yaml::to_string(&serde_json::json!({"ok": all_ok, "checks": findings}))?),
         Output::Table => {
-            for f in &findings {
+            for f in findings {
                 let mark = term::result_mark(f.ok);
                 println!("{mark} {}: {}", f.check, f.detail);
                 if let Some(fix) = &f.fix {
@@ -143,5 +171,5 @@ pub fn run(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(all_ok)
 }

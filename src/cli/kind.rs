@@ -37,6 +37,21 @@ pub fn up(
 ) -> anyhow::Result<ExitCode> {
     let plan = plan(env, ports, sample_images)?;
     if !dry_run {
+        // The preflight first: what this machine lacks is worth knowing either way.
+        let ports = [
+            ("gateway HTTP port", plan.http_port),
+            ("gateway HTTPS port", plan.https_port),
+            ("gateway TCP port", plan.tcp_port),
+        ];
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        for f in runtime.block_on(kind::preflight::run(&ports, crate::cli::lifecycle::port_free)) {
+            if !f.ok {
+                eprintln!("{} {}: {}", crate::cli::term::fail_mark(), f.check, f.detail);
+                if let Some(fix) = f.fix {
+                    eprintln!("    fix: {fix}");
+                }
+            }
+        }
         eprintln!(
             "{} meshrig up --backend kind: creating the cluster is not built yet. `meshrig up --backend kind \
              --dry-run` prints the kind config and the manifests it will apply; the local backend (`meshrig up`) \

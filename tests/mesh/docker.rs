@@ -143,6 +143,27 @@ fn the_image_of_this_binary_loads_into_docker_and_runs_an_app_and_a_sidecar() {
     let short = tag.trim_start_matches("docker.io/library/");
     assert!(loaded.contains(short), "docker load names the image: {loaded}");
 
+    // The kind backend's preflight sees the daemon through DOCKER_HOST, and one that is not there.
+    let doctor = |host: &str| {
+        let state = tempfile::tempdir().unwrap();
+        let out = Command::new(bin)
+            .args(["--state-dir", state.path().to_str().unwrap(), "doctor", "--backend", "kind", "-o", "json"])
+            .env("DOCKER_HOST", host)
+            .output()
+            .unwrap();
+        let report: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
+        let docker = report["checks"].as_array().unwrap().iter().find(|c| c["check"] == "docker").unwrap().clone();
+        (out.status.code(), docker, report)
+    };
+    let (_, docker, report) = doctor(&daemon.socket());
+    assert_eq!(docker["ok"], true, "{report:#}");
+    let server = daemon.run(&["version", "--format", "{{.Server.Version}}"]).unwrap();
+    assert!(docker["detail"].as_str().unwrap().contains(server.trim()), "{docker}");
+    let (code, docker, report) = doctor("unix:///nonexistent/docker.sock");
+    assert_eq!((code, &docker["ok"]), (Some(3), &serde_json::json!(false)), "{report:#}");
+    assert!(docker["fix"].as_str().unwrap().contains("DOCKER_HOST"), "{docker}");
+
     // The binary runs in the image, with nothing but what the layer holds.
     let version = daemon.run(&["run", "--rm", "--network", "none", short, "--version"]).unwrap();
     assert!(version.starts_with("meshrig "), "{version}");

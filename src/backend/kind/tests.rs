@@ -349,3 +349,23 @@ mod image {
         assert!(root.path().join("tmp").is_dir());
     }
 }
+
+#[test]
+fn the_preflight_says_what_the_daemon_lacks_and_that_the_containerd_store_does_not_matter() {
+    use super::preflight::{judge_daemon, Daemon};
+    let d = Daemon {
+        version: "26.1.5".into(),
+        api_version: "1.45".into(),
+        mem_total: Some(2 << 30),
+        driver: "overlayfs".into(),
+        driver_type: Some("io.containerd.snapshotter.v1".into()),
+    };
+    let findings = judge_daemon(&d);
+    assert!(findings[0].ok && findings[0].detail.contains("26.1.5"));
+    let memory = findings.iter().find(|f| f.check == "docker memory").unwrap();
+    assert!(!memory.ok && !memory.blocking && memory.fix.is_some(), "{memory:?}");
+    let store = findings.iter().find(|f| f.check == "docker image store").unwrap();
+    assert!(store.ok && store.detail.contains("kind load image-archive"), "{store:?}");
+    let roomy = judge_daemon(&Daemon { mem_total: Some(16 << 30), driver_type: None, ..d });
+    assert!(roomy.iter().all(|f| f.ok));
+}
