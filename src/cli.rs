@@ -485,6 +485,29 @@ pub enum Command {
         #[arg(long)]
         capture: bool,
     },
+    /// (internal) Redirect a pod's traffic to its proxy, as Istio's istio-init (the injected
+    /// init container runs it; needs CAP_NET_ADMIN).
+    #[command(hide = true)]
+    CaptureInit {
+        /// The proxy's UID: its own connections are not redirected.
+        #[arg(long, default_value_t = 1337)]
+        proxy_uid: u32,
+        /// The proxy's GID [default: the UID].
+        #[arg(long)]
+        proxy_gid: Option<u32>,
+        /// Where outbound TCP goes.
+        #[arg(long, default_value_t = 15001)]
+        outbound_port: u16,
+        /// Where inbound TCP goes.
+        #[arg(long, default_value_t = 15006)]
+        inbound_port: u16,
+        /// Inbound ports to redirect: * or a comma-separated list.
+        #[arg(long, default_value = "*")]
+        include_inbound_ports: String,
+        /// Inbound ports never redirected (the proxy's own).
+        #[arg(long, default_value = "15090,15021,15020")]
+        exclude_inbound_ports: String,
+    },
     /// (internal) Run a built-in app.
     #[command(hide = true)]
     App {
@@ -739,6 +762,31 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Image { what: ImageCommand::Save { output } } => kind::image_save(&output),
+        Command::CaptureInit {
+            proxy_uid,
+            proxy_gid,
+            outbound_port,
+            inbound_port,
+            include_inbound_ports,
+            exclude_inbound_ports,
+        } => {
+            let config = crate::redirect::Config {
+                proxy_uid,
+                proxy_gid: proxy_gid.unwrap_or(proxy_uid),
+                outbound_port,
+                inbound_port,
+                include_inbound: crate::redirect::Ports::parse(&include_inbound_ports)
+                    .map_err(|e| anyhow::anyhow!("--include-inbound-ports: {e}"))?,
+                exclude_inbound: crate::redirect::parse_ports(&exclude_inbound_ports)
+                    .map_err(|e| anyhow::anyhow!("--exclude-inbound-ports: {e}"))?,
+            };
+            for r in crate::redirect::rules(&config) {
+                println!("{}: {}", r.chain, crate::redirect::netlink::describe(&r));
+            }
+            let n = crate::redirect::install(&config).map_err(anyhow::Error::msg)?;
+            println!("installed {n} rules in table ip {}", crate::redirect::TABLE);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::KubeInject { filename, output, sample_images } => {
             kind::kube_inject(&env, &filename, output.as_deref(), sample_images)
         }

@@ -18,6 +18,7 @@
 //! - `graph`: the service graph from the proxies' metrics (pure).
 //! - `trace`: trace context headers and the span type proxies report (pure).
 //! - `net`: loopback HTTP plumbing; `ready`: the readiness line; `reaper`: stopping processes.
+//! - `redirect`: a pod's traffic redirect to its proxy (istio-init's rules, as nf_tables over netlink).
 
 pub mod access_format;
 pub mod addons;
@@ -42,6 +43,7 @@ pub mod normalize;
 pub mod proxy;
 pub mod ready;
 pub mod reaper;
+pub mod redirect;
 pub mod registry;
 pub mod resources;
 pub mod samples;

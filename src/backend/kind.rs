@@ -9,7 +9,7 @@ pub mod inject;
 pub mod preflight;
 pub mod render;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// The node image kind v0.27.0 was released with (Kubernetes v1.32.2), pinned by digest.
 pub const NODE_IMAGE: &str =

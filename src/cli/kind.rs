@@ -142,3 +142,41 @@ pub fn image_save(output: &std::path::Path) -> anyhow::Result<ExitCode> {
     println!("{} ({:.1} MB): {tag}", output.display(), archive.len() as f64 / 1e6);
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::backend::kind::tests::{command_line, deployment, plan, RATINGS};
+    use crate::backend::kind::{inject, render};
+
+    /// Every container of meshrig's image in the manifests and in an injected pod runs a command
+    /// line this binary takes (istiod's waits for the control plane in the cluster).
+    #[test]
+    fn the_manifests_and_injection_run_command_lines_this_binary_takes() {
+        let plan = plan();
+        let mut pods: Vec<serde_json::Value> = render::manifests(&plan)
+            .unwrap()
+            .into_iter()
+            .flat_map(|r| r.documents)
+            .filter(|d| d["kind"] == "Deployment" && d["metadata"]["name"] != "istiod")
+            .map(|d| d["spec"]["template"]["spec"].clone())
+            .collect();
+        let mut ratings = deployment(RATINGS);
+        inject::inject(&mut ratings, &plan).unwrap();
+        pods.push(ratings["spec"]["template"]["spec"].clone());
+        let mut seen = 0;
+        for pod in &pods {
+            for list in ["initContainers", "containers"] {
+                for c in pod[list].as_array().into_iter().flatten().filter(|c| c["image"] == plan.image.as_str()) {
+                    let line = command_line(c);
+                    if let Err(e) = crate::cli::Cli::try_parse_from(&line) {
+                        panic!("meshrig does not take the command line {line:?}: {e}");
+                    }
+                    seen += 1;
+                }
+            }
+        }
+        assert_eq!(seen, 4, "the gateway, and the ratings pod's istio-init, app and istio-proxy");
+    }
+}

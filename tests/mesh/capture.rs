@@ -1,8 +1,9 @@
-//! Transparent capture, for real: a pod's network namespace made by the test with Istio's
-//! redirect rules (istio-iptables' chains: inbound to 15006, outbound to 15001, the proxy's own
-//! uid 1337 left alone), a sidecar started with `--capture` as uid 1337, and clients that know
-//! nothing of the proxy. Needs root, `ip netns`, `iptables`, `setpriv` and `curl`; without them
-//! it is skipped with the reason, except under CI, where it fails.
+//! Transparent capture, for real: a pod's network namespace made by the test, its redirect
+//! installed by `meshrig capture-init` as the injected `istio-init` does (istio-iptables'
+//! chains as nf_tables rules: inbound to 15006, outbound to 15001, the proxy's own uid 1337
+//! left alone), a sidecar started with `--capture` as uid 1337, and clients that know nothing
+//! of the proxy. Needs root, `ip netns`, `setpriv` and `curl`; without them it is skipped with
+//! the reason, except under CI, where it fails.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -42,9 +43,9 @@ fn sh(args: &[&str]) -> Result<String, String> {
 fn cannot_run() -> Option<String> {
     let uid = Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     if uid.as_deref().ok() != Some("0") {
-        return Some("not root: network namespaces and iptables need it".into());
+        return Some("not root: network namespaces and netfilter rules need it".into());
     }
-    for tool in ["ip", "iptables", "setpriv", "curl"] {
+    for tool in ["ip", "setpriv", "curl"] {
         if which(tool).is_none() {
             return Some(format!("`{tool}` is not installed (.ci/run installs it)"));
         }
@@ -56,50 +57,10 @@ fn which(tool: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|d| std::path::Path::new(d).join(tool)).find(|p| p.exists())
 }
 
-/// Istio's `istio-iptables` rules for a sidecar, in the namespace `ns` (nat table; the ports
-/// Istio leaves alone and the proxy's own traffic, uid 1337, are not redirected).
-fn istio_rules(ns: &str) -> Result<(), String> {
-    let rules: &[&[&str]] = &[
-        &["-N", "ISTIO_INBOUND"],
-        &["-N", "ISTIO_REDIRECT"],
-        &["-N", "ISTIO_IN_REDIRECT"],
-        &["-N", "ISTIO_OUTPUT"],
-        &["-A", "ISTIO_INBOUND", "-p", "tcp", "--dport", "15008", "-j", "RETURN"],
-        &["-A", "ISTIO_INBOUND", "-p", "tcp", "--dport", "15090", "-j", "RETURN"],
-        &["-A", "ISTIO_INBOUND", "-p", "tcp", "--dport", "15021", "-j", "RETURN"],
-        &["-A", "ISTIO_INBOUND", "-p", "tcp", "--dport", "15020", "-j", "RETURN"],
-        &["-A", "ISTIO_INBOUND", "-p", "tcp", "-j", "ISTIO_IN_REDIRECT"],
-        &["-A", "ISTIO_IN_REDIRECT", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15006"],
-        &["-A", "ISTIO_OUTPUT", "-s", "127.0.0.6/32", "-o", "lo", "-j", "RETURN"],
-        &[
-            "-A",
-            "ISTIO_OUTPUT",
-            "!",
-            "-d",
-            "127.0.0.1/32",
-            "-o",
-            "lo",
-            "-m",
-            "owner",
-            "--uid-owner",
-            "1337",
-            "-j",
-            "ISTIO_IN_REDIRECT",
-        ],
-        &["-A", "ISTIO_OUTPUT", "-o", "lo", "-m", "owner", "!", "--uid-owner", "1337", "-j", "RETURN"],
-        &["-A", "ISTIO_OUTPUT", "-m", "owner", "--uid-owner", "1337", "-j", "RETURN"],
-        &["-A", "ISTIO_OUTPUT", "-d", "127.0.0.1/32", "-j", "RETURN"],
-        &["-A", "ISTIO_OUTPUT", "-j", "ISTIO_REDIRECT"],
-        &["-A", "ISTIO_REDIRECT", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15001"],
-        &["-A", "PREROUTING", "-p", "tcp", "-j", "ISTIO_INBOUND"],
-        &["-A", "OUTPUT", "-p", "tcp", "-j", "ISTIO_OUTPUT"],
-    ];
-    for rule in rules {
-        let mut args = vec!["ip", "netns", "exec", ns, "iptables", "-t", "nat"];
-        args.extend_from_slice(rule);
-        sh(&args)?;
-    }
-    Ok(())
+/// The pod's redirect, installed by `meshrig capture-init` (what the injected `istio-init`
+/// runs) in the namespace `ns`: nf_tables rules over netlink, no iptables binary.
+fn capture_init(ns: &str) -> Result<(), String> {
+    sh(&["ip", "netns", "exec", ns, env!("CARGO_BIN_EXE_meshrig"), "capture-init", "--proxy-uid", "1337"]).map(|_| ())
 }
 
 /// Two namespaces joined by a veth: the pod (10.77.0.2, Istio's rules, a route to the
@@ -119,7 +80,7 @@ fn make_net() -> Result<Net, String> {
         sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
     }
     sh(&["ip", "-n", &net.pod, "route", "add", "10.96.0.0/16", "dev", &vp])?;
-    istio_rules(&net.pod)?;
+    capture_init(&net.pod)?;
     Ok(net)
 }
 

@@ -1,13 +1,12 @@
 //! The kind backend's rendering and injection, checked as data: what each document must hold.
 
-use clap::Parser;
 use serde_json::Value;
 
 use super::inject::{inject, Outcome};
 use super::render::{self, Plan};
 use super::SampleImages;
 
-fn plan() -> Plan {
+pub(crate) fn plan() -> Plan {
     Plan {
         env: "lab".into(),
         image: "docker.io/library/meshrig:0.1.0-abcdef012345".into(),
@@ -29,19 +28,13 @@ fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
 }
 
 /// A container's command line with the pod's `$(VAR)`s filled in, as the kubelet does.
-fn command_line(container: &Value) -> Vec<String> {
+pub(crate) fn command_line(container: &Value) -> Vec<String> {
     let args = container["args"].as_array().expect("args");
     let mut line = vec!["meshrig".to_string()];
     line.extend(
         args.iter().map(|a| a.as_str().unwrap().replace("$(POD_NAMESPACE)", "default").replace("$(POD_NAME)", "web-1")),
     );
     line
-}
-
-fn parses(line: &[String]) {
-    if let Err(e) = crate::cli::Cli::try_parse_from(line) {
-        panic!("meshrig does not take the command line {line:?}: {e}");
-    }
 }
 
 #[test]
@@ -127,7 +120,6 @@ fn the_manifests_hold_istiod_its_mesh_config_the_webhooks_and_the_gateway() {
     let gateway = find(&docs, "Deployment", "istio-ingressgateway");
     let pod = &gateway["spec"]["template"];
     assert_eq!(pod["metadata"]["labels"]["istio"], "ingressgateway");
-    parses(&command_line(&pod["spec"]["containers"][0]));
 }
 
 #[test]
@@ -162,11 +154,11 @@ fn every_istio_kind_has_a_crd_serving_each_version_meshrig_accepts() {
     );
 }
 
-fn deployment(yaml: &str) -> Value {
+pub(crate) fn deployment(yaml: &str) -> Value {
     render::parse_stream(yaml).unwrap().remove(0)
 }
 
-const RATINGS: &str = "apiVersion: apps/v1
+pub(crate) const RATINGS: &str = "apiVersion: apps/v1
 kind: Deployment
 metadata: {name: ratings-v1, labels: {app: ratings, version: v1}}
 spec:
@@ -201,14 +193,12 @@ fn injection_adds_the_init_and_proxy_containers_and_runs_sample_images_as_built_
     assert_eq!(proxy["readinessProbe"]["httpGet"]["port"], 15021);
     let line = command_line(proxy);
     assert!(line.contains(&"--inbound-port=9080".to_string()) && line.contains(&"--capture".to_string()), "{line:?}");
-    parses(&line);
 
     // Istio's ratings image runs as meshrig's ratings app, with the version its image sets.
     let app = &containers[0];
     assert_eq!(app["image"], plan().image);
     let line = command_line(app);
     assert_eq!(&line[2..4], ["app", "ratings"]);
-    parses(&line);
     assert!(app["env"].as_array().unwrap().iter().any(|e| e["name"] == "SERVICE_VERSION" && e["value"] == "v1"));
 
     let meta = &pod["metadata"];
