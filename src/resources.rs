@@ -83,6 +83,14 @@ macro_rules! kinds {
                 }
             }
 
+            /// The JSON schema of an object of this kind, from its serde shape (schemars); the
+            /// kind backend's CRDs are made from it.
+            pub fn json_schema(&self) -> serde_json::Value {
+                match self {
+                    $(Kind::$kind => serde_json::to_value(schemars::schema_for!($ty)).expect("a schema is JSON"),)*
+                }
+            }
+
             /// Accepted `apiVersion`s; the first is the preferred one.
             pub fn api_versions(&self) -> &'static [&'static str] {
                 match self {

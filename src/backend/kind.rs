@@ -8,6 +8,7 @@ pub mod image;
 pub mod inject;
 pub mod preflight;
 pub mod render;
+pub mod schema;
 #[cfg(test)]
 pub(crate) mod tests;
 

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::resources::meta::{IntOrString, LabelSelector, ObjectMeta};
 
 /// `v1/Namespace` (cluster-scoped).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Namespace {
     pub api_version: String,
@@ -26,7 +26,7 @@ pub struct Namespace {
 
 /// `v1/ConfigMap`. meshrig reads one: `istio` in `istio-system`, whose `mesh` key is Istio's
 /// mesh config (`resources::mesh_config`); others are stored like any object.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConfigMap {
     pub api_version: String,
@@ -43,7 +43,7 @@ pub struct ConfigMap {
 /// `v1/Secret`: credentials, e.g. a gateway's certificate (`kubernetes.io/tls`: `tls.crt`,
 /// `tls.key`, optionally `ca.crt`; or generic `Opaque` with `cert`/`key`/`cacert`). `data`
 /// values are base64, `stringData` values plain text (both are read).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Secret {
     pub api_version: String,
@@ -87,7 +87,7 @@ impl Secret {
 }
 
 /// `v1/ServiceAccount`: the workload identity (`spiffe://cluster.local/ns/<ns>/sa/<name>`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceAccount {
     pub api_version: String,
@@ -102,7 +102,7 @@ pub struct ServiceAccount {
 }
 
 /// `v1/Service`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Service {
     pub api_version: String,
@@ -114,7 +114,7 @@ pub struct Service {
     pub status: Option<Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceSpec {
     /// Pods with all these labels back the Service. Empty = no automatic endpoints.
@@ -161,7 +161,7 @@ pub struct ServiceSpec {
     pub traffic_distribution: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServicePort {
     /// Required when the Service has more than one port; also decides the protocol
@@ -182,7 +182,7 @@ pub struct ServicePort {
 }
 
 /// `apps/v1/Deployment`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Deployment {
     pub api_version: String,
@@ -200,7 +200,7 @@ impl Deployment {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeploymentSpec {
     /// Default 1.
@@ -220,7 +220,7 @@ pub struct DeploymentSpec {
     pub paused: Option<bool>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PodTemplateSpec {
     /// Pod labels/annotations; `name` is normally empty here.
@@ -230,7 +230,7 @@ pub struct PodTemplateSpec {
     pub spec: PodSpec,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PodSpec {
     /// Default `default`.
@@ -318,7 +318,7 @@ pub struct PodSpec {
     pub resource_claims: Option<Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Container {
     pub name: String,
@@ -370,7 +370,7 @@ pub struct Container {
     pub tty: Option<bool>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EnvVar {
     pub name: String,
@@ -381,7 +381,7 @@ pub struct EnvVar {
     pub value_from: Option<Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContainerPort {
     pub container_port: u16,
@@ -396,7 +396,7 @@ pub struct ContainerPort {
     pub host_ip: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VolumeMount {
     pub name: String,
@@ -414,7 +414,7 @@ pub struct VolumeMount {
 }
 
 /// A pod volume: the name plus one source, each source kept opaque.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Volume {
     pub name: String,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 /// Accepts the server-populated fields users paste from `kubectl get -o yaml`
 /// (uid, resourceVersion, generation, creationTimestamp, managedFields, ...);
 /// meshrig keeps them but never compares them (see `Resource::same_content`).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ObjectMeta {
     /// Object name; required by the parser (`generateName` alone is not enough for `apply`).
@@ -58,7 +58,7 @@ impl ObjectMeta {
 
 /// A Kubernetes label selector. Only `matchLabels` is enforced by meshrig;
 /// `matchExpressions` is parsed and reported as not enforced.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LabelSelector {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -68,7 +68,7 @@ pub struct LabelSelector {
 }
 
 /// One `matchExpressions` entry (`In`, `NotIn`, `Exists`, `DoesNotExist`).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LabelSelectorRequirement {
     pub key: String,
@@ -150,7 +150,7 @@ impl Selector {
 }
 
 /// Kubernetes `IntOrString` (e.g. a Service `targetPort: 8080` or `targetPort: http`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum IntOrString {
     Int(i64),

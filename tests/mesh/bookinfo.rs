@@ -23,7 +23,18 @@ fn up_runs_bookinfo_by_default_and_remembers_the_apps() {
         up_output: String::new(),
         netns: None,
     };
-    let up = fresh.run(&["up", "--http-port", "0", "--https-port", "0", "--tcp-port", "0"]);
+    let [http, https, tcp, tracing] = crate::support::ports().map(|p| p.to_string());
+    let up = fresh.run(&[
+        "up",
+        "--http-port",
+        &http,
+        "--https-port",
+        &https,
+        "--tcp-port",
+        &tcp,
+        "--tracing-port",
+        &tracing,
+    ]);
     assert!(up.status.success(), "{}", text(&up));
     assert!(text(&up).contains("/productpage"), "up says where Bookinfo is:\n{}", text(&up));
     let page = get(fresh.gateway(), "localhost", "/productpage").unwrap();

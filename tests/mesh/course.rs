@@ -245,8 +245,20 @@ fn doctor_names_who_holds_a_port_and_concurrent_ups_share_one_control_plane() {
         up_output: String::new(),
         netns: None,
     };
-    let args =
-        ["up", "--http-port", "0", "--https-port", "0", "--tcp-port", "0", "--tracing-port", "0", "--apps", "none"];
+    let [http, https, tcp, tracing] = crate::support::ports().map(|p| p.to_string());
+    let args = [
+        "up",
+        "--http-port",
+        &http,
+        "--https-port",
+        &https,
+        "--tcp-port",
+        &tcp,
+        "--tracing-port",
+        &tracing,
+        "--apps",
+        "none",
+    ];
     let a = fresh.cmd(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let b = fresh.cmd(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());

@@ -218,8 +218,8 @@ fn the_gateway_holds_envoys_limits_on_headers_bodies_and_connections() {
     use std::net::TcpStream;
     let mesh = Mesh::up();
     mesh.ok(&["down"]);
-    let ports = ["--http-port", "0", "--https-port", "0", "--tcp-port", "0", "--tracing-port", "0"];
-    mesh.ok(&[&["up", "--max-connections", "20"][..], &ports].concat());
+    // The environment's own ports, remembered from the first `up`.
+    mesh.ok(&["up", "--max-connections", "20"]);
     mesh.ok(&["apply", "-f", crate::support::sample("httpbin/httpbin-gateway.yaml").to_str().unwrap(), "--wait"]);
     let gw = mesh.gateway();
     let call = |headers: &[(&str, &str)]| crate::support::request(gw, "GET", "httpbin.example.com", "/get", headers);

@@ -14,6 +14,28 @@ pub struct Mesh {
     pub netns: Option<String>,
 }
 
+/// Four ports for an environment's gateway and trace collector, none of them handed to another
+/// environment of this test run. (`up --http-port 0` picks a free port, but a gateway binds its
+/// HTTPS port only once a Gateway asks for it, and meanwhile a concurrent test's `up` could pick
+/// the same one.) Below the ephemeral range, so no outgoing connection takes them either.
+pub fn ports() -> [u16; 4] {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ =
+        NEXT.compare_exchange(0, 20_000 + (std::process::id() % 40) as u16 * 100, Ordering::SeqCst, Ordering::SeqCst);
+    let mut out = [0u16; 4];
+    for slot in &mut out {
+        *slot = loop {
+            let p = NEXT.fetch_add(1, Ordering::SeqCst);
+            assert!(p < 32_000, "the test run used up its ports");
+            if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+                break p;
+            }
+        };
+    }
+    out
+}
+
 /// One of the project's own samples (`samples/` in the repository), by Istio's path.
 pub fn sample(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("samples").join(rel)
@@ -39,16 +61,17 @@ impl Mesh {
             up_output: String::new(),
             netns: netns.map(str::to_string),
         };
+        let [http, https, tcp, tracing] = ports().map(|p| p.to_string());
         let mut up = mesh.cmd(&[
             "up",
             "--http-port",
-            "0",
+            &http,
             "--https-port",
-            "0",
+            &https,
             "--tcp-port",
-            "0",
+            &tcp,
             "--tracing-port",
-            "0",
+            &tracing,
             "--apps",
             "httpbin",
         ]);

@@ -177,14 +177,16 @@ fn group(k: Kind) -> &'static str {
     k.api_versions()[0].split_once('/').map_or("", |(g, _)| g)
 }
 
-/// One CRD per custom kind, every version meshrig accepts served, the first stored.
-/// Validation is the admission webhook's (meshrig's own validators, with their messages); the
-/// schema keeps every field (`x-kubernetes-preserve-unknown-fields`).
+/// One CRD per custom kind, every version meshrig accepts served, the first stored. The schema
+/// of `spec` is the API type's own (`schema.rs`), so the API server prunes what meshrig would not
+/// read and `kubectl explain` knows the fields; the admission webhook adds meshrig's validators
+/// and their messages.
 pub fn crds() -> Vec<serde_json::Value> {
     crd_kinds()
         .into_iter()
         .map(|k| {
             let group = group(k);
+            let spec = super::schema::spec(&k.json_schema());
             let versions: Vec<serde_json::Value> = k
                 .api_versions()
                 .iter()
@@ -198,7 +200,7 @@ pub fn crds() -> Vec<serde_json::Value> {
                         "schema": {"openAPIV3Schema": {
                             "type": "object",
                             "properties": {
-                                "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                                "spec": spec.clone(),
                                 "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
                             },
                         }},

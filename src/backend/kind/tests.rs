@@ -359,3 +359,35 @@ fn the_preflight_says_what_the_daemon_lacks_and_that_the_containerd_store_does_n
     let roomy = judge_daemon(&Daemon { mem_total: Some(16 << 30), driver_type: None, ..d });
     assert!(roomy.iter().all(|f| f.ok));
 }
+
+#[test]
+fn the_crd_schemas_are_the_api_types_own_and_structural() {
+    let docs = all_documents();
+    let crds: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "CustomResourceDefinition").collect();
+    for crd in &crds {
+        for v in crd["spec"]["versions"].as_array().unwrap() {
+            let schema = &v["schema"]["openAPIV3Schema"];
+            let problems = super::schema::not_structural(schema, crd["metadata"]["name"].as_str().unwrap());
+            assert!(problems.is_empty(), "{problems:#?}");
+        }
+    }
+    let spec = |name: &str| {
+        let crd = crds.iter().find(|c| c["metadata"]["name"] == name).unwrap();
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"].clone()
+    };
+    let vs = spec("virtualservices.networking.istio.io");
+    let http = &vs["properties"]["http"]["items"]["properties"];
+    assert_eq!(http["route"]["items"]["properties"]["destination"]["properties"]["host"]["type"], "string");
+    assert_eq!(http["route"]["items"]["properties"]["weight"]["type"], "integer");
+    assert_eq!(http["match"]["items"]["properties"]["uri"]["properties"]["prefix"]["type"], "string");
+    assert_eq!(http["timeout"]["type"], "string", "a Go duration, as Istio's CRD has it");
+    assert_eq!(vs["properties"]["hosts"]["items"]["type"], "string");
+    let gw = spec("gateways.networking.istio.io");
+    assert_eq!(gw["properties"]["servers"]["items"]["properties"]["port"]["properties"]["number"]["type"], "integer");
+    assert_eq!(gw["properties"]["selector"]["additionalProperties"]["type"], "string", "a map of labels");
+    let pa = spec("peerauthentications.security.istio.io");
+    let modes = pa["properties"]["mtls"]["properties"]["mode"]["enum"].as_array().unwrap();
+    assert!(modes.iter().any(|m| m == "STRICT"), "{modes:?}");
+    let ap = spec("authorizationpolicies.security.istio.io");
+    assert_eq!(ap["properties"]["targetRef"]["x-kubernetes-preserve-unknown-fields"], true);
+}
