@@ -146,7 +146,7 @@ pub enum Command {
         #[arg(long, value_delimiter = ',')]
         apps: Option<Vec<String>>,
         /// Addons to run as well, remembered for the next `up`: prometheus (`meshrig addons
-        /// disable` stops one).
+        /// disable` stops one); with --backend kind also grafana, jaeger and kiali.
         #[arg(long, value_delimiter = ',')]
         addons: Vec<String>,
         /// How long to wait for every pod to be ready, in seconds.
@@ -753,7 +753,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 max_connections,
             };
             match backend {
-                Some(BackendArg::Kind) => kind::up(&env, &ports, sample_images, dry_run),
+                Some(BackendArg::Kind) => kind::up(&env, &ports, sample_images, &addons, dry_run),
                 _ if dry_run => anyhow::bail!(
                     "--dry-run is for --backend kind (the local backend starts processes on this machine: `meshrig up`)"
                 ),

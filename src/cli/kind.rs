@@ -33,9 +33,12 @@ pub fn up(
     env: &Env,
     ports: &GatewayPorts,
     sample_images: Option<SampleImages>,
+    addons: &[String],
     dry_run: bool,
 ) -> anyhow::Result<ExitCode> {
     let plan = plan(env, ports, sample_images)?;
+    // Rendered first, so a wrong addon name is said before anything else.
+    let addon_manifests = render::addons(&plan, addons)?;
     if !dry_run {
         // The preflight first: what this machine lacks is worth knowing either way.
         let ports = [
@@ -70,7 +73,7 @@ pub fn up(
     out.push_str("# kind create cluster --config (this document)\n");
     let cluster = render::cluster_config(&plan)?;
     out.push_str(&format!("# Source: {}\n{}", cluster.source, ensure_newline(&cluster.text)));
-    for r in render::manifests(&plan)? {
+    for r in render::manifests(&plan)?.into_iter().chain(addon_manifests) {
         out.push_str(&format!("---\n# Source: {}\n{}", r.source, ensure_newline(r.text.trim_start_matches("---\n"))));
     }
     write_stdout(&out)?;

@@ -29,7 +29,7 @@ const MAX_SERIES: usize = 10_000;
 
 /// The metrics a proxy writes, in the order it writes them: four per request, four per TCP
 /// connection.
-const METRICS: [(Metric, &str, &str); 8] = [
+pub const METRICS: [(Metric, &str, &str); 8] = [
     (Metric::RequestCount, "istio_requests_total", "Requests processed by the proxy"),
     (Metric::RequestDuration, "istio_request_duration_milliseconds", "Request duration in milliseconds"),
     (Metric::RequestSize, "istio_request_bytes", "Request sizes in bytes (headers and body)"),

@@ -150,3 +150,42 @@ fn without_prometheus_the_learner_is_told_how_to_get_it() {
     // Nothing was recorded: a restart does not try again.
     assert_eq!(mesh.status()["control_plane"]["addons"], serde_json::json!([]));
 }
+
+/// The Grafana dashboard's queries, as `up --backend kind --dry-run` prints them, pass promtool
+/// (`check rules`, each query as a recording rule). (The kind Prometheus config is checked as
+/// data in the unit tests: Debian's promtool is built without Kubernetes service discovery, so
+/// `check config` cannot read `kubernetes_sd_configs`.)
+#[test]
+fn the_kind_addons_dashboard_queries_pass_promtool() {
+    let Some(promtool) = crate::support::tool("MESHRIG_PROMTOOL", "checking the kind addons with promtool") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meshrig"))
+        .args(["--state-dir", dir.path().to_str().unwrap()])
+        .args(["up", "--backend", "kind", "--dry-run", "--addons", "prometheus,grafana"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", crate::support::text(&out));
+    let docs: Vec<serde_json::Value> = serde_yaml::Deserializer::from_slice(&out.stdout)
+        .map(|d| <serde_json::Value as serde::Deserialize>::deserialize(d).unwrap())
+        .filter(|d| !d.is_null())
+        .collect();
+    let config_map = |name: &str| {
+        docs.iter().find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == name).unwrap()["data"].clone()
+    };
+    let dashboard: serde_json::Value =
+        serde_json::from_str(config_map("istio-grafana-dashboards")["istio-mesh.json"].as_str().unwrap()).unwrap();
+    let mut rules = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().unwrap() {
+            let record = format!("meshrig:panel_{}_{}", panel["id"], t["refId"].as_str().unwrap().to_lowercase());
+            rules.push(serde_json::json!({"record": record, "expr": t["expr"]}));
+        }
+    }
+    let file = dir.path().join("dashboard-rules.yml");
+    let groups = serde_json::json!({"groups": [{"name": "dashboard", "rules": rules}]});
+    std::fs::write(&file, serde_yaml::to_string(&groups).unwrap()).unwrap();
+    let check = std::process::Command::new(&promtool).args(["check", "rules"]).arg(&file).output().unwrap();
+    assert!(check.status.success(), "promtool check rules: {}", crate::support::text(&check));
+}

@@ -9,13 +9,29 @@ use crate::backend::kind::{self, SampleImages};
 use crate::resources::Kind;
 
 /// The templates, by the path they are read from.
-const TEMPLATES: [(&str, &str); 5] = [
+const TEMPLATES: [(&str, &str); 9] = [
+    ("addons/kind/prometheus.yaml", include_str!("../../../addons/kind/prometheus.yaml")),
+    ("addons/kind/grafana.yaml", include_str!("../../../addons/kind/grafana.yaml")),
+    ("addons/kind/jaeger.yaml", include_str!("../../../addons/kind/jaeger.yaml")),
+    ("addons/kind/kiali.yaml", include_str!("../../../addons/kind/kiali.yaml")),
     ("manifests/kind/cluster.yaml", include_str!("../../../manifests/kind/cluster.yaml")),
     ("manifests/kind/istiod.yaml", include_str!("../../../manifests/kind/istiod.yaml")),
     ("manifests/kind/webhooks.yaml", include_str!("../../../manifests/kind/webhooks.yaml")),
     ("manifests/kind/gateway.yaml", include_str!("../../../manifests/kind/gateway.yaml")),
     ("manifests/kind/sidecar.yaml", include_str!("../../../manifests/kind/sidecar.yaml")),
 ];
+
+/// The addons the kind backend installs from their upstream images, with manifests written
+/// here (`addons/kind/`), and the image of each (the versions Istio 1.28's addons use).
+pub const ADDONS: [(&str, &str); 4] = [
+    ("prometheus", "docker.io/prom/prometheus:v3.5.0"),
+    ("grafana", "docker.io/grafana/grafana:12.0.1"),
+    ("jaeger", "docker.io/jaegertracing/all-in-one:1.70.0"),
+    ("kiali", "quay.io/kiali/kiali:v2.17"),
+];
+
+/// meshrig's Grafana dashboard over the proxies' standard metrics.
+pub const MESH_DASHBOARD: &str = include_str!("../../../addons/kind/dashboards/istio-mesh.json");
 
 /// The mesh config the `istio` ConfigMap starts with (`meshrig apply` of a ConfigMap `istio`
 /// in istio-system changes it, as on the local backend).
@@ -83,6 +99,9 @@ impl Plan {
         c.insert("crd_groups", &crd_groups());
         c.insert("injection_webhooks", &injection_webhooks());
         c.insert("proxy_uid", &kind::PROXY_UID);
+        let images: std::collections::BTreeMap<&str, &str> = ADDONS.iter().copied().collect();
+        c.insert("images", &images);
+        c.insert("dashboard", MESH_DASHBOARD.trim_end());
         c
     }
 }
@@ -149,6 +168,25 @@ pub fn manifests(plan: &Plan) -> Result<Vec<Rendered>, Error> {
         out.push(render_one(&t, name, &context)?);
     }
     Ok(out)
+}
+
+/// The manifests of the addons `names` (each one of `ADDONS`), in the order given.
+pub fn addons(plan: &Plan, names: &[String]) -> Result<Vec<Rendered>, Error> {
+    let t = engine();
+    let context = plan.context();
+    names
+        .iter()
+        .map(|name| {
+            if !ADDONS.iter().any(|(n, _)| n == name) {
+                let known: Vec<&str> = ADDONS.iter().map(|(n, _)| *n).collect();
+                return Err(Error::Template {
+                    source_name: format!("--addons {name}"),
+                    message: format!("not an addon of the kind backend; choose from {}", known.join(", ")),
+                });
+            }
+            render_one(&t, &format!("addons/kind/{name}.yaml"), &context)
+        })
+        .collect()
 }
 
 /// What injection adds to a pod: `initContainers`, `containers` and `volumes`.

@@ -391,3 +391,98 @@ fn the_crd_schemas_are_the_api_types_own_and_structural() {
     let ap = spec("authorizationpolicies.security.istio.io");
     assert_eq!(ap["properties"]["targetRef"]["x-kubernetes-preserve-unknown-fields"], true);
 }
+
+fn addon_documents() -> Vec<Value> {
+    let names: Vec<String> = super::render::ADDONS.iter().map(|(n, _)| n.to_string()).collect();
+    render::addons(&plan(), &names).unwrap().into_iter().flat_map(|r| r.documents).collect()
+}
+
+#[test]
+fn prometheus_scrapes_the_pods_that_ask_at_their_path_and_port() {
+    let docs = addon_documents();
+    let config: serde_yaml::Value =
+        serde_yaml::from_str(find(&docs, "ConfigMap", "prometheus")["data"]["prometheus.yml"].as_str().unwrap())
+            .unwrap();
+    let jobs = config["scrape_configs"].as_sequence().unwrap();
+    let pods = jobs.iter().find(|j| j["job_name"] == "kubernetes-pods").unwrap();
+    let rules = pods["relabel_configs"].as_sequence().unwrap();
+    let rule = |action: &str, source: &str| {
+        rules.iter().find(|r| {
+            r["action"] == action
+                && r["source_labels"].as_sequence().is_some_and(|s| s.iter().any(|l| l.as_str() == Some(source)))
+        })
+    };
+    let keep = rule("keep", "__meta_kubernetes_pod_annotation_prometheus_io_scrape").expect("a keep rule");
+    assert_eq!(keep["regex"], "true");
+    assert_eq!(
+        rule("replace", "__meta_kubernetes_pod_annotation_prometheus_io_path").unwrap()["target_label"],
+        "__metrics_path__"
+    );
+    assert_eq!(
+        rule("replace", "__meta_kubernetes_pod_annotation_prometheus_io_port").unwrap()["target_label"],
+        "__address__"
+    );
+    assert_eq!(rule("replace", "__meta_kubernetes_namespace").unwrap()["target_label"], "namespace");
+    // The annotations the scrape reads are the ones injection and the gateway put on their pods.
+    let gateway = find(&all_documents(), "Deployment", "istio-ingressgateway").clone();
+    let annotations = &gateway["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(
+        (annotations["prometheus.io/scrape"].as_str(), annotations["prometheus.io/path"].as_str()),
+        (Some("true"), Some("/stats/prometheus"))
+    );
+}
+
+#[test]
+fn the_dashboard_reads_only_metrics_the_proxies_export() {
+    let docs = addon_documents();
+    let text =
+        find(&docs, "ConfigMap", "istio-grafana-dashboards")["data"]["istio-mesh.json"].as_str().unwrap().to_string();
+    let dashboard: Value = serde_json::from_str(&text).unwrap();
+    let exported: Vec<&str> = crate::proxy::stats::METRICS.iter().map(|(_, name, _)| *name).collect();
+    let mut queries = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            queries += 1;
+            for (at, _) in expr.match_indices("istio_") {
+                let name: String = expr[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                let base = name.strip_suffix("_bucket").unwrap_or(&name);
+                assert!(exported.contains(&base), "{} reads {name}, which no proxy exports", panel["title"]);
+            }
+        }
+    }
+    assert!(queries >= 8, "{queries}");
+    let datasources = find(&docs, "ConfigMap", "grafana")["data"]["datasources.yaml"].as_str().unwrap().to_string();
+    assert!(datasources.contains("url: http://prometheus.istio-system:9090"), "{datasources}");
+}
+
+#[test]
+fn kiali_and_grafana_point_at_what_the_manifests_create() {
+    let mut docs = all_documents();
+    docs.extend(addon_documents());
+    let kiali: serde_yaml::Value =
+        serde_yaml::from_str(find(&docs, "ConfigMap", "kiali")["data"]["config.yaml"].as_str().unwrap()).unwrap();
+    let istio = &kiali["external_services"]["istio"];
+    find(&docs, "ConfigMap", istio["config_map_name"].as_str().unwrap());
+    find(&docs, "Deployment", istio["istiod_deployment_name"].as_str().unwrap());
+    // Every in-cluster URL names a Service of istio-system and one of its ports.
+    for url in [
+        kiali["external_services"]["prometheus"]["url"].as_str().unwrap(),
+        kiali["external_services"]["grafana"]["internal_url"].as_str().unwrap(),
+        kiali["external_services"]["tracing"]["internal_url"].as_str().unwrap(),
+        istio["url_service_version"].as_str().unwrap(),
+    ] {
+        let authority = url.trim_start_matches("http://").split('/').next().unwrap();
+        let (host, port) = authority.split_once(':').unwrap();
+        let (service, namespace) = host.split_once('.').unwrap();
+        assert_eq!(namespace, "istio-system", "{url}");
+        let svc = find(&docs, "Service", service);
+        let ports: Vec<u64> =
+            svc["spec"]["ports"].as_array().unwrap().iter().map(|p| p["port"].as_u64().unwrap()).collect();
+        assert!(ports.contains(&port.parse().unwrap()), "{url}: {service} has ports {ports:?}");
+    }
+    for (name, image) in super::render::ADDONS {
+        let d = find(&docs, "Deployment", if name == "jaeger" { "jaeger" } else { name });
+        assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], image);
+    }
+}
