@@ -23,18 +23,8 @@ fn up_runs_bookinfo_by_default_and_remembers_the_apps() {
         up_output: String::new(),
         netns: None,
     };
-    let [http, https, tcp, tracing] = crate::support::ports().map(|p| p.to_string());
-    let up = fresh.run(&[
-        "up",
-        "--http-port",
-        &http,
-        "--https-port",
-        &https,
-        "--tcp-port",
-        &tcp,
-        "--tracing-port",
-        &tracing,
-    ]);
+    let args = [vec!["up".to_string()], crate::support::port_args()].concat();
+    let up = fresh.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(up.status.success(), "{}", text(&up));
     assert!(text(&up).contains("/productpage"), "up says where Bookinfo is:\n{}", text(&up));
     let page = get(fresh.gateway(), "localhost", "/productpage").unwrap();

@@ -5,7 +5,6 @@
 //! of the proxy. Needs root, `ip netns`, `setpriv` and `curl`; without them it is skipped with
 //! the reason, except under CI, where it fails.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -88,18 +87,7 @@ fn make_net() -> Result<Net, String> {
 fn start_ready(mut cmd: Command, what: &str, log: &std::path::Path) -> Child {
     cmd.stdout(Stdio::piped()).stderr(std::fs::File::create(log).unwrap());
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {what}: {e}"));
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-    if !line.contains("READY") {
-        let _ = child.kill();
-        panic!("{what} did not get ready: {line:?}\n{}", std::fs::read_to_string(log).unwrap_or_default());
-    }
+    crate::support::ready_line(&mut child, what, || std::fs::read_to_string(log).unwrap_or_default());
     child
 }
 

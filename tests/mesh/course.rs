@@ -245,20 +245,8 @@ fn doctor_names_who_holds_a_port_and_concurrent_ups_share_one_control_plane() {
         up_output: String::new(),
         netns: None,
     };
-    let [http, https, tcp, tracing] = crate::support::ports().map(|p| p.to_string());
-    let args = [
-        "up",
-        "--http-port",
-        &http,
-        "--https-port",
-        &https,
-        "--tcp-port",
-        &tcp,
-        "--tracing-port",
-        &tracing,
-        "--apps",
-        "none",
-    ];
+    let args = [vec!["up".to_string()], crate::support::port_args(), vec!["--apps".into(), "none".into()]].concat();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let a = fresh.cmd(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let b = fresh.cmd(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());

@@ -4,7 +4,6 @@
 //! plane on this machine. Needs root, `dockerd` and `docker` (Debian's docker.io); without them
 //! it is skipped with the reason, except under CI, where it fails.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -99,19 +98,7 @@ fn run_ready(daemon: &Daemon, args: &[&str], what: &str) -> (Child, String) {
     let mut cmd = daemon.docker(&["run", "--rm", "--network", "host"]);
     cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("docker run {what}: {e}"));
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-    if !line.contains("READY") {
-        let _ = child.kill();
-        let out = child.wait_with_output().map(|o| text(&o)).unwrap_or_default();
-        panic!("{what} in Docker did not get ready: {line:?}\n{out}\n{}", daemon.log());
-    }
+    let line = crate::support::ready_line(&mut child, &format!("{what} in Docker"), || daemon.log());
     (child, line)
 }
 

@@ -36,6 +36,31 @@ pub fn ports() -> [u16; 4] {
     out
 }
 
+/// `--http-port A --https-port B --tcp-port C --tracing-port D` with `ports()`.
+pub fn port_args() -> Vec<String> {
+    let flags = ["--http-port", "--https-port", "--tcp-port", "--tracing-port"];
+    flags.iter().zip(ports()).flat_map(|(f, p)| [f.to_string(), p.to_string()]).collect()
+}
+
+/// Reads `child`'s first stdout line (its readiness line, `READY {...}`) within 30 s; kills it
+/// and panics with `log()` when the line does not come.
+pub fn ready_line(child: &mut std::process::Child, what: &str, log: impl Fn() -> String) -> String {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+    if !line.contains("READY") {
+        let _ = child.kill();
+        panic!("{what} did not get ready: {line:?}\n{}", log());
+    }
+    line
+}
+
 /// One of the project's own samples (`samples/` in the repository), by Istio's path.
 pub fn sample(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("samples").join(rel)
@@ -61,20 +86,8 @@ impl Mesh {
             up_output: String::new(),
             netns: netns.map(str::to_string),
         };
-        let [http, https, tcp, tracing] = ports().map(|p| p.to_string());
-        let mut up = mesh.cmd(&[
-            "up",
-            "--http-port",
-            &http,
-            "--https-port",
-            &https,
-            "--tcp-port",
-            &tcp,
-            "--tracing-port",
-            &tracing,
-            "--apps",
-            "httpbin",
-        ]);
+        let args = [vec!["up".to_string()], port_args(), vec!["--apps".into(), "httpbin".into()]].concat();
+        let mut up = mesh.cmd(&args.iter().map(String::as_str).collect::<Vec<_>>());
         up.envs(vars.iter().copied());
         let out = up.output().expect("run meshrig");
         assert!(out.status.success(), "meshrig up failed:\n{}", text(&out));
