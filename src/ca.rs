@@ -1,6 +1,7 @@
 //! The mesh's certificate authority: one root per environment (kept in the state dir, key
 //! 0600), and workload certificates signed for CSRs, whose only name is the SPIFFE id
-//! `spiffe://cluster.local/ns/NS/sa/SA` of the caller (never what the CSR asks for).
+//! `spiffe://cluster.local/ns/NS/sa/SA` of the caller (never what the CSR asks for); and the
+//! control plane's own serving certificate, by DNS name (its admission webhooks).
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -135,6 +136,27 @@ impl Ca {
         params.use_authority_key_identifier_extension = true;
         params.custom_extensions.clear();
         Ok(csr.signed_by(&self.issuer)?.pem())
+    }
+}
+
+impl Ca {
+    /// A serving certificate for `dns_names` (the control plane's webhooks, as the API server
+    /// calls them: `istiod.istio-system.svc`), with a new key: the chain and the key, PEM.
+    pub fn sign_server(&self, dns_names: &[&str], ttl: Duration) -> Result<(String, String), Error> {
+        let key = KeyPair::generate()?;
+        let names: Vec<String> = dns_names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(names)?;
+        params.distinguished_name = DistinguishedName::new();
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let now = SystemTime::now();
+        params.not_before = (now - BACKDATE).into();
+        params.not_after = (now + ttl).into();
+        params.serial_number = Some(serial());
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
     }
 }
 

@@ -11,6 +11,7 @@ pub mod render;
 pub mod schema;
 #[cfg(test)]
 pub(crate) mod tests;
+pub mod webhook;
 
 /// The node image kind v0.27.0 was released with (Kubernetes v1.32.2), pinned by digest.
 pub const NODE_IMAGE: &str =

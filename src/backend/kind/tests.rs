@@ -486,3 +486,147 @@ fn kiali_and_grafana_point_at_what_the_manifests_create() {
         assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], image);
     }
 }
+
+mod webhook {
+    use base64::Engine as _;
+    use serde_json::{json, Value};
+
+    use super::super::webhook::{review, serve, server_config};
+    use super::plan;
+
+    fn admission(kind: &str, namespace: &str, object: Value) -> Value {
+        json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+                "kind": {"group": "", "version": "v1", "kind": kind},
+                "namespace": namespace,
+                "operation": "CREATE",
+                "object": object,
+                "dryRun": false,
+            },
+        })
+    }
+
+    fn pod() -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"generateName": "ratings-v1-5f9c-", "namespace": "default", "labels": {"app": "ratings", "version": "v1"}},
+            "spec": {"containers": [{"name": "ratings", "image": "docker.io/istio/examples-bookinfo-ratings-v1:1.20.3", "ports": [{"containerPort": 9080}]}]},
+        })
+    }
+
+    /// Applies a JSONPatch of `replace` operations at top-level paths, as the API server does.
+    fn apply(mut object: Value, response: &Value) -> Value {
+        let patch = base64::engine::general_purpose::STANDARD.decode(response["patch"].as_str().unwrap()).unwrap();
+        for op in serde_json::from_slice::<Vec<Value>>(&patch).unwrap() {
+            assert_eq!(op["op"], "replace");
+            let key = op["path"].as_str().unwrap().trim_start_matches('/').to_string();
+            object[key] = op["value"].clone();
+        }
+        object
+    }
+
+    #[test]
+    fn a_pod_being_created_is_injected_by_a_json_patch() {
+        let answer = review("/inject", &admission("Pod", "default", pod()), &plan());
+        assert_eq!(
+            (answer["apiVersion"].as_str(), answer["kind"].as_str()),
+            (Some("admission.k8s.io/v1"), Some("AdmissionReview"))
+        );
+        let r = &answer["response"];
+        assert_eq!(r["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002", "the request's uid comes back");
+        assert_eq!((r["allowed"].as_bool(), r["patchType"].as_str()), (Some(true), Some("JSONPatch")));
+        let injected = apply(pod(), r);
+        let names: Vec<&str> =
+            injected["spec"]["containers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["ratings", "istio-proxy"]);
+        assert_eq!(injected["spec"]["initContainers"][0]["name"], "istio-init");
+        assert_eq!(injected["metadata"]["generateName"], "ratings-v1-5f9c-", "the rest of the pod is kept");
+
+        // A pod that opts out is let through untouched.
+        let mut off = pod();
+        off["metadata"]["annotations"] = json!({"sidecar.istio.io/inject": "false"});
+        let r = &review("/inject", &admission("Pod", "default", off), &plan())["response"];
+        assert_eq!((r["allowed"].as_bool(), r.get("patch")), (Some(true), None));
+    }
+
+    #[test]
+    fn a_misspelt_or_invalid_istio_object_is_refused_with_meshrigs_message() {
+        let vs = |spec: Value| json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "reviews"}, "spec": spec});
+        let ok = review(
+            "/validate",
+            &admission(
+                "VirtualService",
+                "default",
+                vs(json!({"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "reviews"}}]}]})),
+            ),
+            &plan(),
+        );
+        assert_eq!(ok["response"]["allowed"], true, "{ok}");
+
+        let typo = review(
+            "/validate",
+            &admission("VirtualService", "default", vs(json!({"hosts": ["reviews"], "htpp": []}))),
+            &plan(),
+        );
+        let r = &typo["response"];
+        assert_eq!((r["allowed"].as_bool(), r["status"]["code"].as_u64()), (Some(false), Some(400)));
+        let message = r["status"]["message"].as_str().unwrap();
+        assert!(message.starts_with("configuration is invalid: ") && message.contains("htpp"), "{message}");
+
+        let weights = review(
+            "/validate",
+            &admission(
+                "VirtualService",
+                "default",
+                vs(json!({"hosts": ["reviews"], "http": [{"route": [
+                    {"destination": {"host": "reviews", "subset": "v1"}, "weight": 0},
+                    {"destination": {"host": "reviews", "subset": "v2"}, "weight": 0},
+                ]}]})),
+            ),
+            &plan(),
+        );
+        assert_eq!(weights["response"]["allowed"], false, "{weights}");
+        assert!(
+            weights["response"]["status"]["message"].as_str().unwrap().contains("total destination weight = 0"),
+            "{weights}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_webhooks_answer_over_tls_with_a_certificate_for_istiods_service() {
+        let ca = crate::ca::Ca::generate().unwrap();
+        let (chain, key) = ca.sign_server(&["istiod.istio-system.svc"], std::time::Duration::from_secs(3600)).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener, server_config(&chain, &key).unwrap(), plan()));
+
+        // A client that trusts only the mesh's root, as the API server does through caBundle.
+        let mut roots = rustls::RootCertStore::empty();
+        for c in crate::tls::certs_from_pem(ca.root_pem()).unwrap() {
+            roots.add(c).unwrap();
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let client = crate::net::builder()
+            .no_proxy()
+            .tls_backend_preconfigured(tls)
+            .resolve("istiod.istio-system.svc", addr)
+            .build()
+            .unwrap();
+        let url = format!("https://istiod.istio-system.svc:{}/inject", addr.port());
+        let body = admission("Pod", "default", pod()).to_string();
+        let resp = client.post(&url).header("content-type", "application/json").body(body).send().await.unwrap();
+        let answer: Value = serde_json::from_slice(&crate::net::read_all(resp, 1 << 20).await.unwrap()).unwrap();
+        assert_eq!(answer["response"]["patchType"], "JSONPatch", "{answer}");
+        // Another name is not the certificate's.
+        let wrong = crate::net::builder().no_proxy().resolve("istiod.other.svc", addr).build().unwrap();
+        assert!(wrong.post(format!("https://istiod.other.svc:{}/inject", addr.port())).send().await.is_err());
+        server.abort();
+    }
+}
