@@ -6,6 +6,7 @@
 
 pub mod image;
 pub mod inject;
+pub mod pods;
 pub mod preflight;
 pub mod render;
 pub mod schema;

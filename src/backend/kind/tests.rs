@@ -630,3 +630,80 @@ mod webhook {
         server.abort();
     }
 }
+
+mod pods {
+    use serde_json::{json, Value};
+
+    use super::super::pods::workload;
+    use super::{deployment, inject, plan, RATINGS};
+    use crate::snapshot::Role;
+
+    /// The pod the ratings Deployment makes, injected, as the API server has it once it runs.
+    fn running_ratings() -> Value {
+        let mut d = deployment(RATINGS);
+        inject(&mut d, &plan()).unwrap();
+        let mut pod = d["spec"]["template"].clone();
+        pod["metadata"]["name"] = json!("ratings-v1-7d8f9c5b6-x2x9q");
+        pod["metadata"]["namespace"] = json!("bookinfo");
+        pod["metadata"]["labels"]["pod-template-hash"] = json!("7d8f9c5b6");
+        pod["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "ratings-v1-7d8f9c5b6", "controller": true}]);
+        pod["status"] = json!({
+            "phase": "Running",
+            "podIP": "10.244.0.17",
+            "conditions": [{"type": "Initialized", "status": "True"}, {"type": "Ready", "status": "True"}],
+        });
+        pod
+    }
+
+    #[test]
+    fn an_injected_running_pod_is_a_serving_sidecar_at_its_ip() {
+        let w = workload(&running_ratings()).unwrap();
+        let id = &w.identity;
+        assert_eq!(
+            (id.namespace.as_str(), id.pod.as_str(), id.workload.as_str()),
+            ("bookinfo", "ratings-v1-7d8f9c5b6-x2x9q", "ratings-v1")
+        );
+        assert_eq!((id.role, id.service_account.as_str()), (Role::Sidecar, "bookinfo-ratings"));
+        assert_eq!(id.labels["version"], "v1");
+        assert_eq!(w.endpoint(9080), Some("10.244.0.17:9080".parse().unwrap()));
+        assert_eq!(w.apps[&9080], "127.0.0.1:9080".parse().unwrap());
+        assert_eq!(
+            w.intercepted.iter().copied().collect::<Vec<_>>(),
+            [9080],
+            "the proxy's own 15090 is not an app port"
+        );
+        assert!(w.serving);
+
+        // Not ready, or on its way out: not an endpoint.
+        let mut p = running_ratings();
+        p["status"]["conditions"][1]["status"] = json!("False");
+        assert!(!workload(&p).unwrap().serving);
+        let mut p = running_ratings();
+        p["metadata"]["deletionTimestamp"] = json!("2026-12-07T23:00:00Z");
+        assert!(!workload(&p).unwrap().serving);
+        // Ports left alone by annotation are not the sidecar's.
+        let mut p = running_ratings();
+        p["metadata"]["annotations"]["traffic.sidecar.istio.io/excludeInboundPorts"] = json!("9080");
+        assert!(workload(&p).unwrap().intercepted.is_empty());
+    }
+
+    #[test]
+    fn the_gateway_and_a_pod_without_a_sidecar_have_their_roles() {
+        let docs = super::all_documents();
+        let gw = super::find(&docs, "Deployment", "istio-ingressgateway");
+        let mut pod = gw["spec"]["template"].clone();
+        pod["metadata"]["name"] = json!("istio-ingressgateway-6c8f-abcde");
+        pod["metadata"]["namespace"] = json!("istio-system");
+        assert_eq!(workload(&pod).unwrap().identity.role, Role::Gateway);
+        assert_eq!(
+            workload(&pod).unwrap().identity.workload,
+            "istio-ingressgateway-6c8f-abcde",
+            "no owner: its own name"
+        );
+
+        let plain = json!({"metadata": {"name": "sleep", "namespace": "default"}, "spec": {"containers": [{"name": "sleep", "image": "curlimages/curl"}]}});
+        let w = workload(&plain).unwrap();
+        assert_eq!((w.identity.role, w.identity.service_account.as_str(), w.serving), (Role::Plain, "default", false));
+        assert!(workload(&json!({"metadata": {}})).is_err());
+    }
+}
