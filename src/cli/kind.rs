@@ -168,6 +168,11 @@ mod tests {
         let mut ratings = deployment(RATINGS);
         inject::inject(&mut ratings, &plan).unwrap();
         pods.push(ratings["spec"]["template"]["spec"].clone());
+        // Istio's gateway injection template, on the local backend's own gateway Deployment.
+        let local = render::parse_stream(include_str!("../../manifests/istio-system.yaml")).unwrap();
+        let mut gateway = local.into_iter().find(|d| d["kind"] == "Deployment").unwrap();
+        inject::inject(&mut gateway, &plan).unwrap();
+        pods.push(gateway["spec"]["template"]["spec"].clone());
         let mut seen = 0;
         for pod in &pods {
             for list in ["initContainers", "containers"] {
@@ -180,6 +185,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(seen, 4, "the gateway, and the ratings pod's istio-init, app and istio-proxy");
+        assert_eq!(seen, 5, "the gateway, the ratings pod's istio-init, app and istio-proxy, an injected gateway");
     }
 }

@@ -92,7 +92,39 @@ fn inject_template(t: &mut Value, workload: &str, plan: &Plan) -> Result<Outcome
         }
     }
 
-    let sidecar = render::sidecar(plan, &ports, &include).map_err(|e| e.to_string())?;
+    // Istio's gateway injection: the pod's `image: auto` container becomes the gateway proxy.
+    let gateway = meta(t, "annotations", "inject.istio.io/templates")
+        .is_some_and(|ts| ts.split(',').any(|t| t.trim() == "gateway"));
+    if gateway {
+        let own: Vec<u16> = ports.iter().copied().filter(|p| ![15020, 15021, 15090].contains(p)).collect();
+        let proxy = render::sidecar(plan, "gateway", &own, &include).map_err(|e| e.to_string())?;
+        let template = proxy["containers"][0].clone();
+        let containers = t.pointer_mut("/spec/containers").and_then(Value::as_array_mut).ok_or("no containers")?;
+        let mut replaced = false;
+        for c in containers.iter_mut().filter(|c| c["image"] == "auto") {
+            let mut merged = template.clone();
+            merged["name"] = c["name"].clone();
+            if let Some(p) = c.get("ports") {
+                merged["ports"] = p.clone();
+            }
+            *c = merged;
+            replaced = true;
+        }
+        if !replaced {
+            return Err(format!("{workload}: the gateway template needs a container with `image: auto`"));
+        }
+        let volumes = proxy["volumes"].as_array().cloned().unwrap_or_default();
+        let spec = t.get_mut("spec").and_then(Value::as_object_mut).ok_or("the pod template has no spec")?;
+        let list = spec.entry("volumes").or_insert_with(|| json!([]));
+        if list.is_null() {
+            *list = json!([]);
+        }
+        list.as_array_mut().ok_or("spec.volumes is not a list")?.extend(volumes);
+        mark(t, workload, &labels, &first, &[], &["istio-proxy"])?;
+        return Ok(Outcome::Injected);
+    }
+
+    let sidecar = render::sidecar(plan, "sidecar", &ports, &include).map_err(|e| e.to_string())?;
     let spec = t.get_mut("spec").and_then(Value::as_object_mut).ok_or("the pod template has no spec")?;
     for field in ["initContainers", "containers", "volumes"] {
         let added = sidecar.get(field).and_then(Value::as_array).cloned().unwrap_or_default();
@@ -102,7 +134,19 @@ fn inject_template(t: &mut Value, workload: &str, plan: &Plan) -> Result<Outcome
         }
         list.as_array_mut().ok_or_else(|| format!("spec.{field} is not a list"))?.extend(added);
     }
+    mark(t, workload, &labels, &first, &["istio-init"], &["istio-proxy"])?;
+    Ok(Outcome::Injected)
+}
 
+/// The labels and annotations injection leaves on the pod template.
+fn mark(
+    t: &mut Value,
+    workload: &str,
+    labels: &Map<String, Value>,
+    first: &str,
+    init: &[&str],
+    containers: &[&str],
+) -> Result<(), String> {
     let metadata =
         t.as_object_mut().ok_or("the pod template is not a mapping")?.entry("metadata").or_insert_with(|| json!({}));
     let canonical_name = ["service.istio.io/canonical-name", "app.kubernetes.io/name", "app"]
@@ -121,8 +165,8 @@ fn inject_template(t: &mut Value, workload: &str, plan: &Plan) -> Result<Outcome
     labels.insert("service.istio.io/canonical-revision".into(), json!(canonical_revision));
     let annotations = object(metadata, "annotations");
     let status = json!({
-        "initContainers": ["istio-init"],
-        "containers": ["istio-proxy"],
+        "initContainers": init,
+        "containers": containers,
         "volumes": ["istio-token"],
         "imagePullSecrets": null,
         "revision": "default",
@@ -130,15 +174,15 @@ fn inject_template(t: &mut Value, workload: &str, plan: &Plan) -> Result<Outcome
     annotations.insert(STATUS.into(), json!(status.to_string()));
     annotations.insert("istio.io/rev".into(), json!("default"));
     for (k, v) in [
-        ("kubectl.kubernetes.io/default-container", first.as_str()),
-        ("kubectl.kubernetes.io/default-logs-container", first.as_str()),
+        ("kubectl.kubernetes.io/default-container", first),
+        ("kubectl.kubernetes.io/default-logs-container", first),
         ("prometheus.io/scrape", "true"),
         ("prometheus.io/port", "15090"),
         ("prometheus.io/path", "/stats/prometheus"),
     ] {
         annotations.entry(k).or_insert_with(|| json!(v));
     }
-    Ok(Outcome::Injected)
+    Ok(())
 }
 
 /// The object at `key` of `parent`, made if missing or null.

@@ -189,9 +189,16 @@ pub fn addons(plan: &Plan, names: &[String]) -> Result<Vec<Rendered>, Error> {
         .collect()
 }
 
-/// What injection adds to a pod: `initContainers`, `containers` and `volumes`.
-pub fn sidecar(plan: &Plan, inbound_ports: &[u16], include_inbound: &str) -> Result<serde_json::Value, Error> {
+/// What injection adds to a pod: `initContainers` (a sidecar's), `containers` and `volumes`;
+/// `role` is `sidecar` or `gateway`.
+pub fn sidecar(
+    plan: &Plan,
+    role: &str,
+    inbound_ports: &[u16],
+    include_inbound: &str,
+) -> Result<serde_json::Value, Error> {
     let mut context = plan.context();
+    context.insert("role", role);
     context.insert("inbound_ports", inbound_ports);
     context.insert("include_inbound", include_inbound);
     context.insert("exclude_inbound", kind::EXCLUDED_INBOUND);

@@ -707,3 +707,33 @@ mod pods {
         assert!(workload(&json!({"metadata": {}})).is_err());
     }
 }
+
+#[test]
+fn istios_gateway_injection_template_makes_the_auto_container_the_gateway() {
+    let text = include_str!("../../../manifests/istio-system.yaml");
+    let mut docs = render::parse_stream(text).unwrap();
+    let gw = docs.iter_mut().find(|d| d["kind"] == "Deployment").expect("the gateway Deployment");
+    assert_eq!(inject(gw, &plan()).unwrap(), Outcome::Injected);
+    let spec = &gw["spec"]["template"]["spec"];
+    assert!(
+        spec.get("initContainers").is_none_or(|v| v.as_array().is_none_or(|a| a.is_empty())),
+        "a gateway redirects nothing"
+    );
+    let containers = spec["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 1);
+    let proxy = &containers[0];
+    assert_eq!((proxy["name"].as_str(), proxy["image"].as_str()), (Some("istio-proxy"), Some(plan().image.as_str())));
+    let line = command_line(proxy);
+    assert!(line.contains(&"--role=gateway".to_string()), "{line:?}");
+    assert!(
+        line.contains(&"--inbound-port=8443".to_string()) && !line.contains(&"--inbound-port=15021".to_string()),
+        "{line:?}"
+    );
+    assert_eq!(proxy["ports"][0]["containerPort"], 8080, "the Deployment's own ports are kept");
+    let pod = {
+        let mut p = gw["spec"]["template"].clone();
+        p["metadata"]["name"] = serde_json::json!("istio-ingressgateway-abc");
+        p
+    };
+    assert_eq!(super::pods::workload(&pod).unwrap().identity.role, crate::snapshot::Role::Gateway);
+}
