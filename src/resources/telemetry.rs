@@ -316,10 +316,11 @@ pub fn check(t: &Telemetry) -> (Vec<String>, Vec<String>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn telemetry(ns: &str, yaml_spec: &str) -> Telemetry {
+    /// A Telemetry in namespace `ns` with `yaml_spec` (indented two spaces) as its spec.
+    pub(crate) fn telemetry(ns: &str, yaml_spec: &str) -> Telemetry {
         serde_yaml::from_str(&format!(
             "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {{name: t, namespace: {ns}}}\nspec:\n{yaml_spec}"
         ))

@@ -201,13 +201,7 @@ pub fn side(mesh: &mesh_config::MeshConfig, applicable: &[&Telemetry], mode: Mod
 mod tests {
     use super::*;
     use crate::resources::telemetry;
-
-    fn telemetry(ns: &str, yaml_spec: &str) -> Telemetry {
-        serde_yaml::from_str(&format!(
-            "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {{name: t, namespace: {ns}}}\nspec:\n{yaml_spec}"
-        ))
-        .unwrap()
-    }
+    use crate::resources::telemetry::tests::telemetry;
 
     #[test]
     fn every_metric_the_api_names_is_one_the_proxy_reports() {
