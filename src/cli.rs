@@ -169,25 +169,6 @@ pub enum Command {
         #[arg(long, value_enum)]
         sample_images: Option<crate::backend::kind::SampleImages>,
     },
-    /// Add the sidecar to every workload of a file, as istioctl kube-inject does (for the kind
-    /// backend: istio-init and istio-proxy with meshrig's image).
-    KubeInject {
-        /// A file of Kubernetes YAML, or - for stdin.
-        #[arg(short = 'f', long = "filename")]
-        filename: String,
-        /// Where to write the result (default: stdout).
-        #[arg(short = 'o', long = "output")]
-        output: Option<String>,
-        /// Istio's sample images as meshrig's built-in apps (builtin, the default) or as they are
-        /// (upstream).
-        #[arg(long, value_enum)]
-        sample_images: Option<crate::backend::kind::SampleImages>,
-    },
-    /// meshrig's container image, made from this binary (for the kind backend).
-    Image {
-        #[command(subcommand)]
-        what: ImageCommand,
-    },
     /// Stop every process of the environment; applied config is kept unless --purge.
     Down {
         /// Also delete the environment's state (applied resources, lab progress).
@@ -450,6 +431,25 @@ pub enum Command {
         /// Output format: a table for people, or yaml / json for programs.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
+    },
+    /// Add the sidecar to every workload of a file, as istioctl kube-inject does (for the kind
+    /// backend: istio-init and istio-proxy with meshrig's image).
+    KubeInject {
+        /// A file of Kubernetes YAML, or - for stdin.
+        #[arg(short = 'f', long = "filename")]
+        filename: String,
+        /// Where to write the result (default: stdout).
+        #[arg(short = 'o', long = "output")]
+        output: Option<String>,
+        /// Istio's sample images as meshrig's built-in apps (builtin, the default) or as they are
+        /// (upstream).
+        #[arg(long, value_enum)]
+        sample_images: Option<crate::backend::kind::SampleImages>,
+    },
+    /// meshrig's container image, made from this binary (for the kind backend).
+    Image {
+        #[command(subcommand)]
+        what: ImageCommand,
     },
     /// (internal) Run the control plane.
     #[command(hide = true)]
