@@ -668,7 +668,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // The backend the environment's settings name.
             let backend = |s: &crate::env::Settings| -> Box<dyn crate::control_plane::backend::Backend> {
                 match s.backend {
-                    crate::env::BackendKind::Local => Box::new(crate::backend::local::Local { settings: s.clone() }),
+                    crate::env::BackendKind::Local => Box::new(crate::backend::local::Local::new(s.clone())),
                 }
             };
             runtime()?.block_on(crate::control_plane::run(env, backend))?;

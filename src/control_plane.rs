@@ -6,7 +6,8 @@
 //!   API server's write semantics as pure functions; `store`: the local one, persisted.
 //! - `certmanager`: Certificates issued into Secrets by `selfSigned` and `ca` issuers.
 //! - `backend`: what runs workloads (admission, the workload source); `backend::local` today.
-//! - `credentials`: who a proxy is, from its bearer token (`PodTokens` locally).
+//! - `credentials`: who a proxy is, from its bearer token; the backend gives the check
+//!   (`PodTokens` locally).
 //! - `gateway_ports`: where the ingress gateway publishes each Gateway server, said at apply.
 //! - `lock`: one control plane per environment (a file lock held for its life).
 //! - `state`: config source + pods + the version counter + the world view, shared by everything below.

@@ -18,9 +18,11 @@ use crate::ready::Listener;
 use crate::registry::Workload;
 use crate::snapshot::{ProxyIdentity, Role, Version};
 
-/// The test's backend: it runs nothing (the test registers its pods), so every version is as
-/// reconciled as it will be.
-struct Registered;
+/// The test's backend: it runs nothing (the test registers its pods, with tokens from
+/// `tokens`), so every version is as reconciled as it will be.
+struct Registered {
+    tokens: std::sync::Arc<crate::control_plane::credentials::PodTokens>,
+}
 
 impl Backend for Registered {
     fn admit(&self, _: &crate::resources::core::Deployment, _: &BTreeMap<String, String>) -> Result<Admitted, String> {
@@ -43,12 +45,18 @@ impl Backend for Registered {
             }
         });
     }
+
+    fn credentials(&self) -> std::sync::Arc<dyn crate::control_plane::credentials::Credentials> {
+        self.tokens.clone()
+    }
 }
 
 /// A control plane in this process, and the pods registered with it.
 pub struct Mesh {
     pub control_plane: Started,
     pub env: Env,
+    /// The proxies' credentials (the test's backend issues one per registered pod).
+    tokens: std::sync::Arc<crate::control_plane::credentials::PodTokens>,
 }
 
 /// A registered pod: its app and its sidecar, both in this process.
@@ -92,10 +100,12 @@ impl Mesh {
         env.ensure_dirs().expect("the state directory");
         let settings = Settings { tracing_port: 0, ..Settings::default() };
         let config = Box::new(control_plane::config::Memory::default());
-        let control_plane = control_plane::start(env.clone(), config, settings, Box::new(Registered))
-            .await
-            .expect("the control plane starts");
-        Mesh { control_plane, env }
+        let tokens = std::sync::Arc::new(crate::control_plane::credentials::PodTokens::default());
+        let control_plane =
+            control_plane::start(env.clone(), config, settings, Box::new(Registered { tokens: tokens.clone() }))
+                .await
+                .expect("the control plane starts");
+        Mesh { control_plane, env, tokens }
     }
 
     /// The API client, with the environment's token.
@@ -152,7 +162,7 @@ impl Mesh {
             .lock()
             .pods
             .insert(key.clone(), PodRecord::new(Workload::new(identity), Some("app".into()), String::new()));
-        let token = state.issue_credential(&key);
+        let token = self.tokens.issue(&key);
         let config = crate::proxy::Config {
             role: Role::Sidecar,
             control_plane: api::Client::new(self.control_plane.address, token),

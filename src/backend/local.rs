@@ -8,13 +8,22 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::control_plane::backend::{Admitted, Backend};
+use crate::control_plane::credentials::{Credentials, PodTokens};
 use crate::control_plane::state::State;
 use crate::env::Settings;
 use crate::resources::core::Deployment;
 
-/// Processes on loopback: only the images meshrig has built-in apps for.
+/// Processes on loopback: only the images meshrig has built-in apps for. Each pod's proxy gets
+/// a token of its own (`tokens`), issued when the runner starts it and revoked when it goes.
 pub struct Local {
     pub settings: Settings,
+    pub tokens: Arc<PodTokens>,
+}
+
+impl Local {
+    pub fn new(settings: Settings) -> Local {
+        Local { settings, tokens: Arc::new(PodTokens::default()) }
+    }
 }
 
 /// Each local pod is two processes on this machine: a bound keeps a typo from forking thousands.
@@ -40,6 +49,10 @@ impl Backend for Local {
     }
 
     fn run(&self, state: Arc<State>) {
-        tokio::spawn(runner::run(state));
+        tokio::spawn(runner::run(state, self.tokens.clone()));
+    }
+
+    fn credentials(&self) -> Arc<dyn Credentials> {
+        self.tokens.clone()
     }
 }

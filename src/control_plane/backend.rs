@@ -22,6 +22,9 @@ pub trait Backend: Send + Sync {
     /// Starts running the pods the store asks for, reporting each into `state` (the registry
     /// record, phases, readiness): the control plane's workload source.
     fn run(&self, state: Arc<State>);
+
+    /// Who a proxy is, from its bearer token: the credential check the API runs.
+    fn credentials(&self) -> Arc<dyn crate::control_plane::credentials::Credentials>;
 }
 
 /// What a backend says of a Deployment it will run.

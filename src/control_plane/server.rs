@@ -61,7 +61,8 @@ pub async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Response<Bod
     let q = query(&req);
     if !constant_time_eq(bearer.as_bytes(), server.token.as_bytes()) {
         // A proxy's own credential: its snapshot and its certificate, nothing else.
-        let Some(pod) = (!bearer.is_empty()).then(|| server.state.credential_owner(bearer)).flatten() else {
+        let owner = if bearer.is_empty() { None } else { server.state.credential_owner(bearer).await };
+        let Some(pod) = owner else {
             return error(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong token: the token is in the environment's state dir",

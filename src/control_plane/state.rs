@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use crate::api::{Phase, PodStatus};
 use crate::control_plane::backend::Backend;
 use crate::control_plane::config::ConfigSource;
-use crate::control_plane::credentials::{Credentials, PodTokens};
+use crate::control_plane::credentials::Credentials;
 use crate::env::{Env, Settings};
 use crate::ready::{Addrs, Listener};
 use crate::registry::Workload;
@@ -197,7 +197,7 @@ pub struct State {
     pub backend: Box<dyn Backend>,
     /// Who a proxy is, from its bearer token (the stand-in for a projected service-account
     /// token): good for its own pod's snapshot, certificate and spans only.
-    pub credentials: Box<dyn Credentials>,
+    pub credentials: Arc<dyn Credentials>,
     pub epoch: u64,
     pub inner: Mutex<Inner>,
     /// The config version proxies see: bumped by every change to the store or to a workload
@@ -255,12 +255,13 @@ impl State {
                 break e;
             }
         };
+        let credentials = backend.credentials();
         State {
             env,
             settings,
             api,
             backend,
-            credentials: Box::new(PodTokens::default()),
+            credentials,
             epoch,
             inner: Mutex::new(Inner { config, pods: BTreeMap::new(), counter: 1, jwks: BTreeMap::new() }),
             changes: watch::channel(1).0,
@@ -366,13 +367,9 @@ impl State {
     }
 
     /// A new credential for the proxy of pod `key` (the one before it stops working).
-    pub fn issue_credential(&self, key: &str) -> String {
-        self.credentials.issue(key)
-    }
-
     /// The pod a proxy credential belongs to.
-    pub fn credential_owner(&self, token: &str) -> Option<String> {
-        self.credentials.owner(token)
+    pub async fn credential_owner(&self, token: &str) -> Option<String> {
+        self.credentials.owner(token).await
     }
 
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

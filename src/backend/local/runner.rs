@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 use crate::api::Phase;
 use crate::apps::{self, Workload};
 use crate::control_plane::backoff::{backoff, crashes_after};
+use crate::control_plane::credentials::PodTokens;
 use crate::control_plane::state::{Pod, State};
 use crate::env::Settings;
 use crate::net::log;
@@ -197,12 +198,12 @@ struct Handle {
 }
 
 /// Reconciles forever: after every change, pods match the Deployments.
-pub async fn run(state: Arc<State>) {
+pub async fn run(state: Arc<State>, tokens: Arc<PodTokens>) {
     let mut handles: HashMap<String, Handle> = HashMap::new();
     let mut rx = state.changes.subscribe();
     loop {
         let seen = *rx.borrow_and_update();
-        reconcile(&state, &mut handles);
+        reconcile(&state, &tokens, &mut handles);
         state.reconciled.send_replace(seen);
         if rx.changed().await.is_err() {
             return;
@@ -210,7 +211,7 @@ pub async fn run(state: Arc<State>) {
     }
 }
 
-fn reconcile(state: &Arc<State>, handles: &mut HashMap<String, Handle>) {
+fn reconcile(state: &Arc<State>, tokens: &Arc<PodTokens>, handles: &mut HashMap<String, Handle>) {
     let settings = &state.settings;
     let mut inner = state.lock();
     // Desired: (namespace, deployment, hash) → (plan, replicas).
@@ -253,7 +254,7 @@ fn reconcile(state: &Arc<State>, handles: &mut HashMap<String, Handle>) {
                 let _ = h.stop.send(());
             }
             inner.pods.remove(&key);
-            state.credentials.revoke(&key);
+            tokens.revoke(&key);
             changed = true;
         }
     }
@@ -277,7 +278,7 @@ fn reconcile(state: &Arc<State>, handles: &mut HashMap<String, Handle>) {
             let key = pod.key();
             inner.pods.insert(key.clone(), pod);
             let (stop, stop_rx) = oneshot::channel();
-            tokio::spawn(supervise(state.clone(), key.clone(), p.clone(), stop_rx));
+            tokio::spawn(supervise(state.clone(), tokens.clone(), key.clone(), p.clone(), stop_rx));
             handles.insert(key, Handle { stop });
             changed = true;
         }
@@ -288,13 +289,19 @@ fn reconcile(state: &Arc<State>, handles: &mut HashMap<String, Handle>) {
 }
 
 /// Runs one pod until it is stopped, restarting it with backoff when a process exits.
-async fn supervise(state: Arc<State>, key: String, plan: PodPlan, mut stop: oneshot::Receiver<()>) {
+async fn supervise(
+    state: Arc<State>,
+    tokens: Arc<PodTokens>,
+    key: String,
+    plan: PodPlan,
+    mut stop: oneshot::Receiver<()>,
+) {
     let mut restarts = 0u32;
     let mut crashes = 0u32;
     loop {
         state.update_pod(&key, |p, _| p.set_phase(Phase::Starting));
         let started = tokio::select! {
-            r = start(&state, &key, &plan) => r,
+            r = start(&state, &tokens, &key, &plan) => r,
             _ = &mut stop => return,
         };
         let mut ran = Duration::ZERO;
@@ -399,7 +406,7 @@ async fn kill_all(procs: &mut Procs) {
 
 /// Starts the pod's proxy, then its app (whose HTTP_PROXY points at the proxy), reading each
 /// one's readiness line.
-async fn start(state: &State, key: &str, plan: &PodPlan) -> Result<Procs, String> {
+async fn start(state: &State, tokens: &PodTokens, key: &str, plan: &PodPlan) -> Result<Procs, String> {
     let mut procs: Procs = Vec::new();
     let pod_name = key.split_once('/').map(|(_, n)| n).unwrap_or(key).to_string();
     let exe = meshrig_exe()?;
@@ -419,7 +426,7 @@ async fn start(state: &State, key: &str, plan: &PodPlan) -> Result<Procs, String
     ]);
     // The proxy's own credential, not the environment's token: it can fetch only this pod's
     // snapshot and certificate.
-    proxy.env(crate::proxy::TOKEN_ENV, state.issue_credential(key));
+    proxy.env(crate::proxy::TOKEN_ENV, tokens.issue(key));
     proxy.args(["--max-connections", &state.settings.max_connections.to_string()]);
     for p in &plan.inbound_ports {
         proxy.args(["--inbound-port", &p.to_string()]);
