@@ -28,8 +28,14 @@ pub const WEBHOOK_PORT: u16 = 15017;
 /// The projected ServiceAccount token a proxy authenticates with (audience `istio-ca`).
 pub const TOKEN_DIR: &str = "/var/run/secrets/tokens";
 pub const TOKEN_PATH: &str = "/var/run/secrets/tokens/istio-token";
-/// Ports on a pod that inbound capture never takes: the proxy's own (Istio's default).
-pub const EXCLUDED_INBOUND: &str = "15090,15021,15020";
+/// The proxy's own ports on a pod (stats, health, merged metrics): inbound capture never takes
+/// them and they are never an app's (Istio's default exclusions).
+pub const PROXY_PORTS: [u16; 3] = [15090, 15021, 15020];
+
+/// `PROXY_PORTS` as istio-init's `--exclude-inbound-ports` takes them.
+pub fn excluded_inbound() -> String {
+    PROXY_PORTS.map(|p| p.to_string()).join(",")
+}
 
 /// The kind cluster of environment `env`.
 pub fn cluster_name(env: &str) -> String {

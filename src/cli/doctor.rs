@@ -23,13 +23,7 @@ fn on_path(program: &str) -> Option<std::path::PathBuf> {
 /// `doctor --backend kind`: exit 3 when the backend cannot run, 1 for any other problem.
 pub fn kind(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
     let settings = env.settings()?.unwrap_or_else(Settings::default);
-    let ports = [
-        ("gateway HTTP port", settings.http_port),
-        ("gateway HTTPS port", settings.https_port),
-        ("gateway TCP port", settings.tcp_port),
-    ];
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let checks = runtime.block_on(crate::backend::kind::preflight::run(&ports, crate::cli::lifecycle::port_free));
+    let checks = crate::cli::kind::preflight([settings.http_port, settings.https_port, settings.tcp_port])?;
     let blocked = checks.iter().any(|c| c.blocking && !c.ok);
     let findings: Vec<Finding> =
         checks.into_iter().map(|c| Finding { check: c.check, ok: c.ok, detail: c.detail, fix: c.fix }).collect();

@@ -28,6 +28,13 @@ pub fn plan(env: &Env, ports: &GatewayPorts, sample_images: Option<SampleImages>
     })
 }
 
+/// The kind backend's preflight for the gateway's host ports `[http, https, tcp]`.
+pub fn preflight([http, https, tcp]: [u16; 3]) -> anyhow::Result<Vec<kind::preflight::Finding>> {
+    let ports = [("gateway HTTP port", http), ("gateway HTTPS port", https), ("gateway TCP port", tcp)];
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    Ok(runtime.block_on(kind::preflight::run(&ports, crate::cli::lifecycle::port_free)))
+}
+
 /// `up --backend kind`: with `--dry-run`, prints what would be created and applied.
 pub fn up(
     env: &Env,
@@ -41,13 +48,7 @@ pub fn up(
     let addon_manifests = render::addons(&plan, addons)?;
     if !dry_run {
         // The preflight first: what this machine lacks is worth knowing either way.
-        let ports = [
-            ("gateway HTTP port", plan.http_port),
-            ("gateway HTTPS port", plan.https_port),
-            ("gateway TCP port", plan.tcp_port),
-        ];
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        for f in runtime.block_on(kind::preflight::run(&ports, crate::cli::lifecycle::port_free)) {
+        for f in preflight([plan.http_port, plan.https_port, plan.tcp_port])? {
             if !f.ok {
                 eprintln!("{} {}: {}", crate::cli::term::fail_mark(), f.check, f.detail);
                 if let Some(fix) = f.fix {

@@ -96,7 +96,7 @@ fn inject_template(t: &mut Value, workload: &str, plan: &Plan) -> Result<Outcome
     let gateway = meta(t, "annotations", "inject.istio.io/templates")
         .is_some_and(|ts| ts.split(',').any(|t| t.trim() == "gateway"));
     if gateway {
-        let own: Vec<u16> = ports.iter().copied().filter(|p| ![15020, 15021, 15090].contains(p)).collect();
+        let own: Vec<u16> = ports.iter().copied().filter(|p| !crate::backend::kind::PROXY_PORTS.contains(p)).collect();
         let proxy = render::sidecar(plan, "gateway", &own, &include).map_err(|e| e.to_string())?;
         let template = proxy["containers"][0].clone();
         let containers = t.pointer_mut("/spec/containers").and_then(Value::as_array_mut).ok_or("no containers")?;

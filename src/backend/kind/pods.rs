@@ -91,9 +91,7 @@ pub fn workload(pod: &Value) -> Result<Workload, String> {
                 Ports::All => true,
                 Ports::Only(only) => only.contains(p),
             })
-            .filter(|p| {
-                !exclude.contains(p) && !crate::backend::kind::EXCLUDED_INBOUND.split(',').any(|x| x == p.to_string())
-            })
+            .filter(|p| !exclude.contains(p) && !crate::backend::kind::PROXY_PORTS.contains(p))
             .collect();
     }
     let ready = pod["status"]["conditions"]

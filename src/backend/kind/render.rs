@@ -120,10 +120,14 @@ pub enum Error {
     Template { source_name: String, message: String },
 }
 
-fn engine() -> tera::Tera {
-    let mut t = tera::Tera::default();
-    t.add_raw_templates(TEMPLATES.to_vec()).expect("meshrig's own templates parse (tested)");
-    t
+/// The templates, parsed once per process (the webhook renders a sidecar for every pod).
+fn engine() -> &'static tera::Tera {
+    static ENGINE: std::sync::OnceLock<tera::Tera> = std::sync::OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let mut t = tera::Tera::default();
+        t.add_raw_templates(TEMPLATES.to_vec()).expect("meshrig's own templates parse (tested)");
+        t
+    })
 }
 
 /// Renders `name` with `context`, then parses what came out.
@@ -149,7 +153,7 @@ pub fn parse_stream(text: &str) -> Result<Vec<serde_json::Value>, String> {
 
 /// The kind cluster's config.
 pub fn cluster_config(plan: &Plan) -> Result<Rendered, Error> {
-    render_one(&engine(), "manifests/kind/cluster.yaml", &plan.context())
+    render_one(engine(), "manifests/kind/cluster.yaml", &plan.context())
 }
 
 /// Everything `up` applies to the cluster, in order: the CRDs, the control plane, the
@@ -165,7 +169,7 @@ pub fn manifests(plan: &Plan) -> Result<Vec<Rendered>, Error> {
         documents: crds,
     }];
     for name in ["manifests/kind/istiod.yaml", "manifests/kind/webhooks.yaml", "manifests/kind/gateway.yaml"] {
-        out.push(render_one(&t, name, &context)?);
+        out.push(render_one(t, name, &context)?);
     }
     Ok(out)
 }
@@ -184,7 +188,7 @@ pub fn addons(plan: &Plan, names: &[String]) -> Result<Vec<Rendered>, Error> {
                     message: format!("not an addon of the kind backend; choose from {}", known.join(", ")),
                 });
             }
-            render_one(&t, &format!("addons/kind/{name}.yaml"), &context)
+            render_one(t, &format!("addons/kind/{name}.yaml"), &context)
         })
         .collect()
 }
@@ -201,8 +205,8 @@ pub fn sidecar(
     context.insert("role", role);
     context.insert("inbound_ports", inbound_ports);
     context.insert("include_inbound", include_inbound);
-    context.insert("exclude_inbound", kind::EXCLUDED_INBOUND);
-    let r = render_one(&engine(), "manifests/kind/sidecar.yaml", &context)?;
+    context.insert("exclude_inbound", &kind::excluded_inbound());
+    let r = render_one(engine(), "manifests/kind/sidecar.yaml", &context)?;
     Ok(r.documents.into_iter().next().unwrap_or_default())
 }
 
