@@ -23,10 +23,6 @@ fn envoy_binary() -> PathBuf {
     path
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A workload certificate for `identity` from the environment's own CA (as an outside
 /// workload would get one), written beside the root for Envoy to read.
 fn issue(state: &Path, identity: &str, dir: &Path) {
@@ -168,7 +164,10 @@ fn envoy_and_meshrig_speak_istio_mtls_both_ways_and_strict_refuses_plaintext_env
 
     let dir = tempfile::tempdir().unwrap();
     issue(mesh.state.path(), &spiffe_id("default", "envoy"), dir.path());
-    let (admin, out, inbound) = (free_port(), free_port(), free_port());
+    // Envoy's ports come from the run's own range below the kernel's ephemeral ports: a port
+    // taken from `:0` and released can be handed out again as a client's source port before
+    // Envoy binds it.
+    let [admin, out, inbound, _] = support::ports();
     let config = dir.path().join("envoy.yaml");
     std::fs::write(&config, envoy_config(dir.path(), admin, out, inbound, sidecar, app)).unwrap();
     let log = dir.path().join("envoy.log");
