@@ -96,12 +96,24 @@ impl Ca {
         let damaged = |path: &Path, why: String| Error::Damaged { path: path.display().to_string(), why };
         let key_pem = std::fs::read_to_string(&key_path).map_err(|e| damaged(&key_path, e.to_string()))?;
         let root_pem = std::fs::read_to_string(&cert_path).map_err(|e| damaged(&cert_path, e.to_string()))?;
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| damaged(&key_path, e.to_string()))?;
-        let issuer = Issuer::from_ca_cert_pem(&root_pem, key).map_err(|e| damaged(&cert_path, e.to_string()))?;
-        if issuer.key().public_key_raw() != public_key_of(&root_pem).map_err(|why| damaged(&cert_path, why))? {
-            return Err(damaged(&key_path, "the key does not belong to root-cert.pem".into()));
+        Ca::from_pem(root_pem, &key_pem)
+            .map_err(|(in_key, why)| damaged(if in_key { &key_path } else { &cert_path }, why))
+    }
+
+    /// The CA of a root certificate and its key, as PEM; the error says which of the two is
+    /// wrong (true: the key) and why.
+    pub fn from_pem(root_pem: String, key_pem: &str) -> Result<Ca, (bool, String)> {
+        let key = KeyPair::from_pem(key_pem).map_err(|e| (true, e.to_string()))?;
+        let issuer = Issuer::from_ca_cert_pem(&root_pem, key).map_err(|e| (false, e.to_string()))?;
+        if issuer.key().public_key_raw() != public_key_of(&root_pem).map_err(|why| (false, why))? {
+            return Err((true, "the key does not belong to the root certificate".into()));
         }
         Ok(Ca { root_pem, issuer })
+    }
+
+    /// The root's private key, as PEM (for keeping it where the backend keeps it).
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
     }
 
     pub fn root_pem(&self) -> &str {

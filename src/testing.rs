@@ -196,5 +196,6 @@ pub async fn get(client: &reqwest::Client, url: &str) -> (u16, String) {
     }
 }
 
+pub mod kube_api;
 #[cfg(test)]
 mod tests;

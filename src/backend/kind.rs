@@ -4,6 +4,7 @@
 //! (`render.rs`: the kind config and the manifests from `manifests/kind/`, the CRDs from the
 //! kinds table), and injection (`inject.rs`, `meshrig kube-inject`).
 
+pub mod cluster;
 pub mod image;
 pub mod inject;
 pub mod pods;

@@ -29,6 +29,13 @@ pub trait ConfigSource: Send {
     ) -> Result<Vec<ResourceResult>, WriteError>;
     /// Deletes `keys` (a Namespace takes what is in it along): all or none.
     fn delete(&mut self, keys: &[ResourceKey]) -> Result<Vec<ResourceResult>, WriteError>;
+    /// Takes in `objects` as the source's own watch saw them, changed by another writer (the
+    /// API server's objects on Kubernetes). A source that is the only writer of its objects
+    /// refuses.
+    fn observed(&mut self, objects: Objects) -> Result<(), WriteError> {
+        drop(objects);
+        Err(WriteError("this config source has no other writer to observe".into()))
+    }
 }
 
 /// Namespaces that exist in every cluster.
@@ -74,6 +81,23 @@ impl Objects {
 
     pub fn namespace_exists(&self, ns: &str) -> bool {
         self.map.contains_key(&ResourceKey { kind: Kind::Namespace, namespace: String::new(), name: ns.into() })
+    }
+
+    /// These objects with every object of `kind` replaced by `resources` (what a watch of that
+    /// kind holds), their server-set metadata kept as given; the generation moves only when
+    /// something changed.
+    pub fn with_kind(&self, kind: Kind, resources: Vec<Resource>) -> Objects {
+        let wanted: BTreeMap<ResourceKey, Resource> = resources.into_iter().map(|r| (r.key(), r)).collect();
+        let have: BTreeMap<&ResourceKey, &Resource> = self.map.iter().filter(|(k, _)| k.kind == kind).collect();
+        if have.len() == wanted.len() && wanted.iter().all(|(k, r)| have.get(k).is_some_and(|h| *h == r)) {
+            return self.clone();
+        }
+        let mut next = self.clone();
+        let map = Arc::make_mut(&mut next.map);
+        map.retain(|k, _| k.kind != kind);
+        map.extend(wanted);
+        next.generation += 1;
+        next
     }
 
     /// What applying `r` would do, without doing it.
@@ -156,6 +180,11 @@ impl Memory {
 }
 
 impl ConfigSource for Memory {
+    fn observed(&mut self, objects: Objects) -> Result<(), WriteError> {
+        self.0 = objects;
+        Ok(())
+    }
+
     fn objects(&self) -> &Objects {
         &self.0
     }

@@ -367,6 +367,60 @@ impl State {
     }
 
     /// A new credential for the proxy of pod `key` (the one before it stops working).
+    /// The config source's objects changed elsewhere (its watch saw them): `f` makes the objects
+    /// now from the ones held. Proxies get a new version when something changed.
+    pub fn observe(
+        &self,
+        f: impl FnOnce(&crate::control_plane::config::Objects) -> crate::control_plane::config::Objects,
+    ) -> Result<(), crate::control_plane::config::WriteError> {
+        let mut inner = self.lock();
+        let before = inner.config.objects().generation();
+        let next = f(inner.config.objects());
+        if next.generation() == before {
+            return Ok(());
+        }
+        inner.config.observed(next)?;
+        self.bump(&mut inner);
+        Ok(())
+    }
+
+    /// The pods as the backend's workload source sees them now (Kubernetes' Pods), keyed
+    /// `namespace/name`: new ones are added, gone ones removed, and a changed record replaces
+    /// the one held (what a proxy acknowledged is kept). Proxies get a new version when a
+    /// record they see changed.
+    pub fn observe_pods(&self, now: BTreeMap<String, (Workload, Phase)>) {
+        let mut inner = self.lock();
+        let before = inner.pods.len();
+        inner.pods.retain(|k, _| now.contains_key(k));
+        let mut visible = inner.pods.len() != before;
+        let mut progress = false;
+        for (key, (workload, phase)) in now {
+            match inner.pods.get_mut(&key) {
+                Some(pod) => {
+                    if pod.workload != workload {
+                        pod.workload = workload;
+                        visible = true;
+                    }
+                    if pod.run.phase != phase {
+                        pod.run.phase = phase;
+                        progress = true;
+                    }
+                }
+                None => {
+                    let mut pod = Pod::new(workload, None, String::new());
+                    pod.run.phase = phase;
+                    inner.pods.insert(key, pod);
+                    visible = true;
+                }
+            }
+        }
+        if visible {
+            self.bump(&mut inner);
+        } else if progress {
+            self.progress.send_modify(|n| *n += 1);
+        }
+    }
+
     /// The pod a proxy credential belongs to.
     pub async fn credential_owner(&self, token: &str) -> Option<String> {
         self.credentials.owner(token).await

@@ -101,3 +101,23 @@ pub fn workload(pod: &Value) -> Result<Workload, String> {
         ip.is_some() && pod["status"]["phase"] == "Running" && ready && pod["metadata"]["deletionTimestamp"].is_null();
     Ok(w)
 }
+
+/// The phase `meshrig status` shows for `pod`: Running once Ready, Starting while its
+/// containers start, CrashLoopBackOff when the kubelet says so, Pending before.
+pub fn phase(pod: &Value) -> crate::api::Phase {
+    use crate::api::Phase;
+    let statuses = pod["status"]["containerStatuses"].as_array().cloned().unwrap_or_default();
+    let init = pod["status"]["initContainerStatuses"].as_array().cloned().unwrap_or_default();
+    if statuses.iter().chain(&init).any(|c| c["state"]["waiting"]["reason"] == "CrashLoopBackOff") {
+        return Phase::CrashLoopBackOff;
+    }
+    let ready = pod["status"]["conditions"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+    match pod["status"]["phase"].as_str() {
+        Some("Running") if ready => Phase::Running,
+        Some("Running") => Phase::Starting,
+        _ if !statuses.is_empty() || !init.is_empty() => Phase::Starting,
+        _ => Phase::Pending,
+    }
+}

@@ -1,0 +1,81 @@
+//! The kind backend's control plane against the Kubernetes API server (kube-rs): the config
+//! source is the cluster's objects as reflectors see them (`config.rs`), the workload source its
+//! Pods (`workloads.rs`), a proxy's credential its projected ServiceAccount token checked by a
+//! TokenReview (`tokens.rs`), and the mesh CA's root lives in a Secret (`ca.rs`). `Cluster` is
+//! the control plane's `Backend` on Kubernetes: Kubernetes runs the pods, so admission only
+//! warns and running is watching.
+
+pub mod ca;
+pub mod config;
+pub mod tokens;
+pub mod workloads;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kube::discovery::ApiResource;
+
+use crate::control_plane::backend::{Admitted, Backend};
+use crate::control_plane::credentials::Credentials;
+use crate::control_plane::state::State;
+use crate::resources::core::Deployment;
+use crate::resources::Kind;
+
+/// Where the API server serves `kind` (its preferred apiVersion).
+pub fn api_resource(kind: Kind) -> ApiResource {
+    let api_version = kind.api_versions()[0];
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    ApiResource {
+        group: group.to_string(),
+        version: version.to_string(),
+        api_version: api_version.to_string(),
+        kind: kind.as_str().to_string(),
+        plural: kind.plural().to_string(),
+    }
+}
+
+/// A client for the API server: in a pod, its ServiceAccount; elsewhere, the kubeconfig
+/// (`KUBECONFIG`, else `~/.kube/config`), as kubectl finds it.
+pub async fn client() -> Result<kube::Client, String> {
+    let config = kube::Config::infer().await.map_err(|e| {
+        format!("no Kubernetes API server to talk to: {e} (in a pod this needs its ServiceAccount; elsewhere a kubeconfig: `kind get kubeconfig --name meshrig-ENV`)")
+    })?;
+    kube::Client::try_from(config).map_err(|e| format!("a client for the API server: {e}"))
+}
+
+/// The control plane's backend on Kubernetes.
+pub struct Cluster {
+    pub client: kube::Client,
+    tokens: Arc<tokens::TokenReviews>,
+}
+
+impl Cluster {
+    pub fn new(client: kube::Client) -> Cluster {
+        let tokens = Arc::new(tokens::TokenReviews::new(client.clone()));
+        Cluster { client, tokens }
+    }
+}
+
+impl Backend for Cluster {
+    /// Kubernetes runs any image: nothing is refused, nothing is a stand-in.
+    fn admit(&self, _: &Deployment, _: &BTreeMap<String, String>) -> Result<Admitted, String> {
+        Ok(Admitted::default())
+    }
+
+    fn max_pods(&self) -> Option<u64> {
+        None
+    }
+
+    /// Kubernetes runs the pods; the control plane watches them and the cluster's config.
+    fn run(&self, state: Arc<State>) {
+        tokio::spawn(config::run(self.client.clone(), state.clone()));
+        tokio::spawn(workloads::run(self.client.clone(), state));
+    }
+
+    fn credentials(&self) -> Arc<dyn Credentials> {
+        self.tokens.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,55 @@
+//! The workload source on Kubernetes: the cluster's Pods, as a reflector keeps them, as the
+//! registry's records (`pods::workload`) and phases (`pods::phase`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::runtime::{reflector, watcher, WatchStreamExt};
+
+use crate::backend::kind::pods;
+use crate::control_plane::state::State;
+use crate::net;
+
+/// Watches every Pod for as long as the control plane runs, keeping `state`'s pods as the
+/// cluster's.
+pub async fn run(client: kube::Client, state: Arc<State>) {
+    let api: Api<Pod> = Api::all(client);
+    let (reader, writer) = reflector::store();
+    let events = watcher(api, watcher::Config::default()).default_backoff().reflect(writer);
+    futures_util::pin_mut!(events);
+    let mut failing = false;
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => {
+                failing = false;
+                let mut now = BTreeMap::new();
+                for pod in reader.state() {
+                    let Ok(json) = serde_json::to_value(&*pod) else { continue };
+                    match pods::workload(&json) {
+                        Ok(w) => {
+                            now.insert(w.key(), (w, pods::phase(&json)));
+                        }
+                        Err(e) => net::log(&format!(
+                            "workloads: pod {}/{}: {e}",
+                            pod.metadata.namespace.as_deref().unwrap_or(""),
+                            pod.metadata.name.as_deref().unwrap_or("")
+                        )),
+                    }
+                }
+                state.observe_pods(now);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if !failing {
+                    net::log(&format!("workloads: watching pods: {e} (retrying)"));
+                }
+                failing = true;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
