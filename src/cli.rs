@@ -453,7 +453,21 @@ pub enum Command {
     },
     /// (internal) Run the control plane.
     #[command(hide = true)]
-    ControlPlane,
+    ControlPlane {
+        /// As istiod in a Kubernetes cluster: the cluster's objects and Pods, from the API
+        /// server the pod's ServiceAccount (or a kubeconfig) reaches.
+        #[arg(long)]
+        kubernetes: bool,
+        /// With --kubernetes: the API's port (every interface).
+        #[arg(long, default_value_t = crate::backend::kind::API_PORT, requires = "kubernetes")]
+        api_port: u16,
+        /// With --kubernetes: the admission webhooks' port.
+        #[arg(long, default_value_t = crate::backend::kind::WEBHOOK_PORT, requires = "kubernetes")]
+        webhook_port: u16,
+        /// With --kubernetes: the readiness port (/ready).
+        #[arg(long, default_value_t = crate::backend::kind::cluster::istiod::MONITORING_PORT, requires = "kubernetes")]
+        monitoring_port: u16,
+    },
     /// (internal) Run a proxy.
     #[command(hide = true)]
     Proxy {
@@ -664,7 +678,21 @@ pub fn print_data(output: Output, value: &impl serde::Serialize) -> anyhow::Resu
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let env = env_of(&cli)?;
     match cli.command {
-        Command::ControlPlane => {
+        Command::ControlPlane { kubernetes: true, api_port, webhook_port, monitoring_port } => {
+            let ports = crate::backend::kind::cluster::istiod::Ports {
+                api: api_port,
+                webhooks: webhook_port,
+                monitoring: monitoring_port,
+            };
+            match runtime()?.block_on(crate::backend::kind::cluster::istiod::run(env, ports)) {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) => {
+                    eprintln!("istiod: {e}");
+                    Ok(ExitCode::from(exit::FAILED))
+                }
+            }
+        }
+        Command::ControlPlane { .. } => {
             // The backend the environment's settings name.
             let backend = |s: &crate::env::Settings| -> Box<dyn crate::control_plane::backend::Backend> {
                 match s.backend {

@@ -108,10 +108,23 @@ pub async fn start(
     settings: env::Settings,
     backend: Box<dyn backend::Backend>,
 ) -> Result<Started, Error> {
+    let ca = crate::ca::Ca::load_or_create(&env.dir.join("ca"))?;
+    start_with(env, config, settings, backend, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), ca).await
+}
+
+/// `start`, with the API on `listen` and the CA given (on Kubernetes: every interface of the
+/// pod, and the root kept in a Secret).
+pub async fn start_with(
+    env: Env,
+    config: Box<dyn config::ConfigSource>,
+    settings: env::Settings,
+    backend: Box<dyn backend::Backend>,
+    listen: SocketAddr,
+    ca: crate::ca::Ca,
+) -> Result<Started, Error> {
     let tracing_port = settings.tracing_port;
     let token = env.token()?;
-    let ca = crate::ca::Ca::load_or_create(&env.dir.join("ca"))?;
-    let listener = net::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.map_err(Error::Bind)?;
+    let listener = net::bind(listen).await.map_err(Error::Bind)?;
     let address = listener.local_addr().map_err(Error::Bind)?;
     let api = state::Api { address, token: token.clone() };
     let enabled = settings.addons.clone();

@@ -65,7 +65,8 @@ pub async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Response<Bod
         let Some(pod) = owner else {
             return error(
                 StatusCode::UNAUTHORIZED,
-                "missing or wrong token: the token is in the environment's state dir",
+                "missing or wrong token: the CLI's is in the environment's state dir; a proxy's is its pod's (given by the \
+                 local runner, or on Kubernetes its projected ServiceAccount token, which the API server must accept)",
             );
         };
         let own = format!("{}/{}", q.get("namespace").map_or("", |s| s), q.get("pod").map_or("", |s| s));

@@ -2,7 +2,7 @@
 //! cluster can be had: objects of any kind kept as JSON under the paths Kubernetes serves them
 //! at, list and watch with resourceVersion (history kept until `compact`, after which a watch
 //! from an older version gets the `410 Expired` ERROR event that makes a client relist), create,
-//! get, delete, JSON merge patch, server-side apply (the `application/apply-patch+yaml` PATCH:
+//! get, replace, delete, JSON merge patch, server-side apply (the `application/apply-patch+yaml` PATCH:
 //! the applied object replaces the stored one's content, the manager is recorded; field
 //! ownership is not modelled), and TokenReview for the tokens a test registers. Every request
 //! is logged for tests to assert what a client did. Self-contained (only crates, no `crate::`)
@@ -288,6 +288,15 @@ impl FakeApi {
                 };
                 let code = if self.get_key(&path, name).is_some() { StatusCode::OK } else { StatusCode::CREATED };
                 ok(code, &self.write(path.collection, path.namespace, name.clone(), patched))
+            }
+            (Method::PUT, Some(name)) => {
+                let Ok(object) = serde_json::from_slice::<Value>(&body) else {
+                    return status(StatusCode::BAD_REQUEST, "BadRequest", "the body is not JSON");
+                };
+                if self.get_key(&path, name).is_none() {
+                    return not_found(&path, name);
+                }
+                ok(StatusCode::OK, &self.write(path.collection, path.namespace, name.clone(), object))
             }
             (Method::DELETE, Some(name)) => {
                 match self.delete(path.collection.clone(), path.namespace.clone(), name.clone()) {

@@ -14,6 +14,9 @@ mod drain;
 mod egress;
 mod gateway_ports;
 mod hardening;
+mod istiod;
+#[path = "../../src/testing/kube_api.rs"]
+mod kube_api;
 mod labs;
 mod lifecycle;
 mod proxy_config;

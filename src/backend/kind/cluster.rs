@@ -7,10 +7,12 @@
 
 pub mod ca;
 pub mod config;
+pub mod istiod;
 pub mod tokens;
 pub mod workloads;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use kube::discovery::ApiResource;
@@ -47,12 +49,30 @@ pub async fn client() -> Result<kube::Client, String> {
 pub struct Cluster {
     pub client: kube::Client,
     tokens: Arc<tokens::TokenReviews>,
+    /// Watches that have not listed everything once yet.
+    unsynced: Arc<AtomicUsize>,
 }
 
 impl Cluster {
     pub fn new(client: kube::Client) -> Cluster {
         let tokens = Arc::new(tokens::TokenReviews::new(client.clone()));
-        Cluster { client, tokens }
+        let unsynced = Arc::new(AtomicUsize::new(config::watched().len() + 1));
+        Cluster { client, tokens, unsynced }
+    }
+
+    /// True once every watch (each config kind, and Pods) has listed the cluster once: what
+    /// istiod's readiness waits for, so no proxy is served a partial config.
+    pub fn synced(&self) -> Arc<dyn Fn() -> bool + Send + Sync> {
+        let unsynced = self.unsynced.clone();
+        Arc::new(move || unsynced.load(Ordering::SeqCst) == 0)
+    }
+}
+
+/// Counts a watch as synced, once.
+fn synced_once(unsynced: &AtomicUsize, done: &mut bool) {
+    if !*done {
+        *done = true;
+        unsynced.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -68,8 +88,8 @@ impl Backend for Cluster {
 
     /// Kubernetes runs the pods; the control plane watches them and the cluster's config.
     fn run(&self, state: Arc<State>) {
-        tokio::spawn(config::run(self.client.clone(), state.clone()));
-        tokio::spawn(workloads::run(self.client.clone(), state));
+        tokio::spawn(config::run(self.client.clone(), state.clone(), self.unsynced.clone()));
+        tokio::spawn(workloads::run(self.client.clone(), state, self.unsynced.clone()));
     }
 
     fn credentials(&self) -> Arc<dyn Credentials> {

@@ -84,6 +84,7 @@ impl Plan {
 
     fn context(&self) -> tera::Context {
         let mut c = tera::Context::new();
+        c.insert("env", &self.env);
         c.insert("cluster", &kind::cluster_name(&self.env));
         c.insert("node_image", kind::NODE_IMAGE);
         c.insert("image", &self.image);

@@ -4,6 +4,7 @@
 //! applies to the API server, the validating webhook refuses what the local backend would, and
 //! the change comes back through the watch.
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,21 +75,24 @@ pub fn parse(kind: Kind, object: &DynamicObject) -> Result<Resource, String> {
 
 /// Watches every kind in `watched()` for as long as the control plane runs, keeping `state`'s
 /// config as the cluster's.
-pub async fn run(client: kube::Client, state: Arc<State>) {
-    let all: Vec<_> = watched().into_iter().map(|k| tokio::spawn(watch(client.clone(), state.clone(), k))).collect();
+pub async fn run(client: kube::Client, state: Arc<State>, unsynced: Arc<AtomicUsize>) {
+    let all: Vec<_> = watched()
+        .into_iter()
+        .map(|k| tokio::spawn(watch(client.clone(), state.clone(), k, unsynced.clone())))
+        .collect();
     for w in all {
         let _ = w.await;
     }
 }
 
-async fn watch(client: kube::Client, state: Arc<State>, kind: Kind) {
+async fn watch(client: kube::Client, state: Arc<State>, kind: Kind, unsynced: Arc<AtomicUsize>) {
     let ar = super::api_resource(kind);
     let api: Api<DynamicObject> = Api::all_with(client, &ar);
     let writer = reflector::store::Writer::new(ar.clone());
     let reader = writer.as_reader();
     let events = watcher(api, watcher::Config::default()).default_backoff().reflect(writer);
     futures_util::pin_mut!(events);
-    let mut failing = false;
+    let (mut failing, mut synced) = (false, false);
     while let Some(event) = events.next().await {
         match event {
             Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => {
@@ -111,8 +115,21 @@ async fn watch(client: kube::Client, state: Arc<State>, kind: Kind) {
                 if let Err(e) = state.observe(|objects| objects.with_kind(kind, resources)) {
                     net::log(&format!("config: {e}"));
                 }
+                super::synced_once(&unsynced, &mut synced);
             }
             Ok(_) => {}
+            // No such kind in this cluster (its CRD is not installed): none of it, which is
+            // what the cluster holds, so this watch counts as synced; it keeps trying.
+            Err(watcher::Error::InitialListFailed(kube::Error::Api(s))) if s.code == 404 => {
+                if !synced {
+                    net::log(&format!(
+                        "config: the cluster serves no {} (is its CRD installed?); none are read",
+                        ar.plural
+                    ));
+                }
+                super::synced_once(&unsynced, &mut synced);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             Err(e) => {
                 if !failing {
                     net::log(&format!("config: watching {}: {e} (retrying)", ar.plural));

@@ -247,3 +247,40 @@ async fn a_sidecar_is_routed_by_what_the_api_server_holds() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[test]
+fn istiods_deployment_gives_it_what_injection_needs() {
+    let plan = crate::backend::kind::tests::plan();
+    let istiod = crate::backend::kind::render::manifests(&plan)
+        .unwrap()
+        .into_iter()
+        .flat_map(|r| r.documents)
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "istiod")
+        .expect("istiod's Deployment");
+    let container = &istiod["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["args"], json!(["control-plane", "--kubernetes"]));
+    let vars: std::collections::BTreeMap<String, String> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| Some((e["name"].as_str()?.to_string(), e["value"].as_str()?.to_string())))
+        .collect();
+    assert_eq!(vars["MESHRIG_ENV"], plan.env);
+    let from_env = istiod::plan(&vars["MESHRIG_ENV"], |k| vars.get(k).cloned()).unwrap();
+    assert_eq!((from_env.image, from_env.sample_images), (plan.image.clone(), plan.sample_images));
+    let mounts = container["volumeMounts"].as_array().unwrap();
+    assert!(mounts.iter().any(|m| m["mountPath"] == vars["MESHRIG_STATE_DIR"].as_str()), "the state dir is a volume");
+
+    assert!(istiod::plan("e", |_| None).unwrap_err().contains("MESHRIG_IMAGE is not set"));
+    let bad = istiod::plan("e", |k| Some(if k == "MESHRIG_IMAGE" { "i".into() } else { "pulled".into() }));
+    assert!(bad.unwrap_err().contains("MESHRIG_SAMPLE_IMAGES=pulled: use builtin or upstream"));
+}
+
+#[test]
+fn the_ca_bundle_goes_into_every_webhook_once() {
+    let mut config =
+        json!({"webhooks": [{"name": "a", "clientConfig": {"caBundle": ""}}, {"name": "b", "clientConfig": {}}]});
+    assert!(istiod::with_ca_bundle(&mut config, "Uk9PVA=="));
+    assert!(config["webhooks"].as_array().unwrap().iter().all(|w| w["clientConfig"]["caBundle"] == "Uk9PVA=="));
+    assert!(!istiod::with_ca_bundle(&mut config, "Uk9PVA=="), "nothing to change the second time");
+}

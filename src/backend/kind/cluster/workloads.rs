@@ -2,6 +2,7 @@
 //! registry's records (`pods::workload`) and phases (`pods::phase`).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,12 +17,12 @@ use crate::net;
 
 /// Watches every Pod for as long as the control plane runs, keeping `state`'s pods as the
 /// cluster's.
-pub async fn run(client: kube::Client, state: Arc<State>) {
+pub async fn run(client: kube::Client, state: Arc<State>, unsynced: Arc<AtomicUsize>) {
     let api: Api<Pod> = Api::all(client);
     let (reader, writer) = reflector::store();
     let events = watcher(api, watcher::Config::default()).default_backoff().reflect(writer);
     futures_util::pin_mut!(events);
-    let mut failing = false;
+    let (mut failing, mut synced) = (false, false);
     while let Some(event) = events.next().await {
         match event {
             Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => {
@@ -41,6 +42,7 @@ pub async fn run(client: kube::Client, state: Arc<State>) {
                     }
                 }
                 state.observe_pods(now);
+                super::synced_once(&unsynced, &mut synced);
             }
             Ok(_) => {}
             Err(e) => {
