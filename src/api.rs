@@ -234,6 +234,9 @@ pub enum Error {
     /// The client's own token cannot be had.
     #[error("{0}")]
     Credentials(String),
+    /// The environment's backend does not do this (yet); the message says what does.
+    #[error("{0}")]
+    NotOnThisBackend(String),
     #[error(transparent)]
     Env(#[from] crate::env::Error),
 }

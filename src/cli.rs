@@ -10,6 +10,8 @@ pub mod exec;
 pub mod exit;
 mod graph;
 mod kind;
+mod kind_objects;
+mod kind_up;
 mod kubectl;
 mod lab;
 mod lab_verify;
@@ -674,6 +676,11 @@ pub fn print_data(output: Output, value: &impl serde::Serialize) -> anyhow::Resu
     Ok(())
 }
 
+/// True for an environment brought up on the kind backend.
+fn is_kind(env: &Env) -> bool {
+    env.settings().ok().flatten().is_some_and(|s| s.backend == crate::env::BackendKind::Kind)
+}
+
 /// Runs a command to completion.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let env = env_of(&cli)?;
@@ -696,7 +703,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // The backend the environment's settings name.
             let backend = |s: &crate::env::Settings| -> Box<dyn crate::control_plane::backend::Backend> {
                 match s.backend {
-                    crate::env::BackendKind::Local => Box::new(crate::backend::local::Local::new(s.clone())),
+                    // On kind the control plane is istiod in the cluster (`--kubernetes`); one
+                    // started here for such an environment runs its apps locally, as `local`.
+                    crate::env::BackendKind::Local | crate::env::BackendKind::Kind => {
+                        Box::new(crate::backend::local::Local::new(s.clone()))
+                    }
                 }
             };
             runtime()?.block_on(crate::control_plane::run(env, backend))?;
@@ -780,7 +791,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tracing: tracing_port,
                 max_connections,
             };
+            // The backend asked for, else the one the environment was brought up on.
+            let saved = env.settings().ok().flatten().map(|s| s.backend).unwrap_or_default();
+            let backend = backend.or(match saved {
+                crate::env::BackendKind::Kind => Some(BackendArg::Kind),
+                crate::env::BackendKind::Local => None,
+            });
             match backend {
+                Some(BackendArg::Local) if saved == crate::env::BackendKind::Kind => anyhow::bail!(
+                    "environment {:?} runs on the kind backend; `meshrig down --purge` deletes its cluster, or use another \
+                     environment (`--env NAME`) for the local backend",
+                    env.name
+                ),
                 Some(BackendArg::Kind) => kind::up(&env, &ports, sample_images, &addons, dry_run),
                 _ if dry_run => anyhow::bail!(
                     "--dry-run is for --backend kind (the local backend starts processes on this machine: `meshrig up`)"
@@ -817,6 +839,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::KubeInject { filename, output, sample_images } => {
             kind::kube_inject(&env, &filename, output.as_deref(), sample_images)
+        }
+        Command::Down { purge } if is_kind(&env) => {
+            let plan = kind::plan(&env, &lifecycle::GatewayPorts::default(), None)?;
+            crate::cli::kind_up::down(&env, &plan, purge)
         }
         Command::Down { purge } => lifecycle::down(&env, purge),
         Command::Status { output } => runtime()?.block_on(lifecycle::status(&env, output)),

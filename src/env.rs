@@ -46,14 +46,47 @@ pub struct Settings {
     /// Where the environment runs; the commands and the control plane pick their backend by it.
     #[serde(default)]
     pub backend: BackendKind,
+    /// On the kind backend: what sample images run as (`up --sample-images`).
+    #[serde(default)]
+    pub sample_images: SampleImages,
 }
 
-/// The backends meshrig has: `local`, processes on this machine's loopback.
+/// The backends meshrig has: `local`, processes on this machine's loopback; `kind`, a kind
+/// cluster named `meshrig-ENV`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     #[default]
     Local,
+    Kind,
+}
+
+impl BackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Local => "local",
+            BackendKind::Kind => "kind",
+        }
+    }
+}
+
+/// On the kind backend, what sample images run as: meshrig's built-in apps from meshrig's image
+/// (the default: a cluster without internet works), or the images the manifests name, pulled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SampleImages {
+    #[default]
+    Builtin,
+    Upstream,
+}
+
+impl SampleImages {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SampleImages::Builtin => "builtin",
+            SampleImages::Upstream => "upstream",
+        }
+    }
 }
 
 /// Per proxy listener: room for a 1024-connection load test through the gateway, and a bound
@@ -121,6 +154,7 @@ impl Default for Settings {
             prometheus_port: default_prometheus_port(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             backend: BackendKind::Local,
+            sample_images: SampleImages::Builtin,
         }
     }
 }
@@ -372,8 +406,10 @@ mod tests {
         assert_eq!(old.backend, BackendKind::Local);
         let written = serde_json::to_string(&Settings::default()).unwrap();
         assert!(written.contains(r#""backend":"local""#), "{written}");
-        let err = serde_json::from_str::<Settings>(r#"{"http_port": 1, "https_port": 2, "backend": "kind"}"#);
-        assert!(err.unwrap_err().to_string().contains("unknown variant `kind`"));
+        let kind = serde_json::from_str::<Settings>(r#"{"http_port": 1, "https_port": 2, "backend": "kind"}"#).unwrap();
+        assert_eq!((kind.backend, kind.sample_images), (BackendKind::Kind, SampleImages::Builtin));
+        let err = serde_json::from_str::<Settings>(r#"{"http_port": 1, "https_port": 2, "backend": "minikube"}"#);
+        assert!(err.unwrap_err().to_string().contains("unknown variant `minikube`"));
     }
 
     #[test]

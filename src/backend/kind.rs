@@ -51,21 +51,5 @@ pub fn image_tag(binary: &[u8]) -> String {
     format!("docker.io/library/meshrig:{}-{hex}", env!("CARGO_PKG_VERSION"))
 }
 
-/// What sample images run as: meshrig's built-in apps from meshrig's image (the default: a
-/// cluster without internet works), or the images the manifests name, pulled.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum SampleImages {
-    #[default]
-    Builtin,
-    Upstream,
-}
-
-impl SampleImages {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SampleImages::Builtin => "builtin",
-            SampleImages::Upstream => "upstream",
-        }
-    }
-}
+/// What sample images run as (a setting of the environment, `up --sample-images`).
+pub use crate::env::SampleImages;

@@ -22,6 +22,9 @@ use crate::{ready, reaper};
 pub enum Backend<'a> {
     /// Processes on this machine's loopback.
     Local(&'a Env),
+    /// A kind cluster: `apply`, `get`, `delete` go to its API server (`cli/kind_objects.rs`);
+    /// the commands that read the control plane's own API are not built for it yet.
+    Kind(&'a Env),
 }
 
 impl<'a> Backend<'a> {
@@ -31,7 +34,24 @@ impl<'a> Backend<'a> {
         let kind = env.settings().ok().flatten().map(|s| s.backend).unwrap_or_default();
         match kind {
             crate::env::BackendKind::Local => Backend::Local(env),
+            crate::env::BackendKind::Kind => Backend::Kind(env),
         }
+    }
+
+    fn env(&self) -> &'a Env {
+        match self {
+            Backend::Local(env) | Backend::Kind(env) => env,
+        }
+    }
+
+    /// What the kind backend says to a command that needs the control plane's own API.
+    fn not_on_kind(env: &Env) -> api::Error {
+        let cluster = crate::backend::kind::cluster_name(&env.name);
+        api::Error::NotOnThisBackend(format!(
+            "environment {:?} runs on kind cluster {cluster}, where this command is not built yet (meshrig's apply, get \
+             and delete are); `kubectl --context kind-{cluster}` reaches everything in the cluster",
+            env.name
+        ))
     }
 
     /// A pod's proxy admin listener, as this machine reaches it.
@@ -51,7 +71,7 @@ impl<'a> Backend<'a> {
 
     /// The log file of one of a pod's containers (`istio-proxy` or the app's).
     pub fn log_file(&self, pod: &api::PodStatus, container: &str) -> PathBuf {
-        let Backend::Local(env) = self;
+        let env = self.env();
         env.logs_dir().join(format!("{}.{}.{container}.log", pod.namespace, pod.name))
     }
 
@@ -78,7 +98,7 @@ impl<'a> Backend<'a> {
     /// reasons behind its answers), each workload's outbound listener, every admin, the trace
     /// collector and Prometheus.
     pub async fn probe_target(&self, client: &api::Client) -> anyhow::Result<Target> {
-        let Backend::Local(env) = self;
+        let env = self.env();
         let s = env.settings()?.unwrap_or_default();
         let status = client.status().await?;
         let gateway_admin = status
@@ -118,13 +138,18 @@ impl<'a> Backend<'a> {
 
     /// The running control plane's client (NotRunning when the environment is down).
     pub fn client(&self) -> Result<api::Client, api::Error> {
-        let Backend::Local(env) = self;
-        api::Client::for_env(env)
+        match self {
+            Backend::Local(env) => api::Client::for_env(env),
+            Backend::Kind(env) => Err(Self::not_on_kind(env)),
+        }
     }
 
     /// The running control plane's client, starting one when none runs; and whether it was started.
     pub async fn ensure_running(&self) -> anyhow::Result<(api::Client, bool)> {
-        let Backend::Local(env) = self;
+        let env = match self {
+            Backend::Local(env) => env,
+            Backend::Kind(env) => return Err(Self::not_on_kind(env).into()),
+        };
         let reached = self.client();
         if let Ok(client) = &reached {
             if client.ready().await {
@@ -182,7 +207,7 @@ impl<'a> Backend<'a> {
     /// start takes while it has not recorded itself yet (another `up` is starting it), none once
     /// it has (a recorded control plane that does not answer is hung, and is not waited for).
     fn wait_for_a_starter(&self) -> Duration {
-        let Backend::Local(env) = self;
+        let env = self.env();
         let recorded = matches!(env.control_plane(), Ok(Some(info)) if reaper::belongs(info.pid, &env.dir));
         if recorded {
             Duration::ZERO
@@ -210,7 +235,7 @@ impl<'a> Backend<'a> {
     /// Stops every process of the environment (the control plane first, so nothing restarts a
     /// pod meanwhile); how many were stopped.
     pub fn stop(&self) -> usize {
-        let Backend::Local(env) = self;
+        let Backend::Local(env) = self else { return 0 };
         let mut control_planes = Vec::new();
         if let Ok(Some(info)) = env.control_plane() {
             control_planes.push(info.pid);

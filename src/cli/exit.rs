@@ -54,7 +54,7 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
         }
         if let Some(api) = cause.downcast_ref::<api::Error>() {
             return match api {
-                api::Error::NotRunning { .. } => NOT_RUNNING,
+                api::Error::NotRunning { .. } | api::Error::NotOnThisBackend(_) => NOT_RUNNING,
                 api::Error::Status { status: 400 | 422, .. } => INVALID_INPUT,
                 _ => FAILED,
             };

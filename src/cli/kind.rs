@@ -1,6 +1,6 @@
-//! The kind backend's commands so far: `up --backend kind --dry-run` (the kind config and every
-//! manifest `up` would apply, as one YAML stream), `kube-inject` (istioctl's verb) and
-//! `image save`.
+//! The kind backend's commands: `up --backend kind --dry-run` (the kind config and every
+//! manifest `up` would apply, as one YAML stream; without `--dry-run`, `kind_up.rs`),
+//! `kube-inject` (istioctl's verb) and `image save`.
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -24,7 +24,7 @@ pub fn plan(env: &Env, ports: &GatewayPorts, sample_images: Option<SampleImages>
         http_port: ports.http.unwrap_or(saved.http_port),
         https_port: ports.https.unwrap_or(saved.https_port),
         tcp_port: ports.tcp.unwrap_or(saved.tcp_port),
-        sample_images: sample_images.unwrap_or_default(),
+        sample_images: sample_images.unwrap_or(saved.sample_images),
     })
 }
 
@@ -35,7 +35,14 @@ pub fn preflight([http, https, tcp]: [u16; 3]) -> anyhow::Result<Vec<kind::prefl
     Ok(runtime.block_on(kind::preflight::run(&ports, crate::cli::lifecycle::port_free)))
 }
 
-/// `up --backend kind`: with `--dry-run`, prints what would be created and applied.
+/// The kind backend's preflight without the host ports (a cluster that runs holds them).
+pub fn preflight_tools() -> anyhow::Result<Vec<kind::preflight::Finding>> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    Ok(runtime.block_on(kind::preflight::run(&[], crate::cli::lifecycle::port_free)))
+}
+
+/// `up --backend kind`: with `--dry-run`, prints what would be created and applied; without,
+/// creates (or reuses) the cluster and installs the mesh (`kind_up.rs`).
 pub fn up(
     env: &Env,
     ports: &GatewayPorts,
@@ -47,22 +54,7 @@ pub fn up(
     // Rendered first, so a wrong addon name is said before anything else.
     let addon_manifests = render::addons(&plan, addons)?;
     if !dry_run {
-        // The preflight first: what this machine lacks is worth knowing either way.
-        for f in preflight([plan.http_port, plan.https_port, plan.tcp_port])? {
-            if !f.ok {
-                eprintln!("{} {}: {}", crate::cli::term::fail_mark(), f.check, f.detail);
-                if let Some(fix) = f.fix {
-                    eprintln!("    fix: {fix}");
-                }
-            }
-        }
-        eprintln!(
-            "{} meshrig up --backend kind: creating the cluster is not built yet. `meshrig up --backend kind \
-             --dry-run` prints the kind config and the manifests it will apply; the local backend (`meshrig up`) \
-             runs the whole mesh today.",
-            crate::cli::term::fail_mark()
-        );
-        return Ok(ExitCode::from(crate::cli::exit::NOT_RUNNING));
+        return crate::cli::kind_up::up(env, &plan, addons, addon_manifests);
     }
     let mut out = String::new();
     out.push_str(&format!(

@@ -80,6 +80,10 @@ pub async fn apply(
             r
         })
         .collect();
+    if let crate::cli::backend::Backend::Kind(_) = crate::cli::backend::Backend::for_env(env) {
+        let locate = |f: &api::Finding| locate(&docs, namespace, f);
+        return crate::cli::kind_objects::apply(env, resources, locate, dry_run).await;
+    }
     let client = crate::cli::backend::Backend::for_env(env).client()?;
     let resp = match client.apply(&ApplyRequest { resources, create_only: false, dry_run }).await {
         Err(api::Error::Status { status, findings, message }) if !findings.is_empty() => {
@@ -166,6 +170,9 @@ pub async fn delete(
         }
         keys
     };
+    if let crate::cli::backend::Backend::Kind(_) = crate::cli::backend::Backend::for_env(env) {
+        return crate::cli::kind_objects::delete(env, keys).await;
+    }
     let client = crate::cli::backend::Backend::for_env(env).client()?;
     let resp = client.delete(keys).await?;
     let mut missing = false;
@@ -205,7 +212,10 @@ pub async fn get(env: &Env, kinds: &str, q: Query<'_>, output: Output) -> anyhow
     if parts.len() > 1 && output != Output::Table {
         bail!("`get {kinds}` lists several kinds as tables; `-o {}` takes one kind at a time", output_name(output));
     }
-    let client = crate::cli::backend::Backend::for_env(env).client()?;
+    let client = match crate::cli::backend::Backend::for_env(env) {
+        crate::cli::backend::Backend::Kind(_) => Source::Cluster(crate::cli::kind_up::client(env).await?),
+        local => Source::Api(local.client()?),
+    };
     let mut code = ExitCode::SUCCESS;
     for (i, (kind, name)) in parts.iter().enumerate() {
         if i > 0 {
@@ -232,8 +242,23 @@ pub async fn get(env: &Env, kinds: &str, q: Query<'_>, output: Output) -> anyhow
     Ok(code)
 }
 
+/// Where `get` reads: the control plane's API (local), or the cluster's API server (kind).
+enum Source {
+    Api(api::Client),
+    Cluster(kube::Client),
+}
+
+impl Source {
+    async fn list(&self, k: Kind, namespace: Option<&str>, name: Option<&str>) -> anyhow::Result<Vec<Resource>> {
+        match self {
+            Source::Api(c) => Ok(c.list(k, namespace, name).await?),
+            Source::Cluster(c) => crate::cli::kind_objects::list(c, k, namespace, name).await,
+        }
+    }
+}
+
 /// `get all`: pods, services and deployments, as kubectl shows them (names prefixed by kind).
-async fn get_all(client: &api::Client, q: Query<'_>, output: Output) -> anyhow::Result<ExitCode> {
+async fn get_all(client: &Source, q: Query<'_>, output: Output) -> anyhow::Result<ExitCode> {
     if output != Output::Table {
         bail!(
             "`get all` prints a table; use `get pods -o {0}`, `get services -o {0}`... for data",
@@ -257,7 +282,7 @@ fn output_name(o: Output) -> &'static str {
 }
 
 async fn get_kind(
-    client: &api::Client,
+    client: &Source,
     k: Kind,
     Query { name, namespace, selector }: Query<'_>,
     output: Output,
@@ -368,11 +393,15 @@ async fn get_kind(
 }
 
 async fn get_pods(
-    client: &api::Client,
+    client: &Source,
     Query { name, namespace, selector }: Query<'_>,
     output: Output,
     prefixed: bool,
 ) -> anyhow::Result<ExitCode> {
+    let client = match client {
+        Source::Api(c) => c,
+        Source::Cluster(c) => return get_cluster_pods(c, Query { name, namespace, selector }, output, prefixed).await,
+    };
     let status = client.status().await?;
     let pods: Vec<&api::PodStatus> = status
         .pods
@@ -414,5 +443,62 @@ async fn get_pods(
             print!("{}", term::table(&headers, &rows));
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `get pods` on kind: the cluster's Pods, in kubectl's columns (`-o json|yaml`: the rows as data).
+async fn get_cluster_pods(
+    client: &kube::Client,
+    Query { name, namespace, selector }: Query<'_>,
+    output: Output,
+    prefixed: bool,
+) -> anyhow::Result<ExitCode> {
+    let pods: Vec<crate::cli::kind_objects::PodRow> = crate::cli::kind_objects::pods(client, namespace)
+        .await?
+        .into_iter()
+        .filter(|p| name.is_none_or(|n| p.name == n))
+        .filter(|p| selector.is_none_or(|s| s.matches(&p.labels)))
+        .collect();
+    if output != Output::Table {
+        let data: Vec<serde_json::Value> = pods
+            .iter()
+            .map(|p| {
+                serde_json::json!({"namespace": p.namespace, "name": p.name, "ready": p.ready, "status": p.status,
+                    "restarts": p.restarts, "created": p.created, "labels": p.labels})
+            })
+            .collect();
+        match output {
+            Output::Json => println!("{}", serde_json::to_string_pretty(&data)?),
+            _ => print!("{}", serde_yaml::to_string(&data)?),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if pods.is_empty() {
+        eprintln!("No pods found.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut headers = vec![];
+    if namespace.is_none() {
+        headers.push("NAMESPACE");
+    }
+    headers.extend(["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
+    let rows: Vec<Vec<String>> = pods
+        .iter()
+        .map(|p| {
+            let mut row = vec![];
+            if namespace.is_none() {
+                row.push(p.namespace.clone());
+            }
+            row.extend([
+                if prefixed { format!("pod/{}", p.name) } else { p.name.clone() },
+                p.ready.clone(),
+                p.status.clone(),
+                p.restarts.to_string(),
+                crate::env::age(&p.created),
+            ]);
+            row
+        })
+        .collect();
+    print!("{}", term::table(&headers, &rows));
     Ok(ExitCode::SUCCESS)
 }

@@ -2,11 +2,12 @@
 //! cluster can be had: objects of any kind kept as JSON under the paths Kubernetes serves them
 //! at, list and watch with resourceVersion (history kept until `compact`, after which a watch
 //! from an older version gets the `410 Expired` ERROR event that makes a client relist), create,
-//! get, replace, delete, JSON merge patch, server-side apply (the `application/apply-patch+yaml` PATCH:
-//! the applied object replaces the stored one's content, the manager is recorded; field
-//! ownership is not modelled), and TokenReview for the tokens a test registers. Every request
-//! is logged for tests to assert what a client did. Self-contained (only crates, no `crate::`)
-//! so the end-to-end tests include the same file.
+//! get, replace, delete, JSON merge patch, server-side apply (the `application/apply-patch+yaml`
+//! PATCH: the applied object replaces the stored one's content but its status, an apply that
+//! changes nothing writes nothing, the manager is recorded; field ownership is not modelled),
+//! and TokenReview for the tokens a test registers. Every request is logged for tests to assert
+//! what a client did. Self-contained (only crates, no `crate::`) so the end-to-end tests include
+//! the same file.
 
 #![allow(dead_code)]
 
@@ -139,6 +140,12 @@ impl FakeApi {
         self.lock().objects.get(&key).cloned()
     }
 
+    /// Every stored object of `api_version`/`kind`.
+    pub fn list(&self, api_version: &str, kind: &str) -> Vec<Value> {
+        let collection = (group_of(api_version), plural_of(kind));
+        self.lock().objects.iter().filter(|((c, _, _), _)| *c == collection).map(|(_, o)| o.clone()).collect()
+    }
+
     /// Forgets the change history: a watch resumed from any version seen so far gets 410.
     pub fn compact(&self) {
         let mut db = self.lock();
@@ -241,7 +248,7 @@ impl FakeApi {
                 let timeout = query.get("timeoutSeconds").and_then(|v| v.parse::<u64>().ok()).unwrap_or(300);
                 self.watch(path, from, Duration::from_secs(timeout))
             }
-            (Method::GET, None) => self.list(&path),
+            (Method::GET, None) => self.list_response(&path),
             (Method::GET, Some(name)) => {
                 match self.lock().objects.get(&(path.collection.clone(), path.namespace.clone(), name.clone())) {
                     Some(o) => ok(StatusCode::OK, o),
@@ -270,10 +277,21 @@ impl FakeApi {
                     let Ok(mut applied) = serde_yaml::from_slice::<Value>(&body) else {
                         return status(StatusCode::BAD_REQUEST, "BadRequest", "the apply patch is not YAML");
                     };
+                    applied["metadata"]["name"] = json!(name);
+                    if !path.namespace.is_empty() {
+                        applied["metadata"]["namespace"] = json!(path.namespace);
+                    }
                     let manager = query.get("fieldManager").cloned().unwrap_or_default();
                     applied["metadata"]["managedFields"] = json!([{"manager": manager, "operation": "Apply"}]);
                     if let Some(old) = &existing {
-                        applied["metadata"]["uid"] = old["metadata"]["uid"].clone();
+                        // The status is the controllers', not the applier's.
+                        if !old["status"].is_null() {
+                            applied["status"] = old["status"].clone();
+                        }
+                        // An apply that changes nothing writes nothing (the version stays).
+                        if content(old) == content(&applied) {
+                            return ok(StatusCode::OK, old);
+                        }
                     }
                     applied
                 } else if content_type.starts_with("application/merge-patch+json") {
@@ -312,7 +330,7 @@ impl FakeApi {
         self.lock().objects.get(&(path.collection.clone(), path.namespace.clone(), name.to_string())).cloned()
     }
 
-    fn list(&self, path: &Path) -> Response<Body_> {
+    fn list_response(&self, path: &Path) -> Response<Body_> {
         let db = self.lock();
         let items: Vec<Value> = db
             .objects
@@ -441,6 +459,17 @@ fn locate(object: &Value) -> (Collection, String, String) {
     let namespace = if kind == "Namespace" { "" } else { object["metadata"]["namespace"].as_str().unwrap_or("") };
     let name = object["metadata"]["name"].as_str().expect("an object with metadata.name");
     ((group_of(api_version), plural_of(kind)), namespace.to_string(), name.to_string())
+}
+
+/// An object less what the server sets in its metadata.
+fn content(object: &Value) -> Value {
+    let mut v = object.clone();
+    if let Some(meta) = v["metadata"].as_object_mut() {
+        for field in ["resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"] {
+            meta.remove(field);
+        }
+    }
+    v
 }
 
 /// RFC 7386 JSON merge patch.

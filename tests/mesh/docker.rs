@@ -11,13 +11,13 @@ use std::time::Duration;
 use crate::support::{get, text, within, Mesh};
 
 /// A Docker daemon of the test's own; stopped (with its containers) when dropped.
-struct Daemon {
+pub(crate) struct Daemon {
     dir: tempfile::TempDir,
     child: Child,
 }
 
 impl Daemon {
-    fn socket(&self) -> String {
+    pub(crate) fn socket(&self) -> String {
         format!("unix://{}", self.dir.path().join("docker.sock").display())
     }
 
@@ -27,7 +27,7 @@ impl Daemon {
         c
     }
 
-    fn run(&self, args: &[&str]) -> Result<String, String> {
+    pub(crate) fn run(&self, args: &[&str]) -> Result<String, String> {
         let out = self.docker(args).output().map_err(|e| format!("docker: {e}"))?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -36,7 +36,7 @@ impl Daemon {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
     }
 }
@@ -58,7 +58,7 @@ fn which(tool: &str) -> Option<PathBuf> {
 }
 
 /// Why this machine cannot run the test, if it cannot.
-fn cannot_run() -> Option<String> {
+pub(crate) fn cannot_run() -> Option<String> {
     let uid = Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     if uid.as_deref().ok() != Some("0") {
         return Some("not root: a Docker daemon needs it".into());
@@ -73,7 +73,7 @@ fn cannot_run() -> Option<String> {
 
 /// dockerd on a private socket and data root: no bridge and no iptables rules of its own
 /// (containers use the host's network), the vfs storage driver (it works in any filesystem).
-fn start_daemon() -> Daemon {
+pub(crate) fn start_daemon() -> Daemon {
     let dir = tempfile::tempdir().unwrap();
     let p = |name: &str| dir.path().join(name).display().to_string();
     let log = std::fs::File::create(dir.path().join("dockerd.log")).unwrap();

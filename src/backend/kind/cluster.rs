@@ -8,6 +8,7 @@
 pub mod ca;
 pub mod config;
 pub mod istiod;
+pub mod objects;
 pub mod tokens;
 pub mod workloads;
 
