@@ -3,6 +3,7 @@
 //! (and the cluster's validating webhook) first, so a mistake is named by file and line and
 //! nothing is written; then it server-side applies each, as `kubectl apply --server-side`.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use anyhow::anyhow;
@@ -57,6 +58,27 @@ pub async fn apply(
         println!("{name} {}", action.as_str());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `create namespace|secret` on kind: the object created, or `Unchanged` when it exists.
+pub async fn create(env: &Env, r: &Resource) -> anyhow::Result<Action> {
+    let client = kind_up::client(env).await?;
+    objects::create(&client, &r.to_value(), "default").await.map_err(|e| anyhow!("create {e}"))
+}
+
+/// `label namespace` on kind: the namespace's labels edited by `edit`; whether they changed.
+pub async fn label_namespace(
+    env: &Env,
+    name: &str,
+    edit: impl FnOnce(BTreeMap<String, String>) -> anyhow::Result<BTreeMap<String, String>>,
+) -> anyhow::Result<bool> {
+    let client = kind_up::client(env).await?;
+    let doc = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+    let before = objects::labels(&client, &doc, "").await.map_err(|e| anyhow!(e))?.ok_or_else(|| {
+        crate::cli::exit::NotFound(format!("namespace {name:?} not found; `meshrig get namespaces` lists them"))
+    })?;
+    let after = edit(before.clone())?;
+    objects::set_labels(&client, &doc, "", &before, &after).await.map_err(|e| anyhow!(e))
 }
 
 /// `delete` on kind.
@@ -123,7 +145,7 @@ pub struct PodRow {
     pub status: String,
     pub restarts: i32,
     pub created: String,
-    pub labels: std::collections::BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
 }
 
 pub async fn pods(client: &kube::Client, namespace: Option<&str>) -> anyhow::Result<Vec<PodRow>> {
@@ -151,4 +173,126 @@ pub fn pod_row(p: &Pod) -> PodRow {
         created: p.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default(),
         labels: p.metadata.labels.clone().unwrap_or_default(),
     }
+}
+
+/// `status` on kind: the cluster, the gateway's host ports, istiod, and the pods outside
+/// Kubernetes' own namespaces. Exit 3 when the cluster does not answer.
+pub async fn status(env: &Env, output: crate::cli::Output) -> anyhow::Result<ExitCode> {
+    let settings = env.settings()?.unwrap_or_default();
+    let cluster = crate::backend::kind::cluster_name(&env.name);
+    let reached = match kind_up::client(env).await {
+        Ok(client) => pods(&client, None).await,
+        Err(e) => Err(e),
+    };
+    let pods = match reached {
+        Ok(p) => p,
+        Err(e) => {
+            let reason = format!(
+                "kind cluster {cluster} does not answer: {e:#} (`docker ps` shows its node; `meshrig up` starts it again)"
+            );
+            let v = serde_json::json!({"environment": env.name, "backend": "kind", "cluster": cluster, "running": false, "reason": reason});
+            match output {
+                crate::cli::Output::Json => println!("{}", serde_json::to_string_pretty(&v)?),
+                crate::cli::Output::Yaml => print!("{}", serde_yaml::to_string(&v)?),
+                crate::cli::Output::Table => println!("environment {:?} is not running: {reason}", env.name),
+            }
+            return Ok(ExitCode::from(crate::cli::exit::NOT_RUNNING));
+        }
+    };
+    let mesh: Vec<&PodRow> =
+        pods.iter().filter(|p| !matches!(p.namespace.as_str(), "kube-system" | "local-path-storage")).collect();
+    let istiod =
+        mesh.iter().find(|p| p.namespace == "istio-system" && p.labels.get("app").is_some_and(|a| a == "istiod"));
+    let istiod_ready =
+        istiod.is_some_and(|p| p.status == "Running" && p.ready.split_once('/').is_some_and(|(a, b)| a == b));
+    let gateway = serde_json::json!({"http": format!("127.0.0.1:{}", settings.http_port),
+        "https": format!("127.0.0.1:{}", settings.https_port), "tcp": format!("127.0.0.1:{}", settings.tcp_port)});
+    match output {
+        crate::cli::Output::Json | crate::cli::Output::Yaml => {
+            let rows: Vec<serde_json::Value> = mesh
+                .iter()
+                .map(|p| serde_json::json!({"namespace": p.namespace, "name": p.name, "ready": p.ready, "status": p.status, "restarts": p.restarts}))
+                .collect();
+            let v = serde_json::json!({"environment": env.name, "backend": "kind", "cluster": cluster, "running": true,
+                "gateway": gateway, "control_plane": {"istiod_ready": istiod_ready}, "pods": rows});
+            if output == crate::cli::Output::Json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", serde_yaml::to_string(&v)?);
+            }
+        }
+        crate::cli::Output::Table => {
+            println!("environment {:?} runs on kind cluster {cluster} (kubectl --context kind-{cluster})", env.name);
+            println!(
+                "  ingress gateway: http://127.0.0.1:{}  https://127.0.0.1:{}",
+                settings.http_port, settings.https_port
+            );
+            println!("  istiod: {}", if istiod_ready { "ready" } else { "not ready" });
+            let rows: Vec<Vec<String>> = mesh
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.namespace.clone(),
+                        p.name.clone(),
+                        p.ready.clone(),
+                        p.status.clone(),
+                        p.restarts.to_string(),
+                        crate::env::age(&p.created),
+                    ]
+                })
+                .collect();
+            print!("{}", crate::cli::term::table(&["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE"], &rows));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `logs POD [-c C] [--tail N]` on kind: the kubelet's log of the container, through the API
+/// server (a pod by name, or the first of a Deployment: `deploy/NAME` or `NAME`).
+pub async fn logs(
+    env: &Env,
+    pod: &str,
+    namespace: &str,
+    container: Option<&str>,
+    tail: Option<usize>,
+) -> anyhow::Result<ExitCode> {
+    let client = kind_up::client(env).await?;
+    let name = pod.strip_prefix("deploy/").or_else(|| pod.strip_prefix("pod/")).unwrap_or(pod);
+    let api: Api<Pod> = Api::namespaced(client, namespace);
+    let list = api.list(&ListParams::default()).await.map_err(|e| anyhow!("pods: {}", objects::reason(&e)))?;
+    let names: Vec<String> = list.items.iter().filter_map(|p| p.metadata.name.clone()).collect();
+    let found = list
+        .items
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some(name))
+        .or_else(|| {
+            list.items.iter().find(|p| p.metadata.name.as_deref().is_some_and(|n| n.starts_with(&format!("{name}-"))))
+        })
+        .ok_or_else(|| {
+            crate::cli::exit::NotFound(format!(
+                "no pod {name:?} in namespace {namespace}; pods there: {}",
+                names.join(", ")
+            ))
+        })?;
+    let containers: Vec<String> = found.spec.iter().flat_map(|s| s.containers.iter().map(|c| c.name.clone())).collect();
+    let chosen = match container {
+        Some(c) if containers.iter().any(|k| k == c) => c.to_string(),
+        Some(c) => anyhow::bail!(
+            "pod {} has no container {c:?}; its containers: {}",
+            found.metadata.name.as_deref().unwrap_or(""),
+            containers.join(", ")
+        ),
+        None => containers.iter().find(|c| *c != "istio-proxy").or(containers.first()).cloned().unwrap_or_default(),
+    };
+    let params = kube::api::LogParams {
+        container: Some(chosen),
+        tail_lines: tail.map(|n| n as i64),
+        ..kube::api::LogParams::default()
+    };
+    let text = api
+        .logs(found.metadata.name.as_deref().unwrap_or(name), &params)
+        .await
+        .map_err(|e| anyhow!("logs: {}", objects::reason(&e)))?;
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
 }

@@ -60,9 +60,15 @@ pub async fn create_namespace(env: &Env, name: &str) -> anyhow::Result<ExitCode>
     let ns =
         Resource::from_value(serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
             .map_err(|e| anyhow!(e))?;
-    let client = Backend::for_env(env).client()?;
-    let resp = client.apply(&ApplyRequest { resources: vec![ns], create_only: true, dry_run: false }).await?;
-    if resp.results.iter().any(|r| r.action == crate::api::Action::Unchanged) {
+    let unchanged = match Backend::for_env(env) {
+        Backend::Kind(_) => crate::cli::kind_objects::create(env, &ns).await? == crate::api::Action::Unchanged,
+        local => {
+            let client = local.client()?;
+            let resp = client.apply(&ApplyRequest { resources: vec![ns], create_only: true, dry_run: false }).await?;
+            resp.results.iter().any(|r| r.action == crate::api::Action::Unchanged)
+        }
+    };
+    if unchanged {
         bail!("namespace {name:?} already exists");
     }
     println!("namespace/{name} created");
@@ -128,9 +134,16 @@ pub async fn create_secret(
     mut secret: Resource,
 ) -> anyhow::Result<ExitCode> {
     secret.set_default_namespace(namespace.unwrap_or("default"));
-    let client = Backend::for_env(env).client()?;
-    let resp = client.apply(&ApplyRequest { resources: vec![secret], create_only: true, dry_run: false }).await?;
-    if resp.results.iter().any(|r| r.action == crate::api::Action::Unchanged) {
+    let unchanged = match Backend::for_env(env) {
+        Backend::Kind(_) => crate::cli::kind_objects::create(env, &secret).await? == crate::api::Action::Unchanged,
+        local => {
+            let client = local.client()?;
+            let resp =
+                client.apply(&ApplyRequest { resources: vec![secret], create_only: true, dry_run: false }).await?;
+            resp.results.iter().any(|r| r.action == crate::api::Action::Unchanged)
+        }
+    };
+    if unchanged {
         bail!("secrets {name:?} already exists (`meshrig delete secret {name}` first, or `meshrig apply -f` a changed one)");
     }
     println!("secret/{name} created");
@@ -141,6 +154,12 @@ pub async fn label_namespace(env: &Env, name: &str, labels: &[String], overwrite
     let edits: Vec<LabelEdit> = labels.iter().map(|l| parse_label(l)).collect::<anyhow::Result<_>>()?;
     if edits.is_empty() {
         bail!("give at least one label: key=value to set, key- to remove");
+    }
+    if let Backend::Kind(_) = Backend::for_env(env) {
+        let changed =
+            crate::cli::kind_objects::label_namespace(env, name, |l| edit_labels(l, &edits, overwrite)).await?;
+        println!("namespace/{name} {}", if changed { "labeled" } else { "not labeled" });
+        return Ok(ExitCode::SUCCESS);
     }
     let client = Backend::for_env(env).client()?;
     let mut found = client.list(Kind::Namespace, None, Some(name)).await?;

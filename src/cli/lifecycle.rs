@@ -384,6 +384,9 @@ fn ports_line(ports: &[GatewayPort]) -> String {
 /// The environment's status; when it is not running, a report that says so (valid JSON or
 /// YAML with `-o`) and exit code 3, not an error.
 pub async fn status(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
+    if let Backend::Kind(_) = Backend::for_env(env) {
+        return crate::cli::kind_objects::status(env, output).await;
+    }
     let reached = match Backend::for_env(env).client() {
         Ok(client) => client.status().await,
         Err(e) => Err(e),

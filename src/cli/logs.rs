@@ -50,8 +50,17 @@ pub async fn run(
     follow: bool,
 ) -> anyhow::Result<ExitCode> {
     let backend = Backend::for_env(env);
-    let status = backend.client()?.status().await?;
     let ns = namespace.unwrap_or("default");
+    if let Backend::Kind(_) = backend {
+        if follow {
+            bail!(
+                "`logs -f` is not built for the kind backend yet; `kubectl --context kind-{} logs -f` follows a pod",
+                crate::backend::kind::cluster_name(&env.name)
+            );
+        }
+        return crate::cli::kind_objects::logs(env, pod, ns, container, lines).await;
+    }
+    let status = backend.client()?.status().await?;
     let name = pod.strip_prefix("deploy/").or_else(|| pod.strip_prefix("pod/")).unwrap_or(pod);
     let found = status
         .pods

@@ -46,6 +46,8 @@ struct Db {
     history: Vec<Event>,
     /// Watches from a version below this one are told it expired (410).
     compacted: u64,
+    /// (namespace, pod, container) → its log.
+    logs: HashMap<(String, String, String), String>,
     /// Token → (namespace, service account, pod).
     tokens: HashMap<String, (String, String, String)>,
     requests: Vec<Logged>,
@@ -163,6 +165,11 @@ impl FakeApi {
         self.lock().tokens.insert(token.into(), (namespace.into(), sa.into(), pod.into()));
     }
 
+    /// What `kubectl logs` of `namespace/pod -c container` prints.
+    pub fn set_log(&self, namespace: &str, pod: &str, container: &str, text: &str) {
+        self.lock().logs.insert((namespace.into(), pod.into(), container.into()), text.into());
+    }
+
     /// Every request so far.
     pub fn requests(&self) -> Vec<Logged> {
         self.lock().requests.clone()
@@ -241,6 +248,20 @@ impl FakeApi {
             && method == Method::POST
         {
             return self.token_review(&body);
+        }
+        if path.subresource.as_deref() == Some("log") && method == Method::GET {
+            let name = path.name.clone().unwrap_or_default();
+            let container = query.get("container").cloned().unwrap_or_default();
+            let Some(text) = self.lock().logs.get(&(path.namespace.clone(), name.clone(), container)).cloned() else {
+                return not_found(&path, &name);
+            };
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = query.get("tailLines").and_then(|n| n.parse::<usize>().ok()).unwrap_or(lines.len());
+            let kept: String = lines[lines.len().saturating_sub(tail)..].iter().map(|l| format!("{l}\n")).collect();
+            return Response::builder()
+                .header("content-type", "text/plain")
+                .body(Body_::Full(Full::new(Bytes::from(kept))))
+                .expect("a response");
         }
         match (method, &path.name) {
             (Method::GET, None) if matches!(query.get("watch").map(String::as_str), Some("true" | "1")) => {
@@ -417,6 +438,8 @@ struct Path {
     collection: Collection,
     namespace: String,
     name: Option<String>,
+    /// `log`, `status`...
+    subresource: Option<String>,
 }
 
 impl Path {
@@ -427,13 +450,18 @@ impl Path {
             ["apis", g, _v, rest @ ..] => (g.to_string(), rest),
             _ => return None,
         };
-        let (namespace, plural, name) = match rest {
-            ["namespaces", ns, plural, rest @ ..] => (ns.to_string(), plural.to_string(), rest.first()),
-            ["namespaces", rest @ ..] => (String::new(), "namespaces".to_string(), rest.first()),
-            [plural, rest @ ..] => (String::new(), plural.to_string(), rest.first()),
+        let (namespace, plural, rest) = match rest {
+            ["namespaces", ns, plural, rest @ ..] => (ns.to_string(), plural.to_string(), rest),
+            ["namespaces", rest @ ..] => (String::new(), "namespaces".to_string(), rest),
+            [plural, rest @ ..] => (String::new(), plural.to_string(), rest),
             [] => return None,
         };
-        Some(Path { collection: (group, plural), namespace, name: name.map(|n| n.to_string()) })
+        Some(Path {
+            collection: (group, plural),
+            namespace,
+            name: rest.first().map(|n| n.to_string()),
+            subresource: rest.get(1).map(|n| n.to_string()),
+        })
     }
 }
 

@@ -65,7 +65,8 @@ impl Env<'_> {
     }
 }
 
-/// The controllers' part, for the fake: a Ready node, and every Deployment's replicas available.
+/// The controllers' part, for the fake: a Ready node, and for every Deployment its replicas
+/// available and one Running pod (with a log).
 async fn controllers(api: FakeApi) {
     api.put(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "meshrig-kindtest-control-plane"},
         "status": {"conditions": [{"type": "Ready", "status": "True"}]}}));
@@ -74,6 +75,29 @@ async fn controllers(api: FakeApi) {
             if d["status"]["availableReplicas"].is_null() {
                 let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
                 d["status"] = json!({"replicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas});
+                let (ns, name) = (
+                    d["metadata"]["namespace"].as_str().unwrap().to_string(),
+                    d["metadata"]["name"].as_str().unwrap().to_string(),
+                );
+                let template = &d["spec"]["template"];
+                let pod = format!("{name}-5d8f9-abcde");
+                let statuses: Vec<_> = template["spec"]["containers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| json!({"name": c["name"], "ready": true, "restartCount": 0, "state": {"running": {}}}))
+                    .collect();
+                api.put(json!({"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": pod, "namespace": ns, "labels": template["metadata"]["labels"]},
+                    "spec": template["spec"], "status": {"phase": "Running", "containerStatuses": statuses}}));
+                for c in template["spec"]["containers"].as_array().unwrap() {
+                    api.set_log(
+                        &ns,
+                        &pod,
+                        c["name"].as_str().unwrap(),
+                        &format!("first line of {name}\nlast line of {name}\n"),
+                    );
+                }
                 api.put(d);
             }
         }
@@ -181,10 +205,31 @@ fn up_on_kind_creates_the_cluster_loads_the_image_applies_the_mesh_and_waits() {
     assert!(api.get("networking.istio.io/v1", "VirtualService", "default", "httpbin").is_some());
     let listed = env.ok(&["get", "vs"]);
     assert!(listed.contains("httpbin") && listed.contains("[httpbin]"), "{listed}");
-    let pods = env.ok(&["get", "pods", "-A"]);
-    assert!(pods.contains("No pods found") || pods.contains("NAME"), "{pods}");
+    let pods = env.ok(&["get", "pods", "-n", "istio-system"]);
+    assert!(pods.contains("istiod-5d8f9-abcde") && pods.contains("1/1") && pods.contains("Running"), "{pods}");
+
+    // The kubectl verbs of Istio's tasks: label, create namespace, create secret.
+    assert!(env
+        .ok(&["label", "namespace", "default", "istio-injection=enabled"])
+        .contains("namespace/default labeled"));
+    let ns = api.get("v1", "Namespace", "", "default").unwrap();
+    assert_eq!(ns["metadata"]["labels"]["istio-injection"], "enabled", "{ns}");
+    let out = env.meshrig(&["label", "namespace", "default", "istio-injection=disabled"]);
+    assert!(!out.status.success() && text(&out).contains("--overwrite"), "{}", text(&out));
+    assert!(env.ok(&["create", "namespace", "bookinfo"]).contains("namespace/bookinfo created"));
+    let again = env.meshrig(&["create", "namespace", "bookinfo"]);
+    assert!(!again.status.success() && text(&again).contains("already exists"), "{}", text(&again));
+    env.ok(&["create", "secret", "generic", "creds", "--from-literal=user=admin", "-n", "bookinfo"]);
+    assert!(api.get("v1", "Secret", "bookinfo", "creds").is_some());
+
+    // status and logs read the cluster.
+    let status = env.ok(&["status"]);
+    assert!(status.contains("runs on kind cluster meshrig-kindtest") && status.contains("istiod: ready"), "{status}");
+    assert!(status.contains(&format!("http://127.0.0.1:{http}")), "{status}");
+    let logs = env.ok(&["logs", "deploy/istiod", "-n", "istio-system", "--tail", "1"]);
+    assert_eq!(logs.trim(), "last line of istiod", "{logs}");
     // What is not built on kind yet says so, and what to use instead.
-    let out = env.meshrig(&["status"]);
+    let out = env.meshrig(&["proxy-status"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("kubectl --context kind-meshrig-kindtest"), "{}", text(&out));
 

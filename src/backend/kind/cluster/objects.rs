@@ -140,3 +140,53 @@ pub fn reason(e: &kube::Error) -> String {
         other => other.to_string(),
     }
 }
+
+/// Creates `doc`'s object, as `kubectl create`: `Unchanged` when it exists already (nothing is
+/// written).
+pub async fn create(client: &kube::Client, doc: &Value, default_namespace: &str) -> Result<Action, String> {
+    let (api, _) = api_for(client, doc, default_namespace)?;
+    let object: DynamicObject = serde_json::from_value(doc.clone()).map_err(|e| format!("{}: {e}", display(doc)))?;
+    match api.create(&kube::api::PostParams::default(), &object).await {
+        Ok(_) => Ok(Action::Created),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Action::Unchanged),
+        Err(e) => Err(format!("{}: {}", display(doc), reason(&e))),
+    }
+}
+
+/// The labels of `doc`'s object, if it exists.
+pub async fn labels(
+    client: &kube::Client,
+    doc: &Value,
+    default_namespace: &str,
+) -> Result<Option<std::collections::BTreeMap<String, String>>, String> {
+    let (api, name) = api_for(client, doc, default_namespace)?;
+    let object = api.get_opt(&name).await.map_err(|e| format!("{}: {}", display(doc), reason(&e)))?;
+    Ok(object.map(|o| o.metadata.labels.unwrap_or_default()))
+}
+
+/// Replaces the labels of `doc`'s object with `labels` (a merge patch: the ones gone are
+/// removed); whether anything changed.
+pub async fn set_labels(
+    client: &kube::Client,
+    doc: &Value,
+    default_namespace: &str,
+    before: &std::collections::BTreeMap<String, String>,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Result<bool, String> {
+    if before == labels {
+        return Ok(false);
+    }
+    let (api, name) = api_for(client, doc, default_namespace)?;
+    let mut patch = serde_json::Map::new();
+    for k in before.keys().filter(|k| !labels.contains_key(*k)) {
+        patch.insert(k.clone(), Value::Null);
+    }
+    for (k, v) in labels {
+        patch.insert(k.clone(), Value::String(v.clone()));
+    }
+    let body = serde_json::json!({"metadata": {"labels": patch}});
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&body))
+        .await
+        .map_err(|e| format!("{}: {}", display(doc), reason(&e)))?;
+    Ok(true)
+}
