@@ -15,6 +15,7 @@ mod egress;
 mod gateway_ports;
 mod hardening;
 mod istiod;
+mod kind_cluster;
 mod kind_up;
 #[path = "../../src/testing/kube_api.rs"]
 mod kube_api;
