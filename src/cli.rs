@@ -803,7 +803,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                      environment (`--env NAME`) for the local backend",
                     env.name
                 ),
-                Some(BackendArg::Kind) => kind::up(&env, &ports, sample_images, &addons, dry_run),
+                Some(BackendArg::Kind) => kind::up(&env, &ports, sample_images, apps, &addons, dry_run),
                 _ if dry_run => anyhow::bail!(
                     "--dry-run is for --backend kind (the local backend starts processes on this machine: `meshrig up`)"
                 ),

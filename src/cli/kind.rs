@@ -47,14 +47,20 @@ pub fn up(
     env: &Env,
     ports: &GatewayPorts,
     sample_images: Option<SampleImages>,
+    apps: Option<Vec<String>>,
     addons: &[String],
     dry_run: bool,
 ) -> anyhow::Result<ExitCode> {
     let plan = plan(env, ports, sample_images)?;
-    // Rendered first, so a wrong addon name is said before anything else.
+    // Rendered first, so a wrong addon or app name is said before anything else.
     let addon_manifests = render::addons(&plan, addons)?;
+    let apps = match apps {
+        Some(apps) => apps.into_iter().filter(|a| a != "none").collect(),
+        None => env.settings()?.unwrap_or_default().apps,
+    };
+    let app_manifests = app_manifests(&apps)?;
     if !dry_run {
-        return crate::cli::kind_up::up(env, &plan, addons, addon_manifests);
+        return crate::cli::kind_up::up(env, &plan, (&apps, app_manifests), addons, addon_manifests);
     }
     let mut out = String::new();
     out.push_str(&format!(
@@ -66,11 +72,35 @@ pub fn up(
     out.push_str("# kind create cluster --config (this document)\n");
     let cluster = render::cluster_config(&plan)?;
     out.push_str(&format!("# Source: {}\n{}", cluster.source, ensure_newline(&cluster.text)));
-    for r in render::manifests(&plan)?.into_iter().chain(addon_manifests) {
+    for r in render::manifests(&plan)?.into_iter().chain(addon_manifests).chain(app_manifests) {
         out.push_str(&format!("---\n# Source: {}\n{}", r.source, ensure_newline(r.text.trim_start_matches("---\n"))));
     }
     write_stdout(&out)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The sample apps `up` runs (the local backend's `--apps`), as documents: the `default`
+/// namespace labelled for injection, then each app's manifests from the project's samples.
+pub fn app_manifests(apps: &[String]) -> anyhow::Result<Vec<render::Rendered>> {
+    use crate::cli::lifecycle::{APPS, MANIFESTS};
+    if let Some(bad) = apps.iter().find(|a| !APPS.contains(&a.as_str())) {
+        anyhow::bail!("unknown app {bad:?} for --apps; choose from {} (or none)", APPS.join(", "));
+    }
+    if apps.is_empty() {
+        return Ok(vec![]);
+    }
+    let namespace =
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: default\n  labels:\n    istio-injection: enabled\n";
+    let mut out = vec![render::Rendered {
+        source: "the default namespace, labelled for injection".into(),
+        text: namespace.into(),
+        documents: render::parse_stream(namespace).map_err(|e| anyhow!(e))?,
+    }];
+    for (app, file, text) in MANIFESTS.iter().filter(|(app, _, _)| apps.iter().any(|a| a == app)) {
+        let documents = render::parse_stream(text).map_err(|e| anyhow!("{file}: {e}"))?;
+        out.push(render::Rendered { source: format!("{file} ({app})"), text: text.to_string(), documents });
+    }
+    Ok(out)
 }
 
 fn ensure_newline(s: &str) -> String {

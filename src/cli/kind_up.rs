@@ -78,7 +78,13 @@ fn kind_cmd(env: &Env, args: &[&str]) -> anyhow::Result<String> {
 }
 
 /// `up --backend kind`.
-pub fn up(env: &Env, plan: &Plan, addons: &[String], addon_manifests: Vec<Rendered>) -> anyhow::Result<ExitCode> {
+pub fn up(
+    env: &Env,
+    plan: &Plan,
+    (apps, app_manifests): (&[String], Vec<Rendered>),
+    addons: &[String],
+    addon_manifests: Vec<Rendered>,
+) -> anyhow::Result<ExitCode> {
     env.ensure_dirs()?;
     let cluster = kind::cluster_name(&env.name);
     let exists =
@@ -145,29 +151,67 @@ pub fn up(env: &Env, plan: &Plan, addons: &[String], addon_manifests: Vec<Render
     let manifests: Vec<Rendered> =
         crate::backend::kind::render::manifests(plan)?.into_iter().chain(addon_manifests).collect();
     let client = runtime.block_on(client(env))?;
-    let step = Step::start("applying the mesh (server-side apply)");
+    apply_and_wait(&runtime, &client, &cluster, "the mesh", &manifests)?;
+    // The sample apps after the mesh is ready: their pods are injected by istiod's webhook.
+    if !app_manifests.is_empty() {
+        apply_and_wait(&runtime, &client, &cluster, &format!("the sample apps ({})", apps.join(", ")), &app_manifests)?;
+    }
+
+    let mut settings = env.settings()?.unwrap_or_default();
+    settings.backend = BackendKind::Kind;
+    settings.http_port = plan.http_port;
+    settings.https_port = plan.https_port;
+    settings.tcp_port = plan.tcp_port;
+    settings.sample_images = plan.sample_images;
+    settings.apps = apps.to_vec();
+    for a in addons {
+        if !settings.addons.contains(a) {
+            settings.addons.push(a.clone());
+        }
+    }
+    env.save_settings(&settings)?;
+    eprintln!("{} environment {:?} runs on kind cluster {cluster} ({})", term::pass_mark(), env.name, since(started));
+    eprintln!("  ingress gateway: http://127.0.0.1:{}  https://127.0.0.1:{}", plan.http_port, plan.https_port);
+    if apps.iter().any(|a| a == "bookinfo") {
+        eprintln!("  Bookinfo:  http://127.0.0.1:{}/productpage", plan.http_port);
+    }
+    eprintln!("  kubectl:   kubectl --context kind-{cluster} get pods -A");
+    // The data, on stdout for scripts: `GATEWAY=$(meshrig up --backend kind)`.
+    println!("http://127.0.0.1:{}", plan.http_port);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Server-side applies every document of `manifests` (`what` names them), then waits for the
+/// node and the Deployments among them, each said as a step.
+fn apply_and_wait(
+    runtime: &tokio::runtime::Runtime,
+    client: &kube::Client,
+    cluster: &str,
+    what: &str,
+    manifests: &[Rendered],
+) -> anyhow::Result<()> {
+    let step = Step::start(&format!("applying {what} (server-side apply)"));
     let at = Instant::now();
     let mut counts = [0usize; 3];
     for doc in manifests.iter().flat_map(|r| &r.documents) {
-        match runtime.block_on(objects::apply(&client, doc, "default")) {
+        match runtime.block_on(objects::apply(client, doc, "default")) {
             Ok(Action::Created) => counts[0] += 1,
             Ok(Action::Configured) => counts[1] += 1,
             Ok(_) => counts[2] += 1,
             Err(e) => {
-                step.failed("the mesh was not applied");
+                step.failed(&format!("{what} was not applied"));
                 bail!("apply {e}");
             }
         }
     }
     step.done(&format!(
-        "{} objects applied: {} created, {} configured, {} unchanged ({})",
+        "{what}: {} objects applied: {} created, {} configured, {} unchanged ({})",
         counts.iter().sum::<usize>(),
         counts[0],
         counts[1],
         counts[2],
         since(at)
     ));
-
     let deployments: Vec<(String, String)> = manifests
         .iter()
         .flat_map(|r| &r.documents)
@@ -177,38 +221,22 @@ pub fn up(env: &Env, plan: &Plan, addons: &[String], addon_manifests: Vec<Render
             (ns, d["metadata"]["name"].as_str().unwrap_or_default().to_string())
         })
         .collect();
-    let step = Step::start("waiting for the node and the mesh's Deployments");
+    let step = Step::start(&format!("waiting for {what}"));
     let at = Instant::now();
     let spinner = term::spinner("waiting for the node");
     let waited =
-        runtime.block_on(wait_ready(&client, &deployments, wait_limit(), |m| spinner.set_message(m.to_string())));
+        runtime.block_on(wait_ready(client, &deployments, wait_limit(), |m| spinner.set_message(m.to_string())));
     spinner.finish_and_clear();
     match waited {
-        Ok(()) => step.done(&format!("{} Deployments available ({})", deployments.len(), since(at))),
+        Ok(()) => {
+            step.done(&format!("{what}: {} Deployments available ({})", deployments.len(), since(at)));
+            Ok(())
+        }
         Err(e) => {
-            step.failed("the mesh did not become ready");
-            bail!("{e}\n(`kubectl --context kind-{cluster} get pods -A` shows every pod; `meshrig up --backend kind` again picks up where this stopped)");
+            step.failed(&format!("{what} did not become ready"));
+            bail!("{e}\n(`kubectl --context kind-{cluster} get pods -A` shows every pod; `meshrig up` again picks up where this stopped)");
         }
     }
-
-    let mut settings = env.settings()?.unwrap_or_default();
-    settings.backend = BackendKind::Kind;
-    settings.http_port = plan.http_port;
-    settings.https_port = plan.https_port;
-    settings.tcp_port = plan.tcp_port;
-    settings.sample_images = plan.sample_images;
-    for a in addons {
-        if !settings.addons.contains(a) {
-            settings.addons.push(a.clone());
-        }
-    }
-    env.save_settings(&settings)?;
-    eprintln!("{} environment {:?} runs on kind cluster {cluster} ({})", term::pass_mark(), env.name, since(started));
-    eprintln!("  ingress gateway: http://127.0.0.1:{}  https://127.0.0.1:{}", plan.http_port, plan.https_port);
-    eprintln!(
-        "  kubectl --context kind-{cluster} label namespace default istio-injection=enabled   # then apply your apps"
-    );
-    Ok(ExitCode::SUCCESS)
 }
 
 fn short_image(image: &str) -> &str {

@@ -167,6 +167,15 @@ fn up_on_kind_creates_the_cluster_loads_the_image_applies_the_mesh_and_waits() {
     let crd = api.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", "", "virtualservices.networking.istio.io");
     assert!(crd.is_some(), "Istio's CRDs are applied");
     assert!(api.get("apps/v1", "Deployment", "istio-system", "istio-ingressgateway").is_some());
+    // The sample apps, as on the local backend, in the default namespace labelled for injection.
+    let default = api.get("v1", "Namespace", "", "default").unwrap();
+    assert_eq!(default["metadata"]["labels"]["istio-injection"], "enabled", "{default}");
+    for app in ["httpbin", "productpage-v1", "reviews-v3", "curl"] {
+        assert!(api.get("apps/v1", "Deployment", "default", app).is_some(), "{app} is applied");
+    }
+    assert!(out.contains("the sample apps (httpbin, bookinfo)") && out.contains("/productpage"), "{out}");
+    let dry = env.ok(&["up", "--backend", "kind", "--dry-run"]);
+    assert!(dry.contains("samples/bookinfo/platform/kube/bookinfo.yaml (bookinfo)"), "the dry run lists the apps too");
     let patches: Vec<_> = api.requests().into_iter().filter(|r| r.method == "PATCH").collect();
     assert!(
         !patches.is_empty()
@@ -182,7 +191,7 @@ fn up_on_kind_creates_the_cluster_loads_the_image_applies_the_mesh_and_waits() {
     // `up` again (the backend remembered): the cluster is reused and nothing changes.
     let out = env.ok(&["up"]);
     assert!(out.contains("cluster meshrig-kindtest exists: reusing it"), "{out}");
-    assert!(out.contains(" 0 created, 0 configured"), "a second up changes nothing:\n{out}");
+    assert_eq!(out.matches(" 0 created, 0 configured").count(), 2, "a second up changes nothing:\n{out}");
     assert_eq!(env.calls().matches("create cluster").count(), 1);
 
     // apply, get and delete go to the API server; a mistake is named by file and line first.
@@ -209,16 +218,17 @@ fn up_on_kind_creates_the_cluster_loads_the_image_applies_the_mesh_and_waits() {
     assert!(pods.contains("istiod-5d8f9-abcde") && pods.contains("1/1") && pods.contains("Running"), "{pods}");
 
     // The kubectl verbs of Istio's tasks: label, create namespace, create secret.
-    assert!(env
-        .ok(&["label", "namespace", "default", "istio-injection=enabled"])
-        .contains("namespace/default labeled"));
-    let ns = api.get("v1", "Namespace", "", "default").unwrap();
-    assert_eq!(ns["metadata"]["labels"]["istio-injection"], "enabled", "{ns}");
+    let out = env.ok(&["label", "namespace", "default", "istio-injection=enabled"]);
+    assert!(out.contains("namespace/default not labeled"), "up labelled it already: {out}");
     let out = env.meshrig(&["label", "namespace", "default", "istio-injection=disabled"]);
     assert!(!out.status.success() && text(&out).contains("--overwrite"), "{}", text(&out));
     assert!(env.ok(&["create", "namespace", "bookinfo"]).contains("namespace/bookinfo created"));
     let again = env.meshrig(&["create", "namespace", "bookinfo"]);
     assert!(!again.status.success() && text(&again).contains("already exists"), "{}", text(&again));
+    let out = env.ok(&["label", "namespace", "bookinfo", "istio-injection=enabled"]);
+    assert!(out.contains("namespace/bookinfo labeled"), "{out}");
+    let ns = api.get("v1", "Namespace", "", "bookinfo").unwrap();
+    assert_eq!(ns["metadata"]["labels"]["istio-injection"], "enabled", "{ns}");
     env.ok(&["create", "secret", "generic", "creds", "--from-literal=user=admin", "-n", "bookinfo"]);
     assert!(api.get("v1", "Secret", "bookinfo", "creds").is_some());
 
