@@ -25,6 +25,13 @@ pub trait Backend: Send + Sync {
 
     /// Who a proxy is, from its bearer token: the credential check the API runs.
     fn credentials(&self) -> Arc<dyn crate::control_plane::credentials::Credentials>;
+
+    /// Whether the workload and config sources have read everything once: proxies are not
+    /// served a config made from half of it (a backend that watches a cluster is not, until
+    /// every watch has listed it).
+    fn synced(&self) -> bool {
+        true
+    }
 }
 
 /// What a backend says of a Deployment it will run.

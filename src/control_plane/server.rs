@@ -510,6 +510,20 @@ async fn snapshot(server: &Server, q: &HashMap<String, String>) -> Response<Body
         counter: q.get("counter").and_then(|v| v.parse().ok()).unwrap_or(0),
     };
     let state = &server.state;
+    // Not before the backend has read everything once (on Kubernetes: every watch has listed
+    // the cluster), so no proxy runs on a config made from half of it.
+    if !state.backend.synced() {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !state.backend.synced() {
+            if tokio::time::Instant::now() >= deadline {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the control plane has not read its sources yet; ask again",
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     // What the proxy holds, if this poll acknowledges a version we know the content of.
     let Some(held) = state.acknowledge(&key, acked) else {
         return error(StatusCode::NOT_FOUND, format!("pod {key} is not known to this control plane"));

@@ -70,6 +70,8 @@ pub struct FakeApi {
     events: broadcast::Sender<Event>,
     /// Bumped to end every open watch (as an API server's watch timeout does).
     cut: Arc<watch::Sender<u64>>,
+    /// Collections (plural names) whose lists do not answer until released.
+    held: Arc<watch::Sender<Vec<String>>>,
 }
 
 impl FakeApi {
@@ -83,6 +85,7 @@ impl FakeApi {
             db: Arc::new(Mutex::new(Db { rv: 100, ..Db::default() })),
             events: broadcast::channel(4096).0,
             cut: Arc::new(watch::channel(0).0),
+            held: Arc::new(watch::channel(Vec::new()).0),
         };
         // What every cluster has.
         for ns in ["default", "kube-system", "kube-public"] {
@@ -158,6 +161,16 @@ impl FakeApi {
     /// Ends every open watch (clients watch again from the last version they saw).
     pub fn cut_watches(&self) {
         self.cut.send_modify(|n| *n += 1);
+    }
+
+    /// Lists of `plural` (e.g. `telemetries`) do not answer until `release`: a slow API server.
+    pub fn hold(&self, plural: &str) {
+        self.held.send_modify(|h| h.push(plural.to_string()));
+    }
+
+    /// Lists answer again, the held ones at once.
+    pub fn release(&self) {
+        self.held.send_replace(Vec::new());
     }
 
     /// A TokenReview of `token` says it is service account `namespace/sa`'s, bound to `pod`.
@@ -269,7 +282,11 @@ impl FakeApi {
                 let timeout = query.get("timeoutSeconds").and_then(|v| v.parse::<u64>().ok()).unwrap_or(300);
                 self.watch(path, from, Duration::from_secs(timeout))
             }
-            (Method::GET, None) => self.list_response(&path),
+            (Method::GET, None) => {
+                let mut held = self.held.subscribe();
+                let _ = held.wait_for(|h| !h.contains(&path.collection.1)).await;
+                self.list_response(&path)
+            }
             (Method::GET, Some(name)) => {
                 match self.lock().objects.get(&(path.collection.clone(), path.namespace.clone(), name.clone())) {
                     Some(o) => ok(StatusCode::OK, o),

@@ -61,9 +61,9 @@ impl Cluster {
         Cluster { client, tokens, unsynced }
     }
 
-    /// True once every watch (each config kind, and Pods) has listed the cluster once: what
-    /// istiod's readiness waits for, so no proxy is served a partial config.
-    pub fn synced(&self) -> Arc<dyn Fn() -> bool + Send + Sync> {
+    /// `Backend::synced` as a check that outlives the backend's move into the control plane:
+    /// istiod's readiness asks it.
+    pub fn synced_check(&self) -> Arc<dyn Fn() -> bool + Send + Sync> {
         let unsynced = self.unsynced.clone();
         Arc::new(move || unsynced.load(Ordering::SeqCst) == 0)
     }
@@ -95,6 +95,11 @@ impl Backend for Cluster {
 
     fn credentials(&self) -> Arc<dyn Credentials> {
         self.tokens.clone()
+    }
+
+    /// True once every watch (each config kind, and Pods) has listed the cluster once.
+    fn synced(&self) -> bool {
+        self.unsynced.load(Ordering::SeqCst) == 0
     }
 }
 

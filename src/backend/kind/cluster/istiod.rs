@@ -72,7 +72,7 @@ pub async fn run(env: Env, ports: Ports) -> Result<(), String> {
         net::bind(any(ports.monitoring)).await.map_err(|e| format!("bind {}: {e}", any(ports.monitoring)))?;
 
     let cluster = Cluster::new(client.clone());
-    let synced = cluster.synced();
+    let synced = cluster.synced_check();
     let settings = Settings { tracing_port: 0, ..Settings::default() };
     let started = crate::control_plane::start_with(
         env,

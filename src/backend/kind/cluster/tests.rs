@@ -284,3 +284,24 @@ fn the_ca_bundle_goes_into_every_webhook_once() {
     assert!(config["webhooks"].as_array().unwrap().iter().all(|w| w["clientConfig"]["caBundle"] == "Uk9PVA=="));
     assert!(!istiod::with_ca_bundle(&mut config, "Uk9PVA=="), "nothing to change the second time");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_proxy_is_served_before_every_watch_has_listed_the_cluster() {
+    let api = FakeApi::start().await;
+    api.hold("telemetries");
+    api.put(pod("sleep-1", "sleep", 9, true));
+    api.add_token("sleep-token", "default", "sleep", "sleep-1");
+    let dir = tempfile::tempdir().unwrap();
+    let cp = control_plane(&api, dir.path()).await;
+    let state = cp.state.clone();
+    eventually("the pod is seen", || state.lock().pods.len() == 1).await;
+    assert!(!state.backend.synced(), "one watch has not listed yet");
+    let client = crate::api::Client::new(cp.address, "sleep-token".into());
+    let asked = tokio::spawn(async move { client.get::<Value>("/v1/snapshot?namespace=default&pod=sleep-1").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!asked.is_finished(), "the snapshot waits for the last watch");
+    api.release();
+    let answer = tokio::time::timeout(Duration::from_secs(10), asked).await.expect("answered once synced").unwrap();
+    assert!(answer.is_ok(), "{answer:?}");
+    assert!(state.backend.synced());
+}
