@@ -847,6 +847,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Down { purge } => lifecycle::down(&env, purge),
         Command::Status { output } => runtime()?.block_on(lifecycle::status(&env, output)),
         Command::Doctor { output, backend: Some(BackendArg::Kind) } => doctor::kind(&env, output),
+        // An environment on kind is checked as one, unless `--backend local` asks otherwise.
+        Command::Doctor { output, backend: None } if is_kind(&env) => doctor::kind(&env, output),
         Command::Doctor { output, backend: _ } => doctor::run(&env, output),
         Command::Create { what: Create::Namespace { name } } => {
             runtime()?.block_on(kubectl::create_namespace(&env, &name))

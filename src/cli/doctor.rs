@@ -23,7 +23,38 @@ fn on_path(program: &str) -> Option<std::path::PathBuf> {
 /// `doctor --backend kind`: exit 3 when the backend cannot run, 1 for any other problem.
 pub fn kind(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
     let settings = env.settings()?.unwrap_or_else(Settings::default);
-    let checks = crate::cli::kind::preflight([settings.http_port, settings.https_port, settings.tcp_port])?;
+    // An environment whose cluster runs holds its ports itself: they are not a problem then.
+    let mut checks = if settings.backend == crate::env::BackendKind::Kind {
+        crate::cli::kind::preflight_tools()?
+    } else {
+        crate::cli::kind::preflight([settings.http_port, settings.https_port, settings.tcp_port])?
+    };
+    if settings.backend == crate::env::BackendKind::Kind {
+        let cluster = crate::backend::kind::cluster_name(&env.name);
+        let reached = tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+            crate::cli::kind_objects::pods(&crate::cli::kind_up::client(env).await?, Some("istio-system")).await
+        });
+        checks.push(match reached {
+            Ok(pods) => {
+                let ready = pods.iter().filter(|p| p.ready.split_once('/').is_some_and(|(a, b)| a == b)).count();
+                crate::backend::kind::preflight::Finding {
+                    check: "cluster".into(),
+                    ok: ready == pods.len() && !pods.is_empty(),
+                    detail: format!("{cluster}: {ready} of {} istio-system pods ready", pods.len()),
+                    fix: (ready != pods.len() || pods.is_empty())
+                        .then(|| format!("`kubectl --context kind-{cluster} get pods -n istio-system` shows them; `meshrig up` applies the mesh again")),
+                    blocking: false,
+                }
+            }
+            Err(e) => crate::backend::kind::preflight::Finding {
+                check: "cluster".into(),
+                ok: false,
+                detail: format!("{cluster} does not answer: {e:#}"),
+                fix: Some("`docker ps` shows its node container; `meshrig up` starts the cluster again, `meshrig down --purge` deletes it".into()),
+                blocking: false,
+            },
+        });
+    }
     let blocked = checks.iter().any(|c| c.blocking && !c.ok);
     let findings: Vec<Finding> =
         checks.into_iter().map(|c| Finding { check: c.check, ok: c.ok, detail: c.detail, fix: c.fix }).collect();
