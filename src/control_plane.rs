@@ -14,7 +14,8 @@
 //! - `jwks`: RequestAuthentication `jwksUri` key sets, fetched and inlined for the proxies.
 //! - `backoff`: restarts with back-off, as the kubelet's CrashLoopBackOff.
 //! - `server`: the HTTP API (`api` has the wire types).
-//! - `traces`: the trace collector and Jaeger's query API on its own port.
+//! - `traces`: the trace collector and Jaeger's query API on its own port; `zipkin`: spans
+//!   handed on to a Zipkin collector (istiod's, to the Jaeger addon on kind).
 //! - `addons`: the addons it runs (Prometheus), supervised, their targets kept current.
 
 pub mod addons;
@@ -30,6 +31,7 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod traces;
+pub mod zipkin;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -95,6 +97,8 @@ pub struct Started {
     pub state: Arc<state::State>,
     pub address: SocketAddr,
     pub token: String,
+    /// The trace collector the proxies' spans go to.
+    pub traces: Arc<traces::Collector>,
     /// The API server; it runs until dropped.
     pub serving: tokio::task::JoinHandle<()>,
 }
@@ -145,13 +149,13 @@ pub async fn start_with(
         token: token.clone(),
         started: env::rfc3339_now(),
         address,
-        traces: collector,
+        traces: collector.clone(),
         tracing,
     });
     tokio::spawn(jwks::run(state.clone()));
     state.backend.run(state.clone());
     let serving = tokio::spawn(net::serve(listener, move |req, _| server::handle(server.clone(), req)));
-    Ok(Started { state, address, token, serving })
+    Ok(Started { state, address, token, traces: collector, serving })
 }
 
 /// Jaeger's query API on 127.0.0.1:`port` (16686 unless `up --tracing-port` chose), or on

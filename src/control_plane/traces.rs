@@ -112,6 +112,8 @@ impl Store {
 #[derive(Default)]
 pub struct Collector {
     store: Mutex<Store>,
+    /// Where spans are handed on as well (a Zipkin collector), when set.
+    exporter: std::sync::OnceLock<crate::control_plane::zipkin::Exporter>,
 }
 
 /// What `/api/traces` asks for.
@@ -132,6 +134,9 @@ impl Collector {
     /// Keeps `spans` as reported by `process`; how many were kept (not those with ids that are
     /// not hex).
     pub fn add(&self, process: &Process, spans: Vec<Span>) -> usize {
+        if let Some(e) = self.exporter.get() {
+            e.send(process, &spans);
+        }
         let mut s = self.store.lock().unwrap_or_else(|p| p.into_inner());
         let process = s.processes.get(process, || Arc::new(process.clone()));
         let mut kept = 0;
@@ -154,6 +159,11 @@ impl Collector {
             }
         }
         kept
+    }
+
+    /// Hands every span added from now on to `exporter` as well (once; later calls are ignored).
+    pub fn export_to(&self, exporter: crate::control_plane::zipkin::Exporter) {
+        let _ = self.exporter.set(exporter);
     }
 
     pub fn services(&self) -> Vec<String> {

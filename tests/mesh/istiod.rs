@@ -26,7 +26,13 @@ impl Drop for Killed {
     }
 }
 
-fn istiod(kubeconfig: &std::path::Path, state: &std::path::Path, p: [u16; 4], log: &std::path::Path) -> Killed {
+fn istiod(
+    kubeconfig: &std::path::Path,
+    state: &std::path::Path,
+    p: [u16; 4],
+    log: &std::path::Path,
+    zipkin: &str,
+) -> Killed {
     let mut child = Command::new(env!("CARGO_BIN_EXE_meshrig"))
         .args(["control-plane", "--kubernetes"])
         .args(["--api-port", &p[0].to_string(), "--webhook-port", &p[1].to_string()])
@@ -35,6 +41,7 @@ fn istiod(kubeconfig: &std::path::Path, state: &std::path::Path, p: [u16; 4], lo
         .env("MESHRIG_ENV", "kindtest")
         .env("MESHRIG_STATE_DIR", state)
         .env("MESHRIG_IMAGE", IMAGE)
+        .env("MESHRIG_ZIPKIN", zipkin)
         .env_remove("KUBERNETES_SERVICE_HOST")
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(log).unwrap())
@@ -111,7 +118,24 @@ fn the_binary_runs_as_istiod_against_the_api_server() {
     let log = work.path().join("istiod.log");
     let istiod_log = || std::fs::read_to_string(&log).unwrap_or_default();
     let state = work.path().join("state");
-    let mut running = istiod(&kubeconfig, &state, p, &log);
+    // A Zipkin collector (the Jaeger addon's, in a cluster): what istiod hands on.
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let zipkin = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let zipkin_url = format!("http://{}/api/v2/spans", zipkin.local_addr().unwrap());
+    let store = received.clone();
+    let app = axum::Router::new().route(
+        "/api/v2/spans",
+        axum::routing::post(move |body: String| {
+            let store = store.clone();
+            async move {
+                let spans: Vec<Value> = serde_json::from_str(&body).unwrap_or_default();
+                store.lock().unwrap().extend(spans);
+                axum::http::StatusCode::ACCEPTED
+            }
+        }),
+    );
+    rt.spawn(async move { axum::serve(zipkin, app).await });
+    let mut running = istiod(&kubeconfig, &state, p, &log, &zipkin_url);
 
     // Ready once every watch has listed the cluster.
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -218,6 +242,14 @@ fn the_binary_runs_as_istiod_against_the_api_server() {
             h => Err(h),
         },
     );
+    // The sidecar's spans reach the Zipkin collector, as the calling workload's.
+    within(Duration::from_secs(20), Duration::from_millis(100), "spans reach Zipkin", || {
+        let spans = received.lock().unwrap().clone();
+        match spans.iter().find(|s| s["localEndpoint"]["serviceName"] == "sleep.default") {
+            Some(s) if s["kind"] == "CLIENT" && s["traceId"].as_str().is_some_and(|t| t.len() == 32) => Ok(()),
+            _ => Err(format!("{spans:?}")),
+        }
+    });
     let reviews = api.requests().iter().filter(|r| r.uri.contains("tokenreviews")).count();
     assert!(reviews >= 1, "the token was reviewed by the API server");
 
@@ -225,7 +257,7 @@ fn the_binary_runs_as_istiod_against_the_api_server() {
     let _ = running.0.kill();
     let _ = running.0.wait();
     assert_eq!(header().unwrap(), "cluster", "the sidecar serves while istiod is down");
-    running = istiod(&kubeconfig, &state, p, &log);
+    running = istiod(&kubeconfig, &state, p, &log, &zipkin_url);
     let secret = api.get("v1", "Secret", "istio-system", "istio-ca-secret").unwrap();
     assert_eq!(secret["data"]["ca-cert.pem"], root_b64.as_str(), "the root is the same after a restart");
     api.put(json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",

@@ -2,8 +2,9 @@
 //! over the cluster (config and Pods watched, TokenReview credentials, the CA root from its
 //! Secret) with its API on every interface of the pod (15010), the admission webhooks over TLS
 //! on 15017 with a certificate for `istiod.istio-system.svc` from the mesh CA (whose root it
-//! writes into the webhook configurations' `caBundle`), and `/ready` on 15014 once every watch
-//! has listed the cluster, so no proxy is served a partial config.
+//! writes into the webhook configurations' `caBundle`), `/ready` on 15014 once every watch
+//! has listed the cluster, so no proxy is served a partial config, and the proxies' spans handed
+//! on to Zipkin's address (the Jaeger addon).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -84,6 +85,12 @@ pub async fn run(env: Env, ports: Ports) -> Result<(), String> {
     )
     .await
     .map_err(|e| e.to_string())?;
+    // The proxies' spans go on to Zipkin's address (the Jaeger addon's `zipkin` Service), as
+    // Istio's proxies send theirs; `MESHRIG_ZIPKIN` names another, empty for none.
+    let zipkin = std::env::var("MESHRIG_ZIPKIN").unwrap_or_else(|_| crate::control_plane::zipkin::ISTIO_ZIPKIN.into());
+    if !zipkin.is_empty() {
+        started.traces.export_to(crate::control_plane::zipkin::Exporter::start(zipkin));
+    }
     tokio::spawn(webhook::serve(webhooks, tls, plan));
     tokio::spawn(fill_ca_bundles(client, root));
     tokio::spawn(net::serve(monitoring, move |req, _| {
