@@ -10,6 +10,7 @@ pub mod exec;
 pub mod exit;
 mod graph;
 mod kind;
+mod kind_forward;
 mod kind_objects;
 mod kind_up;
 mod kubectl;

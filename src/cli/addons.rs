@@ -108,6 +108,9 @@ pub async fn list(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
 
 /// Prints where `name` answers, and opens it in the desktop's browser when there is one.
 pub async fn dashboard(env: &Env, name: &str, open: bool) -> anyhow::Result<ExitCode> {
+    if let crate::cli::backend::Backend::Kind(_) = crate::cli::backend::Backend::for_env(env) {
+        return crate::cli::kind_forward::dashboard(env, name, open).await;
+    }
     let status = client(env)?.status().await?;
     let url = match name {
         "prometheus" => {
@@ -183,7 +186,7 @@ pub async fn serve_dashboard(env: &Env, port: u16, open: bool) -> anyhow::Result
 }
 
 /// Opens `url` in the desktop's browser when there is a desktop; says so when it cannot.
-fn open_browser(url: &str) {
+pub fn open_browser(url: &str) {
     let desktop = std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
     if !desktop {
         return;

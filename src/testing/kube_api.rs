@@ -5,7 +5,8 @@
 //! get, replace, delete, JSON merge patch, server-side apply (the `application/apply-patch+yaml`
 //! PATCH: the applied object replaces the stored one's content but its status, an apply that
 //! changes nothing writes nothing, the manager is recorded; field ownership is not modelled),
-//! and TokenReview for the tokens a test registers. Every request is logged for tests to assert
+//! TokenReview for the tokens a test registers, pod logs, and port-forward over WebSocket
+//! (`v4.channel.k8s.io`) to a target the test names. Every request is logged for tests to assert
 //! what a client did. Self-contained (only crates, no `crate::`) so the end-to-end tests include
 //! the same file.
 
@@ -46,6 +47,8 @@ struct Db {
     history: Vec<Event>,
     /// Watches from a version below this one are told it expired (410).
     compacted: u64,
+    /// (namespace, pod, port) → where a port-forward to it connects.
+    forwards: HashMap<(String, String, u16), SocketAddr>,
     /// (namespace, pod, container) → its log.
     logs: HashMap<(String, String, String), String>,
     /// Token → (namespace, service account, pod).
@@ -102,7 +105,8 @@ impl FakeApi {
                         async move { Ok::<_, Infallible>(server.handle(req).await) }
                     });
                     let io = hyper_util::rt::TokioIo::new(stream);
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                    let _ =
+                        hyper::server::conn::http1::Builder::new().serve_connection(io, service).with_upgrades().await;
                 });
             }
         });
@@ -178,6 +182,11 @@ impl FakeApi {
         self.lock().tokens.insert(token.into(), (namespace.into(), sa.into(), pod.into()));
     }
 
+    /// A port-forward to `namespace/pod`'s `port` connects to `target`.
+    pub fn forward_to(&self, namespace: &str, pod: &str, port: u16, target: SocketAddr) {
+        self.lock().forwards.insert((namespace.into(), pod.into(), port), target);
+    }
+
     /// What `kubectl logs` of `namespace/pod -c container` prints.
     pub fn set_log(&self, namespace: &str, pod: &str, container: &str, text: &str) {
         self.lock().logs.insert((namespace.into(), pod.into(), container.into()), text.into());
@@ -237,6 +246,9 @@ impl FakeApi {
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Body_> {
+        if req.uri().path().ends_with("/portforward") && req.headers().contains_key("upgrade") {
+            return self.port_forward(req);
+        }
         let method = req.method().clone();
         let uri = req.uri().clone();
         let content_type =
@@ -447,6 +459,142 @@ impl FakeApi {
         let mut out = review.clone();
         out["status"] = status;
         ok(StatusCode::CREATED, &out)
+    }
+}
+
+impl FakeApi {
+    /// A pod's port-forward, as the API server serves it to a WebSocket client: subprotocol
+    /// `v4.channel.k8s.io`, two channels per port (data, error), each opened by a frame that
+    /// names the port; the data channel piped to the target the test gave.
+    fn port_forward(&self, req: Request<Incoming>) -> Response<Body_> {
+        use base64::Engine as _;
+        let key = req.headers().get("sec-websocket-key").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        let accept = {
+            let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY);
+            ctx.update(key.as_bytes());
+            ctx.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+            base64::engine::general_purpose::STANDARD.encode(ctx.finish().as_ref())
+        };
+        let path = Path::parse(req.uri().path());
+        let port: u16 = req
+            .uri()
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("ports="))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        let target = path.as_ref().and_then(|p| {
+            self.lock().forwards.get(&(p.namespace.clone(), p.name.clone().unwrap_or_default(), port)).copied()
+        });
+        tokio::spawn(async move {
+            let Ok(upgraded) = hyper::upgrade::on(req).await else { return };
+            let ws = hyper_util::rt::TokioIo::new(upgraded);
+            let (mut from_client, mut to_client) = tokio::io::split(ws);
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let [lo, hi] = port.to_le_bytes();
+            let _ = to_client.write_all(&frame(&[0, lo, hi])).await;
+            let _ = to_client.write_all(&frame(&[1, lo, hi])).await;
+            let Some(Ok(tcp)) = (match target {
+                Some(t) => Some(tokio::net::TcpStream::connect(t).await),
+                None => None,
+            }) else {
+                let _ = to_client.write_all(&frame(b"\x01no such port to forward to")).await;
+                return;
+            };
+            let (mut from_pod, mut to_pod) = tcp.into_split();
+            let upstream = async move {
+                while let Some(payload) = read_frame(&mut from_client).await {
+                    if payload.first() == Some(&0) && to_pod.write_all(&payload[1..]).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = to_pod.shutdown().await;
+            };
+            let downstream = async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    let n = match from_pod.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let mut data = vec![0u8];
+                    data.extend_from_slice(&buf[..n]);
+                    if to_client.write_all(&frame(&data)).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = to_client.write_all(&[0x88, 0]).await;
+            };
+            tokio::join!(upstream, downstream);
+        });
+        Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-accept", accept)
+            .header("sec-websocket-protocol", "v4.channel.k8s.io")
+            .body(Body_::Full(Full::new(Bytes::new())))
+            .expect("a response")
+    }
+}
+
+/// A binary WebSocket frame, as a server sends it (unmasked).
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x82];
+    match payload.len() {
+        n if n < 126 => out.push(n as u8),
+        n if n <= u16::MAX as usize => {
+            out.push(126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The payload of the client's next data frame (masked, as clients send them); None at a close
+/// frame or the end of the stream. Control frames other than close are skipped.
+async fn read_frame(r: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        let mut head = [0u8; 2];
+        r.read_exact(&mut head).await.ok()?;
+        let opcode = head[0] & 0x0f;
+        let masked = head[1] & 0x80 != 0;
+        let len = match head[1] & 0x7f {
+            126 => {
+                let mut b = [0u8; 2];
+                r.read_exact(&mut b).await.ok()?;
+                u16::from_be_bytes(b) as usize
+            }
+            127 => {
+                let mut b = [0u8; 8];
+                r.read_exact(&mut b).await.ok()?;
+                u64::from_be_bytes(b) as usize
+            }
+            n => n as usize,
+        };
+        let mut mask = [0u8; 4];
+        if masked {
+            r.read_exact(&mut mask).await.ok()?;
+        }
+        let mut payload = vec![0u8; len];
+        r.read_exact(&mut payload).await.ok()?;
+        if masked {
+            for (i, b) in payload.iter_mut().enumerate() {
+                *b ^= mask[i % 4];
+            }
+        }
+        match opcode {
+            0x8 => return None,
+            0x0..=0x2 => return Some(payload),
+            _ => continue,
+        }
     }
 }
 

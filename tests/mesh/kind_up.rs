@@ -194,6 +194,41 @@ fn up_on_kind_creates_the_cluster_loads_the_image_applies_the_mesh_and_waits() {
     assert_eq!(out.matches(" 0 created, 0 configured").count(), 2, "a second up changes nothing:\n{out}");
     assert_eq!(env.calls().matches("create cluster").count(), 1);
 
+    // An addon, and its dashboard through a port-forward, as istioctl's.
+    let out = env.ok(&["up", "--addons", "grafana"]);
+    assert!(out.contains("objects applied"), "{out}");
+    let grafana = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let grafana_addr = grafana.local_addr().unwrap();
+    rt.spawn(async move {
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { "grafana stand-in" }));
+        axum::serve(grafana, app).await
+    });
+    api.forward_to("istio-system", "grafana-5d8f9-abcde", 3000, grafana_addr);
+    let mut dashboard = Command::new(env!("CARGO_BIN_EXE_meshrig"))
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["--env", "kindtest", "dashboard", "grafana", "--no-browser"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(dashboard.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        line.trim().to_string()
+    };
+    assert!(url.starts_with("http://localhost:") && url.ends_with('/'), "{url}");
+    let port: u16 = url.trim_start_matches("http://localhost:").trim_end_matches('/').parse().unwrap();
+    for _ in 0..2 {
+        let page = crate::support::get(std::net::SocketAddr::from(([127, 0, 0, 1], port)), "localhost", "/").unwrap();
+        assert_eq!((page.status, page.body.as_str()), (200, "grafana stand-in"), "each connection is forwarded");
+    }
+    let _ = dashboard.kill();
+    let _ = dashboard.wait();
+    let out = env.meshrig(&["dashboard", "kiali", "--no-browser"]);
+    assert!(!out.status.success() && text(&out).contains("--addons kiali"), "{}", text(&out));
+
     // apply, get and delete go to the API server; a mistake is named by file and line first.
     let bad = work.path().join("bad.yaml");
     std::fs::write(&bad, "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: httpbin\nspec:\n  hosts: [httpbin]\n  http:\n  - route:\n    - destination: {host: httpbin}\n      weight: -5\n").unwrap();
@@ -241,7 +276,7 @@ fn up_on_kind_creates_the_cluster_loads_the_image_applies_the_mesh_and_waits() {
     // doctor on a kind environment checks the kind backend and the cluster (not its own ports).
     let doctor = env.meshrig(&["doctor"]);
     let said = text(&doctor);
-    assert!(said.contains("meshrig-kindtest: 2 of 2 istio-system pods ready"), "{said}");
+    assert!(said.contains("meshrig-kindtest: 3 of 3 istio-system pods ready"), "{said}");
     assert!(!said.contains("port"), "the cluster's own ports are not a problem: {said}");
     // What is not built on kind yet says so, and what to use instead.
     let out = env.meshrig(&["proxy-status"]);
