@@ -20,6 +20,9 @@ pub async fn run(
     command: &[String],
 ) -> anyhow::Result<ExitCode> {
     let backend = Backend::for_env(env);
+    if let Backend::Kind(_) = backend {
+        return crate::cli::kind_objects::exec(env, workload, namespace, container, command).await;
+    }
     let pod = &ready_pod(env, workload, namespace).await?;
     if container == Some("istio-proxy") {
         return pilot_agent(&backend, pod, command).await;

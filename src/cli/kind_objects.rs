@@ -296,3 +296,112 @@ pub async fn logs(
     print!("{text}");
     Ok(ExitCode::SUCCESS)
 }
+
+/// `exec WORKLOAD [-c C] -- CMD` on kind: the command run in the pod's container through the
+/// API server (as `kubectl exec`), its output printed and its exit code returned.
+pub async fn exec(
+    env: &Env,
+    workload: &str,
+    namespace: &str,
+    container: Option<&str>,
+    command: &[String],
+) -> anyhow::Result<ExitCode> {
+    use tokio::io::AsyncReadExt;
+    let client = kind_up::client(env).await?;
+    let name = workload
+        .strip_prefix("deploy/")
+        .or_else(|| workload.strip_prefix("deployment/"))
+        .or_else(|| workload.strip_prefix("pod/"))
+        .unwrap_or(workload);
+    let api: Api<Pod> = Api::namespaced(client, namespace);
+    let list = api.list(&ListParams::default()).await.map_err(|e| anyhow!("pods: {}", objects::reason(&e)))?;
+    let running = |p: &&Pod| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+    let found = list
+        .items
+        .iter()
+        .filter(running)
+        .find(|p| p.metadata.name.as_deref() == Some(name))
+        .or_else(|| {
+            list.items.iter().filter(running).find(|p| {
+                p.metadata.labels.as_ref().and_then(|l| l.get("app")).is_some_and(|a| a == name)
+                    || p.metadata.name.as_deref().is_some_and(|n| n.starts_with(&format!("{name}-")))
+            })
+        })
+        .ok_or_else(|| crate::cli::exit::NotFound(format!("no running pod of {name:?} in namespace {namespace}")))?;
+    let pod = found.metadata.name.clone().unwrap_or_default();
+    let containers: Vec<String> = found.spec.iter().flat_map(|s| s.containers.iter().map(|c| c.name.clone())).collect();
+    let chosen = match container {
+        Some(c) if containers.iter().any(|k| k == c) => c.to_string(),
+        Some(c) => anyhow::bail!("pod {pod} has no container {c:?}; its containers: {}", containers.join(", ")),
+        None => containers.iter().find(|c| *c != "istio-proxy").or(containers.first()).cloned().unwrap_or_default(),
+    };
+    let params = kube::api::AttachParams::default().container(chosen).stdin(false).stdout(true).stderr(true);
+    let mut process = api
+        .exec(&pod, command.to_vec(), &params)
+        .await
+        .map_err(|e| anyhow!("exec in {pod}: {}", objects::reason(&e)))?;
+    let (mut stdout, mut stderr) = (process.stdout(), process.stderr());
+    let status = process.take_status();
+    let copy_out = async {
+        let mut buf = Vec::new();
+        if let Some(s) = stdout.as_mut() {
+            let _ = s.read_to_end(&mut buf).await;
+        }
+        buf
+    };
+    let copy_err = async {
+        let mut buf = Vec::new();
+        if let Some(s) = stderr.as_mut() {
+            let _ = s.read_to_end(&mut buf).await;
+        }
+        buf
+    };
+    let (out, err) = tokio::join!(copy_out, copy_err);
+    use std::io::Write;
+    std::io::stdout().write_all(&out)?;
+    std::io::stderr().write_all(&err)?;
+    let status = match status {
+        Some(s) => s.await,
+        None => None,
+    };
+    Ok(ExitCode::from(exit_code(status.as_ref())))
+}
+
+/// The exit code an exec's status says (kubectl's reading: `Success` is 0; a non-zero exit
+/// is the `ExitCode` cause; anything else is 1). Pure.
+pub fn exit_code(status: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>) -> u8 {
+    let Some(s) = status else { return 0 };
+    if s.status.as_deref() == Some("Success") {
+        return 0;
+    }
+    s.details
+        .as_ref()
+        .and_then(|d| d.causes.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.reason.as_deref() == Some("ExitCode")))
+        .and_then(|c| c.message.as_deref()?.parse::<u8>().ok())
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Status, StatusCause, StatusDetails};
+
+    #[test]
+    fn an_execs_exit_code_is_read_as_kubectl_reads_it() {
+        let failed = |causes: Vec<StatusCause>| Status {
+            status: Some("Failure".into()),
+            details: Some(StatusDetails { causes: Some(causes), ..StatusDetails::default() }),
+            ..Status::default()
+        };
+        let cause = |reason: &str, message: &str| StatusCause {
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+            ..StatusCause::default()
+        };
+        assert_eq!(super::exit_code(None), 0);
+        assert_eq!(super::exit_code(Some(&Status { status: Some("Success".into()), ..Status::default() })), 0);
+        assert_eq!(super::exit_code(Some(&failed(vec![cause("ExitCode", "7")]))), 7);
+        assert_eq!(super::exit_code(Some(&failed(vec![cause("Other", "x")]))), 1);
+        assert_eq!(super::exit_code(Some(&failed(vec![]))), 1);
+    }
+}

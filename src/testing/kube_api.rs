@@ -49,6 +49,8 @@ struct Db {
     compacted: u64,
     /// (namespace, pod, port) → where a port-forward to it connects.
     forwards: HashMap<(String, String, u16), SocketAddr>,
+    /// (namespace, pod, container) → what an exec there prints on stdout and exits with.
+    execs: HashMap<(String, String, String), (String, i32)>,
     /// (namespace, pod, container) → its log.
     logs: HashMap<(String, String, String), String>,
     /// Token → (namespace, service account, pod).
@@ -187,6 +189,12 @@ impl FakeApi {
         self.lock().forwards.insert((namespace.into(), pod.into(), port), target);
     }
 
+    /// An exec in `namespace/pod`'s `container` prints `stdout`, then the command it was given
+    /// (`ran: ARGS`), and exits with `code`.
+    pub fn on_exec(&self, namespace: &str, pod: &str, container: &str, stdout: &str, code: i32) {
+        self.lock().execs.insert((namespace.into(), pod.into(), container.into()), (stdout.into(), code));
+    }
+
     /// What `kubectl logs` of `namespace/pod -c container` prints.
     pub fn set_log(&self, namespace: &str, pod: &str, container: &str, text: &str) {
         self.lock().logs.insert((namespace.into(), pod.into(), container.into()), text.into());
@@ -248,6 +256,9 @@ impl FakeApi {
     async fn handle(&self, req: Request<Incoming>) -> Response<Body_> {
         if req.uri().path().ends_with("/portforward") && req.headers().contains_key("upgrade") {
             return self.port_forward(req);
+        }
+        if req.uri().path().ends_with("/exec") && req.headers().contains_key("upgrade") {
+            return self.exec(req);
         }
         let method = req.method().clone();
         let uri = req.uri().clone();
@@ -467,14 +478,8 @@ impl FakeApi {
     /// `v4.channel.k8s.io`, two channels per port (data, error), each opened by a frame that
     /// names the port; the data channel piped to the target the test gave.
     fn port_forward(&self, req: Request<Incoming>) -> Response<Body_> {
-        use base64::Engine as _;
         let key = req.headers().get("sec-websocket-key").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-        let accept = {
-            let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY);
-            ctx.update(key.as_bytes());
-            ctx.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
-            base64::engine::general_purpose::STANDARD.encode(ctx.finish().as_ref())
-        };
+        let accept = accept_key(&key);
         let path = Path::parse(req.uri().path());
         let port: u16 = req
             .uri()
@@ -537,6 +542,108 @@ impl FakeApi {
             .body(Body_::Full(Full::new(Bytes::new())))
             .expect("a response")
     }
+}
+
+impl FakeApi {
+    /// An exec, as the API server serves it to a WebSocket client (`v4.channel.k8s.io`):
+    /// stdout on channel 1, then the status on channel 3 (`Success`, or `Failure` with the
+    /// `ExitCode` cause kubectl reads), then a close.
+    fn exec(&self, req: Request<Incoming>) -> Response<Body_> {
+        let key = req.headers().get("sec-websocket-key").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        let path = Path::parse(req.uri().path());
+        let mut command = Vec::new();
+        let mut container = String::new();
+        for (k, v) in req.uri().query().unwrap_or_default().split('&').filter_map(|kv| kv.split_once('=')) {
+            let v = percent_decode(v);
+            match k {
+                "command" => command.push(v),
+                "container" => container = v,
+                _ => {}
+            }
+        }
+        let found = path.as_ref().and_then(|p| {
+            self.lock()
+                .execs
+                .get(&(p.namespace.clone(), p.name.clone().unwrap_or_default(), container.clone()))
+                .cloned()
+        });
+        tokio::spawn(async move {
+            let Ok(upgraded) = hyper::upgrade::on(req).await else { return };
+            let mut ws = hyper_util::rt::TokioIo::new(upgraded);
+            use tokio::io::AsyncWriteExt;
+            let status = match found {
+                Some((stdout, code)) => {
+                    let mut out = vec![1u8];
+                    out.extend_from_slice(format!("{stdout}ran: {}\n", command.join(" ")).as_bytes());
+                    let _ = ws.write_all(&frame(&out)).await;
+                    if code == 0 {
+                        json!({"metadata": {}, "status": "Success"})
+                    } else {
+                        json!({"metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
+                            "message": format!("command terminated with non-zero exit code: exit status {code}"),
+                            "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]}})
+                    }
+                }
+                None => json!({"metadata": {}, "status": "Failure", "reason": "InternalError",
+                    "message": format!("container {container:?} not found in pod")}),
+            };
+            let mut out = vec![3u8];
+            out.extend_from_slice(status.to_string().as_bytes());
+            let _ = ws.write_all(&frame(&out)).await;
+            let _ = ws.write_all(&[0x88, 0]).await;
+            let _ = ws.flush().await;
+        });
+        Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-accept", accept_key(&key))
+            .header("sec-websocket-protocol", "v4.channel.k8s.io")
+            .body(Body_::Full(Full::new(Bytes::new())))
+            .expect("a response")
+    }
+}
+
+/// `%XX` and `+` in a query value, decoded.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    Err(_) => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The `Sec-WebSocket-Accept` for a client's key (RFC 6455).
+fn accept_key(key: &str) -> String {
+    use base64::Engine as _;
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    ctx.update(key.as_bytes());
+    ctx.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(ctx.finish().as_ref())
 }
 
 /// A binary WebSocket frame, as a server sends it (unmasked).

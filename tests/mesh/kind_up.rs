@@ -278,6 +278,21 @@ fn up_on_kind_creates_the_cluster_loads_the_image_applies_the_mesh_and_waits() {
     let said = text(&doctor);
     assert!(said.contains("meshrig-kindtest: 3 of 3 istio-system pods ready"), "{said}");
     assert!(!said.contains("port"), "the cluster's own ports are not a problem: {said}");
+    // exec runs in the pod's container through the API server, with its exit code.
+    let curl =
+        api.list("v1", "Pod").into_iter().find(|p| p["metadata"]["labels"]["app"] == "curl").expect("curl's pod");
+    let curl = curl["metadata"]["name"].as_str().unwrap().to_string();
+    api.on_exec("default", &curl, "curl", "{\"headers\": {}}\n", 0);
+    let out = env.meshrig(&["exec", "curl", "--", "curl", "-s", "http://httpbin:8000/headers"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("ran: curl -s http://httpbin:8000/headers"),
+        "the command went as given: {}",
+        text(&out)
+    );
+    api.on_exec("default", &curl, "curl", "", 7);
+    let out = env.meshrig(&["exec", "deploy/curl", "-c", "curl", "--", "curl", "http://nowhere"]);
+    assert_eq!(out.status.code(), Some(7), "curl's exit code comes back: {}", text(&out));
     // What is not built on kind yet says so, and what to use instead.
     let out = env.meshrig(&["proxy-status"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
