@@ -418,29 +418,15 @@ async fn get_pods(
                 eprintln!("No pods found.");
                 return Ok(ExitCode::SUCCESS);
             }
-            let rows: Vec<Vec<String>> = pods
-                .iter()
-                .map(|p| {
-                    let mut row = vec![];
-                    if namespace.is_none() {
-                        row.push(p.namespace.clone());
-                    }
-                    row.extend([
-                        if prefixed { format!("pod/{}", p.name) } else { p.name.clone() },
-                        p.ready_column(),
-                        p.phase.to_string(),
-                        p.restarts.to_string(),
-                        crate::env::age(&p.created),
-                    ]);
-                    row
-                })
-                .collect();
-            let mut headers = vec![];
-            if namespace.is_none() {
-                headers.push("NAMESPACE");
-            }
-            headers.extend(["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
-            print!("{}", term::table(&headers, &rows));
+            let rows = pods.iter().map(|p| PodRow {
+                namespace: &p.namespace,
+                name: &p.name,
+                ready: p.ready_column(),
+                status: p.phase.to_string(),
+                restarts: p.restarts.to_string(),
+                created: &p.created,
+            });
+            print!("{}", pods_table(namespace.is_none(), prefixed, rows));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -477,28 +463,51 @@ async fn get_cluster_pods(
         eprintln!("No pods found.");
         return Ok(ExitCode::SUCCESS);
     }
-    let mut headers = vec![];
-    if namespace.is_none() {
-        headers.push("NAMESPACE");
-    }
-    headers.extend(["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
+    let rows = pods.iter().map(|p| PodRow {
+        namespace: &p.namespace,
+        name: &p.name,
+        ready: p.ready.clone(),
+        status: p.status.clone(),
+        restarts: p.restarts.to_string(),
+        created: &p.created,
+    });
+    print!("{}", pods_table(namespace.is_none(), prefixed, rows));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line of `get pods`, whichever backend it came from.
+struct PodRow<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    ready: String,
+    status: String,
+    restarts: String,
+    created: &'a str,
+}
+
+/// `get pods` as kubectl prints it: NAMESPACE when listing every namespace, `pod/` before the
+/// name in `get all`.
+fn pods_table<'a>(all_namespaces: bool, prefixed: bool, pods: impl Iterator<Item = PodRow<'a>>) -> String {
     let rows: Vec<Vec<String>> = pods
-        .iter()
         .map(|p| {
             let mut row = vec![];
-            if namespace.is_none() {
-                row.push(p.namespace.clone());
+            if all_namespaces {
+                row.push(p.namespace.to_string());
             }
             row.extend([
-                if prefixed { format!("pod/{}", p.name) } else { p.name.clone() },
-                p.ready.clone(),
-                p.status.clone(),
-                p.restarts.to_string(),
-                crate::env::age(&p.created),
+                if prefixed { format!("pod/{}", p.name) } else { p.name.to_string() },
+                p.ready,
+                p.status,
+                p.restarts,
+                crate::env::age(p.created),
             ]);
             row
         })
         .collect();
-    print!("{}", term::table(&headers, &rows));
-    Ok(ExitCode::SUCCESS)
+    let mut headers = vec![];
+    if all_namespaces {
+        headers.push("NAMESPACE");
+    }
+    headers.extend(["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
+    term::table(&headers, &rows)
 }

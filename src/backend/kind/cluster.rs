@@ -77,6 +77,56 @@ fn synced_once(unsynced: &AtomicUsize, done: &mut bool) {
     }
 }
 
+/// Runs a reflector over `api` for as long as the control plane runs (`what` names it in the
+/// log): after the first complete list, after each change and after each relist, `changed`
+/// gets every object the store holds; the first complete list counts the watch as synced. A
+/// kind the cluster does not serve (a 404 on the list: its CRD is not installed) holds nothing,
+/// which counts as synced too; the watch keeps trying.
+async fn reflect<K>(
+    api: kube::Api<K>,
+    writer: kube::runtime::reflector::store::Writer<K>,
+    what: &str,
+    unsynced: Arc<AtomicUsize>,
+    mut changed: impl FnMut(Vec<Arc<K>>),
+) where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    use futures_util::StreamExt;
+    use kube::runtime::{watcher, WatchStreamExt};
+    let reader = writer.as_reader();
+    let events = watcher(api, watcher::Config::default()).default_backoff().reflect(writer);
+    futures_util::pin_mut!(events);
+    let (mut failing, mut synced) = (false, false);
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => {
+                if failing {
+                    crate::net::log(&format!("watching {what} again"));
+                    failing = false;
+                }
+                changed(reader.state());
+                synced_once(&unsynced, &mut synced);
+            }
+            Ok(_) => {}
+            Err(watcher::Error::InitialListFailed(kube::Error::Api(s))) if s.code == 404 => {
+                if !synced {
+                    crate::net::log(&format!("the cluster serves no {what} (is its CRD installed?); none are read"));
+                }
+                synced_once(&unsynced, &mut synced);
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => {
+                if !failing {
+                    crate::net::log(&format!("watching {what}: {e} (retrying)"));
+                }
+                failing = true;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 impl Backend for Cluster {
     /// Kubernetes runs any image: nothing is refused, nothing is a stand-in.
     fn admit(&self, _: &Deployment, _: &BTreeMap<String, String>) -> Result<Admitted, String> {

@@ -6,11 +6,9 @@
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures_util::StreamExt;
 use kube::api::{Api, DynamicObject};
-use kube::runtime::{reflector, watcher, WatchStreamExt};
+use kube::runtime::reflector;
 
 use crate::api::ResourceResult;
 use crate::control_plane::config::{ConfigSource, Objects, WriteError};
@@ -89,54 +87,22 @@ async fn watch(client: kube::Client, state: Arc<State>, kind: Kind, unsynced: Ar
     let ar = super::api_resource(kind);
     let api: Api<DynamicObject> = Api::all_with(client, &ar);
     let writer = reflector::store::Writer::new(ar.clone());
-    let reader = writer.as_reader();
-    let events = watcher(api, watcher::Config::default()).default_backoff().reflect(writer);
-    futures_util::pin_mut!(events);
-    let (mut failing, mut synced) = (false, false);
-    while let Some(event) = events.next().await {
-        match event {
-            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => {
-                if failing {
-                    net::log(&format!("config: watching {} again", ar.plural));
-                    failing = false;
-                }
-                let mut resources = Vec::new();
-                for object in reader.state() {
-                    match parse(kind, &object) {
-                        Ok(r) => resources.push(r),
-                        Err(e) => net::log(&format!(
-                            "config: skipping {} {}/{}: {e}",
-                            ar.kind,
-                            object.metadata.namespace.as_deref().unwrap_or(""),
-                            object.metadata.name.as_deref().unwrap_or("")
-                        )),
-                    }
-                }
-                if let Err(e) = state.observe(|objects| objects.with_kind(kind, resources)) {
-                    net::log(&format!("config: {e}"));
-                }
-                super::synced_once(&unsynced, &mut synced);
-            }
-            Ok(_) => {}
-            // No such kind in this cluster (its CRD is not installed): none of it, which is
-            // what the cluster holds, so this watch counts as synced; it keeps trying.
-            Err(watcher::Error::InitialListFailed(kube::Error::Api(s))) if s.code == 404 => {
-                if !synced {
-                    net::log(&format!(
-                        "config: the cluster serves no {} (is its CRD installed?); none are read",
-                        ar.plural
-                    ));
-                }
-                super::synced_once(&unsynced, &mut synced);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => {
-                if !failing {
-                    net::log(&format!("config: watching {}: {e} (retrying)", ar.plural));
-                }
-                failing = true;
-                tokio::time::sleep(Duration::from_millis(100)).await;
+    super::reflect(api, writer, &ar.plural, unsynced, |objects| {
+        let mut resources = Vec::new();
+        for object in objects {
+            match parse(kind, &object) {
+                Ok(r) => resources.push(r),
+                Err(e) => net::log(&format!(
+                    "config: skipping {} {}/{}: {e}",
+                    ar.kind,
+                    object.metadata.namespace.as_deref().unwrap_or(""),
+                    object.metadata.name.as_deref().unwrap_or("")
+                )),
             }
         }
-    }
+        if let Err(e) = state.observe(|objects| objects.with_kind(kind, resources)) {
+            net::log(&format!("config: {e}"));
+        }
+    })
+    .await;
 }

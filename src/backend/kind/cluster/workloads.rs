@@ -4,12 +4,10 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
-use kube::runtime::{reflector, watcher, WatchStreamExt};
+use kube::runtime::reflector;
 
 use crate::backend::kind::pods;
 use crate::control_plane::state::State;
@@ -19,39 +17,23 @@ use crate::net;
 /// cluster's.
 pub async fn run(client: kube::Client, state: Arc<State>, unsynced: Arc<AtomicUsize>) {
     let api: Api<Pod> = Api::all(client);
-    let (reader, writer) = reflector::store();
-    let events = watcher(api, watcher::Config::default()).default_backoff().reflect(writer);
-    futures_util::pin_mut!(events);
-    let (mut failing, mut synced) = (false, false);
-    while let Some(event) = events.next().await {
-        match event {
-            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => {
-                failing = false;
-                let mut now = BTreeMap::new();
-                for pod in reader.state() {
-                    let Ok(json) = serde_json::to_value(&*pod) else { continue };
-                    match pods::workload(&json) {
-                        Ok(w) => {
-                            now.insert(w.key(), (w, pods::phase(&json)));
-                        }
-                        Err(e) => net::log(&format!(
-                            "workloads: pod {}/{}: {e}",
-                            pod.metadata.namespace.as_deref().unwrap_or(""),
-                            pod.metadata.name.as_deref().unwrap_or("")
-                        )),
-                    }
+    let (_, writer) = reflector::store();
+    super::reflect(api, writer, "pods", unsynced, |pods| {
+        let mut now = BTreeMap::new();
+        for pod in pods {
+            let Ok(json) = serde_json::to_value(&*pod) else { continue };
+            match pods::workload(&json) {
+                Ok(w) => {
+                    now.insert(w.key(), (w, pods::phase(&json)));
                 }
-                state.observe_pods(now);
-                super::synced_once(&unsynced, &mut synced);
-            }
-            Ok(_) => {}
-            Err(e) => {
-                if !failing {
-                    net::log(&format!("workloads: watching pods: {e} (retrying)"));
-                }
-                failing = true;
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                Err(e) => net::log(&format!(
+                    "workloads: pod {}/{}: {e}",
+                    pod.metadata.namespace.as_deref().unwrap_or(""),
+                    pod.metadata.name.as_deref().unwrap_or("")
+                )),
             }
         }
-    }
+        state.observe_pods(now);
+    })
+    .await;
 }
