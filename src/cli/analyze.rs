@@ -53,6 +53,39 @@ async fn inputs(client: &api::Client, files: Vec<Item>) -> anyhow::Result<(Vec<I
     Ok((items, pods))
 }
 
+/// `inputs`, read from a kind environment's cluster.
+pub async fn cluster_inputs(client: &kube::Client, files: Vec<Item>) -> anyhow::Result<(Vec<Item>, Vec<analyze::Pod>)> {
+    let mut items = files;
+    for kind in KINDS {
+        for r in crate::cli::kind_objects::list(client, kind, None, None).await? {
+            if !items.iter().any(|i| i.resource.key() == r.key()) {
+                items.push(Item { resource: r, origin: None, invalid: vec![] });
+            }
+        }
+    }
+    let pods = crate::cli::kind_objects::pods(client, None)
+        .await?
+        .into_iter()
+        .map(|p| analyze::Pod { namespace: p.namespace, name: p.name, labels: p.labels, sidecar: p.sidecar })
+        .collect();
+    Ok((items, pods))
+}
+
+/// The analyzer's Warnings and Errors about what was just applied to a kind environment's
+/// cluster (as `after_apply`).
+pub async fn after_cluster_apply(client: &kube::Client, applied: &[crate::resources::ResourceKey]) -> Vec<Message> {
+    let Ok((items, pods)) = cluster_inputs(client, Vec::new()).await else { return Vec::new() };
+    analyze::analyze(&items, &pods)
+        .into_iter()
+        .filter(|m| m.level >= Level::Warning)
+        .filter(|m| {
+            applied.iter().any(|k| {
+                k.kind.as_str() == m.kind && k.name == m.name && (k.namespace == m.namespace || !k.kind.namespaced())
+            })
+        })
+        .collect()
+}
+
 pub struct Options {
     pub files: Vec<String>,
     pub recursive: bool,
@@ -84,8 +117,12 @@ pub async fn run(env: &Env, o: Options) -> anyhow::Result<ExitCode> {
             bail!("no resources found in {}", o.files.join(", "));
         }
     }
-    let client = crate::cli::backend::Backend::for_env(env).client()?;
-    let (items, pods) = inputs(&client, files).await?;
+    let (items, pods) = match crate::cli::backend::Backend::for_env(env) {
+        crate::cli::backend::Backend::Kind(_) => {
+            cluster_inputs(&crate::cli::kind_up::client(env).await?, files).await?
+        }
+        local => inputs(&local.client()?, files).await?,
+    };
     let scope = if o.all_namespaces { None } else { Some(namespace.as_str()) };
     let messages: Vec<Message> = analyze::in_namespace(analyze::analyze(&items, &pods), scope)
         .into_iter()

@@ -45,6 +45,7 @@ pub async fn apply(
         .into());
     }
     let client = kind_up::client(env).await?;
+    let keys: Vec<ResourceKey> = checked.iter().map(|(r, _)| r.key()).collect();
     for (r, warnings) in checked {
         for w in &warnings {
             eprintln!("Warning: {}", locate(&Finding::new(Some(r.key()), w)));
@@ -56,6 +57,12 @@ pub async fn apply(
         }
         let action = objects::apply(&client, &r.to_value(), "default").await.map_err(|e| anyhow!("apply {e}"))?;
         println!("{name} {}", action.as_str());
+    }
+    if !dry_run {
+        // What the analyzers say of what was just applied, as on the local backend.
+        for m in crate::cli::analyze::after_cluster_apply(&client, &keys).await {
+            eprintln!("{m}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -146,6 +153,8 @@ pub struct PodRow {
     pub restarts: i32,
     pub created: String,
     pub labels: BTreeMap<String, String>,
+    /// It has an `istio-proxy` container.
+    pub sidecar: bool,
 }
 
 pub async fn pods(client: &kube::Client, namespace: Option<&str>) -> anyhow::Result<Vec<PodRow>> {
@@ -172,6 +181,7 @@ pub fn pod_row(p: &Pod) -> PodRow {
         restarts: statuses.iter().map(|c| c.restart_count).sum(),
         created: p.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default(),
         labels: p.metadata.labels.clone().unwrap_or_default(),
+        sidecar: p.spec.as_ref().is_some_and(|s| s.containers.iter().any(|c| c.name == "istio-proxy")),
     }
 }
 

@@ -246,6 +246,21 @@ fn up_on_kind_creates_the_cluster_loads_the_image_applies_the_mesh_and_waits() {
     std::fs::write(&good, "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: httpbin\nspec:\n  hosts: [httpbin]\n  http:\n  - route:\n    - destination: {host: httpbin}\n").unwrap();
     assert!(env.ok(&["apply", "-f", good.to_str().unwrap()]).contains("virtualservice/httpbin created"));
     assert!(env.ok(&["apply", "-f", good.to_str().unwrap()]).contains("virtualservice/httpbin unchanged"));
+    // The analyzers read the cluster: after an apply, and as `analyze`.
+    let ghost = work.path().join("ghost.yaml");
+    std::fs::write(&ghost, "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: ghost\nspec:\n  hosts: [ghost]\n  http:\n  - route:\n    - destination: {host: ghost}\n").unwrap();
+    let out = env.ok(&["apply", "-f", ghost.to_str().unwrap()]);
+    assert!(
+        out.contains("Error [IST0101] (VirtualService default/ghost")
+            && out.contains("Referenced host not found: \"ghost\""),
+        "{out}"
+    );
+    let out = env.meshrig(&["analyze"]);
+    assert_eq!(out.status.code(), Some(79), "{}", text(&out));
+    assert!(text(&out).contains("IST0101"), "{}", text(&out));
+    env.ok(&["delete", "vs", "ghost"]);
+    let out = env.meshrig(&["analyze"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(api.get("networking.istio.io/v1", "VirtualService", "default", "httpbin").is_some());
     let listed = env.ok(&["get", "vs"]);
     assert!(listed.contains("httpbin") && listed.contains("[httpbin]"), "{listed}");
