@@ -377,6 +377,98 @@ pub async fn exec(
     Ok(ExitCode::from(exit_code(status.as_ref())))
 }
 
+/// `describe pod NAME` on kind: the Pod as the API server has it, in kubectl's layout (the
+/// containers with their image, ports, state and restarts; `istio-proxy` said to be meshrig's).
+pub async fn describe(env: &Env, name: &str, namespace: &str) -> anyhow::Result<ExitCode> {
+    let client = kind_up::client(env).await?;
+    let api: Api<Pod> = Api::namespaced(client, namespace);
+    let list = api.list(&ListParams::default()).await.map_err(|e| anyhow!("pods: {}", objects::reason(&e)))?;
+    let name = name.strip_prefix("pod/").or_else(|| name.strip_prefix("deploy/")).unwrap_or(name);
+    let found = list
+        .items
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some(name))
+        .or_else(|| {
+            list.items.iter().find(|p| p.metadata.name.as_deref().is_some_and(|n| n.starts_with(&format!("{name}-"))))
+        })
+        .ok_or_else(|| {
+            crate::cli::exit::NotFound(format!(
+                "pod {name:?} not found in namespace {namespace:?}; `meshrig get pods -n {namespace}` lists them"
+            ))
+        })?;
+    print!("{}", describe_text(found));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The text of `describe pod` for a Pod from the API server. Pure.
+pub fn describe_text(p: &Pod) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let field = |out: &mut String, indent: usize, name: &str, value: &str| {
+        let width = (18 - indent.min(8)).max(name.len() + 2);
+        let _ = writeln!(out, "{:indent$}{:<width$}{value}", "", format!("{name}:"));
+    };
+    let row = pod_row(p);
+    field(&mut out, 0, "Name", &row.name);
+    field(&mut out, 0, "Namespace", &row.namespace);
+    let labels: Vec<String> = row.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    field(&mut out, 0, "Labels", &labels.join(&format!("\n{:18}", "")));
+    let spec = p.spec.clone().unwrap_or_default();
+    field(&mut out, 0, "Service Account", spec.service_account_name.as_deref().unwrap_or("default"));
+    field(&mut out, 0, "Node", spec.node_name.as_deref().unwrap_or("<none>"));
+    field(&mut out, 0, "Start Time", &row.created);
+    field(&mut out, 0, "Status", &row.status);
+    field(&mut out, 0, "IP", p.status.as_ref().and_then(|s| s.pod_ip.as_deref()).unwrap_or("<none>"));
+    field(&mut out, 0, "Ready", &row.ready);
+    let statuses = p.status.as_ref().and_then(|s| s.container_statuses.clone()).unwrap_or_default();
+    for (title, containers) in
+        [("Init Containers", spec.init_containers.clone().unwrap_or_default()), ("Containers", spec.containers.clone())]
+    {
+        if containers.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "{title}:");
+        for c in &containers {
+            let _ = writeln!(out, "  {}:", c.name);
+            field(&mut out, 4, "Image", c.image.as_deref().unwrap_or("<none>"));
+            if c.name == "istio-proxy" || c.name == "istio-init" {
+                let runs = if c.name == "istio-proxy" {
+                    "meshrig's proxy, in place of Envoy"
+                } else {
+                    "meshrig capture-init (Istio's redirect, as nf_tables rules)"
+                };
+                field(&mut out, 4, "Runs", runs);
+            }
+            for port in c.ports.iter().flatten() {
+                field(
+                    &mut out,
+                    4,
+                    "Port",
+                    &format!("{}/{}", port.container_port, port.protocol.as_deref().unwrap_or("TCP")),
+                );
+            }
+            if let Some(s) = statuses.iter().find(|s| s.name == c.name) {
+                let state = match s.state.as_ref() {
+                    Some(st) if st.running.is_some() => "Running".to_string(),
+                    Some(st) if st.waiting.is_some() => {
+                        format!("Waiting ({})", st.waiting.as_ref().and_then(|w| w.reason.clone()).unwrap_or_default())
+                    }
+                    Some(st) if st.terminated.is_some() => format!(
+                        "Terminated ({})",
+                        st.terminated.as_ref().and_then(|t| t.reason.clone()).unwrap_or_default()
+                    ),
+                    _ => "Unknown".into(),
+                };
+                field(&mut out, 4, "State", &state);
+                field(&mut out, 4, "Ready", &s.ready.to_string());
+                field(&mut out, 4, "Restart Count", &s.restart_count.to_string());
+            }
+        }
+    }
+    let _ = writeln!(out, "Events:           <none> (`kubectl get events -n {}` lists them)", row.namespace);
+    out
+}
+
 /// The exit code an exec's status says (kubectl's reading: `Success` is 0; a non-zero exit
 /// is the `ExitCode` cause; anything else is 1). Pure.
 pub fn exit_code(status: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>) -> u8 {
@@ -395,6 +487,37 @@ pub fn exit_code(status: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1:
 #[cfg(test)]
 mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Status, StatusCause, StatusDetails};
+
+    #[test]
+    fn describe_shows_an_injected_pods_containers_and_their_states() {
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "ratings-v1-1", "namespace": "default", "labels": {"app": "ratings"}},
+            "spec": {"serviceAccountName": "bookinfo-ratings",
+                "initContainers": [{"name": "istio-init", "image": "meshrig:x"}],
+                "containers": [{"name": "ratings", "image": "docker.io/istio/examples-bookinfo-ratings-v1:1.20.3",
+                    "ports": [{"containerPort": 9080}]}, {"name": "istio-proxy", "image": "meshrig:x"}]},
+            "status": {"phase": "Running", "podIP": "10.244.0.7", "containerStatuses": [
+                {"name": "ratings", "ready": true, "restartCount": 0, "image": "i", "imageID": "", "state": {"running": {}}},
+                {"name": "istio-proxy", "ready": false, "restartCount": 2, "image": "i", "imageID": "",
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}
+        }))
+        .unwrap();
+        let text = super::describe_text(&pod);
+        for want in [
+            "Name:             ratings-v1-1",
+            "Service Account:  bookinfo-ratings",
+            "IP:               10.244.0.7",
+            "Ready:            1/2",
+            "Init Containers:",
+            "    Runs:         meshrig capture-init",
+            "    Port:         9080/TCP",
+            "    Runs:         meshrig's proxy, in place of Envoy",
+            "    State:        Waiting (CrashLoopBackOff)",
+            "    Restart Count: 2",
+        ] {
+            assert!(text.contains(want), "{want:?} in:\n{text}");
+        }
+    }
 
     #[test]
     fn an_execs_exit_code_is_read_as_kubectl_reads_it() {

@@ -186,6 +186,9 @@ pub async fn describe(env: &Env, kind: &str, name: &str, namespace: &str) -> any
     if !matches!(kind.to_ascii_lowercase().as_str(), "pod" | "pods" | "po") {
         bail!("`describe` shows pods so far (`meshrig describe pod NAME`); `meshrig get {kind} NAME -o yaml` shows any object");
     }
+    if let Backend::Kind(_) = Backend::for_env(env) {
+        return crate::cli::kind_objects::describe(env, name, namespace).await;
+    }
     let client = Backend::for_env(env).client()?;
     let status = client.status().await?;
     let pod = status

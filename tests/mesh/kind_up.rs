@@ -308,6 +308,11 @@ fn up_on_kind_creates_the_cluster_loads_the_image_applies_the_mesh_and_waits() {
     api.on_exec("default", &curl, "curl", "", 7);
     let out = env.meshrig(&["exec", "deploy/curl", "-c", "curl", "--", "curl", "http://nowhere"]);
     assert_eq!(out.status.code(), Some(7), "curl's exit code comes back: {}", text(&out));
+    let described = env.ok(&["describe", "pod", "istiod", "-n", "istio-system"]);
+    assert!(
+        described.contains("Name:") && described.contains("istiod-5d8f9-abcde") && described.contains("Restart Count:"),
+        "{described}"
+    );
     // What is not built on kind yet says so, and what to use instead.
     let out = env.meshrig(&["proxy-status"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
