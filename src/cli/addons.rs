@@ -60,6 +60,9 @@ async fn wait_ready(client: &api::Client, name: &str) -> anyhow::Result<AddonSta
 }
 
 pub async fn enable(env: &Env, names: &[String]) -> anyhow::Result<ExitCode> {
+    if let crate::cli::backend::Backend::Kind(_) = crate::cli::backend::Backend::for_env(env) {
+        return crate::cli::kind_up::enable_addons(env, names).await;
+    }
     let client = client(env)?;
     for status in enable_all(&client, names).await? {
         println!("{} {}", term::result_mark(true), prometheus_hint(&status));
@@ -68,6 +71,9 @@ pub async fn enable(env: &Env, names: &[String]) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn disable(env: &Env, names: &[String]) -> anyhow::Result<ExitCode> {
+    if let crate::cli::backend::Backend::Kind(_) = crate::cli::backend::Backend::for_env(env) {
+        return crate::cli::kind_up::disable_addons(env, names).await;
+    }
     let client = client(env)?;
     for name in names {
         client.addon(name, false).await?;

@@ -190,11 +190,21 @@ fn apply_and_wait(
     what: &str,
     manifests: &[Rendered],
 ) -> anyhow::Result<()> {
+    runtime.block_on(apply_and_wait_async(client, cluster, what, manifests))
+}
+
+/// `apply_and_wait`, on the caller's runtime.
+pub async fn apply_and_wait_async(
+    client: &kube::Client,
+    cluster: &str,
+    what: &str,
+    manifests: &[Rendered],
+) -> anyhow::Result<()> {
     let step = Step::start(&format!("applying {what} (server-side apply)"));
     let at = Instant::now();
     let mut counts = [0usize; 3];
     for doc in manifests.iter().flat_map(|r| &r.documents) {
-        match runtime.block_on(objects::apply(client, doc, "default")) {
+        match objects::apply(client, doc, "default").await {
             Ok(Action::Created) => counts[0] += 1,
             Ok(Action::Configured) => counts[1] += 1,
             Ok(_) => counts[2] += 1,
@@ -224,8 +234,7 @@ fn apply_and_wait(
     let step = Step::start(&format!("waiting for {what}"));
     let at = Instant::now();
     let spinner = term::spinner("waiting for the node");
-    let waited =
-        runtime.block_on(wait_ready(client, &deployments, wait_limit(), |m| spinner.set_message(m.to_string())));
+    let waited = wait_ready(client, &deployments, wait_limit(), |m| spinner.set_message(m.to_string())).await;
     spinner.finish_and_clear();
     match waited {
         Ok(()) => {
@@ -237,6 +246,42 @@ fn apply_and_wait(
             bail!("{e}\n(`kubectl --context kind-{cluster} get pods -A` shows every pod; `meshrig up` again picks up where this stopped)");
         }
     }
+}
+
+/// `addons enable NAME...` on kind: the addons' manifests applied and waited for, and
+/// remembered (a later `up` applies them again).
+pub async fn enable_addons(env: &Env, names: &[String]) -> anyhow::Result<ExitCode> {
+    let plan = crate::cli::kind::plan(env, &crate::cli::lifecycle::GatewayPorts::default(), None)?;
+    let manifests = crate::backend::kind::render::addons(&plan, names)?;
+    let client = client(env).await?;
+    let cluster = kind::cluster_name(&env.name);
+    apply_and_wait_async(&client, &cluster, &format!("addons ({})", names.join(", ")), &manifests).await?;
+    let mut settings = env.settings()?.unwrap_or_default();
+    for n in names {
+        if !settings.addons.contains(n) {
+            settings.addons.push(n.clone());
+        }
+        println!("{} {n} ready: `meshrig dashboard {n}` opens it", term::result_mark(true));
+    }
+    env.save_settings(&settings)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `addons disable NAME...` on kind: the addons' objects deleted, and forgotten.
+pub async fn disable_addons(env: &Env, names: &[String]) -> anyhow::Result<ExitCode> {
+    let plan = crate::cli::kind::plan(env, &crate::cli::lifecycle::GatewayPorts::default(), None)?;
+    let manifests = crate::backend::kind::render::addons(&plan, names)?;
+    let client = client(env).await?;
+    for doc in manifests.iter().flat_map(|r| &r.documents) {
+        objects::delete(&client, doc, "default").await.map_err(|e| anyhow!("delete {e}"))?;
+    }
+    let mut settings = env.settings()?.unwrap_or_default();
+    settings.addons.retain(|a| !names.contains(a));
+    env.save_settings(&settings)?;
+    for n in names {
+        println!("{} {n} removed from the cluster", term::result_mark(true));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn short_image(image: &str) -> &str {

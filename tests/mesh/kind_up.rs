@@ -66,11 +66,30 @@ impl Env<'_> {
 }
 
 /// The controllers' part, for the fake: a Ready node, and for every Deployment its replicas
-/// available and one Running pod (with a log).
+/// available and one Running pod (with a log), which goes when the Deployment does.
 async fn controllers(api: FakeApi) {
     api.put(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "meshrig-kindtest-control-plane"},
         "status": {"conditions": [{"type": "Ready", "status": "True"}]}}));
     loop {
+        // The garbage collector's part: a Deployment's pod goes with it.
+        let deployments: Vec<(String, String)> = api
+            .list("apps/v1", "Deployment")
+            .iter()
+            .map(|d| {
+                (
+                    d["metadata"]["namespace"].as_str().unwrap().to_string(),
+                    d["metadata"]["name"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        for p in api.list("v1", "Pod") {
+            let (ns, name) = (p["metadata"]["namespace"].as_str().unwrap(), p["metadata"]["name"].as_str().unwrap());
+            if let Some(owner) = name.strip_suffix("-5d8f9-abcde") {
+                if !deployments.iter().any(|(n, d)| n == ns && d == owner) {
+                    api.remove("v1", "Pod", ns, name);
+                }
+            }
+        }
         for mut d in api.list("apps/v1", "Deployment") {
             if d["status"]["availableReplicas"].is_null() {
                 let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
@@ -226,6 +245,11 @@ fn up_on_kind_creates_the_cluster_loads_the_image_applies_the_mesh_and_waits() {
     }
     let _ = dashboard.kill();
     let _ = dashboard.wait();
+    let out = env.ok(&["addons", "enable", "prometheus"]);
+    assert!(out.contains("prometheus ready") && out.contains("Deployments available"), "{out}");
+    assert!(api.get("apps/v1", "Deployment", "istio-system", "prometheus").is_some());
+    assert!(env.ok(&["addons", "disable", "prometheus"]).contains("prometheus removed"));
+    assert!(api.get("apps/v1", "Deployment", "istio-system", "prometheus").is_none());
     let out = env.meshrig(&["dashboard", "kiali", "--no-browser"]);
     assert!(!out.status.success() && text(&out).contains("--addons kiali"), "{}", text(&out));
 
