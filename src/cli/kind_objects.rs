@@ -257,14 +257,15 @@ pub async fn status(env: &Env, output: crate::cli::Output) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-/// `logs POD [-c C] [--tail N]` on kind: the kubelet's log of the container, through the API
-/// server (a pod by name, or the first of a Deployment: `deploy/NAME` or `NAME`).
+/// `logs POD [-c C] [--tail N] [-f]` on kind: the kubelet's log of the container, through the
+/// API server (a pod by name, or the first of a Deployment: `deploy/NAME` or `NAME`).
 pub async fn logs(
     env: &Env,
     pod: &str,
     namespace: &str,
     container: Option<&str>,
     tail: Option<usize>,
+    follow: bool,
 ) -> anyhow::Result<ExitCode> {
     let client = kind_up::client(env).await?;
     let name = pod.strip_prefix("deploy/").or_else(|| pod.strip_prefix("pod/")).unwrap_or(pod);
@@ -297,13 +298,30 @@ pub async fn logs(
     let params = kube::api::LogParams {
         container: Some(chosen),
         tail_lines: tail.map(|n| n as i64),
+        follow,
         ..kube::api::LogParams::default()
     };
-    let text = api
-        .logs(found.metadata.name.as_deref().unwrap_or(name), &params)
-        .await
-        .map_err(|e| anyhow!("logs: {}", objects::reason(&e)))?;
-    print!("{text}");
+    let pod = found.metadata.name.as_deref().unwrap_or(name);
+    if !follow {
+        let text = api.logs(pod, &params).await.map_err(|e| anyhow!("logs: {}", objects::reason(&e)))?;
+        print!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Followed: each line as the kubelet sends it, until the container ends or Ctrl-C.
+    use futures_util::{AsyncBufReadExt, StreamExt};
+    use std::io::Write;
+    let stream = api.log_stream(pod, &params).await.map_err(|e| anyhow!("logs: {}", objects::reason(&e)))?;
+    let mut lines = stream.lines();
+    loop {
+        let line = tokio::select! {
+            l = lines.next() => l,
+            _ = crate::shutdown::signalled() => None,
+        };
+        let Some(line) = line else { break };
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", line.map_err(|e| anyhow!("logs: {e}"))?)?;
+        out.flush()?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

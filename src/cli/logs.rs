@@ -52,13 +52,7 @@ pub async fn run(
     let backend = Backend::for_env(env);
     let ns = namespace.unwrap_or("default");
     if let Backend::Kind(_) = backend {
-        if follow {
-            bail!(
-                "`logs -f` is not built for the kind backend yet; `kubectl --context kind-{} logs -f` follows a pod",
-                crate::backend::kind::cluster_name(&env.name)
-            );
-        }
-        return crate::cli::kind_objects::logs(env, pod, ns, container, lines).await;
+        return crate::cli::kind_objects::logs(env, pod, ns, container, lines, follow).await;
     }
     let status = backend.client()?.status().await?;
     let name = pod.strip_prefix("deploy/").or_else(|| pod.strip_prefix("pod/")).unwrap_or(pod);

@@ -312,6 +312,9 @@ fn up_on_kind_creates_the_cluster_loads_the_image_applies_the_mesh_and_waits() {
     assert!(status.contains(&format!("http://127.0.0.1:{http}")), "{status}");
     let logs = env.ok(&["logs", "deploy/istiod", "-n", "istio-system", "--tail", "1"]);
     assert_eq!(logs.trim(), "last line of istiod", "{logs}");
+    // Followed: what the kubelet sends, until the stream ends (the fake ends it at once).
+    let followed = env.ok(&["logs", "deploy/istiod", "-n", "istio-system", "-f"]);
+    assert!(followed.contains("first line of istiod\nlast line of istiod"), "{followed}");
     // doctor on a kind environment checks the kind backend and the cluster (not its own ports).
     let doctor = env.meshrig(&["doctor"]);
     let said = text(&doctor);
