@@ -83,6 +83,9 @@ pub async fn disable(env: &Env, names: &[String]) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn list(env: &Env, output: Output) -> anyhow::Result<ExitCode> {
+    if let crate::cli::backend::Backend::Kind(_) = crate::cli::backend::Backend::for_env(env) {
+        return crate::cli::kind_up::list_addons(env, output).await;
+    }
     let status = client(env)?.status().await?;
     let running = status.control_plane.addons;
     if output != Output::Table {

@@ -16,11 +16,12 @@ use crate::cli::kind_up;
 use crate::env::Env;
 use crate::resources::{Kind, Resource, ResourceKey};
 
-/// `apply -f` on kind: all validated, then each applied.
+/// `apply -f` on kind: all validated (`locate` places a finding in its file), then each applied,
+/// then what the analyzers say of it (`origin` places a message in its file).
 pub async fn apply(
     env: &Env,
     resources: Vec<Resource>,
-    locate: impl Fn(&Finding) -> String,
+    (locate, origin): (impl Fn(&Finding) -> String, impl Fn(&crate::analyze::Message) -> Option<String>),
     dry_run: bool,
 ) -> anyhow::Result<ExitCode> {
     let mut errors = Vec::new();
@@ -60,7 +61,8 @@ pub async fn apply(
     }
     if !dry_run {
         // What the analyzers say of what was just applied, as on the local backend.
-        for m in crate::cli::analyze::after_cluster_apply(&client, &keys).await {
+        for mut m in crate::cli::analyze::after_cluster_apply(&client, &keys).await {
+            m.origin = origin(&m);
             eprintln!("{m}");
         }
     }

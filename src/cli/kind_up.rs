@@ -397,3 +397,41 @@ pub fn down(env: &Env, plan: &Plan, purge: bool) -> anyhow::Result<ExitCode> {
     );
     Ok(ExitCode::SUCCESS)
 }
+
+/// `addons list` on kind: each addon the kind backend has, as its Deployment in istio-system
+/// says (ready, starting, or not installed), with its image and how to open it.
+pub async fn list_addons(env: &Env, output: crate::cli::Output) -> anyhow::Result<ExitCode> {
+    let client = client(env).await?;
+    let deployments: Api<Deployment> = Api::namespaced(client, "istio-system");
+    let mut rows = Vec::new();
+    for (name, image) in crate::backend::kind::render::ADDONS {
+        let d = deployments.get_opt(name).await.map_err(|e| anyhow!("deployment {name}: {}", objects::reason(&e)))?;
+        let state = match &d {
+            Some(d) if available(d) => "ready",
+            Some(_) => "starting",
+            None => "disabled",
+        };
+        rows.push((name, state, image));
+    }
+    if output != crate::cli::Output::Table {
+        let data: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(name, state, image)| serde_json::json!({"name": name, "state": state, "image": image}))
+            .collect();
+        crate::cli::print_data(output, &data)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|(name, state, image)| {
+            let how = if *state == "disabled" {
+                format!("`meshrig addons enable {name}` installs it")
+            } else {
+                format!("`meshrig dashboard {name}` opens it")
+            };
+            vec![name.to_string(), state.to_string(), image.to_string(), how]
+        })
+        .collect();
+    print!("{}", term::table(&["NAME", "STATE", "IMAGE", "MESSAGE"], &table));
+    Ok(ExitCode::SUCCESS)
+}

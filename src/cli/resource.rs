@@ -82,7 +82,8 @@ pub async fn apply(
         .collect();
     if let crate::cli::backend::Backend::Kind(_) = crate::cli::backend::Backend::for_env(env) {
         let locate = |f: &api::Finding| locate(&docs, namespace, f);
-        return crate::cli::kind_objects::apply(env, resources, locate, dry_run).await;
+        let origin = |m: &crate::analyze::Message| origin(&docs, namespace, m);
+        return crate::cli::kind_objects::apply(env, resources, (locate, origin), dry_run).await;
     }
     let client = crate::cli::backend::Backend::for_env(env).client()?;
     let resp = match client.apply(&ApplyRequest { resources, create_only: false, dry_run }).await {
@@ -105,12 +106,7 @@ pub async fn apply(
     if !dry_run {
         let applied: Vec<_> = resp.results.iter().map(|r| r.key.clone()).collect();
         for mut m in crate::cli::analyze::after_apply(&client, &applied).await {
-            let doc = docs.iter().find(|d| {
-                let mut r = d.resource.clone();
-                r.set_default_namespace(namespace.unwrap_or("default"));
-                r.kind().as_str() == m.kind && r.name() == m.name && r.key().namespace == m.namespace
-            });
-            m.origin = doc.map(|d| format!("{}:{}", d.file, d.line));
+            m.origin = origin(&docs, namespace, &m);
             eprintln!("{m}");
         }
     }
@@ -118,6 +114,16 @@ pub async fn apply(
         crate::cli::lifecycle::wait_ready(&client, Some(resp.version), std::time::Duration::from_secs(60)).await?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where an analyzer's message points in the applied files: `file:line` of its document.
+fn origin(docs: &[Document], namespace: Option<&str>, m: &crate::analyze::Message) -> Option<String> {
+    let doc = docs.iter().find(|d| {
+        let mut r = d.resource.clone();
+        r.set_default_namespace(namespace.unwrap_or("default"));
+        r.kind().as_str() == m.kind && r.name() == m.name && r.key().namespace == m.namespace
+    });
+    doc.map(|d| format!("{}:{}", d.file, d.line))
 }
 
 /// `file:line: Kind ns/name: field: message`: a finding of the control plane placed in the

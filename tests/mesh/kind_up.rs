@@ -248,6 +248,9 @@ fn up_on_kind_creates_the_cluster_loads_the_image_applies_the_mesh_and_waits() {
     let out = env.ok(&["addons", "enable", "prometheus"]);
     assert!(out.contains("prometheus ready") && out.contains("Deployments available"), "{out}");
     assert!(api.get("apps/v1", "Deployment", "istio-system", "prometheus").is_some());
+    let listed = env.ok(&["addons", "list"]);
+    assert!(listed.lines().any(|l| l.starts_with("prometheus") && l.contains("ready")), "{listed}");
+    assert!(listed.lines().any(|l| l.starts_with("kiali") && l.contains("disabled")), "{listed}");
     assert!(env.ok(&["addons", "disable", "prometheus"]).contains("prometheus removed"));
     assert!(api.get("apps/v1", "Deployment", "istio-system", "prometheus").is_none());
     let out = env.meshrig(&["dashboard", "kiali", "--no-browser"]);
@@ -275,7 +278,7 @@ fn up_on_kind_creates_the_cluster_loads_the_image_applies_the_mesh_and_waits() {
     std::fs::write(&ghost, "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: ghost\nspec:\n  hosts: [ghost]\n  http:\n  - route:\n    - destination: {host: ghost}\n").unwrap();
     let out = env.ok(&["apply", "-f", ghost.to_str().unwrap()]);
     assert!(
-        out.contains("Error [IST0101] (VirtualService default/ghost")
+        out.contains(&format!("Error [IST0101] (VirtualService default/ghost {}:1)", ghost.display()))
             && out.contains("Referenced host not found: \"ghost\""),
         "{out}"
     );
