@@ -75,7 +75,12 @@ pub async fn cluster_inputs(client: &kube::Client, files: Vec<Item>) -> anyhow::
 /// cluster (as `after_apply`).
 pub async fn after_cluster_apply(client: &kube::Client, applied: &[crate::resources::ResourceKey]) -> Vec<Message> {
     let Ok((items, pods)) = cluster_inputs(client, Vec::new()).await else { return Vec::new() };
-    analyze::analyze(&items, &pods)
+    about(analyze::analyze(&items, &pods), applied)
+}
+
+/// The Warnings and Errors among `messages` that are about one of `applied`.
+fn about(messages: Vec<Message>, applied: &[crate::resources::ResourceKey]) -> Vec<Message> {
+    messages
         .into_iter()
         .filter(|m| m.level >= Level::Warning)
         .filter(|m| {
@@ -179,15 +184,7 @@ fn json(m: &Message) -> serde_json::Value {
 /// print (best effort: an analyzer that cannot run says nothing).
 pub async fn after_apply(client: &api::Client, applied: &[crate::resources::ResourceKey]) -> Vec<Message> {
     let Ok((items, pods)) = inputs(client, Vec::new()).await else { return Vec::new() };
-    analyze::analyze(&items, &pods)
-        .into_iter()
-        .filter(|m| m.level >= Level::Warning)
-        .filter(|m| {
-            applied.iter().any(|k| {
-                k.kind.as_str() == m.kind && k.name == m.name && (k.namespace == m.namespace || !k.kind.namespaced())
-            })
-        })
-        .collect()
+    about(analyze::analyze(&items, &pods), applied)
 }
 
 /// The analyzer's Warnings and Errors in `namespace`, for `lab check` to show beside failures.

@@ -274,29 +274,13 @@ pub async fn logs(
     let api: Api<Pod> = Api::namespaced(client, namespace);
     let list = api.list(&ListParams::default()).await.map_err(|e| anyhow!("pods: {}", objects::reason(&e)))?;
     let names: Vec<String> = list.items.iter().filter_map(|p| p.metadata.name.clone()).collect();
-    let found = list
-        .items
-        .iter()
-        .find(|p| p.metadata.name.as_deref() == Some(name))
-        .or_else(|| {
-            list.items.iter().find(|p| p.metadata.name.as_deref().is_some_and(|n| n.starts_with(&format!("{name}-"))))
-        })
-        .ok_or_else(|| {
-            crate::cli::exit::NotFound(format!(
-                "no pod {name:?} in namespace {namespace}; pods there: {}",
-                names.join(", ")
-            ))
-        })?;
-    let containers: Vec<String> = found.spec.iter().flat_map(|s| s.containers.iter().map(|c| c.name.clone())).collect();
-    let chosen = match container {
-        Some(c) if containers.iter().any(|k| k == c) => c.to_string(),
-        Some(c) => anyhow::bail!(
-            "pod {} has no container {c:?}; its containers: {}",
-            found.metadata.name.as_deref().unwrap_or(""),
-            containers.join(", ")
-        ),
-        None => containers.iter().find(|c| *c != "istio-proxy").or(containers.first()).cloned().unwrap_or_default(),
-    };
+    let found = find_pod(list.items.iter(), name).ok_or_else(|| {
+        crate::cli::exit::NotFound(format!(
+            "no pod {name:?} in namespace {namespace}; pods there: {}",
+            names.join(", ")
+        ))
+    })?;
+    let chosen = container_of(found, container)?;
     let params = kube::api::LogParams {
         container: Some(chosen),
         tail_lines: tail.map(|n| n as i64),
@@ -359,12 +343,7 @@ pub async fn exec(
         })
         .ok_or_else(|| crate::cli::exit::NotFound(format!("no running pod of {name:?} in namespace {namespace}")))?;
     let pod = found.metadata.name.clone().unwrap_or_default();
-    let containers: Vec<String> = found.spec.iter().flat_map(|s| s.containers.iter().map(|c| c.name.clone())).collect();
-    let chosen = match container {
-        Some(c) if containers.iter().any(|k| k == c) => c.to_string(),
-        Some(c) => anyhow::bail!("pod {pod} has no container {c:?}; its containers: {}", containers.join(", ")),
-        None => containers.iter().find(|c| *c != "istio-proxy").or(containers.first()).cloned().unwrap_or_default(),
-    };
+    let chosen = container_of(found, container)?;
     let params = kube::api::AttachParams::default().container(chosen).stdin(false).stdout(true).stderr(true);
     let mut process = api
         .exec(&pod, command.to_vec(), &params)
@@ -404,18 +383,11 @@ pub async fn describe(env: &Env, name: &str, namespace: &str) -> anyhow::Result<
     let api: Api<Pod> = Api::namespaced(client, namespace);
     let list = api.list(&ListParams::default()).await.map_err(|e| anyhow!("pods: {}", objects::reason(&e)))?;
     let name = name.strip_prefix("pod/").or_else(|| name.strip_prefix("deploy/")).unwrap_or(name);
-    let found = list
-        .items
-        .iter()
-        .find(|p| p.metadata.name.as_deref() == Some(name))
-        .or_else(|| {
-            list.items.iter().find(|p| p.metadata.name.as_deref().is_some_and(|n| n.starts_with(&format!("{name}-"))))
-        })
-        .ok_or_else(|| {
-            crate::cli::exit::NotFound(format!(
-                "pod {name:?} not found in namespace {namespace:?}; `meshrig get pods -n {namespace}` lists them"
-            ))
-        })?;
+    let found = find_pod(list.items.iter(), name).ok_or_else(|| {
+        crate::cli::exit::NotFound(format!(
+            "pod {name:?} not found in namespace {namespace:?}; `meshrig get pods -n {namespace}` lists them"
+        ))
+    })?;
     print!("{}", describe_text(found));
     Ok(ExitCode::SUCCESS)
 }
@@ -502,6 +474,30 @@ pub fn exit_code(status: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1:
         .and_then(|cs| cs.iter().find(|c| c.reason.as_deref() == Some("ExitCode")))
         .and_then(|c| c.message.as_deref()?.parse::<u8>().ok())
         .unwrap_or(1)
+}
+
+/// The pod `name` names, as kubectl takes it: the pod of that name, else the first whose name is
+/// `NAME-...` (a Deployment's). Pure.
+fn find_pod<'a>(pods: impl Iterator<Item = &'a Pod> + Clone, name: &str) -> Option<&'a Pod> {
+    let prefix = format!("{name}-");
+    pods.clone()
+        .find(|p| p.metadata.name.as_deref() == Some(name))
+        .or_else(|| pods.clone().find(|p| p.metadata.name.as_deref().is_some_and(|n| n.starts_with(&prefix))))
+}
+
+/// The container `asked` for in `pod`, else its first that is not `istio-proxy` (kubectl's
+/// default is the first; Istio's tasks mean the app's).
+fn container_of(pod: &Pod, asked: Option<&str>) -> anyhow::Result<String> {
+    let containers: Vec<String> = pod.spec.iter().flat_map(|s| s.containers.iter().map(|c| c.name.clone())).collect();
+    match asked {
+        Some(c) if containers.iter().any(|k| k == c) => Ok(c.to_string()),
+        Some(c) => anyhow::bail!(
+            "pod {} has no container {c:?}; its containers: {}",
+            pod.metadata.name.as_deref().unwrap_or(""),
+            containers.join(", ")
+        ),
+        None => Ok(containers.iter().find(|c| *c != "istio-proxy").or(containers.first()).cloned().unwrap_or_default()),
+    }
 }
 
 #[cfg(test)]
